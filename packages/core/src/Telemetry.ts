@@ -1,0 +1,180 @@
+/**
+ * The telemetry model shared by the agent (which produces it), the wire protocol (which carries it)
+ * and obs (which stores and queries it).
+ *
+ * Field names are the camelCase forms of OpenTelemetry semantic conventions; `otelAttributeNames`
+ * holds the mapping so an OTLP exporter is one function. Ids are lowercase hex strings in memory
+ * and in JSON; the wire codec carries them as raw bytes.
+ *
+ * Unix-nanosecond timestamps exceed 2^53, so they are `bigint`. JSON renders them as decimal strings,
+ * as OTLP/JSON does. Durations fit comfortably in a double (2^53 ns ≈ 104 days).
+ */
+import { Schema } from "effect"
+
+const hexId = (bytes: number, what: string) =>
+  Schema.String.pipe(
+    Schema.pattern(new RegExp(`^[0-9a-f]{${bytes * 2}}$`), {
+      message: () => `${what} must be ${bytes * 2} lowercase hex characters`
+    }),
+    Schema.filter((s) => !/^0+$/.test(s) || `${what} must not be all zeros`),
+    Schema.brand(what)
+  )
+
+/** 16 bytes as 32 lowercase hex characters, never all zeros (W3C Trace Context). */
+export const TraceId = hexId(16, "TraceId")
+export type TraceId = typeof TraceId.Type
+
+/** 8 bytes as 16 lowercase hex characters, never all zeros. */
+export const SpanId = hexId(8, "SpanId")
+export type SpanId = typeof SpanId.Type
+
+/** Unix time in nanoseconds. */
+export const UnixNano = Schema.BigIntFromSelf.pipe(Schema.greaterThanOrEqualToBigInt(0n))
+
+const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
+
+/** Free-form attributes, OpenTelemetry style: dotted keys, scalar values. */
+export const Attributes = Schema.Record({
+  key: Schema.String,
+  value: Schema.Union(Schema.String, Schema.Number, Schema.Boolean)
+})
+export type Attributes = typeof Attributes.Type
+
+/** Where telemetry came from. Mapped to OpenTelemetry resource attributes by `otelAttributeNames`. */
+export const Resource = {
+  /** service.name */
+  service: Schema.String,
+  /** iii.component: the ServiceComposition component, when the service belongs to one. */
+  component: Schema.optional(Schema.String),
+  /** iii.composition: the ServiceComposition's name. */
+  composition: Schema.optional(Schema.String),
+  /** k8s.namespace.name */
+  namespace: Schema.optional(Schema.String),
+  /** k8s.pod.name (or the host name outside Kubernetes) */
+  pod: Schema.optional(Schema.String)
+}
+
+export const SpanKind = Schema.Literal("server", "client")
+export type SpanKind = typeof SpanKind.Type
+
+export const HttpInfo = Schema.Struct({
+  /** http.request.method */
+  method: Schema.String,
+  /** http.route: the normalised route (`/users/{id}`), bounded cardinality. */
+  route: Schema.String,
+  /** url.path: the raw path as seen on the wire. */
+  path: Schema.optional(Schema.String),
+  /** http.response.status_code; absent when the connection closed before a response. */
+  statusCode: Schema.optional(NonNegativeInt)
+})
+export type HttpInfo = typeof HttpInfo.Type
+
+export const Span = Schema.Struct({
+  traceId: TraceId,
+  spanId: SpanId,
+  parentSpanId: Schema.optional(SpanId),
+  /** iii.correlation_id: the trace id unless the request carried `x-iii-correlation-id`. */
+  correlationId: Schema.String.pipe(Schema.minLength(1), Schema.maxLength(256)),
+  ...Resource,
+  kind: SpanKind,
+  /** span name: `METHOD route` for HTTP. */
+  name: Schema.String,
+  startTimeUnixNano: UnixNano,
+  durationNano: NonNegativeInt,
+  http: Schema.optional(HttpInfo),
+  /** network.peer.address */
+  peerAddress: Schema.optional(Schema.String),
+  /** network.peer.port */
+  peerPort: Schema.optional(NonNegativeInt),
+  /** OpenTelemetry status ERROR: a 5xx for server spans, a 4xx/5xx or failed connection for client spans. */
+  error: Schema.Boolean,
+  attributes: Schema.optional(Attributes)
+})
+export type Span = typeof Span.Type
+
+/**
+ * A mergeable latency sketch (see `LatencySketch`): bucket index → count, plus exact count and sum.
+ * Kept structural here so the wire codec and the stores need no sketch code to carry one.
+ */
+export const SketchData = Schema.Struct({
+  count: NonNegativeInt,
+  sum: Schema.Number,
+  zeroCount: NonNegativeInt,
+  /** Index of the first bucket in `counts`. */
+  offset: Schema.Number.pipe(Schema.int()),
+  counts: Schema.Array(NonNegativeInt)
+})
+export type SketchData = typeof SketchData.Type
+
+export const MetricKind = Schema.Literal("counter", "gauge", "distribution")
+export type MetricKind = typeof MetricKind.Type
+
+export const MetricPoint = Schema.Struct({
+  /** OpenTelemetry metric name, e.g. `http.server.request.duration`, `iii.tcp.bytes_sent`. */
+  name: Schema.String.pipe(Schema.minLength(1)),
+  kind: MetricKind,
+  ...Resource,
+  /** End of the interval the point covers. */
+  timeUnixNano: UnixNano,
+  /** Length of the interval for counters and distributions; 0 for gauges. */
+  intervalNano: NonNegativeInt,
+  /** Counter increment over the interval, or the gauge's value. Distributions: the count. */
+  value: Schema.Number,
+  /** Distributions only, in the unit the name implies (milliseconds for durations). */
+  sketch: Schema.optional(SketchData),
+  attributes: Schema.optional(Attributes)
+})
+export type MetricPoint = typeof MetricPoint.Type
+
+/** OpenTelemetry severity numbers: TRACE=1, DEBUG=5, INFO=9, WARN=13, ERROR=17, FATAL=21. */
+export const LogLevel = Schema.Literal("trace", "debug", "info", "warn", "error", "fatal")
+export type LogLevel = typeof LogLevel.Type
+
+export const severityNumber: Record<LogLevel, number> = {
+  trace: 1,
+  debug: 5,
+  info: 9,
+  warn: 13,
+  error: 17,
+  fatal: 21
+}
+
+export const LogRecord = Schema.Struct({
+  timeUnixNano: UnixNano,
+  ...Resource,
+  /** severity_text, lowercased; the number follows from `severityNumber`. */
+  level: LogLevel,
+  body: Schema.String,
+  /** log.iostream */
+  stream: Schema.optional(Schema.Literal("stdout", "stderr")),
+  traceId: Schema.optional(TraceId),
+  spanId: Schema.optional(SpanId),
+  correlationId: Schema.optional(Schema.String),
+  attributes: Schema.optional(Attributes)
+})
+export type LogRecord = typeof LogRecord.Type
+
+/** How each model field is named in OpenTelemetry semantic conventions (OTLP mapping). */
+export const otelAttributeNames = {
+  service: "service.name",
+  component: "iii.component",
+  composition: "iii.composition",
+  namespace: "k8s.namespace.name",
+  pod: "k8s.pod.name",
+  correlationId: "iii.correlation_id",
+  "http.method": "http.request.method",
+  "http.route": "http.route",
+  "http.path": "url.path",
+  "http.statusCode": "http.response.status_code",
+  peerAddress: "network.peer.address",
+  peerPort: "network.peer.port",
+  stream: "log.iostream"
+} as const
+
+/** `2xx`…`5xx` bucket of an HTTP status; `none` when no response was seen. */
+export type StatusClass = "1xx" | "2xx" | "3xx" | "4xx" | "5xx" | "none"
+
+export const statusClass = (statusCode: number | undefined): StatusClass =>
+  statusCode === undefined || statusCode < 100 || statusCode > 599
+    ? "none"
+    : (`${Math.floor(statusCode / 100)}xx` as StatusClass)
