@@ -1,0 +1,287 @@
+/**
+ * Per-connection stream reassembly: socket events (keyed by pid + fd) in, HTTP exchanges out.
+ *
+ * A connection's role comes from how it was opened: `accept` makes it a server connection (requests
+ * flow in, responses out), `connect` a client connection (requests out, responses in). For sockets
+ * opened before tracing began, the role is inferred from whichever direction first carries a request.
+ * A new accept/connect/close on the same pid + fd resets the state (fds are reused).
+ *
+ * Requests are queued per connection (pipelining) and paired with responses in order. 1xx responses
+ * leave the request waiting for its final response; a 101 or a successful CONNECT turns the connection
+ * opaque. Connections whose first bytes are not HTTP/1.x cost one check and a byte counter from then
+ * on, and show up only in connection-level metrics.
+ */
+import { HttpParser, type HttpParserHandler, type MessageHead } from "./HttpParser.js"
+
+export type Role = "server" | "client"
+
+export interface Endpoint {
+  readonly address: string
+  readonly port: number
+}
+
+export interface Connection {
+  readonly pid: number
+  readonly fd: number
+  role: Role | undefined
+  readonly local: Endpoint | undefined
+  readonly peer: Endpoint | undefined
+  readonly openedNs: bigint
+  lastNs: bigint
+  bytesIn: number
+  bytesOut: number
+  /** At least one HTTP message was parsed on it. */
+  http: boolean
+  /** Not HTTP (or no longer: upgraded): only bytes are counted. */
+  opaque: boolean
+}
+
+/** A request whose head was seen; `context` is the consumer's (trace ids etc.), set in `onRequest`. */
+export interface PendingRequest<C> {
+  readonly connection: Connection
+  readonly head: MessageHead
+  /** Time of the syscall carrying the request's first byte. */
+  readonly startNs: bigint
+  /** The thread that read (server) or wrote (client) the first byte. */
+  readonly tid: number
+  context: C | undefined
+}
+
+export type Outcome =
+  /** The whole response was seen. */
+  | "complete"
+  /** The connection closed (or was reset) before any response. */
+  | "no_response"
+  /** The response started but its end was not seen (closed mid-body, lost framing). */
+  | "response_truncated"
+
+export interface HttpExchange<C> extends PendingRequest<C> {
+  readonly response: MessageHead | undefined
+  /** Time of the syscall carrying the response's last byte (or the close, without a response). */
+  readonly endNs: bigint
+  readonly outcome: Outcome
+}
+
+export interface ConnectionEvents<C> {
+  onRequest(request: PendingRequest<C>): void
+  onExchange(exchange: HttpExchange<C>): void
+  onConnectionEnd(connection: Connection, endNs: bigint): void
+}
+
+export interface TrackerOptions {
+  /** Pipelined requests waiting for responses per connection; older ones are answered `no_response`. Default 256. */
+  readonly maxPendingPerConnection?: number
+}
+
+/** A connection's state: its two parsers and the request queue. */
+class Stream<C> {
+  readonly connection: Connection
+  readonly requests: HttpParser
+  readonly responses: HttpParser
+  readonly queue: Array<PendingRequest<C>> = []
+  /** The request the response being parsed answers. */
+  answering: PendingRequest<C> | undefined
+  responseHead: MessageHead | undefined
+  currentTid = 0
+
+  constructor(
+    connection: Connection,
+    private readonly events: ConnectionEvents<C>,
+    private readonly maxPending: number
+  ) {
+    this.connection = connection
+    this.requests = new HttpParser("request", this.requestHandler)
+    this.responses = new HttpParser("response", this.responseHandler)
+  }
+
+  private readonly requestHandler: HttpParserHandler = {
+    onHead: (head, firstByteNs) => {
+      this.connection.http = true
+      const request: PendingRequest<C> = {
+        connection: this.connection,
+        head,
+        startNs: firstByteNs,
+        tid: this.currentTid,
+        context: undefined
+      }
+      if (this.queue.length >= this.maxPending) {
+        const dropped = this.queue.shift()
+        if (dropped !== undefined) this.emit(dropped, undefined, firstByteNs, "no_response")
+      }
+      this.queue.push(request)
+      this.events.onRequest(request)
+      return false
+    },
+    onEnd: () => {},
+    onNotHttp: () => {
+      this.connection.opaque = true
+    }
+  }
+
+  private readonly responseHandler: HttpParserHandler = {
+    onHead: (head, firstByteNs) => {
+      if (head.statusCode < 200) {
+        if (head.statusCode === 101) {
+          const request = this.queue.shift()
+          if (request !== undefined) this.emit(request, head, firstByteNs, "complete")
+          this.becomeOpaque()
+        }
+        // 100 Continue, 103 Early Hints: the final response is still to come.
+        return true
+      }
+      const request = this.queue.shift()
+      this.answering = request
+      this.responseHead = head
+      return request?.head.method === "HEAD"
+    },
+    onEnd: (lastByteNs, complete) => {
+      const request = this.answering
+      const head = this.responseHead
+      this.answering = undefined
+      this.responseHead = undefined
+      if (request === undefined || head === undefined) return
+      this.emit(request, head, lastByteNs, complete ? "complete" : "response_truncated")
+      if (request.head.method === "CONNECT" && head.statusCode < 300) this.becomeOpaque()
+    },
+    onNotHttp: () => {
+      this.connection.opaque = true
+    }
+  }
+
+  private becomeOpaque(): void {
+    this.connection.opaque = true
+    this.requests.markOpaque()
+    this.responses.markOpaque()
+  }
+
+  emit(request: PendingRequest<C>, response: MessageHead | undefined, endNs: bigint, outcome: Outcome): void {
+    this.events.onExchange({
+      ...request,
+      response,
+      endNs: endNs < request.startNs ? request.startNs : endNs,
+      outcome
+    })
+  }
+
+  /** Ends everything still open: bodies running until close finish, unanswered requests are reported. */
+  finish(endNs: bigint): void {
+    this.responses.close()
+    this.requests.close()
+    for (const request of this.queue) this.emit(request, undefined, endNs, "no_response")
+    this.queue.length = 0
+  }
+}
+
+const connectionKey = (pid: number, fd: number): number => pid * 1_073_741_824 + fd
+
+const methodStart = /^(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH) /
+const looksLikeRequest = (bytes: Uint8Array): boolean => {
+  if (bytes.byteLength < 4) return false
+  const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 8)).toString("latin1")
+  return methodStart.test(head)
+}
+
+export class ConnectionTracker<C> {
+  private readonly streams = new Map<number, Stream<C>>()
+  private readonly maxPending: number
+
+  constructor(
+    private readonly events: ConnectionEvents<C>,
+    options: TrackerOptions = {}
+  ) {
+    this.maxPending = options.maxPendingPerConnection ?? 256
+  }
+
+  get size(): number {
+    return this.streams.size
+  }
+
+  /** A connection was accepted (role server) or connected (role client); any previous state on the fd ends. */
+  open(
+    pid: number,
+    fd: number,
+    role: Role,
+    timestampNs: bigint,
+    local: Endpoint | undefined,
+    peer: Endpoint | undefined
+  ): void {
+    this.close(pid, fd, timestampNs)
+    const connection: Connection = {
+      pid,
+      fd,
+      role,
+      local,
+      peer,
+      openedNs: timestampNs,
+      lastNs: timestampNs,
+      bytesIn: 0,
+      bytesOut: 0,
+      http: false,
+      opaque: false
+    }
+    this.streams.set(connectionKey(pid, fd), new Stream(connection, this.events, this.maxPending))
+  }
+
+  /**
+   * One read (`ingress`) or write (`egress`) on a socket: `payload` is what was captured of the
+   * `totalLength` bytes the syscall moved.
+   */
+  data(
+    pid: number,
+    tid: number,
+    fd: number,
+    direction: "ingress" | "egress",
+    payload: Uint8Array,
+    totalLength: number,
+    timestampNs: bigint
+  ): void {
+    const key = connectionKey(pid, fd)
+    let stream = this.streams.get(key)
+    if (stream === undefined) {
+      // A socket from before tracing began: infer the role from the first request we see.
+      if (!looksLikeRequest(payload)) return
+      this.open(pid, fd, direction === "ingress" ? "server" : "client", timestampNs, undefined, undefined)
+      stream = this.streams.get(key)
+      if (stream === undefined) return
+    }
+    const connection = stream.connection
+    connection.lastNs = timestampNs
+    if (direction === "ingress") connection.bytesIn += totalLength
+    else connection.bytesOut += totalLength
+    if (connection.opaque) return
+    stream.currentTid = tid
+    const carriesRequests = (connection.role === "server") === (direction === "ingress")
+    const parser = carriesRequests ? stream.requests : stream.responses
+    const uncaptured = totalLength > payload.byteLength ? totalLength - payload.byteLength : 0
+    parser.push(payload, uncaptured, timestampNs)
+  }
+
+  /** The fd was closed (or its process exited): report what is open and forget the connection. */
+  close(pid: number, fd: number, timestampNs: bigint): void {
+    const key = connectionKey(pid, fd)
+    const stream = this.streams.get(key)
+    if (stream === undefined) return
+    this.streams.delete(key)
+    stream.finish(timestampNs)
+    this.events.onConnectionEnd(stream.connection, timestampNs)
+  }
+
+  /** A process exited: all its connections end. */
+  closeProcess(pid: number, timestampNs: bigint): void {
+    for (const stream of [...this.streams.values()]) {
+      if (stream.connection.pid === pid) this.close(pid, stream.connection.fd, timestampNs)
+    }
+  }
+
+  /** Ends connections idle since before `idleSinceNs` (their close was never seen). Returns how many. */
+  sweep(idleSinceNs: bigint, nowNs: bigint): number {
+    let swept = 0
+    for (const stream of [...this.streams.values()]) {
+      if (stream.connection.lastNs < idleSinceNs) {
+        this.close(stream.connection.pid, stream.connection.fd, nowNs)
+        swept++
+      }
+    }
+    return swept
+  }
+}
