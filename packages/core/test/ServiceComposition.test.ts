@@ -1,0 +1,120 @@
+import { readFileSync } from "node:fs"
+import { describe, expect, it } from "@effect/vitest"
+import { Either } from "effect"
+import { parse } from "yaml"
+import * as SC from "../src/ServiceComposition.js"
+
+const repo = new URL("../../../", import.meta.url)
+const readYaml = (path: string) => parse(readFileSync(new URL(path, repo), "utf8"))
+const seed = readYaml("manifests/examples/user-service.yaml")
+
+const issuesOf = (document: unknown) =>
+  Either.match(SC.validate(document), { onLeft: (issues) => issues, onRight: () => [] })
+
+const withComponent = (component: Record<string, unknown>) => ({
+  ...seed,
+  spec: { components: [{ name: "api", image: "api:v1", ...component }] }
+})
+
+describe("ServiceComposition", () => {
+  it("decodes the seed example exactly as written, with thresholds parsed", () => {
+    const decoded = Either.getOrThrow(SC.validate(seed))
+    expect(decoded.metadata.name).toBe("user-service")
+    expect(decoded.spec.components.map((c) => c.name)).toEqual(["auth", "profile"])
+    expect(decoded.spec.components[0]?.replicas).toEqual({ min: 3, max: 10 })
+    expect(decoded.spec.components[0]?.scalingPolicy).toEqual({
+      metric: "p99_latency",
+      threshold: { kind: "duration", milliseconds: 200, text: "200ms" }
+    })
+    expect(decoded.spec.observability).toEqual({
+      metrics: ["p99_latency", "error_rate", "request_count"],
+      traces: true,
+      logs: { level: "info" }
+    })
+    expect(SC.encode(decoded)).toEqual(seed)
+  })
+
+  it("reports all four problems of the invalid fixture at once, with paths", () => {
+    expect(issuesOf(readYaml("packages/core/test/fixtures/invalid-four-errors.yaml"))).toEqual([
+      { path: "spec.components[0].replicas", message: "min (5) is greater than max (3)" },
+      {
+        path: "spec.components[1].image",
+        message: expect.stringContaining('"Profile Service:latest" is not a valid image reference')
+      },
+      { path: "spec.components[1].scalingPolicy.threshold", message: '"-200ms" must not be negative' },
+      { path: "spec.components[2].name", message: 'duplicate component name "auth" (also spec.components[0])' }
+    ])
+  })
+
+  it("lists the known metrics when an unknown one is named", () => {
+    const doc = { ...seed, spec: { ...seed.spec, observability: { metrics: ["p99_latency", "p98_latency"] } } }
+    expect(issuesOf(doc)).toEqual([
+      {
+        path: "spec.observability.metrics[1]",
+        message:
+          'unknown metric "p98_latency"; known: p50_latency, p90_latency, p95_latency, p99_latency, error_rate, request_count, request_rate'
+      }
+    ])
+  })
+
+  it("checks that a threshold's unit fits its metric", () => {
+    const doc = withComponent({ replicas: { min: 1, max: 3 }, scalingPolicy: { metric: "error_rate", threshold: "200ms" } })
+    expect(issuesOf(doc)).toEqual([
+      {
+        path: "spec.components[0].scalingPolicy.threshold",
+        message: 'error_rate needs a percentage such as 2% or 80%, got "200ms"'
+      }
+    ])
+  })
+
+  it("requires replicas from 1 up for a scaling policy", () => {
+    const policy = { metric: "cpu", threshold: "80%" }
+    expect(issuesOf(withComponent({ scalingPolicy: policy }))).toEqual([
+      { path: "spec.components[0].replicas", message: "a scalingPolicy needs replicas {min, max} to scale between" }
+    ])
+    expect(issuesOf(withComponent({ scalingPolicy: policy, replicas: { min: 0, max: 2 } }))[0]?.message).toContain(
+      "min must be at least 1"
+    )
+    expect(issuesOf(withComponent({ replicas: { min: 0, max: 2 } }))).toEqual([])
+  })
+
+  it.each([
+    "auth:v2.1",
+    "registry.example.com:5000/team/auth:v2.1",
+    "ghcr.io/org/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "nginx"
+  ])("accepts the image reference %s", (image) => {
+    expect(issuesOf(withComponent({ image }))).toEqual([])
+  })
+
+  it.each(["Auth:v2", "auth:", "auth image", ":v1", "auth:v1:v2"])("rejects the image reference %s", (image) => {
+    expect(issuesOf(withComponent({ image }))[0]?.path).toBe("spec.components[0].image")
+  })
+
+  it("rejects unknown fields, wrong kinds and empty component lists with paths", () => {
+    expect(issuesOf(withComponent({ replica: 3 }))).toEqual([
+      { path: "spec.components[0].replica", message: "is unexpected, expected: ...", }
+    ].map((i) => ({ ...i, message: expect.stringContaining("is unexpected") })))
+    expect(issuesOf({ ...seed, kind: "Deployment" })[0]?.path).toBe("kind")
+    expect(issuesOf({ ...seed, spec: { components: [] } })).toEqual([
+      { path: "spec.components", message: "a composition needs at least one component" }
+    ])
+  })
+
+  it("keeps metadata the API server adds", () => {
+    const fromCluster = { ...seed, metadata: { ...seed.metadata, managedFields: [{}], generation: 4 } }
+    expect(Either.getOrThrow(SC.validate(fromCluster)).metadata).toMatchObject({ generation: 4, managedFields: [{}] })
+  })
+
+  it("validates every document of a YAML stream and reports YAML syntax errors", () => {
+    const text = `${readFileSync(new URL("manifests/examples/user-service.yaml", repo), "utf8")}---\nkind: [unclosed\n`
+    const [first, second] = SC.fromYaml(text, "stream.yaml")
+    expect(first && Either.isRight(first)).toBe(true)
+    expect(second && Either.isLeft(second) && second.left.source).toBe("stream.yaml#2")
+    expect(second && Either.isLeft(second) && second.left.issues[0]?.path).toBe("(yaml)")
+  })
+
+  it("formats paths as users write them", () => {
+    expect(SC.formatPath(["spec", "components", 0, "replicas"])).toBe("spec.components[0].replicas")
+  })
+})
