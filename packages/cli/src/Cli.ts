@@ -1,0 +1,14 @@
+/**
+ * The `iii` command: one entry point for every part. Each part contributes its subcommand from its
+ * own module; this list is the only place they meet.
+ */
+import { Command } from "@effect/cli"
+import * as CrdCommand from "./CrdCommand.js"
+import * as ValidateCommand from "./ValidateCommand.js"
+
+export const iii = Command.make("iii").pipe(
+  Command.withDescription("Declarative service orchestration for Kubernetes with observability built in"),
+  Command.withSubcommands([ValidateCommand.command, CrdCommand.command])
+)
+
+export const run = Command.run(iii, { name: "iii", version: "0.1.0" })
