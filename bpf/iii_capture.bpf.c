@@ -1,0 +1,493 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * iii traffic capture: syscall tracepoints only (kprobes are not available on every kernel we
+ * target), one ring buffer, records laid out in iii_capture.h.
+ *
+ * Cost model: every probe below runs for every process on the host, so the first thing each one
+ * does is the "is this process traced?" check (one hash lookup, a second one only when cgroup
+ * targets are enabled). Untraced processes pay for that and nothing else.
+ *
+ * Arguments are saved at syscall enter in an LRU hash keyed by pid_tgid and deleted at exit; the
+ * exit probe does the real work once the kernel has filled the buffers and the return value says
+ * how many bytes moved.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "iii_capture.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Load-time settings (the loader rewrites .rodata; the verifier prunes dead branches). */
+const volatile __u32 payload_limit = III_DEFAULT_PAYLOAD; /* payload bytes per data event */
+const volatile __u32 wakeup_bytes = 64 * 1024; /* wake the reader once this much is pending */
+const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in iii_cgroups */
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define AF_INET 2
+#define AF_INET6 10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* the loader may resize it */
+} iii_events SEC(".maps");
+
+/* Traced processes (tgid → 1), filled from user space, grown by fork, shrunk by exit. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} iii_tgids SEC(".maps");
+
+/* Traced cgroup v2 ids (cgroup inode number → 1), filled from user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} iii_cgroups SEC(".maps");
+
+struct iii_args {
+	__u64 buf;    /* user buffer, iovec array or msghdr */
+	__u64 count;  /* buffer length or iovec count */
+	__s32 fd;
+	__u8 syscall; /* enum iii_syscall */
+	__u8 is_socket; /* close: decided at enter, while the fd still exists */
+	__u16 reserved;
+};
+
+/* Syscall arguments between enter and exit, keyed by pid_tgid (one syscall per thread at a time).
+ * LRU so that a thread killed inside a syscall cannot leak an entry forever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct iii_args);
+} iii_args SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, III_COUNTER_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} iii_counters SEC(".maps");
+
+/* A data event is assembled here, then copied into the ring buffer at its real size
+ * (bpf_ringbuf_reserve only takes constant sizes). Twice III_MAX_PAYLOAD: see copy_iov. */
+struct iii_scratch {
+	__u8 bytes[sizeof(struct iii_data_event) + 2 * III_MAX_PAYLOAD];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iii_scratch);
+} iii_scratch SEC(".maps");
+
+static __always_inline void count(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&iii_counters, &counter);
+	if (value)
+		*value += 1;
+}
+
+static __always_inline bool is_traced(__u64 pid_tgid)
+{
+	__u32 tgid = pid_tgid >> 32;
+	if (bpf_map_lookup_elem(&iii_tgids, &tgid))
+		return true;
+	if (filter_cgroups) {
+		__u64 cgroup = bpf_get_current_cgroup_id();
+		return bpf_map_lookup_elem(&iii_cgroups, &cgroup) != NULL;
+	}
+	return false;
+}
+
+/* Wake the reader only when enough is pending; otherwise it drains on its own timer. */
+static __always_inline __u64 wakeup_flag(void)
+{
+	return bpf_ringbuf_query(&iii_events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										    : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void fill_header(struct iii_event_header *header, __u64 pid_tgid, __s32 fd,
+					__u8 kind, __u8 syscall)
+{
+	header->timestamp_ns = bpf_ktime_get_ns();
+	header->pid = pid_tgid >> 32;
+	header->tid = (__u32)pid_tgid;
+	header->fd = fd;
+	header->kind = kind;
+	header->syscall = syscall;
+	header->direction = 0;
+	header->family = 0;
+}
+
+static __always_inline struct file *fd_to_file(__s32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+static __always_inline bool is_socket_file(struct file *file)
+{
+	if (!file)
+		return false;
+	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	return (mode & S_IFMT) == S_IFSOCK;
+}
+
+static __always_inline struct sock *socket_sock(struct file *file)
+{
+	if (!is_socket_file(file))
+		return NULL;
+	struct socket *socket = BPF_CORE_READ(file, private_data);
+	return socket ? BPF_CORE_READ(socket, sk) : NULL;
+}
+
+static __always_inline void save_args(__u64 pid_tgid, __s32 fd, __u64 buf, __u64 count, __u8 syscall,
+				      __u8 is_socket)
+{
+	struct iii_args args = {
+		.buf = buf, .count = count, .fd = fd, .syscall = syscall, .is_socket = is_socket};
+	bpf_map_update_elem(&iii_args, &pid_tgid, &args, BPF_ANY);
+}
+
+static __always_inline void enter(struct trace_event_raw_sys_enter *ctx, __u8 syscall)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_traced(pid_tgid))
+		return;
+	save_args(pid_tgid, (__s32)ctx->args[0], ctx->args[1], ctx->args[2], syscall, 0);
+}
+
+/* Takes the saved arguments out of the map: every exit removes what its enter stored. */
+static __always_inline bool take_args(__u64 pid_tgid, struct iii_args *out)
+{
+	struct iii_args *saved = bpf_map_lookup_elem(&iii_args, &pid_tgid);
+	if (!saved)
+		return false;
+	*out = *saved;
+	bpf_map_delete_elem(&iii_args, &pid_tgid);
+	return true;
+}
+
+static __always_inline __u32 bounded(__u64 n)
+{
+	/* The verifier needs a provable bound on every copy length. */
+	if (n > III_MAX_PAYLOAD)
+		n = III_MAX_PAYLOAD;
+	return n;
+}
+
+/* Copies the first `want` bytes spread over an iovec array. Each chunk starts at an offset below
+ * III_MAX_PAYLOAD and is at most III_MAX_PAYLOAD long, hence the 2x scratch payload. */
+static __always_inline __u32 copy_iov(__u8 *dst, const struct iovec *iov, __u64 iovcnt, __u32 want)
+{
+	__u32 offset = 0;
+#pragma unroll
+	for (int i = 0; i < III_MAX_IOV; i++) {
+		if (i >= iovcnt || offset >= want)
+			break;
+		struct iovec vec;
+		if (bpf_probe_read_user(&vec, sizeof(vec), &iov[i]))
+			break;
+		__u64 n = vec.iov_len;
+		if (n > want - offset)
+			n = want - offset;
+		__u32 at = offset & (III_MAX_PAYLOAD - 1);
+		__u32 len = bounded(n);
+		if (bpf_probe_read_user(dst + at, len, vec.iov_base))
+			break;
+		offset = at + len;
+	}
+	return offset;
+}
+
+static __always_inline bool is_egress(__u8 syscall)
+{
+	return syscall == III_SYS_WRITE || syscall == III_SYS_WRITEV || syscall == III_SYS_SENDTO ||
+	       syscall == III_SYS_SENDMSG;
+}
+
+static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct iii_args args;
+	if (!take_args(pid_tgid, &args))
+		return;
+	long ret = ctx->ret;
+	if (ret <= 0)
+		return;
+	bool egress = is_egress(args.syscall);
+	/* Sockets carry the traffic; writes to stdout/stderr are the log capture. */
+	if (!is_socket_file(fd_to_file(args.fd)) && !(egress && (args.fd == 1 || args.fd == 2)))
+		return;
+
+	__u32 zero = 0;
+	struct iii_scratch *scratch = bpf_map_lookup_elem(&iii_scratch, &zero);
+	if (!scratch)
+		return;
+	struct iii_data_event *event = (struct iii_data_event *)scratch->bytes;
+	__u8 *payload = scratch->bytes + sizeof(struct iii_data_event);
+	fill_header(&event->header, pid_tgid, args.fd, III_EVENT_DATA, args.syscall);
+	event->header.direction = egress ? III_EGRESS : III_INGRESS;
+	event->ret = ret;
+	event->total_len = ret;
+
+	__u32 limit = payload_limit < III_MAX_PAYLOAD ? payload_limit : III_MAX_PAYLOAD;
+	__u32 want = (__u64)ret < limit ? (__u32)ret : limit;
+	__u32 copied = 0;
+	switch (args.syscall) {
+	case III_SYS_READV:
+	case III_SYS_WRITEV:
+		copied = copy_iov(payload, (const struct iovec *)args.buf, args.count, want);
+		break;
+	case III_SYS_RECVMSG:
+	case III_SYS_SENDMSG: {
+		struct user_msghdr msg;
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)args.buf) == 0)
+			copied = copy_iov(payload, msg.msg_iov, msg.msg_iovlen, want);
+		break;
+	}
+	default:
+		copied = bounded(want);
+		if (bpf_probe_read_user(payload, copied, (void *)args.buf))
+			copied = 0;
+	}
+	event->payload_len = copied;
+
+	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
+	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag()))
+		count(III_COUNTER_DROPPED);
+	else
+		count(III_COUNTER_SUBMITTED);
+}
+
+/* Reads both ends of an IPv4/IPv6 socket; false for other families (unix sockets etc.). */
+static __always_inline bool fill_addresses(struct iii_conn_event *event, struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET) {
+		event->header.family = 4;
+		BPF_CORE_READ_INTO(event->local_addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(event->peer_addr, sk, __sk_common.skc_daddr);
+	} else if (family == AF_INET6) {
+		event->header.family = 6;
+		BPF_CORE_READ_INTO(event->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(event->peer_addr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		return false;
+	}
+	event->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	event->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return true;
+}
+
+static __always_inline void emit_conn(__u64 pid_tgid, __s32 fd, __u8 kind, __u8 syscall, __s32 ret)
+{
+	struct sock *sk = socket_sock(fd_to_file(fd));
+	if (!sk)
+		return;
+	struct iii_conn_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
+	if (!event) {
+		count(III_COUNTER_DROPPED);
+		return;
+	}
+	__builtin_memset(event->local_addr, 0, sizeof(event->local_addr));
+	__builtin_memset(event->peer_addr, 0, sizeof(event->peer_addr));
+	fill_header(&event->header, pid_tgid, fd, kind, syscall);
+	event->ret = ret;
+	if (!fill_addresses(event, sk)) {
+		bpf_ringbuf_discard(event, BPF_RB_NO_WAKEUP);
+		return;
+	}
+	bpf_ringbuf_submit(event, wakeup_flag());
+	count(III_COUNTER_SUBMITTED);
+}
+
+static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct iii_args args;
+	if (!take_args(pid_tgid, &args) || ctx->ret < 0)
+		return;
+	/* The return value is the accepted socket: its addresses are the connection's. */
+	emit_conn(pid_tgid, (__s32)ctx->ret, III_EVENT_ACCEPT, args.syscall, (__s32)ctx->ret);
+}
+
+#define EINPROGRESS 115
+
+/* Reads like / writes like: remember fd and buffer, decide at exit. */
+
+/* read(2): how Node (libuv) and most servers receive from TCP sockets. */
+SEC("tracepoint/syscalls/sys_enter_read")
+int iii_enter_read(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_READ); return 0; }
+SEC("tracepoint/syscalls/sys_exit_read")
+int iii_exit_read(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* write(2): socket sends, and stdout/stderr lines for the log capture. */
+SEC("tracepoint/syscalls/sys_enter_write")
+int iii_enter_write(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_WRITE); return 0; }
+SEC("tracepoint/syscalls/sys_exit_write")
+int iii_exit_write(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* readv(2): scatter reads (args: fd, iovec array, count). */
+SEC("tracepoint/syscalls/sys_enter_readv")
+int iii_enter_readv(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_READV); return 0; }
+SEC("tracepoint/syscalls/sys_exit_readv")
+int iii_exit_readv(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* writev(2): how Node writes HTTP headers + body in one syscall. */
+SEC("tracepoint/syscalls/sys_enter_writev")
+int iii_enter_writev(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_WRITEV); return 0; }
+SEC("tracepoint/syscalls/sys_exit_writev")
+int iii_exit_writev(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* recvfrom(2)/recv(3): Go, Python and many C servers receive this way. */
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int iii_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_RECVFROM); return 0; }
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int iii_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* sendto(2)/send(3): the sending side of the same. */
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int iii_enter_sendto(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_SENDTO); return 0; }
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int iii_exit_sendto(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* recvmsg(2): msghdr-based reads (args: fd, msghdr); iovecs are walked at exit. */
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int iii_enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_RECVMSG); return 0; }
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int iii_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* sendmsg(2): msghdr-based writes (Java NIO, some proxies). */
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int iii_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_SENDMSG); return 0; }
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int iii_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* accept(2): inbound connections (server spans); the exit's return value is the new socket. */
+SEC("tracepoint/syscalls/sys_enter_accept")
+int iii_enter_accept(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_ACCEPT); return 0; }
+SEC("tracepoint/syscalls/sys_exit_accept")
+int iii_exit_accept(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx); return 0; }
+
+/* accept4(2): what Node, Go and most modern servers actually call. */
+SEC("tracepoint/syscalls/sys_enter_accept4")
+int iii_enter_accept4(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_ACCEPT4); return 0; }
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int iii_exit_accept4(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx); return 0; }
+
+/* connect(2): outbound connections (client spans). */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int iii_enter_connect(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_CONNECT); return 0; }
+
+/* connect exit: by now the kernel bound a local port and set the peer, so both ends are readable
+ * from struct sock. Non-blocking sockets (Node) return -EINPROGRESS, which still counts. */
+SEC("tracepoint/syscalls/sys_exit_connect")
+int iii_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct iii_args args;
+	if (!take_args(pid_tgid, &args))
+		return 0;
+	long ret = ctx->ret;
+	if (ret == 0 || ret == -EINPROGRESS)
+		emit_conn(pid_tgid, args.fd, III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
+	return 0;
+}
+
+/* close(2) enter: ends a connection; only sockets matter, and the fd is gone by exit, so decide now. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_traced(pid_tgid))
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	if (is_socket_file(fd_to_file(fd)))
+		save_args(pid_tgid, fd, 0, 0, III_SYS_CLOSE, 1);
+	return 0;
+}
+
+/* close(2) exit: report the close only if it succeeded. */
+SEC("tracepoint/syscalls/sys_exit_close")
+int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct iii_args args;
+	if (!take_args(pid_tgid, &args) || ctx->ret != 0)
+		return 0;
+	struct iii_close_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
+	if (!event) {
+		count(III_COUNTER_DROPPED);
+		return 0;
+	}
+	fill_header(&event->header, pid_tgid, args.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+	bpf_ringbuf_submit(event, wakeup_flag());
+	count(III_COUNTER_SUBMITTED);
+	return 0;
+}
+
+/* sched_process_fork: children of a traced process (workers, `sh -c`, cluster forks) are traced
+ * too. Raw tracepoint because the child's tgid (to tell a new process from a new thread) is only
+ * in its task_struct. Runs in the parent. */
+SEC("raw_tracepoint/sched_process_fork")
+int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_traced(pid_tgid))
+		return 0;
+	/* Plain pointer arithmetic: args[] is a zero-length array, not a CO-RE relocatable field. */
+	struct task_struct *child = (struct task_struct *)((__u64 *)ctx)[1];
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	if (child_tgid == (__u32)(pid_tgid >> 32))
+		return 0; /* a new thread of a traced process: already covered */
+	__u8 one = 1;
+	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
+	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
+	if (!event) {
+		count(III_COUNTER_DROPPED);
+		return 0;
+	}
+	fill_header(&event->header, pid_tgid, -1, III_EVENT_FORK, 0);
+	event->child_pid = child_tgid;
+	event->reserved = 0;
+	bpf_ringbuf_submit(event, wakeup_flag());
+	count(III_COUNTER_SUBMITTED);
+	return 0;
+}
+
+/* sched_process_exit: forget exited processes (their pids get reused) and tell user space, which
+ * flushes their connections. Only the main thread's exit counts as the process's. */
+SEC("raw_tracepoint/sched_process_exit")
+int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if ((__u32)pid_tgid != tgid || !is_traced(pid_tgid))
+		return 0;
+	bpf_map_delete_elem(&iii_tgids, &tgid);
+	struct iii_exit_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
+	if (!event) {
+		count(III_COUNTER_DROPPED);
+		return 0;
+	}
+	fill_header(&event->header, pid_tgid, -1, III_EVENT_EXIT, 0);
+	bpf_ringbuf_submit(event, wakeup_flag());
+	count(III_COUNTER_SUBMITTED);
+	return 0;
+}

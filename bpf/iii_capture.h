@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one source of truth for the records iii_capture.bpf.c writes to its ring buffer.
+ * native/src/layout.rs and packages/agent/src/internal/EventLayout.ts mirror these structs;
+ * packages/agent/test/EventLayout.test.ts proves the three views agree (sizes and offsets).
+ *
+ * Every record starts with struct iii_event_header. All integers are little-endian host order,
+ * except addresses, which are raw network-order bytes (IPv4 in the first 4 bytes).
+ * Changing anything here means changing the two mirrors and bumping III_LAYOUT_VERSION.
+ */
+#ifndef III_CAPTURE_H
+#define III_CAPTURE_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define III_LAYOUT_VERSION 1
+
+/* Hard upper bound of payload bytes per data event; the load-time setting may lower it.
+ * Twice this (the iovec copy needs the slack, see copy_iov) must fit a per-CPU value (32 KiB). */
+#define III_MAX_PAYLOAD 8192
+/* Payload bytes captured per data event unless the loader says otherwise. */
+#define III_DEFAULT_PAYLOAD 4096
+/* iovec entries inspected per readv/writev/recvmsg/sendmsg (bounded for the verifier). */
+#define III_MAX_IOV 8
+
+enum iii_event_kind {
+	III_EVENT_DATA = 1,
+	III_EVENT_CONNECT = 2,
+	III_EVENT_ACCEPT = 3,
+	III_EVENT_CLOSE = 4,
+	III_EVENT_FORK = 5,
+	III_EVENT_EXIT = 6,
+};
+
+enum iii_syscall {
+	III_SYS_READ = 1,
+	III_SYS_WRITE = 2,
+	III_SYS_READV = 3,
+	III_SYS_WRITEV = 4,
+	III_SYS_RECVFROM = 5,
+	III_SYS_SENDTO = 6,
+	III_SYS_RECVMSG = 7,
+	III_SYS_SENDMSG = 8,
+	III_SYS_ACCEPT = 9,
+	III_SYS_ACCEPT4 = 10,
+	III_SYS_CONNECT = 11,
+	III_SYS_CLOSE = 12,
+};
+
+enum iii_direction {
+	III_INGRESS = 1, /* bytes the process received */
+	III_EGRESS = 2,  /* bytes the process sent */
+};
+
+/* Index into the per-CPU counters map iii_counters. */
+enum iii_counter {
+	III_COUNTER_SUBMITTED = 0, /* records written to the ring buffer */
+	III_COUNTER_DROPPED = 1,   /* records lost because the ring buffer was full */
+	III_COUNTER_COUNT = 2,
+};
+
+/*
+ * How the native addon hands records to JavaScript: one buffer per batch, made of this header
+ * followed by record_count times { __u32 length (little-endian); length bytes of one record }.
+ */
+struct iii_batch_header {
+	__s64 clock_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC when the batch was read */
+	__u32 record_count;
+	__u32 reserved;
+};
+
+/* 24 bytes, common to every record. For fork/exit, pid/tid are the parent's / the exiting process's. */
+struct iii_event_header {
+	__u64 timestamp_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 pid;          /* tgid */
+	__u32 tid;
+	__s32 fd;           /* -1 for fork/exit */
+	__u8 kind;          /* enum iii_event_kind */
+	__u8 syscall;       /* enum iii_syscall, 0 for fork/exit */
+	__u8 direction;     /* enum iii_direction, 0 unless data */
+	__u8 family;        /* 4 or 6 for connect/accept, else 0 */
+};
+
+/* A read or write on a socket fd (or a write to fd 1/2), followed by payload_len bytes. */
+struct iii_data_event {
+	struct iii_event_header header;
+	__s64 ret;          /* the syscall's return value (> 0: only successful transfers are recorded) */
+	__u32 total_len;    /* bytes the syscall moved */
+	__u32 payload_len;  /* bytes that follow: min(total_len, the payload setting) */
+	__u8 payload[];
+};
+
+/* A socket connected (connect) or accepted (accept/accept4; fd is the new socket). */
+struct iii_conn_event {
+	struct iii_event_header header;
+	__s32 ret;          /* connect: 0 or -EINPROGRESS; accept: the new fd */
+	__u16 local_port;   /* host order */
+	__u16 peer_port;    /* host order */
+	__u8 local_addr[16];
+	__u8 peer_addr[16];
+};
+
+/* close() of a socket fd succeeded. */
+struct iii_close_event {
+	struct iii_event_header header;
+};
+
+/* A traced process forked; the child is traced from now on. */
+struct iii_fork_event {
+	struct iii_event_header header;
+	__u32 child_pid;
+	__u32 reserved;
+};
+
+/* A traced process exited (its last thread or its main thread). */
+struct iii_exit_event {
+	struct iii_event_header header;
+};
+
+#endif /* III_CAPTURE_H */

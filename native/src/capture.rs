@@ -1,0 +1,355 @@
+//! Loading, attaching and reading: one `Running` per started capture.
+use std::borrow::Cow;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{ProgramError, RawTracePoint, TracePoint};
+use aya::{Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
+use napi::bindgen_prelude::Buffer;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+
+use crate::diagnostics::{self, error};
+use crate::layout;
+
+/// Called on the JS thread with one batch buffer (empty = the capture ended).
+pub type BatchCallback = ThreadsafeFunction<Vec<u8>, (), Buffer, Status, false>;
+
+pub struct Settings {
+    pub object: Cow<'static, [u8]>,
+    pub payload_bytes: u32,
+    pub ring_buffer_bytes: u32,
+    pub wakeup_bytes: u32,
+    pub poll_interval: Duration,
+    pub max_batch_bytes: usize,
+    pub max_pending_bytes: u64,
+    pub cgroups_enabled: bool,
+    pub mount_tracefs: bool,
+}
+
+#[derive(Default)]
+pub struct ReaderStats {
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Bytes handed to JS whose callback has not run yet (bounded by max_pending_bytes).
+    pub pending_bytes: AtomicU64,
+}
+
+pub struct Running {
+    ebpf: Option<Ebpf>,
+    tgids: HashMap<MapData, u32, u8>,
+    cgroups: HashMap<MapData, u64, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    stop: Arc<AtomicBool>,
+    reader: Option<JoinHandle<()>>,
+    pub stats: Arc<ReaderStats>,
+    pub cgroups_enabled: bool,
+}
+
+fn is_permission(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+fn permission_error(what: &str, cause: impl std::fmt::Display) -> napi::Error {
+    error(
+        "permission",
+        format!("{what}: {cause}: the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run as root or grant them"),
+    )
+}
+
+/// The error and its causes, "a: b: c" (aya's top-level messages alone hide the detail).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn load_error(e: EbpfError) -> napi::Error {
+    let detail = chain(&e);
+    match &e {
+        EbpfError::MapError(aya::maps::MapError::CreateError { name, io_error, .. })
+            if is_permission(io_error) =>
+        {
+            permission_error(&format!("creating map {name}"), io_error)
+        }
+        EbpfError::BtfError(_) | EbpfError::NoBTF | EbpfError::BtfRelocationError(_)
+            if !diagnostics::btf_available() =>
+        {
+            error(
+            "btf",
+                format!("{detail} (CO-RE relocation needs the kernel's BTF: /sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)"),
+            )
+        }
+        _ => error("load", format!("loading the BPF object: {detail}")),
+    }
+}
+
+fn program_error(name: &str, action: &str, e: ProgramError) -> napi::Error {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            if is_permission(&io_error) && diagnostics::missing_capabilities().len() > 0 {
+                permission_error(&format!("loading program {name}"), io_error)
+            } else {
+                error(
+                    "verifier",
+                    format!("program {name} was rejected by the verifier ({io_error}):\n{verifier_log}"),
+                )
+            }
+        }
+        ProgramError::SyscallError(ref syscall) if is_permission(&syscall.io_error) => {
+            permission_error(&format!("{action} program {name}"), &e)
+        }
+        other => {
+            let message = format!("{action} program {name}: {}", chain(&other));
+            if !diagnostics::tracefs_mounted() {
+                error("tracefs", format!("{message}: tracefs is not mounted (mount -t tracefs nodev {})", diagnostics::TRACEFS))
+            } else {
+                error("attach", message)
+            }
+        }
+    }
+}
+
+/// Tracepoint a program attaches to, from its name: iii_enter_X → syscalls/sys_enter_X,
+/// iii_exit_X → syscalls/sys_exit_X, iii_sched_* → raw tracepoint sched_*.
+enum Target {
+    Syscall(String),
+    Raw(String),
+}
+
+fn target_of(name: &str) -> Option<Target> {
+    let rest = name.strip_prefix("iii_")?;
+    if let Some(syscall) = rest.strip_prefix("enter_") {
+        return Some(Target::Syscall(format!("sys_enter_{syscall}")));
+    }
+    if let Some(syscall) = rest.strip_prefix("exit_") {
+        return Some(Target::Syscall(format!("sys_exit_{syscall}")));
+    }
+    rest.starts_with("sched_").then(|| Target::Raw(rest.to_owned()))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> napi::Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| error("load", format!("the BPF object has no map {name}")))?;
+    T::try_from(map).map_err(|e| error("load", format!("map {name}: {e}")))
+}
+
+impl Running {
+    pub fn start(
+        settings: Settings,
+        pids: &[u32],
+        cgroup_ids: &[u64],
+        on_batch: BatchCallback,
+        stats: Arc<ReaderStats>,
+    ) -> napi::Result<Self> {
+        let missing = diagnostics::missing_capabilities();
+        if !missing.is_empty() {
+            return Err(error(
+                "permission",
+                format!("missing {}: the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load eBPF programs", missing.join(" and ")),
+            ));
+        }
+        if !diagnostics::tracefs_mounted() {
+            let hint = format!("mount -t tracefs nodev {}", diagnostics::TRACEFS);
+            if !settings.mount_tracefs {
+                return Err(error("tracefs", format!("tracefs is not mounted ({hint})")));
+            }
+            diagnostics::mount_tracefs()
+                .map_err(|e| error("tracefs", format!("tracefs is not mounted and mounting it failed: {e} ({hint})")))?;
+        }
+        if !diagnostics::btf_available() {
+            return Err(error("btf", "/sys/kernel/btf/vmlinux is missing: the kernel needs CONFIG_DEBUG_INFO_BTF"));
+        }
+
+        let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
+        let filter_cgroups: u8 = settings.cgroups_enabled.into();
+        let mut ebpf = EbpfLoader::new()
+            .set_global("payload_limit", &payload_limit, true)
+            .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
+            .set_global("filter_cgroups", &filter_cgroups, true)
+            .set_max_entries("iii_events", settings.ring_buffer_bytes)
+            .verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS)
+            .load(&settings.object)
+            .map_err(load_error)?;
+
+        let mut tgids: HashMap<MapData, u32, u8> = take_map(&mut ebpf, "iii_tgids")?;
+        let mut cgroups: HashMap<MapData, u64, u8> = take_map(&mut ebpf, "iii_cgroups")?;
+        let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "iii_counters")?;
+        let ring: RingBuf<MapData> = take_map(&mut ebpf, "iii_events")?;
+        for pid in pids {
+            tgids.insert(pid, 1, 0).map_err(|e| error("map", format!("adding pid {pid}: {e}")))?;
+        }
+        for id in cgroup_ids {
+            cgroups.insert(id, 1, 0).map_err(|e| error("map", format!("adding cgroup {id}: {e}")))?;
+        }
+
+        let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        for name in &names {
+            let Some(target) = target_of(name) else { continue };
+            let Some(program) = ebpf.program_mut(name) else { continue };
+            match target {
+                Target::Syscall(tracepoint) => {
+                    let program: &mut TracePoint =
+                        program.try_into().map_err(|e| program_error(name, "loading", e))?;
+                    program.load().map_err(|e| program_error(name, "loading", e))?;
+                    program.attach("syscalls", &tracepoint).map_err(|e| program_error(name, "attaching", e))?;
+                }
+                Target::Raw(tracepoint) => {
+                    let program: &mut RawTracePoint =
+                        program.try_into().map_err(|e| program_error(name, "loading", e))?;
+                    program.load().map_err(|e| program_error(name, "loading", e))?;
+                    program.attach(&tracepoint).map_err(|e| program_error(name, "attaching", e))?;
+                }
+            }
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = stop.clone();
+            let stats = stats.clone();
+            let reader = Reader { ring, on_batch, stats, interval: settings.poll_interval, max_batch_bytes: settings.max_batch_bytes, max_pending_bytes: settings.max_pending_bytes };
+            std::thread::Builder::new()
+                .name("iii-ringbuf".into())
+                .spawn(move || reader.run(&stop))
+                .map_err(|e| error("io", format!("starting the reader thread: {e}")))?
+        };
+        Ok(Running { ebpf: Some(ebpf), tgids, cgroups, counters, stop, reader: Some(reader), stats, cgroups_enabled: settings.cgroups_enabled })
+    }
+
+    pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
+        self.tgids.insert(pid, 1, 0).map_err(|e| error("map", format!("adding pid {pid}: {e}")))
+    }
+
+    pub fn remove_pid(&mut self, pid: u32) -> napi::Result<()> {
+        match self.tgids.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(error("map", format!("removing pid {pid}: {e}"))),
+        }
+    }
+
+    pub fn add_cgroup(&mut self, id: u64) -> napi::Result<()> {
+        self.cgroups.insert(id, 1, 0).map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
+    }
+
+    /// (submitted, dropped), summed over CPUs.
+    pub fn kernel_counters(&self) -> napi::Result<(u64, u64)> {
+        let sum = |index: u32| -> napi::Result<u64> {
+            let values = self.counters.get(&index, 0).map_err(|e| error("map", format!("reading counters: {e}")))?;
+            Ok(values.iter().sum())
+        };
+        Ok((sum(layout::COUNTER_SUBMITTED)?, sum(layout::COUNTER_DROPPED)?))
+    }
+
+    /// Detaches every program, lets the reader drain what is left, then stops it.
+    pub fn close(&mut self) {
+        self.ebpf.take();
+        self.stop.store(true, Ordering::Release);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+struct Reader {
+    ring: RingBuf<MapData>,
+    on_batch: BatchCallback,
+    stats: Arc<ReaderStats>,
+    interval: Duration,
+    max_batch_bytes: usize,
+    max_pending_bytes: u64,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+const BATCH_HEADER: usize = std::mem::size_of::<layout::BatchHeader>();
+
+impl Reader {
+    fn run(mut self, stop: &AtomicBool) {
+        let fd = self.ring.as_raw_fd();
+        let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            let stopping = stop.load(Ordering::Acquire);
+            if self.stats.pending_bytes.load(Ordering::Relaxed) > self.max_pending_bytes && !stopping {
+                // JavaScript is behind: leave records in the ring (the kernel counts what it
+                // cannot take) instead of growing memory.
+                std::thread::sleep(self.interval);
+                continue;
+            }
+            self.drain();
+            if stopping {
+                break;
+            }
+            let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd. Woken by the programs' forced wakeups or the timeout.
+            unsafe { libc::poll(&mut pollfd, 1, timeout) };
+        }
+        self.send(Vec::new());
+    }
+
+    fn drain(&mut self) {
+        let mut batch = Vec::new();
+        let mut count = 0u32;
+        loop {
+            {
+                let Some(record) = self.ring.next() else { break };
+                if !layout::is_valid_record(&record) {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if batch.is_empty() {
+                    batch.reserve(self.max_batch_bytes.min(1 << 20));
+                    batch.resize(BATCH_HEADER, 0);
+                }
+                batch.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                batch.extend_from_slice(&record);
+                count += 1;
+            }
+            if batch.len() >= self.max_batch_bytes {
+                self.finish(std::mem::take(&mut batch), count);
+                count = 0;
+            }
+        }
+        if count > 0 {
+            self.finish(batch, count);
+        }
+    }
+
+    fn finish(&self, mut batch: Vec<u8>, count: u32) {
+        let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+        batch[0..8].copy_from_slice(&offset.to_le_bytes());
+        batch[8..12].copy_from_slice(&count.to_le_bytes());
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.records.fetch_add(count.into(), Ordering::Relaxed);
+        self.send(batch);
+    }
+
+    fn send(&self, batch: Vec<u8>) {
+        self.stats.pending_bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.on_batch.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}

@@ -1,0 +1,158 @@
+//! Rust view of bpf/iii_capture.h. The addon only needs sizes (to validate records before handing
+//! them to JavaScript) but mirrors every field so `eventLayout()` can prove the views agree
+//! (packages/agent/test/EventLayout.test.ts compares it with the C header and the TS decoder).
+use std::mem::{offset_of, size_of};
+
+#[repr(C)]
+pub struct BatchHeader {
+    pub clock_offset_ns: i64,
+    pub record_count: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+pub struct EventHeader {
+    pub timestamp_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub kind: u8,
+    pub syscall: u8,
+    pub direction: u8,
+    pub family: u8,
+}
+
+#[repr(C)]
+pub struct DataEvent {
+    pub header: EventHeader,
+    pub ret: i64,
+    pub total_len: u32,
+    pub payload_len: u32,
+    // payload: [u8] follows
+}
+
+#[repr(C)]
+pub struct ConnEvent {
+    pub header: EventHeader,
+    pub ret: i32,
+    pub local_port: u16,
+    pub peer_port: u16,
+    pub local_addr: [u8; 16],
+    pub peer_addr: [u8; 16],
+}
+
+#[repr(C)]
+pub struct CloseEvent {
+    pub header: EventHeader,
+}
+
+#[repr(C)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+
+pub const LAYOUT_VERSION: u32 = 1;
+pub const MAX_PAYLOAD: u32 = 8192;
+pub const DEFAULT_PAYLOAD: u32 = 4096;
+
+pub const EVENT_DATA: u8 = 1;
+pub const EVENT_CONNECT: u8 = 2;
+pub const EVENT_ACCEPT: u8 = 3;
+pub const EVENT_CLOSE: u8 = 4;
+pub const EVENT_FORK: u8 = 5;
+pub const EVENT_EXIT: u8 = 6;
+
+pub const COUNTER_SUBMITTED: u32 = 0;
+pub const COUNTER_DROPPED: u32 = 1;
+
+/// Whether `record` is a complete record of a known kind (sizes as the header defines them).
+pub fn is_valid_record(record: &[u8]) -> bool {
+    if record.len() < size_of::<EventHeader>() {
+        return false;
+    }
+    let kind = record[offset_of!(EventHeader, kind)];
+    let expected = match kind {
+        EVENT_DATA => {
+            if record.len() < size_of::<DataEvent>() {
+                return false;
+            }
+            let at = offset_of!(DataEvent, payload_len);
+            let payload_len =
+                u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);
+            size_of::<DataEvent>() + payload_len as usize
+        }
+        EVENT_CONNECT | EVENT_ACCEPT => size_of::<ConnEvent>(),
+        EVENT_CLOSE => size_of::<CloseEvent>(),
+        EVENT_FORK => size_of::<ForkEvent>(),
+        EVENT_EXIT => size_of::<ExitEvent>(),
+        _ => return false,
+    };
+    record.len() == expected
+}
+
+/// `[(struct, size, [(field, offset)])]`, in the C header's names.
+pub fn describe() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+    vec![
+        (
+            "iii_batch_header",
+            size_of::<BatchHeader>(),
+            vec![
+                ("clock_offset_ns", offset_of!(BatchHeader, clock_offset_ns)),
+                ("record_count", offset_of!(BatchHeader, record_count)),
+                ("reserved", offset_of!(BatchHeader, reserved)),
+            ],
+        ),
+        (
+            "iii_event_header",
+            size_of::<EventHeader>(),
+            vec![
+                ("timestamp_ns", offset_of!(EventHeader, timestamp_ns)),
+                ("pid", offset_of!(EventHeader, pid)),
+                ("tid", offset_of!(EventHeader, tid)),
+                ("fd", offset_of!(EventHeader, fd)),
+                ("kind", offset_of!(EventHeader, kind)),
+                ("syscall", offset_of!(EventHeader, syscall)),
+                ("direction", offset_of!(EventHeader, direction)),
+                ("family", offset_of!(EventHeader, family)),
+            ],
+        ),
+        (
+            "iii_data_event",
+            size_of::<DataEvent>(),
+            vec![
+                ("ret", offset_of!(DataEvent, ret)),
+                ("total_len", offset_of!(DataEvent, total_len)),
+                ("payload_len", offset_of!(DataEvent, payload_len)),
+                ("payload", size_of::<DataEvent>()),
+            ],
+        ),
+        (
+            "iii_conn_event",
+            size_of::<ConnEvent>(),
+            vec![
+                ("ret", offset_of!(ConnEvent, ret)),
+                ("local_port", offset_of!(ConnEvent, local_port)),
+                ("peer_port", offset_of!(ConnEvent, peer_port)),
+                ("local_addr", offset_of!(ConnEvent, local_addr)),
+                ("peer_addr", offset_of!(ConnEvent, peer_addr)),
+            ],
+        ),
+        ("iii_close_event", size_of::<CloseEvent>(), vec![]),
+        (
+            "iii_fork_event",
+            size_of::<ForkEvent>(),
+            vec![
+                ("child_pid", offset_of!(ForkEvent, child_pid)),
+                ("reserved", offset_of!(ForkEvent, reserved)),
+            ],
+        ),
+        ("iii_exit_event", size_of::<ExitEvent>(), vec![]),
+    ]
+}

@@ -1,0 +1,235 @@
+//! iii native addon: loads bpf/iii_capture.bpf.o with aya, fills the target maps, attaches the
+//! tracepoints and hands JavaScript batches of raw records (one Buffer per batch; layout in
+//! bpf/iii_capture.h). Decoding happens in packages/agent (EbpfCapture.ts).
+//!
+//! Error messages start with a code the TypeScript wrapper maps to tagged errors:
+//! `permission`, `tracefs`, `btf`, `verifier`, `load`, `attach`, `map`, `io`, `invalid`.
+mod capture;
+mod diagnostics;
+mod layout;
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::{Buffer, Function};
+use napi_derive::napi;
+
+use capture::{ReaderStats, Running, Settings};
+use diagnostics::error;
+
+#[napi(object)]
+pub struct CaptureOptions {
+    /// Process ids (tgids) to trace from the start; their children are traced too.
+    pub pids: Option<Vec<u32>>,
+    /// cgroup v2 directories whose processes are traced (e.g. /sys/fs/cgroup/kubepods/...).
+    pub cgroups: Option<Vec<String>>,
+    /// Allow `addCgroup` later even when `cgroups` is empty. Default: whether `cgroups` is non-empty.
+    pub enable_cgroups: Option<bool>,
+    /// Payload bytes captured per read/write. Default 4096, at most 8192.
+    pub payload_bytes: Option<u32>,
+    /// Ring buffer size in bytes (a power of two, page multiple). Default 8 MiB.
+    pub ring_buffer_bytes: Option<u32>,
+    /// The programs wake the reader once this many bytes are pending. Default 64 KiB.
+    pub wakeup_bytes: Option<u32>,
+    /// The reader drains the ring at least this often. Default 10 ms.
+    pub poll_interval_ms: Option<u32>,
+    /// A batch is handed over once it reaches this size. Default 1 MiB.
+    pub max_batch_bytes: Option<u32>,
+    /// Bytes handed to JavaScript but not yet taken, above which the reader pauses. Default 64 MiB.
+    pub max_pending_bytes: Option<u32>,
+    /// BPF object to load instead of the embedded one.
+    pub object_path: Option<String>,
+    /// Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true.
+    pub mount_tracefs: Option<bool>,
+}
+
+#[napi(object)]
+pub struct Counters {
+    /// Records the programs wrote to the ring buffer.
+    pub submitted: f64,
+    /// Records lost because the ring buffer was full.
+    pub dropped: f64,
+    /// Batches handed to JavaScript.
+    pub batches: f64,
+    /// Records handed to JavaScript.
+    pub records: f64,
+    /// Records skipped because their size did not match their kind (should stay 0).
+    pub malformed: f64,
+    /// Bytes handed to JavaScript whose callback has not run yet.
+    pub pending_bytes: f64,
+}
+
+fn cgroup_id(path: &str) -> napi::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| error("invalid", format!("cgroup {path}: {e}")))?;
+    if !meta.is_dir() {
+        return Err(error("invalid", format!("cgroup {path} is not a directory")));
+    }
+    // A cgroup v2 directory's inode number is the id bpf_get_current_cgroup_id() returns.
+    Ok(meta.ino())
+}
+
+fn embedded_object() -> Option<&'static [u8]> {
+    #[cfg(iii_embedded_object)]
+    {
+        Some(include_bytes!(env!("III_BPF_OBJECT_PATH")))
+    }
+    #[cfg(not(iii_embedded_object))]
+    {
+        None
+    }
+}
+
+#[napi]
+pub struct Capture {
+    running: Option<Running>,
+}
+
+#[napi]
+impl Capture {
+    /// Loads and attaches the programs and starts the reader thread. `onBatch` receives one Buffer
+    /// per batch; an empty Buffer means the capture ended (after `close`).
+    #[napi(factory)]
+    pub fn start(options: CaptureOptions, on_batch: Function<Buffer, ()>) -> napi::Result<Capture> {
+        let object = match (&options.object_path, embedded_object()) {
+            (Some(path), _) => Cow::Owned(
+                std::fs::read(path).map_err(|e| error("load", format!("reading BPF object {path}: {e}")))?,
+            ),
+            (None, Some(bytes)) => Cow::Borrowed(bytes),
+            (None, None) => {
+                return Err(error("load", "this addon was built without a BPF object: pass objectPath or rebuild with scripts/build-native.sh"))
+            }
+        };
+        let cgroup_paths = options.cgroups.unwrap_or_default();
+        let cgroup_ids = cgroup_paths.iter().map(|path| cgroup_id(path)).collect::<napi::Result<Vec<_>>>()?;
+        let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(8 << 20);
+        if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
+            return Err(error("invalid", format!("ringBufferBytes must be a power of two >= 4096, got {ring_buffer_bytes}")));
+        }
+        let settings = Settings {
+            object,
+            payload_bytes: options.payload_bytes.unwrap_or(layout::DEFAULT_PAYLOAD),
+            ring_buffer_bytes,
+            wakeup_bytes: options.wakeup_bytes.unwrap_or(64 * 1024),
+            poll_interval: Duration::from_millis(options.poll_interval_ms.unwrap_or(10).max(1).into()),
+            max_batch_bytes: options.max_batch_bytes.unwrap_or(1 << 20).max(4096) as usize,
+            max_pending_bytes: options.max_pending_bytes.unwrap_or(64 << 20).into(),
+            cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
+            mount_tracefs: options.mount_tracefs.unwrap_or(true),
+        };
+        let stats = Arc::new(ReaderStats::default());
+        let callback_stats = stats.clone();
+        let on_batch = on_batch
+            .build_threadsafe_function::<Vec<u8>>()
+            .callee_handled::<false>()
+            .build_callback(move |ctx| {
+                callback_stats.pending_bytes.fetch_sub(ctx.value.len() as u64, Ordering::Relaxed);
+                Ok(Buffer::from(ctx.value))
+            })?;
+        let running = Running::start(settings, &options.pids.unwrap_or_default(), &cgroup_ids, on_batch, stats)?;
+        Ok(Capture { running: Some(running) })
+    }
+
+    fn running(&mut self) -> napi::Result<&mut Running> {
+        self.running.as_mut().ok_or_else(|| error("closed", "the capture is closed"))
+    }
+
+    /// Traces this process (and, from now on, its children).
+    #[napi]
+    pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
+        self.running()?.add_pid(pid)
+    }
+
+    /// Stops tracing this process (children already traced stay traced).
+    #[napi]
+    pub fn remove_pid(&mut self, pid: u32) -> napi::Result<()> {
+        self.running()?.remove_pid(pid)
+    }
+
+    /// Traces every process in this cgroup v2 directory.
+    #[napi]
+    pub fn add_cgroup(&mut self, path: String) -> napi::Result<()> {
+        let id = cgroup_id(&path)?;
+        let running = self.running()?;
+        if !running.cgroups_enabled {
+            return Err(error("invalid", "cgroup targets are disabled: start the capture with cgroups or enableCgroups: true"));
+        }
+        running.add_cgroup(id)
+    }
+
+    #[napi]
+    pub fn counters(&mut self) -> napi::Result<Counters> {
+        let running = self.running()?;
+        let (submitted, dropped) = running.kernel_counters()?;
+        let stats = &running.stats;
+        Ok(Counters {
+            submitted: submitted as f64,
+            dropped: dropped as f64,
+            batches: stats.batches.load(Ordering::Relaxed) as f64,
+            records: stats.records.load(Ordering::Relaxed) as f64,
+            malformed: stats.malformed.load(Ordering::Relaxed) as f64,
+            pending_bytes: stats.pending_bytes.load(Ordering::Relaxed) as f64,
+        })
+    }
+
+    /// Detaches the programs, delivers what is still in the ring, then the empty end-of-capture
+    /// batch. Idempotent. (If the process exits instead, the kernel detaches with the fds.)
+    #[napi]
+    pub fn close(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            running.close();
+        }
+    }
+}
+
+#[napi(object)]
+pub struct FieldOffset {
+    pub name: String,
+    pub offset: u32,
+}
+
+#[napi(object)]
+pub struct StructLayout {
+    pub name: String,
+    pub size: u32,
+    pub fields: Vec<FieldOffset>,
+}
+
+/// Sizes and field offsets of the Rust mirror of bpf/iii_capture.h (for the layout test).
+#[napi]
+pub fn event_layout() -> Vec<StructLayout> {
+    layout::describe()
+        .into_iter()
+        .map(|(name, size, fields)| StructLayout {
+            name: name.into(),
+            size: size as u32,
+            fields: fields.into_iter().map(|(name, offset)| FieldOffset { name: name.into(), offset: offset as u32 }).collect(),
+        })
+        .collect()
+}
+
+#[napi]
+pub fn layout_version() -> u32 {
+    layout::LAYOUT_VERSION
+}
+
+#[napi(object)]
+pub struct Diagnostics {
+    /// Capabilities this process lacks (empty when it has CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON).
+    pub missing_capabilities: Vec<String>,
+    pub tracefs_mounted: bool,
+    pub btf: bool,
+    pub embedded_object: bool,
+}
+
+#[napi]
+pub fn diagnose() -> Diagnostics {
+    Diagnostics {
+        missing_capabilities: diagnostics::missing_capabilities().into_iter().map(String::from).collect(),
+        tracefs_mounted: diagnostics::tracefs_mounted(),
+        btf: diagnostics::btf_available(),
+        embedded_object: embedded_object().is_some(),
+    }
+}

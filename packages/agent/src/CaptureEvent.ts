@@ -1,0 +1,93 @@
+/**
+ * What the kernel-side capture (bpf/iii_capture.bpf.c, read by the native addon) reports, decoded.
+ * EbpfCapture hands these out in batches; EventProcessor turns them into spans, metrics and logs.
+ *
+ * - Times are unix nanoseconds (the kernel's monotonic clock shifted by the realtime offset the
+ *   addon measures for every batch).
+ * - `pid` is the process id (tgid), `tid` the thread id.
+ * - Addresses are text (`127.0.0.1`, `::1`). IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, what a
+ *   dual-stack listener on `::` sees for IPv4 clients) are reported as family 4 with the IPv4
+ *   address, since that is the peer that actually connected.
+ * - Data events exist only for socket fds, and for writes to fds 1/2 (stdout/stderr: the log
+ *   capture). Only successful transfers are reported; `totalLength` is what the syscall moved,
+ *   `payload` its first bytes (at most the configured payload size, 4 KiB by default).
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export type Direction = "ingress" | "egress"
+
+/** The syscalls that produce events (names as in `man 2`). @since 0.1.0 */
+export type Syscall =
+  | "read"
+  | "write"
+  | "readv"
+  | "writev"
+  | "recvfrom"
+  | "sendto"
+  | "recvmsg"
+  | "sendmsg"
+  | "accept"
+  | "accept4"
+  | "connect"
+  | "close"
+
+/** Bytes a process read from or wrote to a socket (or wrote to stdout/stderr). @since 0.1.0 */
+export interface DataEvent {
+  readonly kind: "data"
+  readonly timestampNs: bigint
+  readonly pid: number
+  readonly tid: number
+  readonly fd: number
+  readonly direction: Direction
+  readonly syscall: Syscall
+  /** Bytes the syscall moved (its return value). */
+  readonly totalLength: number
+  /**
+   * The first bytes moved: `payload.byteLength <= totalLength`. A view into the batch buffer, which
+   * is never reused: it stays valid, but holding it keeps the whole batch in memory (copy to keep).
+   */
+  readonly payload: Uint8Array
+}
+
+/** A socket was connected (`connect`, client side) or accepted (`accept`, server side; `fd` is the new socket). @since 0.1.0 */
+export interface ConnectionEvent {
+  readonly kind: "connect" | "accept"
+  readonly timestampNs: bigint
+  readonly pid: number
+  readonly tid: number
+  readonly fd: number
+  readonly family: 4 | 6
+  readonly localAddress: string
+  readonly localPort: number
+  readonly peerAddress: string
+  readonly peerPort: number
+}
+
+/** A socket fd was closed. @since 0.1.0 */
+export interface CloseEvent {
+  readonly kind: "close"
+  readonly timestampNs: bigint
+  readonly pid: number
+  readonly tid: number
+  readonly fd: number
+}
+
+/** A traced process forked; the child is traced from then on. @since 0.1.0 */
+export interface ForkEvent {
+  readonly kind: "fork"
+  readonly timestampNs: bigint
+  readonly parentPid: number
+  readonly childPid: number
+}
+
+/** A traced process exited. @since 0.1.0 */
+export interface ExitEvent {
+  readonly kind: "exit"
+  readonly timestampNs: bigint
+  readonly pid: number
+}
+
+/** @since 0.1.0 */
+export type CaptureEvent = DataEvent | ConnectionEvent | CloseEvent | ForkEvent | ExitEvent
