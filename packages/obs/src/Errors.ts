@@ -1,0 +1,35 @@
+/**
+ * Every error @iii/obs can fail with. Foreign failures (LMDB, sockets) are wrapped once, at the edge,
+ * into these tagged errors.
+ */
+import { Data } from "effect"
+
+/** The LMDB store failed (open, read, write or commit); `cause` is the foreign error. */
+export class StoreError extends Data.TaggedError("StoreError")<{
+  readonly operation: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `store ${this.operation} failed: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+  }
+}
+
+/** A query parameter was missing or malformed; answered with HTTP 400 naming the parameter. */
+export class InvalidParameter extends Data.TaggedError("InvalidParameter")<{
+  readonly parameter: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid parameter "${this.parameter}": ${this.reason}`
+  }
+}
+
+/** The node could not start listening (port taken, bad host, unreadable token file…). */
+export class ServerError extends Data.TaggedError("ServerError")<{
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return this.reason
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The LMDB implementation of the store interfaces (`Store.ts`): one environment in a data directory,
+ * named databases laid out in `internal/Keys.ts`. Writes are durable: `write` succeeds only after the
+ * transaction is committed and flushed to disk.
+ */
+import { Context, Effect, Layer, type Scope } from "effect"
+import { StoreError } from "./Errors.js"
+import { openLayout } from "./internal/LmdbLayout.js"
+import * as Read from "./internal/LmdbRead.js"
+import { deleteOlderThan } from "./internal/LmdbRetention.js"
+import { applyBatches, makeWriteState } from "./internal/LmdbWrite.js"
+import {
+  SpanReader,
+  type SpanReaderService,
+  SpanWriter,
+  type SpanWriterService,
+  StoreMaintenance,
+  type StoreMaintenanceService,
+  type Stores
+} from "./Store.js"
+
+export interface LmdbStoreConfig {
+  /** Directory of the LMDB environment; created when missing. */
+  readonly path: string
+  /** Initial map size in bytes (default 1 GiB); lmdb grows it as data arrives. */
+  readonly mapSize?: number
+}
+
+const sync =
+  (operation: string) =>
+  <A>(f: () => A): Effect.Effect<A, StoreError> =>
+    Effect.try({ try: f, catch: (cause) => new StoreError({ operation, cause }) })
+
+/** Opens the environment for the scope's lifetime; closing waits for pending writes. */
+export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const layout = yield* Effect.acquireRelease(
+      sync("open")(() =>
+        openLayout({ path: config.path, ...(config.mapSize !== undefined && { mapSize: config.mapSize }) })
+      ),
+      (l) => Effect.promise(() => l.env.close().catch(() => undefined))
+    )
+    const state = yield* sync("open")(() => makeWriteState(layout))
+
+    const writer: SpanWriterService = {
+      write: (batches) =>
+        Effect.tryPromise({
+          try: async () => {
+            const outcomes = await layout.env.transaction(() => applyBatches(layout, state, batches))
+            await layout.env.flushed
+            return outcomes
+          },
+          catch: (cause) => new StoreError({ operation: "write", cause })
+        })
+    }
+
+    const reader: SpanReaderService = {
+      trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),
+      searchTraces: (query) => sync("searchTraces")(() => Read.searchTraces(layout, query)),
+      correlatedTraceIds: (id, limit) => sync("correlate")(() => Read.correlatedTraceIds(layout, id, limit)),
+      logs: (id, limit) => sync("logs")(() => Read.readLogs(layout, id, limit)),
+      red: (service, route, fromSec, toSec) =>
+        sync("red")(() => Read.readRed(layout, service, route, fromSec, toSec)),
+      services: () => sync("services")(() => Read.readServices(layout))
+    }
+
+    const maintenance: StoreMaintenanceService = {
+      deleteOlderThan: (cutoff) =>
+        Effect.tryPromise({
+          try: () => deleteOlderThan(layout, cutoff),
+          catch: (cause) => new StoreError({ operation: "retention", cause })
+        }),
+      stats: () =>
+        sync("stats")(() => {
+          const env = layout.env.getStats() as { pageSize?: number; lastPageNumber?: number }
+          const spans = layout.spans.getStats() as { entryCount?: number }
+          return {
+            bytes: (env.pageSize ?? 4096) * ((env.lastPageNumber ?? 0) + 1),
+            spans: spans.entryCount ?? 0
+          }
+        })
+    }
+    return { writer, reader, maintenance }
+  })
+
+/** Provides SpanWriter, SpanReader and StoreMaintenance backed by one LMDB environment. */
+export const layer = (
+  config: LmdbStoreConfig
+): Layer.Layer<SpanWriter | SpanReader | StoreMaintenance, StoreError> =>
+  Layer.scopedContext(
+    Effect.map(make(config), (s) =>
+      Context.make(SpanWriter, s.writer).pipe(
+        Context.add(SpanReader, s.reader),
+        Context.add(StoreMaintenance, s.maintenance)
+      )
+    )
+  )

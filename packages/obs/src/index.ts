@@ -1,0 +1,5 @@
+export * as Errors from "./Errors.js"
+export * as ExternalMetrics from "./ExternalMetrics.js"
+export * as LmdbStore from "./LmdbStore.js"
+export * as ObsNode from "./ObsNode.js"
+export * as Store from "./Store.js"

@@ -1,0 +1,97 @@
+/**
+ * Group commit: batches from every ingest connection queue here and are written together, one LMDB
+ * transaction per round, while the previous round is still being flushed. The queue is bounded in
+ * spans; connections check `full` after submitting and stop reading their socket until `onRoom` fires,
+ * so a slow disk turns into TCP back-pressure on agents instead of memory growth.
+ */
+import type { IngestBatch, WriteOutcome } from "../Store.js"
+
+export interface GroupCommitOptions {
+  /** Stores the batches durably; resolves with one outcome per batch in order. */
+  readonly write: (batches: ReadonlyArray<IngestBatch>) => Promise<ReadonlyArray<WriteOutcome>>
+  /** Called with the batches a round stored (not duplicates), after they are durable. */
+  readonly committed: (batches: ReadonlyArray<IngestBatch>) => void
+  /** Spans queued or being written above which `full` is true. */
+  readonly maxQueuedSpans: number
+  /** Most spans one transaction takes. */
+  readonly maxSpansPerCommit: number
+  /** Transactions allowed in flight at once (the next one builds while the previous one flushes). */
+  readonly maxInFlight: number
+}
+
+interface Pending {
+  readonly batch: IngestBatch
+  readonly resolve: (outcome: WriteOutcome) => void
+  readonly reject: (error: unknown) => void
+}
+
+const weight = (b: IngestBatch) => b.spans.length + b.logs.length + b.metrics.length + 1
+
+export class GroupCommit {
+  private queue: Array<Pending> = []
+  private inFlight = 0
+  private waiting: Array<() => void> = []
+  /** Spans (plus logs and metrics) queued or in flight. */
+  depth = 0
+  commits = 0
+
+  constructor(private readonly options: GroupCommitOptions) {}
+
+  get full(): boolean {
+    return this.depth >= this.options.maxQueuedSpans
+  }
+
+  /** Queues a batch; resolves once it is durable (or found duplicate), rejects if its transaction failed. */
+  submit(batch: IngestBatch): Promise<WriteOutcome> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ batch, resolve, reject })
+      this.depth += weight(batch)
+      this.kick()
+    })
+  }
+
+  /** Runs `f` once the queue has room again (immediately if it has). */
+  onRoom(f: () => void): void {
+    if (!this.full) f()
+    else this.waiting.push(f)
+  }
+
+  private kick(): void {
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      let taken = 0
+      let spans = 0
+      while (taken < this.queue.length && (taken === 0 || spans < this.options.maxSpansPerCommit)) {
+        spans += this.queue[taken]?.batch.spans.length ?? 0
+        taken++
+      }
+      const round = this.queue.slice(0, taken)
+      this.queue = this.queue.slice(taken)
+      this.inFlight++
+      this.options.write(round.map((p) => p.batch)).then(
+        (outcomes) => {
+          this.settle(round)
+          this.options.committed(round.filter((_, i) => outcomes[i] === "stored").map((p) => p.batch))
+          round.forEach((p, i) => {
+            p.resolve(outcomes[i] ?? "stored")
+          })
+        },
+        (error: unknown) => {
+          this.settle(round)
+          for (const p of round) p.reject(error)
+        }
+      )
+    }
+  }
+
+  private settle(round: ReadonlyArray<Pending>): void {
+    this.inFlight--
+    this.commits++
+    for (const p of round) this.depth -= weight(p.batch)
+    if (!this.full && this.waiting.length > 0) {
+      const ready = this.waiting
+      this.waiting = []
+      for (const f of ready) f()
+    }
+    this.kick()
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * The JSON query API: routes a request to a handler that reads the store and answers. Handlers are
+ * Effects with no requirements (the stores are captured), failures become 400 (bad parameter) or
+ * 500 (store) answers with a JSON `{ error }` body.
+ */
+import type { Telemetry } from "@iii/core"
+import { Effect, Either } from "effect"
+import { InvalidParameter, type StoreError } from "../Errors.js"
+import * as ExternalMetrics from "../ExternalMetrics.js"
+import type { SpanReaderService } from "../Store.js"
+import { rollupBucketSeconds } from "../Store.js"
+import { parseInteger, parseRedQuery, parseTraceQuery, rejectUnknown } from "./Params.js"
+import { bucketOf, quantileOf, series, summarize } from "./Red.js"
+import { toJson } from "./TailHub.js"
+
+export interface Answer {
+  readonly status: number
+  readonly contentType: string
+  readonly body: string
+}
+
+const json = (status: number, value: unknown): Answer => ({
+  status,
+  contentType: "application/json; charset=utf-8",
+  body: toJson(value)
+})
+
+export const notFound = (what: string): Answer => json(404, { error: `${what} not found` })
+
+const nowNano = () => BigInt(Date.now()) * 1_000_000n
+
+const fromEither = <A>(e: Either.Either<A, InvalidParameter>) =>
+  Either.isLeft(e) ? Effect.fail(e.left) : Effect.succeed(e.right)
+
+const isHexId = (s: string, length: number) => s.length === length && /^[0-9a-f]+$/.test(s)
+
+const withParentLinks = (spans: ReadonlyArray<Telemetry.Span>) => {
+  const present = new Set(spans.map((s) => s.spanId))
+  return spans.map((s) => ({
+    ...s,
+    // `parentMissing`: the parent span id is set but that span was not captured (yet).
+    ...(s.parentSpanId !== undefined && !present.has(s.parentSpanId) && { parentMissing: true })
+  }))
+}
+
+const trace = (reader: SpanReaderService, traceId: string) =>
+  isHexId(traceId, 32)
+    ? Effect.map(reader.trace(traceId), (spans) =>
+        spans.length === 0
+          ? notFound(`trace ${traceId}`)
+          : json(200, { traceId, spans: withParentLinks(spans) })
+      )
+    : Effect.fail(
+        new InvalidParameter({ parameter: "traceId", reason: "must be 32 lowercase hex characters" })
+      )
+
+const traces = (reader: SpanReaderService, params: URLSearchParams) =>
+  Effect.flatMap(fromEither(parseTraceQuery(params, nowNano())), (q) =>
+    Effect.map(reader.searchTraces(q), (page) => json(200, page))
+  )
+
+/** Bucket range (unix seconds) around a set of spans, padded by a minute each side. */
+const spanWindow = (spans: ReadonlyArray<Telemetry.Span>) => {
+  let min = Number.POSITIVE_INFINITY
+  let max = 0
+  for (const s of spans) {
+    const b = bucketOf(s.startTimeUnixNano)
+    if (b < min) min = b
+    if (b > max) max = b
+  }
+  return { fromSec: min - 60, toSec: max + 60 + rollupBucketSeconds }
+}
+
+const correlate = (reader: SpanReaderService, correlationId: string, params: URLSearchParams) =>
+  Effect.gen(function* () {
+    yield* fromEither(rejectUnknown(params, ["limit"]))
+    const limitText = params.get("limit")
+    const limit = limitText === null ? 20 : yield* fromEither(parseInteger("limit", limitText, 1, 100))
+    const ids = yield* reader.correlatedTraceIds(correlationId, limit)
+    const traceList = yield* Effect.forEach(ids, (id) =>
+      Effect.map(reader.trace(id), (spans) => ({ traceId: id, spans: withParentLinks(spans) }))
+    )
+    const logs = yield* reader.logs(correlationId, 1000)
+    const spans = traceList.flatMap((t) => t.spans)
+    if (spans.length === 0 && logs.length === 0) return notFound(`correlation id ${correlationId}`)
+    const { fromSec, toSec } = spanWindow(spans)
+    const keys = new Map<string, { service: string; route: string }>()
+    for (const s of spans)
+      if (s.kind === "server") {
+        const route = s.http?.route ?? s.name
+        keys.set(`${s.service}\u0000${route}`, { service: s.service, route })
+      }
+    const red = yield* Effect.forEach(Array.from(keys.values()), ({ service, route }) =>
+      Effect.map(reader.red(service, route, fromSec, toSec), (cells) => {
+        const sum = summarize(cells)
+        return {
+          service,
+          route,
+          fromSec,
+          toSec,
+          requests: sum.requests,
+          errors: sum.errors,
+          errorRate: sum.requests === 0 ? 0 : sum.errors / sum.requests,
+          p50: quantileOf(sum, 0.5),
+          p90: quantileOf(sum, 0.9),
+          p99: quantileOf(sum, 0.99)
+        }
+      })
+    )
+    return json(200, { correlationId, traces: traceList, logs, red })
+  })
+
+const services = (reader: SpanReaderService) =>
+  Effect.map(reader.services(), (list) => json(200, { services: list }))
+
+const red = (reader: SpanReaderService, service: string, params: URLSearchParams) =>
+  Effect.gen(function* () {
+    const q = yield* fromEither(parseRedQuery(params))
+    const nowSec = Math.floor(Date.now() / 1000)
+    const toSec = nowSec - (nowSec % q.stepSec) + q.stepSec
+    const fromSec = toSec - Math.ceil(q.windowSec / q.stepSec) * q.stepSec
+    const cells = yield* reader.red(service, q.route, fromSec, toSec)
+    return json(200, {
+      service,
+      ...(q.route !== undefined && { route: q.route }),
+      fromSec,
+      toSec,
+      stepSec: q.stepSec,
+      points: series(cells, fromSec, toSec, q.stepSec)
+    })
+  })
+
+const externalMetric = (
+  reader: SpanReaderService,
+  namespace: string,
+  metric: string,
+  params: URLSearchParams
+) =>
+  Effect.gen(function* () {
+    if (!ExternalMetrics.isMetricName(metric)) return notFound(`metric ${metric}`)
+    yield* fromEither(rejectUnknown(params, ["labelSelector", "metricLabelSelector"]))
+    const selector = yield* fromEither(
+      ExternalMetrics.parseSelector(
+        params.get("labelSelector") ?? params.get("metricLabelSelector") ?? undefined
+      )
+    )
+    const matched = ExternalMetrics.matchServices(yield* reader.services(), namespace, selector)
+    const now = new Date()
+    const nowSec = Math.floor(now.getTime() / 1000)
+    const current = nowSec - (nowSec % rollupBucketSeconds)
+    const fromSec = current - ExternalMetrics.windowSeconds + rollupBucketSeconds
+    const cells = (yield* Effect.forEach(matched, (s) =>
+      reader.red(s.service, undefined, fromSec, current + 1)
+    )).flat()
+    const sum = summarize(cells)
+    const figures: ExternalMetrics.WindowFigures = {
+      requests: sum.requests,
+      errors: sum.errors,
+      seconds: Math.max(1, nowSec - fromSec),
+      quantile: (q) => quantileOf(sum, q)
+    }
+    return json(200, ExternalMetrics.render(metric, selector, matched.length, figures, now))
+  })
+
+/** Routes `GET` requests of the query API; undefined when the path is not one of ours. */
+export const route = (
+  reader: SpanReaderService,
+  url: URL
+): Effect.Effect<Answer, InvalidParameter | StoreError> | undefined => {
+  const parts = url.pathname
+    .split("/")
+    .filter((p) => p.length > 0)
+    .map(decodeURIComponent)
+  const p = url.searchParams
+  const [a, b, c, d, e, f] = parts
+  if (a === "v1") {
+    if (b === "traces" && c === undefined) return traces(reader, p)
+    if (b === "traces" && c !== undefined && d === undefined) return trace(reader, c)
+    if (b === "correlate" && c !== undefined && d === undefined) return correlate(reader, c, p)
+    if (b === "services" && c === undefined) return services(reader)
+    if (b === "services" && c !== undefined && d === "red" && e === undefined) return red(reader, c, p)
+    return undefined
+  }
+  if (a === "apis" && b === ExternalMetrics.group) {
+    if (c === undefined) return Effect.succeed(json(200, ExternalMetrics.apiGroup()))
+    if (c !== ExternalMetrics.version) return undefined
+    if (d === undefined) return Effect.succeed(json(200, ExternalMetrics.apiResourceList()))
+    if (d === "namespaces" && e !== undefined && f !== undefined && parts.length === 6)
+      return externalMetric(reader, e, f, p)
+  }
+  return undefined
+}
+
+export const errorAnswer = (e: InvalidParameter | StoreError): Answer =>
+  e._tag === "InvalidParameter"
+    ? json(400, { error: e.message, parameter: e.parameter })
+    : json(500, { error: "store failure; see the node's log" })

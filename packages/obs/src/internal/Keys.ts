@@ -1,0 +1,120 @@
+/**
+ * Every LMDB database name and key layout of the store, in one place. Keys are arrays encoded by
+ * lmdb's ordered-binary encoding, so they sort element by element and a prefix range is one scan.
+ * Times in keys are unix microseconds (exact in a double); the exact nanoseconds live in the values.
+ */
+import type { Telemetry } from "@iii/core"
+
+/** Bumped when a layout below changes incompatibly; checked at open. */
+export const layoutVersion = 1
+
+export const dbNames = {
+  /** [traceId, spanId] → StoredSpan */
+  spans: "spans",
+  /** [service, startMicros, traceId, spanId] → ServiceIndexValue */
+  byService: "span-by-service",
+  /** [statusClass, durationNano, startMicros, traceId, spanId] → [service, route] */
+  byStatus: "span-by-status",
+  /** [correlationId, startMicros, traceId, spanId] → 1 */
+  byCorrelation: "span-by-correlation",
+  /** [service, route, bucketStartSec] → RedCellValue; route "" is the all-routes aggregate */
+  red: "red",
+  /** [correlationKey, timeMicros, agentId, seq, index] → LogRecord; correlationKey "" when none */
+  logs: "logs",
+  /** [timeMicros, agentId, seq, index] → correlationKey (retention walks this) */
+  logsByTime: "logs-by-time",
+  /** [timeMicros, agentId, seq, index] → MetricPoint */
+  metrics: "metrics",
+  /** agentId → highest stored seq (dedup high-water mark) */
+  agents: "agents",
+  /** service → ServiceInfoValue */
+  services: "services",
+  /** "layout" → layoutVersion */
+  meta: "meta"
+} as const
+
+/** Rollup route key meaning "all routes of the service". */
+export const allRoutes = ""
+
+export const micros = (nanos: bigint): number => Number(nanos / 1000n)
+
+/** Upper bound usable as the last element of a range end (sorts after any string or number). */
+export const maxKeyPart = "\uffff"
+
+export type SpanKey = readonly [traceId: string, spanId: string]
+export const spanKey = (span: Telemetry.Span): SpanKey => [span.traceId, span.spanId]
+
+export type ServiceKey = readonly [service: string, startMicros: number, traceId: string, spanId: string]
+export const serviceKey = (span: Telemetry.Span): ServiceKey => [
+  span.service,
+  micros(span.startTimeUnixNano),
+  span.traceId,
+  span.spanId
+]
+
+/** What a search needs to filter without reading the span, and what retention needs to delete its index entries. */
+export type ServiceIndexValue = readonly [
+  route: string,
+  statusCode: number,
+  durationNano: number,
+  error: 0 | 1,
+  correlationId: string
+]
+
+export type StatusKey = readonly [
+  statusClass: string,
+  durationNano: number,
+  startMicros: number,
+  traceId: string,
+  spanId: string
+]
+export const statusKey = (span: Telemetry.Span, statusClass: string): StatusKey => [
+  statusClass,
+  span.durationNano,
+  micros(span.startTimeUnixNano),
+  span.traceId,
+  span.spanId
+]
+
+export type CorrelationKey = readonly [
+  correlationId: string,
+  startMicros: number,
+  traceId: string,
+  spanId: string
+]
+export const correlationKey = (span: Telemetry.Span): CorrelationKey => [
+  span.correlationId,
+  micros(span.startTimeUnixNano),
+  span.traceId,
+  span.spanId
+]
+
+export type RedKey = readonly [service: string, route: string, bucketStartSec: number]
+
+export interface RedCellValue {
+  readonly count: number
+  readonly errors: number
+  readonly sketch: Telemetry.SketchData
+}
+
+export type LogKey = readonly [
+  correlationKey: string,
+  timeMicros: number,
+  agentId: string,
+  seq: number,
+  index: number
+]
+export type TimeKey = readonly [timeMicros: number, agentId: string, seq: number, index: number]
+
+export interface ServiceInfoValue {
+  readonly component?: string
+  readonly composition?: string
+  readonly namespace?: string
+  readonly lastSeenUnixNano: bigint
+}
+
+/** The route a span is rolled up and searched under: its HTTP route, else its name. */
+export const routeOf = (span: Telemetry.Span): string => span.http?.route ?? span.name
+
+/** The key logs are filed under: the correlation id, else the trace id, else "". */
+export const logCorrelationKey = (log: Telemetry.LogRecord): string => log.correlationId ?? log.traceId ?? ""

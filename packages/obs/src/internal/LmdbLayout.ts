@@ -1,0 +1,73 @@
+/** Opens the one LMDB environment and its named databases (names and key layouts: Keys.ts). */
+import type { Telemetry } from "@iii/core"
+import { type Database, type Key as LmdbKey, open, type RootDatabase } from "lmdb"
+import type {
+  CorrelationKey,
+  LogKey,
+  RedCellValue,
+  RedKey,
+  ServiceIndexValue,
+  ServiceInfoValue,
+  ServiceKey,
+  SpanKey,
+  StatusKey,
+  TimeKey
+} from "./Keys.js"
+import { dbNames, layoutVersion } from "./Keys.js"
+
+// lmdb types keys as its own `Key` union; our tuples are readonly arrays of strings and numbers.
+// biome-ignore lint/suspicious/noExplicitAny: lmdb's Key type does not accept readonly tuples
+type K<T> = T & any
+
+export interface Layout {
+  readonly env: RootDatabase
+  readonly spans: Database<Telemetry.Span, K<SpanKey>>
+  readonly byService: Database<ServiceIndexValue, K<ServiceKey>>
+  readonly byStatus: Database<readonly [service: string, route: string], K<StatusKey>>
+  readonly byCorrelation: Database<1, K<CorrelationKey>>
+  readonly red: Database<RedCellValue, K<RedKey>>
+  readonly logs: Database<Telemetry.LogRecord, K<LogKey>>
+  readonly logsByTime: Database<string, K<TimeKey>>
+  readonly metrics: Database<Telemetry.MetricPoint, K<TimeKey>>
+  readonly agents: Database<number, string>
+  readonly services: Database<ServiceInfoValue, string>
+  readonly meta: Database<number, string>
+}
+
+export interface OpenOptions {
+  readonly path: string
+  /** Initial map size in bytes; lmdb-js grows it on demand. */
+  readonly mapSize?: number
+}
+
+/** Opens (creating if needed) the environment; throws the foreign lmdb error, which the caller wraps. */
+export const openLayout = (options: OpenOptions): Layout => {
+  const env = open({
+    path: options.path,
+    maxDbs: 16,
+    mapSize: options.mapSize ?? 1024 * 1024 * 1024,
+    // Durable commits (the default): a write's promise resolves after commit; we await `flushed` too.
+    noSync: false
+  })
+  const db = <V, Key extends LmdbKey>(name: string) =>
+    env.openDB<V, Key>({ name, encoding: "msgpack", keyEncoding: "ordered-binary", cache: false })
+  const layout: Layout = {
+    env,
+    spans: db(dbNames.spans),
+    byService: db(dbNames.byService),
+    byStatus: db(dbNames.byStatus),
+    byCorrelation: db(dbNames.byCorrelation),
+    red: db(dbNames.red),
+    logs: db(dbNames.logs),
+    logsByTime: db(dbNames.logsByTime),
+    metrics: db(dbNames.metrics),
+    agents: db(dbNames.agents),
+    services: db(dbNames.services),
+    meta: db(dbNames.meta)
+  }
+  const found = layout.meta.get("layout")
+  if (found === undefined) layout.meta.putSync("layout", layoutVersion)
+  else if (found !== layoutVersion)
+    throw new Error(`data directory has layout version ${found}; this build reads version ${layoutVersion}`)
+  return layout
+}

@@ -1,0 +1,90 @@
+/**
+ * Retention: deletes whole time ranges, oldest first, in transactions of at most `chunk` entries so the
+ * ingest writer interleaves with them instead of waiting for one long transaction.
+ */
+import { Telemetry } from "@iii/core"
+import type { RetentionResult } from "../Store.js"
+import { maxKeyPart, type ServiceIndexValue } from "./Keys.js"
+import type { Layout } from "./LmdbLayout.js"
+
+const chunk = 2_000
+
+// biome-ignore lint/suspicious/noExplicitAny: lmdb keys are untyped arrays
+type AnyKey = any
+
+export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): Promise<RetentionResult> => {
+  const cutoffMicros = Number(cutoffUnixNano / 1000n)
+  const cutoffSec = Math.floor(cutoffMicros / 1_000_000)
+  let deletedSpans = 0
+  let deletedLogs = 0
+  let deletedMetrics = 0
+  let deletedRollups = 0
+
+  for (const service of Array.from(layout.services.getKeys())) {
+    for (;;) {
+      const entries = Array.from(
+        layout.byService.getRange({ start: [service, -1], end: [service, cutoffMicros], limit: chunk })
+      )
+      if (entries.length === 0) break
+      await layout.env.transaction(() => {
+        for (const { key, value } of entries) {
+          const [, startMicros, traceId, spanId] = key as [string, number, string, string]
+          const [, statusCode, durationNano, , correlationId] = value as ServiceIndexValue
+          const code = statusCode === 0 ? undefined : statusCode
+          layout.spans.remove([traceId, spanId])
+          layout.byStatus.remove([Telemetry.statusClass(code), durationNano, startMicros, traceId, spanId])
+          layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
+          layout.byService.remove(key)
+        }
+      })
+      deletedSpans += entries.length
+    }
+    deletedRollups += await deleteRollups(layout, service, cutoffSec)
+  }
+
+  for (;;) {
+    const entries = Array.from(layout.logsByTime.getRange({ start: [-1], end: [cutoffMicros], limit: chunk }))
+    if (entries.length === 0) break
+    await layout.env.transaction(() => {
+      for (const { key, value } of entries) {
+        const [time, agentId, seq, index] = key as [number, string, number, number]
+        layout.logs.remove([value, time, agentId, seq, index])
+        layout.logsByTime.remove(key)
+      }
+    })
+    deletedLogs += entries.length
+  }
+
+  for (;;) {
+    const keys = Array.from(layout.metrics.getKeys({ start: [-1], end: [cutoffMicros], limit: chunk }))
+    if (keys.length === 0) break
+    await layout.env.transaction(() => {
+      for (const key of keys) layout.metrics.remove(key)
+    })
+    deletedMetrics += keys.length
+  }
+  return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
+}
+
+/** Walks the service's routes by seeking past each one, deleting buckets that start before the cutoff. */
+const deleteRollups = async (layout: Layout, service: string, cutoffSec: number): Promise<number> => {
+  let deleted = 0
+  let seek: AnyKey = [service]
+  for (;;) {
+    const next = Array.from(layout.red.getKeys({ start: seek, end: [service, maxKeyPart], limit: 1 }))[0] as
+      | [string, string, number]
+      | undefined
+    if (next === undefined) return deleted
+    const route = next[1]
+    const keys = Array.from(
+      layout.red.getKeys({ start: [service, route, -1], end: [service, route, cutoffSec] })
+    )
+    if (keys.length > 0) {
+      await layout.env.transaction(() => {
+        for (const key of keys) layout.red.remove(key)
+      })
+      deleted += keys.length
+    }
+    seek = [service, route, maxKeyPart]
+  }
+}

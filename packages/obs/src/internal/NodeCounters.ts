@@ -1,0 +1,79 @@
+/** The node's own figures, exposed on `/metrics` in the Prometheus text format. */
+export class NodeCounters {
+  connections = 0
+  pausedConnections = 0
+  bytesReceived = 0
+  framesRejected = 0
+  writeFailures = 0
+  batchesStored = 0
+  batchesDuplicate = 0
+  spansStored = 0
+  logsStored = 0
+  metricsStored = 0
+  readonly startedAt = Date.now()
+}
+
+export interface Gauges {
+  readonly queueDepth: number
+  readonly commits: number
+  readonly tailSubscribers: number
+  readonly tailDelivered: number
+  readonly tailDropped: number
+  readonly bytesStored: number
+  readonly spansInStore: number
+}
+
+const line = (name: string, type: "counter" | "gauge", help: string, value: number) =>
+  `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}\n`
+
+export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
+  [
+    line("iii_obs_spans_ingested_total", "counter", "Spans stored (duplicates excluded).", c.spansStored),
+    line("iii_obs_logs_ingested_total", "counter", "Log records stored.", c.logsStored),
+    line("iii_obs_metric_points_ingested_total", "counter", "Metric points stored.", c.metricsStored),
+    line("iii_obs_batches_stored_total", "counter", "Batches stored.", c.batchesStored),
+    line(
+      "iii_obs_batches_duplicate_total",
+      "counter",
+      "Re-sent batches acknowledged without storing.",
+      c.batchesDuplicate
+    ),
+    line("iii_obs_commits_total", "counter", "LMDB write transactions committed by ingest.", g.commits),
+    line("iii_obs_ingest_bytes_total", "counter", "Frame bytes received on /v1/ingest.", c.bytesReceived),
+    line(
+      "iii_obs_frames_rejected_total",
+      "counter",
+      "Frames answered with an error frame.",
+      c.framesRejected
+    ),
+    line("iii_obs_write_failures_total", "counter", "Batches whose transaction failed.", c.writeFailures),
+    line("iii_obs_ingest_connections", "gauge", "Open ingest connections.", c.connections),
+    line(
+      "iii_obs_ingest_paused_connections",
+      "gauge",
+      "Ingest connections paused by back-pressure.",
+      c.pausedConnections
+    ),
+    line(
+      "iii_obs_ingest_queue_depth",
+      "gauge",
+      "Spans, logs and points queued or being written.",
+      g.queueDepth
+    ),
+    line("iii_obs_store_bytes", "gauge", "Bytes used by the LMDB environment.", g.bytesStored),
+    line("iii_obs_store_spans", "gauge", "Spans in the store.", g.spansInStore),
+    line("iii_obs_tail_subscribers", "gauge", "Live tail subscribers.", g.tailSubscribers),
+    line("iii_obs_tail_spans_delivered_total", "counter", "Spans sent to tail subscribers.", g.tailDelivered),
+    line(
+      "iii_obs_tail_spans_dropped_total",
+      "counter",
+      "Spans dropped for slow tail subscribers.",
+      g.tailDropped
+    ),
+    line(
+      "iii_obs_uptime_seconds",
+      "gauge",
+      "Seconds since the node started.",
+      Math.floor((Date.now() - c.startedAt) / 1000)
+    )
+  ].join("")

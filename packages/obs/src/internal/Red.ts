@@ -1,0 +1,127 @@
+/**
+ * RED rollups: per (service, route, 10 s bucket) request count, error count and a mergeable latency
+ * sketch (core's LatencySketch, milliseconds). `RedDeltas` accumulates a transaction's spans in memory,
+ * then merges each touched cell into the stored one with one read and one write.
+ */
+import { LatencySketch, type Telemetry } from "@iii/core"
+import type { Database } from "lmdb"
+import { type RedCell, rollupBucketSeconds } from "../Store.js"
+import type { RedCellValue } from "./Keys.js"
+
+interface Delta {
+  readonly service: string
+  readonly route: string
+  readonly bucket: number
+  count: number
+  errors: number
+  readonly sketch: LatencySketch.LatencySketch
+}
+
+export const bucketOf = (startUnixNano: bigint): number => {
+  const sec = Number(startUnixNano / 1_000_000_000n)
+  return sec - (sec % rollupBucketSeconds)
+}
+
+export class RedDeltas {
+  private readonly cells = new Map<string, Delta>()
+
+  add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
+    const bucket = bucketOf(startUnixNano)
+    const id = `${service}\u0000${route}\u0000${bucket}`
+    let cell = this.cells.get(id)
+    if (cell === undefined) {
+      cell = { service, route, bucket, count: 0, errors: 0, sketch: LatencySketch.make() }
+      this.cells.set(id, cell)
+    }
+    cell.count++
+    if (error) cell.errors++
+    LatencySketch.add(cell.sketch, durationNano / 1e6)
+  }
+
+  /** Merges every delta into its stored cell; call inside the write transaction. */
+  // biome-ignore lint/suspicious/noExplicitAny: lmdb keys are untyped arrays
+  flush(db: Database<RedCellValue, any>): void {
+    for (const cell of this.cells.values()) {
+      const key = [cell.service, cell.route, cell.bucket]
+      const stored = db.get(key)
+      if (stored !== undefined) LatencySketch.merge(cell.sketch, LatencySketch.fromData(stored.sketch))
+      db.put(key, {
+        count: cell.count + (stored?.count ?? 0),
+        errors: cell.errors + (stored?.errors ?? 0),
+        sketch: LatencySketch.toData(cell.sketch)
+      })
+    }
+  }
+}
+
+/** One point of a RED series. Latencies in milliseconds; null where the step saw no requests. */
+export interface RedPoint {
+  /** Step start, unix seconds. */
+  readonly time: number
+  readonly requests: number
+  readonly errors: number
+  /** Requests per second over the step. */
+  readonly rate: number
+  /** errors / requests; 0 when there were none. */
+  readonly errorRate: number
+  readonly p50: number | null
+  readonly p90: number | null
+  readonly p95: number | null
+  readonly p99: number | null
+}
+
+export interface RedSummary {
+  readonly requests: number
+  readonly errors: number
+  readonly sketch: LatencySketch.LatencySketch
+}
+
+/** Merges cells (any routes, any buckets) into one summary. */
+export const summarize = (cells: Iterable<RedCell>): RedSummary => {
+  const sketch = LatencySketch.make()
+  let requests = 0
+  let errors = 0
+  for (const c of cells) {
+    requests += c.count
+    errors += c.errors
+    LatencySketch.merge(sketch, LatencySketch.fromData(c.sketch))
+  }
+  return { requests, errors, sketch }
+}
+
+export const quantileOf = (summary: RedSummary, q: number): number | null =>
+  summary.requests === 0 ? null : LatencySketch.quantile(summary.sketch, q)
+
+/** Groups cells into `stepSec` steps covering [fromSec, toSec); every step appears, empty ones with zeros. */
+export const series = (
+  cells: ReadonlyArray<RedCell>,
+  fromSec: number,
+  toSec: number,
+  stepSec: number
+): ReadonlyArray<RedPoint> => {
+  const steps = new Map<number, Array<RedCell>>()
+  for (const c of cells) {
+    const t = fromSec + Math.floor((c.bucketStartSec - fromSec) / stepSec) * stepSec
+    const list = steps.get(t)
+    if (list === undefined) steps.set(t, [c])
+    else list.push(c)
+  }
+  const points: Array<RedPoint> = []
+  for (let t = fromSec; t < toSec; t += stepSec) {
+    const s = summarize(steps.get(t) ?? [])
+    points.push({
+      time: t,
+      requests: s.requests,
+      errors: s.errors,
+      rate: s.requests / stepSec,
+      errorRate: s.requests === 0 ? 0 : s.errors / s.requests,
+      p50: quantileOf(s, 0.5),
+      p90: quantileOf(s, 0.9),
+      p95: quantileOf(s, 0.95),
+      p99: quantileOf(s, 0.99)
+    })
+  }
+  return points
+}
+
+export type SketchData = Telemetry.SketchData

@@ -1,0 +1,168 @@
+/**
+ * The node's single port: node:http for the query API, health and metrics, and `ws` (noServer) for the
+ * `/v1/ingest` and `/v1/tail` upgrades. Plain callbacks inside; `ObsNode` wraps start/stop in a scope.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { Duplex } from "node:stream"
+import { Effect, Either } from "effect"
+import { WebSocketServer } from "ws"
+import type { SpanReaderService, StoreMaintenanceService } from "../Store.js"
+import type { GroupCommit } from "./GroupCommit.js"
+import { errorAnswer, notFound, route } from "./HttpApi.js"
+import { handleIngest, type IngestSettings, tokensEqual } from "./IngestConnection.js"
+import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
+import { parseTailFilter } from "./Params.js"
+import type { TailHub } from "./TailHub.js"
+
+export interface ServerParts {
+  readonly settings: IngestSettings
+  readonly reader: SpanReaderService
+  readonly maintenance: StoreMaintenanceService
+  readonly writer: GroupCommit
+  readonly tail: TailHub
+  readonly counters: NodeCounters
+  readonly isReady: () => boolean
+}
+
+/** Paths answered without a token: probes, the node's own metrics, and the External Metrics API (the
+ * Kubernetes aggregator authenticates with its front-proxy certificate, not a bearer token). */
+const openPath = (path: string) =>
+  path === "/healthz" || path === "/readyz" || path === "/metrics" || path.startsWith("/apis/")
+
+const bearer = (req: IncomingMessage): string | undefined => {
+  const h = req.headers.authorization
+  return h?.startsWith("Bearer ") ? h.slice(7).trim() : undefined
+}
+
+const authorized = (parts: ServerParts, req: IncomingMessage) =>
+  parts.settings.token === undefined || tokensEqual(parts.settings.token, bearer(req))
+
+const reply = (
+  res: ServerResponse,
+  status: number,
+  contentType: string,
+  body: string,
+  extra: Record<string, string> = {}
+) => {
+  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body), ...extra })
+  res.end(body)
+}
+
+const rejectUpgrade = (socket: Duplex, status: number, reason: string, body: string) => {
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  )
+}
+
+export const createNodeServer = (parts: ServerParts): { server: Server; closeSockets: () => void } => {
+  const ingestWss = new WebSocketServer({
+    noServer: true,
+    // Frames over the limit get an `oversize` error frame from the decoder; far larger ones are cut by ws.
+    maxPayload: parts.settings.maxFrameBytes * 2,
+    perMessageDeflate: false
+  })
+  const tailWss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false })
+
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? "/", "http://node")
+    if (req.method !== "GET" && req.method !== "HEAD")
+      return reply(res, 405, "application/json", JSON.stringify({ error: "only GET is supported" }), {
+        allow: "GET"
+      })
+    if (url.pathname === "/healthz") return reply(res, 200, "text/plain", "ok\n")
+    if (url.pathname === "/readyz")
+      return parts.isReady()
+        ? reply(res, 200, "text/plain", "ready\n")
+        : reply(res, 503, "text/plain", "not ready\n")
+    if (url.pathname === "/metrics") {
+      const stats = await Effect.runPromise(Effect.either(parts.maintenance.stats()))
+      const s = Either.getOrElse(stats, () => ({ bytes: 0, spans: 0 }))
+      return reply(
+        res,
+        200,
+        "text/plain; version=0.0.4",
+        renderPrometheus(parts.counters, {
+          queueDepth: parts.writer.depth,
+          commits: parts.writer.commits,
+          tailSubscribers: parts.tail.size,
+          tailDelivered: parts.tail.deliveredTotal,
+          tailDropped: parts.tail.droppedTotal,
+          bytesStored: s.bytes,
+          spansInStore: s.spans
+        })
+      )
+    }
+    if (!openPath(url.pathname) && !authorized(parts, req))
+      return reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
+        "www-authenticate": "Bearer"
+      })
+    const effect = route(parts.reader, url)
+    const answer =
+      effect === undefined
+        ? notFound(`path ${url.pathname}`)
+        : await Effect.runPromise(Effect.catchAll(effect, (e) => Effect.succeed(errorAnswer(e))))
+    reply(res, answer.status, answer.contentType, answer.body)
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch(() => {
+      if (!res.headersSent) reply(res, 500, "application/json", JSON.stringify({ error: "internal error" }))
+      else res.destroy()
+    })
+  })
+  server.keepAliveTimeout = 65_000
+
+  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? "/", "http://node")
+    if (url.pathname === "/v1/ingest") {
+      // Agents may authenticate with the header here or with the token in their hello frame.
+      const preAuthorized = parts.settings.token !== undefined && authorized(parts, req)
+      ingestWss.handleUpgrade(req, socket, head, (ws) =>
+        handleIngest(ws, parts.settings, parts.writer, parts.counters, preAuthorized)
+      )
+      return
+    }
+    if (url.pathname === "/v1/tail") {
+      if (!authorized(parts, req))
+        return rejectUpgrade(
+          socket,
+          401,
+          "Unauthorized",
+          JSON.stringify({ error: "missing or wrong bearer token" })
+        )
+      const filter = parseTailFilter(url.searchParams)
+      if (Either.isLeft(filter))
+        return rejectUpgrade(
+          socket,
+          400,
+          "Bad Request",
+          JSON.stringify({ error: filter.left.message, parameter: filter.left.parameter })
+        )
+      tailWss.handleUpgrade(req, socket, head, (ws) => {
+        const unsubscribe = parts.tail.subscribe(filter.right, {
+          send: (data) => ws.send(data),
+          bufferedAmount: () => ws.bufferedAmount
+        })
+        ws.on("close", unsubscribe)
+        // Subscribers only listen; anything they send is ignored.
+        ws.on("message", () => undefined)
+      })
+      return
+    }
+    rejectUpgrade(
+      socket,
+      404,
+      "Not Found",
+      JSON.stringify({ error: `no WebSocket endpoint at ${url.pathname}` })
+    )
+  })
+
+  const closeSockets = () => {
+    for (const ws of ingestWss.clients) ws.close(1001, "node shutting down")
+    for (const ws of tailWss.clients) ws.close(1001, "node shutting down")
+    ingestWss.close()
+    tailWss.close()
+    server.closeAllConnections()
+  }
+  return { server, closeSockets }
+}

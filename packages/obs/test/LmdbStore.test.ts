@@ -1,0 +1,41 @@
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
+import * as LmdbStore from "../src/LmdbStore.js"
+import { batch, span, traceId } from "./fixtures/Spans.js"
+import { storeConformance } from "./StoreConformance.js"
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => mkdtempSync(join(tmpdir(), "iii-obs-store-"))),
+  (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
+)
+
+storeConformance("LmdbStore", () => Effect.flatMap(tempDir, (path) => LmdbStore.make({ path })))
+
+describe("LmdbStore", () => {
+  it("keeps data and dedup high-water marks across a reopen", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const s = span({ trace: 77 })
+          yield* Effect.scoped(
+            Effect.flatMap(LmdbStore.make({ path }), (st) => st.writer.write([batch("agent", 3, [s])]))
+          )
+          const reopened = yield* LmdbStore.make({ path })
+          expect(yield* reopened.reader.trace(traceId(77))).toEqual([s])
+          expect(yield* reopened.writer.write([batch("agent", 3, [span()])])).toEqual(["duplicate"])
+        })
+      )
+    ))
+
+  it("fails with a StoreError when the path cannot be opened", () =>
+    Effect.runPromise(
+      Effect.scoped(LmdbStore.make({ path: "/proc/iii-cannot-exist/db" })).pipe(
+        Effect.flip,
+        Effect.map((e) => expect(e._tag).toBe("StoreError"))
+      )
+    ))
+})
