@@ -196,6 +196,11 @@ export class ConnectionTracker<C> {
     return this.streams.size
   }
 
+  /** A connection on pid + fd is being tracked. */
+  has(pid: number, fd: number): boolean {
+    return this.streams.has(connectionKey(pid, fd))
+  }
+
   /** A connection was accepted (role server) or connected (role client); any previous state on the fd ends. */
   open(
     pid: number,

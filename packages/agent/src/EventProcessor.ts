@@ -1,0 +1,248 @@
+/**
+ * From kernel events to telemetry: CaptureEvents (eBPF mode) in; spans and log records out to a sink,
+ * RED metrics accumulated for the periodic flush. Synchronous and allocation-light: it runs on the
+ * agent's hot path, one call per batch of events.
+ *
+ * Socket events go through per-connection reassembly (`ConnectionTracker`) and HTTP parsing; writes to
+ * fds 1 and 2 that are not sockets we track are log output. Each server request in flight is indexed
+ * by the thread that read it, which is how outbound calls and log lines written by a thread serving
+ * exactly one request are tied to that request (see `Spans` for the rule).
+ */
+import type { Telemetry } from "@iii/core"
+import type { CaptureEvent } from "./CaptureEvent.js"
+import { ConnectionTracker, type HttpExchange, type PendingRequest } from "./ConnectionTracker.js"
+import { atLeast, LineSplitter, parseLine } from "./Logs.js"
+import { Recorder } from "./Recorder.js"
+import type { RedMetrics } from "./RedMetrics.js"
+import { clientContext, type Identity, type SpanContext, serverContext } from "./Spans.js"
+
+/** Where finished telemetry goes (the exporter, or a test's array). */
+export interface TelemetrySink {
+  span(span: Telemetry.Span): void
+  log(record: Telemetry.LogRecord): void
+}
+
+export interface ProcessorOptions {
+  readonly identity: Identity
+  /** Log lines below this level are dropped. Default `info`. */
+  readonly logLevel?: Telemetry.LogLevel
+  /** Distinct routes per span kind before `{other}`. Default 500. */
+  readonly maxRoutes?: number
+  /** Capture log lines from fds 1/2. Default true. */
+  readonly logs?: boolean
+}
+
+export interface ProcessorStats {
+  events: number
+  spans: number
+  logs: number
+  logsBelowLevel: number
+  connections: number
+}
+
+type Pending = PendingRequest<SpanContext>
+
+const lineKey = (pid: number, fd: number) => pid * 4 + fd
+
+export class EventProcessor {
+  readonly recorder: Recorder
+  readonly stats: ProcessorStats = { events: 0, spans: 0, logs: 0, logsBelowLevel: 0, connections: 0 }
+  private readonly tracker: ConnectionTracker<SpanContext>
+  /** Server requests in flight, by the thread serving them. */
+  private readonly serving = new Map<number, Set<Pending>>()
+  private readonly lines = new Map<number, LineSplitter>()
+  private readonly identity: Identity
+  private readonly logLevel: Telemetry.LogLevel
+  private readonly captureLogs: boolean
+
+  constructor(
+    options: ProcessorOptions,
+    private readonly sink: TelemetrySink,
+    startNs: bigint
+  ) {
+    this.identity = options.identity
+    this.logLevel = options.logLevel ?? "info"
+    this.captureLogs = options.logs ?? true
+    this.recorder = new Recorder(options.identity, sink, startNs, options.maxRoutes)
+    this.tracker = new ConnectionTracker<SpanContext>({
+      onRequest: (request) => this.onRequest(request),
+      onExchange: (exchange) => this.onExchange(exchange),
+      onConnectionEnd: (connection, endNs) => {
+        this.stats.connections++
+        this.recorder.red.recordConnection(connection, endNs)
+      }
+    })
+  }
+
+  get red(): RedMetrics {
+    return this.recorder.red
+  }
+
+  /** Open connections being tracked. */
+  get openConnections(): number {
+    return this.tracker.size
+  }
+
+  process(events: Iterable<CaptureEvent>): void {
+    for (const event of events) this.handle(event)
+  }
+
+  handle(event: CaptureEvent): void {
+    this.stats.events++
+    switch (event.kind) {
+      case "data": {
+        if (event.fd <= 2 && event.direction === "egress" && !this.tracker.has(event.pid, event.fd)) {
+          if (event.fd > 0 && this.captureLogs) this.logOutput(event)
+          return
+        }
+        this.tracker.data(
+          event.pid,
+          event.tid,
+          event.fd,
+          event.direction,
+          event.payload,
+          event.totalLength,
+          event.timestampNs
+        )
+        return
+      }
+      case "accept":
+      case "connect":
+        this.tracker.open(
+          event.pid,
+          event.fd,
+          event.kind === "accept" ? "server" : "client",
+          event.timestampNs,
+          { address: event.localAddress, port: event.localPort },
+          { address: event.peerAddress, port: event.peerPort }
+        )
+        return
+      case "close":
+        this.tracker.close(event.pid, event.fd, event.timestampNs)
+        this.flushLines(event.pid, event.fd, event.timestampNs)
+        return
+      case "exit":
+        this.tracker.closeProcess(event.pid, event.timestampNs)
+        this.flushLines(event.pid, 1, event.timestampNs)
+        this.flushLines(event.pid, 2, event.timestampNs)
+        return
+      case "fork":
+        return
+    }
+  }
+
+  /** Ends connections silent since `idleSinceNs` (their close event was lost). */
+  sweep(idleSinceNs: bigint, nowNs: bigint): number {
+    return this.tracker.sweep(idleSinceNs, nowNs)
+  }
+
+  private onRequest(request: Pending): void {
+    const head = request.head
+    if (request.connection.role === "server") {
+      request.context = serverContext(head)
+      let set = this.serving.get(request.tid)
+      if (set === undefined) {
+        set = new Set()
+        this.serving.set(request.tid, set)
+      }
+      set.add(request)
+    } else {
+      request.context = clientContext(head, this.servedBy(request.tid))
+    }
+  }
+
+  /** The context of the one request `tid` is serving, if it serves exactly one. */
+  private servedBy(tid: number): SpanContext | undefined {
+    const set = this.serving.get(tid)
+    if (set === undefined || set.size !== 1) return undefined
+    for (const only of set) return only.context
+    return undefined
+  }
+
+  private onExchange(exchange: HttpExchange<SpanContext>): void {
+    const role = exchange.connection.role ?? "server"
+    if (role === "server") {
+      const set = this.serving.get(exchange.tid)
+      if (set !== undefined) {
+        // The exchange is a copy of the pending request; find the original by identity of its head.
+        for (const pending of set) {
+          if (pending.head === exchange.head) {
+            set.delete(pending)
+            break
+          }
+        }
+        if (set.size === 0) this.serving.delete(exchange.tid)
+      }
+    }
+    const peer = exchange.connection.peer
+    this.recorder.record({
+      role,
+      context: exchange.context ?? serverContext(exchange.head),
+      request: exchange.head,
+      statusCode: exchange.response?.statusCode,
+      startNs: exchange.startNs,
+      endNs: exchange.endNs,
+      outcome: exchange.outcome,
+      peerAddress: peer?.address,
+      peerPort: peer?.port,
+      pid: exchange.connection.pid,
+      tid: exchange.tid
+    })
+    this.stats.spans++
+  }
+
+  private logOutput(event: Extract<CaptureEvent, { kind: "data" }>): void {
+    const key = lineKey(event.pid, event.fd)
+    let splitter = this.lines.get(key)
+    if (splitter === undefined) {
+      splitter = new LineSplitter()
+      this.lines.set(key, splitter)
+    }
+    const uncaptured = Math.max(0, event.totalLength - event.payload.byteLength)
+    for (const { line, cut } of splitter.push(event.payload, uncaptured)) {
+      this.emitLine(line, cut, event.fd === 1 ? "stdout" : "stderr", event.tid, event.timestampNs)
+    }
+  }
+
+  private flushLines(pid: number, fd: number, timestampNs: bigint): void {
+    if (fd !== 1 && fd !== 2) return
+    const key = lineKey(pid, fd)
+    const splitter = this.lines.get(key)
+    if (splitter === undefined) return
+    this.lines.delete(key)
+    const rest = splitter.flush()
+    if (rest !== undefined) this.emitLine(rest, false, fd === 1 ? "stdout" : "stderr", 0, timestampNs)
+  }
+
+  private emitLine(
+    line: string,
+    cut: boolean,
+    stream: "stdout" | "stderr",
+    tid: number,
+    timestampNs: bigint
+  ) {
+    if (line.length === 0) return
+    const parsed = parseLine(line, stream)
+    if (!atLeast(parsed.level, this.logLevel)) {
+      this.stats.logsBelowLevel++
+      return
+    }
+    const serving =
+      parsed.traceId === undefined && parsed.correlationId === undefined ? this.servedBy(tid) : undefined
+    const traceId = (parsed.traceId ?? serving?.traceId) as Telemetry.TraceId | undefined
+    const spanId = (parsed.spanId ?? serving?.spanId) as Telemetry.SpanId | undefined
+    const correlationId = parsed.correlationId ?? serving?.correlationId ?? parsed.traceId
+    this.stats.logs++
+    this.sink.log({
+      timeUnixNano: timestampNs,
+      ...this.identity,
+      level: parsed.level,
+      body: line,
+      stream,
+      ...(traceId === undefined ? {} : { traceId }),
+      ...(spanId === undefined ? {} : { spanId }),
+      ...(correlationId === undefined ? {} : { correlationId }),
+      ...(cut ? { attributes: { "iii.log_truncated": true } } : {})
+    })
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * The exporter: telemetry → wire-protocol batches → one or more obs nodes over WebSocket.
+ *
+ * - Batching: items collect into one batch, sealed when it holds `maxBatchItems` items or about
+ *   `maxBatchBytes` bytes, or every `flushIntervalMs`. Each batch gets the next `seq` (from 1).
+ * - Several URLs: every batch goes to every URL (fan-out, e.g. two obs instances); each destination has
+ *   its own connection, buffer and counters.
+ * - Buffer: per destination, batches stay queued until obs acks them (after its durable commit). When
+ *   the queue exceeds `maxBufferBytes` the oldest batches are dropped and counted — capture never
+ *   blocks and memory never grows past the bound.
+ * - Reconnect: exponential backoff with jitter (`initialBackoffMs` doubling up to `maxBackoffMs`),
+ *   then every unacknowledged batch is re-sent in order; obs deduplicates by agent id + seq, so a batch
+ *   whose ack was lost is stored once. The agent id is unique per agent process, so a restarted agent
+ *   never collides with its previous seqs.
+ */
+import { hostname } from "node:os"
+import { type Telemetry, TraceContext, WireProtocol } from "@iii/core"
+import { Context, Effect, Layer, Runtime, type Scope } from "effect"
+import { Destination, type DestinationCounters, type SealedBatch } from "./internal/Destination.js"
+
+export const ingestPath = "/v1/ingest"
+
+/** `ws://host:7070` (or `http://…`) → `ws://host:7070/v1/ingest`. */
+export const ingestUrl = (base: string): string => {
+  const url = new URL(base)
+  if (url.protocol === "http:") url.protocol = "ws:"
+  if (url.protocol === "https:") url.protocol = "wss:"
+  url.pathname = `${url.pathname.replace(/\/+$/, "")}${ingestPath}`
+  return url.toString()
+}
+
+/** A new agent id: host, pid and a random suffix, unique per agent process. */
+export const newAgentId = (): string => `${hostname()}-${process.pid}-${TraceContext.newSpanId().slice(0, 8)}`
+
+export interface ExporterOptions {
+  /** obs base URLs, e.g. `ws://127.0.0.1:7070`; the ingest path is added. */
+  readonly urls: ReadonlyArray<string>
+  readonly agent: WireProtocol.Hello["agent"]
+  readonly token?: string | undefined
+  /** Items (spans + metrics + logs) per batch. Default 2000. */
+  readonly maxBatchItems?: number
+  /** Approximate encoded bytes per batch. Default 4 MiB (obs refuses frames over 16 MiB). */
+  readonly maxBatchBytes?: number
+  /** A partial batch is sealed after this long. Default 1000 ms. */
+  readonly flushIntervalMs?: number
+  /** Unacknowledged bytes kept per destination before the oldest batches are dropped. Default 64 MiB. */
+  readonly maxBufferBytes?: number
+  /** First reconnect delay. Default 250 ms. */
+  readonly initialBackoffMs?: number
+  /** Longest reconnect delay. Default 30 s. */
+  readonly maxBackoffMs?: number
+  /** How long shutdown waits for outstanding acks. Default 3 s. */
+  readonly drainTimeoutMs?: number
+}
+
+export interface ExporterStats extends DestinationCounters {
+  batchesSealed: number
+  spansSealed: number
+  metricsSealed: number
+  logsSealed: number
+  bufferedBytes: number
+  bufferedBatches: number
+  destinations: ReadonlyArray<
+    { url: string; connected: boolean; bufferedBytes: number } & DestinationCounters
+  >
+}
+
+export interface ExporterService {
+  span(span: Telemetry.Span): void
+  log(record: Telemetry.LogRecord): void
+  metric(point: Telemetry.MetricPoint): void
+  /** Seals the current batch now (it is sent when a destination is connected). */
+  readonly flush: Effect.Effect<void>
+  readonly stats: Effect.Effect<ExporterStats>
+}
+
+export class Exporter extends Context.Tag("@iii/agent/Exporter")<Exporter, ExporterService>() {}
+
+/** Rough encoded size of items, to keep batches well under obs's frame limit. */
+const spanBytes = (span: Telemetry.Span) => 300 + span.name.length + (span.http?.path?.length ?? 0)
+const logBytes = (record: Telemetry.LogRecord) => 150 + record.body.length
+const metricBytes = (point: Telemetry.MetricPoint) => 200 + (point.sketch?.counts.length ?? 0) * 3
+
+class Batcher {
+  private spans: Array<Telemetry.Span> = []
+  private metrics: Array<Telemetry.MetricPoint> = []
+  private logs: Array<Telemetry.LogRecord> = []
+  private approxBytes = 0
+  private seq = 0
+  readonly sealed = { batches: 0, spans: 0, metrics: 0, logs: 0 }
+
+  constructor(
+    private readonly maxItems: number,
+    private readonly maxBytes: number,
+    private readonly deliver: (batch: SealedBatch) => void
+  ) {}
+
+  private added(bytes: number): void {
+    this.approxBytes += bytes
+    const items = this.spans.length + this.metrics.length + this.logs.length
+    if (items >= this.maxItems || this.approxBytes >= this.maxBytes) this.seal()
+  }
+
+  span(span: Telemetry.Span) {
+    this.spans.push(span)
+    this.added(spanBytes(span))
+  }
+
+  metric(point: Telemetry.MetricPoint) {
+    this.metrics.push(point)
+    this.added(metricBytes(point))
+  }
+
+  log(record: Telemetry.LogRecord) {
+    this.logs.push(record)
+    this.added(logBytes(record))
+  }
+
+  seal(): void {
+    if (this.spans.length + this.metrics.length + this.logs.length === 0) return
+    const seq = ++this.seq
+    const frame: WireProtocol.Batch = {
+      type: "batch",
+      seq,
+      spans: this.spans,
+      metrics: this.metrics,
+      logs: this.logs
+    }
+    const batch: SealedBatch = {
+      seq,
+      bytes: WireProtocol.encodeFrame(frame),
+      spans: this.spans.length,
+      metrics: this.metrics.length,
+      logs: this.logs.length
+    }
+    this.sealed.batches++
+    this.sealed.spans += batch.spans
+    this.sealed.metrics += batch.metrics
+    this.sealed.logs += batch.logs
+    this.spans = []
+    this.metrics = []
+    this.logs = []
+    this.approxBytes = 0
+    this.deliver(batch)
+  }
+}
+
+const sumCounters = (destinations: ReadonlyArray<Destination>): DestinationCounters => {
+  const total: DestinationCounters = {
+    batchesSent: 0,
+    batchesResent: 0,
+    batchesAcked: 0,
+    batchesDropped: 0,
+    spansDropped: 0,
+    metricsDropped: 0,
+    logsDropped: 0,
+    batchesRejected: 0,
+    connects: 0,
+    disconnects: 0
+  }
+  for (const destination of destinations) {
+    for (const key of Object.keys(total) as Array<keyof DestinationCounters>) {
+      total[key] += destination.counters[key]
+    }
+  }
+  return total
+}
+
+/** An exporter running until the scope closes; closing seals the last batch and waits briefly for acks. */
+export const make = (options: ExporterOptions): Effect.Effect<ExporterService, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const runtime = yield* Effect.runtime<never>()
+    const runLog = Runtime.runFork(runtime)
+    const log = (level: "info" | "warn", message: string) => {
+      runLog(level === "info" ? Effect.logInfo(message) : Effect.logWarning(message))
+    }
+    const hello: WireProtocol.Hello = {
+      type: "hello",
+      version: WireProtocol.PROTOCOL_VERSION,
+      agent: options.agent,
+      ...(options.token === undefined ? {} : { token: options.token })
+    }
+    const destinations = options.urls.map(
+      (base) =>
+        new Destination({
+          url: ingestUrl(base),
+          hello,
+          maxBufferBytes: options.maxBufferBytes ?? 64 * 1024 * 1024,
+          initialBackoffMs: options.initialBackoffMs ?? 250,
+          maxBackoffMs: options.maxBackoffMs ?? 30_000,
+          log
+        })
+    )
+    const batcher = new Batcher(
+      options.maxBatchItems ?? 2000,
+      options.maxBatchBytes ?? 4 * 1024 * 1024,
+      (batch) => {
+        for (const destination of destinations) destination.enqueue(batch)
+      }
+    )
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        for (const destination of destinations) destination.start()
+        const timer = setInterval(() => batcher.seal(), options.flushIntervalMs ?? 1000)
+        timer.unref()
+        return timer
+      }),
+      (timer) =>
+        Effect.gen(function* () {
+          clearInterval(timer)
+          batcher.seal()
+          const deadline = Date.now() + (options.drainTimeoutMs ?? 3000)
+          while (
+            Date.now() < deadline &&
+            destinations.some((destination) => destination.connected && destination.bufferedBatches > 0)
+          ) {
+            yield* Effect.sleep("20 millis")
+          }
+          for (const destination of destinations) destination.stop()
+        })
+    )
+    const stats = Effect.sync(
+      (): ExporterStats => ({
+        ...sumCounters(destinations),
+        batchesSealed: batcher.sealed.batches,
+        spansSealed: batcher.sealed.spans,
+        metricsSealed: batcher.sealed.metrics,
+        logsSealed: batcher.sealed.logs,
+        bufferedBytes: destinations.reduce((sum, destination) => sum + destination.bufferedBytes, 0),
+        bufferedBatches: destinations.reduce((sum, destination) => sum + destination.bufferedBatches, 0),
+        destinations: destinations.map((destination) => ({
+          url: destination.url,
+          connected: destination.connected,
+          bufferedBytes: destination.bufferedBytes,
+          ...destination.counters
+        }))
+      })
+    )
+    return {
+      span: (span) => batcher.span(span),
+      log: (record) => batcher.log(record),
+      metric: (point) => batcher.metric(point),
+      flush: Effect.sync(() => batcher.seal()),
+      stats
+    } satisfies ExporterService
+  })
+
+export const layer = (options: ExporterOptions): Layer.Layer<Exporter> =>
+  Layer.scoped(Exporter, make(options))

@@ -1,0 +1,150 @@
+/**
+ * RED metrics (rate, errors, duration) aggregated in the agent and flushed as MetricPoints each interval.
+ *
+ * HTTP: one distribution point per (span kind, method, route, status class) and interval, named
+ * `http.server.request.duration` / `http.client.request.duration`, in milliseconds, carrying a
+ * LatencySketch (the same sketch obs merges). Its value is the request count; the rate is
+ * count / interval; the error rate is the 5xx (server) or 4xx+5xx (client) share, by status class.
+ * Attributes: `http.request.method`, `http.route`, `iii.status_class` (`2xx`…, `none` without response).
+ *
+ * TCP (every connection, HTTP or not): counters `iii.tcp.connections`, `iii.tcp.bytes_received`,
+ * `iii.tcp.bytes_sent` and a distribution `iii.tcp.connection.duration` (ms), per role
+ * (`iii.connection.role` server|client), peer address (`network.peer.address`, at most `maxPeers` distinct,
+ * then `{other}`) and protocol (`iii.protocol` http|unknown). Recorded when the connection ends.
+ */
+import { LatencySketch, Telemetry } from "@iii/core"
+import type { Connection, Role } from "./ConnectionTracker.js"
+import type { Identity } from "./Spans.js"
+
+interface HttpSeries {
+  readonly role: Role
+  readonly method: string
+  readonly route: string
+  readonly statusClass: Telemetry.StatusClass
+  readonly sketch: LatencySketch.LatencySketch
+}
+
+interface TcpSeries {
+  readonly role: Role
+  readonly peer: string
+  readonly protocol: "http" | "unknown"
+  connections: number
+  bytesIn: number
+  bytesOut: number
+  readonly duration: LatencySketch.LatencySketch
+}
+
+const nsToMs = (ns: number): number => ns / 1e6
+
+export class RedMetrics {
+  private http = new Map<string, HttpSeries>()
+  private tcp = new Map<string, TcpSeries>()
+  private readonly peers = new Set<string>()
+  private intervalStartNs: bigint
+
+  constructor(
+    private readonly identity: Identity,
+    startNs: bigint,
+    private readonly maxPeers = 200
+  ) {
+    this.intervalStartNs = startNs
+  }
+
+  recordRequest(
+    role: Role,
+    method: string,
+    route: string,
+    statusCode: number | undefined,
+    durationNs: number
+  ) {
+    const statusClass = Telemetry.statusClass(statusCode)
+    const key = `${role} ${method} ${route} ${statusClass}`
+    let series = this.http.get(key)
+    if (series === undefined) {
+      series = { role, method, route, statusClass, sketch: LatencySketch.make() }
+      this.http.set(key, series)
+    }
+    LatencySketch.add(series.sketch, nsToMs(durationNs))
+  }
+
+  recordConnection(connection: Connection, endNs: bigint) {
+    const role = connection.role ?? "server"
+    const address = connection.peer?.address ?? "unknown"
+    let peer = address
+    if (!this.peers.has(address)) {
+      if (this.peers.size < this.maxPeers) this.peers.add(address)
+      else peer = "{other}"
+    }
+    const protocol = connection.http ? "http" : "unknown"
+    const key = `${role} ${peer} ${protocol}`
+    let series = this.tcp.get(key)
+    if (series === undefined) {
+      series = {
+        role,
+        peer,
+        protocol,
+        connections: 0,
+        bytesIn: 0,
+        bytesOut: 0,
+        duration: LatencySketch.make()
+      }
+      this.tcp.set(key, series)
+    }
+    series.connections++
+    series.bytesIn += connection.bytesIn
+    series.bytesOut += connection.bytesOut
+    LatencySketch.add(series.duration, nsToMs(Number(endNs - connection.openedNs)))
+  }
+
+  /** The points of the interval ending at `nowNs`; starts a new interval. */
+  flush(nowNs: bigint): Array<Telemetry.MetricPoint> {
+    const intervalNano = Math.max(0, Number(nowNs - this.intervalStartNs))
+    this.intervalStartNs = nowNs
+    const points: Array<Telemetry.MetricPoint> = []
+    const base = { ...this.identity, timeUnixNano: nowNs, intervalNano }
+    for (const series of this.http.values()) {
+      const sketch = LatencySketch.toData(series.sketch)
+      points.push({
+        ...base,
+        name: series.role === "server" ? "http.server.request.duration" : "http.client.request.duration",
+        kind: "distribution",
+        value: sketch.count,
+        sketch,
+        attributes: {
+          "http.request.method": series.method,
+          "http.route": series.route,
+          "iii.status_class": series.statusClass
+        }
+      })
+    }
+    for (const series of this.tcp.values()) {
+      const attributes = {
+        "iii.connection.role": series.role,
+        "network.peer.address": series.peer,
+        "iii.protocol": series.protocol
+      }
+      const counter = (name: string, value: number): Telemetry.MetricPoint => ({
+        ...base,
+        name,
+        kind: "counter",
+        value,
+        attributes
+      })
+      points.push(counter("iii.tcp.connections", series.connections))
+      points.push(counter("iii.tcp.bytes_received", series.bytesIn))
+      points.push(counter("iii.tcp.bytes_sent", series.bytesOut))
+      const duration = LatencySketch.toData(series.duration)
+      points.push({
+        ...base,
+        name: "iii.tcp.connection.duration",
+        kind: "distribution",
+        value: duration.count,
+        sketch: duration,
+        attributes
+      })
+    }
+    this.http = new Map()
+    this.tcp = new Map()
+    return points
+  }
+}
