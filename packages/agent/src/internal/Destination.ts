@@ -219,7 +219,7 @@ export class Destination {
         return
       }
       default:
-        return this.fail(socket, `unexpected ${frame.type} frame from obs`)
+        this.fail(socket, `unexpected ${frame.type} frame from obs`)
     }
   }
 

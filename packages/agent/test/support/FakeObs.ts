@@ -95,7 +95,9 @@ export class FakeObs {
   }
 
   get port(): number {
-    return (this.server?.address() as AddressInfo).port
+    const address = this.server?.address()
+    if (typeof address !== "object" || address === null) throw new Error("fake obs is not listening")
+    return address.port
   }
 
   /** Stops abruptly, as a crashed node would: connections are cut, nothing more is acked. */
