@@ -13,3 +13,30 @@ export class InvalidDocument extends Data.TaggedError("InvalidDocument")<{
     return `${this.source}: ${this.issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`
   }
 }
+
+/**
+ * Why a wire frame was refused (see `WireProtocol`). The codec produces `malformed`, `truncated`,
+ * `oversize`, `unsupported_version` and `invalid_batch`; obs and the agent use the rest.
+ */
+export const WireErrorCode = Schema.Literal(
+  "malformed",
+  "truncated",
+  "oversize",
+  "unsupported_version",
+  "unauthorized",
+  "invalid_batch",
+  "protocol",
+  "overloaded",
+  "internal"
+)
+export type WireErrorCode = typeof WireErrorCode.Type
+
+/**
+ * A frame could not be accepted. `message` names the offending path (`spans[3].traceId: ...`);
+ * `seq` is the batch's sequence number when it could be read, so the peer knows which batch failed.
+ */
+export class WireError extends Schema.TaggedError<WireError>()("WireError", {
+  code: WireErrorCode,
+  message: Schema.String,
+  seq: Schema.optional(Schema.Number)
+}) {}

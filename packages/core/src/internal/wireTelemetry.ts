@@ -1,0 +1,330 @@
+/**
+ * Spans, metric points and log records as positional msgpack arrays ("tuples"), both directions side
+ * by side so the layout has one source of truth. README.md ("Wire protocol") documents the layout.
+ *
+ * Ids travel as raw bytes in one binary blob per batch (spans: trace 16 + span 8 + parent 8 bytes;
+ * logs: trace 16 + span 8), all-zero meaning "absent" (an all-zero id is invalid anyway). One blob
+ * instead of three small binaries per span saves allocations on both sides and half the id bytes
+ * of hex strings. A span whose correlation id equals its trace id (the common case) sends nil.
+ */
+import type {
+  LogLevel,
+  LogRecord,
+  MetricKind,
+  MetricPoint,
+  SketchData,
+  Span,
+  SpanId,
+  SpanKind,
+  TraceId
+} from "../Telemetry.js"
+import * as Check from "./wireChecks.js"
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
+const spanKinds: ReadonlyArray<SpanKind> = ["server", "client"]
+const metricKinds: ReadonlyArray<MetricKind> = ["counter", "gauge", "distribution"]
+const logLevels: ReadonlyArray<LogLevel> = ["trace", "debug", "info", "warn", "error", "fatal"]
+const streams = ["stdout", "stderr"] as const
+
+export const SPAN_ID_BYTES = 32
+export const LOG_ID_BYTES = 24
+const ZERO_SPAN_HEX = "0000000000000000"
+const ZERO_TRACE_HEX = "00000000000000000000000000000000"
+
+// ---------------------------------------------------------------------------------------------------
+// ids
+
+const badId = (path: string, value: unknown, hexLength: number): never => {
+  throw new TypeError(
+    `encodeFrame: ${path} must be ${hexLength} hex characters, got ${JSON.stringify(value)}`
+  )
+}
+
+/** Concatenated hex → bytes; any non-hex character shortens the result, which we detect. */
+const hexBlob = (hex: string, expectedBytes: number, locate: () => never): Uint8Array => {
+  const blob = Buffer.from(hex, "hex")
+  return blob.length === expectedBytes ? blob : locate()
+}
+
+const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
+  for (const [path, value, length] of ids)
+    if (typeof value !== "string" || !/^[0-9a-fA-F]*$/.test(value) || value.length !== length)
+      badId(path, value, length)
+  throw new TypeError("encodeFrame: malformed id")
+}
+
+export const spanIdsBlob = (spans: ReadonlyArray<Span>): Uint8Array => {
+  let hex = ""
+  for (let i = 0; i < spans.length; i++) {
+    const s = spans[i] as Span
+    const parent = s.parentSpanId ?? ZERO_SPAN_HEX
+    // Lengths first: a short id would shift every id after it.
+    if (s.traceId.length !== 32 || s.spanId.length !== 16 || parent.length !== 16)
+      findBadId([
+        [`spans[${i}].traceId`, s.traceId, 32],
+        [`spans[${i}].spanId`, s.spanId, 16],
+        [`spans[${i}].parentSpanId`, parent, 16]
+      ])
+    hex += s.traceId + s.spanId + parent
+  }
+  return hexBlob(hex, spans.length * SPAN_ID_BYTES, () =>
+    findBadId(
+      spans.flatMap((s, i) => [
+        [`spans[${i}].traceId`, s.traceId, 32] as const,
+        [`spans[${i}].spanId`, s.spanId, 16] as const,
+        [`spans[${i}].parentSpanId`, s.parentSpanId ?? ZERO_SPAN_HEX, 16] as const
+      ])
+    )
+  )
+}
+
+export const logIdsBlob = (logs: ReadonlyArray<LogRecord>): Uint8Array => {
+  let hex = ""
+  for (let i = 0; i < logs.length; i++) {
+    const l = logs[i] as LogRecord
+    const traceId = l.traceId ?? ZERO_TRACE_HEX
+    const spanId = l.spanId ?? ZERO_SPAN_HEX
+    if (traceId.length !== 32 || spanId.length !== 16)
+      findBadId([
+        [`logs[${i}].traceId`, traceId, 32],
+        [`logs[${i}].spanId`, spanId, 16]
+      ])
+    hex += traceId + spanId
+  }
+  return hexBlob(hex, logs.length * LOG_ID_BYTES, () =>
+    findBadId(
+      logs.flatMap((l, i) => [
+        [`logs[${i}].traceId`, l.traceId ?? ZERO_TRACE_HEX, 32] as const,
+        [`logs[${i}].spanId`, l.spanId ?? ZERO_SPAN_HEX, 16] as const
+      ])
+    )
+  )
+}
+
+const isZero = (blob: Uint8Array, from: number, length: number): boolean => {
+  for (let i = from; i < from + length; i++) if (blob[i] !== 0) return false
+  return true
+}
+
+/** The blob as one hex string; ids are slices of it. */
+const blobHex = (blob: Uint8Array, expectedBytes: number, path: string, what: string): string => {
+  if (blob.length !== expectedBytes)
+    Check.fail("invalid_batch", path, `expected ${expectedBytes} bytes (${what}), got ${blob.length}`)
+  return Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength).toString("hex")
+}
+
+// ---------------------------------------------------------------------------------------------------
+// resource fields (service, component, composition, namespace, pod), shared by all three
+
+type Resource = Pick<Span, "service" | "component" | "composition" | "namespace" | "pod">
+
+const resourceTuple = (r: Resource) =>
+  [r.service, r.component ?? null, r.composition ?? null, r.namespace ?? null, r.pod ?? null] as const
+
+const NAMES = ["service", "component", "composition", "namespace", "pod"] as const
+
+/** Decodes the five resource fields starting at `t[at]` into `into`. */
+const readResource = (t: ReadonlyArray<unknown>, at: number, into: Mutable<Resource>): void => {
+  into.service = Check.string(t[at], "invalid_batch", NAMES[0])
+  for (let k = 1; k < 5; k++) {
+    const v = t[at + k]
+    if (v !== null) into[NAMES[k] as "component"] = Check.string(v, "invalid_batch", NAMES[k] as string)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// spans: [correlationId|nil, service, component, composition, namespace, pod, kind, name,
+//         startTimeUnixNano, durationNano, http|nil, peerAddress|nil, peerPort|nil, error, attributes|nil]
+//         http: [method, route, path|nil, statusCode|nil]
+
+const SPAN_FIELDS = 15
+
+export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
+  const h = s.http
+  return [
+    s.correlationId === s.traceId ? null : s.correlationId,
+    // resourceTuple inlined: this is the hot path
+    s.service,
+    s.component ?? null,
+    s.composition ?? null,
+    s.namespace ?? null,
+    s.pod ?? null,
+    s.kind === "server" ? 0 : 1,
+    s.name,
+    s.startTimeUnixNano,
+    s.durationNano,
+    h === undefined ? null : [h.method, h.route, h.path ?? null, h.statusCode ?? null],
+    s.peerAddress ?? null,
+    s.peerPort ?? null,
+    s.error,
+    s.attributes ?? null
+  ]
+}
+
+const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span => {
+  const t = Check.tuple(v, SPAN_FIELDS, "invalid_batch", "")
+  const o = i * SPAN_ID_BYTES
+  if (isZero(blob, o, 16)) Check.fail("invalid_batch", "traceId", "must not be all zeros")
+  if (isZero(blob, o + 16, 8)) Check.fail("invalid_batch", "spanId", "must not be all zeros")
+  const h = o * 2
+  const traceId = ids.slice(h, h + 32) as TraceId
+  const span = { traceId, spanId: ids.slice(h + 32, h + 48) as SpanId } as Mutable<Span>
+  if (!isZero(blob, o + 24, 8)) span.parentSpanId = ids.slice(h + 48, h + 64) as SpanId
+  span.correlationId =
+    t[0] === null ? traceId : Check.boundedString(t[0], 1, 256, "invalid_batch", "correlationId")
+  readResource(t, 1, span)
+  span.kind = Check.literal(t[6], spanKinds, "invalid_batch", "kind")
+  span.name = Check.string(t[7], "invalid_batch", "name")
+  span.startTimeUnixNano = Check.unixNano(t[8], "invalid_batch", "startTimeUnixNano")
+  span.durationNano = Check.nonNegativeInteger(t[9], "invalid_batch", "durationNano")
+  if (t[10] !== null) {
+    const ht = Check.tuple(t[10], 4, "invalid_batch", "http")
+    const http: Mutable<NonNullable<Span["http"]>> = {
+      method: Check.string(ht[0], "invalid_batch", "http.method"),
+      route: Check.string(ht[1], "invalid_batch", "http.route")
+    }
+    const path = Check.optionalString(ht[2], "invalid_batch", "http.path")
+    if (path !== undefined) http.path = path
+    const status = Check.optionalNonNegativeInteger(ht[3], "invalid_batch", "http.statusCode")
+    if (status !== undefined) http.statusCode = status
+    span.http = http
+  }
+  const peerAddress = Check.optionalString(t[11], "invalid_batch", "peerAddress")
+  if (peerAddress !== undefined) span.peerAddress = peerAddress
+  const peerPort = Check.optionalNonNegativeInteger(t[12], "invalid_batch", "peerPort")
+  if (peerPort !== undefined) span.peerPort = peerPort
+  span.error = Check.boolean(t[13], "invalid_batch", "error")
+  const attributes = Check.attributes(t[14], "invalid_batch", "attributes")
+  if (attributes !== undefined) span.attributes = attributes
+  return span
+}
+
+export const decodeSpans = (tuples: unknown, idsBlob: unknown): Array<Span> => {
+  const list = Check.array(tuples, "invalid_batch", "spans")
+  const blob = Check.bytes(idsBlob, "invalid_batch", "spanIds")
+  const ids = blobHex(blob, list.length * SPAN_ID_BYTES, "spanIds", `${SPAN_ID_BYTES} per span`)
+  const out = new Array<Span>(list.length)
+  for (let i = 0; i < list.length; i++) {
+    try {
+      out[i] = decodeSpan(list[i], ids, blob, i)
+    } catch (e) {
+      Check.rethrowWithin(e, `spans[${i}]`)
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// metric points: [name, kind, service, component, composition, namespace, pod, timeUnixNano,
+//                 intervalNano, value, sketch|nil, attributes|nil]
+//                 sketch: [count, sum, zeroCount, offset, counts[]]
+
+const METRIC_FIELDS = 12
+
+export const metricTuple = (m: MetricPoint): ReadonlyArray<unknown> => {
+  const k = m.sketch
+  return [
+    m.name,
+    metricKinds.indexOf(m.kind),
+    ...resourceTuple(m),
+    m.timeUnixNano,
+    m.intervalNano,
+    m.value,
+    k === undefined ? null : [k.count, k.sum, k.zeroCount, k.offset, k.counts],
+    m.attributes ?? null
+  ]
+}
+
+const decodeSketch = (v: unknown): SketchData => {
+  const t = Check.tuple(v, 5, "invalid_batch", "sketch")
+  const counts = Check.array(t[4], "invalid_batch", "sketch.counts")
+  const out = new Array<number>(counts.length)
+  for (let i = 0; i < counts.length; i++)
+    out[i] = Check.nonNegativeInteger(counts[i], "invalid_batch", `sketch.counts[${i}]`)
+  return {
+    count: Check.nonNegativeInteger(t[0], "invalid_batch", "sketch.count"),
+    sum: Check.number(t[1], "invalid_batch", "sketch.sum"),
+    zeroCount: Check.nonNegativeInteger(t[2], "invalid_batch", "sketch.zeroCount"),
+    offset: Check.integer(t[3], "invalid_batch", "sketch.offset"),
+    counts: out
+  }
+}
+
+const decodeMetric = (v: unknown): MetricPoint => {
+  const t = Check.tuple(v, METRIC_FIELDS, "invalid_batch", "")
+  const name = Check.nonEmptyString(t[0], "invalid_batch", "name")
+  const point = {
+    name,
+    kind: Check.literal(t[1], metricKinds, "invalid_batch", "kind")
+  } as Mutable<MetricPoint>
+  readResource(t, 2, point)
+  point.timeUnixNano = Check.unixNano(t[7], "invalid_batch", "timeUnixNano")
+  point.intervalNano = Check.nonNegativeInteger(t[8], "invalid_batch", "intervalNano")
+  point.value = Check.number(t[9], "invalid_batch", "value")
+  if (t[10] !== null) point.sketch = decodeSketch(t[10])
+  const attributes = Check.attributes(t[11], "invalid_batch", "attributes")
+  if (attributes !== undefined) point.attributes = attributes
+  return point
+}
+
+export const decodeMetrics = (tuples: unknown): Array<MetricPoint> => {
+  const list = Check.array(tuples, "invalid_batch", "metrics")
+  const out = new Array<MetricPoint>(list.length)
+  for (let i = 0; i < list.length; i++) {
+    try {
+      out[i] = decodeMetric(list[i])
+    } catch (e) {
+      Check.rethrowWithin(e, `metrics[${i}]`)
+    }
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------
+// log records: [timeUnixNano, service, component, composition, namespace, pod, level, body,
+//               stream|nil, correlationId|nil, attributes|nil]
+
+const LOG_FIELDS = 11
+
+export const logTuple = (l: LogRecord): ReadonlyArray<unknown> => [
+  l.timeUnixNano,
+  ...resourceTuple(l),
+  logLevels.indexOf(l.level),
+  l.body,
+  l.stream === undefined ? null : l.stream === "stdout" ? 0 : 1,
+  l.correlationId ?? null,
+  l.attributes ?? null
+]
+
+const decodeLog = (v: unknown, ids: string, blob: Uint8Array, i: number): LogRecord => {
+  const t = Check.tuple(v, LOG_FIELDS, "invalid_batch", "")
+  const log = { timeUnixNano: Check.unixNano(t[0], "invalid_batch", "timeUnixNano") } as Mutable<LogRecord>
+  readResource(t, 1, log)
+  log.level = Check.literal(t[6], logLevels, "invalid_batch", "level")
+  log.body = Check.string(t[7], "invalid_batch", "body")
+  if (t[8] !== null) log.stream = Check.literal(t[8], streams, "invalid_batch", "stream")
+  const o = i * LOG_ID_BYTES
+  if (!isZero(blob, o, 16)) log.traceId = ids.slice(o * 2, o * 2 + 32) as TraceId
+  if (!isZero(blob, o + 16, 8)) log.spanId = ids.slice(o * 2 + 32, o * 2 + 48) as SpanId
+  const correlationId = Check.optionalString(t[9], "invalid_batch", "correlationId")
+  if (correlationId !== undefined) log.correlationId = correlationId
+  const attributes = Check.attributes(t[10], "invalid_batch", "attributes")
+  if (attributes !== undefined) log.attributes = attributes
+  return log
+}
+
+export const decodeLogs = (tuples: unknown, idsBlob: unknown): Array<LogRecord> => {
+  const list = Check.array(tuples, "invalid_batch", "logs")
+  const blob = Check.bytes(idsBlob, "invalid_batch", "logIds")
+  const ids = blobHex(blob, list.length * LOG_ID_BYTES, "logIds", `${LOG_ID_BYTES} per log record`)
+  const out = new Array<LogRecord>(list.length)
+  for (let i = 0; i < list.length; i++) {
+    try {
+      out[i] = decodeLog(list[i], ids, blob, i)
+    } catch (e) {
+      Check.rethrowWithin(e, `logs[${i}]`)
+    }
+  }
+  return out
+}
