@@ -347,7 +347,7 @@ export class HttpParser {
           }
         }
         this.messageOpen = false
-        if (this.state !== State.Opaque) this.state = State.Desync
+        if ((this.state as State) !== State.Opaque) this.state = State.Desync
         return
       }
       case State.Idle:

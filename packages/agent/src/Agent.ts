@@ -1,0 +1,229 @@
+/**
+ * The agent as an Effect Layer: picks a capture mode, runs it, and feeds the exporter.
+ *
+ * - eBPF mode: kernel capture of the traced processes (pids, their children, cgroups) → reassembly,
+ *   HTTP parsing, spans, logs, RED and TCP metrics.
+ * - proxy mode: a reverse proxy in front of the app (and optionally a forward proxy for its outbound
+ *   calls) → the same spans and RED metrics; no logs (nothing sees the app's stdout).
+ * Mode `auto` picks eBPF when `EbpfCapture.isAvailable` says it can run, proxy otherwise (which then
+ * needs a proxy configuration); the choice and the reason are logged. Forcing a mode that cannot
+ * run fails with `ModeUnavailable` naming what is missing.
+ *
+ * Every `metricsIntervalMs` the RED/TCP metrics are flushed to the exporter; every `statsIntervalMs`
+ * the agent logs events/s, spans, logs and drops.
+ */
+
+import type { Telemetry } from "@iii/core"
+import { Context, Effect, Layer, Schedule, type Scope, Stream } from "effect"
+import * as EbpfCapture from "./EbpfCapture.js"
+import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
+import { EventProcessor } from "./EventProcessor.js"
+import { Exporter, type ExporterStats } from "./Exporter.js"
+import { nowUnixNano } from "./internal/Clock.js"
+import * as Proxy from "./Proxy.js"
+import { Recorder } from "./Recorder.js"
+import type { RedMetrics } from "./RedMetrics.js"
+import type { Identity } from "./Spans.js"
+
+export type Mode = "ebpf" | "proxy"
+
+export interface AgentOptions {
+  readonly identity: Identity
+  /** Default `auto`. */
+  readonly mode?: Mode | "auto"
+  /** Processes to trace (eBPF), with their future children. */
+  readonly pids?: ReadonlyArray<number>
+  /** cgroup v2 directories whose processes are traced (eBPF). */
+  readonly cgroups?: ReadonlyArray<string>
+  /** Proxy mode's addresses. */
+  readonly proxy?: Proxy.ProxyOptions | undefined
+  /** Minimum level of captured log lines. Default `info`. */
+  readonly logLevel?: Telemetry.LogLevel
+  /** Distinct routes per span kind before `{other}`. Default 500. */
+  readonly maxRoutes?: number
+  /** Metrics flush interval. Default 10 s. */
+  readonly metricsIntervalMs?: number
+  /** Self-report interval (events/s, drops). Default 60 s. */
+  readonly statsIntervalMs?: number
+  /** Connections silent this long are ended (their close was missed). Default 10 minutes. */
+  readonly idleConnectionMs?: number
+  /** Passed to the kernel capture (payload bytes, ring buffer size…). */
+  readonly capture?: Omit<EbpfCapture.Options, "pids" | "cgroups">
+}
+
+export interface AgentStats {
+  readonly mode: Mode
+  readonly events: number
+  readonly spans: number
+  readonly logs: number
+  readonly openConnections: number
+  /** Kernel ring buffer + user-space queue drops (eBPF mode). */
+  readonly captureDropped: number
+  readonly exporter: ExporterStats
+}
+
+export interface AgentService {
+  readonly mode: Mode
+  /** Starts tracing another process (eBPF); a no-op in proxy mode. */
+  readonly trace: (pid: number) => Effect.Effect<void, EbpfCaptureError>
+  readonly stats: Effect.Effect<AgentStats>
+  /** Proxy mode: where the proxies listen. */
+  readonly proxy: Proxy.ProxyServer | undefined
+}
+
+export class Agent extends Context.Tag("@iii/agent/Agent")<Agent, AgentService>() {}
+
+/** Decides the mode from what was asked and what this host can do. Pure. */
+export const chooseMode = (
+  requested: Mode | "auto",
+  ebpf: { readonly available: boolean; readonly reasons: ReadonlyArray<string> },
+  proxyConfigured: boolean
+): { readonly mode: Mode; readonly why: string } | ModeUnavailable | AgentConfigError => {
+  const ebpfWhy = ebpf.reasons.join("; ")
+  switch (requested) {
+    case "ebpf":
+      return ebpf.available
+        ? { mode: "ebpf", why: "forced by --mode ebpf" }
+        : new ModeUnavailable({ mode: "ebpf", reason: ebpfWhy })
+    case "proxy":
+      return proxyConfigured
+        ? { mode: "proxy", why: "forced by --mode proxy" }
+        : new AgentConfigError({
+            message: "proxy mode needs --proxy-listen HOST:PORT and --proxy-upstream HOST:PORT"
+          })
+    case "auto":
+      if (ebpf.available) return { mode: "ebpf", why: "eBPF capture is available" }
+      if (proxyConfigured) return { mode: "proxy", why: `eBPF is not available (${ebpfWhy})` }
+      return new ModeUnavailable({
+        mode: "ebpf",
+        reason: `${ebpfWhy}; to run without eBPF, give --proxy-listen and --proxy-upstream (proxy mode)`
+      })
+  }
+}
+
+const flushMetrics = (red: RedMetrics, exporter: Exporter["Type"]) =>
+  Effect.sync(() => {
+    for (const point of red.flush(nowUnixNano())) exporter.metric(point)
+  })
+
+export type AgentError = ModeUnavailable | AgentConfigError | ProxyError | EbpfCapture.StartError
+
+/** Runs the agent until the scope closes. */
+export const make = (
+  options: AgentOptions
+): Effect.Effect<AgentService, AgentError, Scope.Scope | Exporter> =>
+  Effect.gen(function* () {
+    const exporter = yield* Exporter
+    const availability = yield* EbpfCapture.isAvailable
+    const chosen = chooseMode(options.mode ?? "auto", availability, options.proxy !== undefined)
+    if (chosen instanceof ModeUnavailable || chosen instanceof AgentConfigError) return yield* chosen
+    yield* Effect.logInfo(`iii agent: ${chosen.mode} mode (${chosen.why})`)
+    for (const note of availability.notes) yield* Effect.logInfo(note)
+
+    const metricsInterval = `${options.metricsIntervalMs ?? 10_000} millis` as const
+    const statsIntervalMs = options.statsIntervalMs ?? 60_000
+    const identity = options.identity
+    let stats: Effect.Effect<AgentStats>
+    let service: AgentService
+
+    if (chosen.mode === "ebpf") {
+      const capture = yield* EbpfCapture.start({
+        ...options.capture,
+        pids: options.pids ?? [],
+        cgroups: options.cgroups ?? []
+      })
+      const processor = new EventProcessor(
+        {
+          identity,
+          logLevel: options.logLevel ?? "info",
+          ...(options.maxRoutes === undefined ? {} : { maxRoutes: options.maxRoutes })
+        },
+        { span: exporter.span, log: exporter.log },
+        nowUnixNano()
+      )
+      yield* Effect.logInfo(
+        `tracing pids [${(options.pids ?? []).join(", ")}] and their children` +
+          ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
+      )
+      yield* capture.batches.pipe(
+        Stream.runForEach((batch) => Effect.sync(() => processor.process(batch))),
+        Effect.forkScoped
+      )
+      const idleNs = BigInt(options.idleConnectionMs ?? 600_000) * 1_000_000n
+      yield* flushMetrics(processor.red, exporter).pipe(
+        Effect.zipRight(
+          Effect.sync(() => {
+            const now = nowUnixNano()
+            processor.sweep(now - idleNs, now)
+          })
+        ),
+        Effect.repeat(Schedule.spaced(metricsInterval)),
+        Effect.forkScoped
+      )
+      yield* Effect.addFinalizer(() => flushMetrics(processor.red, exporter))
+      stats = Effect.gen(function* () {
+        const counters = yield* capture.counters
+        return {
+          mode: "ebpf" as const,
+          events: processor.stats.events,
+          spans: processor.stats.spans,
+          logs: processor.stats.logs,
+          openConnections: processor.openConnections,
+          captureDropped: counters.dropped + counters.queueDropped,
+          exporter: yield* exporter.stats
+        }
+      })
+      service = { mode: "ebpf", trace: capture.addPid, stats, proxy: undefined }
+    } else {
+      const proxyOptions = options.proxy
+      if (proxyOptions === undefined)
+        return yield* new AgentConfigError({ message: "proxy mode needs a proxy configuration" })
+      const recorder = new Recorder(identity, exporter, nowUnixNano(), options.maxRoutes)
+      const server = yield* Proxy.make(proxyOptions, recorder)
+      yield* Effect.logInfo(
+        `proxying ${server.listening.host}:${server.listening.port} → ${proxyOptions.upstream.host}:${proxyOptions.upstream.port}` +
+          (server.egressListening === undefined
+            ? ""
+            : `, outbound calls via HTTP_PROXY=http://${server.egressListening.host}:${server.egressListening.port}`)
+      )
+      yield* flushMetrics(recorder.red, exporter).pipe(
+        Effect.repeat(Schedule.spaced(metricsInterval)),
+        Effect.forkScoped
+      )
+      yield* Effect.addFinalizer(() => flushMetrics(recorder.red, exporter))
+      stats = Effect.gen(function* () {
+        return {
+          mode: "proxy" as const,
+          events: recorder.spans,
+          spans: recorder.spans,
+          logs: 0,
+          openConnections: server.inFlight(),
+          captureDropped: 0,
+          exporter: yield* exporter.stats
+        }
+      })
+      service = { mode: "proxy", trace: () => Effect.void, stats, proxy: server }
+    }
+
+    let previous = { events: 0, at: Date.now() }
+    yield* Effect.sleep(`${statsIntervalMs} millis`).pipe(
+      Effect.zipRight(stats),
+      Effect.tap((s) => {
+        const now = Date.now()
+        const rate = ((s.events - previous.events) * 1000) / Math.max(1, now - previous.at)
+        previous = { events: s.events, at: now }
+        return Effect.logInfo(
+          `${rate.toFixed(1)} events/s, ${s.spans} spans, ${s.logs} logs, ${s.openConnections} open; ` +
+            `dropped: ${s.captureDropped} capture events, ${s.exporter.spansDropped} spans, ` +
+            `${s.exporter.logsDropped} logs, ${s.exporter.metricsDropped} metrics (export buffer ${s.exporter.bufferedBytes} B)`
+        )
+      }),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    return service
+  })
+
+/** The agent as a layer; it needs an `Exporter` (see `Exporter.layer`). */
+export const layer = (options: AgentOptions): Layer.Layer<Agent, AgentError, Exporter> =>
+  Layer.scoped(Agent, make(options))
