@@ -20,7 +20,7 @@ import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyErr
 import { EventProcessor } from "./EventProcessor.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
 import { nowUnixNano } from "./internal/Clock.js"
-import * as Proxy from "./Proxy.js"
+import * as ProxyMode from "./ProxyMode.js"
 import { Recorder } from "./Recorder.js"
 import type { RedMetrics } from "./RedMetrics.js"
 import type { Identity } from "./Spans.js"
@@ -36,7 +36,7 @@ export interface AgentOptions {
   /** cgroup v2 directories whose processes are traced (eBPF). */
   readonly cgroups?: ReadonlyArray<string>
   /** Proxy mode's addresses. */
-  readonly proxy?: Proxy.ProxyOptions | undefined
+  readonly proxy?: ProxyMode.ProxyOptions | undefined
   /** Minimum level of captured log lines. Default `info`. */
   readonly logLevel?: Telemetry.LogLevel
   /** Distinct routes per span kind before `{other}`. Default 500. */
@@ -68,7 +68,7 @@ export interface AgentService {
   readonly trace: (pid: number) => Effect.Effect<void, EbpfCaptureError>
   readonly stats: Effect.Effect<AgentStats>
   /** Proxy mode: where the proxies listen. */
-  readonly proxy: Proxy.ProxyServer | undefined
+  readonly proxy: ProxyMode.ProxyServer | undefined
 }
 
 export class Agent extends Context.Tag("@iii/agent/Agent")<Agent, AgentService>() {}
@@ -179,7 +179,7 @@ export const make = (
       if (proxyOptions === undefined)
         return yield* new AgentConfigError({ message: "proxy mode needs a proxy configuration" })
       const recorder = new Recorder(identity, exporter, nowUnixNano(), options.maxRoutes)
-      const server = yield* Proxy.make(proxyOptions, recorder)
+      const server = yield* ProxyMode.make(proxyOptions, recorder)
       yield* Effect.logInfo(
         `proxying ${server.listening.host}:${server.listening.port} → ${proxyOptions.upstream.host}:${proxyOptions.upstream.port}` +
           (server.egressListening === undefined
