@@ -43,7 +43,7 @@
  * offending field (`spans[3].traceId: must not be all zeros`).
  */
 import { Either, Schema } from "effect"
-import { Packr, Unpackr } from "msgpackr"
+import { isNativeAccelerationEnabled, Packr, Unpackr } from "msgpackr"
 import { WireError, WireErrorCode } from "./Errors.js"
 import * as Check from "./internal/wireChecks.js"
 import * as Tuples from "./internal/wireTelemetry.js"
@@ -53,6 +53,9 @@ export { WireError, WireErrorCode }
 
 /** The protocol version this codec writes and accepts. */
 export const PROTOCOL_VERSION = 1
+
+/** Whether msgpackr's native string extractor (msgpackr-extract) is loaded; decoding is faster with it. */
+export const isNativeAccelerated = (): boolean => isNativeAccelerationEnabled
 
 /** Default limit on an encoded frame: 16 MiB. */
 export const defaultMaxFrameBytes = 16 * 1024 * 1024
