@@ -3,12 +3,13 @@
  * own module; this list is the only place they meet.
  */
 import { Command } from "@effect/cli"
+import * as AgentCommand from "./AgentCommand.js"
 import * as CrdCommand from "./CrdCommand.js"
 import * as ValidateCommand from "./ValidateCommand.js"
 
 export const iii = Command.make("iii").pipe(
   Command.withDescription("Declarative service orchestration for Kubernetes with observability built in"),
-  Command.withSubcommands([ValidateCommand.command, CrdCommand.command])
+  Command.withSubcommands([ValidateCommand.command, CrdCommand.command, AgentCommand.command])
 )
 
 export const run = Command.run(iii, { name: "iii", version: "0.1.0" })

@@ -1,0 +1,262 @@
+/**
+ * `iii agent`: traces HTTP traffic of processes (eBPF) or through a proxy, and streams spans, metrics
+ * and logs to obs.
+ *
+ *   iii agent --obs ws://127.0.0.1:7070 --service shop -- node server.js
+ *   iii agent --obs ws://127.0.0.1:7070 --service shop --pid 1234
+ *   iii agent --obs ws://127.0.0.1:7070 --service shop --mode proxy \
+ *     --proxy-listen 0.0.0.0:8080 --proxy-upstream 127.0.0.1:3000
+ *
+ * With `-- COMMAND ARGS` the agent starts the command (held stopped until it is traced, so nothing it
+ * does is missed), forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to it and exits with its exit
+ * status (128 + signal number when it was killed by a signal). In proxy mode the command gets
+ * `HTTP_PROXY` pointing at the agent's forward proxy (plus `NODE_USE_ENV_PROXY=1` so Node.js honours
+ * it), which is how its outbound calls become client spans.
+ */
+import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import { constants, hostname } from "node:os"
+import { Args, Command, Options } from "@effect/cli"
+import { Agent, Errors, Exporter, ProxyMode } from "@iii/agent"
+import { Effect, Layer, Option } from "effect"
+
+const obs = Options.text("obs").pipe(
+  Options.repeated,
+  Options.withDescription("obs base URL, e.g. ws://127.0.0.1:7070 (repeat to send to several)")
+)
+const service = Options.text("service").pipe(Options.withDescription("service.name of the traced app"))
+const mode = Options.choice("mode", ["auto", "ebpf", "proxy"]).pipe(
+  Options.withDefault("auto" as const),
+  Options.withDescription("capture mode; auto = eBPF when available, proxy otherwise")
+)
+const tokenFile = Options.file("token-file").pipe(
+  Options.optional,
+  Options.withDescription("file holding the obs ingest token")
+)
+const pids = Options.integer("pid").pipe(Options.repeated, Options.withDescription("process to trace (eBPF)"))
+const cgroups = Options.text("cgroup").pipe(
+  Options.repeated,
+  Options.withDescription("cgroup v2 directory whose processes are traced (eBPF)")
+)
+const proxyListen = Options.text("proxy-listen").pipe(
+  Options.optional,
+  Options.withDescription("proxy mode: HOST:PORT clients connect to")
+)
+const proxyUpstream = Options.text("proxy-upstream").pipe(
+  Options.optional,
+  Options.withDescription("proxy mode: HOST:PORT of the app")
+)
+const proxyEgress = Options.text("proxy-egress").pipe(
+  Options.optional,
+  Options.withDescription(
+    "proxy mode: HOST:PORT of the forward proxy for outbound calls (default 127.0.0.1:0 with a command)"
+  )
+)
+const logLevel = Options.choice("log-level", ["trace", "debug", "info", "warn", "error", "fatal"]).pipe(
+  Options.withDefault("info" as const),
+  Options.withDescription("minimum level of captured log lines")
+)
+const pod = Options.text("pod").pipe(
+  Options.optional,
+  Options.withDescription("pod name (default $POD_NAME or host name)")
+)
+const namespace = Options.text("namespace").pipe(
+  Options.optional,
+  Options.withDescription("namespace (default $POD_NAMESPACE)")
+)
+const bufferBytes = Options.integer("buffer-bytes").pipe(
+  Options.withDefault(64 * 1024 * 1024),
+  Options.withDescription("unacknowledged telemetry kept per obs URL before the oldest is dropped")
+)
+const commandLine = Args.text({ name: "command" }).pipe(
+  Args.repeated,
+  Args.withDescription("-- COMMAND ARGS to start and trace")
+)
+
+const forwardedSignals: ReadonlyArray<NodeJS.Signals> = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+  "SIGQUIT",
+  "SIGUSR1",
+  "SIGUSR2"
+]
+
+const hostPort = (flag: string, value: Option.Option<string>) =>
+  Option.match(value, {
+    onNone: () => Effect.succeed(undefined),
+    onSome: (text) => {
+      const parsed = ProxyMode.parseHostPort(text)
+      return parsed === undefined
+        ? Effect.fail(
+            new Errors.AgentConfigError({ message: `--${flag}: expected HOST:PORT, got "${text}"` })
+          )
+        : Effect.succeed(parsed)
+    }
+  })
+
+/**
+ * Starts `argv` held stopped (a shell stops itself, then execs the command once resumed), lets
+ * `beforeResume` trace it, resumes it, and waits for its exit status with signals forwarded.
+ */
+const runCommand = (
+  argv: ReadonlyArray<string>,
+  env: NodeJS.ProcessEnv,
+  beforeResume: (pid: number) => Effect.Effect<void, unknown>
+) =>
+  Effect.gen(function* () {
+    const [file, ...rest] = argv
+    if (file === undefined) return yield* new Errors.CommandError({ message: "no command given after --" })
+    const child = spawn("/bin/sh", ["-c", 'kill -STOP $$; exec "$0" "$@"', file, ...rest], {
+      stdio: "inherit",
+      env
+    })
+    const pid = child.pid
+    if (pid === undefined) {
+      return yield* Effect.async<never, Errors.CommandError>((resume) => {
+        child.once("error", (error) =>
+          resume(Effect.fail(new Errors.CommandError({ message: `${file}: ${error.message}` })))
+        )
+      })
+    }
+    const exited = new Promise<number>((resolve) => {
+      child.once("exit", (code, signal) => {
+        resolve(code ?? 128 + (signal === null ? 0 : (constants.signals[signal] ?? 0)))
+      })
+    })
+    // The runtime's own SIGINT/SIGTERM handlers would interrupt us; while the command runs, signals are its.
+    const saved = forwardedSignals.map((signal) => [signal, process.listeners(signal)] as const)
+    const forward = (signal: NodeJS.Signals) => {
+      child.kill(signal)
+    }
+    for (const [signal] of saved) {
+      process.removeAllListeners(signal)
+      process.on(signal, forward)
+    }
+    const restore = Effect.sync(() => {
+      for (const [signal, listeners] of saved) {
+        process.removeListener(signal, forward)
+        for (const listener of listeners) process.on(signal, listener)
+      }
+    })
+    return yield* Effect.gen(function* () {
+      yield* beforeResume(pid).pipe(
+        Effect.tapError(() => Effect.sync(() => child.kill("SIGKILL"))),
+        Effect.mapError(
+          (error) => new Errors.CommandError({ message: `cannot trace ${file}: ${String(error)}` })
+        )
+      )
+      // Wait until the shell has stopped itself before resuming it.
+      yield* Effect.promise(async () => {
+        for (let i = 0; i < 500; i++) {
+          const state = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.charAt(0)
+          if (state === "T") return
+          await new Promise((resolve) => setTimeout(resolve, 2))
+        }
+      }).pipe(Effect.catchAllDefect(() => Effect.void))
+      process.kill(pid, "SIGCONT")
+      yield* Effect.logInfo(`started ${argv.join(" ")} (pid ${pid})`)
+      return yield* Effect.promise(() => exited)
+    }).pipe(Effect.ensuring(restore))
+  })
+
+export const command = Command.make(
+  "agent",
+  {
+    obs,
+    service,
+    mode,
+    tokenFile,
+    pids,
+    cgroups,
+    proxyListen,
+    proxyUpstream,
+    proxyEgress,
+    logLevel,
+    pod,
+    namespace,
+    bufferBytes,
+    commandLine
+  },
+  (config) =>
+    Effect.gen(function* () {
+      if (config.obs.length === 0) {
+        return yield* new Errors.AgentConfigError({
+          message: "--obs URL is required (e.g. ws://127.0.0.1:7070)"
+        })
+      }
+      for (const url of config.obs) {
+        if (!URL.canParse(url) || !/^(wss?|https?):$/.test(new URL(url).protocol)) {
+          return yield* new Errors.AgentConfigError({
+            message: `--obs: not a ws:// or http:// URL: "${url}"`
+          })
+        }
+      }
+      const listen = yield* hostPort("proxy-listen", config.proxyListen)
+      const upstream = yield* hostPort("proxy-upstream", config.proxyUpstream)
+      const egressFlag = yield* hostPort("proxy-egress", config.proxyEgress)
+      if ((listen === undefined) !== (upstream === undefined)) {
+        return yield* new Errors.AgentConfigError({
+          message: "proxy mode needs both --proxy-listen and --proxy-upstream"
+        })
+      }
+      const hasCommand = config.commandLine.length > 0
+      if (!hasCommand && config.pids.length === 0 && config.cgroups.length === 0 && listen === undefined) {
+        return yield* new Errors.AgentConfigError({
+          message: "nothing to trace: give --pid, --cgroup, -- COMMAND, or --proxy-listen/--proxy-upstream"
+        })
+      }
+      const token = yield* Option.match(config.tokenFile, {
+        onNone: () => Effect.succeed(undefined),
+        onSome: (file) =>
+          Effect.try({
+            try: () => readFileSync(file, "utf8").trim(),
+            catch: (error) =>
+              new Errors.AgentConfigError({ message: `--token-file ${file}: ${String(error)}` })
+          })
+      })
+      const podName = Option.getOrElse(config.pod, () => process.env.POD_NAME ?? hostname())
+      const namespaceName = Option.getOrUndefined(config.namespace) ?? process.env.POD_NAMESPACE
+      const identity = {
+        service: config.service,
+        pod: podName,
+        ...(namespaceName === undefined ? {} : { namespace: namespaceName })
+      }
+      const egress = egressFlag ?? (hasCommand ? { host: "127.0.0.1", port: 0 } : undefined)
+      const agentLayer = Agent.layer({
+        identity,
+        mode: config.mode,
+        pids: config.pids,
+        cgroups: config.cgroups,
+        proxy: listen === undefined || upstream === undefined ? undefined : { listen, upstream, egress },
+        logLevel: config.logLevel
+      }).pipe(
+        Layer.provide(
+          Exporter.layer({
+            urls: config.obs,
+            agent: { id: Exporter.newAgentId(), ...identity, node: hostname(), version: "0.1.0" },
+            token,
+            maxBufferBytes: config.bufferBytes
+          })
+        )
+      )
+      const exitCode = yield* Effect.gen(function* () {
+        const agent = yield* Agent.Agent
+        if (!hasCommand) return yield* Effect.never
+        const egressAddress = agent.proxy?.egressListening
+        const env =
+          egressAddress === undefined
+            ? process.env
+            : {
+                ...process.env,
+                HTTP_PROXY: `http://${egressAddress.host}:${egressAddress.port}`,
+                http_proxy: `http://${egressAddress.host}:${egressAddress.port}`,
+                NODE_USE_ENV_PROXY: "1"
+              }
+        return yield* runCommand(config.commandLine, env, agent.trace)
+      }).pipe(Effect.provide(agentLayer))
+      process.exitCode = exitCode
+    })
+).pipe(
+  Command.withDescription("Trace HTTP traffic (eBPF or proxy) and stream spans, metrics and logs to obs")
+)
