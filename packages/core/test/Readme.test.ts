@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Either } from "effect"
+import { Either, Option } from "effect"
 import { Crd, ServiceComposition, Telemetry } from "@iii/core"
+import { TraceContext, WireProtocol } from "@iii/core"
 import { untestedExamples } from "./fixtures/ReadmeExamples.js"
 
 const readme = new URL("../README.md", import.meta.url)
@@ -35,6 +36,31 @@ describe("README", () => {
   it("Telemetry model", () => {
     expect(Telemetry.statusClass(503)).toBe("5xx")
     expect(Telemetry.otelAttributeNames["http.route"]).toBe("http.route")
+  })
+
+  it("Trace context", () => {
+    const incoming = TraceContext.extract({
+      traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      "x-iii-correlation-id": " order-4711 "
+    })
+    const server = TraceContext.serverContext(incoming)
+    expect(server.traceId).toBe("4bf92f3577b34da6a3ce929d0e0e4736")
+    expect(server.parentSpanId).toEqual(Option.some("00f067aa0ba902b7"))
+    expect(server.correlationId).toBe("order-4711")
+    expect(TraceContext.parseTraceParent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")).toEqual(
+      Option.none()
+    )
+  })
+
+  it("Wire protocol", () => {
+    const bytes = WireProtocol.encodeFrame({ type: "ack", seq: 41 })
+    expect(Either.getOrThrow(WireProtocol.decodeFrame(bytes))).toEqual({ type: "ack", seq: 41 })
+    const cut = WireProtocol.decodeFrame(bytes.subarray(0, 2))
+    expect(Either.isLeft(cut) && WireProtocol.errorFrameFor(cut.left)).toMatchObject({
+      type: "error",
+      code: "truncated",
+      fatal: true
+    })
   })
 
   it("shows only examples that this file runs", () => {
