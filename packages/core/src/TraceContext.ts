@@ -59,11 +59,24 @@ const toHex = (bytes: Uint8Array): string => {
   return out
 }
 
-/** Random bytes from the system CSPRNG, never all zero (an all-zero id is invalid). */
+// Ids are made per request on the agent's hot path: draw CSPRNG bytes in 4 KiB refills, not per id.
+const POOL_BYTES = 4096
+let pool = new Uint8Array(0)
+let poolAt = 0
+
+const randomBytes = (length: number): Uint8Array => {
+  if (poolAt + length > pool.length) {
+    pool = randomFillSync(new Uint8Array(POOL_BYTES))
+    poolAt = 0
+  }
+  poolAt += length
+  return pool.subarray(poolAt - length, poolAt)
+}
+
+/** Random bytes from the system CSPRNG as hex, never all zero (an all-zero id is invalid). */
 const randomId = (length: number): string => {
-  const bytes = new Uint8Array(length)
-  do randomFillSync(bytes)
-  while (bytes.every((b) => b === 0))
+  let bytes = randomBytes(length)
+  while (bytes.every((b) => b === 0)) bytes = randomBytes(length)
   return toHex(bytes)
 }
 
