@@ -281,12 +281,12 @@ static __always_inline bool fill_addresses(struct iii_conn_event *event, struct 
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family == AF_INET) {
 		event->header.family = 4;
-		BPF_CORE_READ_INTO(event->local_addr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(event->peer_addr, sk, __sk_common.skc_daddr);
+		bpf_core_read(event->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(event->peer_addr, 4, &sk->__sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
 		event->header.family = 6;
-		BPF_CORE_READ_INTO(event->local_addr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(event->peer_addr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(event->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(event->peer_addr, 16, &sk->__sk_common.skc_v6_daddr);
 	} else {
 		return false;
 	}

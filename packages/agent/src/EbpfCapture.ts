@@ -1,0 +1,249 @@
+/**
+ * Kernel-side traffic capture as an Effect resource: `start` loads and attaches the eBPF programs
+ * (through the native addon), `batches` streams decoded CaptureEvents, closing the scope detaches.
+ *
+ * Only traced processes produce events: the `pids` given (and every process they fork from then on)
+ * plus every process in the given cgroup v2 directories. Nothing is captured for anything else.
+ *
+ * Memory stays bounded at every stage: the kernel ring buffer (`ringBufferBytes`; when full the
+ * kernel drops and counts), the native hand-over (64 MiB pending, then the reader pauses), and the
+ * queue in front of `batches` (`maxQueuedBytes`; when full whole batches are dropped and counted).
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Queue, type Scope, Stream } from "effect"
+import type { CaptureEvent } from "./CaptureEvent.js"
+import {
+  EbpfCaptureError,
+  EbpfPermissionDenied,
+  EbpfUnavailable,
+  TracefsUnavailable,
+  VerifierRejected
+} from "./Errors.js"
+import { decodeBatch } from "./internal/EventDecoder.js"
+import { BatchHeader, DEFAULT_PAYLOAD, MAX_PAYLOAD } from "./internal/EventLayout.js"
+import * as NativeAddon from "./internal/NativeAddon.js"
+
+/** @since 0.1.0 */
+export interface Options {
+  /** Processes to trace from the start (their children are traced too). */
+  readonly pids?: ReadonlyArray<number>
+  /** cgroup v2 directories whose processes are traced (e.g. a pod's cgroup). */
+  readonly cgroups?: ReadonlyArray<string>
+  /** Allow `addCgroup` later. Default: true when `cgroups` is non-empty (the check costs a lookup per syscall). */
+  readonly enableCgroups?: boolean
+  /** Payload bytes captured per read/write. Default 4096 (`DEFAULT_PAYLOAD`), at most 8192. */
+  readonly payloadBytes?: number
+  /** Kernel ring buffer size in bytes, a power of two. Default 8 MiB. */
+  readonly ringBufferBytes?: number
+  /** The reader drains the ring at least this often. Default 10 ms. */
+  readonly pollIntervalMs?: number
+  /** The programs wake the reader early once this many bytes are pending. Default 64 KiB. */
+  readonly wakeupBytes?: number
+  /** Bytes of undelivered batches kept for `batches`; beyond it batches are dropped. Default 64 MiB. */
+  readonly maxQueuedBytes?: number
+  /** A BPF object to load instead of the one embedded in the addon. */
+  readonly objectPath?: string
+  /** Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true. */
+  readonly mountTracefs?: boolean
+}
+
+/** @since 0.1.0 */
+export interface Counters {
+  /** Records the kernel programs wrote to the ring buffer. */
+  readonly submitted: number
+  /** Records the kernel could not write because the ring buffer was full. */
+  readonly dropped: number
+  /** Batches and records read from the ring and handed to JavaScript. */
+  readonly batches: number
+  readonly records: number
+  /** Records dropped in user space because `batches` fell behind by more than `maxQueuedBytes`. */
+  readonly queueDropped: number
+  /** Records skipped as malformed (should stay 0; a layout mismatch otherwise). */
+  readonly malformed: number
+}
+
+/** A running capture. @since 0.1.0 */
+export interface EbpfCapture {
+  /** Decoded batches (never empty), in ring order. Single consumer; ends when the capture's scope closes. */
+  readonly batches: Stream.Stream<ReadonlyArray<CaptureEvent>>
+  /** Traces another process (and its future children). */
+  readonly addPid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
+  /** Stops tracing a process (its already-traced children stay traced). */
+  readonly removePid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
+  /** Traces every process in a cgroup v2 directory (needs `cgroups` or `enableCgroups` at start). */
+  readonly addCgroup: (path: string) => Effect.Effect<void, EbpfCaptureError>
+  readonly counters: Effect.Effect<Counters>
+}
+
+/** Every way `start` can fail. @since 0.1.0 */
+export type StartError =
+  | EbpfUnavailable
+  | EbpfPermissionDenied
+  | TracefsUnavailable
+  | VerifierRejected
+  | EbpfCaptureError
+
+/** The service tag, for apps that provide the capture as a layer. @since 0.1.0 */
+export class Capture extends Context.Tag("@iii/agent/EbpfCapture")<Capture, EbpfCapture>() {}
+
+export { DEFAULT_PAYLOAD, MAX_PAYLOAD }
+
+const toStartError = (error: unknown, addon: NativeAddon.NativeAddon): StartError => {
+  const { code, message } = NativeAddon.parseNativeError(error)
+  switch (code) {
+    case "permission":
+      return new EbpfPermissionDenied({ message, missing: addon.diagnose().missingCapabilities })
+    case "tracefs":
+      return new TracefsUnavailable({ message })
+    case "btf":
+      return new EbpfUnavailable({ reason: message })
+    case "verifier": {
+      const newline = message.indexOf("\n")
+      return new VerifierRejected({
+        program: /program (\S+)/.exec(message)?.[1] ?? "unknown",
+        message: newline < 0 ? message : message.slice(0, newline),
+        log: newline < 0 ? "" : message.slice(newline + 1)
+      })
+    }
+    default:
+      return new EbpfCaptureError({ code, message })
+  }
+}
+
+const toCaptureError = (error: unknown): EbpfCaptureError =>
+  new EbpfCaptureError(NativeAddon.parseNativeError(error))
+
+const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
+  const native: NativeAddon.NativeCaptureOptions = {}
+  if (options.pids !== undefined) native.pids = [...options.pids]
+  if (options.cgroups !== undefined) native.cgroups = [...options.cgroups]
+  if (options.enableCgroups !== undefined) native.enableCgroups = options.enableCgroups
+  if (options.payloadBytes !== undefined) native.payloadBytes = options.payloadBytes
+  if (options.ringBufferBytes !== undefined) native.ringBufferBytes = options.ringBufferBytes
+  if (options.pollIntervalMs !== undefined) native.pollIntervalMs = options.pollIntervalMs
+  if (options.wakeupBytes !== undefined) native.wakeupBytes = options.wakeupBytes
+  if (options.objectPath !== undefined) native.objectPath = options.objectPath
+  if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
+  return native
+}
+
+/**
+ * Loads, attaches and starts reading; the scope's close detaches everything (the kernel also
+ * detaches if the process dies first).
+ *
+ * @since 0.1.0
+ */
+export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const loaded = NativeAddon.load()
+    if (loaded._tag === "Missing") return yield* new EbpfUnavailable({ reason: loaded.reason })
+    const addon = loaded.addon
+    const maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024
+    const queue = yield* Queue.unbounded<Uint8Array>()
+    let queuedBytes = 0
+    let queueDropped = 0
+    let malformed = 0
+
+    const onBatch = (batch: Buffer): void => {
+      // An empty batch is the end marker and always goes through.
+      if (batch.byteLength > 0 && queuedBytes + batch.byteLength > maxQueuedBytes) {
+        queueDropped +=
+          batch.byteLength >= BatchHeader.size ? batch.readUInt32LE(BatchHeader.fields.record_count) : 0
+        return
+      }
+      queuedBytes += batch.byteLength
+      Queue.unsafeOffer(queue, batch)
+    }
+
+    const native = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => addon.Capture.start(nativeOptions(options), onBatch),
+        catch: (error) => toStartError(error, addon)
+      }),
+      (native) => Effect.sync(() => native.close())
+    )
+
+    let last: NativeAddon.NativeCounters | undefined
+    const counters = Effect.sync((): Counters => {
+      try {
+        last = native.counters()
+      } catch {
+        // Closed: the last reading stands.
+      }
+      return {
+        submitted: last?.submitted ?? 0,
+        dropped: last?.dropped ?? 0,
+        batches: last?.batches ?? 0,
+        records: last?.records ?? 0,
+        queueDropped,
+        malformed: malformed + (last?.malformed ?? 0)
+      }
+    })
+
+    const batches = Stream.fromQueue(queue).pipe(
+      Stream.takeWhile((batch) => batch.byteLength > 0),
+      Stream.map((batch) => {
+        queuedBytes -= batch.byteLength
+        const decoded = decodeBatch(batch)
+        malformed += decoded.malformed
+        return decoded.events
+      }),
+      Stream.filter((events) => events.length > 0)
+    )
+
+    const call = (f: () => void) => Effect.try({ try: f, catch: toCaptureError })
+    return {
+      batches,
+      addPid: (pid) => call(() => native.addPid(pid)),
+      removePid: (pid) => call(() => native.removePid(pid)),
+      addCgroup: (path) => call(() => native.addCgroup(path)),
+      counters
+    } satisfies EbpfCapture
+  })
+
+/** `start` as a layer providing `Capture`. @since 0.1.0 */
+export const layer = (options: Options = {}): Layer.Layer<Capture, StartError> =>
+  Layer.scoped(Capture, start(options))
+
+/** @since 0.1.0 */
+export interface Availability {
+  readonly available: boolean
+  /** Why eBPF capture cannot start here, each naming what to fix (empty when available). */
+  readonly reasons: ReadonlyArray<string>
+  /** Things that will be handled at start but are worth saying (e.g. tracefs will be mounted). */
+  readonly notes: ReadonlyArray<string>
+  /** The addon file, when it loaded. */
+  readonly addonPath: string | undefined
+}
+
+/**
+ * Diagnoses, without loading anything into the kernel, whether `start` can work here: Linux,
+ * addon built (with its BPF object), capabilities (CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN),
+ * kernel BTF, tracefs.
+ *
+ * @since 0.1.0
+ */
+export const isAvailable: Effect.Effect<Availability> = Effect.sync(() => {
+  const loaded = NativeAddon.load()
+  if (loaded._tag === "Missing")
+    return { available: false, reasons: [loaded.reason], notes: [], addonPath: undefined }
+  const diagnostics = loaded.addon.diagnose()
+  const reasons: Array<string> = []
+  const notes: Array<string> = []
+  if (diagnostics.missingCapabilities.length > 0) {
+    reasons.push(
+      `missing ${diagnostics.missingCapabilities.join(" and ")}: run as root or grant CAP_BPF and CAP_PERFMON`
+    )
+  }
+  if (!diagnostics.btf) reasons.push("no kernel BTF at /sys/kernel/btf/vmlinux (needs CONFIG_DEBUG_INFO_BTF)")
+  if (!diagnostics.embeddedObject) {
+    reasons.push(
+      "the addon was built without its BPF object: run `npm run build:native` with clang and bpftool"
+    )
+  }
+  if (!diagnostics.tracefsMounted) {
+    notes.push("tracefs is not mounted: start() mounts it at /sys/kernel/tracing (needs CAP_SYS_ADMIN)")
+  }
+  return { available: reasons.length === 0, reasons, notes, addonPath: loaded.path }
+})

@@ -1,0 +1,188 @@
+/**
+ * Decodes the addon's batch buffers (layout: bpf/iii_capture.h, numbers: EventLayout.ts) into
+ * CaptureEvents. Hot path: one DataView per batch, no copies (payloads are views), addresses
+ * formatted through a small cache since a process talks to few distinct peers.
+ */
+import type { CaptureEvent, Syscall } from "../CaptureEvent.js"
+import {
+  BatchHeader,
+  ConnEvent,
+  DataEvent,
+  EventHeader,
+  ForkEvent,
+  Kind,
+  RECORD_PREFIX,
+  syscalls
+} from "./EventLayout.js"
+
+export interface DecodedBatch {
+  readonly events: Array<CaptureEvent>
+  /** Records skipped because they were cut short or of an unknown kind/syscall. */
+  readonly malformed: number
+}
+
+const H = EventHeader.fields
+const D = DataEvent.fields
+const C = ConnEvent.fields
+
+const hex = (view: DataView, at: number): string => view.getUint16(at).toString(16)
+
+/** RFC 5952 text of a 16-byte IPv6 address (longest run of zero groups as "::"). */
+const formatIpv6 = (view: DataView, at: number): string => {
+  let bestStart = -1
+  let bestLength = 0
+  let runStart = -1
+  for (let group = 0; group <= 8; group++) {
+    const zero = group < 8 && view.getUint16(at + group * 2) === 0
+    if (zero && runStart < 0) runStart = group
+    if (!zero && runStart >= 0) {
+      if (group - runStart > bestLength && group - runStart > 1) {
+        bestStart = runStart
+        bestLength = group - runStart
+      }
+      runStart = -1
+    }
+  }
+  const parts: Array<string> = []
+  for (let group = 0; group < 8; group++) {
+    if (group === bestStart) {
+      parts.push(group === 0 ? ":" : "")
+      group += bestLength - 1
+      if (group === 7) parts.push("")
+      continue
+    }
+    parts.push(hex(view, at + group * 2))
+  }
+  return parts.join(":")
+}
+
+const formatIpv4 = (view: DataView, at: number): string =>
+  `${view.getUint8(at)}.${view.getUint8(at + 1)}.${view.getUint8(at + 2)}.${view.getUint8(at + 3)}`
+
+/** ::ffff:a.b.c.d */
+const isV4Mapped = (view: DataView, at: number): boolean =>
+  view.getUint32(at) === 0 && view.getUint32(at + 4) === 0 && view.getUint32(at + 8) === 0xffff
+
+const addressCache = new Map<string, string>()
+const ADDRESS_CACHE_LIMIT = 4096
+
+const formatAddress = (view: DataView, at: number, family: 4 | 6): string => {
+  const key =
+    family === 4
+      ? view.getUint32(at).toString(36)
+      : `${view.getUint32(at)}.${view.getUint32(at + 4)}.${view.getUint32(at + 8)}.${view.getUint32(at + 12)}`
+  let text = addressCache.get(key)
+  if (text === undefined) {
+    text = family === 4 ? formatIpv4(view, at) : formatIpv6(view, at)
+    if (addressCache.size >= ADDRESS_CACHE_LIMIT) addressCache.clear()
+    addressCache.set(key, text)
+  }
+  return text
+}
+
+const decodeConnection = (
+  view: DataView,
+  at: number,
+  kind: "connect" | "accept",
+  timestampNs: bigint,
+  pid: number,
+  tid: number,
+  fd: number
+): CaptureEvent | undefined => {
+  const rawFamily = view.getUint8(at + H.family)
+  if (rawFamily !== 4 && rawFamily !== 6) return undefined
+  const local = at + C.local_addr
+  const peer = at + C.peer_addr
+  // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: report the IPv4 connection it is.
+  const mapped = rawFamily === 6 && isV4Mapped(view, local) && isV4Mapped(view, peer)
+  const family = mapped ? 4 : rawFamily
+  const shift = mapped ? 12 : 0
+  return {
+    kind,
+    timestampNs,
+    pid,
+    tid,
+    fd,
+    family,
+    localAddress: formatAddress(view, local + shift, family),
+    localPort: view.getUint16(at + C.local_port, true),
+    peerAddress: formatAddress(view, peer + shift, family),
+    peerPort: view.getUint16(at + C.peer_port, true)
+  }
+}
+
+/** Decodes one batch. Never throws: bad records are counted and skipped. */
+export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
+  const events: Array<CaptureEvent> = []
+  let malformed = 0
+  if (batch.byteLength < BatchHeader.size) return { events, malformed: batch.byteLength > 0 ? 1 : 0 }
+  const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength)
+  const offsetNs = view.getBigInt64(BatchHeader.fields.clock_offset_ns, true)
+  let next = BatchHeader.size
+  while (next + RECORD_PREFIX <= batch.byteLength) {
+    const length = view.getUint32(next, true)
+    const at = next + RECORD_PREFIX
+    next = at + length
+    if (next > batch.byteLength || length < EventHeader.size) {
+      malformed++
+      break
+    }
+    const timestampNs = view.getBigUint64(at + H.timestamp_ns, true) + offsetNs
+    const pid = view.getUint32(at + H.pid, true)
+    const tid = view.getUint32(at + H.tid, true)
+    const fd = view.getInt32(at + H.fd, true)
+    switch (view.getUint8(at + H.kind)) {
+      case Kind.data: {
+        const syscall: Syscall | undefined = syscalls[view.getUint8(at + H.syscall)]
+        const payloadLength = length >= DataEvent.size ? view.getUint32(at + D.payload_len, true) : -1
+        if (syscall === undefined || DataEvent.size + payloadLength !== length) {
+          malformed++
+          continue
+        }
+        events.push({
+          kind: "data",
+          timestampNs,
+          pid,
+          tid,
+          fd,
+          direction: view.getUint8(at + H.direction) === 2 ? "egress" : "ingress",
+          syscall,
+          totalLength: view.getUint32(at + D.total_len, true),
+          payload: batch.subarray(at + D.payload, next)
+        })
+        continue
+      }
+      case Kind.connect:
+      case Kind.accept: {
+        const kind = view.getUint8(at + H.kind) === Kind.accept ? "accept" : "connect"
+        const event =
+          length === ConnEvent.size ? decodeConnection(view, at, kind, timestampNs, pid, tid, fd) : undefined
+        if (event === undefined) malformed++
+        else events.push(event)
+        continue
+      }
+      case Kind.close:
+        events.push({ kind: "close", timestampNs, pid, tid, fd })
+        continue
+      case Kind.fork:
+        if (length !== ForkEvent.size) {
+          malformed++
+          continue
+        }
+        events.push({
+          kind: "fork",
+          timestampNs,
+          parentPid: pid,
+          childPid: view.getUint32(at + ForkEvent.fields.child_pid, true)
+        })
+        continue
+      case Kind.exit:
+        events.push({ kind: "exit", timestampNs, pid })
+        continue
+      default:
+        malformed++
+    }
+  }
+  if (next < batch.byteLength) malformed++
+  return { events, malformed }
+}

@@ -1,0 +1,79 @@
+/**
+ * TypeScript view of bpf/iii_capture.h (the one source of truth). test/EventLayout.test.ts checks
+ * these numbers against the C header (compiled with gcc) and the Rust mirror (native/src/layout.rs).
+ */
+
+export const LAYOUT_VERSION = 1
+
+/** { field: offset } plus the struct's size, in the C header's names. */
+export interface StructLayout {
+  readonly size: number
+  readonly fields: Readonly<Record<string, number>>
+}
+
+export const BatchHeader = {
+  size: 16,
+  fields: { clock_offset_ns: 0, record_count: 8, reserved: 12 }
+} as const satisfies StructLayout
+
+export const EventHeader = {
+  size: 24,
+  fields: { timestamp_ns: 0, pid: 8, tid: 12, fd: 16, kind: 20, syscall: 21, direction: 22, family: 23 }
+} as const satisfies StructLayout
+
+export const DataEvent = {
+  size: 40,
+  fields: { ret: 24, total_len: 32, payload_len: 36, payload: 40 }
+} as const satisfies StructLayout
+
+export const ConnEvent = {
+  size: 64,
+  fields: { ret: 24, local_port: 28, peer_port: 30, local_addr: 32, peer_addr: 48 }
+} as const satisfies StructLayout
+
+export const CloseEvent = { size: 24, fields: {} } as const satisfies StructLayout
+
+export const ForkEvent = { size: 32, fields: { child_pid: 24, reserved: 28 } } as const satisfies StructLayout
+
+export const ExitEvent = { size: 24, fields: {} } as const satisfies StructLayout
+
+/** Every struct by its C name (what the layout test walks). */
+export const structs: Readonly<Record<string, StructLayout>> = {
+  iii_batch_header: BatchHeader,
+  iii_event_header: EventHeader,
+  iii_data_event: DataEvent,
+  iii_conn_event: ConnEvent,
+  iii_close_event: CloseEvent,
+  iii_fork_event: ForkEvent,
+  iii_exit_event: ExitEvent
+}
+
+/** Each record in a batch is preceded by its length (u32, little-endian). */
+export const RECORD_PREFIX = 4
+
+/** enum iii_event_kind */
+export const Kind = { data: 1, connect: 2, accept: 3, close: 4, fork: 5, exit: 6 } as const
+
+/** enum iii_syscall, indexed by value. */
+export const syscalls = [
+  undefined,
+  "read",
+  "write",
+  "readv",
+  "writev",
+  "recvfrom",
+  "sendto",
+  "recvmsg",
+  "sendmsg",
+  "accept",
+  "accept4",
+  "connect",
+  "close"
+] as const
+
+/** enum iii_direction */
+export const Direction = { ingress: 1, egress: 2 } as const
+
+/** #define III_MAX_PAYLOAD / III_DEFAULT_PAYLOAD */
+export const MAX_PAYLOAD = 8192
+export const DEFAULT_PAYLOAD = 4096

@@ -1,0 +1,104 @@
+/**
+ * Loads the native addon (native/, built by scripts/build-native.sh into native/iii_native.node).
+ *
+ * A hand-written loader rather than @napi-rs/cli's generated one: the addon is built for the machine
+ * it runs on (the BPF object is compiled against its kernel headers anyway), so there are no
+ * per-platform prebuilt packages to pick between, and the CLI would be a heavy dev dependency for
+ * one `require`. The types below mirror native/src/lib.rs.
+ */
+import { existsSync } from "node:fs"
+import { createRequire } from "node:module"
+import { fileURLToPath } from "node:url"
+
+export interface NativeCaptureOptions {
+  pids?: Array<number>
+  cgroups?: Array<string>
+  enableCgroups?: boolean
+  payloadBytes?: number
+  ringBufferBytes?: number
+  wakeupBytes?: number
+  pollIntervalMs?: number
+  maxBatchBytes?: number
+  maxPendingBytes?: number
+  objectPath?: string
+  mountTracefs?: boolean
+}
+
+export interface NativeCounters {
+  submitted: number
+  dropped: number
+  batches: number
+  records: number
+  malformed: number
+  pendingBytes: number
+}
+
+export interface NativeCapture {
+  addPid(pid: number): void
+  removePid(pid: number): void
+  addCgroup(path: string): void
+  counters(): NativeCounters
+  close(): void
+}
+
+export interface NativeStructLayout {
+  name: string
+  size: number
+  fields: Array<{ name: string; offset: number }>
+}
+
+export interface NativeDiagnostics {
+  missingCapabilities: Array<string>
+  tracefsMounted: boolean
+  btf: boolean
+  embeddedObject: boolean
+}
+
+export interface NativeAddon {
+  Capture: { start(options: NativeCaptureOptions, onBatch: (batch: Buffer) => void): NativeCapture }
+  eventLayout(): Array<NativeStructLayout>
+  layoutVersion(): number
+  diagnose(): NativeDiagnostics
+}
+
+/** Where the addon is looked for: $III_NATIVE_ADDON, else native/iii_native.node in this checkout. */
+export const addonPath = (): string =>
+  process.env.III_NATIVE_ADDON ??
+  fileURLToPath(new URL("../../../../native/iii_native.node", import.meta.url))
+
+export type LoadResult =
+  | { readonly _tag: "Loaded"; readonly addon: NativeAddon; readonly path: string }
+  | { readonly _tag: "Missing"; readonly reason: string }
+
+let cached: LoadResult | undefined
+
+/** Loads the addon once; never throws. */
+export const load = (): LoadResult => {
+  if (cached !== undefined) return cached
+  const path = addonPath()
+  if (process.platform !== "linux") {
+    cached = { _tag: "Missing", reason: `eBPF capture needs Linux (this is ${process.platform})` }
+  } else if (!existsSync(path)) {
+    cached = {
+      _tag: "Missing",
+      reason: `the native addon is not built (${path} is missing): run \`npm run build:native\` (needs cargo, clang, bpftool)`
+    }
+  } else {
+    try {
+      const addon = createRequire(import.meta.url)(path) as NativeAddon
+      cached = { _tag: "Loaded", addon, path }
+    } catch (error) {
+      cached = { _tag: "Missing", reason: `the native addon at ${path} failed to load: ${String(error)}` }
+    }
+  }
+  return cached
+}
+
+/** Splits the addon's "code: message" error text. */
+export const parseNativeError = (error: unknown): { readonly code: string; readonly message: string } => {
+  const text = error instanceof Error ? error.message : String(error)
+  const match = /^([a-z]+): ([\s\S]*)$/.exec(text)
+  return match?.[1] !== undefined && match[2] !== undefined
+    ? { code: match[1], message: match[2] }
+    : { code: "unknown", message: text }
+}

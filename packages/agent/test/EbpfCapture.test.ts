@@ -1,0 +1,369 @@
+/**
+ * Real eBPF: these tests load the capture programs into this machine's kernel and trace child
+ * processes (a Node HTTP server, Python scripts for the iovec syscalls). They need root (or
+ * CAP_BPF + CAP_PERFMON), kernel BTF and the addon built by `npm run build:native`; otherwise they
+ * are skipped with the reason printed.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import http from "node:http"
+import net from "node:net"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
+import { Effect, type Scope, Stream } from "effect"
+import { describe, expect, it } from "vitest"
+import type { CaptureEvent, ConnectionEvent, DataEvent } from "../src/CaptureEvent.js"
+import * as EbpfCapture from "../src/EbpfCapture.js"
+
+const availability = Effect.runSync(EbpfCapture.isAvailable)
+const canRun = availability.available
+if (!canRun) console.warn(`EbpfCapture tests skipped: ${availability.reasons.join("; ")}`)
+const hasPython = spawnSync("python3", ["--version"]).status === 0
+if (canRun && !hasPython) console.warn("EbpfCapture iovec/drop tests skipped: python3 is not installed")
+
+const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+const text = (bytes: Uint8Array) => Buffer.from(bytes).toString("latin1")
+
+interface Child {
+  readonly process: ChildProcess
+  readonly pid: number
+  /** Resolves with the first stdout line matching `pattern`. */
+  readonly line: (pattern: RegExp) => Effect.Effect<RegExpExecArray>
+}
+
+const spawnChild = (command: string, args: ReadonlyArray<string>): Effect.Effect<Child, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const child = spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] })
+      const lines: Array<string> = []
+      const waiters = new Set<() => void>()
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+        lines.push(line)
+        for (const wake of waiters) wake()
+      })
+      const line = (pattern: RegExp) =>
+        Effect.async<RegExpExecArray>((resume) => {
+          const check = () => {
+            for (const candidate of lines) {
+              const match = pattern.exec(candidate)
+              if (match !== null) {
+                waiters.delete(check)
+                resume(Effect.succeed(match))
+                return
+              }
+            }
+          }
+          waiters.add(check)
+          check()
+          return Effect.sync(() => waiters.delete(check))
+        })
+      return { process: child, pid: child.pid ?? 0, line }
+    }),
+    (child) => Effect.sync(() => child.process.kill("SIGKILL"))
+  )
+
+/** Events collected in the background; `until` waits (up to ~10 s) for a condition over them. */
+const collect = (capture: EbpfCapture.EbpfCapture) =>
+  Effect.gen(function* () {
+    const events: Array<CaptureEvent> = []
+    yield* Effect.forkScoped(
+      Stream.runForEach(capture.batches, (batch) => Effect.sync(() => events.push(...batch)))
+    )
+    const until = <A>(what: string, find: (events: ReadonlyArray<CaptureEvent>) => A | undefined) =>
+      Effect.gen(function* () {
+        for (let attempt = 0; attempt < 500; attempt++) {
+          const found = find(events)
+          if (found !== undefined) return found
+          yield* Effect.sleep("20 millis")
+        }
+        const kinds = events.map((event) => event.kind).join(",")
+        return yield* Effect.dieMessage(`never saw ${what}; saw ${events.length} events: ${kinds}`)
+      })
+    return { events, until }
+  })
+
+const request = (url: string) =>
+  Effect.promise(
+    () =>
+      new Promise<{ status: number; body: string; localPort: number }>((resolve, reject) => {
+        const req = http.get(url, { agent: false, headers: { connection: "close" } }, (res) => {
+          let body = ""
+          res.setEncoding("utf8")
+          res.on("data", (chunk: string) => {
+            body += chunk
+          })
+          res.on("end", () =>
+            resolve({ status: res.statusCode ?? 0, body, localPort: req.socket?.localPort ?? 0 })
+          )
+        })
+        req.on("error", reject)
+      })
+  )
+
+/** An HTTP server in this (untraced) process, the target of the traced server's outbound call. */
+const upstreamServer = Effect.acquireRelease(
+  Effect.promise(
+    () =>
+      new Promise<http.Server>((resolve) => {
+        const server = http.createServer((_req, res) => res.end("upstream says hi"))
+        server.listen(0, "127.0.0.1", () => resolve(server))
+      })
+  ),
+  (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+)
+
+const portOf = (server: http.Server | net.Server): number => {
+  const address = server.address()
+  return typeof address === "object" && address !== null ? address.port : 0
+}
+
+const isData = (event: CaptureEvent): event is DataEvent => event.kind === "data"
+const isAccept = (event: CaptureEvent): event is ConnectionEvent => event.kind === "accept"
+
+describe("EbpfCapture (real eBPF)", () => {
+  it.skipIf(!canRun)(
+    "traces a Node HTTP server: accept, request and response bytes, close, stdout, outbound connect, fork",
+    () =>
+      Effect.gen(function* () {
+        const upstream = yield* upstreamServer
+        const server = yield* spawnChild(process.execPath, [
+          fixture("ebpf-server.mjs"),
+          "127.0.0.1",
+          String(portOf(upstream))
+        ])
+        const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+        const capture = yield* EbpfCapture.start({ pids: [server.pid] })
+        const { until } = yield* collect(capture)
+
+        const response = yield* request(`http://127.0.0.1:${port}/hello?x=1`)
+        expect(response).toMatchObject({ status: 200, body: "hello from the traced server" })
+
+        const accept = yield* until("the accept", (events) =>
+          events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+        )
+        expect(accept).toMatchObject({
+          kind: "accept",
+          family: 4,
+          localAddress: "127.0.0.1",
+          localPort: port,
+          peerAddress: "127.0.0.1",
+          peerPort: response.localPort
+        })
+        if (accept.kind !== "accept") return
+        const onConnection = (e: CaptureEvent): e is DataEvent =>
+          isData(e) && e.pid === server.pid && e.fd === accept.fd
+        const requestBytes = yield* until("the request bytes", (events) =>
+          events.find((e): e is DataEvent => onConnection(e) && e.direction === "ingress")
+        )
+        expect(text(requestBytes.payload)).toMatch(/^GET \/hello\?x=1 HTTP\/1\.1\r\n/)
+        expect(requestBytes.totalLength).toBe(requestBytes.payload.byteLength)
+        const responseBytes = yield* until("the response bytes", (events) =>
+          events.find(
+            (e): e is DataEvent =>
+              onConnection(e) && e.direction === "egress" && text(e.payload).startsWith("HTTP/1.1 200")
+          )
+        )
+        expect(["write", "writev", "sendto", "sendmsg"]).toContain(responseBytes.syscall)
+        yield* until("the close", (events) =>
+          events.find((e) => e.kind === "close" && e.pid === server.pid && e.fd === accept.fd)
+        )
+        const log = yield* until("the stdout line", (events) =>
+          events.find(
+            (e): e is DataEvent =>
+              isData(e) && e.pid === server.pid && e.fd === 1 && text(e.payload).includes("served GET")
+          )
+        )
+        expect(log).toMatchObject({ direction: "egress", syscall: "write" })
+        expect(text(log.payload)).toBe("served GET /hello?x=1\n")
+        // Unix nanoseconds, not the kernel's monotonic clock.
+        const nowNs = BigInt(Date.now()) * 1_000_000n
+        expect(Number(nowNs - log.timestampNs) / 1e9).toBeLessThan(60)
+        expect(Number(nowNs - log.timestampNs) / 1e9).toBeGreaterThan(-60)
+
+        // The server's own outbound call is a connect to the upstream's port.
+        const outbound = yield* request(`http://127.0.0.1:${port}/outbound`)
+        expect(outbound.body).toBe("outbound done")
+        const connect = yield* until("the outbound connect", (events) =>
+          events.find((e) => e.kind === "connect" && e.pid === server.pid && e.peerPort === portOf(upstream))
+        )
+        expect(connect).toMatchObject({ family: 4, localAddress: "127.0.0.1", peerAddress: "127.0.0.1" })
+        if (connect.kind !== "connect") return
+        expect(connect.localPort).toBeGreaterThan(0)
+        const upstreamRequest = yield* until("the outbound request bytes", (events) =>
+          events.find(
+            (e): e is DataEvent =>
+              isData(e) && e.pid === server.pid && e.fd === connect.fd && e.direction === "egress"
+          )
+        )
+        expect(text(upstreamRequest.payload)).toMatch(/^GET \/upstream HTTP\/1\.1\r\n/)
+
+        // Children of a traced process are traced: the fork, the child's stdout, its exit.
+        yield* request(`http://127.0.0.1:${port}/fork`)
+        const fork = yield* until("the fork", (events) =>
+          events.find((e) => e.kind === "fork" && e.parentPid === server.pid)
+        )
+        if (fork.kind !== "fork") return
+        const childOutput = yield* until("the forked child's stdout", (events) =>
+          events.find(
+            (e): e is DataEvent =>
+              isData(e) && e.pid === fork.childPid && text(e.payload).includes("forked-child-says-hi")
+          )
+        )
+        expect(childOutput.fd).toBe(1)
+        yield* until("the forked child's exit", (events) =>
+          events.find((e) => e.kind === "exit" && e.pid === fork.childPid)
+        )
+
+        const counters = yield* capture.counters
+        expect(counters.submitted).toBeGreaterThan(0)
+        expect(counters.records).toBeGreaterThan(0)
+        expect(counters).toMatchObject({ dropped: 0, malformed: 0, queueDropped: 0 })
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun)("reports IPv6 addresses", () =>
+    Effect.gen(function* () {
+      const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs"), "::1"])
+      const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+      const capture = yield* EbpfCapture.start({ pids: [server.pid] })
+      const { until } = yield* collect(capture)
+      const response = yield* request(`http://[::1]:${port}/v6`)
+      expect(response.status).toBe(200)
+      const accept = yield* until("the IPv6 accept", (events) =>
+        events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+      )
+      expect(accept).toMatchObject({ family: 6, localAddress: "::1", localPort: port, peerAddress: "::1" })
+    }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun || !hasPython)(
+    "captures readv/writev/recvmsg/sendmsg/recvfrom/sendto payloads across iovecs",
+    () =>
+      Effect.gen(function* () {
+        const replies = ["reply-1|", "reply-2|", "reply-3|"]
+        const echo = yield* Effect.acquireRelease(
+          Effect.promise(
+            () =>
+              new Promise<net.Server>((resolve) => {
+                const server = net.createServer((socket) => {
+                  let seen = 0
+                  socket.on("data", (chunk) => {
+                    for (const byte of chunk) if (byte === 0x7c) socket.write(replies[seen++] ?? "")
+                  })
+                  socket.on("error", () => undefined)
+                })
+                server.listen(0, "127.0.0.1", () => resolve(server))
+              })
+          ),
+          (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+        )
+        const script = yield* spawnChild("python3", [fixture("ebpf-vector-io.py"), String(portOf(echo))])
+        const capture = yield* EbpfCapture.start({ pids: [script.pid] })
+        const { events, until } = yield* collect(capture)
+        script.process.stdin?.write("go\n")
+        yield* script.line(/^vector-io done$/)
+        const bySyscall = (syscall: DataEvent["syscall"]) =>
+          until(syscall, (all) =>
+            all.find((e): e is DataEvent => isData(e) && e.pid === script.pid && e.syscall === syscall)
+          )
+
+        const writev = yield* bySyscall("writev")
+        expect({
+          payload: text(writev.payload),
+          totalLength: writev.totalLength,
+          direction: writev.direction
+        }).toEqual({
+          payload: "WRITEV-part-two|",
+          totalLength: 16,
+          direction: "egress"
+        })
+        const readv = yield* bySyscall("readv")
+        expect({ payload: text(readv.payload), direction: readv.direction }).toEqual({
+          payload: "reply-1|",
+          direction: "ingress"
+        })
+        expect(text((yield* bySyscall("sendmsg")).payload)).toBe("SENDMSG-part-two|")
+        expect(text((yield* bySyscall("recvmsg")).payload)).toBe("reply-2|")
+        expect(text((yield* bySyscall("sendto")).payload)).toBe("SENDTO|")
+        expect(text((yield* bySyscall("recvfrom")).payload)).toBe("reply-3|")
+        const connect = yield* until("the connect", (all) =>
+          all.find((e) => e.kind === "connect" && e.pid === script.pid)
+        )
+        expect(connect).toMatchObject({ peerPort: portOf(echo), peerAddress: "127.0.0.1", fd: writev.fd })
+        yield* until("the close", (all) =>
+          all.find((e) => e.kind === "close" && e.pid === script.pid && e.fd === writev.fd)
+        )
+        // Everything on this socket is one of the calls above; nothing from untraced processes.
+        expect(events.every((e) => !("pid" in e) || e.pid === script.pid)).toBe(true)
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun || !hasPython)(
+    "truncates payloads to the configured size and keeps the full length",
+    () =>
+      Effect.gen(function* () {
+        const script = yield* spawnChild("python3", [fixture("ebpf-stdout.py"), "10000"])
+        const capture = yield* EbpfCapture.start({ pids: [script.pid], payloadBytes: 1000 })
+        const { until } = yield* collect(capture)
+        script.process.stdin?.write("go\n")
+        const write = yield* until("the big stdout write", (events) =>
+          events.find((e): e is DataEvent => isData(e) && e.pid === script.pid && e.fd === 1)
+        )
+        expect({ totalLength: write.totalLength, captured: write.payload.byteLength }).toEqual({
+          totalLength: 10001,
+          captured: 1000
+        })
+        expect(text(write.payload)).toBe("x".repeat(1000))
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun || !hasPython)("counts events the ring buffer could not take", () =>
+    Effect.gen(function* () {
+      const script = yield* spawnChild("python3", [fixture("ebpf-stdout.py"), "6000"])
+      // A one-page ring cannot hold a 4 KiB-payload record: the kernel must drop and count it.
+      const capture = yield* EbpfCapture.start({
+        pids: [script.pid],
+        ringBufferBytes: 4096,
+        payloadBytes: 4096
+      })
+      const { until } = yield* collect(capture)
+      script.process.stdin?.write("go\n")
+      let dropped = 0
+      for (let attempt = 0; attempt < 500 && dropped === 0; attempt++) {
+        yield* Effect.sleep("20 millis")
+        dropped = (yield* capture.counters).dropped
+      }
+      expect(dropped).toBeGreaterThanOrEqual(1)
+      // The exit record is small enough to get through.
+      yield* until("the exit", (events) => events.find((e) => e.kind === "exit" && e.pid === script.pid))
+    }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun)(
+    "follows pids added after start and rejects cgroup targets it was not started with",
+    () =>
+      Effect.gen(function* () {
+        const capture = yield* EbpfCapture.start()
+        const { until } = yield* collect(capture)
+        const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs"), "127.0.0.1"])
+        const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+        yield* capture.addPid(server.pid)
+        const response = yield* request(`http://127.0.0.1:${port}/late`)
+        yield* until("the accept", (events) =>
+          events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+        )
+        const error = yield* Effect.flip(capture.addCgroup("/sys/fs/cgroup"))
+        expect(error._tag).toBe("EbpfCaptureError")
+        expect(error.message).toMatch(/cgroup targets are disabled/)
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun)("turns bad options into tagged errors", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(EbpfCapture.start({ ringBufferBytes: 5000 }))
+      expect(error._tag).toBe("EbpfCaptureError")
+      expect(error.message).toMatch(/power of two/)
+      const missing = yield* Effect.flip(EbpfCapture.start({ objectPath: "/nonexistent/iii.bpf.o" }))
+      expect(missing.message).toMatch(/\/nonexistent\/iii\.bpf\.o/)
+    }).pipe(Effect.scoped, Effect.runPromise)
+  )
+})
