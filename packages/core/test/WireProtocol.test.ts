@@ -234,6 +234,13 @@ describe("rejections", () => {
     })
   }
 
+  it("deeply nested input is refused, not a crash", () => {
+    const deep = Buffer.alloc(1 << 20, 0x91)
+    deep.set([0x98, 0x01, 0x03, 0x01], 0)
+    const err = decodeErr(deep)
+    expect(err.code).toBe("malformed")
+  })
+
   it("malformed: invalid MessagePack, trailing bytes, non-binary input", () => {
     expect(decodeErr(Uint8Array.from([0xc1])).code).toBe("malformed")
     const bytes = encodeFrame({ type: "ack", seq: 1 })
