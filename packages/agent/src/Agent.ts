@@ -4,7 +4,8 @@
  * - eBPF mode: kernel capture of the traced processes (pids, their children, cgroups) → reassembly,
  *   HTTP parsing, spans, logs, RED and TCP metrics.
  * - proxy mode: a reverse proxy in front of the app (and optionally a forward proxy for its outbound
- *   calls) → the same spans and RED metrics; no logs (nothing sees the app's stdout).
+ *   calls) → the same spans and RED metrics; logs only from a command the agent started itself
+ *   (`TracedCommand` pipes its output through `output`).
  * Mode `auto` picks eBPF when `EbpfCapture.isAvailable` says it can run, proxy otherwise (which then
  * needs a proxy configuration); the choice and the reason are logged. Forcing a mode that cannot
  * run fails with `ModeUnavailable` naming what is missing.
@@ -20,6 +21,7 @@ import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyErr
 import { EventProcessor } from "./EventProcessor.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
 import { nowUnixNano } from "./internal/Clock.js"
+import { LineSplitter, LogEmitter } from "./Logs.js"
 import * as ProxyMode from "./ProxyMode.js"
 import { Recorder } from "./Recorder.js"
 import type { RedMetrics } from "./RedMetrics.js"
@@ -69,6 +71,11 @@ export interface AgentService {
   readonly stats: Effect.Effect<AgentStats>
   /** Proxy mode: where the proxies listen. */
   readonly proxy: ProxyMode.ProxyServer | undefined
+  /**
+   * Output of a command the agent started (proxy mode, where the kernel does not see it): split into
+   * lines that become logs. eBPF mode ignores it (the capture sees the writes).
+   */
+  readonly output: (stream: "stdout" | "stderr", chunk: Uint8Array) => void
 }
 
 export class Agent extends Context.Tag("@iii/agent/Agent")<Agent, AgentService>() {}
@@ -173,7 +180,7 @@ export const make = (
           exporter: yield* exporter.stats
         }
       })
-      service = { mode: "ebpf", trace: capture.addPid, stats, proxy: undefined }
+      service = { mode: "ebpf", trace: capture.addPid, stats, proxy: undefined, output: () => {} }
     } else {
       const proxyOptions = options.proxy
       if (proxyOptions === undefined)
@@ -191,18 +198,25 @@ export const make = (
         Effect.forkScoped
       )
       yield* Effect.addFinalizer(() => flushMetrics(recorder.red, exporter))
+      const logs = new LogEmitter(identity, options.logLevel ?? "info", exporter)
+      const lines = { stdout: new LineSplitter(), stderr: new LineSplitter() }
+      const output = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
+        const now = nowUnixNano()
+        for (const { line, cut } of lines[stream].push(chunk, 0))
+          logs.emit(line, cut, stream, now, server.servingOne)
+      }
       stats = Effect.gen(function* () {
         return {
           mode: "proxy" as const,
           events: recorder.spans,
           spans: recorder.spans,
-          logs: 0,
+          logs: logs.stats.logs,
           openConnections: server.inFlight(),
           captureDropped: 0,
           exporter: yield* exporter.stats
         }
       })
-      service = { mode: "proxy", trace: () => Effect.void, stats, proxy: server }
+      service = { mode: "proxy", trace: () => Effect.void, stats, proxy: server, output }
     }
 
     let previous = { events: 0, at: Date.now() }

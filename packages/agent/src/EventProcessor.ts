@@ -11,7 +11,7 @@
 import type { Telemetry } from "@iii/core"
 import type { CaptureEvent } from "./CaptureEvent.js"
 import { ConnectionTracker, type HttpExchange, type PendingRequest } from "./ConnectionTracker.js"
-import { atLeast, LineSplitter, parseLine } from "./Logs.js"
+import { LineSplitter, LogEmitter } from "./Logs.js"
 import { Recorder } from "./Recorder.js"
 import type { RedMetrics } from "./RedMetrics.js"
 import { clientContext, type Identity, type SpanContext, serverContext } from "./Spans.js"
@@ -46,32 +46,30 @@ const lineKey = (pid: number, fd: number) => pid * 4 + fd
 
 export class EventProcessor {
   readonly recorder: Recorder
-  readonly stats: ProcessorStats = { events: 0, spans: 0, logs: 0, logsBelowLevel: 0, connections: 0 }
+  private readonly counts = { events: 0, spans: 0, connections: 0 }
   private readonly tracker: ConnectionTracker<SpanContext>
   /** Server requests in flight, by the thread serving them. */
   private readonly serving = new Map<number, Set<Pending>>()
   private readonly lines = new Map<number, LineSplitter>()
-  private readonly identity: Identity
-  private readonly logLevel: Telemetry.LogLevel
+  private readonly logs: LogEmitter
   private readonly captureLogs: boolean
 
-  constructor(
-    options: ProcessorOptions,
-    private readonly sink: TelemetrySink,
-    startNs: bigint
-  ) {
-    this.identity = options.identity
-    this.logLevel = options.logLevel ?? "info"
+  constructor(options: ProcessorOptions, sink: TelemetrySink, startNs: bigint) {
+    this.logs = new LogEmitter(options.identity, options.logLevel ?? "info", sink)
     this.captureLogs = options.logs ?? true
     this.recorder = new Recorder(options.identity, sink, startNs, options.maxRoutes)
     this.tracker = new ConnectionTracker<SpanContext>({
       onRequest: (request) => this.onRequest(request),
       onExchange: (exchange) => this.onExchange(exchange),
       onConnectionEnd: (connection, endNs) => {
-        this.stats.connections++
+        this.counts.connections++
         this.recorder.red.recordConnection(connection, endNs)
       }
     })
+  }
+
+  get stats(): ProcessorStats {
+    return { ...this.counts, logs: this.logs.stats.logs, logsBelowLevel: this.logs.stats.belowLevel }
   }
 
   get red(): RedMetrics {
@@ -88,7 +86,7 @@ export class EventProcessor {
   }
 
   handle(event: CaptureEvent): void {
-    this.stats.events++
+    this.counts.events++
     switch (event.kind) {
       case "data": {
         if (event.fd <= 2 && event.direction === "egress" && !this.tracker.has(event.pid, event.fd)) {
@@ -188,7 +186,7 @@ export class EventProcessor {
       pid: exchange.connection.pid,
       tid: exchange.tid
     })
-    this.stats.spans++
+    this.counts.spans++
   }
 
   private logOutput(event: Extract<CaptureEvent, { kind: "data" }>): void {
@@ -221,28 +219,6 @@ export class EventProcessor {
     tid: number,
     timestampNs: bigint
   ) {
-    if (line.length === 0) return
-    const parsed = parseLine(line, stream)
-    if (!atLeast(parsed.level, this.logLevel)) {
-      this.stats.logsBelowLevel++
-      return
-    }
-    const serving =
-      parsed.traceId === undefined && parsed.correlationId === undefined ? this.servedBy(tid) : undefined
-    const traceId = (parsed.traceId ?? serving?.traceId) as Telemetry.TraceId | undefined
-    const spanId = (parsed.spanId ?? serving?.spanId) as Telemetry.SpanId | undefined
-    const correlationId = parsed.correlationId ?? serving?.correlationId ?? parsed.traceId
-    this.stats.logs++
-    this.sink.log({
-      timeUnixNano: timestampNs,
-      ...this.identity,
-      level: parsed.level,
-      body: line,
-      stream,
-      ...(traceId === undefined ? {} : { traceId }),
-      ...(spanId === undefined ? {} : { spanId }),
-      ...(correlationId === undefined ? {} : { correlationId }),
-      ...(cut ? { attributes: { "iii.log_truncated": true } } : {})
-    })
+    this.logs.emit(line, cut, stream, timestampNs, () => this.servedBy(tid))
   }
 }

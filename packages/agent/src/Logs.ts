@@ -14,6 +14,7 @@
  * Lines longer than 16 KiB are cut (the rest of the line is dropped, the cut noted in an attribute).
  */
 import { Telemetry } from "@iii/core"
+import type { Identity, SpanContext } from "./Spans.js"
 
 type LogLevel = Telemetry.LogLevel
 
@@ -205,3 +206,53 @@ export class LineSplitter {
 }
 
 const stripCr = (line: string) => (line.endsWith("\r") ? line.slice(0, -1) : line)
+
+export interface LogStats {
+  logs: number
+  belowLevel: number
+}
+
+/**
+ * Lines → LogRecords: parses level and ids, applies the minimum level, and ties a line without ids
+ * of its own to `serving`, the request its writer was serving (when it served exactly one).
+ */
+export class LogEmitter {
+  readonly stats: LogStats = { logs: 0, belowLevel: 0 }
+
+  constructor(
+    private readonly identity: Identity,
+    private readonly minimum: LogLevel,
+    private readonly sink: { log(record: Telemetry.LogRecord): void }
+  ) {}
+
+  emit(
+    line: string,
+    cut: boolean,
+    stream: "stdout" | "stderr",
+    timestampNs: bigint,
+    serving: () => SpanContext | undefined
+  ): void {
+    if (line.length === 0) return
+    const parsed = parseLine(line, stream)
+    if (!atLeast(parsed.level, this.minimum)) {
+      this.stats.belowLevel++
+      return
+    }
+    const context = parsed.traceId === undefined && parsed.correlationId === undefined ? serving() : undefined
+    const traceId = (parsed.traceId ?? context?.traceId) as Telemetry.TraceId | undefined
+    const spanId = (parsed.spanId ?? context?.spanId) as Telemetry.SpanId | undefined
+    const correlationId = parsed.correlationId ?? context?.correlationId ?? parsed.traceId
+    this.stats.logs++
+    this.sink.log({
+      timeUnixNano: timestampNs,
+      ...this.identity,
+      level: parsed.level,
+      body: line,
+      stream,
+      ...(traceId === undefined ? {} : { traceId }),
+      ...(spanId === undefined ? {} : { spanId }),
+      ...(correlationId === undefined ? {} : { correlationId }),
+      ...(cut ? { attributes: { "iii.log_truncated": true } } : {})
+    })
+  }
+}

@@ -53,6 +53,8 @@ export interface ProxyServer {
   readonly egressListening: HostPort | undefined
   /** Requests currently being served. */
   readonly inFlight: () => number
+  /** The context of the request being served, when exactly one is (to tie log lines to it). */
+  readonly servingOne: () => SpanContext | undefined
 }
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded; nor are the trace headers we rewrite. */
@@ -292,6 +294,7 @@ export const start = async (
     listening,
     egressListening,
     inFlight: () => serving.size,
+    servingOne: () => (serving.size === 1 ? serving.values().next().value : undefined),
     close: async () => {
       await Promise.all([closeServer(reverse), ...(forward === undefined ? [] : [closeServer(forward)])])
       agent.destroy()

@@ -64,7 +64,7 @@ export class RedMetrics {
       series = { role, method, route, statusClass, sketch: LatencySketch.make() }
       this.http.set(key, series)
     }
-    LatencySketch.add(series.sketch, nsToMs(durationNs))
+    series.sketch.add(nsToMs(durationNs))
   }
 
   recordConnection(connection: Connection, endNs: bigint) {
@@ -93,7 +93,7 @@ export class RedMetrics {
     series.connections++
     series.bytesIn += connection.bytesIn
     series.bytesOut += connection.bytesOut
-    LatencySketch.add(series.duration, nsToMs(Number(endNs - connection.openedNs)))
+    series.duration.add(nsToMs(Number(endNs - connection.openedNs)))
   }
 
   /** The points of the interval ending at `nowNs`; starts a new interval. */
@@ -103,7 +103,7 @@ export class RedMetrics {
     const points: Array<Telemetry.MetricPoint> = []
     const base = { ...this.identity, timeUnixNano: nowNs, intervalNano }
     for (const series of this.http.values()) {
-      const sketch = LatencySketch.toData(series.sketch)
+      const sketch = series.sketch.toData()
       points.push({
         ...base,
         name: series.role === "server" ? "http.server.request.duration" : "http.client.request.duration",
@@ -133,7 +133,7 @@ export class RedMetrics {
       points.push(counter("iii.tcp.connections", series.connections))
       points.push(counter("iii.tcp.bytes_received", series.bytesIn))
       points.push(counter("iii.tcp.bytes_sent", series.bytesOut))
-      const duration = LatencySketch.toData(series.duration)
+      const duration = series.duration.toData()
       points.push({
         ...base,
         name: "iii.tcp.connection.duration",

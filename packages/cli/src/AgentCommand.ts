@@ -7,17 +7,13 @@
  *   iii agent --obs ws://127.0.0.1:7070 --service shop --mode proxy \
  *     --proxy-listen 0.0.0.0:8080 --proxy-upstream 127.0.0.1:3000
  *
- * With `-- COMMAND ARGS` the agent starts the command (held stopped until it is traced, so nothing it
- * does is missed), forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to it and exits with its exit
- * status (128 + signal number when it was killed by a signal). In proxy mode the command gets
- * `HTTP_PROXY` pointing at the agent's forward proxy (plus `NODE_USE_ENV_PROXY=1` so Node.js honours
- * it), which is how its outbound calls become client spans.
+ * With `-- COMMAND ARGS` the agent starts the command (see `TracedCommand`: traced before it runs,
+ * signals passed through, the agent exits with its exit status).
  */
-import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
-import { constants, hostname } from "node:os"
+import { hostname } from "node:os"
 import { Args, Command, Options } from "@effect/cli"
-import { Agent, Errors, Exporter, ProxyMode } from "@iii/agent"
+import { Agent, Errors, Exporter, ProxyMode, TracedCommand } from "@iii/agent"
 import { Effect, Layer, Option } from "effect"
 
 const obs = Options.text("obs").pipe(
@@ -73,15 +69,6 @@ const commandLine = Args.text({ name: "command" }).pipe(
   Args.withDescription("-- COMMAND ARGS to start and trace")
 )
 
-const forwardedSignals: ReadonlyArray<NodeJS.Signals> = [
-  "SIGINT",
-  "SIGTERM",
-  "SIGHUP",
-  "SIGQUIT",
-  "SIGUSR1",
-  "SIGUSR2"
-]
-
 const hostPort = (flag: string, value: Option.Option<string>) =>
   Option.match(value, {
     onNone: () => Effect.succeed(undefined),
@@ -93,71 +80,6 @@ const hostPort = (flag: string, value: Option.Option<string>) =>
           )
         : Effect.succeed(parsed)
     }
-  })
-
-/**
- * Starts `argv` held stopped (a shell stops itself, then execs the command once resumed), lets
- * `beforeResume` trace it, resumes it, and waits for its exit status with signals forwarded.
- */
-const runCommand = (
-  argv: ReadonlyArray<string>,
-  env: NodeJS.ProcessEnv,
-  beforeResume: (pid: number) => Effect.Effect<void, unknown>
-) =>
-  Effect.gen(function* () {
-    const [file, ...rest] = argv
-    if (file === undefined) return yield* new Errors.CommandError({ message: "no command given after --" })
-    const child = spawn("/bin/sh", ["-c", 'kill -STOP $$; exec "$0" "$@"', file, ...rest], {
-      stdio: "inherit",
-      env
-    })
-    const pid = child.pid
-    if (pid === undefined) {
-      return yield* Effect.async<never, Errors.CommandError>((resume) => {
-        child.once("error", (error) =>
-          resume(Effect.fail(new Errors.CommandError({ message: `${file}: ${error.message}` })))
-        )
-      })
-    }
-    const exited = new Promise<number>((resolve) => {
-      child.once("exit", (code, signal) => {
-        resolve(code ?? 128 + (signal === null ? 0 : (constants.signals[signal] ?? 0)))
-      })
-    })
-    // The runtime's own SIGINT/SIGTERM handlers would interrupt us; while the command runs, signals are its.
-    const saved = forwardedSignals.map((signal) => [signal, process.listeners(signal)] as const)
-    const forward = (signal: NodeJS.Signals) => {
-      child.kill(signal)
-    }
-    for (const [signal] of saved) {
-      process.removeAllListeners(signal)
-      process.on(signal, forward)
-    }
-    const restore = Effect.sync(() => {
-      for (const [signal, listeners] of saved) {
-        process.removeListener(signal, forward)
-        for (const listener of listeners) process.on(signal, listener)
-      }
-    })
-    return yield* Effect.gen(function* () {
-      yield* beforeResume(pid).pipe(
-        Effect.tapError(() => Effect.sync(() => child.kill("SIGKILL"))),
-        Effect.mapError(
-          (error) => new Errors.CommandError({ message: `cannot trace ${file}: ${String(error)}` })
-        )
-      )
-      // Wait until the shell has stopped itself before resuming it.
-      yield* Effect.promise(async () => {
-        for (let i = 0; i < 500; i++) {
-          const state = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.charAt(0)
-          if (state === "T") return
-          await new Promise((resolve) => setTimeout(resolve, 2))
-        }
-      }).pipe(Effect.catchAllDefect(() => Effect.void))
-      process.kill(pid, "SIGCONT")
-      yield* Effect.logInfo(`started ${argv.join(" ")} (pid ${pid})`)
-      return yield* Effect.promise(() => exited)
-    }).pipe(Effect.ensuring(restore))
   })
 
 export const command = Command.make(
@@ -240,21 +162,9 @@ export const command = Command.make(
           })
         )
       )
-      const exitCode = yield* Effect.gen(function* () {
-        const agent = yield* Agent.Agent
-        if (!hasCommand) return yield* Effect.never
-        const egressAddress = agent.proxy?.egressListening
-        const env =
-          egressAddress === undefined
-            ? process.env
-            : {
-                ...process.env,
-                HTTP_PROXY: `http://${egressAddress.host}:${egressAddress.port}`,
-                http_proxy: `http://${egressAddress.host}:${egressAddress.port}`,
-                NODE_USE_ENV_PROXY: "1"
-              }
-        return yield* runCommand(config.commandLine, env, agent.trace)
-      }).pipe(Effect.provide(agentLayer))
+      const exitCode = yield* (
+        hasCommand ? TracedCommand.run(config.commandLine, { forwardSignals: true }) : Effect.never
+      ).pipe(Effect.provide(agentLayer))
       process.exitCode = exitCode
     })
 ).pipe(
