@@ -4,12 +4,16 @@
  */
 import { Command } from "@effect/cli"
 import * as AgentCommand from "./AgentCommand.js"
+import * as ApplyCommand from "./ApplyCommand.js"
+import * as ControllerCommand from "./ControllerCommand.js"
 import * as CrdCommand from "./CrdCommand.js"
+import * as RenderCommand from "./RenderCommand.js"
+import * as StatusCommand from "./StatusCommand.js"
 import * as ValidateCommand from "./ValidateCommand.js"
 
 export const iii = Command.make("iii").pipe(
   Command.withDescription("Declarative service orchestration for Kubernetes with observability built in"),
-  Command.withSubcommands([ValidateCommand.command, CrdCommand.command, AgentCommand.command])
+  Command.withSubcommands([ValidateCommand.command, CrdCommand.command, RenderCommand.command, ApplyCommand.command, StatusCommand.command, ControllerCommand.command, AgentCommand.command])
 )
 
 export const run = Command.run(iii, { name: "iii", version: "0.1.0" })

@@ -1,0 +1,7 @@
+export * as Controller from "./Controller.js"
+export * as Envtest from "./Envtest.js"
+export * as Errors from "./Errors.js"
+export * as KubeClient from "./KubeClient.js"
+export * as LeaderElection from "./LeaderElection.js"
+export * as Render from "./Render.js"
+export * as Status from "./Status.js"
