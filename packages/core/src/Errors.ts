@@ -2,7 +2,7 @@
  * Every error @iii/core can fail with. Errors that cross the wire are `Schema.TaggedError` with
  * structured fields; the rest are `Data.TaggedError`.
  */
-import { Data, Schema } from "effect"
+import { Cause, Data, Schema } from "effect"
 
 /** A document (YAML/JSON/object) did not match a schema; `issues` lists every problem, with its path. */
 export class InvalidDocument extends Data.TaggedError("InvalidDocument")<{
@@ -40,3 +40,38 @@ export class WireError extends Schema.TaggedError<WireError>()("WireError", {
   message: Schema.String,
   seq: Schema.optional(Schema.Number)
 }) {}
+
+/** Sketch data (from the wire or disk) that no `LatencySketch` could have produced. */
+export class InvalidSketch extends Data.TaggedError("InvalidSketch")<{ readonly reason: string }> {
+  override get message() {
+    return `invalid latency sketch: ${this.reason}`
+  }
+}
+
+/** A message was sent to an actor that has stopped (or was given up on): it was not delivered. */
+export class ActorStopped extends Data.TaggedError("ActorStopped")<{ readonly actor: string }> {
+  override get message() {
+    return `actor ${this.actor} is stopped`
+  }
+}
+
+/**
+ * An actor failed and will not be restarted: its restart budget was exhausted after `restarts`
+ * restarts (0 for an actor without supervision). `lastFailure` is the cause of the final failure.
+ */
+export class ActorFailed extends Data.TaggedError("ActorFailed")<{
+  readonly actor: string
+  readonly restarts: number
+  readonly lastFailure: Cause.Cause<unknown>
+}> {
+  override get message() {
+    return `actor ${this.actor} failed after ${this.restarts} restart(s) and was given up: ${Cause.pretty(this.lastFailure)}`
+  }
+}
+
+/** The supervisor's scope has closed: it starts no more actors. */
+export class SupervisorClosed extends Data.TaggedError("SupervisorClosed")<{ readonly actor: string }> {
+  override get message() {
+    return `cannot start actor ${this.actor}: its supervisor is closed`
+  }
+}
