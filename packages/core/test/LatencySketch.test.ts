@@ -152,6 +152,8 @@ describe("LatencySketch", () => {
     expect(merged.count).toBe(3)
     expect(relativeError(LatencySketch.quantile(merged, 0.5), 20)).toBeLessThanOrEqual(0.01)
     expect(LatencySketch.unsafeFromData(LatencySketch.toData(merged)).toData()).toEqual(merged.toData())
-    expect(() => LatencySketch.unsafeFromData({ ...merged.toData(), count: 1 })).toThrow(/invalid latency sketch/)
+    expect(() => LatencySketch.unsafeFromData({ ...merged.toData(), count: 1 })).toThrow(
+      /invalid latency sketch/
+    )
   })
 })
