@@ -43,7 +43,7 @@ export const defaultSettings: Settings = {
  * - `III_SCALING`: `hpa` (default) or `controller` (the controller's own scaling loop)
  * - `III_AGENT`: `sidecar` (default) or `node` (the agent DaemonSet observes pods; nothing injected)
  * - `III_AGENT_IMAGE`: the sidecar image (default `ghcr.io/iii-io/iii-agent:0.1.0`)
- * - `III_OBS_URL`: where agents send telemetry (default `ws://iii-obs.iii-system.svc:7070/v1/ingest`)
+ * - `III_OBS_URL`: where agents send telemetry (default `ws://iii-obs.iii-system.svc:4320/v1/ingest`)
  * - `III_LEADER_ELECTION`: `true` (default) or `false`
  * - `III_LEASE_NAMESPACE`: namespace of the Lease (default: the controller's own namespace)
  * - `III_CONCURRENCY`: reconciles at once (default 8)
@@ -53,7 +53,9 @@ export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =
     namespace: Config.option(Config.string("III_NAMESPACE")),
     scaling: Config.literal("hpa", "controller")("III_SCALING").pipe(Config.withDefault("hpa" as const)),
     agent: Config.literal("sidecar", "node")("III_AGENT").pipe(Config.withDefault("sidecar" as const)),
-    agentImage: Config.string("III_AGENT_IMAGE").pipe(Config.withDefault(Render.defaultRenderSettings.agentImage)),
+    agentImage: Config.string("III_AGENT_IMAGE").pipe(
+      Config.withDefault(Render.defaultRenderSettings.agentImage)
+    ),
     obsUrl: Config.string("III_OBS_URL").pipe(Config.withDefault(Render.defaultRenderSettings.obsUrl)),
     leaderElection: Config.boolean("III_LEADER_ELECTION").pipe(Config.withDefault(true)),
     leaseNamespace: Config.string("III_LEASE_NAMESPACE").pipe(Config.withDefault(ownNamespace)),
@@ -92,7 +94,9 @@ const ownerKey = (o: KubeObject) => {
 }
 
 /** Starts the controller in the current scope. */
-export const make = (settings: Settings): Effect.Effect<Context.Tag.Service<Controller>, never, KubeClient | Scope.Scope> =>
+export const make = (
+  settings: Settings
+): Effect.Effect<Context.Tag.Service<Controller>, never, KubeClient | Scope.Scope> =>
   Effect.gen(function* () {
     // Until leadership, keys are dropped: becoming leader enqueues every composition anyway.
     let route: (key: string) => void = () => {}
@@ -119,7 +123,9 @@ export const make = (settings: Settings): Effect.Effect<Context.Tag.Service<Cont
       })
     }
     const caches: Caches = { compositions, children }
-    const synced = Effect.all([compositions.synced, ...childKinds.map((k) => children[k].synced)], { discard: true })
+    const synced = Effect.all([compositions.synced, ...childKinds.map((k) => children[k].synced)], {
+      discard: true
+    })
     const client = yield* KubeClient
 
     // The leader's work: actors for every key, gone when leadership (this scope) ends.
@@ -142,7 +148,8 @@ export const make = (settings: Settings): Effect.Effect<Context.Tag.Service<Cont
         }).pipe(Effect.zipRight(Ref.set(leading, false)))
       )
       route = actors.enqueue
-      for (const o of compositions.list()) actors.enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
+      for (const o of compositions.list())
+        actors.enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
       actorKeysRef = actors.keys
       return yield* Effect.never
     })

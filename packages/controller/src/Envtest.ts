@@ -71,7 +71,9 @@ export interface Envtest {
 const freePort = () =>
   Effect.async<number, EnvtestError>((resume) => {
     const server = createServer()
-    server.once("error", (e) => resume(Effect.fail(new EnvtestError({ message: `no free port: ${e.message}` }))))
+    server.once("error", (e) =>
+      resume(Effect.fail(new EnvtestError({ message: `no free port: ${e.message}` })))
+    )
     server.listen(0, "127.0.0.1", () => {
       const address = server.address()
       const port = typeof address === "object" && address !== null ? address.port : 0
@@ -143,7 +145,11 @@ export const start = (options: Options = {}): Effect.Effect<Envtest, EnvtestErro
     )
     const [etcdClient, etcdPeer, securePort] = [yield* freePort(), yield* freePort(), yield* freePort()]
 
-    const admin: User = { name: "iii-admin", token: randomBytes(16).toString("hex"), groups: ["system:masters"] }
+    const admin: User = {
+      name: "iii-admin",
+      token: randomBytes(16).toString("hex"),
+      groups: ["system:masters"]
+    }
     const users = [admin, ...(options.users ?? [])]
     writeFileSync(
       join(dir, "tokens.csv"),
@@ -204,7 +210,9 @@ export const start = (options: Options = {}): Effect.Effect<Envtest, EnvtestErro
         if (exited(p.child)) {
           p.flush()
           return Effect.fail(
-            new EnvtestError({ message: `${p.name} exited (${p.child.exitCode}):\n${tail(join(dir, `${p.name}.log`))}` })
+            new EnvtestError({
+              message: `${p.name} exited (${p.child.exitCode}):\n${tail(join(dir, `${p.name}.log`))}`
+            })
           )
         }
       }
@@ -245,7 +253,9 @@ export const start = (options: Options = {}): Effect.Effect<Envtest, EnvtestErro
           }
         ],
         users: [{ name: user.name, user: { token: user.token } }],
-        contexts: [{ name: "envtest", context: { cluster: "envtest", user: user.name, namespace: "default" } }],
+        contexts: [
+          { name: "envtest", context: { cluster: "envtest", user: user.name, namespace: "default" } }
+        ],
         "current-context": "envtest"
       })
     return { server, ca, admin, dir, kubeconfig }
@@ -289,7 +299,11 @@ export const applyYaml = (text: string) =>
         })
         .pipe(Effect.mapError((e) => new EnvtestError({ message: e.message })))
       if (doc.kind === "CustomResourceDefinition") {
-        const spec = doc.spec as { group: string; versions: ReadonlyArray<{ name: string }>; names: { plural: string } }
+        const spec = doc.spec as {
+          group: string
+          versions: ReadonlyArray<{ name: string }>
+          names: { plural: string }
+        }
         const path = `/apis/${spec.group}/${spec.versions[0]?.name}/${spec.names.plural}`
         yield* client.request({ method: "GET", path }).pipe(
           Effect.retry(Schedule.spaced(Duration.millis(100)).pipe(Schedule.upTo(Duration.seconds(30)))),

@@ -139,8 +139,12 @@ export const loadKubeConfig = (options: ConfigOptions = {}) =>
       else if (options.kubeconfig !== undefined) kc.loadFromFile(options.kubeconfig)
       else if (process.env.KUBECONFIG || existsSync(join(homedir(), ".kube", "config"))) kc.loadFromDefault()
       else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster()
-      else throw new Error("no kubeconfig: pass --kubeconfig, set KUBECONFIG, create ~/.kube/config, or run in a pod")
-      if (kc.getCurrentCluster() === null) throw new Error(`kubeconfig context "${kc.getCurrentContext()}" has no cluster`)
+      else
+        throw new Error(
+          "no kubeconfig: pass --kubeconfig, set KUBECONFIG, create ~/.kube/config, or run in a pod"
+        )
+      if (kc.getCurrentCluster() === null)
+        throw new Error(`kubeconfig context "${kc.getCurrentContext()}" has no cluster`)
       return kc
     },
     catch: (e) => new KubeConfigError({ message: e instanceof Error ? e.message : String(e) })
@@ -211,10 +215,15 @@ export const make = (kc: KubeConfig) => {
       if (auth !== undefined) clean.auth = auth
       return clean
     },
-    catch: (e) => new KubeApiError({ method: "", path: "", status: 0, reason: "Credentials", message: String(e) })
+    catch: (e) =>
+      new KubeApiError({ method: "", path: "", status: 0, reason: "Credentials", message: String(e) })
   })
 
-  const open = (base: https.RequestOptions, options: RequestOptions, onResponse: (res: http.IncomingMessage) => void) => {
+  const open = (
+    base: https.RequestOptions,
+    options: RequestOptions,
+    onResponse: (res: http.IncomingMessage) => void
+  ) => {
     const url = `${server}${options.path}${queryString(options.query)}`
     const body = options.body === undefined ? undefined : JSON.stringify(options.body)
     const headers: Record<string, string | number> = {
@@ -235,7 +244,8 @@ export const make = (kc: KubeConfig) => {
   const request = <A = KubeObject>(options: RequestOptions): Effect.Effect<A, KubeApiError> =>
     Effect.flatMap(requestOptions, (base) =>
       Effect.async<A, KubeApiError>((resume) => {
-        const fail = (status: number, text: string) => resume(Effect.fail(apiError(options.method, options.path, status, text)))
+        const fail = (status: number, text: string) =>
+          resume(Effect.fail(apiError(options.method, options.path, status, text)))
         const req = open(base, options, (res) => {
           const chunks: Array<Buffer> = []
           res.on("data", (c: Buffer) => chunks.push(c))
@@ -305,7 +315,8 @@ export const make = (kc: KubeConfig) => {
 }
 
 /** The client as a Layer; the connection pool lives as long as the layer. */
-export const layer = (options: ConfigOptions = {}) => Layer.effect(KubeClient, Effect.map(loadKubeConfig(options), make))
+export const layer = (options: ConfigOptions = {}) =>
+  Layer.effect(KubeClient, Effect.map(loadKubeConfig(options), make))
 
 // ---- helpers over `request` ----------------------------------------------------------------------
 

@@ -86,7 +86,9 @@ export const makeElector = (settings: Settings): Effect.Effect<Elector> =>
 
     const round: Effect.Effect<boolean, KubeApiError, KubeClient> = Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
-      const lease = Option.getOrUndefined(yield* getOption(resources.Lease, settings.namespace, settings.name))
+      const lease = Option.getOrUndefined(
+        yield* getOption(resources.Lease, settings.namespace, settings.name)
+      )
       const current = spec(lease)
       const record = JSON.stringify([current.holderIdentity, current.renewTime, current.leaseTransitions])
       if (observed?.record !== record) observed = { record, at: now }
@@ -110,17 +112,27 @@ export const makeElector = (settings: Settings): Effect.Effect<Elector> =>
     const tryAcquireOrRenew = round.pipe(
       // Conflicts (another candidate won the round) and unreachable servers both mean "not leader now".
       Effect.catchAll((e) =>
-        Effect.as(e.status === 409 ? Effect.void : Effect.logWarning(`lease ${settings.name}: ${e.message}`), false)
+        Effect.as(
+          e.status === 409 ? Effect.void : Effect.logWarning(`lease ${settings.name}: ${e.message}`),
+          false
+        )
       ),
       Effect.tap((held) => Ref.set(leader, held))
     )
 
     const release = Effect.gen(function* () {
       if (!(yield* Ref.get(leader))) return
-      const lease = Option.getOrUndefined(yield* getOption(resources.Lease, settings.namespace, settings.name))
+      const lease = Option.getOrUndefined(
+        yield* getOption(resources.Lease, settings.namespace, settings.name)
+      )
       if (spec(lease).holderIdentity !== settings.identity) return
       const now = yield* Clock.currentTimeMillis
-      yield* write(lease, { ...spec(lease), holderIdentity: "", leaseDurationSeconds: 1, renewTime: microTime(now) })
+      yield* write(lease, {
+        ...spec(lease),
+        holderIdentity: "",
+        leaseDurationSeconds: 1,
+        renewTime: microTime(now)
+      })
       yield* Ref.set(leader, false)
     }).pipe(Effect.catchAll((e) => Effect.logWarning(`releasing lease ${settings.name}: ${e.message}`)))
 

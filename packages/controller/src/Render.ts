@@ -36,7 +36,7 @@ export const defaultRenderSettings: RenderSettings = {
   agent: "sidecar",
   scaling: "hpa",
   agentImage: "ghcr.io/iii-io/iii-agent:0.1.0",
-  obsUrl: "ws://iii-obs.iii-system.svc:7070/v1/ingest"
+  obsUrl: "ws://iii-obs.iii-system.svc:4320/v1/ingest"
 }
 
 export const fieldManager = "iii-controller"
@@ -109,7 +109,10 @@ export const agentConfig = (c: Composition) =>
     logs: c.spec.observability?.logs ?? null
   })
 
-const fieldRef = (name: string, fieldPath: string): EnvVar => ({ name, valueFrom: { fieldRef: { fieldPath } } })
+const fieldRef = (name: string, fieldPath: string): EnvVar => ({
+  name,
+  valueFrom: { fieldRef: { fieldPath } }
+})
 
 const agentSidecar = (c: Composition, component: Component, settings: RenderSettings): Container => ({
   name: "iii-agent",
@@ -148,8 +151,12 @@ const deployment = (c: Composition, component: Component, settings: RenderSettin
     name: component.name,
     image: component.image,
     ports: ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol })),
-    ...(component.env === undefined ? {} : { env: component.env.map((e) => ({ name: e.name, value: e.value })) }),
-    ...(component.resources === undefined ? {} : { resources: withoutUndefined<ResourceRequirements>(component.resources) })
+    ...(component.env === undefined
+      ? {}
+      : { env: component.env.map((e) => ({ name: e.name, value: e.value })) }),
+    ...(component.resources === undefined
+      ? {}
+      : { resources: withoutUndefined<ResourceRequirements>(component.resources) })
   }
   const scaled = component.scalingPolicy !== undefined
   return {
@@ -181,7 +188,12 @@ const service = (c: Composition, component: Component): Service => ({
   spec: {
     type: "ClusterIP",
     selector: selectorLabels(c.metadata.name, component.name),
-    ports: portsOf(component).map((p) => ({ name: p.name, port: p.port, targetPort: p.name, protocol: p.protocol }))
+    ports: portsOf(component).map((p) => ({
+      name: p.name,
+      port: p.port,
+      targetPort: p.name,
+      protocol: p.protocol
+    }))
   }
 })
 
@@ -222,19 +234,28 @@ export const hpaMetric = (c: Composition, component: Component, policy: SC.Scali
   if (policy.metric === "cpu") {
     return {
       type: "Resource",
-      resource: { name: "cpu", target: { type: "Utilization", averageUtilization: t.kind === "percentage" ? t.percent : 0 } }
+      resource: {
+        name: "cpu",
+        target: { type: "Utilization", averageUtilization: t.kind === "percentage" ? t.percent : 0 }
+      }
     }
   }
   const selector = { matchLabels: selectorLabels(c.metadata.name, component.name) }
   const metric = { name: externalMetricNames[policy.metric], selector }
   switch (t.kind) {
     case "duration":
-      return { type: "External", external: { metric, target: { type: "Value", value: quantity(t.milliseconds) } } }
+      return {
+        type: "External",
+        external: { metric, target: { type: "Value", value: quantity(t.milliseconds) } }
+      }
     case "percentage":
       return { type: "External", external: { metric, target: { type: "Value", value: quantity(t.percent) } } }
     case "rate":
       // A request rate threshold is per replica: the HPA divides the component's total by its replicas.
-      return { type: "External", external: { metric, target: { type: "AverageValue", averageValue: quantity(t.perSecond) } } }
+      return {
+        type: "External",
+        external: { metric, target: { type: "AverageValue", averageValue: quantity(t.perSecond) } }
+      }
   }
 }
 
@@ -243,7 +264,11 @@ const hpa = (c: Composition, component: Component, policy: SC.ScalingPolicy): Ho
   kind: "HorizontalPodAutoscaler",
   metadata: metadata(c, component.name),
   spec: {
-    scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: childName(c.metadata.name, component.name) },
+    scaleTargetRef: {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      name: childName(c.metadata.name, component.name)
+    },
     minReplicas: component.replicas?.min ?? 1,
     maxReplicas: component.replicas?.max ?? 1,
     metrics: [hpaMetric(c, component, policy)]
@@ -278,10 +303,14 @@ export const semanticIssues = (c: Composition): ReadonlyArray<{ path: string; me
 }
 
 /** Every object the composition stands for, in apply order (Deployments before what points at them). */
-export const render = (c: Composition, settings: RenderSettings = defaultRenderSettings): ReadonlyArray<KubeObject> =>
+export const render = (
+  c: Composition,
+  settings: RenderSettings = defaultRenderSettings
+): ReadonlyArray<KubeObject> =>
   c.spec.components.flatMap((component) => {
     const objects: Array<object> = [deployment(c, component, settings), service(c, component)]
-    if (component.ingress !== undefined) objects.push(ingress(c, component, component.ingress.host, component.ingress.path))
+    if (component.ingress !== undefined)
+      objects.push(ingress(c, component, component.ingress.host, component.ingress.path))
     if (component.scalingPolicy !== undefined && settings.scaling === "hpa") {
       objects.push(hpa(c, component, component.scalingPolicy))
     }

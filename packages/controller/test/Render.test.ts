@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs"
-import { ServiceComposition } from "@iii/core"
 import { describe, expect, it } from "@effect/vitest"
+import { ServiceComposition } from "@iii/core"
 import { Either } from "effect"
 import { stringify } from "yaml"
 import * as Render from "../src/Render.js"

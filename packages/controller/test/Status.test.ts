@@ -9,7 +9,13 @@ const deployment = (replicas: number | undefined, ready: number) => ({
 describe("Status", () => {
   it("is Progressing until every component has its replicas ready, then Ready", () => {
     const progressing = Status.compute(
-      { generation: 2, components: [{ name: "auth", deployment: deployment(3, 1) }, { name: "profile", deployment: undefined }] },
+      {
+        generation: 2,
+        components: [
+          { name: "auth", deployment: deployment(3, 1) },
+          { name: "profile", deployment: undefined }
+        ]
+      },
       undefined,
       "2026-01-01T00:00:00Z"
     )
@@ -26,7 +32,13 @@ describe("Status", () => {
     expect(progressing.conditions?.[0]?.message).toBe("waiting for auth 1/3, profile 0/0")
 
     const ready = Status.compute(
-      { generation: 2, components: [{ name: "auth", deployment: deployment(3, 3) }, { name: "profile", deployment: deployment(undefined, 1) }] },
+      {
+        generation: 2,
+        components: [
+          { name: "auth", deployment: deployment(3, 3) },
+          { name: "profile", deployment: deployment(undefined, 1) }
+        ]
+      },
       progressing,
       "2026-01-01T00:01:00Z"
     )
@@ -41,11 +53,21 @@ describe("Status", () => {
 
   it("reports a problem as Degraded with its reason", () => {
     const s = Status.compute(
-      { generation: 1, components: [], problem: { reason: "InvalidSpec", message: "spec.components[0].name: bad" } },
+      {
+        generation: 1,
+        components: [],
+        problem: { reason: "InvalidSpec", message: "spec.components[0].name: bad" }
+      },
       undefined,
       "2026-01-01T00:00:00Z"
     )
-    expect(s.conditions?.find((c) => c.type === "Degraded")).toMatchObject({ status: "True", reason: "InvalidSpec" })
-    expect(s.conditions?.find((c) => c.type === "Ready")).toMatchObject({ status: "False", reason: "InvalidSpec" })
+    expect(s.conditions?.find((c) => c.type === "Degraded")).toMatchObject({
+      status: "True",
+      reason: "InvalidSpec"
+    })
+    expect(s.conditions?.find((c) => c.type === "Ready")).toMatchObject({
+      status: "False",
+      reason: "InvalidSpec"
+    })
   })
 })

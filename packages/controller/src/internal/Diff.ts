@@ -14,11 +14,14 @@ export const appliedHashAnnotation = "iii.io/applied-hash"
 export const canonical = (value: unknown): string =>
   JSON.stringify(value, (_, v: unknown) =>
     v !== null && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        )
       : v
   )
 
-const hashOf = (object: KubeObject) => createHash("sha256").update(canonical(object)).digest("hex").slice(0, 16)
+const hashOf = (object: KubeObject) =>
+  createHash("sha256").update(canonical(object)).digest("hex").slice(0, 16)
 
 /** The desired object with its hash annotation, as it is applied. */
 export const withAppliedHash = (desired: KubeObject): KubeObject => ({
@@ -32,7 +35,9 @@ export const withAppliedHash = (desired: KubeObject): KubeObject => ({
 /** Whether `live` holds every field of `desired` with the same value (arrays: same length, element-wise). */
 export const isSubset = (desired: unknown, live: unknown): boolean => {
   if (Array.isArray(desired)) {
-    return Array.isArray(live) && live.length === desired.length && desired.every((d, i) => isSubset(d, live[i]))
+    return (
+      Array.isArray(live) && live.length === desired.length && desired.every((d, i) => isSubset(d, live[i]))
+    )
   }
   if (desired !== null && typeof desired === "object") {
     if (live === null || typeof live !== "object" || Array.isArray(live)) return false
@@ -45,5 +50,6 @@ export const isSubset = (desired: unknown, live: unknown): boolean => {
 /** Whether `live` already is what applying `applied` (from `withAppliedHash`) would make it. */
 export const upToDate = (applied: KubeObject, live: KubeObject | undefined): boolean =>
   live !== undefined &&
-  live.metadata?.annotations?.[appliedHashAnnotation] === applied.metadata?.annotations?.[appliedHashAnnotation] &&
+  live.metadata?.annotations?.[appliedHashAnnotation] ===
+    applied.metadata?.annotations?.[appliedHashAnnotation] &&
   isSubset(applied, live)

@@ -6,7 +6,15 @@
  */
 import { Duration, Effect, type Scope, Stream } from "effect"
 import type { KubeApiError } from "../Errors.js"
-import { apiVersionOf, KubeClient, type KubeObject, type ObjectList, pathOf, type Resource, type WatchEvent } from "../KubeClient.js"
+import {
+  apiVersionOf,
+  KubeClient,
+  type KubeObject,
+  type ObjectList,
+  pathOf,
+  type Resource,
+  type WatchEvent
+} from "../KubeClient.js"
 
 export interface InformerOptions {
   readonly resource: Resource
@@ -80,8 +88,8 @@ export const make = (options: InformerOptions): Effect.Effect<Informer, never, K
       cache.set(key, o)
       const value = options.indexBy?.(o)
       if (value !== undefined) {
-        let set = index.get(value)
-        if (set === undefined) index.set(value, (set = new Set()))
+        const set = index.get(value) ?? new Set<string>()
+        index.set(value, set)
         set.add(key)
       }
     }
@@ -176,7 +184,9 @@ export const make = (options: InformerOptions): Effect.Effect<Informer, never, K
           }
           continue
         }
-        yield* Effect.logWarning(`watch ${collection} failed: ${result.left.message}; retrying in ${Duration.format(delay)}`)
+        yield* Effect.logWarning(
+          `watch ${collection} failed: ${result.left.message}; retrying in ${Duration.format(delay)}`
+        )
         yield* Effect.sleep(delay)
         delay = Duration.min(Duration.times(delay, 2), maxBackoff)
       }

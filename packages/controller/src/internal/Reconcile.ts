@@ -8,8 +8,8 @@ import { ServiceComposition } from "@iii/core"
 import { Effect, Either } from "effect"
 import type { KubeApiError } from "../Errors.js"
 import {
-  apply,
   apiVersionOf,
+  apply,
   KubeClient,
   type KubeObject,
   pathOf,
@@ -23,7 +23,12 @@ import { canonical, upToDate, withAppliedHash } from "./Diff.js"
 import type { Informer } from "./Informer.js"
 
 export type ChildKind = "Deployment" | "Service" | "Ingress" | "HorizontalPodAutoscaler"
-export const childKinds: ReadonlyArray<ChildKind> = ["Deployment", "Service", "Ingress", "HorizontalPodAutoscaler"]
+export const childKinds: ReadonlyArray<ChildKind> = [
+  "Deployment",
+  "Service",
+  "Ingress",
+  "HorizontalPodAutoscaler"
+]
 
 export interface Caches {
   readonly compositions: Informer
@@ -51,11 +56,14 @@ const resourceOf = (kind: ChildKind): Resource => resources[kind]
 
 const splitKey = (key: string) => {
   const slash = key.indexOf("/")
-  return slash < 0 ? { namespace: undefined, name: key } : { namespace: key.slice(0, slash), name: key.slice(slash + 1) }
+  return slash < 0
+    ? { namespace: undefined, name: key }
+    : { namespace: key.slice(0, slash), name: key.slice(slash + 1) }
 }
 
 const isOwnedBy = (child: KubeObject, uid: string | undefined) =>
-  uid !== undefined && (child.metadata?.ownerReferences ?? []).some((o) => o.controller === true && o.uid === uid)
+  uid !== undefined &&
+  (child.metadata?.ownerReferences ?? []).some((o) => o.controller === true && o.uid === uid)
 
 const writeStatus = (raw: KubeObject, status: Status.Status, caches: Caches) =>
   Effect.flatMap(KubeClient, (k) =>
@@ -68,7 +76,8 @@ const writeStatus = (raw: KubeObject, status: Status.Status, caches: Caches) =>
     })
   ).pipe(Effect.tap((updated) => Effect.sync(() => caches.compositions.upsert(updated))))
 
-const statusChanged = (raw: KubeObject, next: Status.Status) => canonical(raw.status ?? {}) !== canonical(next)
+const statusChanged = (raw: KubeObject, next: Status.Status) =>
+  canonical(raw.status ?? {}) !== canonical(next)
 
 /** Reconciles `key`; "gone" when the composition no longer exists (its actor should stop). */
 export const reconcile = (
@@ -83,7 +92,9 @@ export const reconcile = (
     if (raw === undefined || raw.metadata?.deletionTimestamp !== undefined) return "gone"
     const generation = raw.metadata?.generation ?? 0
     const previous = raw.status as Status.Status | undefined
-    const componentNames = ((raw.spec as { components?: ReadonlyArray<{ name?: unknown }> } | undefined)?.components ?? [])
+    const componentNames = (
+      (raw.spec as { components?: ReadonlyArray<{ name?: unknown }> } | undefined)?.components ?? []
+    )
       .map((c) => c.name)
       .filter((n): n is string => typeof n === "string")
     const deploymentOf = (component: string) =>
@@ -92,7 +103,11 @@ export const reconcile = (
     const report = (problem: Status.Problem) =>
       Effect.gen(function* () {
         const next = Status.compute(
-          { generation, components: componentNames.map((n) => ({ name: n, deployment: deploymentOf(n) })), problem },
+          {
+            generation,
+            components: componentNames.map((n) => ({ name: n, deployment: deploymentOf(n) })),
+            problem
+          },
           previous,
           now()
         )
@@ -105,7 +120,10 @@ export const reconcile = (
     const decoded = ServiceComposition.validate(withoutStatus)
     const issues = Either.isLeft(decoded) ? decoded.left : Render.semanticIssues(decoded.right)
     if (Either.isLeft(decoded) || issues.length > 0) {
-      yield* report({ reason: "InvalidSpec", message: issues.map((i) => `${i.path}: ${i.message}`).join("; ") })
+      yield* report({
+        reason: "InvalidSpec",
+        message: issues.map((i) => `${i.path}: ${i.message}`).join("; ")
+      })
       return "reconciled"
     }
     const composition = decoded.right
@@ -123,10 +141,13 @@ export const reconcile = (
         // it over from there, and `iii-controller` never owning it means its applies never reset it.
         const scaled = (object.spec as { replicas?: number }).replicas === undefined
         if (kind === "Deployment" && scaled && (live === undefined || ownsReplicas(live))) {
-          const component = composition.spec.components.find((c) => Render.childName(name, c.name) === object.metadata?.name)
+          const component = composition.spec.components.find(
+            (c) => Render.childName(name, c.name) === object.metadata?.name
+          )
           const bounds = component?.replicas
           const current = (live?.spec as { replicas?: number } | undefined)?.replicas ?? 1
-          const replicas = bounds === undefined ? current : Math.min(Math.max(current, bounds.min), bounds.max)
+          const replicas =
+            bounds === undefined ? current : Math.min(Math.max(current, bounds.min), bounds.max)
           const bootstrapped = yield* apply(
             resources.Deployment,
             {
@@ -158,7 +179,10 @@ export const reconcile = (
     const next = Status.compute(
       {
         generation,
-        components: composition.spec.components.map((c) => ({ name: c.name, deployment: deploymentOf(c.name) }))
+        components: composition.spec.components.map((c) => ({
+          name: c.name,
+          deployment: deploymentOf(c.name)
+        }))
       },
       previous,
       now()

@@ -19,7 +19,10 @@ import {
 import * as Cluster from "../fixtures/Cluster.js"
 
 const ns = "shop"
-const seedText = readFileSync(new URL("../../../../manifests/examples/user-service.yaml", import.meta.url), "utf8")
+const seedText = readFileSync(
+  new URL("../../../../manifests/examples/user-service.yaml", import.meta.url),
+  "utf8"
+)
 
 interface Condition {
   readonly type: string
@@ -42,7 +45,12 @@ const seedSpec = (): Spec => (parse(seedText) as { spec: Spec }).spec
 
 const twoComponents = (max = 4): Spec => ({
   components: [
-    { name: "api", image: "api:v1", replicas: { min: 1, max }, scalingPolicy: { metric: "p99_latency", threshold: "150ms" } },
+    {
+      name: "api",
+      image: "api:v1",
+      replicas: { min: 1, max },
+      scalingPolicy: { metric: "p99_latency", threshold: "150ms" }
+    },
     { name: "worker", image: "worker:v1" }
   ]
 })
@@ -59,9 +67,16 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
   const applyComposition = (name: string, spec: Spec) =>
     admin(apply(resources.ServiceComposition, compositionObject(name, spec), { fieldManager: "test" }))
   const condition = (o: KubeObject | undefined, type: string) =>
-    ((o?.status as { conditions?: ReadonlyArray<Condition> } | undefined)?.conditions ?? []).find((c) => c.type === type)
+    ((o?.status as { conditions?: ReadonlyArray<Condition> } | undefined)?.conditions ?? []).find(
+      (c) => c.type === type
+    )
   /** The composition once its status reports `type=status` for its current generation. */
-  const waitForCondition = (name: string, type: string, status: string, timeout: Duration.DurationInput = "20 seconds") =>
+  const waitForCondition = (
+    name: string,
+    type: string,
+    status: string,
+    timeout: Duration.DurationInput = "20 seconds"
+  ) =>
     Cluster.eventually(
       async () => {
         const o = await get("ServiceComposition", name)
@@ -84,7 +99,9 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       method: "PATCH",
       path: pathOf(resources.Deployment, ns, deployment, "status"),
       contentType: "application/merge-patch+json",
-      body: { status: { replicas: ready, readyReplicas: ready, availableReplicas: ready, updatedReplicas: ready } }
+      body: {
+        status: { replicas: ready, readyReplicas: ready, availableReplicas: ready, updatedReplicas: ready }
+      }
     })
   /** Waits until the controller has made no request for `quiet` ms (its queue has drained). */
   const settle = (c: Cluster.RunningController, quiet = 600) =>
@@ -93,7 +110,8 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
         const before = c.proxy.writes().length
         const reconciles = await Effect.runPromise(c.controller.reconciles)
         await new Promise((r) => setTimeout(r, quiet))
-        return c.proxy.writes().length === before && (await Effect.runPromise(c.controller.reconciles)) === reconciles
+        return c.proxy.writes().length === before &&
+          (await Effect.runPromise(c.controller.reconciles)) === reconciles
           ? true
           : undefined
       },
@@ -103,8 +121,14 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
 
   beforeAll(async () => {
     cluster = await Cluster.start()
-    await request({ method: "POST", path: "/api/v1/namespaces", body: { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } } })
-    main = await Cluster.startController(cluster, { leaderElection: Cluster.fastLease("iii-controller", "main") })
+    await request({
+      method: "POST",
+      path: "/api/v1/namespaces",
+      body: { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }
+    })
+    main = await Cluster.startController(cluster, {
+      leaderElection: Cluster.fastLease("iii-controller", "main")
+    })
   }, 120_000)
 
   afterAll(async () => {
@@ -117,25 +141,44 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     const progressing = await waitForCondition("user-service", "Progressing", "True")
     expect(condition(progressing, "Ready")?.status).toBe("False")
     expect(condition(progressing, "Degraded")?.status).toBe("False")
-    expect(await childNames("Deployment", "user-service")).toEqual(["user-service-auth", "user-service-profile"])
+    expect(await childNames("Deployment", "user-service")).toEqual([
+      "user-service-auth",
+      "user-service-profile"
+    ])
     expect(await childNames("Service", "user-service")).toEqual(["user-service-auth", "user-service-profile"])
     expect(await childNames("HorizontalPodAutoscaler", "user-service")).toEqual(["user-service-auth"])
 
     const auth = await get("Deployment", "user-service-auth")
-    const authSpec = auth?.spec as { replicas: number; template: { spec: { initContainers: Array<{ name: string }> } } }
+    const authSpec = auth?.spec as {
+      replicas: number
+      template: { spec: { initContainers: Array<{ name: string }> } }
+    }
     expect(authSpec.replicas).toBe(3) // min, written once by the bootstrap manager
     expect(authSpec.template.spec.initContainers.map((c) => c.name)).toEqual(["iii-agent"])
-    const managers = (auth?.metadata as { managedFields: Array<{ manager: string; fieldsV1: { "f:spec"?: object } }> })
-      .managedFields
+    const managers =
+      (
+        auth?.metadata as
+          | { managedFields?: Array<{ manager: string; fieldsV1: { "f:spec"?: object } }> }
+          | undefined
+      )?.managedFields ?? []
     const controllerFields = managers.find((m) => m.manager === "iii-controller")?.fieldsV1["f:spec"] ?? {}
     expect(Object.keys(controllerFields)).not.toContain("f:replicas")
-    expect(auth?.metadata?.ownerReferences?.[0]).toMatchObject({ kind: "ServiceComposition", name: "user-service", controller: true })
+    expect(auth?.metadata?.ownerReferences?.[0]).toMatchObject({
+      kind: "ServiceComposition",
+      name: "user-service",
+      controller: true
+    })
 
     const hpa = await get("HorizontalPodAutoscaler", "user-service-auth")
     expect(hpa?.spec).toMatchObject({
       minReplicas: 3,
       maxReplicas: 10,
-      metrics: [{ type: "External", external: { metric: { name: "iii_p99_latency_ms" }, target: { type: "Value", value: "200" } } }]
+      metrics: [
+        {
+          type: "External",
+          external: { metric: { name: "iii_p99_latency_ms" }, target: { type: "Value", value: "200" } }
+        }
+      ]
     })
     expect((await get("Deployment", "user-service-profile"))?.spec).toMatchObject({ replicas: 1 })
   })
@@ -162,7 +205,8 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     main.controller.enqueue(`${ns}/user-service`)
     main.controller.enqueue(`${ns}/user-service`)
     await Cluster.eventually(
-      async () => ((await Effect.runPromise(main.controller.reconciles)) > reconcilesBefore ? true : undefined),
+      async () =>
+        (await Effect.runPromise(main.controller.reconciles)) > reconcilesBefore ? true : undefined,
       "10 seconds",
       "a reconcile"
     )
@@ -185,25 +229,46 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       "user-service-profile"
     ])
     await Cluster.eventually(async () =>
-      ((await get("HorizontalPodAutoscaler", "user-service-auth"))?.spec as { maxReplicas: number }).maxReplicas === 6
+      (
+        (await get("HorizontalPodAutoscaler", "user-service-auth"))?.spec as
+          | { maxReplicas?: number }
+          | undefined
+      )?.maxReplicas === 6
         ? true
         : undefined
     )
     // Drop profile, and auth's scaling policy: its HPA goes, and it keeps its current replicas count.
     const smaller = seedSpec()
-    smaller.components = [{ name: "auth", image: "auth:v2.2", replicas: { min: 2, max: 6 } }, spec.components[2] as object as Record<string, unknown>]
+    smaller.components = [
+      { name: "auth", image: "auth:v2.2", replicas: { min: 2, max: 6 } },
+      spec.components[2] as object as Record<string, unknown>
+    ]
     await applyComposition("user-service", smaller)
-    await Cluster.eventually(async () => ((await childNames("Deployment", "user-service")).length === 2 ? true : undefined))
-    expect(await childNames("Deployment", "user-service")).toEqual(["user-service-auth", "user-service-billing"])
+    await Cluster.eventually(async () =>
+      (await childNames("Deployment", "user-service")).length === 2 ? true : undefined
+    )
+    expect(await childNames("Deployment", "user-service")).toEqual([
+      "user-service-auth",
+      "user-service-billing"
+    ])
     expect(await childNames("Service", "user-service")).toEqual(["user-service-auth", "user-service-billing"])
-    await Cluster.eventually(async () => ((await childNames("HorizontalPodAutoscaler", "user-service")).length === 0 ? true : undefined))
+    await Cluster.eventually(async () =>
+      (await childNames("HorizontalPodAutoscaler", "user-service")).length === 0 ? true : undefined
+    )
     const authDeployment = await get("Deployment", "user-service-auth")
     expect(authDeployment?.spec).toMatchObject({ replicas: 2 })
   })
 
   it("reports a semantically invalid spec as Degraded and creates nothing", async () => {
     await applyComposition("bad-cpu", {
-      components: [{ name: "api", image: "api:v1", replicas: { min: 1, max: 3 }, scalingPolicy: { metric: "cpu", threshold: "80%" } }]
+      components: [
+        {
+          name: "api",
+          image: "api:v1",
+          replicas: { min: 1, max: 3 },
+          scalingPolicy: { metric: "cpu", threshold: "80%" }
+        }
+      ]
     })
     const degraded = await waitForCondition("bad-cpu", "Degraded", "True")
     expect(condition(degraded, "Degraded")).toMatchObject({ reason: "InvalidSpec" })
@@ -212,7 +277,11 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
   })
 
   it("survives injected 409 conflicts and a 410 Gone watch", async () => {
-    main.proxy.inject((r) => r.method === "PATCH" && r.path.includes("/deployments/conflict-"), { status: 409, reason: "Conflict" }, 2)
+    main.proxy.inject(
+      (r) => r.method === "PATCH" && r.path.includes("/deployments/conflict-"),
+      { status: 409, reason: "Conflict" },
+      2
+    )
     const watchesBefore = main.proxy.seen.length
     main.proxy.inject(
       (r) => r.path.endsWith("/servicecompositions") && r.query.get("watch") === "1",
@@ -223,10 +292,16 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     await waitForCondition("conflict-a", "Progressing", "True")
     expect(await childNames("Deployment", "conflict-a")).toEqual(["conflict-a-api", "conflict-a-worker"])
     // The 410 makes the informer list again; something created afterwards still converges.
-    await Cluster.eventually(() => (main.proxy.faultsServed() >= 3 ? true : undefined), "20 seconds", "the injected faults")
+    await Cluster.eventually(
+      () => (main.proxy.faultsServed() >= 3 ? true : undefined),
+      "20 seconds",
+      "the injected faults"
+    )
     const relisted = main.proxy.seen
       .slice(watchesBefore)
-      .some((r) => r.path.endsWith("/servicecompositions") && r.method === "GET" && r.query.get("watch") === null)
+      .some(
+        (r) => r.path.endsWith("/servicecompositions") && r.method === "GET" && r.query.get("watch") === null
+      )
     expect(relisted).toBe(true)
     await applyComposition("after-gone", twoComponents())
     await waitForCondition("after-gone", "Progressing", "True")
@@ -252,7 +327,11 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     const names = Array.from({ length: 12 }, (_, i) => `batch-${i}`)
     for (const name of names) await applyComposition(name, twoComponents())
     const first = await Cluster.startController(cluster, { leaderElection: undefined })
-    await Cluster.eventually(() => (first.proxy.writes().length >= 5 ? true : undefined), "20 seconds", "first writes")
+    await Cluster.eventually(
+      () => (first.proxy.writes().length >= 5 ? true : undefined),
+      "20 seconds",
+      "first writes"
+    )
     await first.stop()
     const second = await Cluster.startController(cluster, { leaderElection: undefined })
     try {
@@ -265,14 +344,19 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     } finally {
       await second.stop()
     }
-    main = await Cluster.startController(cluster, { leaderElection: Cluster.fastLease("iii-controller", "main") })
+    main = await Cluster.startController(cluster, {
+      leaderElection: Cluster.fastLease("iii-controller", "main")
+    })
   }, 60_000)
 
   it("elects one leader among two controllers and fails over when the leader stops renewing", async () => {
     const a = await Cluster.startController(cluster, { leaderElection: Cluster.fastLease("pair", "a") })
     const b = await Cluster.startController(cluster, { leaderElection: Cluster.fastLease("pair", "b") })
     try {
-      const leaders = async () => [await Effect.runPromise(a.controller.isLeader), await Effect.runPromise(b.controller.isLeader)]
+      const leaders = async () => [
+        await Effect.runPromise(a.controller.isLeader),
+        await Effect.runPromise(b.controller.isLeader)
+      ]
       const [aLeads] = await Cluster.eventually(async () => {
         const l = await leaders()
         return l.filter(Boolean).length === 1 ? l : undefined
@@ -280,8 +364,16 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       const [leader, follower] = aLeads ? [a, b] : [b, a]
       // Cut the leader off the API server (a crash without a graceful release).
       leader.proxy.inject(() => true, { status: 503, reason: "ServiceUnavailable" }, 1_000_000)
-      await Cluster.eventually(() => Effect.runPromise(follower.controller.isLeader).then((l) => (l ? true : undefined)), "20 seconds", "failover")
-      await Cluster.eventually(() => Effect.runPromise(leader.controller.isLeader).then((l) => (l ? undefined : true)), "20 seconds", "step down")
+      await Cluster.eventually(
+        () => Effect.runPromise(follower.controller.isLeader).then((l) => (l ? true : undefined)),
+        "20 seconds",
+        "failover"
+      )
+      await Cluster.eventually(
+        () => Effect.runPromise(leader.controller.isLeader).then((l) => (l ? undefined : true)),
+        "20 seconds",
+        "step down"
+      )
     } finally {
       await a.stop()
       await b.stop()

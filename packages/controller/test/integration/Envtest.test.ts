@@ -1,0 +1,23 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Either } from "effect"
+import * as Envtest from "../../src/Envtest.js"
+import { KubeClient, layer } from "../../src/KubeClient.js"
+
+const binaries = Envtest.findBinaries()
+if (Either.isLeft(binaries)) console.warn(`Envtest tests skipped: ${binaries.left}`)
+
+describe.skipIf(Either.isLeft(binaries))("Envtest", () => {
+  it.scopedLive("runs a real kube-apiserver with an admin and a least-privileged token", () =>
+    Effect.gen(function* () {
+      const nobody: Envtest.User = { name: "nobody", token: "nobody-token" }
+      const env = yield* Envtest.start({ users: [nobody] })
+      const asAdmin = yield* Effect.provide(KubeClient, layer({ kubeconfigText: env.kubeconfig(env.admin) }))
+      const version = yield* asAdmin.request<{ gitVersion: string }>({ method: "GET", path: "/version" })
+      expect(version.gitVersion).toBe(`v${Envtest.kubernetesVersion}`)
+      const asNobody = yield* Effect.provide(KubeClient, layer({ kubeconfigText: env.kubeconfig(nobody) }))
+      const denied = yield* Effect.flip(asNobody.request({ method: "GET", path: "/api/v1/namespaces/default/secrets" }))
+      expect(denied.status).toBe(403)
+      expect(denied.reason).toBe("Forbidden")
+    })
+  )
+})
