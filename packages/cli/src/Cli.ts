@@ -13,7 +13,15 @@ import * as ValidateCommand from "./ValidateCommand.js"
 
 export const iii = Command.make("iii").pipe(
   Command.withDescription("Declarative service orchestration for Kubernetes with observability built in"),
-  Command.withSubcommands([ValidateCommand.command, CrdCommand.command, RenderCommand.command, ApplyCommand.command, StatusCommand.command, ControllerCommand.command, AgentCommand.command])
+  Command.withSubcommands([
+    ValidateCommand.command,
+    CrdCommand.command,
+    RenderCommand.command,
+    ApplyCommand.command,
+    StatusCommand.command,
+    ControllerCommand.command,
+    AgentCommand.command
+  ])
 )
 
 export const run = Command.run(iii, { name: "iii", version: "0.1.0" })

@@ -38,7 +38,9 @@ describe("iii validate", () => {
       expect(lines).toEqual([
         `${seed}: ok`,
         `${broken}: spec.components[0].replicas: min (5) is greater than max (3)`,
-        expect.stringMatching(/^.*: spec\.components\[1\]\.image: "Profile Service:latest" is not a valid image/),
+        expect.stringMatching(
+          /^.*: spec\.components\[1\]\.image: "Profile Service:latest" is not a valid image/
+        ),
         `${broken}: spec.components[1].scalingPolicy.threshold: "-200ms" must not be negative`,
         `${broken}: spec.components[2].name: duplicate component name "auth" (also spec.components[0])`
       ])

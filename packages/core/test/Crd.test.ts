@@ -16,7 +16,9 @@ describe("Crd", () => {
   const nodes = walk(Crd.openApiSchema(), "")
 
   it("is structural: every node has a type", () => {
-    expect(nodes.filter(([, p]) => p.type === undefined && !p["x-kubernetes-preserve-unknown-fields"])).toEqual([])
+    expect(
+      nodes.filter(([, p]) => p.type === undefined && !p["x-kubernetes-preserve-unknown-fields"])
+    ).toEqual([])
   })
 
   it("describes every field, so kubectl explain helps", () => {
@@ -40,7 +42,12 @@ describe("Crd", () => {
     const crd = Crd.customResourceDefinition()
     const version = crd.spec.versions[0]
     expect(version?.subresources).toEqual({ status: {} })
-    expect(version?.additionalPrinterColumns.map((c) => c.name)).toEqual(["Components", "Ready", "Status", "Age"])
+    expect(version?.additionalPrinterColumns.map((c) => c.name)).toEqual([
+      "Components",
+      "Ready",
+      "Status",
+      "Age"
+    ])
     expect(crd.spec.names.shortNames).toEqual(["svccomp"])
   })
 

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
+import { Crd, ServiceComposition, Telemetry, TraceContext, WireProtocol } from "@iii/core"
 import { Either, Option } from "effect"
-import { Crd, ServiceComposition, Telemetry } from "@iii/core"
-import { TraceContext, WireProtocol } from "@iii/core"
 import { untestedExamples } from "./fixtures/ReadmeExamples.js"
 
 const readme = new URL("../README.md", import.meta.url)
@@ -14,17 +13,29 @@ describe("README", () => {
       metadata: { name: "shop" },
       spec: {
         components: [
-          { name: "cart", image: "cart:v1", replicas: { min: 2, max: 8 },
-            scalingPolicy: { metric: "p99_latency", threshold: "250ms" } },
+          {
+            name: "cart",
+            image: "cart:v1",
+            replicas: { min: 2, max: 8 },
+            scalingPolicy: { metric: "p99_latency", threshold: "250ms" }
+          },
           { name: "cart", image: "Cart:v2", replicas: { min: 5, max: 3 } }
         ]
       }
     })
-    expect(result).toEqual(Either.left([
-      { path: "spec.components[1].image", message: expect.stringContaining("is not a valid image reference") },
-      { path: "spec.components[1].replicas", message: "min (5) is greater than max (3)" },
-      { path: "spec.components[1].name", message: 'duplicate component name "cart" (also spec.components[0])' }
-    ]))
+    expect(result).toEqual(
+      Either.left([
+        {
+          path: "spec.components[1].image",
+          message: expect.stringContaining("is not a valid image reference")
+        },
+        { path: "spec.components[1].replicas", message: "min (5) is greater than max (3)" },
+        {
+          path: "spec.components[1].name",
+          message: 'duplicate component name "cart" (also spec.components[0])'
+        }
+      ])
+    )
   })
 
   it("CRD", () => {

@@ -42,12 +42,18 @@ describe("ServiceComposition", () => {
         message: expect.stringContaining('"Profile Service:latest" is not a valid image reference')
       },
       { path: "spec.components[1].scalingPolicy.threshold", message: '"-200ms" must not be negative' },
-      { path: "spec.components[2].name", message: 'duplicate component name "auth" (also spec.components[0])' }
+      {
+        path: "spec.components[2].name",
+        message: 'duplicate component name "auth" (also spec.components[0])'
+      }
     ])
   })
 
   it("lists the known metrics when an unknown one is named", () => {
-    const doc = { ...seed, spec: { ...seed.spec, observability: { metrics: ["p99_latency", "p98_latency"] } } }
+    const doc = {
+      ...seed,
+      spec: { ...seed.spec, observability: { metrics: ["p99_latency", "p98_latency"] } }
+    }
     expect(issuesOf(doc)).toEqual([
       {
         path: "spec.observability.metrics[1]",
@@ -58,7 +64,10 @@ describe("ServiceComposition", () => {
   })
 
   it("checks that a threshold's unit fits its metric", () => {
-    const doc = withComponent({ replicas: { min: 1, max: 3 }, scalingPolicy: { metric: "error_rate", threshold: "200ms" } })
+    const doc = withComponent({
+      replicas: { min: 1, max: 3 },
+      scalingPolicy: { metric: "error_rate", threshold: "200ms" }
+    })
     expect(issuesOf(doc)).toEqual([
       {
         path: "spec.components[0].scalingPolicy.threshold",
@@ -70,11 +79,14 @@ describe("ServiceComposition", () => {
   it("requires replicas from 1 up for a scaling policy", () => {
     const policy = { metric: "cpu", threshold: "80%" }
     expect(issuesOf(withComponent({ scalingPolicy: policy }))).toEqual([
-      { path: "spec.components[0].replicas", message: "a scalingPolicy needs replicas {min, max} to scale between" }
+      {
+        path: "spec.components[0].replicas",
+        message: "a scalingPolicy needs replicas {min, max} to scale between"
+      }
     ])
-    expect(issuesOf(withComponent({ scalingPolicy: policy, replicas: { min: 0, max: 2 } }))[0]?.message).toContain(
-      "min must be at least 1"
-    )
+    expect(
+      issuesOf(withComponent({ scalingPolicy: policy, replicas: { min: 0, max: 2 } }))[0]?.message
+    ).toContain("min must be at least 1")
     expect(issuesOf(withComponent({ replicas: { min: 0, max: 2 } }))).toEqual([])
   })
 
@@ -87,14 +99,20 @@ describe("ServiceComposition", () => {
     expect(issuesOf(withComponent({ image }))).toEqual([])
   })
 
-  it.each(["Auth:v2", "auth:", "auth image", ":v1", "auth:v1:v2"])("rejects the image reference %s", (image) => {
-    expect(issuesOf(withComponent({ image }))[0]?.path).toBe("spec.components[0].image")
-  })
+  it.each(["Auth:v2", "auth:", "auth image", ":v1", "auth:v1:v2"])(
+    "rejects the image reference %s",
+    (image) => {
+      expect(issuesOf(withComponent({ image }))[0]?.path).toBe("spec.components[0].image")
+    }
+  )
 
   it("rejects unknown fields, wrong kinds and empty component lists with paths", () => {
-    expect(issuesOf(withComponent({ replica: 3 }))).toEqual([
-      { path: "spec.components[0].replica", message: "is unexpected, expected: ...", }
-    ].map((i) => ({ ...i, message: expect.stringContaining("is unexpected") })))
+    expect(issuesOf(withComponent({ replica: 3 }))).toEqual(
+      [{ path: "spec.components[0].replica", message: "is unexpected, expected: ..." }].map((i) => ({
+        ...i,
+        message: expect.stringContaining("is unexpected")
+      }))
+    )
     expect(issuesOf({ ...seed, kind: "Deployment" })[0]?.path).toBe("kind")
     expect(issuesOf({ ...seed, spec: { components: [] } })).toEqual([
       { path: "spec.components", message: "a composition needs at least one component" }
@@ -103,7 +121,10 @@ describe("ServiceComposition", () => {
 
   it("keeps metadata the API server adds", () => {
     const fromCluster = { ...seed, metadata: { ...seed.metadata, managedFields: [{}], generation: 4 } }
-    expect(Either.getOrThrow(SC.validate(fromCluster)).metadata).toMatchObject({ generation: 4, managedFields: [{}] })
+    expect(Either.getOrThrow(SC.validate(fromCluster)).metadata).toMatchObject({
+      generation: 4,
+      managedFields: [{}]
+    })
   })
 
   it("validates every document of a YAML stream and reports YAML syntax errors", () => {
