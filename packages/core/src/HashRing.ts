@@ -56,9 +56,12 @@ export class HashRing {
   readonly bucketShift: number
   /**
    * Per-node distances during one `owners` call, all +Infinity between calls. Lookups are
-   * synchronous, so sharing it is safe; it is the only mutable part of a ring.
+   * synchronous, so sharing these scratch arrays is safe; they are the only mutable part of a ring.
    */
   readonly distanceScratch: Float64Array
+  /** Nodes with a distance during one `owners` call, and the distinct nodes of one probe's walk. */
+  readonly touchedScratch: Uint32Array
+  readonly seenScratch: Uint32Array
 
   /** @internal use `make`, `add`, `remove`. */
   constructor(nodes: ReadonlyArray<string>, settings: Required<Options>) {
@@ -74,6 +77,8 @@ export class HashRing {
     // Ties (equal positions) break by node order so every process builds the same ring.
     points.sort((a, b) => a.position - b.position || a.node - b.node)
     this.distanceScratch = new Float64Array(nodes.length).fill(Number.POSITIVE_INFINITY)
+    this.touchedScratch = new Uint32Array(nodes.length)
+    this.seenScratch = new Uint32Array(Math.min(settings.replication, nodes.length))
     this.positions = Uint32Array.from(points, (p) => p.position)
     this.pointNodes = Uint32Array.from(points, (p) => p.node)
     // A bucket index over the top bits, ~4 buckets per point, turns the successor search into a
@@ -164,30 +169,40 @@ export const owners: {
   if (wanted === 1) return [nodes[nearestNode(ring, first)] ?? ""]
   // Distance of each node to the key; a probe's walk stops once it has seen `wanted` distinct nodes,
   // because any node not yet seen is farther from that probe than all of those.
-  const distance = ring.distanceScratch
-  const touched: Array<number> = []
-  const seen = new Uint32Array(wanted)
+  const { distanceScratch: distance, touchedScratch: touched, seenScratch: seen } = ring
+  let touchedCount = 0
   for (let probe = 0; probe < ring.probes; probe++) {
     const position = probePosition(first, probe)
     const start = successor(ring, position)
     let seenCount = 0
     for (let step = 0; step < positions.length && seenCount < wanted; step++) {
-      const point = (start + step) % positions.length
+      const point = start + step < positions.length ? start + step : start + step - positions.length
       const node = pointNodes[point] ?? 0
       if (includes(seen, seenCount, node)) continue
       seen[seenCount++] = node
       const d = ((positions[point] ?? 0) - position) >>> 0
       const known = distance[node] ?? Number.POSITIVE_INFINITY
-      if (known === Number.POSITIVE_INFINITY) touched.push(node)
+      if (known === Number.POSITIVE_INFINITY) touched[touchedCount++] = node
       if (d < known) distance[node] = d
     }
   }
-  const byDistance = (a: number, b: number) => (distance[a] ?? 0) - (distance[b] ?? 0) || a - b
-  const result = touched
-    .sort(byDistance)
-    .slice(0, wanted)
-    .map((node) => nodes[node] ?? "")
-  for (const node of touched) distance[node] = Number.POSITIVE_INFINITY
+  // Partial selection sort: the `wanted` nearest, ties broken by node order.
+  const result = new Array<string>(wanted)
+  for (let rank = 0; rank < wanted; rank++) {
+    let best = rank
+    for (let i = rank + 1; i < touchedCount; i++) {
+      const candidate = touched[i] ?? 0
+      const incumbent = touched[best] ?? 0
+      const dc = distance[candidate] ?? 0
+      const di = distance[incumbent] ?? 0
+      if (dc < di || (dc === di && candidate < incumbent)) best = i
+    }
+    const chosen = touched[best] ?? 0
+    touched[best] = touched[rank] ?? 0
+    touched[rank] = chosen
+    result[rank] = nodes[chosen] ?? ""
+  }
+  for (let i = 0; i < touchedCount; i++) distance[touched[i] ?? 0] = Number.POSITIVE_INFINITY
   return result
 })
 

@@ -195,23 +195,26 @@ export const make = <Msg>(options: Options = {}): Effect.Effect<Supervisor<Msg>,
     const supervisor: Supervisor<Msg> = {
       spawn: (key, behavior, spawnOptions) =>
         lock.withPermits(1)(
-          Effect.gen(function* () {
-            if (closed) return yield* Effect.fail(new SupervisorClosed({ actor: key }))
-            const existing = yield* live(key)
-            if (Option.isSome(existing)) return existing.value
-            const actor = yield* Actor.make(behavior, {
-              name: key,
-              capacity: spawnOptions.capacity,
-              supervision: restarting(spawnOptions.restart ?? defaultPolicy),
-              ...(spawnOptions.redeliver === undefined ? {} : { redeliver: spawnOptions.redeliver })
-            }).pipe(Scope.extend(actorScope))
-            actors.set(key, actor)
-            yield* actor.await.pipe(
-              Effect.catchAll((error) => forget(key, actor).pipe(Effect.zipRight(onGiveUp(key, error)))),
-              Effect.forkIn(actorScope)
-            )
-            return actor
-          })
+          // Uninterruptible: an interrupted caller must not leave a started actor out of the map.
+          Effect.uninterruptible(
+            Effect.gen(function* () {
+              if (closed) return yield* Effect.fail(new SupervisorClosed({ actor: key }))
+              const existing = yield* live(key)
+              if (Option.isSome(existing)) return existing.value
+              const actor = yield* Actor.make(behavior, {
+                name: key,
+                capacity: spawnOptions.capacity,
+                supervision: restarting(spawnOptions.restart ?? defaultPolicy),
+                ...(spawnOptions.redeliver === undefined ? {} : { redeliver: spawnOptions.redeliver })
+              }).pipe(Scope.extend(actorScope))
+              actors.set(key, actor)
+              yield* actor.await.pipe(
+                Effect.catchAll((error) => forget(key, actor).pipe(Effect.zipRight(onGiveUp(key, error)))),
+                Effect.forkIn(actorScope)
+              )
+              return actor
+            })
+          )
         ),
       get: (key) => lock.withPermits(1)(live(key)),
       stop: (key) =>
