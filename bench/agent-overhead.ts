@@ -1,0 +1,385 @@
+/**
+ * What the agent costs the service it traces: agent off vs eBPF vs proxy, interleaved in one run.
+ *
+ *   npm run bench:agent-overhead      (root for the eBPF column; ROUNDS=5 SECONDS=5 by default)
+ *
+ * Setup: a Node.js JSON service pinned to CPU 0 (`taskset -c 0`); the load generator (wrk from
+ * Debian), the agent and this script pinned to CPU 1, so throughput shows what the traced service
+ * itself loses. Telemetry goes to an in-process obs stand-in that acks every batch. Each round runs
+ * every mode (order rotated per round); per mode: 1 s warm-up, then a fixed 2,000 req/s open-loop
+ * phase (latency measured from each request's scheduled time, so queueing counts), then saturation
+ * (wrk, 32 connections). Reported: medians over rounds of throughput and p50/p99 latency, agent
+ * CPU-seconds per 1,000 requests, peak agent RSS, events dropped (capture and export).
+ * In proxy mode the load goes through the proxy's port, as clients would.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
+import type { AddressInfo } from "node:net"
+import * as net from "node:net"
+import { fileURLToPath } from "node:url"
+import * as EbpfCapture from "@iii/agent/EbpfCapture"
+import { HttpParser } from "@iii/agent/HttpParser"
+import * as WireProtocol from "@iii/core/WireProtocol"
+import { Effect, Either } from "effect"
+import { WebSocketServer } from "ws"
+
+const ROUNDS = Number(process.env.ROUNDS ?? 5)
+const SECONDS = Number(process.env.SECONDS ?? 5)
+const FIXED_RATE = 2000
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
+const CLK_TCK = 100
+
+// This script and everything it starts run on CPU 1 unless pinned elsewhere.
+execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" })
+
+type Mode = "off" | "ebpf" | "proxy"
+const availability = await Effect.runPromise(EbpfCapture.isAvailable)
+const modes: Array<Mode> = availability.available ? ["off", "ebpf", "proxy"] : ["off", "proxy"]
+if (!availability.available) console.log(`eBPF column skipped: ${availability.reasons.join("; ")}`)
+
+// ---------------------------------------------------------------------------------------------------
+// obs stand-in: acks every batch, counts spans
+
+/** Spans stored per agent id. */
+const spansReceived = new Map<string, number>()
+const obs = new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/v1/ingest" })
+await new Promise<void>((resolve) => obs.once("listening", () => resolve()))
+obs.on("connection", (socket) => {
+  let agentId = ""
+  socket.on("message", (data: Buffer) => {
+    const frame = WireProtocol.decodeFrame(data)
+    if (Either.isLeft(frame)) return
+    if (frame.right.type === "hello") {
+      agentId = frame.right.agent.id
+      socket.send(
+        WireProtocol.encodeFrame({ type: "welcome", version: WireProtocol.PROTOCOL_VERSION, node: "bench" })
+      )
+    } else if (frame.right.type === "batch") {
+      spansReceived.set(agentId, (spansReceived.get(agentId) ?? 0) + frame.right.spans.length)
+      socket.send(WireProtocol.encodeFrame({ type: "ack", seq: frame.right.seq }))
+    }
+  })
+})
+const obsUrl = `ws://127.0.0.1:${(obs.address() as AddressInfo).port}`
+
+// ---------------------------------------------------------------------------------------------------
+// processes
+
+const freePort = async () => {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const port = (server.address() as AddressInfo).port
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+/** Starts a process and resolves once a stdout line starts with `readyPrefix`. */
+const startProcess = (
+  args: ReadonlyArray<string>,
+  readyPrefix: string,
+  env: NodeJS.ProcessEnv = process.env
+) =>
+  new Promise<{ child: ChildProcess; lines: Array<string> }>((resolve, reject) => {
+    const [file, ...rest] = args
+    const child = spawn(file ?? "", rest, { stdio: ["ignore", "pipe", "inherit"], env })
+    const lines: Array<string> = []
+    let buffered = ""
+    child.stdout?.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString()
+      let nl = buffered.indexOf("\n")
+      while (nl !== -1) {
+        const line = buffered.slice(0, nl)
+        buffered = buffered.slice(nl + 1)
+        lines.push(line)
+        if (line.startsWith(readyPrefix)) resolve({ child, lines })
+        nl = buffered.indexOf("\n")
+      }
+    })
+    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited (${code}) before ready`)))
+  })
+
+const stop = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null) return resolve()
+    child.once("exit", () => resolve())
+    child.kill("SIGTERM")
+  })
+
+const cpuSeconds = (pid: number): number => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+const peakRssMb = (pid: number): number => {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))
+  return Number(match?.[1] ?? 0) / 1024
+}
+
+// ---------------------------------------------------------------------------------------------------
+// load
+
+const parseDuration = (text: string): number => {
+  const match = /([\d.]+)(us|ms|s)/.exec(text)
+  if (match === null) return Number.NaN
+  const value = Number(match[1])
+  return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value
+}
+
+/** Saturation with wrk: requests/s, p50 and p99 in ms, requests made. */
+const wrk = (port: number, seconds: number, connections: number) => {
+  const out = execFileSync(
+    "taskset",
+    [
+      "-c",
+      "1",
+      "wrk",
+      "-t1",
+      `-c${connections}`,
+      `-d${seconds}s`,
+      "--latency",
+      `http://127.0.0.1:${port}/users/42`
+    ],
+    { encoding: "utf8" }
+  )
+  const line = (label: string) => out.split("\n").find((l) => l.trim().startsWith(label)) ?? ""
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? Number.NaN),
+    p50: parseDuration(line("50%").trim().split(/\s+/)[1] ?? ""),
+    p99: parseDuration(line("99%").trim().split(/\s+/)[1] ?? ""),
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0)
+  }
+}
+
+/**
+ * Open-loop fixed rate over 64 keep-alive connections with raw sockets (cheap on the shared CPU):
+ * latency counts from each request's scheduled send time, so waiting for a free connection counts.
+ */
+const fixedRate = (port: number, rate: number, seconds: number) =>
+  new Promise<{ p50: number; p99: number; requests: number; errors: number }>((resolve) => {
+    const request = Buffer.from("GET /users/42 HTTP/1.1\r\nHost: bench\r\n\r\n")
+    const total = rate * seconds
+    const latencies: Array<number> = []
+    const waiting: Array<bigint> = []
+    const idle: Array<{ send: (scheduled: bigint) => void }> = []
+    let errors = 0
+    let issued = 0
+    let done = 0
+    const sockets: Array<net.Socket> = []
+    const complete = () => {
+      if (++done < total) return
+      for (const socket of sockets) socket.destroy()
+      latencies.sort((a, b) => a - b)
+      const at = (q: number) =>
+        latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? Number.NaN
+      resolve({ p50: at(0.5), p99: at(0.99), requests: done - errors, errors })
+    }
+    for (let i = 0; i < 64; i++) {
+      const socket = net.connect(port, "127.0.0.1")
+      sockets.push(socket)
+      let scheduled = 0n
+      const connection = {
+        send: (at: bigint) => {
+          scheduled = at
+          socket.write(request)
+        }
+      }
+      const parser = new HttpParser("response", {
+        onHead: () => false,
+        onEnd: () => {
+          latencies.push(Number(process.hrtime.bigint() - scheduled) / 1e6)
+          const next = waiting.shift()
+          if (next === undefined) idle.push(connection)
+          else connection.send(next)
+          complete()
+        },
+        onNotHttp: () => {}
+      })
+      socket.on("data", (chunk: Buffer) => parser.push(chunk, 0, 0n))
+      socket.on("error", () => {
+        errors++
+        complete()
+      })
+      socket.once("connect", () => idle.push(connection))
+    }
+    const start = process.hrtime.bigint() + 20_000_000n
+    const interval = 1e9 / rate
+    const tick = () => {
+      const now = Number(process.hrtime.bigint() - start)
+      while (issued < total && issued * interval <= now) {
+        const scheduled = start + BigInt(Math.round(issued * interval))
+        issued++
+        const connection = idle.pop()
+        if (connection === undefined) waiting.push(scheduled)
+        else connection.send(scheduled)
+      }
+      if (issued < total) setTimeout(tick, 1)
+    }
+    setTimeout(tick, 20)
+  })
+
+// ---------------------------------------------------------------------------------------------------
+// one measurement
+
+interface Result {
+  mode: Mode
+  satRps: number
+  satP50: number
+  satP99: number
+  fixedP50: number
+  fixedP99: number
+  cpuPer1kFixed: number
+  cpuPer1kSat: number
+  rssMb: number
+  droppedFixed: number
+  droppedTotal: number
+  spansLost: number
+}
+
+const appPort = await freePort()
+const app = await startProcess(
+  ["taskset", "-c", "0", process.execPath, here("./support/bench-app.mjs")],
+  "listening",
+  {
+    ...process.env,
+    PORT: String(appPort)
+  }
+)
+
+const lastStats = (lines: Array<string>) => {
+  const line = [...lines].reverse().find((l) => l.startsWith("stats "))
+  return line === undefined
+    ? undefined
+    : (JSON.parse(line.slice(6)) as {
+        spans: number
+        captureDropped: number
+        exportDropped: number
+        spansSealed: number
+      })
+}
+
+const measure = async (mode: Mode): Promise<Result> => {
+  let agent: { child: ChildProcess; lines: Array<string> } | undefined
+  let port = appPort
+  const runner = here("./support/agent-runner.ts")
+  // The heap limits the README recommends for the agent: the live heap is ~30 MB; without limits V8
+  // lets garbage grow the heap to hundreds of MB on a machine with memory to spare.
+  const node = [process.execPath, "--max-semi-space-size=4", "--max-old-space-size=64"]
+  if (mode === "ebpf") {
+    agent = await startProcess(
+      ["taskset", "-c", "1", ...node, runner, "ebpf", obsUrl, String(app.child.pid)],
+      "ready"
+    )
+  } else if (mode === "proxy") {
+    port = await freePort()
+    agent = await startProcess(
+      ["taskset", "-c", "1", ...node, runner, "proxy", obsUrl, String(port), String(appPort)],
+      "ready"
+    )
+  }
+  const pid = agent?.child.pid
+  const warm = wrk(port, 1, 8)
+  const cpu0 = pid === undefined ? 0 : cpuSeconds(pid)
+  const fixed = await fixedRate(port, FIXED_RATE, SECONDS)
+  const cpu1 = pid === undefined ? 0 : cpuSeconds(pid)
+  let droppedFixed = 0
+  if (agent !== undefined) {
+    agent.child.kill("SIGUSR2")
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const snapshot = lastStats(agent.lines)
+    droppedFixed = (snapshot?.captureDropped ?? 0) + (snapshot?.exportDropped ?? 0)
+  }
+  const cpu2 = pid === undefined ? 0 : cpuSeconds(pid)
+  const sat = wrk(port, SECONDS, 32)
+  const cpu3 = pid === undefined ? 0 : cpuSeconds(pid)
+  const rssMb = pid === undefined ? 0 : peakRssMb(pid)
+  let droppedTotal = 0
+  let spansLost = 0
+  if (agent !== undefined) {
+    await stop(agent.child)
+    const final = lastStats(agent.lines)
+    droppedTotal = (final?.captureDropped ?? 0) + (final?.exportDropped ?? 0)
+    const requests = warm.requests + fixed.requests + sat.requests
+    const ready = agent.lines.find((line) => line.startsWith("ready "))
+    const id = ready === undefined ? "" : (JSON.parse(ready.slice(6)) as { id: string }).id
+    spansLost = requests - (spansReceived.get(id) ?? 0)
+  }
+  return {
+    mode,
+    satRps: sat.rps,
+    satP50: sat.p50,
+    satP99: sat.p99,
+    fixedP50: fixed.p50,
+    fixedP99: fixed.p99,
+    cpuPer1kFixed: pid === undefined ? 0 : (cpu1 - cpu0) / (fixed.requests / 1000),
+    cpuPer1kSat: pid === undefined ? 0 : (cpu3 - cpu2) / (sat.requests / 1000),
+    rssMb,
+    droppedFixed,
+    droppedTotal,
+    spansLost
+  }
+}
+
+const results: Array<Result> = []
+for (let round = 0; round < ROUNDS; round++) {
+  const order = modes.map((_, i) => modes[(i + round) % modes.length] as Mode)
+  for (const mode of order) {
+    const result = await measure(mode)
+    results.push(result)
+    console.log(
+      `round ${round + 1} ${mode.padEnd(5)} sat ${result.satRps.toFixed(0)} req/s p99 ${result.satP99.toFixed(2)} ms | ` +
+        `@${FIXED_RATE}/s p50 ${result.fixedP50.toFixed(2)} p99 ${result.fixedP99.toFixed(2)} ms | ` +
+        `agent ${result.cpuPer1kSat.toFixed(4)} CPU-s/1k, ${result.rssMb.toFixed(0)} MB, dropped ${result.droppedTotal}`
+    )
+  }
+}
+await stop(app.child)
+obs.close()
+
+const median = (values: Array<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+const of = (mode: Mode, pick: (r: Result) => number) =>
+  median(results.filter((r) => r.mode === mode).map(pick))
+const off = { rps: of("off", (r) => r.satRps), p99: of("off", (r) => r.fixedP99) }
+
+console.log(`\nmedians over ${ROUNDS} rounds (service on CPU 0; wrk, agent and this script on CPU 1):`)
+console.log(
+  "mode   sat req/s  loss    sat p50  sat p99  | 2k/s p50  2k/s p99  p99 +%  | agent CPU-s/1k req (2k/s, sat)  peak RSS  dropped (2k/s, all)  spans lost"
+)
+for (const mode of modes) {
+  const rps = of(mode, (r) => r.satRps)
+  const p99 = of(mode, (r) => r.fixedP99)
+  const rows = results.filter((r) => r.mode === mode)
+  console.log(
+    [
+      mode.padEnd(6),
+      rps.toFixed(0).padStart(9),
+      mode === "off" ? "      -" : `${(((off.rps - rps) / off.rps) * 100).toFixed(1).padStart(6)}%`,
+      `${of(mode, (r) => r.satP50)
+        .toFixed(2)
+        .padStart(7)}ms`,
+      `${of(mode, (r) => r.satP99)
+        .toFixed(2)
+        .padStart(7)}ms |`,
+      `${of(mode, (r) => r.fixedP50)
+        .toFixed(2)
+        .padStart(7)}ms`,
+      `${p99.toFixed(2).padStart(7)}ms`,
+      mode === "off" ? "      - |" : `${(((p99 - off.p99) / off.p99) * 100).toFixed(1).padStart(6)}% |`,
+      mode === "off"
+        ? "                             -"
+        : `${of(mode, (r) => r.cpuPer1kFixed).toFixed(4)}, ${of(mode, (r) => r.cpuPer1kSat).toFixed(4)}`.padStart(
+            30
+          ),
+      mode === "off"
+        ? "        -"
+        : `${Math.max(...rows.map((r) => r.rssMb))
+            .toFixed(0)
+            .padStart(6)} MB`,
+      `${rows.reduce((s, r) => s + r.droppedFixed, 0)}, ${rows.reduce((s, r) => s + r.droppedTotal, 0)}`.padStart(
+        20
+      ),
+      String(rows.reduce((s, r) => s + r.spansLost, 0)).padStart(11)
+    ].join("  ")
+  )
+}

@@ -1,0 +1,60 @@
+/**
+ * The agent as its own process for bench:agent-overhead (built @iii/agent, no CLI build needed):
+ *   node bench/support/agent-runner.ts ebpf  OBS_URL APP_PID
+ *   node bench/support/agent-runner.ts proxy OBS_URL LISTEN_PORT UPSTREAM_PORT
+ * Prints `ready {json}` once running, `stats {json}` on SIGUSR2, and final `stats {json}` on SIGTERM.
+ */
+import * as Agent from "@iii/agent/Agent"
+import * as Exporter from "@iii/agent/Exporter"
+import { Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+
+const [mode, obsUrl, a, b] = process.argv.slice(2)
+if ((mode !== "ebpf" && mode !== "proxy") || obsUrl === undefined || a === undefined) {
+  console.error("usage: agent-runner.ts ebpf OBS_URL PID | proxy OBS_URL LISTEN_PORT UPSTREAM_PORT")
+  process.exit(2)
+}
+
+const agentId = Exporter.newAgentId()
+const agentLayer = Agent.layer({
+  identity: { service: "bench-app" },
+  mode,
+  pids: mode === "ebpf" ? [Number(a)] : [],
+  proxy:
+    mode === "proxy"
+      ? { listen: { host: "127.0.0.1", port: Number(a) }, upstream: { host: "127.0.0.1", port: Number(b) } }
+      : undefined
+}).pipe(
+  Layer.provide(
+    Exporter.layer({ urls: [obsUrl], agent: { id: Exporter.newAgentId(), service: "bench-app" } })
+  ),
+  Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
+)
+
+const scope = Effect.runSync(Scope.make())
+const context = await Effect.runPromise(Layer.buildWithScope(agentLayer, scope))
+const agent = Effect.runSync(Effect.provide(Agent.Agent, context))
+console.log(`ready ${JSON.stringify({ mode: agent.mode, id: agentId })}`)
+
+const report = async () => {
+  // With --expose-gc, report live memory rather than garbage waiting for collection.
+  ;(globalThis as { gc?: () => void }).gc?.()
+  const stats = await Effect.runPromise(agent.stats)
+  console.log(
+    `stats ${JSON.stringify({
+      events: stats.events,
+      spans: stats.spans,
+      captureDropped: stats.captureDropped,
+      exportDropped: stats.exporter.spansDropped + stats.exporter.logsDropped + stats.exporter.metricsDropped,
+      spansSealed: stats.exporter.spansSealed,
+      memory: Object.fromEntries(
+        Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)])
+      )
+    })}`
+  )
+}
+process.on("SIGUSR2", () => void report())
+process.on("SIGTERM", async () => {
+  await Effect.runPromise(Scope.close(scope, Exit.void))
+  await report()
+  process.exit(0)
+})

@@ -1,0 +1,15 @@
+// The service bench:agent-overhead loads: a small JSON endpoint, as typical as a Node.js API gets.
+import http from "node:http"
+
+const server = http.createServer((req, res) => {
+  const body = JSON.stringify({
+    id: req.url?.split("/").pop(),
+    name: "Ada Lovelace",
+    roles: ["admin", "dev"]
+  })
+  res
+    .writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
+    .end(body)
+})
+server.keepAliveTimeout = 65_000
+server.listen(Number(process.env.PORT), "127.0.0.1", () => process.stdout.write("listening\n"))
