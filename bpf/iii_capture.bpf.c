@@ -89,8 +89,10 @@ struct {
 	__type(value, struct iii_scratch);
 } iii_scratch SEC(".maps");
 
-static __always_inline void count(__u32 counter)
+/* Only failures are counted in the kernel (user space counts what it receives). */
+static __always_inline void count_drop(void)
 {
+	__u32 counter = III_COUNTER_DROPPED;
 	__u64 *value = bpf_map_lookup_elem(&iii_counters, &counter);
 	if (value)
 		*value += 1;
@@ -130,13 +132,13 @@ static __always_inline void fill_header(struct iii_event_header *header, __u64 p
 
 static __always_inline struct file *fd_to_file(__s32 fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd < 0 || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	/* BTF pointers: plain (fault-safe) loads instead of one helper call per hop. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
+	if (fd < 0 || (__u32)fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
 	return file;
 }
 
@@ -270,9 +272,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
 	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag()))
-		count(III_COUNTER_DROPPED);
-	else
-		count(III_COUNTER_SUBMITTED);
+		count_drop();
 }
 
 /* Reads both ends of an IPv4/IPv6 socket; false for other families (unix sockets etc.). */
@@ -302,7 +302,7 @@ static __always_inline void emit_conn(__u64 pid_tgid, __s32 fd, __u8 kind, __u8 
 		return;
 	struct iii_conn_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count(III_COUNTER_DROPPED);
+		count_drop();
 		return;
 	}
 	__builtin_memset(event->local_addr, 0, sizeof(event->local_addr));
@@ -314,7 +314,6 @@ static __always_inline void emit_conn(__u64 pid_tgid, __s32 fd, __u8 kind, __u8 
 		return;
 	}
 	bpf_ringbuf_submit(event, wakeup_flag());
-	count(III_COUNTER_SUBMITTED);
 }
 
 static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx)
@@ -433,12 +432,11 @@ int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct iii_close_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count(III_COUNTER_DROPPED);
+		count_drop();
 		return 0;
 	}
 	fill_header(&event->header, pid_tgid, args.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
 	bpf_ringbuf_submit(event, wakeup_flag());
-	count(III_COUNTER_SUBMITTED);
 	return 0;
 }
 
@@ -460,14 +458,13 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
 	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count(III_COUNTER_DROPPED);
+		count_drop();
 		return 0;
 	}
 	fill_header(&event->header, pid_tgid, -1, III_EVENT_FORK, 0);
 	event->child_pid = child_tgid;
 	event->reserved = 0;
 	bpf_ringbuf_submit(event, wakeup_flag());
-	count(III_COUNTER_SUBMITTED);
 	return 0;
 }
 
@@ -483,11 +480,10 @@ int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	bpf_map_delete_elem(&iii_tgids, &tgid);
 	struct iii_exit_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count(III_COUNTER_DROPPED);
+		count_drop();
 		return 0;
 	}
 	fill_header(&event->header, pid_tgid, -1, III_EVENT_EXIT, 0);
 	bpf_ringbuf_submit(event, wakeup_flag());
-	count(III_COUNTER_SUBMITTED);
 	return 0;
 }

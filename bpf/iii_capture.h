@@ -56,9 +56,8 @@ enum iii_direction {
 
 /* Index into the per-CPU counters map iii_counters. */
 enum iii_counter {
-	III_COUNTER_SUBMITTED = 0, /* records written to the ring buffer */
-	III_COUNTER_DROPPED = 1,   /* records lost because the ring buffer was full */
-	III_COUNTER_COUNT = 2,
+	III_COUNTER_DROPPED = 0, /* records lost because the ring buffer was full */
+	III_COUNTER_COUNT = 1,
 };
 
 /*

@@ -245,13 +245,13 @@ impl Running {
         self.cgroups.insert(id, 1, 0).map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
     }
 
-    /// (submitted, dropped), summed over CPUs.
-    pub fn kernel_counters(&self) -> napi::Result<(u64, u64)> {
-        let sum = |index: u32| -> napi::Result<u64> {
-            let values = self.counters.get(&index, 0).map_err(|e| error("map", format!("reading counters: {e}")))?;
-            Ok(values.iter().sum())
-        };
-        Ok((sum(layout::COUNTER_SUBMITTED)?, sum(layout::COUNTER_DROPPED)?))
+    /// Records the kernel dropped because the ring was full, summed over CPUs.
+    pub fn kernel_dropped(&self) -> napi::Result<u64> {
+        let values = self
+            .counters
+            .get(&layout::COUNTER_DROPPED, 0)
+            .map_err(|e| error("map", format!("reading counters: {e}")))?;
+        Ok(values.iter().sum())
     }
 
     /// Detaches every program, lets the reader drain what is left, then stops it.

@@ -69,8 +69,7 @@ pub const EVENT_CLOSE: u8 = 4;
 pub const EVENT_FORK: u8 = 5;
 pub const EVENT_EXIT: u8 = 6;
 
-pub const COUNTER_SUBMITTED: u32 = 0;
-pub const COUNTER_DROPPED: u32 = 1;
+pub const COUNTER_DROPPED: u32 = 0;
 
 /// Whether `record` is a complete record of a known kind (sizes as the header defines them).
 pub fn is_valid_record(record: &[u8]) -> bool {

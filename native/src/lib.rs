@@ -47,8 +47,6 @@ pub struct CaptureOptions {
 
 #[napi(object)]
 pub struct Counters {
-    /// Records the programs wrote to the ring buffer.
-    pub submitted: f64,
     /// Records lost because the ring buffer was full.
     pub dropped: f64,
     /// Batches handed to JavaScript.
@@ -162,10 +160,9 @@ impl Capture {
     #[napi]
     pub fn counters(&mut self) -> napi::Result<Counters> {
         let running = self.running()?;
-        let (submitted, dropped) = running.kernel_counters()?;
+        let dropped = running.kernel_dropped()?;
         let stats = &running.stats;
         Ok(Counters {
-            submitted: submitted as f64,
             dropped: dropped as f64,
             batches: stats.batches.load(Ordering::Relaxed) as f64,
             records: stats.records.load(Ordering::Relaxed) as f64,

@@ -50,8 +50,6 @@ export interface Options {
 
 /** @since 0.1.0 */
 export interface Counters {
-  /** Records the kernel programs wrote to the ring buffer. */
-  readonly submitted: number
   /** Records the kernel could not write because the ring buffer was full. */
   readonly dropped: number
   /** Batches and records read from the ring and handed to JavaScript. */
@@ -172,7 +170,6 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
         // Closed: the last reading stands.
       }
       return {
-        submitted: last?.submitted ?? 0,
         dropped: last?.dropped ?? 0,
         batches: last?.batches ?? 0,
         records: last?.records ?? 0,

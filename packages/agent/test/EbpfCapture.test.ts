@@ -214,7 +214,6 @@ describe("EbpfCapture (real eBPF)", () => {
         )
 
         const counters = yield* capture.counters
-        expect(counters.submitted).toBeGreaterThan(0)
         expect(counters.records).toBeGreaterThan(0)
         expect(counters).toMatchObject({ dropped: 0, malformed: 0, queueDropped: 0 })
       }).pipe(Effect.scoped, Effect.runPromise)

@@ -25,7 +25,6 @@ export interface NativeCaptureOptions {
 }
 
 export interface NativeCounters {
-  submitted: number
   dropped: number
   batches: number
   records: number
