@@ -148,6 +148,9 @@ export const make = <Msg, E = never, R = never>(
         Deferred.fail(done, failed).pipe(Effect.zipRight(Scope.close(scope, Exit.void)))
       ),
       Effect.annotateLogs("actor", name),
+      // The fiber must stay interruptible (that is how `stop` works) even when made in an
+      // uninterruptible region, whose flags a forked fiber would otherwise inherit.
+      Effect.interruptible,
       Effect.forkIn(scope)
     )
 

@@ -210,6 +210,7 @@ export const make = <Msg>(options: Options = {}): Effect.Effect<Supervisor<Msg>,
               actors.set(key, actor)
               yield* actor.await.pipe(
                 Effect.catchAll((error) => forget(key, actor).pipe(Effect.zipRight(onGiveUp(key, error)))),
+                Effect.interruptible,
                 Effect.forkIn(actorScope)
               )
               return actor

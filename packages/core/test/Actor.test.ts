@@ -135,6 +135,22 @@ describe("Actor", () => {
     })
   )
 
+  it.scoped("can be stopped even when made in an uninterruptible region", () =>
+    Effect.gen(function* () {
+      const busy = yield* Deferred.make<void>()
+      const actor = yield* Effect.uninterruptible(
+        Actor.make(
+          Actor.receive((_: string) => Effect.zipRight(Deferred.succeed(busy, undefined), Effect.never)),
+          { name: "made-uninterruptibly", capacity: 1 }
+        )
+      )
+      yield* actor.send("block")
+      yield* Deferred.await(busy)
+      yield* actor.stop
+      expect(yield* actor.isAlive).toBe(false)
+    })
+  )
+
   it.scoped("can stop itself from its handler; later messages are not handled", () =>
     Effect.gen(function* () {
       const handled: Array<string> = []

@@ -1,6 +1,16 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Crd, ServiceComposition, Telemetry, TraceContext, WireProtocol } from "@iii/core"
-import { Either, Option } from "effect"
+import {
+  Actor,
+  Crd,
+  HashRing,
+  LatencySketch,
+  ServiceComposition,
+  Supervisor,
+  Telemetry,
+  TraceContext,
+  WireProtocol
+} from "@iii/core"
+import { Effect, Either, Option, Queue } from "effect"
 import { untestedExamples } from "./fixtures/ReadmeExamples.js"
 
 const readme = new URL("../README.md", import.meta.url)
@@ -73,6 +83,54 @@ describe("README", () => {
       fatal: true
     })
   })
+
+  it("Hash ring", () => {
+    const ring = HashRing.make(["obs-0", "obs-1", "obs-2"], { replication: 2 })
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+    const [primary, replica] = HashRing.owners(ring, traceId)
+    expect(primary).toBe(HashRing.owner(ring, traceId))
+    expect(replica).not.toBe(primary)
+    // A new node takes keys only for itself: every other key keeps its owner.
+    const grown = HashRing.add(ring, "obs-3")
+    expect([primary, "obs-3"]).toContain(HashRing.owner(grown, traceId))
+  })
+
+  it("Latency sketch", () => {
+    const sketch = LatencySketch.make()
+    for (let ms = 1; ms <= 1000; ms++) sketch.add(ms)
+    expect(Math.abs(sketch.quantile(0.99) / 990 - 1)).toBeLessThanOrEqual(0.01)
+    expect(sketch.add(-5)).toBe(false) // negative, NaN and infinite values are refused
+    sketch.merge(LatencySketch.fromValues([2000, 3000]))
+    expect(sketch.count).toBe(1002)
+    const data = sketch.toData() // Telemetry.SketchData: what the wire and the stores carry
+    const copy = Either.getOrThrow(LatencySketch.fromData(data))
+    expect(copy.quantile(1)).toBe(sketch.quantile(1))
+  })
+
+  it.scoped("Actors and supervision", () =>
+    Effect.gen(function* () {
+      const supervisor = yield* Supervisor.make<"reconcile">({
+        restart: Supervisor.restartPolicy({
+          base: "200 millis",
+          cap: "1 minute",
+          maxRestarts: 10,
+          window: "10 minutes"
+        }),
+        onGiveUp: (key, error) => Effect.logError(`reconciler ${key} given up`, error)
+      })
+      const reconciled = yield* Queue.unbounded<string>()
+      const reconcilerFor = (key: string) => Actor.receive((_: "reconcile") => Queue.offer(reconciled, key))
+      // Informer callbacks only enqueue. With a 1-slot mailbox, a full mailbox means a run is already pending.
+      const enqueue = (key: string) =>
+        supervisor
+          .spawn(key, reconcilerFor(key), { capacity: 1 })
+          .pipe(Effect.flatMap((actor) => actor.offer("reconcile")))
+      yield* enqueue("shop/cart")
+      expect(yield* Queue.take(reconciled)).toBe("shop/cart")
+      yield* supervisor.stop("shop/cart") // the composition was deleted: only its actor stops
+      yield* supervisor.stopAll // leadership lost: every actor stops; the supervisor can spawn again later
+    })
+  )
 
   it("shows only examples that this file runs", () => {
     expect(untestedExamples(readme, new URL(import.meta.url))).toEqual([])
