@@ -17,7 +17,9 @@ export const namespace = Options.text("namespace").pipe(
 )
 
 export const clientLayer = (kubeconfigFile: Option.Option<string>) =>
-  KubeClient.layer(Option.match(kubeconfigFile, { onNone: () => ({}), onSome: (kubeconfig) => ({ kubeconfig }) }))
+  KubeClient.layer(
+    Option.match(kubeconfigFile, { onNone: () => ({}), onSome: (kubeconfig) => ({ kubeconfig }) })
+  )
 
 /** Field manager of compositions applied with `iii apply`. */
 export const cliFieldManager = "iii-cli"
@@ -48,7 +50,12 @@ export const command = Command.make("apply", { file, kubeconfig, namespace }, (a
         {
           apiVersion,
           kind,
-          metadata: { name, namespace: ns, ...(labels ? { labels } : {}), ...(annotations ? { annotations } : {}) },
+          metadata: {
+            name,
+            namespace: ns,
+            ...(labels ? { labels } : {}),
+            ...(annotations ? { annotations } : {})
+          },
           spec
         },
         { fieldManager: cliFieldManager }

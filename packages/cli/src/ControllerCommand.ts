@@ -12,7 +12,11 @@ export const command = Command.make("controller", { kubeconfig, namespace }, (ar
       onNone: () => fromEnv,
       onSome: (ns) => ({ ...fromEnv, namespace: ns })
     })
-    yield* Effect.logInfo(`iii controller: watching ${settings.namespace ?? "all namespaces"} on ${client.server}`)
-    return yield* Layer.launch(Controller.layer(settings).pipe(Layer.provide(Layer.succeed(KubeClient.KubeClient, client))))
+    yield* Effect.logInfo(
+      `iii controller: watching ${settings.namespace ?? "all namespaces"} on ${client.server}`
+    )
+    return yield* Layer.launch(
+      Controller.layer(settings).pipe(Layer.provide(Layer.succeed(KubeClient.KubeClient, client)))
+    )
   }).pipe(Effect.provide(clientLayer(args.kubeconfig)))
 ).pipe(Command.withDescription("Run the iii controller (leader-elected) against the current cluster"))

@@ -18,7 +18,9 @@ const agent = Options.choice("agent", ["sidecar", "node"]).pipe(
 )
 const scaling = Options.choice("scaling", ["hpa", "controller"]).pipe(
   Options.withDefault("hpa" as const),
-  Options.withDescription("hpa: render HorizontalPodAutoscalers; controller: the controller's own scaling loop")
+  Options.withDescription(
+    "hpa: render HorizontalPodAutoscalers; controller: the controller's own scaling loop"
+  )
 )
 
 /** The YAML `iii render` prints for a file: every object of every valid composition, or the problems. */
@@ -34,12 +36,16 @@ export const renderYaml = (
   )
   const valid = results.flatMap((r) => (Either.isRight(r) ? [r.right] : []))
   for (const c of valid) {
-    for (const i of Render.semanticIssues(c)) problems.push(`${source}: ${c.metadata.name}: ${i.path}: ${i.message}`)
+    for (const i of Render.semanticIssues(c))
+      problems.push(`${source}: ${c.metadata.name}: ${i.path}: ${i.message}`)
   }
-  if (problems.length > 0 || valid.length === 0) return Either.left(problems.length > 0 ? problems : [`${source}: no documents`])
+  if (problems.length > 0 || valid.length === 0)
+    return Either.left(problems.length > 0 ? problems : [`${source}: no documents`])
   const objects = valid.flatMap((c) =>
     Render.render(
-      c.metadata.namespace === undefined && namespace !== undefined ? { ...c, metadata: { ...c.metadata, namespace } } : c,
+      c.metadata.namespace === undefined && namespace !== undefined
+        ? { ...c, metadata: { ...c.metadata, namespace } }
+        : c,
       settings
     )
   )

@@ -3,7 +3,10 @@ import { KubeClient, type Status } from "@iii/controller"
 import { Console, Effect, Option } from "effect"
 import { clientLayer, kubeconfig, namespace } from "./ApplyCommand.js"
 
-const name = Args.text({ name: "NAME" }).pipe(Args.optional, Args.withDescription("Composition (default: all)"))
+const name = Args.text({ name: "NAME" }).pipe(
+  Args.optional,
+  Args.withDescription("Composition (default: all)")
+)
 
 interface Composition {
   readonly metadata?: { readonly name?: string; readonly generation?: number }
@@ -12,7 +15,9 @@ interface Composition {
 
 const table = (rows: ReadonlyArray<ReadonlyArray<string>>) => {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? []
-  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("   ")).join("\n")
+  return rows
+    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join("   "))
+    .join("\n")
 }
 
 const conditionOf = (c: Composition, type: string) => c.status?.conditions?.find((x) => x.type === type)
@@ -37,16 +42,22 @@ export const detailTables = (c: Composition) => {
     c.status?.observedGeneration !== undefined && c.status.observedGeneration !== c.metadata?.generation
       ? `\n(status is for generation ${c.status.observedGeneration}; the spec is at ${c.metadata?.generation})`
       : ""
-  return [
-    table([
-      ["CONDITION", "STATUS", "REASON", "MESSAGE"],
-      ...(c.status?.conditions ?? []).map((x) => [x.type, x.status, x.reason, x.message])
-    ]),
-    table([
-      ["COMPONENT", "DESIRED", "READY"],
-      ...(c.status?.components ?? []).map((x) => [x.name, String(x.desiredReplicas), String(x.readyReplicas)])
-    ])
-  ].join("\n\n") + stale
+  return (
+    [
+      table([
+        ["CONDITION", "STATUS", "REASON", "MESSAGE"],
+        ...(c.status?.conditions ?? []).map((x) => [x.type, x.status, x.reason, x.message])
+      ]),
+      table([
+        ["COMPONENT", "DESIRED", "READY"],
+        ...(c.status?.components ?? []).map((x) => [
+          x.name,
+          String(x.desiredReplicas),
+          String(x.readyReplicas)
+        ])
+      ])
+    ].join("\n\n") + stale
+  )
 }
 
 export const command = Command.make("status", { name, kubeconfig, namespace }, (args) =>

@@ -249,7 +249,7 @@ export const start = (options: Options = {}): Effect.Effect<Envtest, EnvtestErro
             name: "envtest",
             cluster: url.startsWith("https:")
               ? { server: url, "certificate-authority-data": Buffer.from(ca).toString("base64") }
-              : { server: url }
+              : { server: url, "insecure-skip-tls-verify": true }
           }
         ],
         users: [{ name: user.name, user: { token: user.token } }],

@@ -25,4 +25,82 @@ describe("Render", () => {
     if (process.env.UPDATE_GOLDEN === "1") writeFileSync(golden, rendered)
     expect(rendered).toBe(readFileSync(golden, "utf8"))
   })
+
+  it("points children at their composition with a controller ownerReference", () => {
+    const c = seed()
+    const objects = Render.render({ ...c, metadata: { ...c.metadata, namespace: "shop", uid: "u-1" } })
+    for (const o of objects) {
+      expect(o.metadata?.ownerReferences).toEqual([
+        {
+          apiVersion: "iii.io/v1",
+          kind: "ServiceComposition",
+          name: "user-service",
+          uid: "u-1",
+          controller: true,
+          blockOwnerDeletion: true
+        }
+      ])
+    }
+  })
+
+  it("renders percentiles and error rates as Values, request rates per replica, cpu as a Resource", () => {
+    const c = decodeOne(`
+apiVersion: iii.io/v1
+kind: ServiceComposition
+metadata: { name: shop }
+spec:
+  components:
+    - { name: a, image: a:1, replicas: { min: 1, max: 5 }, scalingPolicy: { metric: error_rate, threshold: 2.5% } }
+    - { name: b, image: b:1, replicas: { min: 1, max: 5 }, scalingPolicy: { metric: request_rate, threshold: 150rps } }
+    - name: c
+      image: c:1
+      replicas: { min: 2, max: 5 }
+      scalingPolicy: { metric: cpu, threshold: 80% }
+      resources: { requests: { cpu: 250m } }
+    - { name: d, image: d:1, replicas: { min: 1, max: 5 }, scalingPolicy: { metric: p95_latency, threshold: 1.5s } }
+`)
+    const metrics = c.spec.components.map((component) =>
+      component.scalingPolicy === undefined
+        ? undefined
+        : Render.hpaMetric(c, component, component.scalingPolicy)
+    )
+    expect(metrics.map((m) => m?.external?.target ?? m?.resource?.target)).toEqual([
+      { type: "Value", value: "2500m" },
+      { type: "AverageValue", averageValue: "150" },
+      { type: "Utilization", averageUtilization: 80 },
+      { type: "Value", value: "1500" }
+    ])
+    expect(metrics.map((m) => m?.external?.metric.name)).toEqual([
+      "iii_error_rate",
+      "iii_request_rate",
+      undefined,
+      "iii_p95_latency_ms"
+    ])
+  })
+
+  it("injects nothing with the node agent and renders no HPA with the controller's own scaling loop", () => {
+    const objects = Render.render(seed(), {
+      ...Render.defaultRenderSettings,
+      agent: "node",
+      scaling: "controller"
+    })
+    expect(objects.map((o) => o.kind)).toEqual(["Deployment", "Service", "Deployment", "Service"])
+    const pod = (objects[0]?.spec as { template: { spec: { initContainers?: unknown } } }).template.spec
+    expect(pod.initContainers).toBeUndefined()
+  })
+
+  it("finds what the schema cannot: cpu scaling without a cpu request, child names over 63 characters", () => {
+    const c = decodeOne(`
+apiVersion: iii.io/v1
+kind: ServiceComposition
+metadata: { name: a-rather-long-composition-name-for-a-service }
+spec:
+  components:
+    - { name: with-an-equally-long-component-name, image: a:1, replicas: { min: 1, max: 3 }, scalingPolicy: { metric: cpu, threshold: 80% } }
+`)
+    expect(Render.semanticIssues(c).map((i) => i.path)).toEqual([
+      "spec.components[0].name",
+      "spec.components[0].resources.requests.cpu"
+    ])
+  })
 })

@@ -1,10 +1,12 @@
 /**
- * One reconciler actor per composition key. A key's mailbox holds at most one pending "reconcile"
- * (further requests while one is pending coalesce: reconciles are level-based, so one run covers them).
+ * One reconciler actor per composition key (core's Actor, under core's Supervisor). A key's mailbox
+ * holds at most one pending "reconcile" (further requests while one is pending coalesce: reconciles
+ * are level-based, so one run covers them).
  * Failures are retried with per-key exponential backoff and a global token bucket; a key that is gone
  * stops its actor. Reconciles of all keys share a concurrency bound.
  */
-import { Duration, Effect, FiberSet, Queue, type Scope } from "effect"
+import { Actor, Supervisor } from "@iii/core"
+import { Duration, Effect, Either, FiberSet, type Scope } from "effect"
 import type { KubeApiError } from "../Errors.js"
 import type { Outcome } from "./Reconcile.js"
 
@@ -14,6 +16,9 @@ export interface Options {
   readonly concurrency: number
   readonly reconcile: (key: string) => Effect.Effect<Outcome, KubeApiError>
 }
+
+/** The one message a reconciler actor handles: "reconcile your key now". */
+type Reconcile = "reconcile"
 
 export interface Actors {
   readonly enqueue: (key: string) => void
@@ -45,9 +50,11 @@ export const make = (options: Options): Effect.Effect<Actors, never, Scope.Scope
     const fibers = yield* FiberSet.make()
     const runFork = yield* FiberSet.runtime(fibers)<never>()
     const permits = yield* Effect.makeSemaphore(options.concurrency)
-    const mailboxes = new Map<string, Queue.Queue<void>>()
     const failures = new Map<string, number>()
     const bucket = tokenBucket(options.retryRateLimit.perSecond, options.retryRateLimit.burst, Date.now)
+    const supervisor = yield* Supervisor.make<Reconcile>({
+      onGiveUp: (key, error) => Effect.logError(`reconciler ${key} given up: ${error.message}`)
+    })
 
     const retryLater = (key: string) => {
       const n = (failures.get(key) ?? 0) + 1
@@ -56,32 +63,37 @@ export const make = (options: Options): Effect.Effect<Actors, never, Scope.Scope
       runFork(Effect.sleep(delay).pipe(Effect.zipRight(Effect.sync(() => enqueue(key)))))
     }
 
-    const actor = (key: string, mailbox: Queue.Queue<void>) =>
-      Effect.gen(function* () {
-        while (true) {
-          yield* Queue.take(mailbox)
-          const result = yield* permits.withPermits(1)(Effect.either(options.reconcile(key)))
-          if (result._tag === "Left") {
-            yield* Effect.logWarning(`reconcile ${key} failed: ${result.left.message}`)
-            retryLater(key)
-          } else if (result.right === "gone") {
-            failures.delete(key)
-            mailboxes.delete(key)
-            return
-          } else failures.delete(key)
-        }
-      })
+    // A failed reconcile (API error) is retried with backoff by this handler; a defect fails the
+    // incarnation, and the supervisor restarts the actor (redelivering the message).
+    const behavior = (key: string) =>
+      Actor.receive<Reconcile>(() =>
+        permits
+          .withPermits(1)(Effect.either(options.reconcile(key)))
+          .pipe(
+            Effect.flatMap((result) => {
+              if (Either.isLeft(result)) {
+                retryLater(key)
+                return Effect.logWarning(`reconcile ${key} failed: ${result.left.message}`)
+              }
+              failures.delete(key)
+              // Gone: stop this actor (from another fiber: an actor cannot wait for its own stop).
+              if (result.right === "gone") runFork(supervisor.stop(key))
+              return Effect.void
+            })
+          )
+      )
 
-    const enqueue = (key: string) => {
-      let mailbox = mailboxes.get(key)
-      if (mailbox === undefined) {
-        mailbox = Effect.runSync(Queue.dropping<void>(1))
-        mailboxes.set(key, mailbox)
-        runFork(actor(key, mailbox))
-      }
-      mailbox.unsafeOffer(undefined)
-    }
+    const deliver = (key: string) =>
+      Effect.flatMap(supervisor.spawn(key, behavior(key), { capacity: 1 }), (actor) =>
+        actor.offer("reconcile")
+      ).pipe(
+        // Spawned while the previous actor for the key was stopping: spawn again.
+        Effect.retry({ times: 3, while: (e) => e._tag === "ActorStopped" }),
+        Effect.catchAll((e) => Effect.logDebug(`enqueue ${key}: ${e._tag}`))
+      )
 
-    yield* Effect.addFinalizer(() => Effect.sync(() => mailboxes.clear()))
-    return { enqueue, keys: Effect.sync(() => [...mailboxes.keys()]) }
+    // Capacity 1 and `offer`: a reconcile already pending absorbs further requests for the key.
+    const enqueue = (key: string) => void runFork(deliver(key))
+
+    return { enqueue, keys: supervisor.keys }
   })

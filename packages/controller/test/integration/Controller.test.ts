@@ -288,6 +288,7 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       { watchGone: true },
       1
     )
+    main.proxy.dropWatches()
     await applyComposition("conflict-a", twoComponents())
     await waitForCondition("conflict-a", "Progressing", "True")
     expect(await childNames("Deployment", "conflict-a")).toEqual(["conflict-a-api", "conflict-a-worker"])
