@@ -85,8 +85,11 @@ spec:
       scaling: "controller"
     })
     expect(objects.map((o) => o.kind)).toEqual(["Deployment", "Service", "Deployment", "Service"])
-    const pod = (objects[0]?.spec as { template: { spec: { initContainers?: unknown } } }).template.spec
-    expect(pod.initContainers).toBeUndefined()
+    const spec = objects[0]?.spec as
+      | { template?: { spec?: { containers?: unknown; initContainers?: unknown } } }
+      | undefined
+    expect(spec?.template?.spec?.containers).toBeDefined()
+    expect(spec?.template?.spec?.initContainers).toBeUndefined()
   })
 
   it("finds what the schema cannot: cpu scaling without a cpu request, child names over 63 characters", () => {
