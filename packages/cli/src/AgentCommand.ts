@@ -29,7 +29,8 @@ const tokenFile = Options.file("token-file").pipe(
   Options.optional,
   Options.withDescription("file holding the obs ingest token")
 )
-const pids = Options.integer("pid").pipe(Options.repeated, Options.withDescription("process to trace (eBPF)"))
+// Text, not Options.integer: @effect/cli 0.77 rejects every value of a repeated integer option.
+const pids = Options.text("pid").pipe(Options.repeated, Options.withDescription("process to trace (eBPF)"))
 const cgroups = Options.text("cgroup").pipe(
   Options.repeated,
   Options.withDescription("cgroup v2 directory whose processes are traced (eBPF)")
@@ -122,6 +123,13 @@ export const command = Command.make(
           message: "proxy mode needs both --proxy-listen and --proxy-upstream"
         })
       }
+      const pidNumbers: Array<number> = []
+      for (const pid of config.pids) {
+        if (!/^[1-9]\d{0,9}$/.test(pid)) {
+          return yield* new Errors.AgentConfigError({ message: `--pid: not a process id: "${pid}"` })
+        }
+        pidNumbers.push(Number(pid))
+      }
       const hasCommand = config.commandLine.length > 0
       if (!hasCommand && config.pids.length === 0 && config.cgroups.length === 0 && listen === undefined) {
         return yield* new Errors.AgentConfigError({
@@ -148,7 +156,7 @@ export const command = Command.make(
       const agentLayer = Agent.layer({
         identity,
         mode: config.mode,
-        pids: config.pids,
+        pids: pidNumbers,
         cgroups: config.cgroups,
         proxy: listen === undefined || upstream === undefined ? undefined : { listen, upstream, egress },
         logLevel: config.logLevel

@@ -1,0 +1,100 @@
+import { NodeContext } from "@effect/platform-node"
+import { Effect, Exit } from "effect"
+import { afterEach, describe, expect, it } from "vitest"
+import { run } from "../src/Cli.js"
+
+/** Runs `iii agent …` in-process; returns the exit and the process exit code it set. */
+const agent = async (...args: Array<string>) => {
+  process.exitCode = undefined
+  const exit = await Effect.runPromise(
+    run(["node", "iii", "agent", ...args]).pipe(Effect.provide(NodeContext.layer), Effect.exit)
+  )
+  const code = process.exitCode
+  process.exitCode = undefined
+  return { exit, code }
+}
+
+const failure = (exit: Exit.Exit<unknown, unknown>) =>
+  Exit.isFailure(exit) ? JSON.stringify(exit.cause) : "succeeded"
+
+describe("iii agent", () => {
+  afterEach(() => {
+    process.exitCode = undefined
+  })
+
+  it("runs a command under the agent (proxy mode) and exits with its exit status", async () => {
+    const { exit, code } = await agent(
+      "--obs",
+      "ws://127.0.0.1:9",
+      "--service",
+      "cli-test",
+      "--mode",
+      "proxy",
+      "--proxy-listen",
+      "127.0.0.1:0",
+      "--proxy-upstream",
+      "127.0.0.1:9",
+      "--",
+      "sh",
+      "-c",
+      "exit 3"
+    )
+    expect(Exit.isSuccess(exit)).toBe(true)
+    expect(code).toBe(3)
+  })
+
+  it("reports a command killed by a signal as 128 + signal number", async () => {
+    const { code } = await agent(
+      "--obs",
+      "ws://127.0.0.1:9",
+      "--service",
+      "cli-test",
+      "--mode",
+      "proxy",
+      "--proxy-listen",
+      "127.0.0.1:0",
+      "--proxy-upstream",
+      "127.0.0.1:9",
+      "--",
+      "sh",
+      "-c",
+      "kill -TERM $$"
+    )
+    expect(code).toBe(143)
+  })
+
+  it("refuses to start with nothing to trace, saying what to give", async () => {
+    const { exit } = await agent("--obs", "ws://127.0.0.1:9", "--service", "cli-test")
+    expect(failure(exit)).toContain("nothing to trace")
+  })
+
+  it("refuses proxy mode without its addresses, and malformed ones", async () => {
+    const forced = await agent("--obs", "ws://127.0.0.1:9", "--service", "s", "--mode", "proxy", "--pid", "1")
+    expect(failure(forced.exit)).toContain(
+      "proxy mode needs --proxy-listen HOST:PORT and --proxy-upstream HOST:PORT"
+    )
+    const half = await agent("--obs", "ws://127.0.0.1:9", "--service", "s", "--proxy-listen", "127.0.0.1:1")
+    expect(failure(half.exit)).toContain("needs both --proxy-listen and --proxy-upstream")
+    const bad = await agent(
+      "--obs",
+      "ws://127.0.0.1:9",
+      "--service",
+      "s",
+      "--proxy-listen",
+      "localhost",
+      "--proxy-upstream",
+      "127.0.0.1:1"
+    )
+    expect(failure(bad.exit)).toContain('--proxy-listen: expected HOST:PORT, got \\"localhost\\"')
+  })
+
+  it("refuses a malformed pid", async () => {
+    const { exit } = await agent("--obs", "ws://127.0.0.1:9", "--service", "s", "--pid", "12x")
+    expect(failure(exit)).toContain('--pid: not a process id: \\"12x\\"')
+  })
+
+  it("refuses an obs URL that is not ws:// or http://", async () => {
+    const { exit } = await agent("--obs", "ftp://obs", "--service", "s", "--pid", "1")
+    expect(failure(exit)).toContain("not a ws:// or http:// URL")
+  })
+})
