@@ -186,11 +186,19 @@ export const make = <Msg>(options: Options = {}): Effect.Effect<Supervisor<Msg>,
         })
       )
 
-    const stopAllLocked = Effect.suspend(() => {
-      const all = [...actors.values()]
-      actors.clear()
-      return Effect.forEach(all, (actor) => actor.stop, { concurrency: "unbounded", discard: true })
-    })
+    // Actors leave the map under the lock but are stopped outside it, so a slow finalizer does not hold
+    // up spawns of other keys. Uninterruptible (as closing a scope is anyway): an actor taken out of
+    // the map must be stopped.
+    const stopTaken = (take: () => ReadonlyArray<Actor.Actor<Msg>>) =>
+      Effect.uninterruptible(
+        lock
+          .withPermits(1)(Effect.sync(take))
+          .pipe(
+            Effect.flatMap((taken) =>
+              Effect.forEach(taken, (actor) => actor.stop, { concurrency: "unbounded", discard: true })
+            )
+          )
+      )
 
     const supervisor: Supervisor<Msg> = {
       spawn: (key, behavior, spawnOptions) =>
@@ -219,14 +227,16 @@ export const make = <Msg>(options: Options = {}): Effect.Effect<Supervisor<Msg>,
         ),
       get: (key) => lock.withPermits(1)(live(key)),
       stop: (key) =>
-        lock.withPermits(1)(
-          Effect.suspend(() => {
-            const actor = actors.get(key)
-            actors.delete(key)
-            return actor === undefined ? Effect.void : actor.stop
-          })
-        ),
-      stopAll: lock.withPermits(1)(stopAllLocked),
+        stopTaken(() => {
+          const actor = actors.get(key)
+          actors.delete(key)
+          return actor === undefined ? [] : [actor]
+        }),
+      stopAll: stopTaken(() => {
+        const all = [...actors.values()]
+        actors.clear()
+        return all
+      }),
       keys: lock.withPermits(1)(
         Effect.suspend(() => Effect.filter([...actors.keys()], (key) => Effect.map(live(key), Option.isSome)))
       )

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Option, Scope, TestClock } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Scope, TestClock } from "effect"
 import * as Actor from "../src/Actor.js"
 import { ActorFailed, ActorStopped, SupervisorClosed } from "../src/Errors.js"
 import * as Supervisor from "../src/Supervisor.js"
@@ -229,6 +229,35 @@ describe("Supervisor", () => {
       expect(log).toContain("b: two")
       expect(yield* supervisor.keys).toEqual(["default/b"])
       yield* supervisor.stop("default/missing") // no-op
+    })
+  )
+
+  it.scoped("a slow stop does not hold up spawning other actors", () =>
+    Effect.gen(function* () {
+      const releasing = yield* Deferred.make<void>()
+      const finishRelease = yield* Deferred.make<void>()
+      const supervisor = yield* Supervisor.make<string>()
+      const slow = Effect.as(
+        Effect.acquireRelease(Effect.void, () =>
+          Deferred.succeed(releasing, undefined).pipe(Effect.zipRight(Deferred.await(finishRelease)))
+        ),
+        (_: string) => Effect.void
+      )
+      const a = yield* supervisor.spawn("slow", slow, { capacity: 1 })
+      yield* a.send("start")
+      yield* TestClock.adjust("1 millis")
+      const stopping = yield* Effect.fork(supervisor.stop("slow"))
+      yield* Deferred.await(releasing)
+      const b = yield* supervisor.spawn(
+        "other",
+        Actor.receive((_: string) => Effect.void),
+        { capacity: 1 }
+      )
+      expect(yield* b.isAlive).toBe(true)
+      expect(yield* supervisor.keys).toEqual(["other"])
+      yield* Deferred.succeed(finishRelease, undefined)
+      yield* Fiber.join(stopping)
+      expect(yield* a.isAlive).toBe(false)
     })
   )
 
