@@ -322,7 +322,7 @@ impl Reader {
                     continue;
                 }
                 if batch.is_empty() {
-                    batch.reserve(self.max_batch_bytes.min(1 << 20));
+                    batch.reserve(64 * 1024);
                     batch.resize(BATCH_HEADER, 0);
                 }
                 batch.extend_from_slice(&(record.len() as u32).to_le_bytes());
@@ -340,6 +340,10 @@ impl Reader {
     }
 
     fn finish(&self, mut batch: Vec<u8>, count: u32) {
+        // JavaScript owns the allocation until the Buffer is collected: don't hand it slack.
+        if batch.capacity() - batch.len() > 64 * 1024 {
+            batch.shrink_to_fit();
+        }
         let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
         batch[0..8].copy_from_slice(&offset.to_le_bytes());
         batch[8..12].copy_from_slice(&count.to_le_bytes());

@@ -1,0 +1,346 @@
+/**
+ * What the eBPF capture alone costs a Node HTTP server: capture off vs on (programs attached, the
+ * server's pid traced, every batch decoded), interleaved rounds, medians.
+ *
+ *   npm run bench:ebpf-capture            (root; needs the addon: npm run build:native)
+ *   ROUNDS=5 SECONDS=5 RATE=2000 npm run bench:ebpf-capture
+ *   TRACE=0 npm run bench:ebpf-capture    (programs attached, server not traced: the host-wide cost)
+ *
+ * The server runs pinned to CPU 0; wrk and this process (the capture's reader thread and decoder)
+ * to CPU 1, so throughput shows what the traced server itself loses. Saturation: wrk, 1 thread,
+ * 50 keep-alive connections. Fixed rate: an open-loop generator in this process at RATE req/s
+ * (default 2,000), p50/p99 from its own timings. Prints figures; asserts nothing.
+ *
+ * First, per-syscall cost: bench/fixtures/syscall-loop.c (gcc) times write+read pairs on a socket
+ * and on a pipe with the programs detached, attached but the process untraced, and traced; with
+ * kernel.bpf_stats_enabled on, the kernel's own run time per program invocation is printed too.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { mkdtempSync } from "node:fs"
+import http from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+import * as EbpfCapture from "@iii/agent/EbpfCapture"
+import { Effect, Stream } from "effect"
+
+const rounds = Number(process.env.ROUNDS ?? 5)
+const seconds = Number(process.env.SECONDS ?? 5)
+const rate = Number(process.env.RATE ?? 2000)
+/** TRACE=0: attach the programs but trace nothing (the cost every process on the host pays). */
+const traceServer = process.env.TRACE !== "0"
+
+const serverSource = `
+const http = require("node:http")
+const body = Buffer.from(JSON.stringify({ ok: true, message: "hello from the benchmark server" }))
+const server = http.createServer((req, res) => {
+  res.writeHead(200, { "content-type": "application/json", "content-length": body.length })
+  res.end(body)
+})
+server.keepAliveTimeout = 60000
+server.listen(0, "127.0.0.1", () => console.log("listening " + server.address().port))
+`
+
+const median = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1
+    ? (sorted[middle] ?? 0)
+    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2
+}
+
+const startServer = async (): Promise<{ child: ChildProcess; port: number }> => {
+  const child = spawn("taskset", ["-c", "0", process.execPath, "-e", serverSource], {
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  const port = await new Promise<number>((resolve) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      const match = /^listening (\d+)$/.exec(line)
+      if (match) resolve(Number(match[1]))
+    })
+  })
+  return { child, port }
+}
+
+interface WrkResult {
+  rps: number
+  p50: number
+  p99: number
+  requests: number
+}
+
+const toMs = (value: string): number => {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(value)
+  if (!match) return Number.NaN
+  const n = Number(match[1])
+  return match[2] === "us" ? n / 1000 : match[2] === "s" ? n * 1000 : n
+}
+
+const wrk = (port: number, duration: number): WrkResult => {
+  const out = execFileSync(
+    "taskset",
+    ["-c", "1", "wrk", "-t1", "-c50", `-d${duration}s`, "--latency", `http://127.0.0.1:${port}/`],
+    { encoding: "utf8" }
+  )
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
+    p50: toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? ""),
+    p99: toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? ""),
+    requests: Number(/(\d+) requests in/.exec(out)?.[1])
+  }
+}
+
+/** Open loop: a request every 1/rate s over keep-alive connections, latency from send to end. */
+const fixedRate = (port: number, duration: number): Promise<{ p50: number; p99: number; sent: number }> =>
+  new Promise((resolve) => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
+    const latencies: Array<number> = []
+    let sent = 0
+    let done = 0
+    const total = Math.round(rate * duration)
+    const started = performance.now()
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate))
+      while (sent < due) {
+        sent++
+        const t0 = performance.now()
+        http
+          .get({ host: "127.0.0.1", port, path: "/", agent }, (res) => {
+            res.resume()
+            res.on("end", () => {
+              latencies.push(performance.now() - t0)
+              if (++done === total) finish()
+            })
+          })
+          .on("error", () => {
+            if (++done === total) finish()
+          })
+      }
+      if (sent < total) setTimeout(tick, 1)
+    }
+    const finish = () => {
+      agent.destroy()
+      const sorted = latencies.sort((a, b) => a - b)
+      const at = (q: number) =>
+        sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN
+      resolve({ p50: at(0.5), p99: at(0.99), sent })
+    }
+    tick()
+  })
+
+interface Captured {
+  events: number
+  dropped: number
+  queueDropped: number
+  cpuMs: number
+  rssMb: number
+  startMs: number
+}
+
+/** Runs `load` with the capture attached to `pid`, every batch decoded and counted. */
+const withCapture = <A>(pid: number, load: () => Promise<A>): Promise<{ result: A; captured: Captured }> =>
+  Effect.gen(function* () {
+    const t0 = performance.now()
+    const capture = yield* EbpfCapture.start({ pids: traceServer ? [pid] : [] })
+    const startMs = performance.now() - t0
+    let events = 0
+    const consumer = yield* Effect.fork(
+      Stream.runForEach(capture.batches, (batch) =>
+        Effect.sync(() => {
+          events += batch.length
+        })
+      )
+    )
+    const cpu0 = process.cpuUsage()
+    const result = yield* Effect.promise(load)
+    yield* Effect.sleep("100 millis")
+    const cpu = process.cpuUsage(cpu0)
+    const counters = yield* capture.counters
+    yield* Effect.yieldNow()
+    void consumer
+    return {
+      result,
+      captured: {
+        events,
+        dropped: counters.dropped,
+        queueDropped: counters.queueDropped,
+        cpuMs: (cpu.user + cpu.system) / 1000,
+        rssMb: process.memoryUsage().rss / 1024 / 1024,
+        startMs
+      }
+    }
+  }).pipe(Effect.scoped, Effect.runPromise)
+
+/** Runs the C syscall loop once; `mode` says whether the capture is attached and traces it. */
+const syscallLoop = (binary: string, mode: "off" | "untraced" | "traced") =>
+  Effect.gen(function* () {
+    const child = spawn("taskset", ["-c", "0", binary, "200000"], { stdio: ["pipe", "pipe", "inherit"] })
+    if (mode !== "off") yield* EbpfCapture.start({ pids: mode === "traced" ? [child.pid ?? 0] : [] })
+    const output = yield* Effect.promise(
+      () =>
+        new Promise<string>((resolve) => {
+          let text = ""
+          child.stdout?.on("data", (chunk: Buffer) => {
+            text += chunk.toString()
+          })
+          child.on("exit", () => resolve(text))
+          child.stdin?.write("go\n")
+        })
+    )
+    const [, socket = "NaN", pipe = "NaN"] = /socket ([\d.]+) pipe ([\d.]+)/.exec(output) ?? []
+    return { socket: Number(socket), pipe: Number(pipe) }
+  }).pipe(Effect.scoped, Effect.runPromise)
+
+/** bpftool's view of the iii programs: average ns per run (needs kernel.bpf_stats_enabled). */
+const programStats = (): Map<string, { runs: number; ns: number }> => {
+  const stats = new Map<string, { runs: number; ns: number }>()
+  try {
+    const programs = JSON.parse(
+      execFileSync("bpftool", ["-j", "prog", "show"], { encoding: "utf8" })
+    ) as Array<{
+      name?: string
+      run_cnt?: number
+      run_time_ns?: number
+    }>
+    for (const p of programs) {
+      if (p.name?.startsWith("iii_") && p.run_cnt !== undefined && p.run_time_ns !== undefined) {
+        const previous = stats.get(p.name) ?? { runs: 0, ns: 0 }
+        stats.set(p.name, { runs: previous.runs + p.run_cnt, ns: previous.ns + p.run_time_ns })
+      }
+    }
+  } catch {
+    // No bpftool: the figures from the loop itself still stand.
+  }
+  return stats
+}
+
+const syscallCost = async () => {
+  const binary = join(mkdtempSync(join(tmpdir(), "iii-bench-")), "syscall-loop")
+  try {
+    execFileSync("gcc", ["-O2", "-o", binary, new URL("./fixtures/syscall-loop.c", import.meta.url).pathname])
+  } catch {
+    console.log("syscall cost: skipped (gcc not available)")
+    return
+  }
+  const results = {
+    off: [] as Array<{ socket: number; pipe: number }>,
+    untraced: [] as Array<{ socket: number; pipe: number }>,
+    traced: [] as Array<{ socket: number; pipe: number }>
+  }
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of ["off", "untraced", "traced"] as const)
+      results[mode].push(await syscallLoop(binary, mode))
+  }
+  console.log("syscall cost (ns per write+read pair, 64 B, median of rounds, each the best of 5 x 200k):")
+  for (const mode of ["off", "untraced", "traced"] as const) {
+    console.log(
+      `  ${mode.padEnd(8)} socket ${median(results[mode].map((r) => r.socket)).toFixed(0)} ns, pipe ${median(results[mode].map((r) => r.pipe)).toFixed(0)} ns`
+    )
+  }
+  let statsWas = "0"
+  try {
+    statsWas = execFileSync("sysctl", ["-n", "kernel.bpf_stats_enabled"], { encoding: "utf8" }).trim()
+    execFileSync("sysctl", ["-qw", "kernel.bpf_stats_enabled=1"])
+  } catch {
+    return
+  }
+  try {
+    const before = programStats()
+    await Effect.gen(function* () {
+      const child = spawn("taskset", ["-c", "0", binary, "200000"], { stdio: ["pipe", "ignore", "inherit"] })
+      yield* EbpfCapture.start({ pids: [child.pid ?? 0] })
+      const after = yield* Effect.promise(
+        () =>
+          new Promise<Map<string, { runs: number; ns: number }>>((resolve) => {
+            child.on("exit", () => resolve(programStats()))
+            child.stdin?.write("go\n")
+          })
+      )
+      console.log(
+        "kernel time per program run while tracing the loop (bpf_stats; includes other processes' hits):"
+      )
+      for (const name of ["iii_enter_write", "iii_exit_write", "iii_enter_read", "iii_exit_read"]) {
+        const a = after.get(name)
+        const b = before.get(name) ?? { runs: 0, ns: 0 }
+        if (a !== undefined && a.runs > b.runs)
+          console.log(`  ${name.padEnd(16)} ${((a.ns - b.ns) / (a.runs - b.runs)).toFixed(0)} ns`)
+      }
+    }).pipe(Effect.scoped, Effect.runPromise)
+  } finally {
+    execFileSync("sysctl", ["-qw", `kernel.bpf_stats_enabled=${statsWas}`])
+  }
+}
+
+const main = async () => {
+  const availability = Effect.runSync(EbpfCapture.isAvailable)
+  if (!availability.available) {
+    console.log(`ebpf-capture bench: eBPF capture unavailable: ${availability.reasons.join("; ")}`)
+    return
+  }
+  execFileSync("taskset", ["-p", "-c", "1", String(process.pid)], { stdio: "ignore" })
+  await syscallCost()
+  const { child, port } = await startServer()
+  try {
+    wrk(port, 2) // warm-up
+    const saturation = { off: [] as Array<WrkResult>, ebpf: [] as Array<WrkResult> }
+    const captures: Array<Captured> = []
+    const fixed = {
+      off: [] as Array<number>,
+      ebpf: [] as Array<number>,
+      offP50: [] as Array<number>,
+      ebpfP50: [] as Array<number>
+    }
+    const fixedDrops: Array<number> = []
+    for (let round = 1; round <= rounds; round++) {
+      saturation.off.push(wrk(port, seconds))
+      const on = await withCapture(child.pid ?? 0, async () => wrk(port, seconds))
+      saturation.ebpf.push(on.result)
+      captures.push(on.captured)
+      const offFixed = await fixedRate(port, seconds)
+      fixed.off.push(offFixed.p99)
+      fixed.offP50.push(offFixed.p50)
+      const onFixed = await withCapture(child.pid ?? 0, () => fixedRate(port, seconds))
+      fixed.ebpf.push(onFixed.result.p99)
+      fixed.ebpfP50.push(onFixed.result.p50)
+      fixedDrops.push(onFixed.captured.dropped + onFixed.captured.queueDropped)
+      const last = saturation.ebpf.at(-1)
+      console.log(
+        `round ${round}: off ${saturation.off.at(-1)?.rps.toFixed(0)} req/s, ebpf ${last?.rps.toFixed(0)} req/s; ` +
+          `${rate} req/s p99 off ${offFixed.p99.toFixed(2)} ms, ebpf ${onFixed.result.p99.toFixed(2)} ms`
+      )
+    }
+    const offRps = median(saturation.off.map((r) => r.rps))
+    const ebpfRps = median(saturation.ebpf.map((r) => r.rps))
+    const requests = median(saturation.ebpf.map((r) => r.requests))
+    const cpuMs = median(captures.map((c) => c.cpuMs))
+    console.log(
+      `\nebpf-capture bench (${rounds} rounds x ${seconds}s, medians; server on CPU 0, wrk + capture on CPU 1)`
+    )
+    console.log(
+      `saturation  off:  ${offRps.toFixed(0)} req/s  p50 ${median(saturation.off.map((r) => r.p50)).toFixed(2)} ms  p99 ${median(saturation.off.map((r) => r.p99)).toFixed(2)} ms`
+    )
+    console.log(
+      `saturation  ebpf: ${ebpfRps.toFixed(0)} req/s  p50 ${median(saturation.ebpf.map((r) => r.p50)).toFixed(2)} ms  p99 ${median(saturation.ebpf.map((r) => r.p99)).toFixed(2)} ms`
+    )
+    console.log(`throughput loss with eBPF capture: ${(((offRps - ebpfRps) / offRps) * 100).toFixed(2)}%`)
+    console.log(
+      `${rate} req/s p50 off ${median(fixed.offP50).toFixed(2)} ms, ebpf ${median(fixed.ebpfP50).toFixed(2)} ms`
+    )
+    const offP99 = median(fixed.off)
+    const ebpfP99 = median(fixed.ebpf)
+    console.log(
+      `${rate} req/s p99 off ${offP99.toFixed(2)} ms, ebpf ${ebpfP99.toFixed(2)} ms (overhead ${(((ebpfP99 - offP99) / offP99) * 100).toFixed(2)}%)`
+    )
+    console.log(`events dropped at ${rate} req/s (max over rounds): ${Math.max(...fixedDrops)}`)
+    console.log(
+      `events per request: ${(median(captures.map((c) => c.events)) / requests).toFixed(2)}; dropped at saturation (max): ${Math.max(...captures.map((c) => c.dropped + c.queueDropped))}`
+    )
+    console.log(
+      `capture CPU (reader thread + decoding): ${((cpuMs / 1000 / requests) * 1000).toFixed(4)} CPU-s per 1,000 requests; RSS ${Math.max(...captures.map((c) => c.rssMb)).toFixed(0)} MB; start (load + attach) ${median(captures.map((c) => c.startMs)).toFixed(0)} ms`
+    )
+  } finally {
+    child.kill("SIGKILL")
+  }
+}
+
+await main()
