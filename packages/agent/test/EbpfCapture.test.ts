@@ -5,6 +5,7 @@
  * are skipped with the reason printed.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { accessSync, constants, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs"
 import http from "node:http"
 import net from "node:net"
 import { createInterface } from "node:readline"
@@ -19,6 +20,21 @@ const canRun = availability.available
 if (!canRun) console.warn(`EbpfCapture tests skipped: ${availability.reasons.join("; ")}`)
 const hasPython = spawnSync("python3", ["--version"]).status === 0
 if (canRun && !hasPython) console.warn("EbpfCapture iovec/drop tests skipped: python3 is not installed")
+
+/** A writable cgroup v2 hierarchy (pure v2 at /sys/fs/cgroup, or the hybrid layout's "unified"). */
+const cgroup2Root = (() => {
+  try {
+    const mounts = readFileSync("/proc/mounts", "utf8").split("\n")
+    const mount = mounts.map((line) => line.split(" ")).find((fields) => fields[2] === "cgroup2")?.[1]
+    if (mount === undefined) return undefined
+    accessSync(mount, constants.W_OK)
+    return mount
+  } catch {
+    return undefined
+  }
+})()
+if (canRun && cgroup2Root === undefined)
+  console.warn("EbpfCapture cgroup test skipped: no writable cgroup v2 mount")
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString("latin1")
@@ -354,6 +370,44 @@ describe("EbpfCapture (real eBPF)", () => {
         expect(error._tag).toBe("EbpfCaptureError")
         expect(error.message).toMatch(/cgroup targets are disabled/)
       }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun || cgroup2Root === undefined)("traces every process of a cgroup", () =>
+    Effect.gen(function* () {
+      const root = cgroup2Root ?? ""
+      const group = yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const path = `${root}/iii-test-${process.pid}-${Date.now()}`
+          mkdirSync(path)
+          return path
+        }),
+        (path) => Effect.sync(() => rmdirSync(path))
+      )
+      // Spawned after the cgroup (released last: a cgroup can only be removed once empty).
+      const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs"), "127.0.0.1"])
+      const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+      writeFileSync(`${group}/cgroup.procs`, String(server.pid))
+      yield* Effect.addFinalizer(() =>
+        Effect.async<void>((resume) => {
+          if (server.process.exitCode !== null || server.process.signalCode !== null)
+            return resume(Effect.void)
+          server.process.once("exit", () => resume(Effect.void))
+          server.process.kill("SIGKILL")
+        })
+      )
+      const capture = yield* EbpfCapture.start({ cgroups: [group] })
+      const { until } = yield* collect(capture)
+      const response = yield* request(`http://127.0.0.1:${port}/by-cgroup`)
+      const accept = yield* until("the accept", (events) =>
+        events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+      )
+      expect(accept).toMatchObject({ localPort: port })
+      yield* until("the stdout line", (events) =>
+        events.find(
+          (e) => isData(e) && e.pid === server.pid && text(e.payload).includes("served GET /by-cgroup")
+        )
+      )
+    }).pipe(Effect.scoped, Effect.runPromise)
   )
 
   it.skipIf(!canRun)("turns bad options into tagged errors", () =>
