@@ -1,5 +1,17 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Fiber, Option, Scope, TestClock } from "effect"
+import {
+  Cause,
+  Clock,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Option,
+  Random,
+  Scope,
+  TestClock
+} from "effect"
 import * as Actor from "../src/Actor.js"
 import { ActorFailed, ActorStopped, SupervisorClosed } from "../src/Errors.js"
 import * as Supervisor from "../src/Supervisor.js"
@@ -70,6 +82,26 @@ describe("Supervisor", () => {
       yield* TestClock.adjust("1 second")
       // 0.75 of 100, 200, 400 ms
       expect(starts.slice(0, 4)).toEqual([0, 75, 225, 525])
+    })
+  )
+
+  it.effect("draws jitter from Effect's Random by default, so withRandom makes it reproducible", () =>
+    Effect.gen(function* () {
+      const run = () =>
+        Effect.gen(function* () {
+          const starts: Array<number> = []
+          const supervisor = yield* Supervisor.make<string>({
+            restart: noJitter({ jitter: 1, maxRestarts: 100 })
+          })
+          yield* supervisor.spawn("seeded", failingStart(starts), { capacity: 1 })
+          yield* TestClock.adjust("1 second")
+          return starts
+        }).pipe(Effect.scoped, Effect.withRandom(Random.make("seed")))
+      const first = yield* run()
+      expect(first.length).toBeGreaterThan(4) // full jitter shortens every delay
+      expect(first.slice(1)).not.toEqual([100, 300, 700])
+      yield* TestClock.setTime(0)
+      expect(yield* run()).toEqual(first)
     })
   )
 
