@@ -109,8 +109,8 @@ const cpuSeconds = (pid: number): number => {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
 }
-const peakRssMb = (pid: number): number => {
-  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))
+const statusMb = (pid: number, field: string): number => {
+  const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))
   return Number(match?.[1] ?? 0) / 1024
 }
 
@@ -229,6 +229,7 @@ interface Result {
   cpuPer1kFixed: number
   cpuPer1kSat: number
   rssMb: number
+  anonMb: number
   droppedFixed: number
   droppedTotal: number
   spansLost: number
@@ -290,7 +291,10 @@ const measure = async (mode: Mode): Promise<Result> => {
   const cpu2 = pid === undefined ? 0 : cpuSeconds(pid)
   const sat = wrk(port, SECONDS, 32)
   const cpu3 = pid === undefined ? 0 : cpuSeconds(pid)
-  const rssMb = pid === undefined ? 0 : peakRssMb(pid)
+  // Peak RSS, and the private (anonymous) part of the current RSS: the rest is file pages shared with
+  // every Node.js process (the node binary, the addon).
+  const rssMb = pid === undefined ? 0 : statusMb(pid, "VmHWM")
+  const anonMb = pid === undefined ? 0 : statusMb(pid, "RssAnon")
   let droppedTotal = 0
   let spansLost = 0
   if (agent !== undefined) {
@@ -312,6 +316,7 @@ const measure = async (mode: Mode): Promise<Result> => {
     cpuPer1kFixed: pid === undefined ? 0 : (cpu1 - cpu0) / (fixed.requests / 1000),
     cpuPer1kSat: pid === undefined ? 0 : (cpu3 - cpu2) / (sat.requests / 1000),
     rssMb,
+    anonMb,
     droppedFixed,
     droppedTotal,
     spansLost
@@ -344,7 +349,7 @@ const off = { rps: of("off", (r) => r.satRps), p99: of("off", (r) => r.fixedP99)
 
 console.log(`\nmedians over ${ROUNDS} rounds (service on CPU 0; wrk, agent and this script on CPU 1):`)
 console.log(
-  "mode   sat req/s  loss    sat p50  sat p99  | 2k/s p50  2k/s p99  p99 +%  | agent CPU-s/1k req (2k/s, sat)  peak RSS  dropped (2k/s, all)  spans lost"
+  "mode   sat req/s  loss    sat p50  sat p99  | 2k/s p50  2k/s p99  p99 +%  | agent CPU-s/1k req (2k/s, sat)  peak RSS (anon)  dropped (2k/s, all)  spans lost"
 )
 for (const mode of modes) {
   const rps = of(mode, (r) => r.satRps)

@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { NodeContext } from "@effect/platform-node"
 import { Effect, Exit } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
@@ -61,6 +64,34 @@ describe("iii agent", () => {
       "kill -TERM $$"
     )
     expect(code).toBe(143)
+  })
+
+  it("passes signals it receives through to the command", async () => {
+    const marker = join(mkdtempSync(join(tmpdir(), "iii-agent-cli-")), "started")
+    const running = agent(
+      "--obs",
+      "ws://127.0.0.1:9",
+      "--service",
+      "cli-test",
+      "--mode",
+      "proxy",
+      "--proxy-listen",
+      "127.0.0.1:0",
+      "--proxy-upstream",
+      "127.0.0.1:9",
+      "--",
+      "sh",
+      "-c",
+      `trap 'exit 7' TERM; touch ${marker}; while :; do sleep 0.05; done`
+    )
+    // The command runs (so the agent's signal handlers are in place) once the marker exists.
+    for (let i = 0; i < 1000 && !existsSync(marker); i++)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(existsSync(marker)).toBe(true)
+    process.kill(process.pid, "SIGTERM")
+    const { exit, code } = await running
+    expect(Exit.isSuccess(exit)).toBe(true)
+    expect(code).toBe(7)
   })
 
   it("refuses to start with nothing to trace, saying what to give", async () => {
