@@ -220,21 +220,23 @@ export const make = (
     }
 
     let previous = { events: 0, at: Date.now() }
-    yield* Effect.sleep(`${statsIntervalMs} millis`).pipe(
-      Effect.zipRight(stats),
-      Effect.tap((s) => {
+    const report = (prefix: string) =>
+      Effect.flatMap(stats, (s) => {
         const now = Date.now()
         const rate = ((s.events - previous.events) * 1000) / Math.max(1, now - previous.at)
         previous = { events: s.events, at: now }
         return Effect.logInfo(
-          `${rate.toFixed(1)} events/s, ${s.spans} spans, ${s.logs} logs, ${s.openConnections} open; ` +
+          `${prefix}${rate.toFixed(1)} events/s, ${s.spans} spans, ${s.logs} logs, ${s.openConnections} open; ` +
             `dropped: ${s.captureDropped} capture events, ${s.exporter.spansDropped} spans, ` +
             `${s.exporter.logsDropped} logs, ${s.exporter.metricsDropped} metrics (export buffer ${s.exporter.bufferedBytes} B)`
         )
-      }),
+      })
+    yield* Effect.sleep(`${statsIntervalMs} millis`).pipe(
+      Effect.zipRight(report("")),
       Effect.forever,
       Effect.forkScoped
     )
+    yield* Effect.addFinalizer(() => report("stopping: "))
     return service
   })
 
