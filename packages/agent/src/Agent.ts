@@ -121,7 +121,11 @@ export const make = (
 ): Effect.Effect<AgentService, AgentError, Scope.Scope | Exporter> =>
   Effect.gen(function* () {
     const exporter = yield* Exporter
-    const availability = yield* EbpfCapture.isAvailable
+    // A forced proxy mode does not even load the native addon.
+    const availability =
+      options.mode === "proxy"
+        ? { available: false, reasons: ["proxy mode forced"], notes: [] }
+        : yield* EbpfCapture.isAvailable
     const chosen = chooseMode(options.mode ?? "auto", availability, options.proxy !== undefined)
     if (chosen instanceof ModeUnavailable || chosen instanceof AgentConfigError) return yield* chosen
     yield* Effect.logInfo(`iii agent: ${chosen.mode} mode (${chosen.why})`)
