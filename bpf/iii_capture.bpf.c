@@ -29,6 +29,7 @@ const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in ii
 #define S_IFSOCK 0140000
 #define AF_INET 2
 #define AF_INET6 10
+#define MSG_PEEK 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -56,8 +57,7 @@ struct iii_args {
 	__u64 count;  /* buffer length or iovec count */
 	__s32 fd;
 	__u8 syscall; /* enum iii_syscall */
-	__u8 is_socket; /* close: decided at enter, while the fd still exists */
-	__u16 reserved;
+	__u8 reserved[3];
 };
 
 /* Syscall arguments between enter and exit, keyed by pid_tgid (one syscall per thread at a time).
@@ -158,11 +158,9 @@ static __always_inline struct sock *socket_sock(struct file *file)
 	return socket ? BPF_CORE_READ(socket, sk) : NULL;
 }
 
-static __always_inline void save_args(__u64 pid_tgid, __s32 fd, __u64 buf, __u64 count, __u8 syscall,
-				      __u8 is_socket)
+static __always_inline void save_args(__u64 pid_tgid, __s32 fd, __u64 buf, __u64 count, __u8 syscall)
 {
-	struct iii_args args = {
-		.buf = buf, .count = count, .fd = fd, .syscall = syscall, .is_socket = is_socket};
+	struct iii_args args = {.buf = buf, .count = count, .fd = fd, .syscall = syscall};
 	bpf_map_update_elem(&iii_args, &pid_tgid, &args, BPF_ANY);
 }
 
@@ -171,7 +169,26 @@ static __always_inline void enter(struct trace_event_raw_sys_enter *ctx, __u8 sy
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!is_traced(pid_tgid))
 		return;
-	save_args(pid_tgid, (__s32)ctx->args[0], ctx->args[1], ctx->args[2], syscall, 0);
+	save_args(pid_tgid, (__s32)ctx->args[0], ctx->args[1], ctx->args[2], syscall);
+}
+
+static __always_inline bool is_egress(__u8 syscall)
+{
+	return syscall == III_SYS_WRITE || syscall == III_SYS_WRITEV || syscall == III_SYS_SENDTO ||
+	       syscall == III_SYS_SENDMSG || syscall == III_SYS_SENDFILE;
+}
+
+/* Data syscalls: only sockets carry traffic and only writes to stdout/stderr are log lines, so
+ * everything else (files, pipes, eventfds) is dropped here, before it costs a map update. */
+static __always_inline void enter_data(struct trace_event_raw_sys_enter *ctx, __u8 syscall, __u64 count)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!is_traced(pid_tgid))
+		return;
+	__s32 fd = (__s32)ctx->args[0];
+	if (!is_socket_file(fd_to_file(fd)) && !(is_egress(syscall) && (fd == 1 || fd == 2)))
+		return;
+	save_args(pid_tgid, fd, ctx->args[1], count, syscall);
 }
 
 /* Takes the saved arguments out of the map: every exit removes what its enter stored. */
@@ -217,12 +234,6 @@ static __always_inline __u32 copy_iov(__u8 *dst, const struct iovec *iov, __u64 
 	return offset;
 }
 
-static __always_inline bool is_egress(__u8 syscall)
-{
-	return syscall == III_SYS_WRITE || syscall == III_SYS_WRITEV || syscall == III_SYS_SENDTO ||
-	       syscall == III_SYS_SENDMSG;
-}
-
 static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -233,9 +244,6 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 	if (ret <= 0)
 		return;
 	bool egress = is_egress(args.syscall);
-	/* Sockets carry the traffic; writes to stdout/stderr are the log capture. */
-	if (!is_socket_file(fd_to_file(args.fd)) && !(egress && (args.fd == 1 || args.fd == 2)))
-		return;
 
 	__u32 zero = 0;
 	struct iii_scratch *scratch = bpf_map_lookup_elem(&iii_scratch, &zero);
@@ -256,6 +264,8 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 	case III_SYS_WRITEV:
 		copied = copy_iov(payload, (const struct iovec *)args.buf, args.count, want);
 		break;
+	case III_SYS_SENDFILE:
+		break; /* the bytes come from a file, not user memory: length only */
 	case III_SYS_RECVMSG:
 	case III_SYS_SENDMSG: {
 		struct user_msghdr msg;
@@ -328,55 +338,72 @@ static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx)
 
 #define EINPROGRESS 115
 
-/* Reads like / writes like: remember fd and buffer, decide at exit. */
+/* Data syscalls: enter keeps fd and buffer (sockets and stdout/stderr only), exit copies what moved. */
 
 /* read(2): how Node (libuv) and most servers receive from TCP sockets. */
 SEC("tracepoint/syscalls/sys_enter_read")
-int iii_enter_read(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_READ); return 0; }
+int iii_enter_read(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_READ, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_read")
 int iii_exit_read(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* write(2): socket sends, and stdout/stderr lines for the log capture. */
 SEC("tracepoint/syscalls/sys_enter_write")
-int iii_enter_write(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_WRITE); return 0; }
+int iii_enter_write(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_WRITE, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_write")
 int iii_exit_write(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* readv(2): scatter reads (args: fd, iovec array, count). */
 SEC("tracepoint/syscalls/sys_enter_readv")
-int iii_enter_readv(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_READV); return 0; }
+int iii_enter_readv(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_READV, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_readv")
 int iii_exit_readv(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* writev(2): how Node writes HTTP headers + body in one syscall. */
 SEC("tracepoint/syscalls/sys_enter_writev")
-int iii_enter_writev(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_WRITEV); return 0; }
+int iii_enter_writev(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_WRITEV, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_writev")
 int iii_exit_writev(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* recvfrom(2)/recv(3): Go, Python and many C servers receive this way. */
 SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int iii_enter_recvfrom(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_RECVFROM); return 0; }
+int iii_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[3] & MSG_PEEK)) /* a peek is read again for real later */
+		enter_data(ctx, III_SYS_RECVFROM, ctx->args[2]);
+	return 0;
+}
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int iii_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* sendto(2)/send(3): the sending side of the same. */
 SEC("tracepoint/syscalls/sys_enter_sendto")
-int iii_enter_sendto(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_SENDTO); return 0; }
+int iii_enter_sendto(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDTO, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_sendto")
 int iii_exit_sendto(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* recvmsg(2): msghdr-based reads (args: fd, msghdr); iovecs are walked at exit. */
 SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int iii_enter_recvmsg(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_RECVMSG); return 0; }
+int iii_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	if (!(ctx->args[2] & MSG_PEEK))
+		enter_data(ctx, III_SYS_RECVMSG, 0);
+	return 0;
+}
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
 int iii_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* sendmsg(2): msghdr-based writes (Java NIO, some proxies). */
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int iii_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_SENDMSG); return 0; }
+int iii_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDMSG, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
 int iii_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+
+/* sendfile(2): static file servers (nginx, Apache) send bodies without copying them through user
+ * space; the length keeps the byte stream accountable even though there is no payload to copy. */
+SEC("tracepoint/syscalls/sys_enter_sendfile64")
+int iii_enter_sendfile64(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDFILE, ctx->args[3]); return 0; }
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int iii_exit_sendfile64(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
 /* accept(2): inbound connections (server spans); the exit's return value is the new socket. */
 SEC("tracepoint/syscalls/sys_enter_accept")
@@ -418,7 +445,7 @@ int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
 	if (is_socket_file(fd_to_file(fd)))
-		save_args(pid_tgid, fd, 0, 0, III_SYS_CLOSE, 1);
+		save_args(pid_tgid, fd, 0, 0, III_SYS_CLOSE);
 	return 0;
 }
 

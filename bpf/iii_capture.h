@@ -47,6 +47,7 @@ enum iii_syscall {
 	III_SYS_ACCEPT4 = 10,
 	III_SYS_CONNECT = 11,
 	III_SYS_CLOSE = 12,
+	III_SYS_SENDFILE = 13, /* data event with total_len only (payload_len 0) */
 };
 
 enum iii_direction {

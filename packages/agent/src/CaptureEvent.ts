@@ -32,6 +32,8 @@ export type Syscall =
   | "accept4"
   | "connect"
   | "close"
+  /** Bytes sent straight from a file: `payload` is empty, `totalLength` says how many. */
+  | "sendfile"
 
 /** Bytes a process read from or wrote to a socket (or wrote to stdout/stderr). @since 0.1.0 */
 export interface DataEvent {

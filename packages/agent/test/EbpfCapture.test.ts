@@ -251,7 +251,7 @@ describe("EbpfCapture (real eBPF)", () => {
   )
 
   it.skipIf(!canRun || !hasPython)(
-    "captures readv/writev/recvmsg/sendmsg/recvfrom/sendto payloads across iovecs",
+    "captures readv/writev/recvmsg/sendmsg/recvfrom/sendto payloads across iovecs, sendfile lengths, not peeks",
     () =>
       Effect.gen(function* () {
         const replies = ["reply-1|", "reply-2|", "reply-3|"]
@@ -300,6 +300,13 @@ describe("EbpfCapture (real eBPF)", () => {
         expect(text((yield* bySyscall("recvmsg")).payload)).toBe("reply-2|")
         expect(text((yield* bySyscall("sendto")).payload)).toBe("SENDTO|")
         expect(text((yield* bySyscall("recvfrom")).payload)).toBe("reply-3|")
+        const sendfile = yield* bySyscall("sendfile")
+        expect({ totalLength: sendfile.totalLength, captured: sendfile.payload.byteLength }).toEqual({
+          totalLength: 13,
+          captured: 0
+        })
+        // The MSG_PEEK read of reply-3 is not reported: its bytes would otherwise count twice.
+        expect(events.filter((e) => isData(e) && e.syscall === "recvfrom")).toHaveLength(1)
         const connect = yield* until("the connect", (all) =>
           all.find((e) => e.kind === "connect" && e.pid === script.pid)
         )
@@ -307,8 +314,11 @@ describe("EbpfCapture (real eBPF)", () => {
         yield* until("the close", (all) =>
           all.find((e) => e.kind === "close" && e.pid === script.pid && e.fd === writev.fd)
         )
-        // Everything on this socket is one of the calls above; nothing from untraced processes.
-        expect(events.every((e) => !("pid" in e) || e.pid === script.pid)).toBe(true)
+        // Nothing from untraced processes: every event is the script's or a descendant's (python3 may
+        // be a shim that forks helpers before it execs the interpreter).
+        const traced = new Set([script.pid])
+        for (const e of events) if (e.kind === "fork" && traced.has(e.parentPid)) traced.add(e.childPid)
+        expect(events.filter((e) => "pid" in e && !traced.has(e.pid))).toEqual([])
       }).pipe(Effect.scoped, Effect.runPromise)
   )
 
@@ -321,7 +331,9 @@ describe("EbpfCapture (real eBPF)", () => {
         const { until } = yield* collect(capture)
         script.process.stdin?.write("go\n")
         const write = yield* until("the big stdout write", (events) =>
-          events.find((e): e is DataEvent => isData(e) && e.pid === script.pid && e.fd === 1)
+          events.find(
+            (e): e is DataEvent => isData(e) && e.pid === script.pid && e.fd === 1 && e.totalLength > 1000
+          )
         )
         expect({ totalLength: write.totalLength, captured: write.payload.byteLength }).toEqual({
           totalLength: 10001,

@@ -68,7 +68,8 @@ export const syscalls = [
   "accept",
   "accept4",
   "connect",
-  "close"
+  "close",
+  "sendfile"
 ] as const
 
 /** enum iii_direction */
