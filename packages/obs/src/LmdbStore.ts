@@ -5,7 +5,7 @@
  */
 import { Context, Effect, Layer, type Scope } from "effect"
 import { StoreError } from "./Errors.js"
-import { openLayout } from "./internal/LmdbLayout.js"
+import { openLayout, structuresKey } from "./internal/LmdbLayout.js"
 import * as Read from "./internal/LmdbRead.js"
 import { deleteOlderThan } from "./internal/LmdbRetention.js"
 import { applyBatches, makeWriteState } from "./internal/LmdbWrite.js"
@@ -76,7 +76,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           const spans = layout.spans.getStats() as { entryCount?: number }
           return {
             bytes: (env.pageSize ?? 4096) * ((env.lastPageNumber ?? 0) + 1),
-            spans: spans.entryCount ?? 0
+            spans: (spans.entryCount ?? 0) - (layout.spans.get(structuresKey as never) === undefined ? 0 : 1)
           }
         })
     }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
@@ -33,9 +33,15 @@ describe("LmdbStore", () => {
 
   it("fails with a StoreError when the path cannot be opened", () =>
     Effect.runPromise(
-      Effect.scoped(LmdbStore.make({ path: "/proc/iii-cannot-exist/db" })).pipe(
-        Effect.flip,
-        Effect.map((e) => expect(e._tag).toBe("StoreError"))
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const file = join(dir, "not-a-directory")
+          writeFileSync(file, "x")
+          const error = yield* Effect.flip(LmdbStore.make({ path: join(file, "db") }))
+          expect(error._tag).toBe("StoreError")
+          expect(error.message).toContain("store open failed")
+        })
       )
     ))
 })

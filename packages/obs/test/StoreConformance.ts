@@ -174,7 +174,11 @@ export const storeConformance = (name: string, make: MakeStore) => {
             log({ traceId: traceId(40), body: "by trace id" }),
             log({ body: "uncorrelated" })
           ]
-          yield* s.writer.write([batch("a", 1, [a, b, c], { logs })])
+          const own = span({ trace: 33 })
+          yield* s.writer.write([batch("a", 1, [a, b, c, own], { logs })])
+          // A trace id correlates its own trace, whatever correlation id its spans carry.
+          expect(yield* s.reader.correlatedTraceIds(traceId(33), 10)).toEqual([traceId(33)])
+          expect(yield* s.reader.correlatedTraceIds(traceId(32), 10)).toEqual([traceId(32)])
           expect(yield* s.reader.correlatedTraceIds("order-7", 10)).toEqual([traceId(31), traceId(30)])
           expect(yield* s.reader.correlatedTraceIds("order-7", 1)).toEqual([traceId(31)])
           expect(yield* s.reader.correlatedTraceIds("order-", 10)).toEqual([])

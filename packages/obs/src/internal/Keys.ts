@@ -15,7 +15,7 @@ export const dbNames = {
   byService: "span-by-service",
   /** [statusClass, durationNano, startMicros, traceId, spanId] → [service, route] */
   byStatus: "span-by-status",
-  /** [correlationId, startMicros, traceId, spanId] → 1 */
+  /** [correlationId, startMicros, traceId, spanId] → 1; only for spans whose correlation id is not their trace id */
   byCorrelation: "span-by-correlation",
   /** [service, route, bucketStartSec] → RedCellValue; route "" is the all-routes aggregate */
   red: "red",

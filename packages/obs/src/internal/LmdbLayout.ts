@@ -34,6 +34,9 @@ export interface Layout {
   readonly meta: Database<number, string>
 }
 
+/** Key under which a record database keeps its shared msgpack structures (one extra entry). */
+export const structuresKey = Symbol.for("structures")
+
 export interface OpenOptions {
   readonly path: string
   /** Initial map size in bytes; lmdb-js grows it on demand. */
@@ -49,18 +52,26 @@ export const openLayout = (options: OpenOptions): Layout => {
     // Durable commits (the default): a write's promise resolves after commit; we await `flushed` too.
     noSync: false
   })
-  const db = <V, Key extends LmdbKey>(name: string) =>
-    env.openDB<V, Key>({ name, encoding: "msgpack", keyEncoding: "ordered-binary", cache: false })
+  const db = <V, Key extends LmdbKey>(name: string, records = false) =>
+    env.openDB<V, Key>({
+      name,
+      encoding: "msgpack",
+      keyEncoding: "ordered-binary",
+      cache: false,
+      // Record databases keep msgpack record structures in the db (under `structuresKey`), so each value
+      // is encoded without repeating its field names.
+      ...(records && { sharedStructuresKey: structuresKey })
+    })
   const layout: Layout = {
     env,
-    spans: db(dbNames.spans),
+    spans: db(dbNames.spans, true),
     byService: db(dbNames.byService),
     byStatus: db(dbNames.byStatus),
     byCorrelation: db(dbNames.byCorrelation),
     red: db(dbNames.red),
-    logs: db(dbNames.logs),
+    logs: db(dbNames.logs, true),
     logsByTime: db(dbNames.logsByTime),
-    metrics: db(dbNames.metrics),
+    metrics: db(dbNames.metrics, true),
     agents: db(dbNames.agents),
     services: db(dbNames.services),
     meta: db(dbNames.meta)

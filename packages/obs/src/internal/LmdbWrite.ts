@@ -76,7 +76,8 @@ const writeSpan = (layout: Layout, state: WriteState, red: RedDeltas, span: Tele
     span.correlationId
   ])
   layout.byStatus.put(statusKey(span, Telemetry.statusClass(span.http?.statusCode)), [span.service, route])
-  layout.byCorrelation.put(correlationKey(span), 1)
+  // Most spans are correlated by their own trace id, which the spans table already answers.
+  if (span.correlationId !== span.traceId) layout.byCorrelation.put(correlationKey(span), 1)
   if (span.kind === "server") {
     red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
     red.add(span.service, allRoutes, span.startTimeUnixNano, span.durationNano, span.error)
