@@ -1,8 +1,9 @@
 /**
  * One agent connection on `/v1/ingest`, speaking core's wire protocol: hello → welcome, then batches,
- * each acknowledged after its transaction is durable. Bad frames get an error frame; the connection
- * stays open for recoverable errors until the peer has sent `maxStrikes` bad frames in a row; an
- * oversize frame, a wrong version, a failed token check or a batch before hello closes it.
+ * each acknowledged after its transaction is durable. Every bad frame gets an error frame. Fatal ones
+ * (per the protocol: undecodable, oversize, wrong version, bad token, out-of-order) close the
+ * connection; after a non-fatal one (`invalid_batch`) it stays usable until the peer has sent
+ * `maxStrikes` bad frames in a row.
  */
 import { timingSafeEqual } from "node:crypto"
 import { WireProtocol } from "@iii/core"
@@ -47,44 +48,47 @@ export const handleIngest = (
   const send = (frame: WireProtocol.Frame) => {
     if (ws.readyState === ws.OPEN) ws.send(WireProtocol.encodeFrame(frame))
   }
-  const fail = (code: ErrorCode, message: string, fatal: boolean, seq?: number) => {
+  /** Sends the error frame; fatal ones (per the protocol's state machine) close the connection. */
+  const refuse = (frame: WireProtocol.ErrorFrame) => {
     counters.framesRejected++
-    send({ type: "error", code, message, fatal, ...(seq !== undefined && { seq }) })
-    if (fatal) ws.close(code === "oversize" ? closeCodes.tooBig : closeCodes.policy, code)
+    send(frame)
+    if (frame.fatal) ws.close(frame.code === "oversize" ? closeCodes.tooBig : closeCodes.policy, frame.code)
     else if (++strikes >= settings.maxStrikes) ws.close(closeCodes.policy, "too many bad frames")
   }
+  const fatal = (code: ErrorCode, message: string) => refuse({ type: "error", code, message, fatal: true })
 
   ws.on("close", () => {
     counters.connections--
   })
 
   ws.on("message", (data, isBinary) => {
-    if (!isBinary) return fail("protocol", "frames must be binary MessagePack", false)
+    if (!isBinary) return fatal("malformed", "frames must be binary MessagePack messages")
     const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)
     counters.bytesReceived += bytes.length
     const decoded = WireProtocol.decodeFrame(bytes, { maxFrameBytes: settings.maxFrameBytes })
-    if (Either.isLeft(decoded)) {
-      const e = decoded.left
-      return fail(e.code, e.message, e.code === "oversize" || e.code === "unsupported_version")
-    }
+    if (Either.isLeft(decoded)) return refuse(WireProtocol.errorFrameFor(decoded.left))
     const frame = decoded.right
     switch (frame.type) {
       case "hello": {
-        if (agentId !== undefined) return fail("protocol", "hello sent twice", false)
+        if (agentId !== undefined) return fatal("protocol", "hello sent twice")
         if (frame.version !== WireProtocol.PROTOCOL_VERSION)
-          return fail(
+          return fatal(
             "unsupported_version",
-            `protocol version ${frame.version} is not supported; this node speaks ${WireProtocol.PROTOCOL_VERSION}`,
-            true
+            `protocol version ${frame.version} is not supported; this node speaks ${WireProtocol.PROTOCOL_VERSION}`
           )
         if (settings.token !== undefined && !preAuthorized && !tokensEqual(settings.token, frame.token))
-          return fail("unauthorized", "missing or wrong token", true)
+          return fatal("unauthorized", "missing or wrong token")
         agentId = frame.agent.id
         strikes = 0
-        return send({ type: "welcome", version: WireProtocol.PROTOCOL_VERSION, node: settings.nodeId })
+        return send({
+          type: "welcome",
+          version: WireProtocol.PROTOCOL_VERSION,
+          node: settings.nodeId,
+          maxFrameBytes: settings.maxFrameBytes
+        })
       }
       case "batch": {
-        if (agentId === undefined) return fail("protocol", "batch before hello", true)
+        if (agentId === undefined) return fatal("protocol", "batch before hello")
         strikes = 0
         const seq = frame.seq
         writer.submit({ agentId, seq, spans: frame.spans, metrics: frame.metrics, logs: frame.logs }).then(
@@ -116,7 +120,7 @@ export const handleIngest = (
         return
       }
       default:
-        return fail("protocol", `agents may send hello and batch frames, not ${frame.type}`, false)
+        return fatal("protocol", `agents send hello and batch frames, not ${frame.type}`)
     }
   })
 }
