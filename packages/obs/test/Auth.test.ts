@@ -1,0 +1,91 @@
+import { writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { Either, Option, Redacted } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import WebSocket from "ws"
+import * as ObsNode from "../src/ObsNode.js"
+import { span, traceId } from "./fixtures/Spans.js"
+import { getJson, type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
+
+const upgradeStatus = (url: string, headers: Record<string, string> = {}) =>
+  new Promise<number>((resolve) => {
+    const ws = new WebSocket(url, { headers })
+    ws.on("open", () => {
+      ws.close()
+      resolve(101)
+    })
+    ws.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
+  })
+
+describe("auth on", () => {
+  const token = "s3cret-token"
+  let node: RunningNode
+  beforeAll(async () => {
+    node = await startNode({ token: Option.some(Redacted.make(token)) })
+  })
+  afterAll(() => node.stop())
+
+  it("ingest needs the token in the hello frame or the Authorization header", async () => {
+    const anonymous = new TestAgent(node.url)
+    expect(await anonymous.hello("a-1")).toMatchObject({ type: "error", code: "unauthorized", fatal: true })
+    expect((await anonymous.closedWith()).code).toBe(1008)
+    const wrong = new TestAgent(node.url)
+    expect(await wrong.hello("a-2", "nope")).toMatchObject({ code: "unauthorized" })
+
+    const inHello = new TestAgent(node.url)
+    expect(await inHello.hello("a-3", token)).toMatchObject({ type: "welcome" })
+    inHello.send({ type: "batch", seq: 1, spans: [span({ trace: 4000 })], metrics: [], logs: [] })
+    expect(await inHello.ack(1)).toEqual({ type: "ack", seq: 1 })
+    inHello.close()
+
+    const inHeader = new TestAgent(node.url, { authorization: `Bearer ${token}` })
+    expect(await inHeader.hello("a-4")).toMatchObject({ type: "welcome" })
+    inHeader.close()
+  })
+
+  it("queries and tail need the bearer token; probes, metrics and the External Metrics API do not", async () => {
+    const auth = { authorization: `Bearer ${token}` }
+    expect((await getJson(`${node.url}/v1/traces`)).status).toBe(401)
+    expect((await getJson(`${node.url}/v1/traces`, { authorization: "Bearer wrong" })).status).toBe(401)
+    expect((await getJson(`${node.url}/v1/traces/${traceId(4000)}`, auth)).status).toBe(200)
+    expect((await getJson(`${node.url}/v1/services`, auth)).status).toBe(200)
+    const tail = `${node.url.replace("http", "ws")}/v1/tail`
+    expect(await upgradeStatus(tail)).toBe(401)
+    expect(await upgradeStatus(tail, auth)).toBe(101)
+    expect((await getJson(`${node.url}/healthz`)).status).toBe(200)
+    expect((await getJson(`${node.url}/metrics`)).status).toBe(200)
+    expect((await getJson(`${node.url}/apis/external.metrics.k8s.io/v1beta1`)).status).toBe(200)
+  })
+})
+
+describe("auth off", () => {
+  it("everything is open", async () => {
+    const node = await startNode()
+    try {
+      const agent = new TestAgent(node.url)
+      expect(await agent.hello("open-agent")).toMatchObject({ type: "welcome" })
+      agent.close()
+      expect((await getJson(`${node.url}/v1/traces`)).status).toBe(200)
+      expect(await upgradeStatus(`${node.url.replace("http", "ws")}/v1/tail`)).toBe(101)
+    } finally {
+      await node.stop()
+    }
+  })
+})
+
+describe("token files", () => {
+  it("reads a token file and refuses an empty or missing one", () => {
+    const dir = tempDir()
+    try {
+      const file = join(dir.path, "token")
+      writeFileSync(file, "abc\n")
+      const read = ObsNode.readToken(file)
+      expect(Either.isRight(read) && Redacted.value(read.right)).toBe("abc")
+      writeFileSync(file, "  \n")
+      expect(Either.getLeft(ObsNode.readToken(file))).toEqual(Option.some(`token file ${file} is empty`))
+      expect(Either.isLeft(ObsNode.readToken(join(dir.path, "missing")))).toBe(true)
+    } finally {
+      dir.remove()
+    }
+  })
+})
