@@ -4,8 +4,8 @@ import { Either, Option, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import * as ObsNode from "../src/ObsNode.js"
-import { span, traceId } from "./fixtures/Spans.js"
 import { getJson, type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
+import { span, traceId } from "./fixtures/Spans.js"
 
 const upgradeStatus = (url: string, headers: Record<string, string> = {}) =>
   new Promise<number>((resolve) => {

@@ -1,8 +1,8 @@
 import { Either } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as ExternalMetrics from "../src/ExternalMetrics.js"
-import { span } from "./fixtures/Spans.js"
 import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { span } from "./fixtures/Spans.js"
 
 const base = "/apis/external.metrics.k8s.io/v1beta1"
 
@@ -23,7 +23,13 @@ describe("External Metrics API", () => {
           namespace: "prod"
         })
       ),
-      span({ service: "users", component: "users", composition: "shop", namespace: "prod", startTimeUnixNano: now })
+      span({
+        service: "users",
+        component: "users",
+        composition: "shop",
+        namespace: "prod",
+        startTimeUnixNano: now
+      })
     ]
     const agent = new TestAgent(node.url)
     await agent.hello("hpa-agent")
@@ -35,9 +41,16 @@ describe("External Metrics API", () => {
 
   it("serves the discovery documents the aggregator reads", async () => {
     const list = await getJson(`${node.url}${base}`)
-    expect(list.body).toMatchObject({ kind: "APIResourceList", groupVersion: "external.metrics.k8s.io/v1beta1" })
+    expect(list.body).toMatchObject({
+      kind: "APIResourceList",
+      groupVersion: "external.metrics.k8s.io/v1beta1"
+    })
     expect(list.body.resources.map((r: { name: string }) => r.name)).toContain("iii_p99_latency_ms")
-    expect(list.body.resources[0]).toMatchObject({ namespaced: true, kind: "ExternalMetricValueList", verbs: ["get"] })
+    expect(list.body.resources[0]).toMatchObject({
+      namespaced: true,
+      kind: "ExternalMetricValueList",
+      verbs: ["get"]
+    })
     const group = await getJson(`${node.url}/apis/external.metrics.k8s.io`)
     expect(group.body).toMatchObject({ kind: "APIGroup", name: "external.metrics.k8s.io" })
   })
@@ -46,7 +59,11 @@ describe("External Metrics API", () => {
     const selector = encodeURIComponent("iii.io/composition=shop,iii.io/component=checkout")
     const r = await getJson(`${node.url}${base}/namespaces/prod/iii_p99_latency_ms?labelSelector=${selector}`)
     expect(r.status).toBe(200)
-    expect(r.body).toMatchObject({ kind: "ExternalMetricValueList", apiVersion: "external.metrics.k8s.io/v1beta1", metadata: {} })
+    expect(r.body).toMatchObject({
+      kind: "ExternalMetricValueList",
+      apiVersion: "external.metrics.k8s.io/v1beta1",
+      metadata: {}
+    })
     expect(r.body.items).toHaveLength(1)
     const item = r.body.items[0]
     expect(item.metricName).toBe("iii_p99_latency_ms")
@@ -58,19 +75,30 @@ describe("External Metrics API", () => {
     expect(millis).toBeGreaterThan(97)
     expect(millis).toBeLessThan(102)
 
-    const errors = await getJson(`${node.url}${base}/namespaces/prod/iii_error_rate?labelSelector=service%3Dcheckout`)
+    const errors = await getJson(
+      `${node.url}${base}/namespaces/prod/iii_error_rate?labelSelector=service%3Dcheckout`
+    )
     expect(errors.body.items[0].value).toBe("4")
-    const rate = await getJson(`${node.url}${base}/namespaces/prod/iii_request_rate?labelSelector=service%3Dusers`)
+    const rate = await getJson(
+      `${node.url}${base}/namespaces/prod/iii_request_rate?labelSelector=service%3Dusers`
+    )
     expect(rate.body.items[0].value).toMatch(/^\d+m$/)
-    const all = await getJson(`${node.url}${base}/namespaces/prod/iii_p50_latency_ms?labelSelector=iii.io%2Fcomposition%3Dshop`)
+    const all = await getJson(
+      `${node.url}${base}/namespaces/prod/iii_p50_latency_ms?labelSelector=iii.io%2Fcomposition%3Dshop`
+    )
     expect(all.body.items).toHaveLength(1)
   })
 
   it("answers no items for an unknown selector or namespace, 404 for unknown metrics, 400 for bad selectors", async () => {
-    expect((await getJson(`${node.url}${base}/namespaces/prod/iii_p99_latency_ms?labelSelector=service%3Dnope`)).body.items).toEqual([])
+    expect(
+      (await getJson(`${node.url}${base}/namespaces/prod/iii_p99_latency_ms?labelSelector=service%3Dnope`))
+        .body.items
+    ).toEqual([])
     expect((await getJson(`${node.url}${base}/namespaces/staging/iii_p99_latency_ms`)).body.items).toEqual([])
     expect((await getJson(`${node.url}${base}/namespaces/prod/cpu`)).status).toBe(404)
-    const bad = await getJson(`${node.url}${base}/namespaces/prod/iii_p99_latency_ms?labelSelector=team%20in%20(a)`)
+    const bad = await getJson(
+      `${node.url}${base}/namespaces/prod/iii_p99_latency_ms?labelSelector=team%20in%20(a)`
+    )
     expect(bad.status).toBe(400)
     expect(bad.body.parameter).toBe("labelSelector")
   })

@@ -1,8 +1,8 @@
 import { WireProtocol } from "@iii/core"
 import { Packr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { span, traceId } from "./fixtures/Spans.js"
 import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { span, traceId } from "./fixtures/Spans.js"
 
 const batch = (seq: number, spans: ReadonlyArray<ReturnType<typeof span>>): WireProtocol.Frame => ({
   type: "batch",
@@ -27,7 +27,11 @@ describe("ingest", () => {
   it("welcomes an agent, acks a batch after commit, and the spans are queryable once acked", async () => {
     const agent = new TestAgent(node.url)
     const welcome = await agent.hello("agent-ack")
-    expect(welcome).toMatchObject({ type: "welcome", version: WireProtocol.PROTOCOL_VERSION, node: "test-node" })
+    expect(welcome).toMatchObject({
+      type: "welcome",
+      version: WireProtocol.PROTOCOL_VERSION,
+      node: "test-node"
+    })
     const spans = [span({ trace: 1001 }), span({ trace: 1001 }), span({ trace: 1002 })]
     agent.send(batch(1, spans))
     expect(await agent.ack(1)).toEqual({ type: "ack", seq: 1 })

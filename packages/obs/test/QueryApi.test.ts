@@ -1,13 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { log, span, traceId } from "./fixtures/Spans.js"
 import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { log, span, traceId } from "./fixtures/Spans.js"
 
 const now = () => BigInt(Date.now()) * 1_000_000n
 const msAgo = (ms: number) => now() - BigInt(ms) * 1_000_000n
 
 describe("query API", () => {
   let node: RunningNode
-  const root = span({ trace: 2000, startTimeUnixNano: msAgo(5000), correlationId: "order-42", durationNano: 250_000_000 })
+  const root = span({
+    trace: 2000,
+    startTimeUnixNano: msAgo(5000),
+    correlationId: "order-42",
+    durationNano: 250_000_000
+  })
   const child = span({
     trace: 2000,
     parentSpanId: root.spanId,
@@ -18,10 +23,19 @@ describe("query API", () => {
     error: true,
     durationNano: 200_000_000
   })
-  const orphan = span({ trace: 2000, parentSpanId: "00000000000000ff" as never, startTimeUnixNano: msAgo(4980) })
+  const orphan = span({
+    trace: 2000,
+    parentSpanId: "00000000000000ff" as never,
+    startTimeUnixNano: msAgo(4980)
+  })
   const other = span({ trace: 2001, startTimeUnixNano: msAgo(3000) })
   const traffic = Array.from({ length: 100 }, (_, i) =>
-    span({ trace: 3000 + i, startTimeUnixNano: msAgo(2000 + i), durationNano: (i + 1) * 1_000_000, error: i < 5 })
+    span({
+      trace: 3000 + i,
+      startTimeUnixNano: msAgo(2000 + i),
+      durationNano: (i + 1) * 1_000_000,
+      error: i < 5
+    })
   )
 
   beforeAll(async () => {
@@ -46,7 +60,11 @@ describe("query API", () => {
   it("GET /v1/traces/{traceId}: every span, ordered, with parent links", async () => {
     const r = await getJson(`${node.url}/v1/traces/${traceId(2000)}`)
     expect(r.status).toBe(200)
-    expect(r.body.spans.map((s: { spanId: string }) => s.spanId)).toEqual([root.spanId, child.spanId, orphan.spanId])
+    expect(r.body.spans.map((s: { spanId: string }) => s.spanId)).toEqual([
+      root.spanId,
+      child.spanId,
+      orphan.spanId
+    ])
     expect(r.body.spans[1].parentSpanId).toBe(root.spanId)
     expect(r.body.spans[2].parentMissing).toBe(true)
     expect(r.body.spans[0].startTimeUnixNano).toBe(root.startTimeUnixNano.toString())
@@ -64,7 +82,9 @@ describe("query API", () => {
     const page1 = await getJson(`${node.url}/v1/traces?service=checkout&limit=10`)
     expect(page1.body.traces).toHaveLength(10)
     expect(page1.body.traces[0].traceId).toBe(traceId(3000))
-    const page2 = await getJson(`${node.url}/v1/traces?service=checkout&limit=10&cursor=${page1.body.nextCursor}`)
+    const page2 = await getJson(
+      `${node.url}/v1/traces?service=checkout&limit=10&cursor=${page1.body.nextCursor}`
+    )
     expect(page2.body.traces[0].traceId).toBe(traceId(3010))
     const errors = await getJson(`${node.url}/v1/traces?status=error&limit=100`)
     expect(errors.body.traces).toHaveLength(6)
@@ -105,7 +125,10 @@ describe("query API", () => {
 
   it("GET /v1/services and /v1/services/{service}/red", async () => {
     const services = await getJson(`${node.url}/v1/services`)
-    expect(services.body.services.map((s: { service: string }) => s.service)).toEqual(["checkout", "payments"])
+    expect(services.body.services.map((s: { service: string }) => s.service)).toEqual([
+      "checkout",
+      "payments"
+    ])
     const red = await getJson(`${node.url}/v1/services/checkout/red?window=1m&step=10s`)
     expect(red.status).toBe(200)
     expect(red.body.points).toHaveLength(6)

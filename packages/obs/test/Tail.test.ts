@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import type { TailSink } from "../src/internal/TailHub.js"
 import { TailHub } from "../src/internal/TailHub.js"
-import { span } from "./fixtures/Spans.js"
 import { type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { span } from "./fixtures/Spans.js"
 
 const tailUrl = (node: RunningNode, query: string) => `${node.url.replace("http", "ws")}/v1/tail?${query}`
 
@@ -46,8 +46,16 @@ describe("live tail", () => {
       durationNano: 150_000_000,
       http: { method: "POST", route: "/charge", statusCode: 502 }
     })
-    const tooFast = span({ service: "payments", durationNano: 1_000_000, http: { method: "POST", route: "/charge", statusCode: 500 } })
-    const ok = span({ service: "payments", durationNano: 300_000_000, http: { method: "GET", route: "/x", statusCode: 200 } })
+    const tooFast = span({
+      service: "payments",
+      durationNano: 1_000_000,
+      http: { method: "POST", route: "/charge", statusCode: 500 }
+    })
+    const ok = span({
+      service: "payments",
+      durationNano: 300_000_000,
+      http: { method: "GET", route: "/x", statusCode: 200 }
+    })
     const elsewhere = span({ service: "checkout", durationNano: 300_000_000 })
     agent.send({ type: "batch", seq: 1, spans: [tooFast, ok, match, elsewhere], metrics: [], logs: [] })
     await agent.ack(1)
@@ -67,12 +75,13 @@ describe("live tail", () => {
   })
 
   it("rejects invalid filters with 400 naming the parameter", async () => {
-    for (const [query, parameter] of [
+    const cases: Array<[string, string]> = [
       ["status=teapot", "status"],
       ["minDuration=slow", "minDuration"],
       ["format=xml", "format"],
       ["servce=x", "servce"]
-    ]) {
+    ]
+    for (const [query, parameter] of cases) {
       const ws = new WebSocket(tailUrl(node, query))
       const response = await new Promise<{ status: number; body: string }>((resolve) => {
         ws.on("unexpected-response", (_req, res) => {
@@ -98,7 +107,10 @@ describe("live tail", () => {
     hub.subscribe({ format: "json" }, slow)
     hub.subscribe({ format: "json" }, fast)
     for (let i = 0; i < 5; i++) {
-      hub.publish(Array.from({ length: 10 }, () => span()), Date.now())
+      hub.publish(
+        Array.from({ length: 10 }, () => span()),
+        Date.now()
+      )
       await new Promise((r) => setImmediate(r))
     }
     // The fast subscriber got everything; the slow one nothing yet, its queue capped at 10.

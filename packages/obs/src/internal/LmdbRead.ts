@@ -167,7 +167,9 @@ export const correlatedTraceIds = (
 ): ReadonlyArray<string> => {
   const ids = new Set<string>()
   // A trace id correlates its own trace (spans whose correlation id is their trace id are not indexed).
-  const own = Array.from(layout.spans.getKeys({ start: [correlationId], end: [correlationId, maxKeyPart], limit: 1 }))
+  const own = Array.from(
+    layout.spans.getKeys({ start: [correlationId], end: [correlationId, maxKeyPart], limit: 1 })
+  )
   if (own.length > 0) ids.add(correlationId)
   for (const key of layout.byCorrelation.getKeys({
     start: [correlationId, maxKeyPart],

@@ -33,7 +33,8 @@ export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): P
           const code = statusCode === 0 ? undefined : statusCode
           layout.spans.remove([traceId, spanId])
           layout.byStatus.remove([Telemetry.statusClass(code), durationNano, startMicros, traceId, spanId])
-          if (correlationId !== traceId) layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
+          if (correlationId !== traceId)
+            layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           layout.byService.remove(key)
         }
       })

@@ -3,7 +3,8 @@
  * sketch (core's LatencySketch, milliseconds). `RedDeltas` accumulates a transaction's spans in memory,
  * then merges each touched cell into the stored one with one read and one write.
  */
-import { LatencySketch, type Telemetry } from "@iii/core"
+import { LatencySketch } from "@iii/core"
+import { Either } from "effect"
 import type { Database } from "lmdb"
 import { type RedCell, rollupBucketSeconds } from "../Store.js"
 import type { RedCellValue } from "./Keys.js"
@@ -43,11 +44,14 @@ export class RedDeltas {
   flush(db: Database<RedCellValue, any>): void {
     for (const cell of this.cells.values()) {
       const key = [cell.service, cell.route, cell.bucket]
+      // A stored cell whose sketch fails validation (corruption) is replaced rather than merged.
       const stored = db.get(key)
-      if (stored !== undefined) LatencySketch.merge(cell.sketch, LatencySketch.fromData(stored.sketch))
+      const previous =
+        stored === undefined ? undefined : Either.getOrUndefined(LatencySketch.fromData(stored.sketch))
+      if (stored !== undefined && previous !== undefined) LatencySketch.merge(cell.sketch, previous)
       db.put(key, {
-        count: cell.count + (stored?.count ?? 0),
-        errors: cell.errors + (stored?.errors ?? 0),
+        count: cell.count + (previous !== undefined ? (stored?.count ?? 0) : 0),
+        errors: cell.errors + (previous !== undefined ? (stored?.errors ?? 0) : 0),
         sketch: LatencySketch.toData(cell.sketch)
       })
     }
@@ -82,15 +86,19 @@ export const summarize = (cells: Iterable<RedCell>): RedSummary => {
   let requests = 0
   let errors = 0
   for (const c of cells) {
+    const cellSketch = Either.getOrUndefined(LatencySketch.fromData(c.sketch))
+    if (cellSketch === undefined) continue // corrupt cell: leave it out rather than report wrong figures
     requests += c.count
     errors += c.errors
-    LatencySketch.merge(sketch, LatencySketch.fromData(c.sketch))
+    LatencySketch.merge(sketch, cellSketch)
   }
   return { requests, errors, sketch }
 }
 
-export const quantileOf = (summary: RedSummary, q: number): number | null =>
-  summary.requests === 0 ? null : LatencySketch.quantile(summary.sketch, q)
+export const quantileOf = (summary: RedSummary, q: number): number | null => {
+  const value = LatencySketch.quantile(summary.sketch, q)
+  return Number.isNaN(value) ? null : value
+}
 
 /** Groups cells into `stepSec` steps covering [fromSec, toSec); every step appears, empty ones with zeros. */
 export const series = (
@@ -123,5 +131,3 @@ export const series = (
   }
   return points
 }
-
-export type SketchData = Telemetry.SketchData
