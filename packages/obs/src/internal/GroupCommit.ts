@@ -35,7 +35,11 @@ export class GroupCommit {
   depth = 0
   commits = 0
 
-  constructor(private readonly options: GroupCommitOptions) {}
+  private readonly options: GroupCommitOptions
+
+  constructor(options: GroupCommitOptions) {
+    this.options = options
+  }
 
   get full(): boolean {
     return this.depth >= this.options.maxQueuedSpans

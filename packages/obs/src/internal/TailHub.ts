@@ -63,10 +63,13 @@ class Subscriber {
   pendingDropped = 0
   totalDropped = 0
   scheduled = false
-  constructor(
-    readonly filter: TailFilter,
-    readonly sink: TailSink
-  ) {}
+  readonly filter: TailFilter
+  readonly sink: TailSink
+
+  constructor(filter: TailFilter, sink: TailSink) {
+    this.filter = filter
+    this.sink = sink
+  }
 }
 
 export class TailHub {
@@ -75,7 +78,11 @@ export class TailHub {
   droppedTotal = 0
   deliveredTotal = 0
 
-  constructor(private readonly limits: TailLimits = defaultTailLimits) {}
+  private readonly limits: TailLimits
+
+  constructor(limits: TailLimits = defaultTailLimits) {
+    this.limits = limits
+  }
 
   get size(): number {
     return this.subscribers.size
