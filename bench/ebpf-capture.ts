@@ -3,7 +3,7 @@
  * server's pid traced, every batch decoded), interleaved rounds, medians.
  *
  *   npm run bench:ebpf-capture            (root; needs the addon: npm run build:native)
- *   ROUNDS=5 SECONDS=5 RATE=2000 npm run bench:ebpf-capture
+ *   ROUNDS=8 SECONDS=4 RATE=2000 npm run bench:ebpf-capture   (the defaults)
  *   TRACE=0 npm run bench:ebpf-capture    (programs attached, server not traced: the host-wide cost)
  *
  * The server runs pinned to CPU 0; wrk and this process (the capture's reader thread and decoder)
@@ -24,8 +24,8 @@ import { createInterface } from "node:readline"
 import * as EbpfCapture from "@iii/agent/EbpfCapture"
 import { Effect, Stream } from "effect"
 
-const rounds = Number(process.env.ROUNDS ?? 5)
-const seconds = Number(process.env.SECONDS ?? 5)
+const rounds = Number(process.env.ROUNDS ?? 8)
+const seconds = Number(process.env.SECONDS ?? 4)
 const rate = Number(process.env.RATE ?? 2000)
 /** TRACE=0: attach the programs but trace nothing (the cost every process on the host pays). */
 const traceServer = process.env.TRACE !== "0"
@@ -292,14 +292,18 @@ const main = async () => {
     }
     const fixedDrops: Array<number> = []
     for (let round = 1; round <= rounds; round++) {
-      saturation.off.push(wrk(port, seconds))
+      // Alternate which mode goes first so a drifting machine does not favour one.
+      const offFirst = round % 2 === 1
+      const off = offFirst ? wrk(port, seconds) : undefined
       const on = await withCapture(child.pid ?? 0, async () => wrk(port, seconds))
+      saturation.off.push(off ?? wrk(port, seconds))
       saturation.ebpf.push(on.result)
       captures.push(on.captured)
-      const offFixed = await fixedRate(port, seconds)
+      const offFixedFirst = offFirst ? await fixedRate(port, seconds) : undefined
+      const onFixed = await withCapture(child.pid ?? 0, () => fixedRate(port, seconds))
+      const offFixed = offFixedFirst ?? (await fixedRate(port, seconds))
       fixed.off.push(offFixed.p99)
       fixed.offP50.push(offFixed.p50)
-      const onFixed = await withCapture(child.pid ?? 0, () => fixedRate(port, seconds))
       fixed.ebpf.push(onFixed.result.p99)
       fixed.ebpfP50.push(onFixed.result.p50)
       fixedDrops.push(onFixed.captured.dropped + onFixed.captured.queueDropped)
@@ -322,7 +326,13 @@ const main = async () => {
     console.log(
       `saturation  ebpf: ${ebpfRps.toFixed(0)} req/s  p50 ${median(saturation.ebpf.map((r) => r.p50)).toFixed(2)} ms  p99 ${median(saturation.ebpf.map((r) => r.p99)).toFixed(2)} ms`
     )
-    console.log(`throughput loss with eBPF capture: ${(((offRps - ebpfRps) / offRps) * 100).toFixed(2)}%`)
+    // Each round's on/off runs are adjacent in time, so their ratio cancels most of the machine's drift.
+    const pairedLoss =
+      1 - median(saturation.ebpf.map((r, i) => r.rps / (saturation.off[i]?.rps ?? Number.NaN)))
+    console.log(
+      `throughput loss with eBPF capture: ${(((offRps - ebpfRps) / offRps) * 100).toFixed(2)}% (medians), ` +
+        `${(pairedLoss * 100).toFixed(2)}% (median of per-round ratios)`
+    )
     console.log(
       `${rate} req/s p50 off ${median(fixed.offP50).toFixed(2)} ms, ebpf ${median(fixed.ebpfP50).toFixed(2)} ms`
     )
