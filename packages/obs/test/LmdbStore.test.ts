@@ -31,6 +31,17 @@ describe("LmdbStore", () => {
       )
     ))
 
+  it("treats a path with a dot in its name as a directory", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const s = yield* LmdbStore.make({ path: join(dir, "obs.data") })
+          expect(yield* s.writer.write([batch("a", 1, [span()])])).toEqual(["stored"])
+        })
+      )
+    ))
+
   it("fails with a StoreError when the path cannot be opened", () =>
     Effect.runPromise(
       Effect.scoped(

@@ -50,7 +50,9 @@ export const openLayout = (options: OpenOptions): Layout => {
     maxDbs: 16,
     mapSize: options.mapSize ?? 1024 * 1024 * 1024,
     // Durable commits (the default): a write's promise resolves after commit; we await `flushed` too.
-    noSync: false
+    noSync: false,
+    // The path is always a directory, even when its name has a dot (lmdb would take it for a file).
+    noSubdir: false
   })
   const db = <V, Key extends LmdbKey>(name: string, records = false) =>
     env.openDB<V, Key>({
