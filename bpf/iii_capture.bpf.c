@@ -30,6 +30,7 @@ const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in ii
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
+#define SOCK_STREAM 1
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -142,17 +143,25 @@ static __always_inline struct file *fd_to_file(__s32 fd)
 	return file;
 }
 
-static __always_inline bool is_socket_file(struct file *file)
+/* Stream sockets only (TCP, unix stream): datagrams (DNS, QUIC) are not HTTP/1.x and would only
+ * pose as connections. A socket's inode sits inside struct socket_alloc right after its struct
+ * socket, so the type is one read away from the inode. */
+static __always_inline bool is_stream_socket_file(struct file *file)
 {
 	if (!file)
 		return false;
-	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
-	return (mode & S_IFMT) == S_IFSOCK;
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	umode_t mode = BPF_CORE_READ(inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return false;
+	struct socket_alloc *alloc =
+		(void *)inode - bpf_core_field_offset(struct socket_alloc, vfs_inode);
+	return BPF_CORE_READ(alloc, socket.type) == SOCK_STREAM;
 }
 
 static __always_inline struct sock *socket_sock(struct file *file)
 {
-	if (!is_socket_file(file))
+	if (!is_stream_socket_file(file))
 		return NULL;
 	struct socket *socket = BPF_CORE_READ(file, private_data);
 	return socket ? BPF_CORE_READ(socket, sk) : NULL;
@@ -178,7 +187,7 @@ static __always_inline bool is_egress(__u8 syscall)
 	       syscall == III_SYS_SENDMSG || syscall == III_SYS_SENDFILE;
 }
 
-/* Data syscalls: only sockets carry traffic and only writes to stdout/stderr are log lines, so
+/* Data syscalls: only stream sockets carry traffic and only writes to stdout/stderr are log lines, so
  * everything else (files, pipes, eventfds) is dropped here, before it costs a map update. */
 static __always_inline void enter_data(struct trace_event_raw_sys_enter *ctx, __u8 syscall, __u64 count)
 {
@@ -186,7 +195,7 @@ static __always_inline void enter_data(struct trace_event_raw_sys_enter *ctx, __
 	if (!is_traced(pid_tgid))
 		return;
 	__s32 fd = (__s32)ctx->args[0];
-	if (!is_socket_file(fd_to_file(fd)) && !(is_egress(syscall) && (fd == 1 || fd == 2)))
+	if (!is_stream_socket_file(fd_to_file(fd)) && !(is_egress(syscall) && (fd == 1 || fd == 2)))
 		return;
 	save_args(pid_tgid, fd, ctx->args[1], count, syscall);
 }
@@ -444,7 +453,7 @@ int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
 	if (!is_traced(pid_tgid))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
-	if (is_socket_file(fd_to_file(fd)))
+	if (is_stream_socket_file(fd_to_file(fd)))
 		save_args(pid_tgid, fd, 0, 0, III_SYS_CLOSE);
 	return 0;
 }

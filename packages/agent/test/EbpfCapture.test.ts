@@ -251,7 +251,7 @@ describe("EbpfCapture (real eBPF)", () => {
   )
 
   it.skipIf(!canRun || !hasPython)(
-    "captures readv/writev/recvmsg/sendmsg/recvfrom/sendto payloads across iovecs, sendfile lengths, not peeks",
+    "captures readv/writev/recvmsg/sendmsg/recvfrom/sendto payloads across iovecs, sendfile lengths; not peeks or datagrams",
     () =>
       Effect.gen(function* () {
         const replies = ["reply-1|", "reply-2|", "reply-3|"]
@@ -314,6 +314,12 @@ describe("EbpfCapture (real eBPF)", () => {
         yield* until("the close", (all) =>
           all.find((e) => e.kind === "close" && e.pid === script.pid && e.fd === writev.fd)
         )
+        // Nothing of the UDP socket (used last, just before exit): no connect, no bytes.
+        yield* until("the script's exit", (all) => all.find((e) => e.kind === "exit" && e.pid === script.pid))
+        const udp = events.filter(
+          (e) => (e.kind === "connect" && e.peerPort === 9) || (isData(e) && text(e.payload).includes("UDP"))
+        )
+        expect(udp).toEqual([])
         // Nothing from untraced processes: every event is the script's or a descendant's (python3 may
         // be a shim that forks helpers before it execs the interpreter).
         const traced = new Set([script.pid])
