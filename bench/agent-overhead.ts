@@ -377,10 +377,10 @@ for (const mode of modes) {
             30
           ),
       mode === "off"
-        ? "        -"
-        : `${Math.max(...rows.map((r) => r.rssMb))
-            .toFixed(0)
-            .padStart(6)} MB`,
+        ? "               -"
+        : `${Math.max(...rows.map((r) => r.rssMb)).toFixed(0)} MB (${Math.max(...rows.map((r) => r.anonMb)).toFixed(0)})`.padStart(
+            16
+          ),
       `${rows.reduce((s, r) => s + r.droppedFixed, 0)}, ${rows.reduce((s, r) => s + r.droppedTotal, 0)}`.padStart(
         20
       ),

@@ -24,9 +24,7 @@ const agentLayer = Agent.layer({
       ? { listen: { host: "127.0.0.1", port: Number(a) }, upstream: { host: "127.0.0.1", port: Number(b) } }
       : undefined
 }).pipe(
-  Layer.provide(
-    Exporter.layer({ urls: [obsUrl], agent: { id: Exporter.newAgentId(), service: "bench-app" } })
-  ),
+  Layer.provide(Exporter.layer({ urls: [obsUrl], agent: { id: agentId, service: "bench-app" } })),
   Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
 )
 
