@@ -7,9 +7,11 @@ fn main() {
     napi_build::setup();
     println!("cargo::rustc-check-cfg=cfg(iii_embedded_object)");
     println!("cargo:rerun-if-env-changed=III_BPF_OBJECT");
-    let object = std::env::var_os("III_BPF_OBJECT").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bpf/build/iii_capture.bpf.o")
-    });
+    let object = std::env::var_os("III_BPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bpf/build/iii_capture.bpf.o")
+        });
     println!("cargo:rerun-if-changed={}", object.display());
     match object.canonicalize() {
         Ok(path) => {

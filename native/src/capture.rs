@@ -96,13 +96,18 @@ fn load_error(e: EbpfError) -> napi::Error {
 
 fn program_error(name: &str, action: &str, e: ProgramError) -> napi::Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
-            if is_permission(&io_error) && diagnostics::missing_capabilities().len() > 0 {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if is_permission(&io_error) && !diagnostics::missing_capabilities().is_empty() {
                 permission_error(&format!("loading program {name}"), io_error)
             } else {
                 error(
                     "verifier",
-                    format!("program {name} was rejected by the verifier ({io_error}):\n{verifier_log}"),
+                    format!(
+                        "program {name} was rejected by the verifier ({io_error}):\n{verifier_log}"
+                    ),
                 )
             }
         }
@@ -112,7 +117,13 @@ fn program_error(name: &str, action: &str, e: ProgramError) -> napi::Error {
         other => {
             let message = format!("{action} program {name}: {}", chain(&other));
             if !diagnostics::tracefs_mounted() {
-                error("tracefs", format!("{message}: tracefs is not mounted (mount -t tracefs nodev {})", diagnostics::TRACEFS))
+                error(
+                    "tracefs",
+                    format!(
+                        "{message}: tracefs is not mounted (mount -t tracefs nodev {})",
+                        diagnostics::TRACEFS
+                    ),
+                )
             } else {
                 error("attach", message)
             }
@@ -135,7 +146,8 @@ fn target_of(name: &str) -> Option<Target> {
     if let Some(syscall) = rest.strip_prefix("exit_") {
         return Some(Target::Syscall(format!("sys_exit_{syscall}")));
     }
-    rest.starts_with("sched_").then(|| Target::Raw(rest.to_owned()))
+    rest.starts_with("sched_")
+        .then(|| Target::Raw(rest.to_owned()))
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> napi::Result<T>
@@ -168,11 +180,18 @@ impl Running {
             if !settings.mount_tracefs {
                 return Err(error("tracefs", format!("tracefs is not mounted ({hint})")));
             }
-            diagnostics::mount_tracefs()
-                .map_err(|e| error("tracefs", format!("tracefs is not mounted and mounting it failed: {e} ({hint})")))?;
+            diagnostics::mount_tracefs().map_err(|e| {
+                error(
+                    "tracefs",
+                    format!("tracefs is not mounted and mounting it failed: {e} ({hint})"),
+                )
+            })?;
         }
         if !diagnostics::btf_available() {
-            return Err(error("btf", "/sys/kernel/btf/vmlinux is missing: the kernel needs CONFIG_DEBUG_INFO_BTF"));
+            return Err(error(
+                "btf",
+                "/sys/kernel/btf/vmlinux is missing: the kernel needs CONFIG_DEBUG_INFO_BTF",
+            ));
         }
 
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
@@ -191,28 +210,46 @@ impl Running {
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "iii_counters")?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "iii_events")?;
         for pid in pids {
-            tgids.insert(pid, 1, 0).map_err(|e| error("map", format!("adding pid {pid}: {e}")))?;
+            tgids
+                .insert(pid, 1, 0)
+                .map_err(|e| error("map", format!("adding pid {pid}: {e}")))?;
         }
         for id in cgroup_ids {
-            cgroups.insert(id, 1, 0).map_err(|e| error("map", format!("adding cgroup {id}: {e}")))?;
+            cgroups
+                .insert(id, 1, 0)
+                .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))?;
         }
 
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
         for name in &names {
-            let Some(target) = target_of(name) else { continue };
-            let Some(program) = ebpf.program_mut(name) else { continue };
+            let Some(target) = target_of(name) else {
+                continue;
+            };
+            let Some(program) = ebpf.program_mut(name) else {
+                continue;
+            };
             match target {
                 Target::Syscall(tracepoint) => {
-                    let program: &mut TracePoint =
-                        program.try_into().map_err(|e| program_error(name, "loading", e))?;
-                    program.load().map_err(|e| program_error(name, "loading", e))?;
-                    program.attach("syscalls", &tracepoint).map_err(|e| program_error(name, "attaching", e))?;
+                    let program: &mut TracePoint = program
+                        .try_into()
+                        .map_err(|e| program_error(name, "loading", e))?;
+                    program
+                        .load()
+                        .map_err(|e| program_error(name, "loading", e))?;
+                    program
+                        .attach("syscalls", &tracepoint)
+                        .map_err(|e| program_error(name, "attaching", e))?;
                 }
                 Target::Raw(tracepoint) => {
-                    let program: &mut RawTracePoint =
-                        program.try_into().map_err(|e| program_error(name, "loading", e))?;
-                    program.load().map_err(|e| program_error(name, "loading", e))?;
-                    program.attach(&tracepoint).map_err(|e| program_error(name, "attaching", e))?;
+                    let program: &mut RawTracePoint = program
+                        .try_into()
+                        .map_err(|e| program_error(name, "loading", e))?;
+                    program
+                        .load()
+                        .map_err(|e| program_error(name, "loading", e))?;
+                    program
+                        .attach(&tracepoint)
+                        .map_err(|e| program_error(name, "attaching", e))?;
                 }
             }
         }
@@ -221,17 +258,35 @@ impl Running {
         let reader = {
             let stop = stop.clone();
             let stats = stats.clone();
-            let reader = Reader { ring, on_batch, stats, interval: settings.poll_interval, max_batch_bytes: settings.max_batch_bytes, max_pending_bytes: settings.max_pending_bytes };
+            let reader = Reader {
+                ring,
+                on_batch,
+                stats,
+                interval: settings.poll_interval,
+                max_batch_bytes: settings.max_batch_bytes,
+                max_pending_bytes: settings.max_pending_bytes,
+            };
             std::thread::Builder::new()
                 .name("iii-ringbuf".into())
                 .spawn(move || reader.run(&stop))
                 .map_err(|e| error("io", format!("starting the reader thread: {e}")))?
         };
-        Ok(Running { ebpf: Some(ebpf), tgids, cgroups, counters, stop, reader: Some(reader), stats, cgroups_enabled: settings.cgroups_enabled })
+        Ok(Running {
+            ebpf: Some(ebpf),
+            tgids,
+            cgroups,
+            counters,
+            stop,
+            reader: Some(reader),
+            stats,
+            cgroups_enabled: settings.cgroups_enabled,
+        })
     }
 
     pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
-        self.tgids.insert(pid, 1, 0).map_err(|e| error("map", format!("adding pid {pid}: {e}")))
+        self.tgids
+            .insert(pid, 1, 0)
+            .map_err(|e| error("map", format!("adding pid {pid}: {e}")))
     }
 
     pub fn remove_pid(&mut self, pid: u32) -> napi::Result<()> {
@@ -242,7 +297,9 @@ impl Running {
     }
 
     pub fn add_cgroup(&mut self, id: u64) -> napi::Result<()> {
-        self.cgroups.insert(id, 1, 0).map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
+        self.cgroups
+            .insert(id, 1, 0)
+            .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
     }
 
     /// Records the kernel dropped because the ring was full, summed over CPUs.
@@ -280,7 +337,10 @@ struct Reader {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -294,7 +354,9 @@ impl Reader {
         let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            if self.stats.pending_bytes.load(Ordering::Relaxed) > self.max_pending_bytes && !stopping {
+            if self.stats.pending_bytes.load(Ordering::Relaxed) > self.max_pending_bytes
+                && !stopping
+            {
                 // JavaScript is behind: leave records in the ring (the kernel counts what it
                 // cannot take) instead of growing memory.
                 std::thread::sleep(self.interval);
@@ -304,7 +366,11 @@ impl Reader {
             if stopping {
                 break;
             }
-            let mut pollfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut pollfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd. Woken by the programs' forced wakeups or the timeout.
             unsafe { libc::poll(&mut pollfd, 1, timeout) };
         }
@@ -316,7 +382,9 @@ impl Reader {
         let mut count = 0u32;
         loop {
             {
-                let Some(record) = self.ring.next() else { break };
+                let Some(record) = self.ring.next() else {
+                    break;
+                };
                 if !layout::is_valid_record(&record) {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -348,12 +416,17 @@ impl Reader {
         batch[0..8].copy_from_slice(&offset.to_le_bytes());
         batch[8..12].copy_from_slice(&count.to_le_bytes());
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.records.fetch_add(count.into(), Ordering::Relaxed);
+        self.stats
+            .records
+            .fetch_add(count.into(), Ordering::Relaxed);
         self.send(batch);
     }
 
     fn send(&self, batch: Vec<u8>) {
-        self.stats.pending_bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.on_batch.call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+        self.stats
+            .pending_bytes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.on_batch
+            .call(batch, ThreadsafeFunctionCallMode::NonBlocking);
     }
 }

@@ -58,7 +58,13 @@ pub fn mount_tracefs() -> Result<bool, String> {
     let fstype = CString::new("tracefs").unwrap_or_default();
     // SAFETY: all pointers are valid NUL-terminated strings; no mount data.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error().to_string());

@@ -96,8 +96,11 @@ pub fn is_valid_record(record: &[u8]) -> bool {
     record.len() == expected
 }
 
-/// `[(struct, size, [(field, offset)])]`, in the C header's names.
-pub fn describe() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+/// One struct's name (as in the C header), size and `(field, offset)` pairs.
+pub type StructDescription = (&'static str, usize, Vec<(&'static str, usize)>);
+
+/// Every struct of the layout, in the C header's names.
+pub fn describe() -> Vec<StructDescription> {
     vec![
         (
             "iii_batch_header",

@@ -61,9 +61,13 @@ pub struct Counters {
 
 fn cgroup_id(path: &str) -> napi::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| error("invalid", format!("cgroup {path}: {e}")))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| error("invalid", format!("cgroup {path}: {e}")))?;
     if !meta.is_dir() {
-        return Err(error("invalid", format!("cgroup {path} is not a directory")));
+        return Err(error(
+            "invalid",
+            format!("cgroup {path} is not a directory"),
+        ));
     }
     // A cgroup v2 directory's inode number is the id bpf_get_current_cgroup_id() returns.
     Ok(meta.ino())
@@ -101,17 +105,25 @@ impl Capture {
             }
         };
         let cgroup_paths = options.cgroups.unwrap_or_default();
-        let cgroup_ids = cgroup_paths.iter().map(|path| cgroup_id(path)).collect::<napi::Result<Vec<_>>>()?;
+        let cgroup_ids = cgroup_paths
+            .iter()
+            .map(|path| cgroup_id(path))
+            .collect::<napi::Result<Vec<_>>>()?;
         let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(8 << 20);
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
-            return Err(error("invalid", format!("ringBufferBytes must be a power of two >= 4096, got {ring_buffer_bytes}")));
+            return Err(error(
+                "invalid",
+                format!("ringBufferBytes must be a power of two >= 4096, got {ring_buffer_bytes}"),
+            ));
         }
         let settings = Settings {
             object,
             payload_bytes: options.payload_bytes.unwrap_or(layout::DEFAULT_PAYLOAD),
             ring_buffer_bytes,
             wakeup_bytes: options.wakeup_bytes.unwrap_or(64 * 1024),
-            poll_interval: Duration::from_millis(options.poll_interval_ms.unwrap_or(10).max(1).into()),
+            poll_interval: Duration::from_millis(
+                options.poll_interval_ms.unwrap_or(10).max(1).into(),
+            ),
             max_batch_bytes: options.max_batch_bytes.unwrap_or(1 << 20).max(4096) as usize,
             max_pending_bytes: options.max_pending_bytes.unwrap_or(64 << 20).into(),
             cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
@@ -123,15 +135,27 @@ impl Capture {
             .build_threadsafe_function::<Vec<u8>>()
             .callee_handled::<false>()
             .build_callback(move |ctx| {
-                callback_stats.pending_bytes.fetch_sub(ctx.value.len() as u64, Ordering::Relaxed);
+                callback_stats
+                    .pending_bytes
+                    .fetch_sub(ctx.value.len() as u64, Ordering::Relaxed);
                 Ok(Buffer::from(ctx.value))
             })?;
-        let running = Running::start(settings, &options.pids.unwrap_or_default(), &cgroup_ids, on_batch, stats)?;
-        Ok(Capture { running: Some(running) })
+        let running = Running::start(
+            settings,
+            &options.pids.unwrap_or_default(),
+            &cgroup_ids,
+            on_batch,
+            stats,
+        )?;
+        Ok(Capture {
+            running: Some(running),
+        })
     }
 
     fn running(&mut self) -> napi::Result<&mut Running> {
-        self.running.as_mut().ok_or_else(|| error("closed", "the capture is closed"))
+        self.running
+            .as_mut()
+            .ok_or_else(|| error("closed", "the capture is closed"))
     }
 
     /// Traces this process (and, from now on, its children).
@@ -202,7 +226,13 @@ pub fn event_layout() -> Vec<StructLayout> {
         .map(|(name, size, fields)| StructLayout {
             name: name.into(),
             size: size as u32,
-            fields: fields.into_iter().map(|(name, offset)| FieldOffset { name: name.into(), offset: offset as u32 }).collect(),
+            fields: fields
+                .into_iter()
+                .map(|(name, offset)| FieldOffset {
+                    name: name.into(),
+                    offset: offset as u32,
+                })
+                .collect(),
         })
         .collect()
 }
@@ -224,7 +254,10 @@ pub struct Diagnostics {
 #[napi]
 pub fn diagnose() -> Diagnostics {
     Diagnostics {
-        missing_capabilities: diagnostics::missing_capabilities().into_iter().map(String::from).collect(),
+        missing_capabilities: diagnostics::missing_capabilities()
+            .into_iter()
+            .map(String::from)
+            .collect(),
         tracefs_mounted: diagnostics::tracefs_mounted(),
         btf: diagnostics::btf_available(),
         embedded_object: embedded_object().is_some(),
