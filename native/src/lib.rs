@@ -73,10 +73,25 @@ fn cgroup_id(path: &str) -> napi::Result<u64> {
     Ok(meta.ino())
 }
 
+/// Raw bytes with an alignment of 8: the ELF parser reads section headers in place and rejects
+/// misaligned data, and `include_bytes!` only guarantees an alignment of 1.
+#[cfg(iii_embedded_object)]
+#[repr(C)]
+struct Aligned<Bytes: ?Sized> {
+    _align: [u64; 0],
+    bytes: Bytes,
+}
+
+#[cfg(iii_embedded_object)]
+static EMBEDDED_OBJECT: &Aligned<[u8]> = &Aligned {
+    _align: [],
+    bytes: *include_bytes!(env!("III_BPF_OBJECT_PATH")),
+};
+
 fn embedded_object() -> Option<&'static [u8]> {
     #[cfg(iii_embedded_object)]
     {
-        Some(include_bytes!(env!("III_BPF_OBJECT_PATH")))
+        Some(&EMBEDDED_OBJECT.bytes)
     }
     #[cfg(not(iii_embedded_object))]
     {
