@@ -7,6 +7,7 @@ import * as AgentCommand from "./AgentCommand.js"
 import * as ApplyCommand from "./ApplyCommand.js"
 import * as ControllerCommand from "./ControllerCommand.js"
 import * as CrdCommand from "./CrdCommand.js"
+import * as DemoCommand from "./DemoCommand.js"
 import * as ObsCommand from "./ObsCommand.js"
 import * as RenderCommand from "./RenderCommand.js"
 import * as StatusCommand from "./StatusCommand.js"
@@ -22,7 +23,8 @@ export const iii = Command.make("iii").pipe(
     StatusCommand.command,
     ControllerCommand.command,
     AgentCommand.command,
-    ObsCommand.command
+    ObsCommand.command,
+    DemoCommand.command
   ])
 )
 
