@@ -182,9 +182,7 @@ export class EventProcessor {
       endNs: exchange.endNs,
       outcome: exchange.outcome,
       peerAddress: peer?.address,
-      peerPort: peer?.port,
-      pid: exchange.connection.pid,
-      tid: exchange.tid
+      peerPort: peer?.port
     })
     this.counts.spans++
   }

@@ -92,8 +92,6 @@ export interface ExchangeRecord {
   readonly outcome: Outcome
   readonly peerAddress: string | undefined
   readonly peerPort: number | undefined
-  readonly pid?: number | undefined
-  readonly tid?: number | undefined
 }
 
 export const isError = (role: Role, statusCode: number | undefined, outcome: Outcome): boolean =>
@@ -107,8 +105,6 @@ export const toSpan = (identity: Identity, record: ExchangeRecord): Telemetry.Sp
   if (method === "_OTHER") attributes["http.request.method_original"] = record.request.method
   if (record.role === "client" && record.request.host !== undefined)
     attributes["server.address"] = record.request.host
-  if (record.pid !== undefined) attributes["process.pid"] = record.pid
-  if (record.tid !== undefined) attributes["thread.id"] = record.tid
   const path = record.request.target
   return {
     traceId: record.context.traceId,
