@@ -34,17 +34,27 @@ const sync =
 /** Opens the environment for the scope's lifetime; closing waits for pending writes. */
 export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError, Scope.Scope> =>
   Effect.gen(function* () {
+    // Retention passes run as promises; closing waits for the one in flight, which stops at its next chunk.
+    let closing = false
+    let retention: Promise<unknown> = Promise.resolve()
     const layout = yield* Effect.acquireRelease(
       sync("open")(() =>
         openLayout({ path: config.path, ...(config.mapSize !== undefined && { mapSize: config.mapSize }) })
       ),
-      (l) => Effect.promise(() => l.env.close().catch(() => undefined))
+      (l) =>
+        Effect.promise(async () => {
+          closing = true
+          await retention.catch(() => undefined)
+          await l.env.close().catch(() => undefined)
+        })
     )
     const state = yield* sync("open")(() => makeWriteState(layout))
 
     const writer: SpanWriterService = {
       write: (batches) =>
         Effect.tryPromise({
+          // lmdb's asynchronous transaction: built on this thread, committed by lmdb's writer thread
+          // while the next one builds; `flushed` then waits for the fsync that makes it durable.
           try: async () => {
             const outcomes = await layout.env.transaction(() => applyBatches(layout, state, batches))
             await layout.env.flushed
@@ -67,7 +77,11 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
     const maintenance: StoreMaintenanceService = {
       deleteOlderThan: (cutoff) =>
         Effect.tryPromise({
-          try: () => deleteOlderThan(layout, cutoff),
+          try: () => {
+            const pass = deleteOlderThan(layout, cutoff, () => closing)
+            retention = pass
+            return pass
+          },
           catch: (cause) => new StoreError({ operation: "retention", cause })
         }),
       stats: () =>

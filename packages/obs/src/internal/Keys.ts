@@ -13,7 +13,7 @@ export const dbNames = {
   spans: "spans",
   /** [service, startMicros, traceId, spanId] → ServiceIndexValue */
   byService: "span-by-service",
-  /** [statusClass, durationNano, startMicros, traceId, spanId] → [service, route] */
+  /** [statusClass, durationNano, startMicros, traceId, spanId] → [service, route]; not for 2xx (see statusIndexed) */
   byStatus: "span-by-status",
   /** [correlationId, startMicros, traceId, spanId] → 1; only for spans whose correlation id is not their trace id */
   byCorrelation: "span-by-correlation",
@@ -68,6 +68,13 @@ export type StatusKey = readonly [
   traceId: string,
   spanId: string
 ]
+/**
+ * Whether spans of a status class go into the (status class, duration) index. 2xx spans, the vast
+ * majority, do not: the index serves cross-service error searches (4xx, 5xx, none) and stays small;
+ * slow-2xx searches walk the per-service index instead.
+ */
+export const statusIndexed = (statusClass: string): boolean => statusClass !== "2xx"
+
 export const statusKey = (span: Telemetry.Span, statusClass: string): StatusKey => [
   statusClass,
   span.durationNano,

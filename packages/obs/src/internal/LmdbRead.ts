@@ -2,7 +2,7 @@
 import type { Telemetry } from "@iii/core"
 import type { RedCell, ServiceInfo, TracePage, TraceQuery, TraceSummary } from "../Store.js"
 import { decodeCursor, encodeCursor, newestFirst, type Position } from "./Cursor.js"
-import { allRoutes, maxKeyPart, micros, type ServiceIndexValue } from "./Keys.js"
+import { allRoutes, maxKeyPart, micros, type ServiceIndexValue, statusIndexed } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
 /** Index entries one search may examine per service before it returns a page and a cursor. */
@@ -111,7 +111,7 @@ export const searchTraces = (layout: Layout, q: TraceQuery): TracePage => {
   const cursor = q.cursor !== undefined ? decodeCursor(q.cursor) : undefined
   const position = cursor?._tag === "Some" ? cursor.value : undefined
   const scans =
-    q.service === undefined && q.status !== undefined && q.status !== "error"
+    q.service === undefined && q.status !== undefined && q.status !== "error" && statusIndexed(q.status)
       ? [scanStatus(layout, q, q.status, position)]
       : (q.service !== undefined ? [q.service] : Array.from(layout.services.getKeys())).map((service) =>
           scanService(layout, service, q, position)

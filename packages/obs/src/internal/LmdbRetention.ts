@@ -4,7 +4,7 @@
  */
 import { Telemetry } from "@iii/core"
 import type { RetentionResult } from "../Store.js"
-import { maxKeyPart, type ServiceIndexValue } from "./Keys.js"
+import { maxKeyPart, type ServiceIndexValue, statusIndexed } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
 const chunk = 2_000
@@ -12,7 +12,12 @@ const chunk = 2_000
 // biome-ignore lint/suspicious/noExplicitAny: lmdb keys are untyped arrays
 type AnyKey = any
 
-export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): Promise<RetentionResult> => {
+/** `stopped` is checked between chunks, so closing the store never races a pass still reading. */
+export const deleteOlderThan = async (
+  layout: Layout,
+  cutoffUnixNano: bigint,
+  stopped: () => boolean
+): Promise<RetentionResult> => {
   const cutoffMicros = Number(cutoffUnixNano / 1000n)
   const cutoffSec = Math.floor(cutoffMicros / 1_000_000)
   let deletedSpans = 0
@@ -22,6 +27,7 @@ export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): P
 
   for (const service of Array.from(layout.services.getKeys())) {
     for (;;) {
+      if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
       const entries = Array.from(
         layout.byService.getRange({ start: [service, -1], end: [service, cutoffMicros], limit: chunk })
       )
@@ -32,7 +38,8 @@ export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): P
           const [, statusCode, durationNano, , correlationId] = value as ServiceIndexValue
           const code = statusCode === 0 ? undefined : statusCode
           layout.spans.remove([traceId, spanId])
-          layout.byStatus.remove([Telemetry.statusClass(code), durationNano, startMicros, traceId, spanId])
+          const cls = Telemetry.statusClass(code)
+          if (statusIndexed(cls)) layout.byStatus.remove([cls, durationNano, startMicros, traceId, spanId])
           if (correlationId !== traceId)
             layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           layout.byService.remove(key)
@@ -40,10 +47,12 @@ export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): P
       })
       deletedSpans += entries.length
     }
+    if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
     deletedRollups += await deleteRollups(layout, service, cutoffSec)
   }
 
   for (;;) {
+    if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
     const entries = Array.from(layout.logsByTime.getRange({ start: [-1], end: [cutoffMicros], limit: chunk }))
     if (entries.length === 0) break
     await layout.env.transaction(() => {
@@ -57,6 +66,7 @@ export const deleteOlderThan = async (layout: Layout, cutoffUnixNano: bigint): P
   }
 
   for (;;) {
+    if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
     const keys = Array.from(layout.metrics.getKeys({ start: [-1], end: [cutoffMicros], limit: chunk }))
     if (keys.length === 0) break
     await layout.env.transaction(() => {

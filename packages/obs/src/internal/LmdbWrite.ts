@@ -13,6 +13,7 @@ import {
   type ServiceInfoValue,
   serviceKey,
   spanKey,
+  statusIndexed,
   statusKey
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
@@ -75,7 +76,8 @@ const writeSpan = (layout: Layout, state: WriteState, red: RedDeltas, span: Tele
     span.error ? 1 : 0,
     span.correlationId
   ])
-  layout.byStatus.put(statusKey(span, Telemetry.statusClass(span.http?.statusCode)), [span.service, route])
+  const cls = Telemetry.statusClass(span.http?.statusCode)
+  if (statusIndexed(cls)) layout.byStatus.put(statusKey(span, cls), [span.service, route])
   // Most spans are correlated by their own trace id, which the spans table already answers.
   if (span.correlationId !== span.traceId) layout.byCorrelation.put(correlationKey(span), 1)
   if (span.kind === "server") {

@@ -1,0 +1,138 @@
+/**
+ * obs ingest throughput: 4 WebSocket connections send 500-span batches to a node (its own process)
+ * and wait for durable acks, for 60 s (OBS_BENCH_SECONDS to change). Prints sustained spans/s, ack
+ * latency p50/p99 and the node's peak RSS; then, in the same run, the raw ceiling: the same frames
+ * written by a bare lmdb loop (no WebSocket, no decoding, no indexes; same durable commits), as a
+ * ratio. Target: ≥ 100,000 spans/s and ≥ 40% of the raw ceiling.
+ *
+ *   npm run bench:ingest                    (builds packages/obs, then runs this with Node 24)
+ *   OBS_BENCH_SECONDS=10 npm run bench:ingest
+ *
+ * Load generation: each connection keeps `WINDOW` batches in flight (sends the next when one is
+ * acked). Batches come from an encoded template whose seq and trace ids are rewritten per batch,
+ * so every batch is unique but the client spends almost no CPU encoding (see obs-support.ts).
+ */
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { WireProtocol } from "@iii/core"
+import { Either } from "effect"
+import { open } from "lmdb"
+import WebSocket from "ws"
+import { fmt, frameTemplate, peakRssMiB, percentile, spawnNode } from "./obs-support.ts"
+
+const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 60)
+const CONNECTIONS = 4
+const SPANS_PER_BATCH = 500
+const WINDOW = Number(process.env.OBS_BENCH_WINDOW ?? 4)
+const WARMUP_SECONDS = Math.min(5, SECONDS / 6)
+
+const dir = mkdtempSync(join(tmpdir(), "iii-bench-ingest-"))
+const node = await spawnNode(join(dir, "node"))
+const template = frameTemplate(SPANS_PER_BATCH, BigInt(Date.now()) * 1_000_000n)
+
+interface Stats {
+  acked: number
+  latencies: Array<number>
+}
+
+const runConnection = (index: number, stopAt: number, measureFrom: number, stats: Stats) =>
+  new Promise<void>((resolve, reject) => {
+    const ws = new WebSocket(`${node.url.replace("http", "ws")}/v1/ingest`, { perMessageDeflate: false })
+    const sentAt = new Map<number, number>()
+    let seq = 0
+    const sendNext = () => {
+      seq++
+      sentAt.set(seq, performance.now())
+      ws.send(template.stamp(seq, BigInt(index * 1_000_000 + seq)))
+    }
+    ws.on("open", () =>
+      ws.send(
+        WireProtocol.encodeFrame({
+          type: "hello",
+          version: WireProtocol.PROTOCOL_VERSION,
+          agent: { id: `bench-${index}` }
+        })
+      )
+    )
+    ws.on("message", (data: Buffer) => {
+      const frame = WireProtocol.decodeFrame(data)
+      if (Either.isLeft(frame)) return reject(frame.left)
+      const f = frame.right
+      if (f.type === "welcome") for (let i = 0; i < WINDOW; i++) sendNext()
+      else if (f.type === "ack") {
+        const now = performance.now()
+        const start = sentAt.get(f.seq) ?? now
+        sentAt.delete(f.seq)
+        if (start >= measureFrom && now <= stopAt) {
+          stats.acked += SPANS_PER_BATCH
+          stats.latencies.push(now - start)
+        }
+        if (now < stopAt) sendNext()
+        else if (sentAt.size === 0) {
+          ws.close()
+          resolve()
+        }
+      } else if (f.type === "error") reject(new Error(`${f.code}: ${f.message}`))
+    })
+    ws.on("error", reject)
+  })
+
+console.log(
+  `obs ingest: ${CONNECTIONS} connections × ${SPANS_PER_BATCH}-span batches (${fmt(template.bytes)} bytes each), ` +
+    `${WINDOW} in flight per connection, ${SECONDS} s (first ${fmt(WARMUP_SECONDS, 1)} s warm-up)`
+)
+const startedAt = performance.now()
+const measureFrom = startedAt + WARMUP_SECONDS * 1000
+const stopAt = startedAt + SECONDS * 1000
+const stats: Stats = { acked: 0, latencies: [] }
+await Promise.all(Array.from({ length: CONNECTIONS }, (_, i) => runConnection(i, stopAt, measureFrom, stats)))
+const measuredSeconds = (stopAt - measureFrom) / 1000
+const rate = stats.acked / measuredSeconds
+const sorted = stats.latencies.sort((a, b) => a - b)
+const rss = peakRssMiB(node.child.pid)
+node.child.kill(process.env.OBS_BENCH_NODE_ARGS === undefined ? "SIGKILL" : "SIGINT")
+
+console.log(
+  `  sustained          ${fmt(rate)} spans/s (${fmt(stats.acked)} spans acked in ${fmt(measuredSeconds, 1)} s)`
+)
+console.log(
+  `  ack latency        p50 ${fmt(percentile(sorted, 0.5), 1)} ms, p99 ${fmt(percentile(sorted, 0.99), 1)} ms`
+)
+console.log(`  node peak RSS      ${fmt(rss)} MiB`)
+
+// Raw ceiling: the same frames, durably written by a bare lmdb loop: one put per frame, group
+// commits of CONNECTIONS × WINDOW frames, two transactions in flight, like the node's writer.
+const frames = stats.latencies.length
+const env = open({ path: join(dir, "raw"), noSubdir: false })
+const raw = env.openDB<Buffer, number>({ name: "raw", encoding: "binary", keyEncoding: "uint32" })
+const perCommit = CONNECTIONS * WINDOW
+const rawStart = performance.now()
+let inFlight: Array<Promise<unknown>> = []
+for (let i = 0; i < frames; i += perCommit) {
+  const batch = Array.from({ length: Math.min(perCommit, frames - i) }, (_, j) =>
+    template.stamp(i + j + 1, BigInt(i + j))
+  )
+  inFlight.push(
+    env.transaction(() => {
+      batch.forEach((frame, j) => raw.put(i + j, frame))
+    })
+  )
+  if (inFlight.length >= 2) {
+    await inFlight.shift()
+    await env.flushed
+  }
+}
+await Promise.all(inFlight)
+await env.flushed
+inFlight = []
+const rawRate = (frames * SPANS_PER_BATCH) / ((performance.now() - rawStart) / 1000)
+await env.close()
+console.log(
+  `  raw lmdb ceiling   ${fmt(rawRate)} spans/s (same ${fmt(frames)} frames, bare puts, durable commits)`
+)
+console.log(`  ratio              ${fmt((100 * rate) / rawRate, 1)}% of the raw ceiling`)
+console.log(
+  `  targets            ≥ 100,000 spans/s: ${rate >= 100_000 ? "met" : "NOT met"}; ≥ 40% of raw: ${rate >= 0.4 * rawRate ? "met" : "NOT met"}`
+)
+rmSync(dir, { recursive: true, force: true })
