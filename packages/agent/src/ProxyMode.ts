@@ -53,7 +53,11 @@ export interface ProxyServer {
   readonly egressListening: HostPort | undefined
   /** Requests currently being served. */
   readonly inFlight: () => number
-  /** The context of the request being served, when exactly one is (to tie log lines to it). */
+  /**
+   * The context of the request being served, when exactly one is (to tie log lines to it); with none in
+   * flight, the one that finished within the last `lingerMs` — a command's output reaches the agent
+   * through a pipe and may arrive just after the response it was written for.
+   */
   readonly servingOne: () => SpanContext | undefined
 }
 
@@ -147,6 +151,9 @@ export const start = async (
 ): Promise<ProxyServer & { readonly close: () => Promise<void> }> => {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 512 })
   const serving = new Set<SpanContext>()
+  /** The last request served alone, and when it finished. */
+  let lastAlone: { context: SpanContext; at: number } | undefined
+  const lingerMs = 100
 
   const handle = (role: Role) => (req: http.IncomingMessage, res: http.ServerResponse) => {
     const startNs = nowUnixNano()
@@ -178,13 +185,16 @@ export const start = async (
     const linked = role === "client" && serving.size === 1 ? serving.values().next().value : undefined
     const context = role === "server" ? serverContext(headers) : clientContext(headers, linked)
     const parentValid = TraceContext.parseTraceParent(headers.traceparent)._tag === "Some"
-    if (role === "server") serving.add(context)
+    if (role === "server") {
+      lastAlone = undefined
+      serving.add(context)
+    }
     let statusCode: number | undefined
     let recorded = false
     const record = (outcome: Outcome) => {
       if (recorded) return
       recorded = true
-      serving.delete(context)
+      if (serving.delete(context) && serving.size === 0) lastAlone = { context, at: Date.now() }
       recorder.record({
         role,
         context,
@@ -294,7 +304,12 @@ export const start = async (
     listening,
     egressListening,
     inFlight: () => serving.size,
-    servingOne: () => (serving.size === 1 ? serving.values().next().value : undefined),
+    servingOne: () => {
+      if (serving.size === 1) return serving.values().next().value
+      if (serving.size === 0 && lastAlone !== undefined && Date.now() - lastAlone.at <= lingerMs)
+        return lastAlone.context
+      return undefined
+    },
     close: async () => {
       await Promise.all([closeServer(reverse), ...(forward === undefined ? [] : [closeServer(forward)])])
       agent.destroy()

@@ -142,19 +142,23 @@ describe.skipIf(!obsLoaded)("agent → real obs node", () => {
         void getJson(`${obsUrl}/v1/correlate/${correlationId}`).then((result) => {
           answer = result
         })
-        const body = answer.body as { spans?: Array<unknown>; logs?: Array<unknown> } | undefined
-        return answer.status === 200 && (body?.spans?.length ?? 0) > 0 && (body?.logs?.length ?? 0) > 0
+        const body = answer.body as { traces?: Array<unknown>; logs?: Array<unknown> } | undefined
+        return answer.status === 200 && (body?.traces?.length ?? 0) > 0 && (body?.logs?.length ?? 0) > 0
       },
       10_000
     ).catch((error: Error) => {
-      throw new Error(`${error.message}; last answer ${answer.status} ${JSON.stringify(answer.body)}`)
+      throw new Error(`${error.message}; last answer ${answer.status} ${JSON.stringify(answer.body).slice(-700)}`)
     })
     const body = answer.body as {
-      spans: Array<{ name: string; service: string; correlationId: string }>
-      logs: Array<{ body: string; level: string }>
+      traces: Array<{
+        spans: Array<{ name: string; service: string; correlationId: string; spanId: string }>
+      }>
+      logs: Array<{ body: string; level: string; spanId: string }>
     }
-    expect(body.spans[0]).toMatchObject({ name: "GET /users/{id}", service: "readme-app", correlationId })
+    const span = body.traces[0]?.spans[0]
+    expect(span).toMatchObject({ name: "GET /users/{id}", service: "readme-app", correlationId })
     expect(body.logs[0]).toMatchObject({ level: "info" })
     expect(body.logs[0]?.body).toContain("user 7")
+    expect(body.logs[0]?.spanId).toBe(span?.spanId)
   })
 })
