@@ -1,6 +1,7 @@
 /**
  * How the capture fails, for real: a program the verifier refuses, a process without the
- * capabilities, an addon that is not built, a build machine without the toolchain.
+ * capabilities, tracefs unmounted (in a private mount namespace), an addon that is not built, a
+ * build machine without the toolchain.
  */
 import { spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs"
@@ -20,6 +21,7 @@ const hasClang = spawnSync("clang", ["--version"]).status === 0 && existsSync(vm
 if (!canRun) console.warn(`EbpfCapture error tests needing eBPF skipped: ${availability.reasons.join("; ")}`)
 if (canRun && !hasClang) console.warn("verifier test skipped: clang or bpf/build/vmlinux.h missing")
 const hasSetpriv = spawnSync("setpriv", ["--version"]).status === 0
+const hasUnshare = spawnSync("unshare", ["--version"]).status === 0
 
 describe("EbpfCapture failures", () => {
   const work = mkdtempSync(join(tmpdir(), "iii-ebpf-errors-"))
@@ -82,6 +84,37 @@ describe("EbpfCapture failures", () => {
     const result = JSON.parse(run.stdout) as { message: string; missing: Array<string> }
     expect(result.missing).toEqual(["CAP_BPF", "CAP_PERFMON"])
     expect(result.message).toMatch(/^permission: missing CAP_BPF and CAP_PERFMON/)
+  })
+
+  it.skipIf(!canRun || !hasUnshare)("says tracefs is not mounted, or mounts it when allowed", () => {
+    const loaded = NativeAddon.load()
+    if (loaded._tag === "Missing") throw new Error(loaded.reason)
+    const script = `
+      const addon = require(${JSON.stringify(loaded.path)})
+      const attempt = (options) => {
+        try { addon.Capture.start(options, () => {}).close(); return "started" } catch (error) { return error.message }
+      }
+      const refused = attempt({ mountTracefs: false })
+      console.log(JSON.stringify({ refused, mounted: attempt({}) }))`
+    // A private mount namespace: tracefs disappears for this child only.
+    const run = spawnSync(
+      "unshare",
+      [
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'umount /sys/kernel/tracing; umount /sys/kernel/debug/tracing; exec "$0" -e "$1"'
+      ].concat([process.execPath, script]),
+      { encoding: "utf8" }
+    )
+    expect(run.status, run.stderr).toBe(0)
+    const result = JSON.parse(run.stdout) as { refused: string; mounted: string }
+    expect(result.refused).toBe(
+      "tracefs: tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"
+    )
+    expect(result.mounted).toBe("started")
   })
 
   describe("without the addon", () => {
