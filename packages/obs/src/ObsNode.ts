@@ -42,9 +42,9 @@ export interface ObsNodeConfig {
   readonly retentionInterval: Duration.Duration
   /** Largest ingest frame accepted. Default: core's `defaultMaxFrameBytes` (16 MiB). */
   readonly maxFrameBytes: number
-  /** Spans (plus logs and points) queued for commit before sockets are paused. Default 200,000. */
+  /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
   readonly maxQueuedSpans: number
-  /** Most spans one ingest transaction takes. Default 20,000. */
+  /** Most spans one ingest transaction takes (smaller rounds pipeline better with lmdb's commit thread). Default 4,000. */
   readonly maxSpansPerCommit: number
   /** Spans a tail subscriber may have waiting before new ones are dropped. Default 10,000. */
   readonly tailQueueSpans: number
@@ -57,8 +57,8 @@ export const defaults = {
   host: "0.0.0.0",
   retention: Duration.days(7),
   retentionInterval: Duration.minutes(1),
-  maxQueuedSpans: 200_000,
-  maxSpansPerCommit: 20_000,
+  maxQueuedSpans: 100_000,
+  maxSpansPerCommit: 4_000,
   tailQueueSpans: defaultTailLimits.maxQueuedSpans
 } as const
 

@@ -58,6 +58,7 @@ export type ServiceIndexValue = readonly [
   statusCode: number,
   durationNano: number,
   error: 0 | 1,
+  /** "" when the span's correlation id is its trace id (then it has no correlation index entry). */
   correlationId: string
 ]
 

@@ -5,7 +5,6 @@
 import { Telemetry } from "@iii/core"
 import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
-  allRoutes,
   correlationKey,
   logCorrelationKey,
   micros,
@@ -74,7 +73,7 @@ const writeSpan = (layout: Layout, state: WriteState, red: RedDeltas, span: Tele
     statusCode,
     span.durationNano,
     span.error ? 1 : 0,
-    span.correlationId
+    span.correlationId === span.traceId ? "" : span.correlationId
   ])
   const cls = Telemetry.statusClass(span.http?.statusCode)
   if (statusIndexed(cls)) layout.byStatus.put(statusKey(span, cls), [span.service, route])
@@ -82,7 +81,6 @@ const writeSpan = (layout: Layout, state: WriteState, red: RedDeltas, span: Tele
   if (span.correlationId !== span.traceId) layout.byCorrelation.put(correlationKey(span), 1)
   if (span.kind === "server") {
     red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
-    red.add(span.service, allRoutes, span.startTimeUnixNano, span.durationNano, span.error)
   }
   const known = state.services.get(span.service)
   if (

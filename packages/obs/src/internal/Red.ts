@@ -7,7 +7,7 @@ import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
 import { type RedCell, rollupBucketSeconds } from "../Store.js"
-import type { RedCellValue } from "./Keys.js"
+import { allRoutes, type RedCellValue } from "./Keys.js"
 
 interface Delta {
   readonly service: string
@@ -26,22 +26,36 @@ export const bucketOf = (startUnixNano: bigint): number => {
 export class RedDeltas {
   private readonly cells = new Map<string, Delta>()
 
-  add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
-    const bucket = bucketOf(startUnixNano)
+  private cell(service: string, route: string, bucket: number): Delta {
     const id = `${service}\u0000${route}\u0000${bucket}`
     let cell = this.cells.get(id)
     if (cell === undefined) {
       cell = { service, route, bucket, count: 0, errors: 0, sketch: LatencySketch.make() }
       this.cells.set(id, cell)
     }
+    return cell
+  }
+
+  /** Records one server span in its (service, route, bucket) cell. */
+  add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
+    const cell = this.cell(service, route, bucketOf(startUnixNano))
     cell.count++
     if (error) cell.errors++
     LatencySketch.add(cell.sketch, durationNano / 1e6)
   }
 
-  /** Merges every delta into its stored cell; call inside the write transaction. */
+  /**
+   * Adds the all-routes cells (merged from the route cells, so each span is sketched once), then merges
+   * every delta into its stored cell; call inside the write transaction.
+   */
   // biome-ignore lint/suspicious/noExplicitAny: lmdb keys are untyped arrays
   flush(db: Database<RedCellValue, any>): void {
+    for (const c of Array.from(this.cells.values())) {
+      const all = this.cell(c.service, allRoutes, c.bucket)
+      all.count += c.count
+      all.errors += c.errors
+      LatencySketch.merge(all.sketch, c.sketch)
+    }
     for (const cell of this.cells.values()) {
       const key = [cell.service, cell.route, cell.bucket]
       // A stored cell whose sketch fails validation (corruption) is replaced rather than merged.
