@@ -40,8 +40,7 @@ export const deleteOlderThan = async (
           layout.spans.remove([traceId, spanId])
           const cls = Telemetry.statusClass(code)
           if (statusIndexed(cls)) layout.byStatus.remove([cls, durationNano, startMicros, traceId, spanId])
-          if (correlationId !== traceId)
-            layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
+          if (correlationId !== "") layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           layout.byService.remove(key)
         }
       })
