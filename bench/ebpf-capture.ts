@@ -5,11 +5,13 @@
  *   npm run bench:ebpf-capture            (root; needs the addon: npm run build:native)
  *   ROUNDS=8 SECONDS=4 RATE=2000 npm run bench:ebpf-capture   (the defaults)
  *   TRACE=0 npm run bench:ebpf-capture    (programs attached, server not traced: the host-wide cost)
+ *   SYSCALLS=0 npm run bench:ebpf-capture (skip the per-syscall part)
  *
  * The server runs pinned to CPU 0; wrk and this process (the capture's reader thread and decoder)
  * to CPU 1, so throughput shows what the traced server itself loses. Saturation: wrk, 1 thread,
- * 50 keep-alive connections. Fixed rate: an open-loop generator in this process at RATE req/s
- * (default 2,000), p50/p99 from its own timings. Prints figures; asserts nothing.
+ * 50 keep-alive connections. Fixed rate: an open-loop generator (bench/fixtures/fixed-rate.mjs, its
+ * own process on CPU 1) at RATE req/s (default 2,000), p50/p99 from its own timings. Prints figures;
+ * asserts nothing.
  *
  * First, per-syscall cost: bench/fixtures/syscall-loop.c (gcc) times write+read pairs on a socket
  * and on a pipe with the programs detached, attached but the process untraced, and traced; with
@@ -17,7 +19,6 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdtempSync } from "node:fs"
-import http from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -90,42 +91,28 @@ const wrk = (port: number, duration: number): WrkResult => {
   }
 }
 
-/** Open loop: a request every 1/rate s over keep-alive connections, latency from send to end. */
+/** Open loop at `rate` req/s from bench/fixtures/fixed-rate.mjs, pinned to CPU 1, in its own process. */
 const fixedRate = (port: number, duration: number): Promise<{ p50: number; p99: number; sent: number }> =>
-  new Promise((resolve) => {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
-    const latencies: Array<number> = []
-    let sent = 0
-    let done = 0
-    const total = Math.round(rate * duration)
-    const started = performance.now()
-    const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate))
-      while (sent < due) {
-        sent++
-        const t0 = performance.now()
-        http
-          .get({ host: "127.0.0.1", port, path: "/", agent }, (res) => {
-            res.resume()
-            res.on("end", () => {
-              latencies.push(performance.now() - t0)
-              if (++done === total) finish()
-            })
-          })
-          .on("error", () => {
-            if (++done === total) finish()
-          })
+  new Promise((resolve, reject) => {
+    const script = new URL("./fixtures/fixed-rate.mjs", import.meta.url).pathname
+    const child = spawn(
+      "taskset",
+      ["-c", "1", process.execPath, script, String(port), String(rate), String(duration)],
+      {
+        stdio: ["ignore", "pipe", "inherit"]
       }
-      if (sent < total) setTimeout(tick, 1)
-    }
-    const finish = () => {
-      agent.destroy()
-      const sorted = latencies.sort((a, b) => a - b)
-      const at = (q: number) =>
-        sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN
-      resolve({ p50: at(0.5), p99: at(0.99), sent })
-    }
-    tick()
+    )
+    let output = ""
+    child.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    child.on("exit", () => {
+      try {
+        resolve(JSON.parse(output) as { p50: number; p99: number; sent: number })
+      } catch (error) {
+        reject(error)
+      }
+    })
   })
 
 interface Captured {
@@ -278,7 +265,7 @@ const main = async () => {
     return
   }
   execFileSync("taskset", ["-p", "-c", "1", String(process.pid)], { stdio: "ignore" })
-  await syscallCost()
+  if (process.env.SYSCALLS !== "0") await syscallCost()
   const { child, port } = await startServer()
   try {
     wrk(port, 2) // warm-up
