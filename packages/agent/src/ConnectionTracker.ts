@@ -62,6 +62,23 @@ export interface HttpExchange<C> extends PendingRequest<C> {
   readonly outcome: Outcome
 }
 
+/** One object per request, completed in place (the hot path allocates nothing more per exchange). */
+class Exchange<C> implements HttpExchange<C> {
+  context: C | undefined = undefined
+  response: MessageHead | undefined = undefined
+  endNs: bigint
+  outcome: Outcome = "no_response"
+
+  constructor(
+    readonly connection: Connection,
+    readonly head: MessageHead,
+    readonly startNs: bigint,
+    readonly tid: number
+  ) {
+    this.endNs = startNs
+  }
+}
+
 export interface ConnectionEvents<C> {
   onRequest(request: PendingRequest<C>): void
   onExchange(exchange: HttpExchange<C>): void
@@ -78,9 +95,9 @@ class Stream<C> {
   readonly connection: Connection
   readonly requests: HttpParser
   readonly responses: HttpParser
-  readonly queue: Array<PendingRequest<C>> = []
+  readonly queue: Array<Exchange<C>> = []
   /** The request the response being parsed answers. */
-  answering: PendingRequest<C> | undefined
+  answering: Exchange<C> | undefined
   responseHead: MessageHead | undefined
   currentTid = 0
 
@@ -97,13 +114,7 @@ class Stream<C> {
   private readonly requestHandler: HttpParserHandler = {
     onHead: (head, firstByteNs) => {
       this.connection.http = true
-      const request: PendingRequest<C> = {
-        connection: this.connection,
-        head,
-        startNs: firstByteNs,
-        tid: this.currentTid,
-        context: undefined
-      }
+      const request = new Exchange<C>(this.connection, head, firstByteNs, this.currentTid)
       if (this.queue.length >= this.maxPending) {
         const dropped = this.queue.shift()
         if (dropped !== undefined) this.emit(dropped, undefined, firstByteNs, "no_response")
@@ -154,13 +165,11 @@ class Stream<C> {
     this.responses.markOpaque()
   }
 
-  emit(request: PendingRequest<C>, response: MessageHead | undefined, endNs: bigint, outcome: Outcome): void {
-    this.events.onExchange({
-      ...request,
-      response,
-      endNs: endNs < request.startNs ? request.startNs : endNs,
-      outcome
-    })
+  emit(request: Exchange<C>, response: MessageHead | undefined, endNs: bigint, outcome: Outcome): void {
+    request.response = response
+    request.endNs = endNs < request.startNs ? request.startNs : endNs
+    request.outcome = outcome
+    this.events.onExchange(request)
   }
 
   /** Ends everything still open: bodies running until close finish, unanswered requests are reported. */

@@ -131,7 +131,9 @@ export class EventProcessor {
 
   /** Ends connections silent since `idleSinceNs` (their close event was lost). */
   sweep(idleSinceNs: bigint, nowNs: bigint): number {
-    return this.tracker.sweep(idleSinceNs, nowNs)
+    const swept = this.tracker.sweep(idleSinceNs, nowNs)
+    for (const [tid, set] of this.serving) if (set.size === 0) this.serving.delete(tid)
+    return swept
   }
 
   private onRequest(request: Pending): void {
@@ -159,19 +161,9 @@ export class EventProcessor {
 
   private onExchange(exchange: HttpExchange<SpanContext>): void {
     const role = exchange.connection.role ?? "server"
-    if (role === "server") {
-      const set = this.serving.get(exchange.tid)
-      if (set !== undefined) {
-        // The exchange is a copy of the pending request; find the original by identity of its head.
-        for (const pending of set) {
-          if (pending.head === exchange.head) {
-            set.delete(pending)
-            break
-          }
-        }
-        if (set.size === 0) this.serving.delete(exchange.tid)
-      }
-    }
+    // The exchange is the pending request completed in place. Emptied sets stay (one per serving
+    // thread) and are swept with idle connections.
+    if (role === "server") this.serving.get(exchange.tid)?.delete(exchange)
     const peer = exchange.connection.peer
     this.recorder.record({
       role,

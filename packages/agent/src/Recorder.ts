@@ -27,9 +27,9 @@ export class Recorder {
     this.routes = { server: new RouteTable(maxRoutes), client: new RouteTable(maxRoutes) }
   }
 
-  record(exchange: Omit<ExchangeRecord, "route">): Telemetry.Span {
+  record(exchange: ExchangeRecord): Telemetry.Span {
     const route = this.routes[exchange.role].route(exchange.request.target)
-    const span = toSpan(this.identity, { ...exchange, route })
+    const span = toSpan(this.identity, exchange, route)
     this.spans++
     this.red.recordRequest(
       exchange.role,

@@ -85,7 +85,6 @@ export interface ExchangeRecord {
   readonly role: Role
   readonly context: SpanContext
   readonly request: MessageHead
-  readonly route: string
   readonly statusCode: number | undefined
   readonly startNs: bigint
   readonly endNs: bigint
@@ -97,7 +96,7 @@ export interface ExchangeRecord {
 export const isError = (role: Role, statusCode: number | undefined, outcome: Outcome): boolean =>
   outcome === "no_response" || statusCode === undefined || statusCode >= (role === "server" ? 500 : 400)
 
-export const toSpan = (identity: Identity, record: ExchangeRecord): Telemetry.Span => {
+export const toSpan = (identity: Identity, record: ExchangeRecord, route: string): Telemetry.Span => {
   const method = normaliseMethod(record.request.method)
   const attributes: Record<string, string | number | boolean> = {}
   if (record.outcome !== "complete") attributes["iii.outcome"] = record.outcome
@@ -113,12 +112,12 @@ export const toSpan = (identity: Identity, record: ExchangeRecord): Telemetry.Sp
     correlationId: record.context.correlationId,
     ...identity,
     kind: record.role,
-    name: `${method} ${record.route}`,
+    name: `${method} ${route}`,
     startTimeUnixNano: record.startNs,
     durationNano: Number(record.endNs - record.startNs),
     http: {
       method,
-      route: record.route,
+      route,
       path: path.length > 2048 ? path.slice(0, 2048) : path,
       ...(record.statusCode === undefined ? {} : { statusCode: record.statusCode })
     },
