@@ -8,7 +8,13 @@
 import { Config, Context, Duration, Effect, Layer, Option, Ref, type Scope } from "effect"
 import * as Actors from "./internal/Actors.js"
 import { type Informer, make as makeInformer, objectKey } from "./internal/Informer.js"
-import { type Caches, type ChildKind, childKinds, reconcile } from "./internal/Reconcile.js"
+import {
+  type Caches,
+  type ChildKind,
+  childKinds,
+  reconcile,
+  slimManagedFields
+} from "./internal/Reconcile.js"
 import { KubeClient, type KubeObject, resources } from "./KubeClient.js"
 import * as LeaderElection from "./LeaderElection.js"
 import * as Render from "./Render.js"
@@ -77,6 +83,8 @@ export class Controller extends Context.Tag("@iii/controller/Controller")<
   {
     /** Asks for a reconcile of `namespace/name` (what informer callbacks do). */
     readonly enqueue: (key: string) => void
+    /** Enqueues every cached composition (a full resync; level-based reconciles make it harmless). */
+    readonly resync: Effect.Effect<void>
     /** Whether this instance currently reconciles (holds the Lease, or runs without election). */
     readonly isLeader: Effect.Effect<boolean>
     /** Keys with a running actor. */
@@ -107,6 +115,7 @@ export const make = (
     const compositions = yield* makeInformer({
       resource: resources.ServiceComposition,
       ...(settings.namespace === undefined ? {} : { namespace: settings.namespace }),
+      transform: slimManagedFields,
       onChange: (o) => enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
     })
     const children = {} as Record<ChildKind, Informer>
@@ -116,6 +125,7 @@ export const make = (
         ...(settings.namespace === undefined ? {} : { namespace: settings.namespace }),
         labelSelector: `${Render.managedByLabel}=${Render.fieldManager}`,
         indexBy: ownerKey,
+        transform: slimManagedFields,
         onChange: (o) => {
           const key = ownerKey(o)
           if (key !== undefined) enqueue(key)
@@ -160,6 +170,9 @@ export const make = (
 
     return {
       enqueue,
+      resync: Effect.sync(() => {
+        for (const o of compositions.list()) enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
+      }),
       isLeader: Ref.get(leading),
       actorKeys: Effect.suspend(() => actorKeysRef),
       synced,

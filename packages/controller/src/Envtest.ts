@@ -190,7 +190,7 @@ export const start = (options: Options = {}): Effect.Effect<Envtest, EnvtestErro
         "--advertise-address=127.0.0.1",
         // 1.37 refuses a loopback advertise address for the kubernetes Service's endpoints otherwise.
         "--endpoint-reconciler-type=none",
-        "--service-cluster-ip-range=10.0.0.0/24",
+        "--service-cluster-ip-range=10.0.0.0/16", // room for benchmarks with thousands of Services
         "--authorization-mode=RBAC",
         `--token-auth-file=${join(dir, "tokens.csv")}`,
         "--disable-admission-plugins=ServiceAccount",

@@ -42,6 +42,7 @@ export interface ObjectMeta {
   readonly annotations?: Readonly<Record<string, string>>
   readonly ownerReferences?: ReadonlyArray<OwnerReference>
   readonly deletionTimestamp?: string
+  readonly managedFields?: ReadonlyArray<unknown>
 }
 
 export interface ObjectList {

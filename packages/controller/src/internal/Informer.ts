@@ -23,6 +23,8 @@ export interface InformerOptions {
   readonly labelSelector?: string
   /** Secondary index, e.g. owning composition key; `byIndex` looks objects up by it. */
   readonly indexBy?: (object: KubeObject) => string | undefined
+  /** Applied to every object before it is cached, e.g. to drop fields nobody reads (managedFields). */
+  readonly transform?: (object: KubeObject) => KubeObject
   /** Called for every add/update/delete; must only enqueue. */
   readonly onChange: (object: KubeObject) => void
   /** Backoff after a failed watch: doubles from `initial` to `max`. Defaults 200 ms and 30 s. */
@@ -82,7 +84,9 @@ export const make = (options: InformerOptions): Effect.Effect<Informer, never, K
       const value = o === undefined ? undefined : options.indexBy?.(o)
       if (value !== undefined) index.get(value)?.delete(key)
     }
-    const put = (o: KubeObject) => {
+    const transform = options.transform ?? ((o: KubeObject) => o)
+    const put = (incoming: KubeObject) => {
+      const o = transform(incoming)
       const key = keyOf(o)
       unindex(key, cache.get(key))
       cache.set(key, o)

@@ -46,9 +46,22 @@ interface ManagedFieldsEntry {
   readonly fieldsV1?: { readonly "f:spec"?: Record<string, unknown> }
 }
 
+/**
+ * What the cache keeps of a child's managedFields (the largest part of most objects): only whether
+ * `iii-controller` owns `spec.replicas`, which is all the reconciler asks.
+ */
+export const slimManagedFields = (o: KubeObject): KubeObject => {
+  const meta = o.metadata
+  if (meta?.managedFields === undefined) return o
+  const managedFields = (meta.managedFields as ReadonlyArray<ManagedFieldsEntry>)
+    .filter((m) => m.manager === Render.fieldManager && m.fieldsV1?.["f:spec"]?.["f:replicas"] !== undefined)
+    .map((m) => ({ manager: m.manager, fieldsV1: { "f:spec": { "f:replicas": {} } } }))
+  return { ...o, metadata: { ...meta, managedFields } }
+}
+
 /** Whether the controller's own field manager owns `spec.replicas` of a live Deployment. */
 const ownsReplicas = (live: KubeObject) =>
-  ((live.metadata as { managedFields?: ReadonlyArray<ManagedFieldsEntry> }).managedFields ?? []).some(
+  ((live.metadata?.managedFields ?? []) as ReadonlyArray<ManagedFieldsEntry>).some(
     (m) => m.manager === Render.fieldManager && m.fieldsV1?.["f:spec"]?.["f:replicas"] !== undefined
   )
 
