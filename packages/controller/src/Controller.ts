@@ -6,6 +6,7 @@
  * Informer callbacks only enqueue `namespace/name`; everything else happens in the actor of that key.
  */
 import { Config, Context, Duration, Effect, Layer, Option, Ref, type Scope } from "effect"
+import * as Autoscaler from "./Autoscaler.js"
 import * as Actors from "./internal/Actors.js"
 import { type Informer, make as makeInformer, objectKey } from "./internal/Informer.js"
 import {
@@ -31,6 +32,8 @@ export interface Settings {
   readonly retryRateLimit: { readonly perSecond: number; readonly burst: number }
   /** Reconciles running at once. */
   readonly concurrency: number
+  /** The own scaling loop, used when `render.scaling` is `controller`. */
+  readonly autoscaler: Autoscaler.Settings
 }
 
 /** Defaults: all namespaces, HPA + sidecar, backoff 5 ms → 60 s, retries 10/s (burst 100), 8 reconciles at once. */
@@ -40,7 +43,8 @@ export const defaultSettings: Settings = {
   leaderElection: undefined,
   backoff: { initial: Duration.millis(5), max: Duration.seconds(60) },
   retryRateLimit: { perSecond: 10, burst: 100 },
-  concurrency: 8
+  concurrency: 8,
+  autoscaler: Autoscaler.defaultSettings
 }
 
 /**
@@ -53,6 +57,8 @@ export const defaultSettings: Settings = {
  * - `III_LEADER_ELECTION`: `true` (default) or `false`
  * - `III_LEASE_NAMESPACE`: namespace of the Lease (default: the controller's own namespace)
  * - `III_CONCURRENCY`: reconciles at once (default 8)
+ * - `III_OBS_METRICS_URL`: obs' HTTP base for the own scaling loop (default `http://iii-obs.iii-system.svc:4320`)
+ * - `III_OBS_TOKEN`: bearer token for obs, if it requires one
  */
 export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =>
   Config.all({
@@ -65,7 +71,11 @@ export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =
     obsUrl: Config.string("III_OBS_URL").pipe(Config.withDefault(Render.defaultRenderSettings.obsUrl)),
     leaderElection: Config.boolean("III_LEADER_ELECTION").pipe(Config.withDefault(true)),
     leaseNamespace: Config.string("III_LEASE_NAMESPACE").pipe(Config.withDefault(ownNamespace)),
-    concurrency: Config.integer("III_CONCURRENCY").pipe(Config.withDefault(defaultSettings.concurrency))
+    concurrency: Config.integer("III_CONCURRENCY").pipe(Config.withDefault(defaultSettings.concurrency)),
+    obsMetricsUrl: Config.string("III_OBS_METRICS_URL").pipe(
+      Config.withDefault(Autoscaler.defaultSettings.obsUrl)
+    ),
+    obsToken: Config.option(Config.string("III_OBS_TOKEN"))
   }).pipe(
     Config.map(
       (c): Settings => ({
@@ -73,7 +83,12 @@ export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =
         namespace: Option.getOrUndefined(c.namespace),
         render: { agent: c.agent, scaling: c.scaling, agentImage: c.agentImage, obsUrl: c.obsUrl },
         leaderElection: c.leaderElection ? LeaderElection.defaults(c.leaseNamespace) : undefined,
-        concurrency: c.concurrency
+        concurrency: c.concurrency,
+        autoscaler: {
+          ...Autoscaler.defaultSettings,
+          obsUrl: c.obsMetricsUrl,
+          obsToken: Option.getOrUndefined(c.obsToken)
+        }
       })
     )
   )
@@ -161,6 +176,13 @@ export const make = (
       for (const o of compositions.list())
         actors.enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
       actorKeysRef = actors.keys
+      if (settings.render.scaling === "controller") {
+        yield* Effect.forkScoped(
+          Autoscaler.run(settings.autoscaler, compositions, children.Deployment).pipe(
+            Effect.provideService(KubeClient, client)
+          )
+        )
+      }
       return yield* Effect.never
     })
     let actorKeysRef: Effect.Effect<ReadonlyArray<string>> = Effect.succeed([])

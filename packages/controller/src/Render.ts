@@ -24,7 +24,10 @@ type Component = SC.Component
 export interface RenderSettings {
   /** `sidecar`: inject the agent into every pod; `node`: the agent DaemonSet observes the node, inject nothing. */
   readonly agent: "sidecar" | "node"
-  /** `hpa`: render HorizontalPodAutoscalers; `controller`: the controller's own scaling loop scales. */
+  /**
+   * `hpa`: render HorizontalPodAutoscalers; `controller`: the controller's own scaling loop scales
+   * on obs' metrics (cpu policies keep an HPA: CPU does not use the external metrics slot).
+   */
   readonly scaling: "hpa" | "controller"
   /** The agent sidecar's image. */
   readonly agentImage: string
@@ -311,8 +314,10 @@ export const render = (
     const objects: Array<object> = [deployment(c, component, settings), service(c, component)]
     if (component.ingress !== undefined)
       objects.push(ingress(c, component, component.ingress.host, component.ingress.path))
-    if (component.scalingPolicy !== undefined && settings.scaling === "hpa") {
-      objects.push(hpa(c, component, component.scalingPolicy))
+    // CPU comes from metrics.k8s.io, not the external slot: it keeps its HPA with either setting.
+    const policy = component.scalingPolicy
+    if (policy !== undefined && (settings.scaling === "hpa" || policy.metric === "cpu")) {
+      objects.push(hpa(c, component, policy))
     }
     // kubernetes-types' optional fields are not exactOptionalPropertyTypes-clean; the JSON is what counts.
     return objects as ReadonlyArray<KubeObject>

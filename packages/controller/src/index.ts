@@ -1,3 +1,4 @@
+export * as Autoscaler from "./Autoscaler.js"
 export * as Controller from "./Controller.js"
 export * as Envtest from "./Envtest.js"
 export * as Errors from "./Errors.js"
