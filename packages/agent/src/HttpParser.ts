@@ -104,6 +104,9 @@ enum State {
 const CR = 13
 const LF = 10
 const SP = 32
+const TAB = 9
+const COLON = 58
+const ZERO = 48
 const crlfcrlf = Buffer.from("\r\n\r\n")
 const lastChunk = Buffer.from("0\r\n\r\n")
 const httpPrefix = Buffer.from("HTTP/1.")
@@ -410,32 +413,36 @@ export class HttpParser {
       this.reject(this.lastByteNs)
       return false
     }
-    const text = buf.toString("latin1", start, end)
-    let lineEnd = text.indexOf("\r\n")
-    if (lineEnd === -1) lineEnd = text.length
-    const line = text.slice(0, lineEnd)
+    // Work on the bytes: only the values we keep become (flat, small) strings.
+    let lineEnd = start
+    while (lineEnd < end && !(buf[lineEnd] === CR && buf[lineEnd + 1] === LF)) lineEnd++
     let method = ""
     let target = ""
     let statusCode = 0
-    let version: string
+    let version = "1.1"
     if (this.kind === "request") {
-      const sp1 = line.indexOf(" ")
-      const sp2 = line.lastIndexOf(" ")
-      if (sp1 <= 0 || sp2 <= sp1 || !line.startsWith("HTTP/1.", sp2 + 1)) {
-        if (!truncated || sp1 <= 0) return this.malformed()
+      let sp1 = start
+      while (sp1 < lineEnd && buf[sp1] !== SP) sp1++
+      let sp2 = lineEnd - 1
+      while (sp2 > sp1 && buf[sp2] !== SP) sp2--
+      const complete =
+        sp1 < lineEnd && sp2 > sp1 && lineEnd - sp2 === 9 && startsWithAt(buf, sp2 + 1, httpPrefix)
+      if (!complete) {
+        if (!truncated || sp1 >= lineEnd) return this.malformed()
         // The request line itself was cut: keep the method and the part of the target we saw.
-        method = line.slice(0, sp1)
-        target = line.slice(sp1 + 1)
-        version = "1.1"
+        method = buf.toString("latin1", start, sp1)
+        target = buf.toString("latin1", sp1 + 1, lineEnd)
       } else {
-        method = line.slice(0, sp1)
-        target = line.slice(sp1 + 1, sp2)
-        version = line.slice(sp2 + 6)
+        method = buf.toString("latin1", start, sp1)
+        target = buf.toString("latin1", sp1 + 1, sp2)
+        if (buf[sp2 + 8] === ZERO) version = "1.0"
       }
     } else {
-      statusCode = Number.parseInt(line.slice(9, 12), 10)
-      if (line.charCodeAt(8) !== SP || !(statusCode >= 100 && statusCode <= 999)) return this.malformed()
-      version = line.slice(5, 8)
+      statusCode = digitsAt(buf, start + 9, 3)
+      if (lineEnd - start < 12 || buf[start + 8] !== SP || !(statusCode >= 100 && statusCode <= 999)) {
+        return this.malformed()
+      }
+      if (buf[start + 7] === ZERO) version = "1.0"
     }
     let contentLength = -1
     let chunked = false
@@ -445,48 +452,43 @@ export class HttpParser {
     let tracestate: string | undefined
     let correlationId: string | undefined
     let pos = lineEnd + 2
-    while (pos < text.length) {
-      let next = text.indexOf("\r\n", pos)
-      if (next === -1) next = text.length
-      const colon = text.indexOf(":", pos)
-      if (colon > pos && colon < next) {
-        const nameLength = colon - pos
+    while (pos < end) {
+      let colon = -1
+      let next = pos
+      while (next < end && !(buf[next] === CR && buf[next + 1] === LF)) {
+        if (colon === -1 && buf[next] === COLON) colon = next
+        next++
+      }
+      if (colon > pos) {
         // Compare by length first: almost every header is one we do not need.
-        switch (nameLength) {
+        switch (colon - pos) {
           case 4:
-            if (sameName(text, pos, "host")) host = text.slice(colon + 1, next).trim()
+            if (nameIs(buf, pos, "host")) host = valueAt(buf, colon + 1, next)
             break
-          case 10: {
-            if (sameName(text, pos, "connection"))
-              connection = text
-                .slice(colon + 1, next)
-                .trim()
-                .toLowerCase()
-            else if (sameName(text, pos, "tracestate")) tracestate = text.slice(colon + 1, next).trim()
+          case 10:
+            if (nameIs(buf, pos, "connection")) connection = valueAt(buf, colon + 1, next).toLowerCase()
+            else if (nameIs(buf, pos, "tracestate")) tracestate = valueAt(buf, colon + 1, next)
             break
-          }
           case 11:
-            if (sameName(text, pos, "traceparent")) {
+            if (nameIs(buf, pos, "traceparent")) {
               // A second traceparent makes the header invalid (W3C §3.2.2.1): treat as absent.
-              traceparent = traceparent === undefined ? text.slice(colon + 1, next).trim() : ""
+              traceparent = traceparent === undefined ? valueAt(buf, colon + 1, next) : ""
             }
             break
           case 14:
-            if (sameName(text, pos, "content-length")) {
-              const value = text.slice(colon + 1, next).trim()
-              const parsed = /^\d{1,15}$/.test(value) ? Number(value) : -1
+            if (nameIs(buf, pos, "content-length")) {
+              const parsed = contentLengthAt(buf, colon + 1, next)
               // Conflicting lengths are a framing error; treat the length as unknown.
               contentLength = contentLength !== -1 && contentLength !== parsed ? -2 : parsed
             }
             break
           case 17:
-            if (sameName(text, pos, "transfer-encoding")) {
-              chunked = /(?:^|,)\s*chunked\s*$/i.test(text.slice(colon + 1, next))
+            if (nameIs(buf, pos, "transfer-encoding")) {
+              chunked = /(?:^|,)\s*chunked\s*$/i.test(valueAt(buf, colon + 1, next))
             }
             break
           case 20:
-            if (sameName(text, pos, "x-iii-correlation-id"))
-              correlationId = text.slice(colon + 1, next).trim()
+            if (nameIs(buf, pos, "x-iii-correlation-id")) correlationId = valueAt(buf, colon + 1, next)
             break
         }
       }
@@ -577,14 +579,50 @@ export class HttpParser {
   }
 }
 
-const sameName = (text: string, pos: number, lowerName: string): boolean => {
+/** The header name at `pos` equals `lowerName`, ASCII case-insensitively. */
+const nameIs = (buf: Buffer, pos: number, lowerName: string): boolean => {
   for (let i = 0; i < lowerName.length; i++) {
-    const c = text.charCodeAt(pos + i)
-    // ASCII lower-casing of letters; other bytes must match exactly.
+    const c = buf[pos + i] ?? 0
     if ((c >= 65 && c <= 90 ? c + 32 : c) !== lowerName.charCodeAt(i)) return false
   }
   return true
 }
+
+const isOws = (c: number | undefined) => c === SP || c === TAB
+
+/** A header value without surrounding whitespace, as its own string. */
+const valueAt = (buf: Buffer, from: number, to: number): string => {
+  while (from < to && isOws(buf[from])) from++
+  while (to > from && isOws(buf[to - 1])) to--
+  return buf.toString("latin1", from, to)
+}
+
+/** Content-Length digits (1 to 15, surrounded by optional whitespace), or -1. */
+const contentLengthAt = (buf: Buffer, from: number, to: number): number => {
+  while (from < to && isOws(buf[from])) from++
+  while (to > from && isOws(buf[to - 1])) to--
+  if (to - from < 1 || to - from > 15) return -1
+  let value = 0
+  for (let i = from; i < to; i++) {
+    const digit = (buf[i] ?? 0) - ZERO
+    if (digit < 0 || digit > 9) return -1
+    value = value * 10 + digit
+  }
+  return value
+}
+
+const digitsAt = (buf: Buffer, from: number, count: number): number => {
+  let value = 0
+  for (let i = from; i < from + count; i++) {
+    const digit = (buf[i] ?? 0) - ZERO
+    if (digit < 0 || digit > 9) return -1
+    value = value * 10 + digit
+  }
+  return value
+}
+
+const startsWithAt = (buf: Buffer, at: number, prefix: Buffer): boolean =>
+  at + prefix.length <= buf.length && buf.compare(prefix, 0, prefix.length, at, at + prefix.length) === 0
 
 const endsWith = (buf: Buffer, suffix: Buffer): boolean =>
   buf.compare(suffix, 0, suffix.length, buf.length - suffix.length, buf.length) === 0
