@@ -101,9 +101,12 @@ describe("live tail", () => {
     const hub = new TailHub({ maxQueuedSpans: 10, maxBufferedBytes: 1000 })
     const slowSent: Array<string> = []
     let slowBuffered = 1_000_000
-    const slow: TailSink = { send: (d) => slowSent.push(String(d)), bufferedAmount: () => slowBuffered }
+    const slow: TailSink = {
+      send: (d) => slowSent.push(Buffer.from(d).toString()),
+      bufferedAmount: () => slowBuffered
+    }
     const fastSent: Array<string> = []
-    const fast: TailSink = { send: (d) => fastSent.push(String(d)), bufferedAmount: () => 0 }
+    const fast: TailSink = { send: (d) => fastSent.push(Buffer.from(d).toString()), bufferedAmount: () => 0 }
     hub.subscribe({ format: "json" }, slow)
     hub.subscribe({ format: "json" }, fast)
     for (let i = 0; i < 5; i++) {

@@ -140,7 +140,7 @@ export const createNodeServer = (parts: ServerParts): { server: Server; closeSoc
         )
       tailWss.handleUpgrade(req, socket, head, (ws) => {
         const unsubscribe = parts.tail.subscribe(filter.right, {
-          send: (data) => ws.send(data),
+          send: (data, binary) => ws.send(data, { binary }),
           bufferedAmount: () => ws.bufferedAmount
         })
         ws.on("close", unsubscribe)
