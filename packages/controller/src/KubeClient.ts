@@ -77,7 +77,8 @@ export const resources = {
   Ingress: resource("networking.k8s.io/v1", "Ingress", "ingresses"),
   HorizontalPodAutoscaler: resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
   Lease: resource("coordination.k8s.io/v1", "Lease", "leases"),
-  Namespace: resource("v1", "Namespace", "namespaces", false)
+  Namespace: resource("v1", "Namespace", "namespaces", false),
+  Pod: resource("v1", "Pod", "pods")
 } as const
 
 export const apiVersionOf = (r: Resource) => (r.group === "" ? r.version : `${r.group}/${r.version}`)

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { type Duration, Effect, Option } from "effect"
-import { parse } from "yaml"
+import { parse, parseAllDocuments } from "yaml"
 import {
   apply,
   getOption,
@@ -349,6 +349,56 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       leaderElection: Cluster.fastLease("iii-controller", "main")
     })
   }, 60_000)
+
+  it("runs controller and obs pods under the restricted Pod Security Standard (admission in iii-system)", async () => {
+    const templates = ["controller/deployment.yaml", "obs/statefulset.yaml"].flatMap((file) =>
+      parseAllDocuments(readFileSync(new URL(`../../../../manifests/${file}`, import.meta.url), "utf8"))
+        .map((d) => d.toJS() as KubeObject)
+        .filter((d) => d.kind === "Deployment" || d.kind === "StatefulSet")
+    )
+    expect(templates).toHaveLength(2)
+    for (const workload of templates) {
+      const template = (workload.spec as { template: { metadata: object; spec: Record<string, unknown> } })
+        .template
+      // The StatefulSet's volume claim becomes a PVC volume in its pods.
+      const volumes =
+        workload.kind === "StatefulSet"
+          ? [{ name: "data", persistentVolumeClaim: { claimName: "data-iii-obs-0" } }]
+          : []
+      const pod = await request({
+        method: "POST",
+        path: pathOf(resources.Pod, "iii-system"),
+        query: { dryRun: "All" },
+        body: {
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: { name: `pss-${workload.metadata?.name}` },
+          spec: { ...template.spec, volumes }
+        }
+      })
+      expect(pod.metadata?.name).toBe(`pss-${workload.metadata?.name}`)
+    }
+    // The check is real: a pod without the restricted profile's settings is refused there.
+    const refused = await admin(
+      Effect.flip(
+        Effect.flatMap(KubeClient, (k) =>
+          k.request({
+            method: "POST",
+            path: pathOf(resources.Pod, "iii-system"),
+            query: { dryRun: "All" },
+            body: {
+              apiVersion: "v1",
+              kind: "Pod",
+              metadata: { name: "unrestricted" },
+              spec: { containers: [{ name: "x", image: "x:1" }] }
+            }
+          })
+        )
+      )
+    )
+    expect(refused.status).toBe(403)
+    expect(refused.message).toContain('violates PodSecurity "restricted')
+  })
 
   it("elects one leader among two controllers and fails over when the leader stops renewing", async () => {
     const a = await Cluster.startController(cluster, { leaderElection: Cluster.fastLease("pair", "a") })
