@@ -67,8 +67,12 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        let text = cause.to_string();
+        // Some errors already print their cause.
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         source = cause.source();
     }
     message
@@ -201,7 +205,9 @@ impl Running {
             .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
             .set_global("filter_cgroups", &filter_cgroups, true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
-            .verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS)
+            // Only used when a load fails (aya retries with a log buffer then); DEBUG is the
+            // usual instruction-by-instruction trace, VERBOSE would be megabytes.
+            .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
             .load(&settings.object)
             .map_err(load_error)?;
 
