@@ -13,6 +13,8 @@ const program = Effect.gen(function* () {
   process.on("SIGUSR2", () => Effect.runFork(controller.resync))
   const report = Effect.gen(function* () {
     const reconciles = yield* controller.reconciles
+    // With --expose-gc (CONTROLLER_NODE_OPTIONS), heapUsed is the live heap, not heap plus garbage.
+    ;(globalThis as { gc?: () => void }).gc?.()
     const { rss, heapUsed } = process.memoryUsage()
     console.log(JSON.stringify({ ...client.counts(), reconciles, rss, heapUsed }))
   })
