@@ -372,18 +372,26 @@ describe("EbpfCapture (real eBPF)", () => {
   )
 
   it.skipIf(!canRun)(
-    "follows pids added after start and rejects cgroup targets it was not started with",
+    "follows pids added after start, forgets removed ones, rejects cgroup targets it was not started with",
     () =>
       Effect.gen(function* () {
         const capture = yield* EbpfCapture.start()
-        const { until } = yield* collect(capture)
+        const { events, until } = yield* collect(capture)
         const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs"), "127.0.0.1"])
         const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+        const acceptOf = (localPort: number) => (all: ReadonlyArray<CaptureEvent>) =>
+          all.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === localPort)
         yield* capture.addPid(server.pid)
-        const response = yield* request(`http://127.0.0.1:${port}/late`)
-        yield* until("the accept", (events) =>
-          events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
-        )
+        const traced = yield* request(`http://127.0.0.1:${port}/late`)
+        yield* until("the accept", acceptOf(traced.localPort))
+
+        yield* capture.removePid(server.pid)
+        const untraced = yield* request(`http://127.0.0.1:${port}/removed`)
+        yield* capture.addPid(server.pid)
+        const again = yield* request(`http://127.0.0.1:${port}/again`)
+        // The ring is ordered: once the later accept is in, the earlier one would be too.
+        yield* until("the accept after re-adding", acceptOf(again.localPort))
+        expect(acceptOf(untraced.localPort)(events)).toBeUndefined()
         const error = yield* Effect.flip(capture.addCgroup("/sys/fs/cgroup"))
         expect(error._tag).toBe("EbpfCaptureError")
         expect(error.message).toMatch(/cgroup targets are disabled/)
