@@ -33,10 +33,10 @@ export const spawnNode = (dataDir: string) =>
     child.once("exit", (code) => reject(new Error(`obs node exited with ${code}`)))
   })
 
-/** Peak resident set of a process, in MiB (VmHWM). */
-export const peakRssMiB = (pid: number | undefined): number => {
+/** A /proc/PID/status figure in MiB: VmHWM (peak resident set), RssAnon (heap and other private memory). */
+export const procStatusMiB = (pid: number | undefined, field: "VmHWM" | "RssAnon"): number => {
   if (pid === undefined) return Number.NaN
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))
   return m?.[1] === undefined ? Number.NaN : Number(m[1]) / 1024
 }
 
