@@ -345,6 +345,16 @@ const median = (values: Array<number>) => {
 }
 const of = (mode: Mode, pick: (r: Result) => number) =>
   median(results.filter((r) => r.mode === mode).map(pick))
+/** Median over rounds of each round's mode/off ratio: robust to load that shifts between rounds. */
+const ratio = (mode: Mode, pick: (r: Result) => number) =>
+  median(
+    Array.from({ length: ROUNDS }, (_, round) => {
+      const rows = results.slice(round * modes.length, (round + 1) * modes.length)
+      const base = rows.find((r) => r.mode === "off")
+      const row = rows.find((r) => r.mode === mode)
+      return base === undefined || row === undefined ? Number.NaN : pick(row) / pick(base)
+    })
+  )
 const off = { rps: of("off", (r) => r.satRps), p99: of("off", (r) => r.fixedP99) }
 
 console.log(`\nmedians over ${ROUNDS} rounds (service on CPU 0; wrk, agent and this script on CPU 1):`)
@@ -386,5 +396,12 @@ for (const mode of modes) {
       ),
       String(rows.reduce((s, r) => s + r.spansLost, 0)).padStart(11)
     ].join("  ")
+  )
+}
+for (const mode of modes) {
+  if (mode === "off") continue
+  console.log(
+    `${mode}: median per-round throughput loss ${((1 - ratio(mode, (r) => r.satRps)) * 100).toFixed(1)}%, ` +
+      `p99 overhead at ${FIXED_RATE} req/s ${((ratio(mode, (r) => r.fixedP99) - 1) * 100).toFixed(1)}%`
   )
 }
