@@ -147,7 +147,9 @@ describe.skipIf(!obsLoaded)("agent → real obs node", () => {
       },
       10_000
     ).catch((error: Error) => {
-      throw new Error(`${error.message}; last answer ${answer.status} ${JSON.stringify(answer.body).slice(-700)}`)
+      throw new Error(
+        `${error.message}; last answer ${answer.status} ${JSON.stringify(answer.body).slice(-700)}`
+      )
     })
     const body = answer.body as {
       traces: Array<{
