@@ -6,6 +6,7 @@
  *   ROUNDS=8 SECONDS=4 RATE=2000 npm run bench:ebpf-capture   (the defaults)
  *   TRACE=0 npm run bench:ebpf-capture    (programs attached, server not traced: the host-wide cost)
  *   SYSCALLS=0 npm run bench:ebpf-capture (skip the per-syscall part)
+ *   WORK_US=100 npm run bench:ebpf-capture (the handler burns 100 µs of CPU per request, like real work)
  *
  * The server runs pinned to CPU 0; wrk and this process (the capture's reader thread and decoder)
  * to CPU 1, so throughput shows what the traced server itself loses. Saturation: wrk, 1 thread,
@@ -34,7 +35,11 @@ const traceServer = process.env.TRACE !== "0"
 const serverSource = `
 const http = require("node:http")
 const body = Buffer.from(JSON.stringify({ ok: true, message: "hello from the benchmark server" }))
+const workUs = Number(process.env.WORK_US ?? 0)
 const server = http.createServer((req, res) => {
+  // WORK_US: the handler's own CPU time per request (0: a bare hello-world, the worst case).
+  const until = process.hrtime.bigint() + BigInt(workUs * 1000)
+  while (workUs > 0 && process.hrtime.bigint() < until) {}
   res.writeHead(200, { "content-type": "application/json", "content-length": body.length })
   res.end(body)
 })
@@ -305,7 +310,7 @@ const main = async () => {
     const requests = median(saturation.ebpf.map((r) => r.requests))
     const cpuMs = median(captures.map((c) => c.cpuMs))
     console.log(
-      `\nebpf-capture bench (${rounds} rounds x ${seconds}s, medians; server on CPU 0, wrk + capture on CPU 1)`
+      `\nebpf-capture bench (${rounds} rounds x ${seconds}s, medians; server on CPU 0 with WORK_US=${process.env.WORK_US ?? 0}, wrk + capture on CPU 1)`
     )
     console.log(
       `saturation  off:  ${offRps.toFixed(0)} req/s  p50 ${median(saturation.off.map((r) => r.p50)).toFixed(2)} ms  p99 ${median(saturation.off.map((r) => r.p99)).toFixed(2)} ms`
