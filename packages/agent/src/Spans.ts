@@ -96,34 +96,47 @@ export interface ExchangeRecord {
 export const isError = (role: Role, statusCode: number | undefined, outcome: Outcome): boolean =>
   outcome === "no_response" || statusCode === undefined || statusCode >= (role === "server" ? 500 : 400)
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
+/** Builds the span field by field: this runs once per request, so no temporary objects. */
 export const toSpan = (identity: Identity, record: ExchangeRecord, route: string): Telemetry.Span => {
-  const method = normaliseMethod(record.request.method)
-  const attributes: Record<string, string | number | boolean> = {}
-  if (record.outcome !== "complete") attributes["iii.outcome"] = record.outcome
-  if (record.request.truncated) attributes["iii.request_head_truncated"] = true
-  if (method === "_OTHER") attributes["http.request.method_original"] = record.request.method
-  if (record.role === "client" && record.request.host !== undefined)
-    attributes["server.address"] = record.request.host
-  const path = record.request.target
-  return {
+  const request = record.request
+  const method = normaliseMethod(request.method)
+  const path = request.target
+  const http: Mutable<Telemetry.HttpInfo> = {
+    method,
+    route,
+    path: path.length > 2048 ? path.slice(0, 2048) : path
+  }
+  if (record.statusCode !== undefined) http.statusCode = record.statusCode
+  const span: Mutable<Telemetry.Span> = {
     traceId: record.context.traceId,
     spanId: record.context.spanId,
-    ...(record.context.parentSpanId === undefined ? {} : { parentSpanId: record.context.parentSpanId }),
     correlationId: record.context.correlationId,
-    ...identity,
+    service: identity.service,
     kind: record.role,
     name: `${method} ${route}`,
     startTimeUnixNano: record.startNs,
     durationNano: Number(record.endNs - record.startNs),
-    http: {
-      method,
-      route,
-      path: path.length > 2048 ? path.slice(0, 2048) : path,
-      ...(record.statusCode === undefined ? {} : { statusCode: record.statusCode })
-    },
-    ...(record.peerAddress === undefined ? {} : { peerAddress: record.peerAddress }),
-    ...(record.peerPort === undefined ? {} : { peerPort: record.peerPort }),
-    error: isError(record.role, record.statusCode, record.outcome),
-    ...(Object.keys(attributes).length === 0 ? {} : { attributes })
+    http,
+    error: isError(record.role, record.statusCode, record.outcome)
   }
+  if (record.context.parentSpanId !== undefined) span.parentSpanId = record.context.parentSpanId
+  if (identity.component !== undefined) span.component = identity.component
+  if (identity.composition !== undefined) span.composition = identity.composition
+  if (identity.namespace !== undefined) span.namespace = identity.namespace
+  if (identity.pod !== undefined) span.pod = identity.pod
+  if (record.peerAddress !== undefined) span.peerAddress = record.peerAddress
+  if (record.peerPort !== undefined) span.peerPort = record.peerPort
+  const outcome = record.outcome !== "complete"
+  const clientHost = record.role === "client" && request.host !== undefined
+  if (outcome || request.truncated || method === "_OTHER" || clientHost) {
+    const attributes: Record<string, string | number | boolean> = {}
+    if (outcome) attributes["iii.outcome"] = record.outcome
+    if (request.truncated) attributes["iii.request_head_truncated"] = true
+    if (method === "_OTHER") attributes["http.request.method_original"] = request.method
+    if (clientHost && request.host !== undefined) attributes["server.address"] = request.host
+    span.attributes = attributes
+  }
+  return span
 }
