@@ -120,9 +120,10 @@ const subscribe = (query: string) =>
           dropped?: number
         }
         if (msg.type === "dropped") sub.dropped += msg.dropped ?? 0
-        else
-          sub.latencies.push(receivedAt - (msg.committedAt ?? receivedAt)),
-            (sub.spans += msg.spans?.length ?? 0)
+        else {
+          sub.latencies.push(receivedAt - (msg.committedAt ?? receivedAt))
+          sub.spans += msg.spans?.length ?? 0
+        }
         return
       }
       const head = /^\{"type":"(\w+)","(?:committedAt|dropped)":([\d.]+)(?:,"count":(\d+))?/.exec(

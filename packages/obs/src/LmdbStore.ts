@@ -9,6 +9,7 @@ import { openLayout, structuresKey } from "./internal/LmdbLayout.js"
 import * as Read from "./internal/LmdbRead.js"
 import { deleteOlderThan } from "./internal/LmdbRetention.js"
 import { applyBatches, makeWriteState } from "./internal/LmdbWrite.js"
+import * as WorkerWriter from "./internal/WorkerWriter.js"
 import {
   SpanReader,
   type SpanReaderService,
@@ -24,6 +25,11 @@ export interface LmdbStoreConfig {
   readonly path: string
   /** Initial map size in bytes (default 1 GiB); lmdb grows it as data arrives. */
   readonly mapSize?: number
+  /**
+   * Run write transactions in a worker thread (default false): encoding and LMDB puts then use
+   * another core while this thread serves sockets and queries. `ObsNode` turns it on.
+   */
+  readonly writerThread?: boolean
 }
 
 const sync =
@@ -50,7 +56,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
     )
     const state = yield* sync("open")(() => makeWriteState(layout))
 
-    const writer: SpanWriterService = {
+    const inThreadWriter: SpanWriterService = {
       write: (batches) =>
         Effect.tryPromise({
           // lmdb's asynchronous transaction: built on this thread, committed by lmdb's writer thread
@@ -63,6 +69,14 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           catch: (cause) => new StoreError({ operation: "write", cause })
         })
     }
+
+    // Acquired after the environment, so released (drained, closed) before it.
+    const writer = config.writerThread
+      ? yield* WorkerWriter.make({
+          path: config.path,
+          ...(config.mapSize !== undefined && { mapSize: config.mapSize })
+        })
+      : inThreadWriter
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),

@@ -143,7 +143,7 @@ export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | Ser
   Layer.scoped(
     ObsNode,
     Effect.gen(function* () {
-      const stores = yield* LmdbStore.make({ path: cfg.dataDir })
+      const stores = yield* LmdbStore.make({ path: cfg.dataDir, writerThread: true })
       const counters = new NodeCounters()
       const tail = new TailHub({ ...defaultTailLimits, maxQueuedSpans: cfg.tailQueueSpans })
       const writer = new GroupCommit({

@@ -13,6 +13,9 @@ const tempDir = Effect.acquireRelease(
 )
 
 storeConformance("LmdbStore", () => Effect.flatMap(tempDir, (path) => LmdbStore.make({ path })))
+storeConformance("LmdbStore with a writer thread", () =>
+  Effect.flatMap(tempDir, (path) => LmdbStore.make({ path, writerThread: true }))
+)
 
 describe("LmdbStore", () => {
   it("keeps data and dedup high-water marks across a reopen", () =>

@@ -63,7 +63,7 @@ export const handleIngest = (
 
   ws.on("message", (data, isBinary) => {
     if (!isBinary) return fatal("malformed", "frames must be binary MessagePack messages")
-    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer)
+    const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)
     counters.bytesReceived += bytes.length
     const decoded = WireProtocol.decodeFrame(bytes, { maxFrameBytes: settings.maxFrameBytes })
     if (Either.isLeft(decoded)) return refuse(WireProtocol.errorFrameFor(decoded.left))

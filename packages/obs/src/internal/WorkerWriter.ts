@@ -1,0 +1,91 @@
+/**
+ * A `SpanWriter` whose transactions run in a worker thread (`WriterWorker.ts`), so that encoding
+ * and LMDB puts use the second core while the main thread reads sockets, decodes and serves queries.
+ * Same semantics as the in-thread writer: `write` succeeds after the round is durable.
+ */
+import { Worker } from "node:worker_threads"
+import { Effect, type Scope } from "effect"
+import { StoreError } from "../Errors.js"
+import type { IngestBatch, SpanWriterService, WriteOutcome } from "../Store.js"
+import type { WriterReply, WriterRequest } from "./WriterWorker.js"
+
+/** Running from TypeScript sources (tests), the worker needs Node's type stripping and our resolver. */
+const workerOptions = () => {
+  const fromSource = import.meta.url.endsWith(".ts")
+  const script = new URL(fromSource ? "./WriterWorker.ts" : "./WriterWorker.js", import.meta.url)
+  const execArgv = fromSource
+    ? [
+        "--experimental-transform-types",
+        "--no-warnings",
+        "--import",
+        new URL("./source-hooks.mjs", import.meta.url).href
+      ]
+    : []
+  return { script, execArgv }
+}
+
+/**
+ * Frames go as bytes (an exact copy: cloning a view would copy its whole backing buffer); objects are
+ * only sent when the batch did not come from the wire.
+ */
+const forTransfer = (b: IngestBatch): IngestBatch =>
+  b.frame === undefined
+    ? b
+    : { agentId: b.agentId, seq: b.seq, spans: [], metrics: [], logs: [], frame: b.frame.slice() }
+
+export const make = (config: {
+  readonly path: string
+  readonly mapSize?: number
+}): Effect.Effect<SpanWriterService, StoreError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const pending = new Map<
+      number,
+      { resolve: (o: ReadonlyArray<WriteOutcome>) => void; reject: (e: unknown) => void }
+    >()
+    let nextId = 0
+    const worker = yield* Effect.acquireRelease(
+      Effect.async<Worker, StoreError>((resume) => {
+        const { script, execArgv } = workerOptions()
+        const w = new Worker(script, { workerData: config, execArgv })
+        const failed = (cause: unknown) =>
+          resume(Effect.fail(new StoreError({ operation: "open writer thread", cause })))
+        w.once("error", failed)
+        w.once("message", (m) => {
+          if (m !== "ready") return failed(new Error(`unexpected first message ${String(m)}`))
+          w.off("error", failed)
+          w.on("message", (reply: WriterReply) => {
+            const p = pending.get(reply.id)
+            pending.delete(reply.id)
+            if (p === undefined) return
+            if ("error" in reply) p.reject(new Error(reply.error))
+            else p.resolve(reply.outcomes)
+          })
+          w.on("error", (cause) => {
+            for (const p of pending.values()) p.reject(cause)
+            pending.clear()
+          })
+          resume(Effect.succeed(w))
+        })
+      }),
+      (w) =>
+        Effect.promise(async () => {
+          while (pending.size > 0) await new Promise((r) => setTimeout(r, 5))
+          const exited = new Promise((r) => w.once("exit", r))
+          w.postMessage("close")
+          const timeout = new Promise((r) => setTimeout(r, 10_000).unref())
+          if ((await Promise.race([exited.then(() => "exited"), timeout])) !== "exited") await w.terminate()
+        })
+    )
+    return {
+      write: (batches) =>
+        Effect.tryPromise({
+          try: () =>
+            new Promise<ReadonlyArray<WriteOutcome>>((resolve, reject) => {
+              const id = ++nextId
+              pending.set(id, { resolve, reject })
+              worker.postMessage({ id, batches: batches.map(forTransfer) } satisfies WriterRequest)
+            }),
+          catch: (cause) => new StoreError({ operation: "write", cause })
+        })
+    }
+  })
