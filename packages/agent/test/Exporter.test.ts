@@ -168,6 +168,24 @@ describe("Exporter", () => {
     await b.stop()
   })
 
+  it("keeps buffering while obs refuses its token, and delivers once the token is right", async () => {
+    const obs = new FakeObs({ token: "s3cret" })
+    const url = await obs.start()
+    await withExporter([url], { token: "wrong" }, async (exporter) => {
+      exporter.span(span(1))
+      await until("refused twice", () => stats(exporter).disconnects >= 2)
+      expect(stats(exporter).connects).toBe(0)
+      expect(stats(exporter).bufferedBatches).toBe(1)
+      expect(obs.spans).toHaveLength(0)
+    })
+    await withExporter([url], { token: "s3cret" }, async (exporter) => {
+      exporter.span(span(2))
+      await until("stored", () => obs.spans.length === 1)
+      expect(stats(exporter).connects).toBe(1)
+    })
+    await obs.stop()
+  })
+
   it("survives an obs that answers with garbage: reconnects, no crash", async () => {
     const { WebSocketServer } = await import("ws")
     const server = new WebSocketServer({ host: "127.0.0.1", port: 0, path: "/v1/ingest" })

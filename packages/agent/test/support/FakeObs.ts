@@ -14,6 +14,8 @@ export interface FakeObsOptions {
   withholdAcks?: boolean
   /** Answer these seqs with a non-fatal invalid_batch error instead of storing them. */
   rejectSeqs?: ReadonlySet<number>
+  /** Require this token in hello; refuse others with a fatal unauthorized error. */
+  token?: string
 }
 
 export class FakeObs {
@@ -51,6 +53,18 @@ export class FakeObs {
         const frame = decoded.right
         if (frame.type === "hello") {
           this.hellos++
+          if (this.options.token !== undefined && frame.token !== this.options.token) {
+            socket.send(
+              WireProtocol.encodeFrame({
+                type: "error",
+                code: "unauthorized",
+                message: "bad token",
+                fatal: true
+              })
+            )
+            socket.close()
+            return
+          }
           agentId = frame.agent.id
           socket.send(
             WireProtocol.encodeFrame({
