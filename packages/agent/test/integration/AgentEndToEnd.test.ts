@@ -184,6 +184,11 @@ const suite = (mode: Agent.Mode) => {
         "x-iii-correlation-id": "checkout-1"
       }
     })
+    // A head larger than the capture (4 KiB): the span still comes, and the connection resyncs.
+    await record("GET", "/users/77", "/users/{id}", "big-head", {
+      agent: keepAlive,
+      headers: { cookie: `session=${"c".repeat(10_000)}` }
+    })
     await record("GET", "/call?id=7", "/call", "call", { agent: keepAlive })
     await record("GET", "/call?id=8", "/call", "call", { agent: keepAlive })
     keepAlive.destroy()
