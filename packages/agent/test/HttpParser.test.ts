@@ -240,4 +240,67 @@ describe("HttpParser", () => {
     expect(seen.heads.map((h) => h.head.method)).toEqual(["GET", "HEAD"])
     expect(seen.notHttp).toBe(0)
   })
+
+  it("never throws on random bytes and random gaps, and stays bounded", () => {
+    let seed = 7
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff
+      return seed / 0x7fffffff
+    }
+    const pieces = [
+      F.getRequest,
+      F.chunkedResponse,
+      F.okResponse("abc"),
+      "GET / HTTP/1.1\r\n",
+      "\r\n",
+      "0\r\n\r\n"
+    ]
+    for (let round = 0; round < 300; round++) {
+      for (const kind of ["request", "response"] as const) {
+        const { parser } = record(kind)
+        for (let event = 0; event < 30; event++) {
+          const useFixture = random() < 0.5
+          const length = Math.floor(random() * 200)
+          const bytes = useFixture
+            ? Buffer.from(pieces[Math.floor(random() * pieces.length)] ?? "", "latin1")
+            : Buffer.from(Array.from({ length }, () => Math.floor(random() * 256)))
+          const gap = random() < 0.2 ? Math.floor(random() * 100_000) : 0
+          expect(() => parser.push(bytes, gap, BigInt(event))).not.toThrow()
+        }
+        expect(() => parser.close()).not.toThrow()
+      }
+    }
+  })
+
+  it("finds every message of a long random sequence split at random points", () => {
+    let seed = 11
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff
+      return seed / 0x7fffffff
+    }
+    const messages = [
+      F.okResponse("x".repeat(300)),
+      F.chunkedResponse,
+      F.noContent,
+      F.continueResponse,
+      F.notModified
+    ]
+    let stream = ""
+    let finals = 0
+    for (let i = 0; i < 500; i++) {
+      const message = messages[Math.floor(random() * messages.length)] ?? ""
+      stream += message
+      finals++
+    }
+    const { parser, seen } = record("response")
+    let at = 0
+    while (at < stream.length) {
+      const size = 1 + Math.floor(random() * 700)
+      parser.push(bytes(stream.slice(at, at + size)), 0, BigInt(at))
+      at += size
+    }
+    expect(seen.heads).toHaveLength(finals)
+    expect(seen.ends.every((end) => end.complete)).toBe(true)
+    expect(seen.ends).toHaveLength(finals)
+  })
 })
