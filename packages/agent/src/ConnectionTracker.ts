@@ -88,6 +88,8 @@ export interface ConnectionEvents<C> {
 export interface TrackerOptions {
   /** Pipelined requests waiting for responses per connection; older ones are answered `no_response`. Default 256. */
   readonly maxPendingPerConnection?: number
+  /** Connections tracked at once; beyond it the oldest is ended (its close was probably lost). Default 65,536. */
+  readonly maxConnections?: number
 }
 
 /** A connection's state: its two parsers and the request queue. */
@@ -193,12 +195,16 @@ const looksLikeRequest = (bytes: Uint8Array): boolean => {
 export class ConnectionTracker<C> {
   private readonly streams = new Map<number, Stream<C>>()
   private readonly maxPending: number
+  private readonly maxConnections: number
+  /** Connections ended because the table was full. */
+  evicted = 0
 
   constructor(
     private readonly events: ConnectionEvents<C>,
     options: TrackerOptions = {}
   ) {
     this.maxPending = options.maxPendingPerConnection ?? 256
+    this.maxConnections = options.maxConnections ?? 65_536
   }
 
   get size(): number {
@@ -220,6 +226,14 @@ export class ConnectionTracker<C> {
     peer: Endpoint | undefined
   ): void {
     this.close(pid, fd, timestampNs)
+    if (this.streams.size >= this.maxConnections) {
+      // Map order is opening order: the oldest goes.
+      const oldest = this.streams.values().next()
+      if (oldest.done !== true) {
+        this.close(oldest.value.connection.pid, oldest.value.connection.fd, timestampNs)
+        this.evicted++
+      }
+    }
     const connection: Connection = {
       pid,
       fd,
