@@ -154,17 +154,23 @@ const literalsToProps = (
   if (kinds.size !== 1 || (only !== "string" && only !== "number" && only !== "boolean")) {
     throw new Error(`literals of mixed or unsupported types: ${values.join(", ")}`)
   }
-  return { type: only, enum: values as Array<string | number | boolean>, ...annotations }
+  const props: JSONSchemaProps = {
+    type: only,
+    enum: values as Array<string | number | boolean>,
+    ...annotations
+  }
+  // CEL's cost estimate assumes an unbounded string unless told, and refuses rules over one.
+  if (only === "string") props.maxLength = Math.max(...values.map((v) => String(v).length))
+  return props
 }
 
-/** The OpenAPI v3 schema of the resource. Kubernetes owns `metadata`: only its type is declared. */
+/**
+ * The OpenAPI v3 schema of the resource. Kubernetes owns `metadata`: the API server refuses anything
+ * but its type there (not even a description).
+ */
 export const openApiSchema = (): JSONSchemaProps => {
   const root = toProps(SC.ServiceComposition.ast, "")
-  const properties = {
-    ...root.properties,
-    metadata: { type: "object" as const, description: root.properties?.metadata?.description ?? "" }
-  }
-  return { ...root, properties }
+  return { ...root, properties: { ...root.properties, metadata: { type: "object" } } }
 }
 
 export const crdName = `${SC.plural}.${SC.group}`

@@ -78,7 +78,7 @@ const QuantityType = Schema.declare(
 )
 
 /** A string such as `200ms` in the document; a parsed `Quantity` once decoded. */
-export const FromString = Schema.transformOrFail(Schema.String, QuantityType, {
+export const FromString = Schema.transformOrFail(Schema.String.pipe(Schema.maxLength(32)), QuantityType, {
   strict: true,
   decode: (text, _, ast) =>
     Either.match(parse(text), {

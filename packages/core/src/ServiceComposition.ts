@@ -91,12 +91,22 @@ const literalOf = <const K extends string>(names: ReadonlyArray<K>, what: string
 
 export const ScalingMetric = literalOf(Object.keys(scalingMetrics) as Array<ScalingMetric>, "scaling metric")
 
-const unitRule = (metric: ScalingMetric) => {
-  const unitPattern = { duration: "(ns|us|µs|ms|s|m)", percentage: "%", rate: "(rps|rpm)" }[
-    scalingMetrics[metric]
-  ]
-  return `self.metric != '${metric}' || self.threshold.matches('^[0-9]+(\\\\.[0-9]+)?\\\\s*${unitPattern}$')`
+const unitPatterns: Record<Quantity.QuantityKind, string> = {
+  duration: "(ns|us|µs|ms|s|m)",
+  percentage: "%",
+  rate: "(rps|rpm)"
 }
+
+// One CEL rule per kind of threshold: which metrics take it, and the unit it must end in.
+const unitRules = (Object.keys(unitPatterns) as Array<Quantity.QuantityKind>).map((kind) => {
+  const metrics = (Object.keys(scalingMetrics) as Array<ScalingMetric>).filter(
+    (m) => scalingMetrics[m] === kind
+  )
+  return {
+    rule: `!(self.metric in [${metrics.map((m) => `'${m}'`).join(", ")}]) || self.threshold.matches('^[0-9]+(\\\\.[0-9]+)?\\\\s*${unitPatterns[kind]}$')`,
+    message: `the threshold of ${metrics.join(" / ")} must be ${Quantity.examples[kind]}`
+  }
+})
 
 export const ScalingPolicy = Schema.Struct({
   metric: ScalingMetric.annotations({
@@ -121,10 +131,7 @@ export const ScalingPolicy = Schema.Struct({
   )
   .annotations({
     description: "Scale between replicas.min and replicas.max to keep the metric at the threshold.",
-    [CelRules]: (Object.keys(scalingMetrics) as Array<ScalingMetric>).map((metric) => ({
-      rule: unitRule(metric),
-      message: `${metric} needs ${Quantity.examples[scalingMetrics[metric]]}`
-    })) satisfies ReadonlyArray<CelRule>
+    [CelRules]: unitRules satisfies ReadonlyArray<CelRule>
   })
 export type ScalingPolicy = typeof ScalingPolicy.Type
 
