@@ -68,6 +68,8 @@ const runConnection = (index: number, stopAt: number, measureFrom: number, stats
           stats.acked += SPANS_PER_BATCH
           stats.latencies.push(now - start)
         }
+        const slot = Math.floor((now - startedAt) / 10_000)
+        perTenSeconds[slot] = (perTenSeconds[slot] ?? 0) + SPANS_PER_BATCH
         if (now < stopAt) sendNext()
         else if (sentAt.size === 0) {
           ws.close()
@@ -83,6 +85,8 @@ console.log(
     `${WINDOW} in flight per connection, ${SECONDS} s (first ${fmt(WARMUP_SECONDS, 1)} s warm-up)`
 )
 const startedAt = performance.now()
+/** Spans acked per 10 s slot since the start, to show whether the rate holds as the store grows. */
+const perTenSeconds: Array<number> = []
 const measureFrom = startedAt + WARMUP_SECONDS * 1000
 const stopAt = startedAt + SECONDS * 1000
 const stats: Stats = { acked: 0, latencies: [] }

@@ -8,7 +8,7 @@ import { StoreError } from "./Errors.js"
 import { openLayout, structuresKey } from "./internal/LmdbLayout.js"
 import * as Read from "./internal/LmdbRead.js"
 import { deleteOlderThan } from "./internal/LmdbRetention.js"
-import { applyBatches, makeWriteState } from "./internal/LmdbWrite.js"
+import { applyBatches, makeWriteState, type WriteState } from "./internal/LmdbWrite.js"
 import * as WorkerWriter from "./internal/WorkerWriter.js"
 import {
   SpanReader,
@@ -54,9 +54,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           await l.env.close().catch(() => undefined)
         })
     )
-    const state = yield* sync("open")(() => makeWriteState(layout))
-
-    const inThreadWriter: SpanWriterService = {
+    const inThreadWriter = (state: WriteState): SpanWriterService => ({
       write: (batches) =>
         Effect.tryPromise({
           // lmdb's asynchronous transaction: built on this thread, committed by lmdb's writer thread
@@ -68,7 +66,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           },
           catch: (cause) => new StoreError({ operation: "write", cause })
         })
-    }
+    })
 
     // Acquired after the environment, so released (drained, closed) before it.
     const writer = config.writerThread
@@ -76,7 +74,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           path: config.path,
           ...(config.mapSize !== undefined && { mapSize: config.mapSize })
         })
-      : inThreadWriter
+      : inThreadWriter(yield* sync("open")(() => makeWriteState(layout)))
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),
