@@ -9,7 +9,9 @@
  * every mode (order rotated per round); per mode: 1 s warm-up, then a fixed 2,000 req/s open-loop
  * phase (latency measured from each request's scheduled time, so queueing counts), then saturation
  * (wrk, 32 connections). Reported: medians over rounds of throughput and p50/p99 latency, agent
- * CPU-seconds per 1,000 requests, peak agent RSS, events dropped (capture and export).
+ * CPU-seconds per 1,000 requests, peak agent RSS, events dropped (capture and export), and the
+ * service's own CPU time per request at saturation (what tracing costs the service, kernel capture
+ * included; on a shared machine steadier than throughput, which other load also moves).
  * In proxy mode the load goes through the proxy's port, as clients would.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
@@ -222,6 +224,9 @@ const fixedRate = (port: number, rate: number, seconds: number) =>
 interface Result {
   mode: Mode
   satRps: number
+  /** The service's CPU busy share during saturation, and its CPU time per request. */
+  serviceBusy: number
+  serviceUsPerRequest: number
   satP50: number
   satP99: number
   fixedP50: number
@@ -289,8 +294,13 @@ const measure = async (mode: Mode): Promise<Result> => {
     droppedFixed = (snapshot?.captureDropped ?? 0) + (snapshot?.exportDropped ?? 0)
   }
   const cpu2 = pid === undefined ? 0 : cpuSeconds(pid)
+  const appPid = app.child.pid ?? 0
+  const appCpu0 = cpuSeconds(appPid)
+  const satStarted = process.hrtime.bigint()
   const sat = wrk(port, SECONDS, 32)
   const cpu3 = pid === undefined ? 0 : cpuSeconds(pid)
+  const appCpu = cpuSeconds(appPid) - appCpu0
+  const satSeconds = Number(process.hrtime.bigint() - satStarted) / 1e9
   // Peak RSS, and the private (anonymous) part of the current RSS: the rest is file pages shared with
   // every Node.js process (the node binary, the addon).
   const rssMb = pid === undefined ? 0 : statusMb(pid, "VmHWM")
@@ -309,6 +319,8 @@ const measure = async (mode: Mode): Promise<Result> => {
   return {
     mode,
     satRps: sat.rps,
+    serviceBusy: appCpu / satSeconds,
+    serviceUsPerRequest: (appCpu * 1e6) / sat.requests,
     satP50: sat.p50,
     satP99: sat.p99,
     fixedP50: fixed.p50,
@@ -332,7 +344,8 @@ for (let round = 0; round < ROUNDS; round++) {
     console.log(
       `round ${round + 1} ${mode.padEnd(5)} sat ${result.satRps.toFixed(0)} req/s p99 ${result.satP99.toFixed(2)} ms | ` +
         `@${FIXED_RATE}/s p50 ${result.fixedP50.toFixed(2)} p99 ${result.fixedP99.toFixed(2)} ms | ` +
-        `agent ${result.cpuPer1kSat.toFixed(4)} CPU-s/1k, ${result.rssMb.toFixed(0)} MB, dropped ${result.droppedTotal}`
+        `agent ${result.cpuPer1kSat.toFixed(4)} CPU-s/1k, ${result.rssMb.toFixed(0)} MB, dropped ${result.droppedTotal} | ` +
+        `service ${(result.serviceBusy * 100).toFixed(0)}% busy, ${result.serviceUsPerRequest.toFixed(1)} µs/req`
     )
   }
 }
@@ -403,5 +416,13 @@ for (const mode of modes) {
   console.log(
     `${mode}: median per-round throughput loss ${((1 - ratio(mode, (r) => r.satRps)) * 100).toFixed(1)}%, ` +
       `p99 overhead at ${FIXED_RATE} req/s ${((ratio(mode, (r) => r.fixedP99) - 1) * 100).toFixed(1)}%`
+  )
+}
+// What the traced service itself pays: its CPU time per request at saturation (kernel capture included),
+// and how busy it was (below ~100% the load generator, not the service, set the pace).
+for (const mode of modes) {
+  console.log(
+    `${mode}: service ${of(mode, (r) => r.serviceUsPerRequest).toFixed(1)} CPU-µs per request, ` +
+      `${(of(mode, (r) => r.serviceBusy) * 100).toFixed(0)}% busy at saturation`
   )
 }
