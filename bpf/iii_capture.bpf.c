@@ -111,11 +111,17 @@ static __always_inline bool is_traced(__u64 pid_tgid)
 	return false;
 }
 
-/* Wake the reader only when enough is pending; otherwise it drains on its own timer. */
-static __always_inline __u64 wakeup_flag(void)
+/* Wake the reader once, when this record takes the backlog across wakeup_bytes. Below it, and while
+ * the reader is still catching up above it, its 10 ms timer is enough: waking it for every record
+ * of a backlog (an irq_work and often an IPI each) would cost the traced process far more than the
+ * capture itself. `reserved`: the record is already counted in the ring's pending bytes. */
+static __always_inline __u64 wakeup_flag(__u64 size, bool reserved)
 {
-	return bpf_ringbuf_query(&iii_events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										    : BPF_RB_NO_WAKEUP;
+	__u64 pending = bpf_ringbuf_query(&iii_events, BPF_RB_AVAIL_DATA);
+	if (!reserved)
+		pending += size;
+	return pending >= wakeup_bytes && pending - size < wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									 : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void fill_header(struct iii_event_header *header, __u64 pid_tgid, __s32 fd,
@@ -290,7 +296,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 	event->payload_len = copied;
 
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
-	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag()))
+	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag(size, false)))
 		count_drop();
 }
 
@@ -332,7 +338,7 @@ static __always_inline void emit_conn(__u64 pid_tgid, __s32 fd, __u8 kind, __u8 
 		bpf_ringbuf_discard(event, BPF_RB_NO_WAKEUP);
 		return;
 	}
-	bpf_ringbuf_submit(event, wakeup_flag());
+	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 }
 
 static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx)
@@ -472,7 +478,7 @@ int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	}
 	fill_header(&event->header, pid_tgid, args.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
-	bpf_ringbuf_submit(event, wakeup_flag());
+	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }
 
@@ -500,7 +506,7 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 	fill_header(&event->header, pid_tgid, -1, III_EVENT_FORK, 0);
 	event->child_pid = child_tgid;
 	event->reserved = 0;
-	bpf_ringbuf_submit(event, wakeup_flag());
+	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }
 
@@ -520,6 +526,6 @@ int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	fill_header(&event->header, pid_tgid, -1, III_EVENT_EXIT, 0);
-	bpf_ringbuf_submit(event, wakeup_flag());
+	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }
