@@ -20,8 +20,6 @@ export interface IngestBatch {
   readonly spans: ReadonlyArray<Span>
   readonly metrics: ReadonlyArray<MetricPoint>
   readonly logs: ReadonlyArray<LogRecord>
-  /** The wire frame the batch was decoded from, when there is one: a writer in another thread ships these bytes instead of the objects. */
-  readonly frame?: Uint8Array
 }
 
 /** `stored`: written now. `duplicate`: the agent's high-water mark already covered this seq; nothing written. */

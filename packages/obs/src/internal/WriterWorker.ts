@@ -1,12 +1,9 @@
 /**
  * The ingest writer thread: owns the write side of the LMDB environment (dedup high-water marks,
- * service cache, RED merges) and applies each round of batches in one durable transaction. Batches
- * arrive as wire frames (decoded here, so the main thread's decode is not copied across) or, from
- * in-process callers, as structured-cloned objects.
+ * service cache, RED merges) and applies each round of batches, structured-cloned from the main
+ * thread, in one durable transaction.
  */
 import { parentPort, workerData } from "node:worker_threads"
-import { WireProtocol } from "@iii/core"
-import { Either } from "effect"
 import type { IngestBatch } from "../Store.js"
 import { openLayout } from "./LmdbLayout.js"
 import { applyBatches, makeWriteState } from "./LmdbWrite.js"
@@ -27,23 +24,13 @@ if (port === null) throw new Error("WriterWorker must run in a worker thread")
 const layout = openLayout({ path, ...(mapSize !== undefined && { mapSize }) })
 const state = makeWriteState(layout)
 
-const decoded = (batch: IngestBatch): IngestBatch => {
-  if (batch.frame === undefined) return batch
-  const frame = WireProtocol.decodeFrame(batch.frame)
-  if (Either.isLeft(frame) || frame.right.type !== "batch")
-    throw new Error(`batch ${batch.seq} of ${batch.agentId}: frame no longer decodes`)
-  const { spans, metrics, logs } = frame.right
-  return { agentId: batch.agentId, seq: batch.seq, spans, metrics, logs }
-}
-
 port.on("message", (request: WriterRequest | "close") => {
   if (request === "close") {
     layout.env.close().finally(() => port.close())
     return
   }
   const run = async () => {
-    const batches = request.batches.map(decoded)
-    const outcomes = await layout.env.transaction(() => applyBatches(layout, state, batches))
+    const outcomes = await layout.env.transaction(() => applyBatches(layout, state, request.batches))
     await layout.env.flushed
     return outcomes
   }
