@@ -19,7 +19,7 @@
  * kernel.bpf_stats_enabled on, the kernel's own run time per program invocation is printed too.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -47,6 +47,8 @@ server.keepAliveTimeout = 60000
 server.listen(0, "127.0.0.1", () => console.log("listening " + server.address().port))
 `
 
+let serverPid = 0
+
 const median = (values: ReadonlyArray<number>): number => {
   const sorted = [...values].sort((a, b) => a - b)
   const middle = Math.floor(sorted.length / 2)
@@ -73,6 +75,15 @@ interface WrkResult {
   p50: number
   p99: number
   requests: number
+  /** The server's own CPU time (user + system) per request, µs: what tracing costs it, free of the
+   * other processes' noise that throughput suffers from. */
+  serverCpuUs: number
+}
+
+/** utime + stime of a process, in clock ticks (USER_HZ = 100 on Linux). */
+const cpuTicks = (pid: number): number => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+  return Number(fields[11]) + Number(fields[12])
 }
 
 const toMs = (value: string): number => {
@@ -83,6 +94,7 @@ const toMs = (value: string): number => {
 }
 
 const wrk = (port: number, duration: number): WrkResult => {
+  const ticks = cpuTicks(serverPid)
   const out = execFileSync(
     "taskset",
     ["-c", "1", "wrk", "-t1", "-c50", `-d${duration}s`, "--latency", `http://127.0.0.1:${port}/`],
@@ -92,7 +104,8 @@ const wrk = (port: number, duration: number): WrkResult => {
     rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
     p50: toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? ""),
     p99: toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? ""),
-    requests: Number(/(\d+) requests in/.exec(out)?.[1])
+    requests: Number(/(\d+) requests in/.exec(out)?.[1]),
+    serverCpuUs: ((cpuTicks(serverPid) - ticks) * 10_000) / Number(/(\d+) requests in/.exec(out)?.[1])
   }
 }
 
@@ -272,6 +285,7 @@ const main = async () => {
   execFileSync("taskset", ["-p", "-c", "1", String(process.pid)], { stdio: "ignore" })
   if (process.env.SYSCALLS !== "0") await syscallCost()
   const { child, port } = await startServer()
+  serverPid = child.pid ?? 0
   try {
     wrk(port, 2) // warm-up
     const saturation = { off: [] as Array<WrkResult>, ebpf: [] as Array<WrkResult> }
@@ -317,6 +331,12 @@ const main = async () => {
     )
     console.log(
       `saturation  ebpf: ${ebpfRps.toFixed(0)} req/s  p50 ${median(saturation.ebpf.map((r) => r.p50)).toFixed(2)} ms  p99 ${median(saturation.ebpf.map((r) => r.p99)).toFixed(2)} ms`
+    )
+    const offCpu = median(saturation.off.map((r) => r.serverCpuUs))
+    const ebpfCpu = median(saturation.ebpf.map((r) => r.serverCpuUs))
+    console.log(
+      `server CPU per request: off ${offCpu.toFixed(1)} µs, ebpf ${ebpfCpu.toFixed(1)} µs ` +
+        `(+${(((ebpfCpu - offCpu) / offCpu) * 100).toFixed(2)}%: the throughput a CPU-bound server loses)`
     )
     // Each round's on/off runs are adjacent in time, so their ratio cancels most of the machine's drift.
     const pairedLoss =
