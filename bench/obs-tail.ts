@@ -6,6 +6,7 @@
  *
  *   npm run bench:tail                    (builds packages/obs, then runs this with Node 24)
  *   OBS_BENCH_SECONDS=10 npm run bench:tail   (seconds per phase; default 20)
+ *   OBS_BENCH_RATE=20000 npm run bench:tail   (ingest rate; default 50,000 spans/s)
  *
  * Subscribers: 7 unfiltered JSON, 1 unfiltered MessagePack, 2 filtered (`status=5xx`, `service=checkout`);
  * they run in this process, so on a 2-core machine their receiving competes with the node for CPU.
@@ -22,7 +23,7 @@ import WebSocket from "ws"
 import { fmt, frameTemplate, percentile, spawnNode } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 20)
-const RATE = 50_000
+const RATE = Number(process.env.OBS_BENCH_RATE ?? 50_000)
 const CONNECTIONS = 4
 const SPANS_PER_BATCH = 500
 const MAX_OUTSTANDING = 32
