@@ -409,7 +409,7 @@ int iii_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); ret
 
 /* sendmsg(2): msghdr-based writes (Java NIO, some proxies). */
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int iii_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDMSG, ctx->args[2]); return 0; }
+int iii_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDMSG, 0); return 0; }
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
 int iii_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
 
