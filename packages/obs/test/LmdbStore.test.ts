@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { describe, expect, it } from "vitest"
 import * as LmdbStore from "../src/LmdbStore.js"
 import { batch, span, traceId } from "./fixtures/Spans.js"
@@ -30,6 +30,21 @@ describe("LmdbStore", () => {
           const reopened = yield* LmdbStore.make({ path })
           expect(yield* reopened.reader.trace(traceId(77))).toEqual([s])
           expect(yield* reopened.writer.write([batch("agent", 3, [span()])])).toEqual(["duplicate"])
+        })
+      )
+    ))
+
+  it("fails writes fast once the writer thread is gone", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const inner = yield* Scope.make()
+          const store = yield* LmdbStore.make({ path, writerThread: true }).pipe(Scope.extend(inner))
+          expect(yield* store.writer.write([batch("a", 1, [span()])])).toEqual(["stored"])
+          yield* Scope.close(inner, Exit.void)
+          const error = yield* Effect.flip(store.writer.write([batch("a", 2, [span()])]))
+          expect(error._tag).toBe("StoreError")
         })
       )
     ))

@@ -60,6 +60,11 @@ export const handleIngest = (
   ws.on("close", () => {
     counters.connections--
   })
+  // Protocol violations ws detects itself (a frame far over the size limit, bad framing) arrive here;
+  // ws closes the socket (1009, 1002…). Without a listener they would crash the process.
+  ws.on("error", () => {
+    counters.framesRejected++
+  })
 
   ws.on("message", (data, isBinary) => {
     if (!isBinary) return fatal("malformed", "frames must be binary MessagePack messages")

@@ -144,6 +144,7 @@ export const createNodeServer = (parts: ServerParts): { server: Server; closeSoc
           bufferedAmount: () => ws.bufferedAmount
         })
         ws.on("close", unsubscribe)
+        ws.on("error", () => ws.terminate())
         // Subscribers only listen; anything they send is ignored.
         ws.on("message", () => undefined)
       })

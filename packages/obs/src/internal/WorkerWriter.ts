@@ -34,6 +34,13 @@ export const make = (config: {
       { resolve: (o: ReadonlyArray<WriteOutcome>) => void; reject: (e: unknown) => void }
     >()
     let nextId = 0
+    /** Set once the thread died (or is closing): writes then fail at once instead of waiting forever. */
+    let dead: Error | undefined
+    const die = (cause: Error) => {
+      dead ??= cause
+      for (const p of pending.values()) p.reject(cause)
+      pending.clear()
+    }
     const worker = yield* Effect.acquireRelease(
       Effect.async<Worker, StoreError>((resume) => {
         const { script, execArgv } = workerOptions()
@@ -51,16 +58,15 @@ export const make = (config: {
             if ("error" in reply) p.reject(new Error(reply.error))
             else p.resolve(reply.outcomes)
           })
-          w.on("error", (cause) => {
-            for (const p of pending.values()) p.reject(cause)
-            pending.clear()
-          })
+          w.on("error", die)
+          w.on("exit", (code) => die(new Error(`the writer thread exited (code ${code})`)))
           resume(Effect.succeed(w))
         })
       }),
       (w) =>
         Effect.promise(async () => {
           while (pending.size > 0) await new Promise((r) => setTimeout(r, 5))
+          die(new Error("the store is closing"))
           const exited = new Promise((r) => w.once("exit", r))
           w.postMessage("close")
           const timeout = new Promise((r) => setTimeout(r, 10_000).unref())
@@ -72,6 +78,7 @@ export const make = (config: {
         Effect.tryPromise({
           try: () =>
             new Promise<ReadonlyArray<WriteOutcome>>((resolve, reject) => {
+              if (dead !== undefined) return reject(dead)
               const id = ++nextId
               pending.set(id, { resolve, reject })
               // The decoded batches go by structured clone; the main thread already decoded and
