@@ -167,6 +167,7 @@ describe("query API", () => {
       expect(metrics).toContain(`# TYPE ${name}`)
     expect(metrics).toMatch(/iii_obs_spans_ingested_total 10[0-9]/)
     expect((await getJson(`${node.url}/v1/nope`)).status).toBe(404)
+    expect((await getJson(`${node.url}/v1/correlate/%ZZ`)).body.parameter).toBe("path")
     expect((await fetch(`${node.url}/v1/traces`, { method: "POST" })).status).toBe(405)
   })
 })

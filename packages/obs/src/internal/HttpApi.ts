@@ -167,10 +167,15 @@ export const route = (
   reader: SpanReaderService,
   url: URL
 ): Effect.Effect<Answer, InvalidParameter | StoreError> | undefined => {
-  const parts = url.pathname
-    .split("/")
-    .filter((p) => p.length > 0)
-    .map(decodeURIComponent)
+  let parts: Array<string>
+  try {
+    parts = url.pathname
+      .split("/")
+      .filter((p) => p.length > 0)
+      .map(decodeURIComponent)
+  } catch {
+    return Effect.fail(new InvalidParameter({ parameter: "path", reason: "not valid percent-encoding" }))
+  }
   const p = url.searchParams
   const [a, b, c, d, e, f] = parts
   if (a === "v1") {
