@@ -8,7 +8,8 @@ import { Effect, Schedule } from "effect"
 
 const program = Effect.gen(function* () {
   const client = yield* KubeClient.KubeClient
-  const controller = yield* Controller.make({ ...Controller.defaultSettings, concurrency: 16 })
+  const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16)
+  const controller = yield* Controller.make({ ...Controller.defaultSettings, concurrency })
   yield* controller.synced
   process.on("SIGUSR2", () => Effect.runFork(controller.resync))
   const report = Effect.gen(function* () {

@@ -25,8 +25,10 @@ import { Duration, Effect, Either, Exit, Scope } from "effect"
 import { parse, stringify } from "yaml"
 
 const N = Number(process.env.COMPOSITIONS ?? 500)
-// Extra node flags for the controller process, e.g. CONTROLLER_NODE_OPTIONS=--max-old-space-size=400.
-const heapLimit = (process.env.CONTROLLER_NODE_OPTIONS ?? "").split(" ").filter((a) => a !== "")
+// Node flags of the controller process; the default is what manifests/controller/deployment.yaml sets.
+const heapLimit = (process.env.CONTROLLER_NODE_OPTIONS ?? "--max-old-space-size=160 --max-semi-space-size=2")
+  .split(" ")
+  .filter((a) => a !== "")
 const namespace = "bench"
 const manifest = (path: string) => readFileSync(new URL(`../manifests/${path}`, import.meta.url), "utf8")
 

@@ -1,5 +1,5 @@
 /**
- * A small Kubernetes REST client: JSON requests, server-side apply, and watches as Streams, over one
+ * A small Kubernetes REST client: JSON requests, server-side apply, and watches with callbacks, over one
  * keep-alive connection pool. Credentials come from a kubeconfig resolved the way kubectl does it
  * (`--kubeconfig`, then `KUBECONFIG`, then `~/.kube/config`, then the in-cluster service account);
  * `@kubernetes/client-node` parses it and supplies TLS material and tokens (refreshed per request).
@@ -12,7 +12,7 @@ import * as https from "node:https"
 import { homedir } from "node:os"
 import { join } from "node:path"
 import { KubeConfig } from "@kubernetes/client-node"
-import { Chunk, Context, Effect, Layer, Option, Stream } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 import { KubeApiError, KubeConfigError } from "./Errors.js"
 
 /** Any Kubernetes object, as JSON. */
@@ -114,11 +114,15 @@ export class KubeClient extends Context.Tag("@iii/controller/KubeClient")<
     readonly namespace: string
     /** One request; the parsed JSON body on 2xx, a `KubeApiError` otherwise. */
     readonly request: <A = KubeObject>(options: RequestOptions) => Effect.Effect<A, KubeApiError>
-    /** A watch (`GET ?watch=1`) as a stream of events; ends when the server closes it. */
+    /**
+     * A watch (`GET ?watch=1`): `onEvent` gets each event as it arrives (returning "stop" ends the
+     * watch); succeeds when the server or `onEvent` ends it.
+     */
     readonly watch: (
       path: string,
-      query: Readonly<Record<string, string | undefined>>
-    ) => Stream.Stream<WatchEvent, KubeApiError>
+      query: Readonly<Record<string, string | undefined>>,
+      onEvent: (event: WatchEvent) => "stop" | undefined
+    ) => Effect.Effect<void, KubeApiError>
     readonly counts: () => RequestCounts
   }
 >() {}
@@ -268,43 +272,58 @@ export const make = (kc: KubeConfig) => {
       })
     )
 
-  const watch = (path: string, query: Readonly<Record<string, string | undefined>>) =>
-    Stream.unwrap(
-      Effect.map(requestOptions, (base) =>
-        Stream.async<WatchEvent, KubeApiError>((emit) => {
-          const fail = (status: number, text: string) => void emit.fail(apiError("GET", path, status, text))
-          let buffered = ""
-          const req = open(base, { method: "GET", path, query: { ...query, watch: "1" } }, (res) => {
-            const status = res.statusCode ?? 0
-            if (status !== 200) {
-              const chunks: Array<Buffer> = []
-              res.on("data", (c: Buffer) => chunks.push(c))
-              res.on("end", () => fail(status, Buffer.concat(chunks).toString("utf8")))
-              return
-            }
-            res.setEncoding("utf8")
-            res.on("data", (chunk: string) => {
-              buffered += chunk
-              const lines = buffered.split("\n")
-              buffered = lines.pop() ?? ""
-              const events: Array<WatchEvent> = []
-              for (const line of lines) {
-                if (line.trim() === "") continue
-                try {
-                  events.push(JSON.parse(line) as WatchEvent)
-                } catch {
-                  return fail(200, `malformed watch event: ${line.slice(0, 200)}`)
-                }
+  const watch = (
+    path: string,
+    query: Readonly<Record<string, string | undefined>>,
+    onEvent: (event: WatchEvent) => "stop" | undefined
+  ) =>
+    Effect.flatMap(requestOptions, (base) =>
+      Effect.async<void, KubeApiError>((resume) => {
+        let done = false
+        const finish = (effect: Effect.Effect<void, KubeApiError>) => {
+          if (done) return
+          done = true
+          req.destroy()
+          resume(effect)
+        }
+        const fail = (status: number, text: string) =>
+          finish(Effect.fail(apiError("GET", path, status, text)))
+        let buffered = ""
+        const req = open(base, { method: "GET", path, query: { ...query, watch: "1" } }, (res) => {
+          const status = res.statusCode ?? 0
+          if (status !== 200) {
+            const chunks: Array<Buffer> = []
+            res.on("data", (c: Buffer) => chunks.push(c))
+            res.on("end", () => fail(status, Buffer.concat(chunks).toString("utf8")))
+            return
+          }
+          res.setEncoding("utf8")
+          // Events are handed over synchronously as they arrive: no buffer to grow under a burst.
+          res.on("data", (chunk: string) => {
+            buffered += chunk
+            const lines = buffered.split("\n")
+            buffered = lines.pop() ?? ""
+            for (const line of lines) {
+              if (done) return
+              if (line.trim() === "") continue
+              let event: WatchEvent
+              try {
+                event = JSON.parse(line) as WatchEvent
+              } catch {
+                return fail(200, `malformed watch event: ${line.slice(0, 200)}`)
               }
-              if (events.length > 0) void emit.chunk(Chunk.unsafeFromArray(events))
-            })
-            res.on("error", (e) => fail(0, e.message))
-            res.on("end", () => void emit.end())
+              if (onEvent(event) === "stop") return finish(Effect.void)
+            }
           })
-          req.on("error", (e) => fail(0, e.message))
-          return Effect.sync(() => req.destroy())
+          res.on("error", (e) => fail(0, e.message))
+          res.on("end", () => finish(Effect.void))
         })
-      )
+        req.on("error", (e) => fail(0, e.message))
+        return Effect.sync(() => {
+          done = true
+          req.destroy()
+        })
+      })
     )
 
   return {

@@ -6,7 +6,7 @@
  * stops its actor. Reconciles of all keys share a concurrency bound.
  */
 import { Actor, Supervisor } from "@iii/core"
-import { Duration, Effect, Either, FiberSet, type Scope } from "effect"
+import { Duration, Effect, Either, FiberSet, Queue, type Scope } from "effect"
 import type { KubeApiError } from "../Errors.js"
 import type { Outcome } from "./Reconcile.js"
 
@@ -49,7 +49,20 @@ export const make = (options: Options): Effect.Effect<Actors, never, Scope.Scope
     // Fibers started from synchronous informer callbacks; all interrupted when the scope closes.
     const fibers = yield* FiberSet.make()
     const runFork = yield* FiberSet.runtime(fibers)<never>()
-    const permits = yield* Effect.makeSemaphore(options.concurrency)
+    // Concurrency bound as a pool of tokens in a queue. (An Effect Semaphore with hundreds of actors
+    // waiting on it held ~600-frame continuations per waiter here: 190 MB of live heap in the 500
+    // composition benchmark, against 70 MB with this pool.)
+    const tokens = yield* Queue.bounded<true>(options.concurrency)
+    yield* Queue.offerAll(
+      tokens,
+      Array.from({ length: options.concurrency }, () => true as const)
+    )
+    const withToken = <A, E>(effect: Effect.Effect<A, E>) =>
+      Effect.acquireUseRelease(
+        Queue.take(tokens),
+        () => effect,
+        () => Queue.offer(tokens, true)
+      )
     const failures = new Map<string, number>()
     const bucket = tokenBucket(options.retryRateLimit.perSecond, options.retryRateLimit.burst, Date.now)
     const supervisor = yield* Supervisor.make<Reconcile>({
@@ -67,20 +80,18 @@ export const make = (options: Options): Effect.Effect<Actors, never, Scope.Scope
     // incarnation, and the supervisor restarts the actor (redelivering the message).
     const behavior = (key: string) =>
       Actor.receive<Reconcile>(() =>
-        permits
-          .withPermits(1)(Effect.either(options.reconcile(key)))
-          .pipe(
-            Effect.flatMap((result) => {
-              if (Either.isLeft(result)) {
-                retryLater(key)
-                return Effect.logWarning(`reconcile ${key} failed: ${result.left.message}`)
-              }
-              failures.delete(key)
-              // Gone: stop this actor (from another fiber: an actor cannot wait for its own stop).
-              if (result.right === "gone") runFork(supervisor.stop(key))
-              return Effect.void
-            })
-          )
+        Effect.gen(function* () {
+          // From here on, a new request for the key needs a new run.
+          pending.delete(key)
+          const result = yield* withToken(Effect.either(options.reconcile(key)))
+          if (Either.isLeft(result)) {
+            retryLater(key)
+            return yield* Effect.logWarning(`reconcile ${key} failed: ${result.left.message}`)
+          }
+          failures.delete(key)
+          // Gone: stop this actor (from another fiber: an actor cannot wait for its own stop).
+          if (result.right === "gone") runFork(supervisor.stop(key))
+        })
       )
 
     const deliver = (key: string) =>
@@ -89,11 +100,32 @@ export const make = (options: Options): Effect.Effect<Actors, never, Scope.Scope
       ).pipe(
         // Spawned while the previous actor for the key was stopping: spawn again.
         Effect.retry({ times: 3, while: (e) => e._tag === "ActorStopped" }),
-        Effect.catchAll((e) => Effect.logDebug(`enqueue ${key}: ${e._tag}`))
+        Effect.flatMap((delivered) => (delivered ? Effect.void : Effect.sync(() => pending.delete(key)))),
+        Effect.catchAll((e) =>
+          Effect.sync(() => pending.delete(key)).pipe(
+            Effect.zipRight(Effect.logDebug(`enqueue ${key}: ${e._tag}`))
+          )
+        )
       )
 
-    // Capacity 1 and `offer`: a reconcile already pending absorbs further requests for the key.
-    const enqueue = (key: string) => void runFork(deliver(key))
+    // Keys with a reconcile requested and not yet started: further requests are absorbed right here,
+    // without a fiber each (bursts of watch events would otherwise start thousands). Behind it, the
+    // mailbox of capacity 1 with `offer` coalesces the same way.
+    const pending = new Set<string>()
+    const enqueue = (key: string) => {
+      if (pending.has(key)) return
+      pending.add(key)
+      runFork(
+        deliver(key).pipe(
+          Effect.onExit((exit) =>
+            // Not delivered (stopped supervisor, or the actor kept stopping): do not block the key.
+            Effect.sync(() => {
+              if (exit._tag === "Failure") pending.delete(key)
+            })
+          )
+        )
+      )
+    }
 
     return { enqueue, keys: supervisor.keys }
   })

@@ -4,7 +4,7 @@
  * once; on any other failure re-watch after an exponential backoff (never a tight loop).
  * Every change calls `onChange` with the object; callers only enqueue keys there.
  */
-import { Duration, Effect, type Scope, Stream } from "effect"
+import { Duration, Effect, type Scope } from "effect"
 import type { KubeApiError } from "../Errors.js"
 import {
   apiVersionOf,
@@ -146,25 +146,35 @@ export const make = (options: InformerOptions): Effect.Effect<Informer, never, K
       return undefined
     }
 
-    // One watch request; ends when the server closes it, signals Gone on 410.
+    // One watch request; ends when the server closes it, "gone" on 410.
     const watchOnce = (state: { resourceVersion: string }) =>
-      client
-        .watch(collection, {
-          ...baseQuery,
-          resourceVersion: state.resourceVersion,
-          allowWatchBookmarks: "true",
-          timeoutSeconds: String(options.watchTimeoutSeconds ?? 300)
-        })
-        .pipe(
-          Stream.map((event) => handle(event, state)),
-          Stream.takeUntil((r) => r instanceof Gone),
-          Stream.runLast,
-          Effect.map((last) => (last._tag === "Some" && last.value instanceof Gone ? "gone" : "closed")),
-          Effect.catchIf(
-            (e: KubeApiError) => e.status === 410,
-            () => Effect.succeed("gone" as const)
+      Effect.suspend(() => {
+        let gone = false
+        return client
+          .watch(
+            collection,
+            {
+              ...baseQuery,
+              resourceVersion: state.resourceVersion,
+              allowWatchBookmarks: "true",
+              timeoutSeconds: String(options.watchTimeoutSeconds ?? 300)
+            },
+            (event) => {
+              if (handle(event, state) instanceof Gone) {
+                gone = true
+                return "stop"
+              }
+              return undefined
+            }
           )
-        )
+          .pipe(
+            Effect.map(() => (gone ? ("gone" as const) : ("closed" as const))),
+            Effect.catchIf(
+              (e: KubeApiError) => e.status === 410,
+              () => Effect.succeed("gone" as const)
+            )
+          )
+      })
 
     const run = Effect.gen(function* () {
       const state = { resourceVersion: "" }
