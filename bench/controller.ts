@@ -22,7 +22,6 @@ import { fileURLToPath } from "node:url"
 import * as Envtest from "@iii/controller/Envtest"
 import * as KubeClient from "@iii/controller/KubeClient"
 import { Duration, Effect, Either, Exit, Scope } from "effect"
-import { parse, stringify } from "yaml"
 
 const N = Number(process.env.COMPOSITIONS ?? 500)
 // Node flags of the controller process; the default is what manifests/controller/deployment.yaml sets.
@@ -31,16 +30,6 @@ const heapLimit = (process.env.CONTROLLER_NODE_OPTIONS ?? "--max-old-space-size=
   .filter((a) => a !== "")
 const namespace = "bench"
 const manifest = (path: string) => readFileSync(new URL(`../manifests/${path}`, import.meta.url), "utf8")
-
-// Until the generated CRD passes a real API server (see Envtest.test.ts), install it without the
-// parts that server rejected: CEL rules over the cost budget and a description on root metadata.
-const installableCrd = (text: string) => {
-  const crd = parse(text, (key, value) => (key === "x-kubernetes-validations" ? undefined : value)) as {
-    spec: { versions: Array<{ schema: { openAPIV3Schema: { properties: { metadata?: object } } } }> }
-  }
-  for (const v of crd.spec.versions) v.schema.openAPIV3Schema.properties.metadata = { type: "object" }
-  return stringify(crd)
-}
 
 const controllerUser: Envtest.User = {
   name: "system:serviceaccount:iii-system:iii-controller",
@@ -93,14 +82,7 @@ const program = Effect.gen(function* () {
     KubeClient.layer({ kubeconfigText: env.kubeconfig(env.admin) })
   )
   const asAdmin = Effect.provideService(KubeClient.KubeClient, admin)
-  const crd = manifest("crd/servicecomposition.yaml")
-  const installed = yield* Effect.either(asAdmin(Envtest.applyYaml(crd)))
-  if (Either.isLeft(installed)) {
-    console.log(
-      `(generated CRD rejected by the API server, installing it without CEL rules: ${installed.left.message.slice(0, 120)}…)`
-    )
-    yield* asAdmin(Envtest.applyYaml(installableCrd(crd)))
-  }
+  yield* asAdmin(Envtest.applyYaml(manifest("crd/servicecomposition.yaml")))
   yield* asAdmin(Envtest.applyYaml(manifest("namespace.yaml")))
   yield* asAdmin(Envtest.applyYaml(manifest("controller/rbac.yaml")))
   yield* admin.request({
