@@ -16,6 +16,25 @@
  * lost ends at the first syscall ending with the last-chunk marker `0\r\n\r\n`.
  */
 
+import {
+  COLON,
+  CR,
+  contentLengthAt,
+  crlfcrlf,
+  digitsAt,
+  endsWith,
+  httpPrefix,
+  LF,
+  lastChunk,
+  longestMethod,
+  methods,
+  nameIs,
+  SP,
+  startsWithAt,
+  valueAt,
+  ZERO
+} from "./internal/HttpBytes.js"
+
 export type MessageKind = "request" | "response"
 
 /** What the parser extracts from a message head. Absent headers are `undefined`. */
@@ -57,30 +76,6 @@ export interface HttpParserHandler {
   onNotHttp(): void
 }
 
-/** Known request methods: a request line must start with one (avoids false positives on binary protocols). */
-const methods = new Set([
-  "GET",
-  "HEAD",
-  "POST",
-  "PUT",
-  "DELETE",
-  "CONNECT",
-  "OPTIONS",
-  "TRACE",
-  "PATCH",
-  "PROPFIND",
-  "PROPPATCH",
-  "MKCOL",
-  "COPY",
-  "MOVE",
-  "LOCK",
-  "UNLOCK",
-  "SEARCH",
-  "REPORT",
-  "PURGE"
-])
-const longestMethod = 9
-
 /** Heads larger than this are not HTTP worth parsing (Node's default limit is 16 KiB). */
 export const maxHeadBytes = 64 * 1024
 
@@ -100,16 +95,6 @@ enum State {
   /** Not HTTP, or upgraded (WebSocket, CONNECT tunnel): ignore everything. */
   Opaque
 }
-
-const CR = 13
-const LF = 10
-const SP = 32
-const TAB = 9
-const COLON = 58
-const ZERO = 48
-const crlfcrlf = Buffer.from("\r\n\r\n")
-const lastChunk = Buffer.from("0\r\n\r\n")
-const httpPrefix = Buffer.from("HTTP/1.")
 
 const asBuffer = (bytes: Uint8Array): Buffer =>
   Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
@@ -578,51 +563,3 @@ export class HttpParser {
     if (this.state !== State.Opaque) this.state = State.Desync
   }
 }
-
-/** The header name at `pos` equals `lowerName`, ASCII case-insensitively. */
-const nameIs = (buf: Buffer, pos: number, lowerName: string): boolean => {
-  for (let i = 0; i < lowerName.length; i++) {
-    const c = buf[pos + i] ?? 0
-    if ((c >= 65 && c <= 90 ? c + 32 : c) !== lowerName.charCodeAt(i)) return false
-  }
-  return true
-}
-
-const isOws = (c: number | undefined) => c === SP || c === TAB
-
-/** A header value without surrounding whitespace, as its own string. */
-const valueAt = (buf: Buffer, from: number, to: number): string => {
-  while (from < to && isOws(buf[from])) from++
-  while (to > from && isOws(buf[to - 1])) to--
-  return buf.toString("latin1", from, to)
-}
-
-/** Content-Length digits (1 to 15, surrounded by optional whitespace), or -1. */
-const contentLengthAt = (buf: Buffer, from: number, to: number): number => {
-  while (from < to && isOws(buf[from])) from++
-  while (to > from && isOws(buf[to - 1])) to--
-  if (to - from < 1 || to - from > 15) return -1
-  let value = 0
-  for (let i = from; i < to; i++) {
-    const digit = (buf[i] ?? 0) - ZERO
-    if (digit < 0 || digit > 9) return -1
-    value = value * 10 + digit
-  }
-  return value
-}
-
-const digitsAt = (buf: Buffer, from: number, count: number): number => {
-  let value = 0
-  for (let i = from; i < from + count; i++) {
-    const digit = (buf[i] ?? 0) - ZERO
-    if (digit < 0 || digit > 9) return -1
-    value = value * 10 + digit
-  }
-  return value
-}
-
-const startsWithAt = (buf: Buffer, at: number, prefix: Buffer): boolean =>
-  at + prefix.length <= buf.length && buf.compare(prefix, 0, prefix.length, at, at + prefix.length) === 0
-
-const endsWith = (buf: Buffer, suffix: Buffer): boolean =>
-  buf.compare(suffix, 0, suffix.length, buf.length - suffix.length, buf.length) === 0

@@ -1,0 +1,83 @@
+/** Byte-level helpers for HttpParser: constants, header name/value reading, known methods. */
+
+/** Known request methods: a request line must start with one (avoids false positives on binary protocols). */
+export const methods = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "CONNECT",
+  "OPTIONS",
+  "TRACE",
+  "PATCH",
+  "PROPFIND",
+  "PROPPATCH",
+  "MKCOL",
+  "COPY",
+  "MOVE",
+  "LOCK",
+  "UNLOCK",
+  "SEARCH",
+  "REPORT",
+  "PURGE"
+])
+export const longestMethod = 9
+
+export const CR = 13
+export const LF = 10
+export const SP = 32
+export const TAB = 9
+export const COLON = 58
+export const ZERO = 48
+export const crlfcrlf = Buffer.from("\r\n\r\n")
+export const lastChunk = Buffer.from("0\r\n\r\n")
+export const httpPrefix = Buffer.from("HTTP/1.")
+
+/** The header name at `pos` equals `lowerName`, ASCII case-insensitively. */
+export const nameIs = (buf: Buffer, pos: number, lowerName: string): boolean => {
+  for (let i = 0; i < lowerName.length; i++) {
+    const c = buf[pos + i] ?? 0
+    if ((c >= 65 && c <= 90 ? c + 32 : c) !== lowerName.charCodeAt(i)) return false
+  }
+  return true
+}
+
+export const isOws = (c: number | undefined) => c === SP || c === TAB
+
+/** A header value without surrounding whitespace, as its own string. */
+export const valueAt = (buf: Buffer, from: number, to: number): string => {
+  while (from < to && isOws(buf[from])) from++
+  while (to > from && isOws(buf[to - 1])) to--
+  return buf.toString("latin1", from, to)
+}
+
+/** Content-Length digits (1 to 15, surrounded by optional whitespace), or -1. */
+export const contentLengthAt = (buf: Buffer, from: number, to: number): number => {
+  while (from < to && isOws(buf[from])) from++
+  while (to > from && isOws(buf[to - 1])) to--
+  if (to - from < 1 || to - from > 15) return -1
+  let value = 0
+  for (let i = from; i < to; i++) {
+    const digit = (buf[i] ?? 0) - ZERO
+    if (digit < 0 || digit > 9) return -1
+    value = value * 10 + digit
+  }
+  return value
+}
+
+export const digitsAt = (buf: Buffer, from: number, count: number): number => {
+  let value = 0
+  for (let i = from; i < from + count; i++) {
+    const digit = (buf[i] ?? 0) - ZERO
+    if (digit < 0 || digit > 9) return -1
+    value = value * 10 + digit
+  }
+  return value
+}
+
+export const startsWithAt = (buf: Buffer, at: number, prefix: Buffer): boolean =>
+  at + prefix.length <= buf.length && buf.compare(prefix, 0, prefix.length, at, at + prefix.length) === 0
+
+export const endsWith = (buf: Buffer, suffix: Buffer): boolean =>
+  buf.compare(suffix, 0, suffix.length, buf.length - suffix.length, buf.length) === 0
