@@ -19,7 +19,7 @@ import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import { open } from "lmdb"
 import WebSocket from "ws"
-import { fmt, frameTemplate, percentile, procStatusMiB, spawnNode } from "./obs-support.ts"
+import { fmt, frameTemplate, percentile, procStatusMiB, spawnNode, threadCpuSeconds } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 60)
 const CONNECTIONS = 4
@@ -90,6 +90,16 @@ const perTenSeconds: Array<number> = []
 const measureFrom = startedAt + WARMUP_SECONDS * 1000
 const stopAt = startedAt + SECONDS * 1000
 const stats: Stats = { acked: 0, latencies: [] }
+// Per-thread CPU over the measured interval: which thread limits throughput, and the CPU cost per
+// span, a figure that other load on the machine disturbs far less than the rate.
+let cpuAtMeasureStart = new Map<string, { run: number; wait: number }>()
+setTimeout(() => {
+  cpuAtMeasureStart = threadCpuSeconds(node.child.pid)
+}, measureFrom - performance.now()).unref()
+let cpuAtStop = new Map<string, { run: number; wait: number }>()
+setTimeout(() => {
+  cpuAtStop = threadCpuSeconds(node.child.pid)
+}, stopAt - performance.now()).unref()
 // LMDB's memory map counts in the resident set; sample the private (anonymous) part separately.
 let peakAnon = 0
 const sampler = setInterval(() => {
@@ -109,6 +119,32 @@ console.log(
 console.log(
   `  ack latency        p50 ${fmt(percentile(sorted, 0.5), 1)} ms, p99 ${fmt(percentile(sorted, 0.99), 1)} ms`
 )
+console.log(`  per 10 s           ${perTenSeconds.map((n) => fmt(n / 10)).join(", ")} spans/s`)
+const threads = Array.from(cpuAtStop, ([thread, t]) => ({
+  thread,
+  seconds: t.run - (cpuAtMeasureStart.get(thread)?.run ?? 0),
+  waiting: t.wait - (cpuAtMeasureStart.get(thread)?.wait ?? 0)
+}))
+  .filter((t) => t.seconds > 0)
+  .sort((a, b) => b.seconds - a.seconds)
+const cpuTotal = threads.reduce((n, t) => n + t.seconds, 0)
+console.log(
+  `  node CPU           ${fmt((cpuTotal * 1e6) / Math.max(1, stats.acked), 1)} µs per span; busiest threads: ` +
+    threads
+      .slice(0, 3)
+      .map(
+        (t) =>
+          `${t.thread.split(" ").slice(1).join(" ")} ${fmt((100 * t.seconds) / measuredSeconds)}% ` +
+          `(+${fmt((100 * t.waiting) / measuredSeconds)}% waiting for a CPU)`
+      )
+      .join(", ")
+)
+const busiest = threads[0]
+if (busiest !== undefined)
+  console.log(
+    `  projection         the busiest thread (${busiest.thread.split(" ").slice(1).join(" ")}) would saturate one free core at ` +
+      `≈ ${fmt(rate / (busiest.seconds / measuredSeconds))} spans/s (below 100% here: other processes compete for the 2 cores)`
+  )
 console.log(
   `  node peak RSS      ${fmt(rss)} MiB (of which private memory, sampled peak: ${fmt(peakAnon)} MiB; the rest is LMDB's mapped file)`
 )

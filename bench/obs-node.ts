@@ -12,7 +12,14 @@ const config = ObsNode.makeConfig(dataDir, {
   port: 0,
   host: "127.0.0.1",
   nodeId: "bench",
-  retention: Duration.days(36500)
+  retention: Duration.days(36500),
+  // For experiments: OBS_NODE_SPANS_PER_COMMIT, OBS_NODE_COMMITS_IN_FLIGHT.
+  ...(process.env.OBS_NODE_SPANS_PER_COMMIT !== undefined && {
+    maxSpansPerCommit: Number(process.env.OBS_NODE_SPANS_PER_COMMIT)
+  }),
+  ...(process.env.OBS_NODE_COMMITS_IN_FLIGHT !== undefined && {
+    maxCommitsInFlight: Number(process.env.OBS_NODE_COMMITS_IN_FLIGHT)
+  })
 })
 
 Effect.gen(function* () {

@@ -4,7 +4,7 @@
  * machine's CPU goes to the node, not to the load generator).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { type Telemetry, WireProtocol } from "@iii/core"
 
@@ -38,6 +38,25 @@ export const procStatusMiB = (pid: number | undefined, field: "VmHWM" | "RssAnon
   if (pid === undefined) return Number.NaN
   const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))
   return m?.[1] === undefined ? Number.NaN : Number(m[1]) / 1024
+}
+
+/**
+ * Per thread of a process, keyed by "tid comm": seconds on a CPU, and seconds runnable but waiting
+ * for one (from /proc/PID/task/TID/schedstat; the latter shows contention from other processes).
+ */
+export const threadCpuSeconds = (pid: number | undefined): Map<string, { run: number; wait: number }> => {
+  const out = new Map<string, { run: number; wait: number }>()
+  if (pid === undefined) return out
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ").map(Number)
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim()
+      out.set(`${tid} ${comm}`, { run: (run ?? 0) / 1e9, wait: (wait ?? 0) / 1e9 })
+    } catch {
+      // the thread ended between listing and reading
+    }
+  }
+  return out
 }
 
 const services = ["checkout", "payments", "users", "catalog", "search"]

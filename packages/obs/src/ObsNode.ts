@@ -44,8 +44,10 @@ export interface ObsNodeConfig {
   readonly maxFrameBytes: number
   /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
   readonly maxQueuedSpans: number
-  /** Most spans one ingest transaction takes (smaller rounds pipeline better with lmdb's commit thread). Default 4,000. */
+  /** Most spans one ingest transaction takes (smaller rounds pipeline better with lmdb's commit thread). Default 2,000. */
   readonly maxSpansPerCommit: number
+  /** Ingest transactions in flight at once (one builds while earlier ones commit). Default 4. */
+  readonly maxCommitsInFlight: number
   /** Spans a tail subscriber may have waiting before new ones are dropped. Default 10,000. */
   readonly tailQueueSpans: number
   /** Name reported to agents in the welcome frame. Default: the host name. */
@@ -58,7 +60,8 @@ export const defaults = {
   retention: Duration.days(7),
   retentionInterval: Duration.minutes(1),
   maxQueuedSpans: 100_000,
-  maxSpansPerCommit: 4_000,
+  maxSpansPerCommit: 2_000,
+  maxCommitsInFlight: 4,
   tailQueueSpans: defaultTailLimits.maxQueuedSpans
 } as const
 
@@ -76,6 +79,7 @@ export const makeConfig = (
   maxFrameBytes: WireProtocol.defaultMaxFrameBytes,
   maxQueuedSpans: defaults.maxQueuedSpans,
   maxSpansPerCommit: defaults.maxSpansPerCommit,
+  maxCommitsInFlight: defaults.maxCommitsInFlight,
   tailQueueSpans: defaults.tailQueueSpans,
   nodeId: hostname(),
   ...overrides
@@ -160,7 +164,7 @@ export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | Ser
         },
         maxQueuedSpans: cfg.maxQueuedSpans,
         maxSpansPerCommit: cfg.maxSpansPerCommit,
-        maxInFlight: 2
+        maxInFlight: cfg.maxCommitsInFlight
       })
       yield* Effect.addFinalizer(() =>
         Effect.promise(async () => {
