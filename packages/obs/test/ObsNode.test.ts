@@ -1,0 +1,58 @@
+import { writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { ConfigProvider, Duration, Effect, Either, Option, Redacted } from "effect"
+import { describe, expect, it } from "vitest"
+import * as ObsNode from "../src/ObsNode.js"
+import { tempDir } from "./fixtures/Node.js"
+
+const fromEnv = (env: Record<string, string>) =>
+  Effect.runSync(
+    Effect.either(ObsNode.config).pipe(
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+    )
+  )
+
+describe("ObsNode.config", () => {
+  it("reads the environment, with the documented defaults", () => {
+    const cfg = fromEnv({ III_OBS_DATA: "/data" })
+    expect(Either.isRight(cfg)).toBe(true)
+    if (Either.isLeft(cfg)) return
+    expect(cfg.right).toMatchObject({ dataDir: "/data", port: 4320, host: "0.0.0.0" })
+    expect(Duration.toHours(cfg.right.retention)).toBe(168)
+    expect(Option.isNone(cfg.right.token)).toBe(true)
+  })
+
+  it("takes port, host, retention and a token or token file", () => {
+    const dir = tempDir()
+    try {
+      const file = join(dir.path, "token")
+      writeFileSync(file, "from-file\n")
+      const cfg = fromEnv({
+        III_OBS_DATA: "/d",
+        III_OBS_PORT: "9000",
+        III_OBS_HOST: "127.0.0.1",
+        III_OBS_RETENTION: "36h",
+        III_OBS_TOKEN_FILE: file
+      })
+      expect(Either.isRight(cfg)).toBe(true)
+      if (Either.isLeft(cfg)) return
+      expect(cfg.right).toMatchObject({ port: 9000, host: "127.0.0.1" })
+      expect(Duration.toHours(cfg.right.retention)).toBe(36)
+      expect(Option.map(cfg.right.token, Redacted.value)).toEqual(Option.some("from-file"))
+      const direct = fromEnv({ III_OBS_DATA: "/d", III_OBS_TOKEN: "direct" })
+      expect(Either.isRight(direct) && Option.map(direct.right.token, Redacted.value)).toEqual(
+        Option.some("direct")
+      )
+    } finally {
+      dir.remove()
+    }
+  })
+
+  it("refuses a missing data dir, a bad retention and an unreadable token file", () => {
+    expect(Either.isLeft(fromEnv({}))).toBe(true)
+    const retention = fromEnv({ III_OBS_DATA: "/d", III_OBS_RETENTION: "forever" })
+    expect(Either.isLeft(retention) && String(retention.left)).toContain("III_OBS_RETENTION")
+    const token = fromEnv({ III_OBS_DATA: "/d", III_OBS_TOKEN_FILE: "/nonexistent/token" })
+    expect(Either.isLeft(token) && String(token.left)).toContain("cannot read token file")
+  })
+})
