@@ -1,0 +1,160 @@
+/**
+ * The own scaling loop end to end: a real obs node (LMDB in a temp dir) gets slow requests of a
+ * component from an agent connection; the controller, with `scaling: "controller"` and running as
+ * its least-privileged identity, reads obs' External Metrics API and scales the Deployment through
+ * its scale subresource. No HPA is rendered.
+ */
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
+import { type Telemetry, WireProtocol } from "@iii/core"
+import { ObsNode } from "@iii/obs"
+import { Context, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
+import WebSocket from "ws"
+import * as Controller from "../../src/Controller.js"
+import { apply, getOption, KubeClient, type KubeObject, pathOf, resources } from "../../src/KubeClient.js"
+import * as Cluster from "../fixtures/Cluster.js"
+
+const ns = "auto"
+
+/** Sends `spans` to obs as an agent would, and waits for the durable ack. */
+const ingest = (url: string, spans: ReadonlyArray<Telemetry.Span>) =>
+  new Promise<void>((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace("http", "ws")}/v1/ingest`)
+    ws.on("error", reject)
+    ws.on("open", () => {
+      ws.send(
+        WireProtocol.encodeFrame({
+          type: "hello",
+          version: WireProtocol.PROTOCOL_VERSION,
+          agent: { id: "test-agent" }
+        })
+      )
+      ws.send(WireProtocol.encodeFrame({ type: "batch", seq: 1, spans: [...spans], metrics: [], logs: [] }))
+    })
+    ws.on("message", (data) => {
+      const frame = WireProtocol.decodeFrame(data as Buffer)
+      if (frame._tag === "Right" && frame.right.type === "ack") {
+        ws.close()
+        resolve()
+      } else if (frame._tag === "Right" && frame.right.type === "error")
+        reject(new Error(frame.right.message))
+    })
+  })
+
+const slowSpans = (count: number): ReadonlyArray<Telemetry.Span> => {
+  const now = BigInt(Date.now()) * 1_000_000n
+  return Array.from({ length: count }, (_, i) => {
+    const traceId = `${"a".repeat(16)}${i.toString(16).padStart(16, "0")}` as Telemetry.TraceId
+    return {
+      traceId,
+      spanId: (i + 1).toString(16).padStart(16, "0") as Telemetry.SpanId,
+      correlationId: traceId,
+      service: "api",
+      component: "api",
+      composition: "scaled",
+      namespace: ns,
+      pod: "scaled-api-0",
+      kind: "server",
+      name: "GET /items",
+      startTimeUnixNano: now - BigInt(i) * 1_000_000n,
+      durationNano: 120_000_000, // 120 ms against a 50 ms p99 target
+      http: { method: "GET", route: "/items", path: "/items", statusCode: 200 },
+      error: false
+    }
+  })
+}
+
+describe.skipIf(Cluster.skipReason !== undefined)(
+  "own scaling loop against real obs and a real API server",
+  () => {
+    let cluster: Cluster.Cluster
+    let controller: Cluster.RunningController
+    let obsUrl = ""
+    const scope = Effect.runSync(Scope.make())
+    const dataDir = mkdtempSync(join(tmpdir(), "iii-controller-obs-"))
+
+    beforeAll(async () => {
+      cluster = await Cluster.start()
+      const context = await Effect.runPromise(
+        Layer.buildWithScope(
+          ObsNode.layer(ObsNode.makeConfig(dataDir, { port: 0, host: "127.0.0.1", nodeId: "test" })),
+          scope
+        )
+      )
+      obsUrl = Context.get(context, ObsNode.ObsNode).url
+      await cluster.admin.runPromise(
+        Effect.flatMap(KubeClient, (k) =>
+          k.request({
+            method: "POST",
+            path: "/api/v1/namespaces",
+            body: { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } }
+          })
+        )
+      )
+      controller = await Cluster.startController(cluster, {
+        leaderElection: undefined,
+        render: { ...Controller.defaultSettings.render, scaling: "controller" },
+        autoscaler: {
+          obsUrl,
+          obsToken: undefined,
+          interval: Duration.millis(200),
+          downscaleWindow: Duration.minutes(5)
+        }
+      })
+    }, 120_000)
+
+    afterAll(async () => {
+      await controller?.stop()
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      rmSync(dataDir, { recursive: true, force: true })
+      await cluster?.close()
+    })
+
+    it("scales a Deployment up on obs' p99 latency through the scale subresource", async () => {
+      await ingest(obsUrl, slowSpans(50))
+      await cluster.admin.runPromise(
+        apply(
+          resources.ServiceComposition,
+          {
+            apiVersion: "iii.io/v1",
+            kind: "ServiceComposition",
+            metadata: { name: "scaled", namespace: ns },
+            spec: {
+              components: [
+                {
+                  name: "api",
+                  image: "api:v1",
+                  replicas: { min: 1, max: 10 },
+                  scalingPolicy: { metric: "p99_latency", threshold: "50ms" }
+                }
+              ]
+            }
+          },
+          { fieldManager: "test" }
+        )
+      )
+      // About 120 ms observed against 50 ms: ceil(1 · 2.4) = 3 replicas, from the bootstrapped 1.
+      const scaled = await Cluster.eventually(async () => {
+        const d = Option.getOrUndefined(
+          await cluster.admin.runPromise(getOption(resources.Deployment, ns, "scaled-api"))
+        )
+        return (d?.spec as { replicas?: number } | undefined)?.replicas === 3 ? d : undefined
+      })
+      const managers = (
+        (scaled.metadata?.managedFields ?? []) as ReadonlyArray<{ manager: string; subresource?: string }>
+      ).map((m) => `${m.manager}${m.subresource === undefined ? "" : `/${m.subresource}`}`)
+      expect(managers).toContain("iii-autoscaler/scale")
+      const hpas = await cluster.admin.runPromise(
+        Effect.flatMap(KubeClient, (k) =>
+          k.request<{ items: ReadonlyArray<KubeObject> }>({
+            method: "GET",
+            path: pathOf(resources.HorizontalPodAutoscaler, ns)
+          })
+        )
+      )
+      expect(hpas.items).toEqual([])
+    })
+  }
+)
