@@ -173,6 +173,7 @@ describe("Exporter", () => {
     const url = await obs.start()
     await withExporter([url], { token: "wrong" }, async (exporter) => {
       exporter.span(span(1))
+      await Effect.runPromise(exporter.flush)
       await until("refused twice", () => stats(exporter).disconnects >= 2)
       expect(stats(exporter).connects).toBe(0)
       expect(stats(exporter).bufferedBatches).toBe(1)
@@ -196,6 +197,7 @@ describe("Exporter", () => {
     const port = (server.address() as { port: number }).port
     await withExporter([`ws://127.0.0.1:${port}`], {}, async (exporter) => {
       exporter.span(span(1))
+      await Effect.runPromise(exporter.flush)
       await until("several reconnects", () => stats(exporter).disconnects >= 3)
       expect(stats(exporter).connects).toBe(0)
       expect(stats(exporter).bufferedBatches).toBe(1)
