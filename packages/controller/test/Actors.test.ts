@@ -63,4 +63,27 @@ describe("Actors", () => {
       expect(yield* actors.keys).toEqual(["flaky"])
     })
   )
+
+  it.scopedLive("restarts the actor of a key whose reconcile dies, leaving other keys alone", () =>
+    Effect.gen(function* () {
+      const calls = yield* Ref.make<ReadonlyArray<string>>([])
+      const actors = yield* Actors.make(
+        options((key) =>
+          Ref.updateAndGet(calls, (c) => [...c, key]).pipe(
+            Effect.flatMap((c) =>
+              key === "buggy" && c.filter((k) => k === "buggy").length === 1
+                ? Effect.dieMessage("a bug in the reconciler")
+                : Effect.succeed<Outcome>("reconciled")
+            )
+          )
+        )
+      )
+      actors.enqueue("buggy")
+      actors.enqueue("healthy")
+      // The supervisor restarts the buggy actor and redelivers its message: a second call, which succeeds.
+      yield* waitUntil(Effect.map(Ref.get(calls), (c) => c.filter((k) => k === "buggy").length === 2))
+      expect((yield* Ref.get(calls)).filter((k) => k === "healthy")).toEqual(["healthy"])
+      expect([...(yield* actors.keys)].sort()).toEqual(["buggy", "healthy"])
+    })
+  )
 })

@@ -413,6 +413,11 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
         return l.filter(Boolean).length === 1 ? l : undefined
       })
       const [leader, follower] = aLeads ? [a, b] : [b, a]
+      // Only the leader runs actors (one per composition of earlier tests).
+      await Cluster.eventually(() =>
+        Effect.runPromise(leader.controller.actorKeys).then((keys) => (keys.length > 0 ? true : undefined))
+      )
+      expect(await Effect.runPromise(follower.controller.actorKeys)).toEqual([])
       // Cut the leader off the API server (a crash without a graceful release).
       leader.proxy.inject(() => true, { status: 503, reason: "ServiceUnavailable" }, 1_000_000)
       await Cluster.eventually(
@@ -424,6 +429,11 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
         () => Effect.runPromise(leader.controller.isLeader).then((l) => (l ? undefined : true)),
         "20 seconds",
         "step down"
+      )
+      // Losing the lease stopped its actors; the new leader runs them.
+      expect(await Effect.runPromise(leader.controller.actorKeys)).toEqual([])
+      await Cluster.eventually(() =>
+        Effect.runPromise(follower.controller.actorKeys).then((keys) => (keys.length > 0 ? true : undefined))
       )
     } finally {
       await a.stop()
