@@ -4,7 +4,7 @@
  * listens, and runs until killed. Imports the built package (run `tsc -b packages/obs` first).
  */
 import { ObsNode } from "@iii/obs"
-import { Duration, Effect, Layer, Logger, LogLevel } from "effect"
+import { Duration, Effect, Fiber, Layer, Logger, LogLevel } from "effect"
 
 const dataDir = process.argv[2]
 if (dataDir === undefined) throw new Error("usage: node bench/obs-node.ts DATA_DIR")
@@ -22,7 +22,7 @@ const config = ObsNode.makeConfig(dataDir, {
   })
 })
 
-Effect.gen(function* () {
+const fiber = Effect.gen(function* () {
   const info = yield* ObsNode.ObsNode
   process.stdout.write(`${JSON.stringify(info)}\n`)
   return yield* Effect.never
@@ -32,5 +32,8 @@ Effect.gen(function* () {
   Effect.runFork
 )
 
-// A clean exit on SIGINT lets `--cpu-prof` write its profile (the benches SIGKILL otherwise).
-process.on("SIGINT", () => process.exit(0))
+// A clean shutdown on SIGINT (the writer thread exits too) lets `--cpu-prof` write its profiles;
+// the benches SIGKILL otherwise.
+process.on("SIGINT", () => {
+  Effect.runPromise(Fiber.interrupt(fiber)).finally(() => process.exit(0))
+})
