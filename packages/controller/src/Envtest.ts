@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { generateKeyPairSync, randomBytes } from "node:crypto"
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { Agent, request } from "node:https"
 import { createServer } from "node:net"
 import { homedir, tmpdir } from "node:os"
@@ -89,10 +89,22 @@ const tail = (file: string) => {
   }
 }
 
+/**
+ * Runs `command` under a bash guard that stops it when this process dies, however it dies (a test
+ * runner killing its worker runs no exit handlers): it polls our pid each second. SIGTERM to the
+ * guard is passed on to the command, and the guard exits when it does.
+ */
+const guard = `"$2" "\${@:3}" & child=$!
+trap 'kill -TERM $child 2>/dev/null; wait $child; exit' TERM INT
+while kill -0 "$1" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1 & wait $!; done
+kill -TERM $child 2>/dev/null; wait $child`
+
 const spawnScoped = (name: string, command: string, args: ReadonlyArray<string>, logFile: string) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn("bash", ["-c", guard, `envtest-${name}`, String(process.pid), command, ...args], {
+        stdio: ["ignore", "pipe", "pipe"]
+      })
       const chunks: Array<Buffer> = []
       child.stdout?.on("data", (b: Buffer) => chunks.push(b))
       child.stderr?.on("data", (b: Buffer) => chunks.push(b))
@@ -115,6 +127,24 @@ const spawnScoped = (name: string, command: string, args: ReadonlyArray<string>,
         child.kill("SIGTERM")
       })
   )
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/** Data dirs of envtests whose process died without closing its scope (the guard stopped the servers). */
+const removeOrphanedDirs = () => {
+  for (const entry of readdirSync(tmpdir())) {
+    const owner = /^iii-envtest-(\d+)-/.exec(entry)?.[1]
+    if (owner !== undefined && !alive(Number(owner)))
+      rmSync(join(tmpdir(), entry), { recursive: true, force: true })
+  }
+}
 
 const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null
 
@@ -140,7 +170,10 @@ export const start = (options: Options = {}): Effect.Effect<Envtest, EnvtestErro
       onRight: Effect.succeed
     })
     const dir = yield* Effect.acquireRelease(
-      Effect.sync(() => mkdtempSync(join(tmpdir(), "iii-envtest-"))),
+      Effect.sync(() => {
+        removeOrphanedDirs()
+        return mkdtempSync(join(tmpdir(), `iii-envtest-${process.pid}-`))
+      }),
       (d) => Effect.sync(() => rmSync(d, { recursive: true, force: true }))
     )
     const [etcdClient, etcdPeer, securePort] = [yield* freePort(), yield* freePort(), yield* freePort()]
