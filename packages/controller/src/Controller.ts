@@ -80,7 +80,8 @@ export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =
     Config.map(
       (c): Settings => ({
         ...defaultSettings,
-        namespace: Option.getOrUndefined(c.namespace),
+        // An empty III_NAMESPACE (as a manifest may leave it) means all namespaces too.
+        namespace: Option.getOrUndefined(Option.filter(c.namespace, (ns) => ns !== "")),
         render: { agent: c.agent, scaling: c.scaling, agentImage: c.agentImage, obsUrl: c.obsUrl },
         leaderElection: c.leaderElection ? LeaderElection.defaults(c.leaseNamespace) : undefined,
         concurrency: c.concurrency,
