@@ -9,16 +9,17 @@
  *   OBS_BENCH_RATE=20000 npm run bench:tail   (ingest rate; default 50,000 spans/s)
  *
  * Subscribers: 7 unfiltered JSON, 1 unfiltered MessagePack, 2 filtered (`status=5xx`, `service=checkout`);
- * they run in this process, so on a 2-core machine their receiving competes with the node for CPU.
+ * they run in a process of their own (`obs-tail-subscribers.ts`), as real tail clients would.
  * JSON subscribers read `committedAt` and `count` from the head of each message without decoding the
  * spans, so the load generator stays light; MessagePack ones decode everything.
  */
+import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
-import { Unpackr } from "msgpackr"
 import WebSocket from "ws"
 import { fmt, frameTemplate, percentile, spawnNode } from "./obs-support.ts"
 
@@ -99,47 +100,6 @@ const ingest = (seconds: number, phase: Phase, offset: number) =>
     )
   )
 
-interface Subscriber {
-  ws: WebSocket
-  spans: number
-  latencies: Array<number>
-  dropped: number
-}
-
-const unpackr = new Unpackr({ useRecords: false })
-const subscribe = (query: string) =>
-  new Promise<Subscriber>((resolve, reject) => {
-    const ws = new WebSocket(`${wsUrl}/v1/tail?${query}`, { perMessageDeflate: false })
-    const sub: Subscriber = { ws, spans: 0, latencies: [], dropped: 0 }
-    ws.on("message", (data: Buffer, isBinary) => {
-      const receivedAt = performance.timeOrigin + performance.now()
-      if (isBinary) {
-        const msg = unpackr.unpack(data) as {
-          type: string
-          committedAt?: number
-          spans?: Array<unknown>
-          dropped?: number
-        }
-        if (msg.type === "dropped") sub.dropped += msg.dropped ?? 0
-        else {
-          sub.latencies.push(receivedAt - (msg.committedAt ?? receivedAt))
-          sub.spans += msg.spans?.length ?? 0
-        }
-        return
-      }
-      const head = /^\{"type":"(\w+)","(?:committedAt|dropped)":([\d.]+)(?:,"count":(\d+))?/.exec(
-        data.subarray(0, 120).toString("latin1")
-      )
-      if (head?.[1] === "dropped") sub.dropped += Number(head[2])
-      else if (head?.[1] === "spans") {
-        sub.latencies.push(receivedAt - Number(head[2]))
-        sub.spans += Number(head[3])
-      }
-    })
-    ws.once("open", () => resolve(sub))
-    ws.once("error", reject)
-  })
-
 const report = (name: string, p: Phase, seconds: number) => {
   const sorted = p.ackLatencies.sort((a, b) => a - b)
   const rate = p.acked / seconds
@@ -155,20 +115,34 @@ console.log(
 )
 const without: Phase = { acked: 0, skipped: 0, ackLatencies: [] }
 await ingest(SECONDS, without, 0)
-const subscribers = await Promise.all([
-  ...Array.from({ length: 7 }, () => subscribe("")),
-  subscribe("format=msgpack"),
-  subscribe("status=5xx"),
-  subscribe("service=checkout")
-])
+// The subscribers run in their own process, as real tail clients do, so they do not share an event
+// loop with the load generator.
+const subscriberProcess = spawn(
+  process.execPath,
+  ["--no-warnings", fileURLToPath(new URL("./obs-tail-subscribers.ts", import.meta.url)), wsUrl],
+  { stdio: ["pipe", "pipe", "inherit"] }
+)
+let subscriberOutput = ""
+subscriberProcess.stdout?.on("data", (d: Buffer) => {
+  subscriberOutput += d.toString()
+})
+while (!subscriberOutput.includes("ready\n")) await new Promise((r) => setTimeout(r, 10))
 const withSubs: Phase = { acked: 0, skipped: 0, ackLatencies: [] }
 await ingest(SECONDS, withSubs, 100)
 await new Promise((r) => setTimeout(r, 500))
 const a = report("no subscribers", without, SECONDS)
 const b = report("10 subscribers", withSubs, SECONDS)
-const latencies = subscribers.flatMap((s) => s.latencies).sort((x, y) => x - y)
-const delivered = subscribers.reduce((n, s) => n + s.spans, 0)
-const dropped = subscribers.reduce((n, s) => n + s.dropped, 0)
+const reported = new Promise<void>((r) => subscriberProcess.once("exit", () => r()))
+subscriberProcess.stdin?.end("report\n")
+await reported
+const { latencies, delivered, dropped } = JSON.parse(
+  subscriberOutput.slice(subscriberOutput.indexOf("{"))
+) as {
+  latencies: Array<number>
+  delivered: number
+  dropped: number
+}
+latencies.sort((x, y) => x - y)
 console.log(
   `  commit → subscriber  p50 ${fmt(percentile(latencies, 0.5), 1)} ms, p99 ${fmt(percentile(latencies, 0.99), 1)} ms ` +
     `(${fmt(latencies.length)} messages, ${fmt(delivered)} spans delivered, ${fmt(dropped)} dropped)`
@@ -178,6 +152,5 @@ console.log(
   `  ingest slowdown      ${fmt(slowdown, 1)}% in acked rate; ack p99 ${fmt(a.p99, 1)} → ${fmt(b.p99, 1)} ms` +
     `  (targets: delivery p99 ≤ 50 ms: ${percentile(latencies, 0.99) <= 50 ? "met" : "NOT met"}; slowdown ≤ 10%: ${slowdown <= 10 ? "met" : "NOT met"})`
 )
-for (const s of subscribers) s.ws.close()
 node.child.kill(process.env.OBS_BENCH_NODE_ARGS === undefined ? "SIGKILL" : "SIGINT")
 rmSync(dir, { recursive: true, force: true })
