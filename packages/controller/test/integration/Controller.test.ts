@@ -2,7 +2,10 @@
  * The controller against a real kube-apiserver + etcd (Envtest), running as the service account
  * identity that manifests/controller/rbac.yaml authorises, behind a proxy that counts its requests.
  */
-import { readFileSync } from "node:fs"
+import { spawn } from "node:child_process"
+import { readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { type Duration, Effect, Option } from "effect"
 import { parse, parseAllDocuments } from "yaml"
@@ -19,6 +22,7 @@ import {
 import * as Cluster from "../fixtures/Cluster.js"
 
 const ns = "shop"
+const fixture = (file: string) => fileURLToPath(new URL(`../fixtures/${file}`, import.meta.url))
 const seedText = readFileSync(
   new URL("../../../../manifests/examples/user-service.yaml", import.meta.url),
   "utf8"
@@ -349,6 +353,63 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       leaderElection: Cluster.fastLease("iii-controller", "main")
     })
   }, 60_000)
+
+  it("converges with no duplicates after its process is killed with SIGKILL mid-reconcile", async () => {
+    await main.stop()
+    const kubeconfigFile = join(cluster.env.dir, "sigkill.kubeconfig")
+    writeFileSync(kubeconfigFile, cluster.env.kubeconfig(Cluster.controllerUser))
+    const child = spawn(
+      process.execPath,
+      [
+        "--experimental-transform-types",
+        "--import",
+        fixture("ts-hook.mjs"),
+        fixture("controller-process.ts")
+      ],
+      { env: { ...process.env, CONTROLLER_KUBECONFIG: kubeconfigFile }, stdio: ["ignore", "pipe", "inherit"] }
+    )
+    const exited = new Promise((resolve) => child.once("exit", resolve))
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (b: Buffer) => b.toString().includes("ready") && resolve())
+        child.once("exit", (code) => reject(new Error(`controller process exited early (${code})`)))
+      })
+      const names = Array.from({ length: 20 }, (_, i) => `killed-${i}`)
+      await Promise.all(names.map((name) => applyComposition(name, twoComponents())))
+      const deployments = () =>
+        request<{ items: ReadonlyArray<KubeObject> }>({
+          method: "GET",
+          path: pathOf(resources.Deployment, ns),
+          query: { labelSelector: "app.kubernetes.io/part-of" }
+        }).then((l) => l.items.filter((d) => d.metadata?.name?.startsWith("killed-")).length)
+      await Cluster.eventually(
+        async () => ((await deployments()) >= 4 ? true : undefined),
+        "20 seconds",
+        "first children"
+      )
+      child.kill("SIGKILL")
+      await exited
+      expect(await deployments()).toBeLessThan(40) // killed before it finished
+
+      const second = await Cluster.startController(cluster, { leaderElection: undefined })
+      try {
+        for (const name of names) {
+          await waitForCondition(name, "Progressing", "True")
+          expect(await childNames("Deployment", name)).toEqual([`${name}-api`, `${name}-worker`])
+          expect(await childNames("Service", name)).toEqual([`${name}-api`, `${name}-worker`])
+          expect(await childNames("HorizontalPodAutoscaler", name)).toEqual([`${name}-api`])
+        }
+        expect(await deployments()).toBe(40)
+      } finally {
+        await second.stop()
+      }
+    } finally {
+      child.kill("SIGKILL")
+      main = await Cluster.startController(cluster, {
+        leaderElection: Cluster.fastLease("iii-controller", "main")
+      })
+    }
+  }, 90_000)
 
   it("runs controller and obs pods under the restricted Pod Security Standard (admission in iii-system)", async () => {
     const templates = ["controller/deployment.yaml", "obs/statefulset.yaml"].flatMap((file) =>
