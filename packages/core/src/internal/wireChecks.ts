@@ -8,12 +8,16 @@
  */
 import type { WireErrorCode } from "../Errors.js"
 
+// Fields declared, not parameter properties: Node's type stripping runs this file unchanged.
 export class Invalid {
-  constructor(
-    readonly code: WireErrorCode,
-    readonly path: string,
-    readonly reason: string
-  ) {}
+  readonly code: WireErrorCode
+  readonly path: string
+  readonly reason: string
+  constructor(code: WireErrorCode, path: string, reason: string) {
+    this.code = code
+    this.path = path
+    this.reason = reason
+  }
   /** The same failure seen from the enclosing value (`spans[3]` + `.traceId`). */
   within(prefix: string): Invalid {
     const sep = this.path === "" || this.path.startsWith("[") ? "" : "."
