@@ -122,10 +122,10 @@ export const make = (
   settings: Settings
 ): Effect.Effect<Context.Tag.Service<Controller>, never, KubeClient | Scope.Scope> =>
   Effect.gen(function* () {
-    // Until leadership, keys are dropped: becoming leader enqueues every composition anyway.
-    let route: (key: string) => void = () => {}
-    const enqueue = (key: string) => route(key)
-    const leading = yield* Ref.make(false)
+    // The leader's actors; undefined while not leading, when keys are dropped (becoming leader
+    // enqueues every composition anyway).
+    let leader: Actors.Actors | undefined
+    const enqueue = (key: string) => leader?.enqueue(key)
     const reconciles = yield* Ref.make(0)
 
     const compositions = yield* makeInformer({
@@ -167,16 +167,13 @@ export const make = (
             Effect.provideService(KubeClient, client)
           )
       })
-      yield* Ref.set(leading, true)
+      leader = actors
       yield* Effect.addFinalizer(() =>
         Effect.sync(() => {
-          route = () => {}
-        }).pipe(Effect.zipRight(Ref.set(leading, false)))
+          leader = undefined
+        })
       )
-      route = actors.enqueue
-      for (const o of compositions.list())
-        actors.enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
-      actorKeysRef = actors.keys
+      for (const o of compositions.list()) enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
       if (settings.render.scaling === "controller") {
         yield* Effect.forkScoped(
           Autoscaler.run(settings.autoscaler, compositions, children.Deployment).pipe(
@@ -186,7 +183,6 @@ export const make = (
       }
       return yield* Effect.never
     })
-    let actorKeysRef: Effect.Effect<ReadonlyArray<string>> = Effect.succeed([])
 
     if (settings.leaderElection === undefined) yield* Effect.forkScoped(Effect.scoped(whileLeader))
     else yield* Effect.forkScoped(LeaderElection.run(settings.leaderElection, whileLeader))
@@ -196,8 +192,8 @@ export const make = (
       resync: Effect.sync(() => {
         for (const o of compositions.list()) enqueue(objectKey(o.metadata?.namespace, o.metadata?.name ?? ""))
       }),
-      isLeader: Ref.get(leading),
-      actorKeys: Effect.suspend(() => actorKeysRef),
+      isLeader: Effect.sync(() => leader !== undefined),
+      actorKeys: Effect.suspend(() => leader?.keys ?? Effect.succeed([])),
       synced,
       reconciles: Ref.get(reconciles)
     }
