@@ -14,13 +14,30 @@ import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { Args, Command, Options } from "@effect/cli"
 import { Agent, Errors, Exporter, ProxyMode, TracedCommand } from "@iii/agent"
-import { Effect, Layer, Option } from "effect"
+import { Config, Effect, Layer, Option } from "effect"
 
+// Every identity and destination flag falls back to the environment the controller gives its sidecar
+// (III_*; see packages/controller/src/Render.ts), so the injected container needs no arguments.
 const obs = Options.text("obs").pipe(
   Options.repeated,
-  Options.withDescription("obs base URL, e.g. ws://127.0.0.1:7070 (repeat to send to several)")
+  Options.withDescription(
+    "obs base URL, e.g. ws://127.0.0.1:7070 (repeat to send to several; default $III_OBS_URL, comma-separated)"
+  )
 )
-const service = Options.text("service").pipe(Options.withDescription("service.name of the traced app"))
+const service = Options.text("service").pipe(
+  Options.withFallbackConfig(Config.string("III_SERVICE")),
+  Options.withDescription("service.name of the traced app (default $III_SERVICE)")
+)
+const composition = Options.text("composition").pipe(
+  Options.withFallbackConfig(Config.string("III_COMPOSITION")),
+  Options.optional,
+  Options.withDescription("ServiceComposition the app belongs to (default $III_COMPOSITION)")
+)
+const component = Options.text("component").pipe(
+  Options.withFallbackConfig(Config.string("III_COMPONENT")),
+  Options.optional,
+  Options.withDescription("its component in the composition (default $III_COMPONENT)")
+)
 const mode = Options.choice("mode", ["auto", "ebpf", "proxy"]).pipe(
   Options.withDefault("auto" as const),
   Options.withDescription("capture mode; auto = eBPF when available, proxy otherwise")
@@ -50,16 +67,25 @@ const proxyEgress = Options.text("proxy-egress").pipe(
   )
 )
 const logLevel = Options.choice("log-level", ["trace", "debug", "info", "warn", "error", "fatal"]).pipe(
+  Options.withFallbackConfig(
+    Config.literal("trace", "debug", "info", "warn", "error", "fatal")("III_LOG_LEVEL")
+  ),
   Options.withDefault("info" as const),
   Options.withDescription("minimum level of captured log lines")
 )
 const pod = Options.text("pod").pipe(
+  Options.withFallbackConfig(
+    Config.string("III_POD_NAME").pipe(Config.orElse(() => Config.string("POD_NAME")))
+  ),
   Options.optional,
-  Options.withDescription("pod name (default $POD_NAME or host name)")
+  Options.withDescription("pod name (default $III_POD_NAME, $POD_NAME or the host name)")
 )
 const namespace = Options.text("namespace").pipe(
+  Options.withFallbackConfig(
+    Config.string("III_NAMESPACE").pipe(Config.orElse(() => Config.string("POD_NAMESPACE")))
+  ),
   Options.optional,
-  Options.withDescription("namespace (default $POD_NAMESPACE)")
+  Options.withDescription("namespace (default $III_NAMESPACE or $POD_NAMESPACE)")
 )
 const bufferBytes = Options.integer("buffer-bytes").pipe(
   Options.withDefault(64 * 1024 * 1024),
@@ -88,6 +114,8 @@ export const command = Command.make(
   {
     obs,
     service,
+    composition,
+    component,
     mode,
     tokenFile,
     pids,
@@ -103,12 +131,18 @@ export const command = Command.make(
   },
   (config) =>
     Effect.gen(function* () {
-      if (config.obs.length === 0) {
+      const obsUrls =
+        config.obs.length > 0
+          ? config.obs
+          : (process.env.III_OBS_URL ?? "")
+              .split(",")
+              .flatMap((url) => (url.trim() === "" ? [] : [url.trim()]))
+      if (obsUrls.length === 0) {
         return yield* new Errors.AgentConfigError({
           message: "--obs URL is required (e.g. ws://127.0.0.1:7070)"
         })
       }
-      for (const url of config.obs) {
+      for (const url of obsUrls) {
         if (!URL.canParse(url) || !/^(wss?|https?):$/.test(new URL(url).protocol)) {
           return yield* new Errors.AgentConfigError({
             message: `--obs: not a ws:// or http:// URL: "${url}"`
@@ -145,12 +179,15 @@ export const command = Command.make(
               new Errors.AgentConfigError({ message: `--token-file ${file}: ${String(error)}` })
           })
       })
-      const podName = Option.getOrElse(config.pod, () => process.env.POD_NAME ?? hostname())
-      const namespaceName = Option.getOrUndefined(config.namespace) ?? process.env.POD_NAMESPACE
+      const namespaceName = Option.getOrUndefined(config.namespace)
+      const compositionName = Option.getOrUndefined(config.composition)
+      const componentName = Option.getOrUndefined(config.component)
       const identity = {
         service: config.service,
-        pod: podName,
-        ...(namespaceName === undefined ? {} : { namespace: namespaceName })
+        pod: Option.getOrElse(config.pod, () => hostname()),
+        ...(namespaceName === undefined ? {} : { namespace: namespaceName }),
+        ...(compositionName === undefined ? {} : { composition: compositionName }),
+        ...(componentName === undefined ? {} : { component: componentName })
       }
       const egress = egressFlag ?? (hasCommand ? { host: "127.0.0.1", port: 0 } : undefined)
       const agentLayer = Agent.layer({
@@ -163,7 +200,7 @@ export const command = Command.make(
       }).pipe(
         Layer.provide(
           Exporter.layer({
-            urls: config.obs,
+            urls: obsUrls,
             agent: { id: Exporter.newAgentId(), ...identity, node: hostname(), version: "0.1.0" },
             token,
             maxBufferBytes: config.bufferBytes

@@ -2,8 +2,10 @@ import { existsSync, mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Exit } from "effect"
+import { WireProtocol } from "@iii/core"
+import { Effect, Either, Exit } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
+import { WebSocketServer } from "ws"
 import { run } from "../src/Cli.js"
 
 /** Runs `iii agent …` in-process; returns the exit and the process exit code it set. */
@@ -127,5 +129,46 @@ describe("iii agent", () => {
   it("refuses an obs URL that is not ws:// or http://", async () => {
     const { exit } = await agent("--obs", "ftp://obs", "--service", "s", "--pid", "1")
     expect(failure(exit)).toContain("not a ws:// or http:// URL")
+  })
+
+  it("takes its identity and obs URL from the III_* environment the controller's sidecar gets", async () => {
+    const obs = new WebSocketServer({ host: "127.0.0.1", port: 0 })
+    await new Promise((resolve) => obs.once("listening", resolve))
+    const hello = new Promise<WireProtocol.Frame>((resolve) =>
+      obs.once("connection", (socket) =>
+        socket.once("message", (data) => resolve(Either.getOrThrow(WireProtocol.decodeFrame(data as Buffer))))
+      )
+    )
+    const env = {
+      III_OBS_URL: `ws://127.0.0.1:${(obs.address() as { port: number }).port}`,
+      III_SERVICE: "auth",
+      III_COMPOSITION: "user-service",
+      III_COMPONENT: "auth",
+      III_POD_NAME: "user-service-auth-7d9f",
+      III_NAMESPACE: "shop"
+    }
+    Object.assign(process.env, env)
+    try {
+      const { exit } = await agent(
+        "--mode",
+        "proxy",
+        "--proxy-listen",
+        "127.0.0.1:0",
+        "--proxy-upstream",
+        "127.0.0.1:9",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1"
+      )
+      expect(failure(exit)).toBe("succeeded")
+      expect(await hello).toMatchObject({
+        type: "hello",
+        agent: { service: "auth", pod: "user-service-auth-7d9f", namespace: "shop" }
+      })
+    } finally {
+      for (const key of Object.keys(env)) delete process.env[key]
+      obs.close()
+    }
   })
 })
