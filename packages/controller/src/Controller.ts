@@ -53,7 +53,7 @@ export const defaultSettings: Settings = {
  * - `III_SCALING`: `hpa` (default) or `controller` (the controller's own scaling loop)
  * - `III_AGENT`: `sidecar` (default) or `node` (the agent DaemonSet observes pods; nothing injected)
  * - `III_AGENT_IMAGE`: the sidecar image (default `ghcr.io/iii-io/iii-agent:0.1.0`)
- * - `III_OBS_URL`: where agents send telemetry (default `ws://iii-obs.iii-system.svc:4320/v1/ingest`)
+ * - `III_OBS_URL`: obs' base URL agents send telemetry to (default `ws://iii-obs.iii-system.svc:4320`)
  * - `III_LEADER_ELECTION`: `true` (default) or `false`
  * - `III_LEASE_NAMESPACE`: namespace of the Lease (default: the controller's own namespace)
  * - `III_CONCURRENCY`: reconciles at once (default 8)

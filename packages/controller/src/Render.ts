@@ -31,7 +31,7 @@ export interface RenderSettings {
   readonly scaling: "hpa" | "controller"
   /** The agent sidecar's image. */
   readonly agentImage: string
-  /** Where agents send telemetry (obs' ingest WebSocket). */
+  /** obs' base URL agents send telemetry to (they add the ingest path). */
   readonly obsUrl: string
 }
 
@@ -39,7 +39,7 @@ export const defaultRenderSettings: RenderSettings = {
   agent: "sidecar",
   scaling: "hpa",
   agentImage: "ghcr.io/iii-io/iii-agent:0.1.0",
-  obsUrl: "ws://iii-obs.iii-system.svc:4320/v1/ingest"
+  obsUrl: "ws://iii-obs.iii-system.svc:4320"
 }
 
 export const fieldManager = "iii-controller"
@@ -129,8 +129,12 @@ const agentSidecar = (c: Composition, component: Component, settings: RenderSett
     fieldRef("III_NODE_NAME", "spec.nodeName"),
     fieldRef("III_POD_IP", "status.podIP"),
     { name: "III_COMPOSITION", value: c.metadata.name },
+    { name: "III_COMPONENT", value: component.name },
     { name: "III_SERVICE", value: component.name },
     { name: "III_OBS_URL", value: settings.obsUrl },
+    ...(c.spec.observability?.logs === undefined
+      ? []
+      : [{ name: "III_LOG_LEVEL", value: c.spec.observability.logs.level }]),
     { name: "III_AGENT_CONFIG", value: agentConfig(c) }
   ],
   resources: {
@@ -176,7 +180,10 @@ const deployment = (c: Composition, component: Component, settings: RenderSettin
           annotations: { "iii.io/observability": agentConfig(c), "iii.io/agent": settings.agent }
         },
         spec: {
-          ...(settings.agent === "sidecar" ? { initContainers: [agentSidecar(c, component, settings)] } : {}),
+          // The sidecar traces the app's processes, which it sees in a shared pid namespace.
+          ...(settings.agent === "sidecar"
+            ? { shareProcessNamespace: true, initContainers: [agentSidecar(c, component, settings)] }
+            : {}),
           containers: [app]
         }
       }
