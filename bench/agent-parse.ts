@@ -15,19 +15,13 @@
 import type { CaptureEvent } from "@iii/agent/CaptureEvent"
 import { ConnectionTracker } from "@iii/agent/ConnectionTracker"
 import { EventProcessor } from "@iii/agent/EventProcessor"
+import { prng } from "../packages/core/test/fixtures/prng.ts"
 
 const PAYLOAD = 4096
 const CONNECTIONS = 4000
 const ROUNDS = 7
 
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = seed
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-const random = prng(42)
+const random = prng(42).next
 const int = (min: number, max: number) => min + Math.floor(random() * (max - min + 1))
 
 const userAgent =

@@ -16,6 +16,7 @@ import type { Span, SpanId, TraceId } from "@iii/core/Telemetry"
 import * as TraceContext from "@iii/core/TraceContext"
 import * as WireProtocol from "@iii/core/WireProtocol"
 import { Either } from "effect"
+import { prng } from "../packages/core/test/fixtures/prng.ts"
 
 const SPANS_PER_BATCH = 1000
 const BATCHES = 8
@@ -25,14 +26,7 @@ const ROUND_MS = 700
 // ---------------------------------------------------------------------------------------------------
 // realistic batches (fixed seed)
 
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = seed
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-const rand = prng(42)
+const rand = prng(42).next
 const hexId = (bytes: number) => {
   let s = ""
   for (let i = 0; i < bytes * 2; i++) s += Math.floor(rand() * 16).toString(16)

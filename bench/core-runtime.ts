@@ -8,17 +8,11 @@
  */
 import * as HashRing from "@iii/core/HashRing"
 import * as LatencySketch from "@iii/core/LatencySketch"
+import { prng } from "../packages/core/test/fixtures/prng.ts"
 
 const ROUNDS = 7
 
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = seed
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
-const rand = prng(7)
+const rand = prng(7).next
 const hex = (bytes: number) => {
   let s = ""
   for (let i = 0; i < bytes; i++)
