@@ -1,17 +1,20 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { execFileSync, spawnSync } from "node:child_process"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { get } from "node:https"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Exit, Fiber, Logger } from "effect"
+import { Cause, ConfigProvider, Effect, Exit, Fiber, Logger } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import { run } from "../src/Cli.js"
 
 const dir = mkdtempSync(join(tmpdir(), "iii-cli-obs-"))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-/** Runs `iii obs …` in-process, collecting log messages. */
-const obs = (lines: Array<string>, ...args: Array<string>) =>
+/** Runs `iii obs …` in-process with `env` as the environment, collecting log messages. */
+const obsWithEnv = (env: Record<string, string>, lines: Array<string>, ...args: Array<string>) =>
   run(["node", "iii", "obs", ...args]).pipe(
+    Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))),
     Effect.provide(NodeContext.layer),
     Effect.provide(
       Logger.replace(
@@ -20,6 +23,17 @@ const obs = (lines: Array<string>, ...args: Array<string>) =>
       )
     )
   )
+
+const obs = (lines: Array<string>, ...args: Array<string>) => obsWithEnv({}, lines, ...args)
+
+/** Waits for the start-up log line. */
+const listeningLine = async (lines: ReadonlyArray<string>) => {
+  for (;;) {
+    const line = lines.find((l) => l.includes("listening on"))
+    if (line !== undefined) return line
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
 
 describe("iii obs", () => {
   it("starts a node, logs where it listens, and stops when interrupted", async () => {
@@ -41,11 +55,7 @@ describe("iii obs", () => {
         "3d"
       )
     )
-    let listening: string | undefined
-    while (listening === undefined) {
-      listening = lines.find((l) => l.includes("listening on"))
-      if (listening === undefined) await new Promise((r) => setTimeout(r, 20))
-    }
+    const listening = await listeningLine(lines)
     const port = /127\.0\.0\.1:(\d+)/.exec(listening)?.[1]
     expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200)
     expect((await fetch(`http://127.0.0.1:${port}/v1/services`)).status).toBe(401)
@@ -67,5 +77,70 @@ describe("iii obs", () => {
       Effect.exit(obs([], "--data", join(dir, "d3"), "--token-file", empty))
     )
     expect(Exit.isFailure(noToken) && JSON.stringify(noToken.cause)).toContain("is empty")
+  })
+})
+
+const canRunOpenssl = spawnSync("openssl", ["version"]).status === 0
+if (!canRunOpenssl) console.warn("skipping iii obs TLS tests: the openssl command is not installed")
+
+describe.skipIf(!canRunOpenssl)("iii obs with TLS", () => {
+  const cert = join(dir, "tls.crt")
+  const key = join(dir, "tls.key")
+  const certificate = () => {
+    execFileSync(
+      "openssl",
+      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"].concat([
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        key,
+        "-out",
+        cert
+      ]),
+      { stdio: "ignore" }
+    )
+    return readFileSync(cert)
+  }
+  const httpsStatus = (url: string, ca: Buffer) =>
+    new Promise<number>((resolve, reject) => {
+      get(url, { ca }, (res) => {
+        res.resume()
+        resolve(res.statusCode ?? 0)
+      }).on("error", reject)
+    })
+
+  it("serves https on the TLS port, configured from the III_OBS_* variables the StatefulSet sets", async () => {
+    const ca = certificate()
+    const lines: Array<string> = []
+    const env = {
+      III_OBS_DATA: join(dir, "tls-data"),
+      III_OBS_PORT: "0",
+      III_OBS_HOST: "127.0.0.1",
+      III_OBS_TLS_CERT: cert,
+      III_OBS_TLS_KEY: key,
+      III_OBS_TLS_PORT: "0"
+    }
+    const fiber = Effect.runFork(obsWithEnv(env, lines))
+    const line = await listeningLine(lines)
+    const tlsPort = /TLS on 127\.0\.0\.1:(\d+)/.exec(line)?.[1]
+    expect(tlsPort).toBeDefined()
+    expect(await httpsStatus(`https://127.0.0.1:${tlsPort}/apis/external.metrics.k8s.io/v1beta1`, ca)).toBe(
+      200
+    )
+    await Effect.runPromise(Fiber.interrupt(fiber))
+  })
+
+  it("wants --tls-cert and --tls-key together, and names a missing key file", async () => {
+    const alone = await Effect.runPromise(Effect.exit(obs([], "--data", join(dir, "d4"), "--tls-cert", cert)))
+    expect(Exit.isFailure(alone) && JSON.stringify(alone.cause)).toContain("--tls-key is missing")
+    const keyOnly = await Effect.runPromise(
+      Effect.exit(obsWithEnv({ III_OBS_TLS_KEY: key }, [], "--data", join(dir, "d5")))
+    )
+    expect(Exit.isFailure(keyOnly) && JSON.stringify(keyOnly.cause)).toContain("--tls-cert is missing")
+    const absent = join(dir, "absent.key")
+    const missing = await Effect.runPromise(
+      Effect.exit(obs([], "--data", join(dir, "d6"), "--tls-cert", cert, "--tls-key", absent, "--port", "0"))
+    )
+    expect(Exit.isFailure(missing) && Cause.pretty(missing.cause)).toContain(`cannot read TLS key ${absent}`)
   })
 })

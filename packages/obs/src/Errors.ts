@@ -33,3 +33,15 @@ export class ServerError extends Data.TaggedError("ServerError")<{
     return this.reason
   }
 }
+
+/** The TLS certificate or key could not be loaded at start (unreadable, not PEM, or not a pair);
+ * `file` is the one at fault. */
+export class TlsError extends Data.TaggedError("TlsError")<{
+  readonly file: string
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return this.reason
+  }
+}

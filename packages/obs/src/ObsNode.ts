@@ -1,10 +1,13 @@
 /**
  * One obs node as an Effect Layer: the LMDB store, group-committed ingest on `/v1/ingest`, the query
- * API, the live tail on `/v1/tail`, background retention, all on one port. `layer(config)` starts it
- * for the lifetime of the layer's scope; `ObsNode` (the service) tells where it listens.
+ * API, the live tail on `/v1/tail`, background retention, all on one port (and optionally the same
+ * over HTTPS/WSS on a second one). `layer(config)` starts it for the lifetime of the layer's scope;
+ * `ObsNode` (the service) tells where it listens.
  */
 import { randomUUID } from "node:crypto"
 import { readFileSync } from "node:fs"
+import type { Server as HttpServer } from "node:http"
+import type { Server as HttpsServer } from "node:https"
 import { hostname } from "node:os"
 import { WireProtocol } from "@iii/core"
 import {
@@ -19,13 +22,23 @@ import {
   Redacted,
   Schedule
 } from "effect"
-import { ServerError, type StoreError } from "./Errors.js"
+import { ServerError, type StoreError, type TlsError } from "./Errors.js"
 import { GroupCommit } from "./internal/GroupCommit.js"
 import { NodeCounters } from "./internal/NodeCounters.js"
 import { parseDurationNano } from "./internal/Params.js"
-import { createNodeServer } from "./internal/Server.js"
+import { createNodeServers } from "./internal/Server.js"
 import { defaultTailLimits, TailHub } from "./internal/TailHub.js"
+import { loadTlsCredentials } from "./internal/Tls.js"
 import * as LmdbStore from "./LmdbStore.js"
+
+export interface TlsConfig {
+  /** PEM certificate file (leaf first, then any intermediates). */
+  readonly certFile: string
+  /** PEM private key file (unencrypted) of that certificate. */
+  readonly keyFile: string
+  /** Port of the HTTPS + WSS listener; 0 picks a free one. Default 4321. */
+  readonly port: number
+}
 
 export interface ObsNodeConfig {
   /** Directory of the LMDB environment (created when missing). */
@@ -52,6 +65,12 @@ export interface ObsNodeConfig {
   readonly tailQueueSpans: number
   /** Name reported to agents in the welcome frame. Default: the host name. */
   readonly nodeId: string
+  /**
+   * A second listener, on the same host, serving everything above over HTTPS and WSS (the Kubernetes
+   * aggregator reaches the External Metrics API only over HTTPS). The files are read once, at start:
+   * rotate them by restarting the node. Default: none.
+   */
+  readonly tls: Option.Option<TlsConfig>
 }
 
 export const defaults = {
@@ -62,7 +81,8 @@ export const defaults = {
   maxQueuedSpans: 100_000,
   maxSpansPerCommit: 2_000,
   maxCommitsInFlight: 4,
-  tailQueueSpans: defaultTailLimits.maxQueuedSpans
+  tailQueueSpans: defaultTailLimits.maxQueuedSpans,
+  tlsPort: 4321
 } as const
 
 /** A config with every default filled in; only the data directory is required. */
@@ -82,6 +102,7 @@ export const makeConfig = (
   maxCommitsInFlight: defaults.maxCommitsInFlight,
   tailQueueSpans: defaults.tailQueueSpans,
   nodeId: hostname(),
+  tls: Option.none(),
   ...overrides
 })
 
@@ -99,9 +120,40 @@ const durationConfig = (name: string) =>
     )
   )
 
+/** Pairs an optional certificate and key file: both or neither; `Left` names the one missing. */
+export const pairTls = (
+  certFile: Option.Option<string>,
+  keyFile: Option.Option<string>,
+  port: number
+): Either.Either<Option.Option<TlsConfig>, "certificate" | "key"> => {
+  if (Option.isSome(certFile) && Option.isSome(keyFile))
+    return Either.right(Option.some({ certFile: certFile.value, keyFile: keyFile.value, port }))
+  if (Option.isSome(certFile)) return Either.left("key")
+  if (Option.isSome(keyFile)) return Either.left("certificate")
+  return Either.right(Option.none())
+}
+
+const tlsConfig: Config.Config<Option.Option<TlsConfig>> = Config.all({
+  certFile: Config.option(Config.string("III_OBS_TLS_CERT")),
+  keyFile: Config.option(Config.string("III_OBS_TLS_KEY")),
+  port: Config.port("III_OBS_TLS_PORT").pipe(Config.withDefault(defaults.tlsPort))
+}).pipe(
+  Config.mapOrFail(({ certFile, keyFile, port }) =>
+    Either.mapLeft(pairTls(certFile, keyFile, port), (missing) => {
+      const name = missing === "key" ? "III_OBS_TLS_KEY" : "III_OBS_TLS_CERT"
+      return ConfigError.MissingData(
+        [name],
+        `III_OBS_TLS_CERT and III_OBS_TLS_KEY go together: ${name} is not set`
+      )
+    })
+  )
+)
+
 /**
  * Reads the config from the environment: III_OBS_DATA (required), III_OBS_PORT, III_OBS_HOST,
- * III_OBS_TOKEN or III_OBS_TOKEN_FILE, III_OBS_RETENTION (e.g. `7d`). Defaults as in `ObsNodeConfig`.
+ * III_OBS_TOKEN or III_OBS_TOKEN_FILE, III_OBS_RETENTION (e.g. `7d`), and for the TLS listener
+ * III_OBS_TLS_CERT + III_OBS_TLS_KEY (both or neither; default none) and III_OBS_TLS_PORT (default
+ * 4321). Other defaults as in `ObsNodeConfig`.
  */
 export const config: Config.Config<ObsNodeConfig> = Config.all({
   dataDir: Config.string("III_OBS_DATA"),
@@ -109,7 +161,8 @@ export const config: Config.Config<ObsNodeConfig> = Config.all({
   host: Config.string("III_OBS_HOST").pipe(Config.withDefault(defaults.host)),
   token: Config.option(Config.redacted("III_OBS_TOKEN")),
   tokenFile: Config.option(Config.string("III_OBS_TOKEN_FILE")),
-  retention: durationConfig("III_OBS_RETENTION").pipe(Config.withDefault(defaults.retention))
+  retention: durationConfig("III_OBS_RETENTION").pipe(Config.withDefault(defaults.retention)),
+  tls: tlsConfig
 }).pipe(
   Config.mapOrFail(({ tokenFile, token, ...rest }) => {
     if (Option.isSome(token) || Option.isNone(tokenFile))
@@ -138,15 +191,47 @@ export interface ObsNodeInfo {
   readonly port: number
   /** `http://host:port` (with 127.0.0.1 when bound to every interface). */
   readonly url: string
+  /** The TLS listener, when configured: its port and `https://host:port`. */
+  readonly tls: Option.Option<{ readonly port: number; readonly url: string }>
 }
 
 export class ObsNode extends Context.Tag("@iii/obs/ObsNode")<ObsNode, ObsNodeInfo>() {}
 
+const listen = (server: HttpServer | HttpsServer, port: number, host: string, what: string) =>
+  Effect.acquireRelease(
+    Effect.async<number, ServerError>((resume) => {
+      const onError = (cause: Error) =>
+        resume(
+          Effect.fail(
+            new ServerError({ reason: `cannot listen ${what}on ${host}:${port}: ${cause.message}`, cause })
+          )
+        )
+      server.once("error", onError)
+      server.listen(port, host, () => {
+        server.off("error", onError)
+        const a = server.address()
+        resume(Effect.succeed(typeof a === "object" && a !== null ? a.port : port))
+      })
+    }),
+    () =>
+      Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      })
+  )
+
 /** Starts a node for the layer's lifetime; stopping closes sockets, finishes pending commits, closes LMDB. */
-export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | ServerError> =>
+export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | ServerError | TlsError> =>
   Layer.scoped(
     ObsNode,
     Effect.gen(function* () {
+      // Before anything else: a bad certificate or key stops the node with the file named.
+      const tls = yield* Effect.transposeMapOption(cfg.tls, (t) =>
+        Effect.map(loadTlsCredentials(t.certFile, t.keyFile), (credentials) => ({
+          port: t.port,
+          credentials
+        }))
+      )
       const stores = yield* LmdbStore.make({ path: cfg.dataDir, writerThread: true })
       const counters = new NodeCounters()
       const tail = new TailHub({ ...defaultTailLimits, maxQueuedSpans: cfg.tailQueueSpans })
@@ -174,7 +259,7 @@ export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | Ser
 
       let ready = false
       const token = Option.map(cfg.token, Redacted.value)
-      const { server, closeSockets } = createNodeServer({
+      const servers = createNodeServers({
         settings: {
           nodeId: cfg.nodeId || randomUUID(),
           token: Option.getOrUndefined(token),
@@ -188,37 +273,20 @@ export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | Ser
         counters,
         isReady: () => ready
       })
-      const address = yield* Effect.acquireRelease(
-        Effect.async<{ host: string; port: number }, ServerError>((resume) => {
-          const onError = (cause: Error) =>
-            resume(
-              Effect.fail(
-                new ServerError({
-                  reason: `cannot listen on ${cfg.host}:${cfg.port}: ${cause.message}`,
-                  cause
-                })
-              )
-            )
-          server.once("error", onError)
-          server.listen(cfg.port, cfg.host, () => {
-            server.off("error", onError)
-            const a = server.address()
-            resume(
-              Effect.succeed({
-                host: cfg.host,
-                port: typeof a === "object" && a !== null ? a.port : cfg.port
-              })
-            )
-          })
-        }),
-        () =>
-          Effect.async<void>((resume) => {
-            ready = false
-            closeSockets()
-            server.close(() => resume(Effect.void))
-          })
+      const port = yield* listen(servers.http, cfg.port, cfg.host, "")
+      const tlsListener = yield* Effect.transposeMapOption(tls, ({ port, credentials }) =>
+        Effect.map(listen(servers.createTlsServer(credentials), port, cfg.host, "for TLS "), (bound) => ({
+          port: bound,
+          credentials
+        }))
       )
-
+      // Runs before the servers close: WebSockets get a 1001 close frame first.
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          ready = false
+          servers.closeSockets()
+        })
+      )
       const retentionNanos = Duration.toNanos(cfg.retention).pipe(Option.getOrElse(() => 0n))
       yield* stores.maintenance.deleteOlderThan(BigInt(Date.now()) * 1_000_000n - retentionNanos).pipe(
         Effect.tap((r) =>
@@ -233,21 +301,31 @@ export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | Ser
       )
 
       ready = true
-      const shownHost = address.host === "0.0.0.0" || address.host === "::" ? "127.0.0.1" : address.host
+      const shownHost = cfg.host === "0.0.0.0" || cfg.host === "::" ? "127.0.0.1" : cfg.host
       const info: ObsNodeInfo = {
-        host: address.host,
-        port: address.port,
-        url: `http://${shownHost}:${address.port}`
+        host: cfg.host,
+        port,
+        url: `http://${shownHost}:${port}`,
+        tls: Option.map(tlsListener, (t) => ({ port: t.port, url: `https://${shownHost}:${t.port}` }))
       }
       if (Option.isNone(token))
         yield* Effect.logWarning(
           "obs node started without a token: ingest, query and tail are open to anyone who can reach it"
         )
-      yield* Effect.logInfo(`obs node listening on ${address.host}:${address.port} (data in ${cfg.dataDir})`)
+      const tlsNote = Option.match(tlsListener, {
+        onNone: () => "",
+        onSome: ({ port, credentials: c }) =>
+          `, TLS on ${cfg.host}:${port} (certificate ${c.subject}, valid until ${c.validTo.toISOString()})`
+      })
+      if (Option.isSome(tlsListener) && tlsListener.value.credentials.validTo.getTime() < Date.now())
+        yield* Effect.logWarning(`the TLS certificate has expired: clients will refuse it${tlsNote}`)
+      yield* Effect.logInfo(`obs node listening on ${cfg.host}:${port}${tlsNote} (data in ${cfg.dataDir})`)
       return info
     })
   )
 
 /** `layer` with the config read from the environment (see `config`). */
-export const layerConfig: Layer.Layer<ObsNode, StoreError | ServerError | ConfigError.ConfigError> =
-  Layer.unwrapEffect(Effect.map(config, layer))
+export const layerConfig: Layer.Layer<
+  ObsNode,
+  StoreError | ServerError | TlsError | ConfigError.ConfigError
+> = Layer.unwrapEffect(Effect.map(config, layer))

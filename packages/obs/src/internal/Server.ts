@@ -1,8 +1,10 @@
 /**
- * The node's single port: node:http for the query API, health and metrics, and `ws` (noServer) for the
- * `/v1/ingest` and `/v1/tail` upgrades. Plain callbacks inside; `ObsNode` wraps start/stop in a scope.
+ * The node's port: node:http for the query API, health and metrics, and `ws` (noServer) for the
+ * `/v1/ingest` and `/v1/tail` upgrades; with TLS, a node:https server shares the same request and
+ * upgrade handlers. Plain callbacks inside; `ObsNode` wraps start/stop in a scope.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https"
 import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
 import { WebSocketServer } from "ws"
@@ -54,7 +56,15 @@ const rejectUpgrade = (socket: Duplex, status: number, reason: string, body: str
   )
 }
 
-export const createNodeServer = (parts: ServerParts): { server: Server; closeSockets: () => void } => {
+export interface NodeServers {
+  readonly http: Server
+  /** A server over TLS with the same request and upgrade handlers. */
+  readonly createTlsServer: (credentials: { readonly cert: Buffer; readonly key: Buffer }) => HttpsServer
+  /** Closes every WebSocket (1001) of every server; the servers themselves are closed by the caller. */
+  readonly closeSockets: () => void
+}
+
+export const createNodeServers = (parts: ServerParts): NodeServers => {
   const ingestWss = new WebSocketServer({
     noServer: true,
     // Frames over the limit get an `oversize` error frame from the decoder; far larger ones are cut by ws.
@@ -104,15 +114,14 @@ export const createNodeServer = (parts: ServerParts): { server: Server; closeSoc
     reply(res, answer.status, answer.contentType, answer.body)
   }
 
-  const server = createServer((req, res) => {
+  const request = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch(() => {
       if (!res.headersSent) reply(res, 500, "application/json", JSON.stringify({ error: "internal error" }))
       else res.destroy()
     })
-  })
-  server.keepAliveTimeout = 65_000
+  }
 
-  server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? "/", "http://node")
     if (url.pathname === "/v1/ingest") {
       // Agents may authenticate with the header here or with the token in their hello frame.
@@ -156,14 +165,23 @@ export const createNodeServer = (parts: ServerParts): { server: Server; closeSoc
       "Not Found",
       JSON.stringify({ error: `no WebSocket endpoint at ${url.pathname}` })
     )
-  })
+  }
+
+  const withHandlers = <S extends Server | HttpsServer>(server: S): S => {
+    server.keepAliveTimeout = 65_000
+    server.on("upgrade", upgrade)
+    return server
+  }
 
   const closeSockets = () => {
     for (const ws of ingestWss.clients) ws.close(1001, "node shutting down")
     for (const ws of tailWss.clients) ws.close(1001, "node shutting down")
     ingestWss.close()
     tailWss.close()
-    server.closeAllConnections()
   }
-  return { server, closeSockets }
+  return {
+    http: withHandlers(createServer(request)),
+    createTlsServer: ({ cert, key }) => withHandlers(createHttpsServer({ cert, key }, request)),
+    closeSockets
+  }
 }

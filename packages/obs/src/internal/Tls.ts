@@ -1,0 +1,57 @@
+/**
+ * Loads the TLS listener's certificate and key once, at start, so a bad file stops the node with an
+ * error naming it instead of failing every handshake later.
+ */
+
+import { createPrivateKey, X509Certificate } from "node:crypto"
+import { readFileSync } from "node:fs"
+import { createSecureContext } from "node:tls"
+import { Effect } from "effect"
+import { TlsError } from "../Errors.js"
+
+export interface TlsCredentials {
+  readonly cert: Buffer
+  readonly key: Buffer
+  /** Subject of the leaf certificate, for the start-up log. */
+  readonly subject: string
+  /** End of the leaf certificate's validity. */
+  readonly validTo: Date
+}
+
+const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+const attempt = <A>(file: string, reason: string, f: () => A) =>
+  Effect.try({
+    try: f,
+    catch: (cause) => new TlsError({ file, reason: `${reason}: ${messageOf(cause)}`, cause })
+  })
+
+export const loadTlsCredentials = (
+  certFile: string,
+  keyFile: string
+): Effect.Effect<TlsCredentials, TlsError> =>
+  Effect.gen(function* () {
+    const cert = yield* attempt(certFile, `cannot read TLS certificate ${certFile}`, () =>
+      readFileSync(certFile)
+    )
+    const key = yield* attempt(keyFile, `cannot read TLS key ${keyFile}`, () => readFileSync(keyFile))
+    const leaf = yield* attempt(
+      certFile,
+      `TLS certificate ${certFile} is not a PEM certificate`,
+      () => new X509Certificate(cert)
+    )
+    const privateKey = yield* attempt(
+      keyFile,
+      `TLS key ${keyFile} is not an unencrypted PEM private key`,
+      () => createPrivateKey(key)
+    )
+    if (!leaf.checkPrivateKey(privateKey))
+      return yield* new TlsError({
+        file: keyFile,
+        reason: `TLS key ${keyFile} does not belong to the certificate ${certFile}`
+      })
+    yield* attempt(certFile, `TLS certificate ${certFile} and key ${keyFile} are not usable`, () =>
+      createSecureContext({ cert, key })
+    )
+    return { cert, key, subject: leaf.subject.replaceAll("\n", ", "), validTo: new Date(leaf.validTo) }
+  })
