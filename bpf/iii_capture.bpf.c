@@ -5,7 +5,8 @@
  *
  * Cost model: every probe below runs for every process on the host, so the first thing each one
  * does is the "is this process traced?" check (one hash lookup, a second one only when cgroup
- * targets are enabled). Untraced processes pay for that and nothing else.
+ * targets are enabled; with a pid namespace set, a bpf_get_ns_current_pid_tgid call before it).
+ * Untraced processes pay for that and nothing else.
  *
  * Arguments are saved at syscall enter in an LRU hash keyed by pid_tgid and deleted at exit; the
  * exit probe does the real work once the kernel has filled the buffers and the return value says
@@ -24,6 +25,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 payload_limit = III_DEFAULT_PAYLOAD; /* payload bytes per data event */
 const volatile __u32 wakeup_bytes = 64 * 1024; /* wake the reader once this much is pending */
 const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in iii_cgroups */
+/* A pid namespace (its nsfs device and inode, as stat(2) of /proc/PID/ns/pid gives them), or 0:
+ * with one set, processes are known by their pids in that namespace (the target map, fork/exit
+ * tracking, the pid/tid in events) and processes outside it are never traced. An agent in a pod
+ * with shareProcessNamespace sees the app's processes only under those pids, never the host's. */
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
@@ -54,6 +61,7 @@ struct {
 } iii_cgroups SEC(".maps");
 
 struct iii_args {
+	__u64 ids;    /* the caller's pid_tgid as events report it (see current_ids) */
 	__u64 buf;    /* user buffer, iovec array or msghdr */
 	__u64 count;  /* buffer length or iovec count */
 	__s32 fd;
@@ -99,9 +107,26 @@ static __always_inline void count_drop(void)
 		*value += 1;
 }
 
-static __always_inline bool is_traced(__u64 pid_tgid)
+/* The current task's pid_tgid as events report it: the kernel's own (pid_tgid), or with a pid
+ * namespace set its ids there. False when the task is outside that namespace (never traced): the
+ * helper fails for it. Without a namespace the verifier prunes the helper call. */
+static __always_inline bool current_ids(__u64 pid_tgid, __u64 *ids)
 {
-	__u32 tgid = pid_tgid >> 32;
+	if (!pidns_ino) {
+		*ids = pid_tgid;
+		return true;
+	}
+	struct bpf_pidns_info ns;
+	if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+		return false;
+	*ids = (__u64)ns.tgid << 32 | ns.pid;
+	return true;
+}
+
+/* `ids` from current_ids. */
+static __always_inline bool is_traced(__u64 ids)
+{
+	__u32 tgid = ids >> 32;
 	if (bpf_map_lookup_elem(&iii_tgids, &tgid))
 		return true;
 	if (filter_cgroups) {
@@ -124,12 +149,12 @@ static __always_inline __u64 wakeup_flag(__u64 size, bool reserved)
 									 : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void fill_header(struct iii_event_header *header, __u64 pid_tgid, __s32 fd,
+static __always_inline void fill_header(struct iii_event_header *header, __u64 ids, __s32 fd,
 					__u8 kind, __u8 syscall)
 {
 	header->timestamp_ns = bpf_ktime_get_ns();
-	header->pid = pid_tgid >> 32;
-	header->tid = (__u32)pid_tgid;
+	header->pid = ids >> 32;
+	header->tid = (__u32)ids;
 	header->fd = fd;
 	header->kind = kind;
 	header->syscall = syscall;
@@ -173,18 +198,22 @@ static __always_inline struct sock *socket_sock(struct file *file)
 	return socket ? BPF_CORE_READ(socket, sk) : NULL;
 }
 
-static __always_inline void save_args(__u64 pid_tgid, __s32 fd, __u64 buf, __u64 count, __u8 syscall)
+/* Keyed by the kernel's pid_tgid whatever the numbering, so that exit probes find their entry with
+ * the cheapest helper (they run for every process). */
+static __always_inline void save_args(__u64 pid_tgid, __u64 ids, __s32 fd, __u64 buf, __u64 count,
+				      __u8 syscall)
 {
-	struct iii_args args = {.buf = buf, .count = count, .fd = fd, .syscall = syscall};
+	struct iii_args args = {.ids = ids, .buf = buf, .count = count, .fd = fd, .syscall = syscall};
 	bpf_map_update_elem(&iii_args, &pid_tgid, &args, BPF_ANY);
 }
 
 static __always_inline void enter(struct trace_event_raw_sys_enter *ctx, __u8 syscall)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_traced(pid_tgid))
+	__u64 ids;
+	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
 		return;
-	save_args(pid_tgid, (__s32)ctx->args[0], ctx->args[1], ctx->args[2], syscall);
+	save_args(pid_tgid, ids, (__s32)ctx->args[0], ctx->args[1], ctx->args[2], syscall);
 }
 
 static __always_inline bool is_egress(__u8 syscall)
@@ -198,12 +227,13 @@ static __always_inline bool is_egress(__u8 syscall)
 static __always_inline void enter_data(struct trace_event_raw_sys_enter *ctx, __u8 syscall, __u64 count)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_traced(pid_tgid))
+	__u64 ids;
+	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
 		return;
 	__s32 fd = (__s32)ctx->args[0];
 	if (!is_stream_socket_file(fd_to_file(fd)) && !(is_egress(syscall) && (fd == 1 || fd == 2)))
 		return;
-	save_args(pid_tgid, fd, ctx->args[1], count, syscall);
+	save_args(pid_tgid, ids, fd, ctx->args[1], count, syscall);
 }
 
 /* Takes the saved arguments out of the map: every exit removes what its enter stored. */
@@ -266,7 +296,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 		return;
 	struct iii_data_event *event = (struct iii_data_event *)scratch->bytes;
 	__u8 *payload = scratch->bytes + sizeof(struct iii_data_event);
-	fill_header(&event->header, pid_tgid, args.fd, III_EVENT_DATA, args.syscall);
+	fill_header(&event->header, args.ids, args.fd, III_EVENT_DATA, args.syscall);
 	event->header.direction = egress ? III_EGRESS : III_INGRESS;
 	event->ret = ret;
 	event->total_len = ret;
@@ -320,7 +350,7 @@ static __always_inline bool fill_addresses(struct iii_conn_event *event, struct 
 	return true;
 }
 
-static __always_inline void emit_conn(__u64 pid_tgid, __s32 fd, __u8 kind, __u8 syscall, __s32 ret)
+static __always_inline void emit_conn(__u64 ids, __s32 fd, __u8 kind, __u8 syscall, __s32 ret)
 {
 	struct sock *sk = socket_sock(fd_to_file(fd));
 	if (!sk)
@@ -332,7 +362,7 @@ static __always_inline void emit_conn(__u64 pid_tgid, __s32 fd, __u8 kind, __u8 
 	}
 	__builtin_memset(event->local_addr, 0, sizeof(event->local_addr));
 	__builtin_memset(event->peer_addr, 0, sizeof(event->peer_addr));
-	fill_header(&event->header, pid_tgid, fd, kind, syscall);
+	fill_header(&event->header, ids, fd, kind, syscall);
 	event->ret = ret;
 	if (!fill_addresses(event, sk)) {
 		bpf_ringbuf_discard(event, BPF_RB_NO_WAKEUP);
@@ -348,7 +378,7 @@ static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx)
 	if (!take_args(pid_tgid, &args) || ctx->ret < 0)
 		return;
 	/* The return value is the accepted socket: its addresses are the connection's. */
-	emit_conn(pid_tgid, (__s32)ctx->ret, III_EVENT_ACCEPT, args.syscall, (__s32)ctx->ret);
+	emit_conn(args.ids, (__s32)ctx->ret, III_EVENT_ACCEPT, args.syscall, (__s32)ctx->ret);
 }
 
 #define EINPROGRESS 115
@@ -447,7 +477,7 @@ int iii_exit_connect(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	long ret = ctx->ret;
 	if (ret == 0 || ret == -EINPROGRESS)
-		emit_conn(pid_tgid, args.fd, III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
+		emit_conn(args.ids, args.fd, III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
 	return 0;
 }
 
@@ -456,11 +486,12 @@ SEC("tracepoint/syscalls/sys_enter_close")
 int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_traced(pid_tgid))
+	__u64 ids;
+	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
 	if (is_stream_socket_file(fd_to_file(fd)))
-		save_args(pid_tgid, fd, 0, 0, III_SYS_CLOSE);
+		save_args(pid_tgid, ids, fd, 0, 0, III_SYS_CLOSE);
 	return 0;
 }
 
@@ -477,9 +508,27 @@ int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 		count_drop();
 		return 0;
 	}
-	fill_header(&event->header, pid_tgid, args.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+	fill_header(&event->header, args.ids, args.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
+}
+
+/* The child's tgid in the configured numbering, or 0 when it is not a process of the namespace
+ * (it was cloned into a new one). The parent is in the namespace (its ids resolved), so the
+ * namespace sits at the parent's level and the child's number there is numbers[level]. */
+static __always_inline __u32 child_tgid_in_ns(struct task_struct *child)
+{
+	struct task_struct *parent = bpf_get_current_task_btf();
+	unsigned int level = BPF_CORE_READ(parent, thread_pid, level);
+	struct pid *pid = BPF_CORE_READ(child, thread_pid);
+	if (!pid || BPF_CORE_READ(pid, level) != level)
+		return 0;
+	/* numbers[] is a flexible array: its offset relocated, the index plain arithmetic. */
+	void *numbers = (void *)pid + bpf_core_field_offset(struct pid, numbers);
+	struct upid upid;
+	if (bpf_probe_read_kernel(&upid, sizeof(upid), numbers + (__u64)level * sizeof(struct upid)))
+		return 0;
+	return upid.nr;
 }
 
 /* sched_process_fork: children of a traced process (workers, `sh -c`, cluster forks) are traced
@@ -489,13 +538,19 @@ SEC("raw_tracepoint/sched_process_fork")
 int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!is_traced(pid_tgid))
+	__u64 ids;
+	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
 		return 0;
 	/* Plain pointer arithmetic: args[] is a zero-length array, not a CO-RE relocatable field. */
 	struct task_struct *child = (struct task_struct *)((__u64 *)ctx)[1];
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 	if (child_tgid == (__u32)(pid_tgid >> 32))
 		return 0; /* a new thread of a traced process: already covered */
+	if (pidns_ino) {
+		child_tgid = child_tgid_in_ns(child);
+		if (!child_tgid)
+			return 0;
+	}
 	__u8 one = 1;
 	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
 	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
@@ -503,7 +558,7 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 		count_drop();
 		return 0;
 	}
-	fill_header(&event->header, pid_tgid, -1, III_EVENT_FORK, 0);
+	fill_header(&event->header, ids, -1, III_EVENT_FORK, 0);
 	event->child_pid = child_tgid;
 	event->reserved = 0;
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
@@ -516,16 +571,17 @@ SEC("raw_tracepoint/sched_process_exit")
 int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
-	if ((__u32)pid_tgid != tgid || !is_traced(pid_tgid))
+	__u64 ids;
+	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32) || !current_ids(pid_tgid, &ids) || !is_traced(ids))
 		return 0;
+	__u32 tgid = ids >> 32;
 	bpf_map_delete_elem(&iii_tgids, &tgid);
 	struct iii_exit_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
 		count_drop();
 		return 0;
 	}
-	fill_header(&event->header, pid_tgid, -1, III_EVENT_EXIT, 0);
+	fill_header(&event->header, ids, -1, III_EVENT_EXIT, 0);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }

@@ -29,6 +29,8 @@ pub struct Settings {
     pub max_pending_bytes: u64,
     pub cgroups_enabled: bool,
     pub mount_tracefs: bool,
+    /// (nsfs device, inode) of the pid namespace whose numbering the programs use; None: the kernel's.
+    pub pid_namespace: Option<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -200,10 +202,13 @@ impl Running {
 
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
         let filter_cgroups: u8 = settings.cgroups_enabled.into();
+        let (pidns_dev, pidns_ino) = settings.pid_namespace.unwrap_or((0, 0));
         let mut ebpf = EbpfLoader::new()
             .set_global("payload_limit", &payload_limit, true)
             .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
             .set_global("filter_cgroups", &filter_cgroups, true)
+            .set_global("pidns_dev", &pidns_dev, true)
+            .set_global("pidns_ino", &pidns_ino, true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
             // Only used when a load fails (aya retries with a log buffer then); DEBUG is the
             // usual instruction-by-instruction trace, VERBOSE would be megabytes.

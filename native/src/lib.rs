@@ -43,6 +43,9 @@ pub struct CaptureOptions {
     pub object_path: Option<String>,
     /// Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true.
     pub mount_tracefs: Option<bool>,
+    /// A pid namespace file (e.g. /proc/self/ns/pid): pids (given and reported) are numbered in that
+    /// namespace, and processes outside it are never traced. Default: the kernel's own pids.
+    pub pid_namespace: Option<String>,
 }
 
 #[napi(object)]
@@ -57,6 +60,17 @@ pub struct Counters {
     pub malformed: f64,
     /// Bytes handed to JavaScript whose callback has not run yet.
     pub pending_bytes: f64,
+}
+
+/// The nsfs device and inode of a namespace file: what bpf_get_ns_current_pid_tgid matches.
+fn pid_namespace_id(path: &str) -> napi::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| error("invalid", format!("pid namespace {path}: {e}")))?;
+    if meta.ino() == 0 {
+        return Err(error("invalid", format!("pid namespace {path}: inode 0")));
+    }
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn cgroup_id(path: &str) -> napi::Result<u64> {
@@ -143,6 +157,11 @@ impl Capture {
             max_pending_bytes: options.max_pending_bytes.unwrap_or(64 << 20).into(),
             cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
             mount_tracefs: options.mount_tracefs.unwrap_or(true),
+            pid_namespace: options
+                .pid_namespace
+                .as_deref()
+                .map(pid_namespace_id)
+                .transpose()?,
         };
         let stats = Arc::new(ReaderStats::default());
         let callback_stats = stats.clone();

@@ -4,6 +4,9 @@
  *
  * Only traced processes produce events: the `pids` given (and every process they fork from then on)
  * plus every process in the given cgroup v2 directories. Nothing is captured for anything else.
+ * Pids are the kernel's unless `pidNamespace: "own"` (an agent sidecar, which sees the pod's
+ * processes under its own pid namespace's numbers); `traceAllInPidNamespace` traces every process
+ * of that namespace except the agent's own.
  *
  * Memory stays bounded at every stage: the kernel ring buffer (`ringBufferBytes`; when full the
  * kernel drops and counts), the native hand-over (64 MiB pending, then the reader pauses), and the
@@ -11,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Queue, type Scope, Stream } from "effect"
+import { Context, Effect, Layer, Queue, Schedule, type Scope, Stream } from "effect"
 import type { CaptureEvent } from "./CaptureEvent.js"
 import {
   EbpfCaptureError,
@@ -23,6 +26,7 @@ import {
 import { decodeBatch } from "./internal/EventDecoder.js"
 import { BatchHeader, DEFAULT_PAYLOAD, MAX_PAYLOAD } from "./internal/EventLayout.js"
 import * as NativeAddon from "./internal/NativeAddon.js"
+import { checkProcMatches, listProcesses, ownNamespaceFile, targetsExcept } from "./internal/PidNamespace.js"
 
 /** @since 0.1.0 */
 export interface Options {
@@ -46,6 +50,24 @@ export interface Options {
   readonly objectPath?: string
   /** Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true. */
   readonly mountTracefs?: boolean
+  /**
+   * Whose pid numbers `pids`, `addPid`, `removePid` and the events' `pid`/`tid` (and fork's
+   * `childPid`) are. Default: the kernel's (the initial pid namespace; an agent in a container then
+   * needs `hostPID`). `"own"`: this process's pid namespace, the numbers its /proc shows (a sidecar in
+   * a pod with `shareProcessNamespace: true`); processes outside that namespace are never traced,
+   * whatever `pids` or `cgroups` say.
+   */
+  readonly pidNamespace?: "own"
+  /**
+   * Trace every process of this process's pid namespace except this process and its descendants
+   * (implies `pidNamespace: "own"`; needs /proc mounted for that namespace): those in /proc at start,
+   * their future children (fork tracking, at once), and by a rescan of /proc every
+   * `rescanIntervalMs`, processes that appear without a traced parent (an app container restarted
+   * into the pod's shared namespace). Default false.
+   */
+  readonly traceAllInPidNamespace?: boolean
+  /** How often `traceAllInPidNamespace` rescans /proc. Default 2000 ms (a few file reads per process). */
+  readonly rescanIntervalMs?: number
 }
 
 /** @since 0.1.0 */
@@ -123,8 +145,42 @@ const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
   if (options.wakeupBytes !== undefined) native.wakeupBytes = options.wakeupBytes
   if (options.objectPath !== undefined) native.objectPath = options.objectPath
   if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
+  if (options.pidNamespace === "own" || options.traceAllInPidNamespace === true)
+    native.pidNamespace = ownNamespaceFile
   return native
 }
+
+/**
+ * `traceAllInPidNamespace`: the namespace's processes now (added to the start pids), and a rescan
+ * that keeps the target map equal to them plus the explicitly given pids.
+ */
+const namespaceTargets = (options: Options) =>
+  Effect.gen(function* () {
+    const procRoot = "/proc"
+    const mismatch = checkProcMatches(procRoot)
+    if (mismatch !== undefined) return yield* new EbpfCaptureError({ code: "invalid", message: mismatch })
+    const scan = () => targetsExcept(listProcesses(procRoot), process.pid)
+    const initial = yield* Effect.try({
+      try: scan,
+      catch: (error) => new EbpfCaptureError({ code: "io", message: `reading ${procRoot}: ${String(error)}` })
+    })
+    const explicit = new Set(options.pids ?? [])
+    const rescan = (native: NativeAddon.NativeCapture) => {
+      let scanned = initial
+      return Effect.try(() => {
+        const current = scan()
+        for (const pid of current) native.addPid(pid)
+        for (const pid of scanned) if (!current.has(pid) && !explicit.has(pid)) native.removePid(pid)
+        scanned = current
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.logWarning(`rescanning ${procRoot} for processes to trace failed`, error)
+        ),
+        Effect.repeat(Schedule.spaced(`${options.rescanIntervalMs ?? 2000} millis`))
+      )
+    }
+    return { pids: [...new Set([...explicit, ...initial])], rescan }
+  })
 
 /**
  * Loads, attaches and starts reading; the scope's close detaches everything (the kernel also
@@ -154,13 +210,19 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
       Queue.unsafeOffer(queue, batch)
     }
 
+    const namespace = options.traceAllInPidNamespace === true ? yield* namespaceTargets(options) : undefined
+    const startOptions = nativeOptions(options)
+    if (namespace !== undefined) startOptions.pids = namespace.pids
+
     const native = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => addon.Capture.start(nativeOptions(options), onBatch),
+        try: () => addon.Capture.start(startOptions, onBatch),
         catch: (error) => toStartError(error, addon)
       }),
       (native) => Effect.sync(() => native.close())
     )
+    // Interrupted before the finalizer above runs (scope finalizers run in reverse).
+    if (namespace !== undefined) yield* Effect.forkScoped(namespace.rescan(native))
 
     let last: NativeAddon.NativeCounters | undefined
     const counters = Effect.sync((): Counters => {

@@ -22,6 +22,8 @@ export interface NativeCaptureOptions {
   maxPendingBytes?: number
   objectPath?: string
   mountTracefs?: boolean
+  /** A pid namespace file (e.g. /proc/self/ns/pid) whose numbering the programs use. */
+  pidNamespace?: string
 }
 
 export interface NativeCounters {
