@@ -421,11 +421,13 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     for (const workload of templates) {
       const template = (workload.spec as { template: { metadata: object; spec: Record<string, unknown> } })
         .template
-      // The StatefulSet's volume claim becomes a PVC volume in its pods.
-      const volumes =
-        workload.kind === "StatefulSet"
+      // The StatefulSet's volume claim becomes a PVC volume in its pods, next to the template's own.
+      const volumes = [
+        ...((template.spec.volumes as ReadonlyArray<object> | undefined) ?? []),
+        ...(workload.kind === "StatefulSet"
           ? [{ name: "data", persistentVolumeClaim: { claimName: "data-iii-obs-0" } }]
-          : []
+          : [])
+      ]
       const pod = await request({
         method: "POST",
         path: pathOf(resources.Pod, "iii-system"),
