@@ -37,6 +37,12 @@ export interface AgentOptions {
   readonly pids?: ReadonlyArray<number>
   /** cgroup v2 directories whose processes are traced (eBPF). */
   readonly cgroups?: ReadonlyArray<string>
+  /**
+   * Trace every process of the agent's pid namespace except the agent and its descendants (eBPF): the
+   * sidecar setup, in a pod with `shareProcessNamespace: true`. Pids (`pids`, `trace`, spans) are then
+   * the namespace's; new processes are found by fork tracking and a /proc rescan every 2 s. Default false.
+   */
+  readonly allPodProcesses?: boolean
   /** Proxy mode's addresses. */
   readonly proxy?: ProxyMode.ProxyOptions | undefined
   /** Minimum level of captured log lines. Default `info`. */
@@ -141,7 +147,8 @@ export const make = (
       const capture = yield* EbpfCapture.start({
         ...options.capture,
         pids: options.pids ?? [],
-        cgroups: options.cgroups ?? []
+        cgroups: options.cgroups ?? [],
+        ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {})
       })
       const processor = new EventProcessor(
         {
@@ -153,7 +160,10 @@ export const make = (
         nowUnixNano()
       )
       yield* Effect.logInfo(
-        `tracing pids [${(options.pids ?? []).join(", ")}] and their children` +
+        (options.allPodProcesses === true
+          ? "tracing every process of the agent's pid namespace but the agent's own (fork tracking, /proc rescan), pids"
+          : "tracing pids") +
+          ` [${(options.pids ?? []).join(", ")}] and their children` +
           ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
       )
       yield* capture.batches.pipe(
