@@ -1,13 +1,14 @@
 /**
  * The README's examples, run: every `curl` line against a real node seeded with the data the
- * examples name, and the Layer example (its code is below, and the README must contain it).
+ * examples name (the https ones against its TLS listener, with the certificate the README's `openssl`
+ * line makes), and the Layer example (its code is below, and the README must contain it).
  */
-import { execFile } from "node:child_process"
+import { execFile, spawnSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import { LmdbStore, ObsNode, Store } from "@iii/obs"
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
 import { log, span as makeSpan } from "./fixtures/Spans.js"
@@ -15,16 +16,33 @@ import { log, span as makeSpan } from "./fixtures/Spans.js"
 const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
 const run = promisify(execFile)
 
-/** The `curl` lines of the README's sh code blocks. */
-const curlLines = (): ReadonlyArray<string> =>
-  Array.from(readme.matchAll(/```sh\n([\s\S]*?)```/g), (m) => m[1] ?? "")
+/** The commands of the README's sh code blocks that start with `program` (continuations joined). */
+const commandLines = (program: string): ReadonlyArray<string> =>
+  Array.from(readme.matchAll(/```sh\n([\s\S]*?)```/g), (m) => (m[1] ?? "").replace(/\\\n\s*/g, " "))
     .flatMap((block) => block.split("\n"))
-    .filter((line) => line.startsWith("curl "))
+    .filter((line) => line.startsWith(`${program} `))
+
+const canRunOpenssl = spawnSync("openssl", ["version"]).status === 0
+if (!canRunOpenssl) console.warn("README https examples skipped: the openssl command is not installed")
 
 describe("README", () => {
   let node: RunningNode
+  // Where the README's openssl line writes tls.crt and tls.key; curl runs there too (--cacert tls.crt).
+  const tlsDir = tempDir()
   beforeAll(async () => {
-    node = await startNode()
+    if (canRunOpenssl)
+      for (const line of commandLines("openssl")) await run("sh", ["-c", line], { cwd: tlsDir.path })
+    node = await startNode(
+      canRunOpenssl
+        ? {
+            tls: Option.some({
+              certFile: join(tlsDir.path, "tls.crt"),
+              keyFile: join(tlsDir.path, "tls.key"),
+              port: 0
+            })
+          }
+        : {}
+    )
     const now = BigInt(Date.now()) * 1_000_000n
     const root = makeSpan({
       traceId: "4bf92f3577b34da6a3ce929d0e0e4736" as never,
@@ -46,14 +64,20 @@ describe("README", () => {
     await agent.ack(1)
     agent.close()
   })
-  afterAll(() => node.stop())
+  afterAll(async () => {
+    await node.stop()
+    tlsDir.remove()
+  })
 
   it("every curl example answers 200 with the documented shape", async () => {
-    const lines = curlLines()
-    expect(lines.length).toBeGreaterThanOrEqual(12)
+    const lines = commandLines("curl")
+    expect(lines.length).toBeGreaterThanOrEqual(14)
+    expect(lines.filter((l) => l.includes("https://127.0.0.1:4321"))).toHaveLength(2)
     for (const line of lines) {
-      const command = `${line.replaceAll("http://127.0.0.1:4320", node.url)} -w '\\n%{http_code}'`
-      const { stdout } = await run("sh", ["-c", command])
+      if (line.includes("https://") && !canRunOpenssl) continue
+      const tlsUrl = Option.match(node.tls, { onNone: () => "", onSome: (t) => t.url })
+      const command = `${line.replaceAll("http://127.0.0.1:4320", node.url).replaceAll("https://127.0.0.1:4321", tlsUrl)} -w '\\n%{http_code}'`
+      const { stdout } = await run("sh", ["-c", command], { cwd: tlsDir.path })
       const status = stdout.slice(stdout.lastIndexOf("\n") + 1)
       const body = stdout.slice(0, stdout.lastIndexOf("\n"))
       expect(status, line).toBe("200")
@@ -61,6 +85,7 @@ describe("README", () => {
       if (line.includes("status=5xx")) expect(JSON.parse(body).traces, line).toHaveLength(1)
       if (line.includes("/v1/correlate/")) expect(JSON.parse(body).logs, line).toHaveLength(1)
       if (line.includes("iii_p99_latency_ms")) expect(JSON.parse(body).items, line).toHaveLength(1)
+      if (line.includes("https://")) expect(body, line).toMatch(/APIResourceList|ok/)
     }
   })
 
