@@ -17,6 +17,7 @@ export default defineConfig({
     include: ["packages/*/test/**/*.test.ts"],
     testTimeout: 30_000,
     hookTimeout: 120_000,
-    pool: "forks"
+    pool: "forks",
+    reporters: ["default", "./vitest.summary.ts"]
   }
 })
