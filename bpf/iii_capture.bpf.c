@@ -31,6 +31,9 @@ const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in ii
  * with shareProcessNamespace sees the app's processes only under those pids, never the host's. */
 const volatile __u64 pidns_dev = 0;
 const volatile __u64 pidns_ino = 0;
+/* With a pid namespace: 1 = trace every process forked into it by a parent outside it (how a
+ * container runtime starts a container's first process in a pod's shared namespace). */
+const volatile __u8 adopt_entrants = 0;
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
@@ -513,6 +516,19 @@ int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* A process's number in the namespace at `level` of its pid, and that namespace's inode. */
+static __always_inline bool pid_number(struct pid *pid, unsigned int level, __u32 *nr, __u32 *ns_ino)
+{
+	/* numbers[] is a flexible array: its offset relocated, the index plain arithmetic. */
+	void *numbers = (void *)pid + bpf_core_field_offset(struct pid, numbers);
+	struct upid upid;
+	if (bpf_probe_read_kernel(&upid, sizeof(upid), numbers + (__u64)level * sizeof(struct upid)))
+		return false;
+	*nr = upid.nr;
+	*ns_ino = BPF_CORE_READ(upid.ns, ns.inum);
+	return true;
+}
+
 /* The child's tgid in the configured numbering, or 0 when it is not a process of the namespace
  * (it was cloned into a new one). The parent is in the namespace (its ids resolved), so the
  * namespace sits at the parent's level and the child's number there is numbers[level]. */
@@ -521,14 +537,39 @@ static __always_inline __u32 child_tgid_in_ns(struct task_struct *child)
 	struct task_struct *parent = bpf_get_current_task_btf();
 	unsigned int level = BPF_CORE_READ(parent, thread_pid, level);
 	struct pid *pid = BPF_CORE_READ(child, thread_pid);
-	if (!pid || BPF_CORE_READ(pid, level) != level)
+	__u32 nr, ns_ino;
+	if (!pid || BPF_CORE_READ(pid, level) != level || !pid_number(pid, level, &nr, &ns_ino))
 		return 0;
-	/* numbers[] is a flexible array: its offset relocated, the index plain arithmetic. */
-	void *numbers = (void *)pid + bpf_core_field_offset(struct pid, numbers);
-	struct upid upid;
-	if (bpf_probe_read_kernel(&upid, sizeof(upid), numbers + (__u64)level * sizeof(struct upid)))
-		return 0;
-	return upid.nr;
+	return nr;
+}
+
+static __always_inline void emit_fork(__u64 parent_ids, __u32 child_tgid)
+{
+	__u8 one = 1;
+	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
+	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
+	if (!event) {
+		count_drop();
+		return;
+	}
+	fill_header(&event->header, parent_ids, -1, III_EVENT_FORK, 0);
+	event->child_pid = child_tgid;
+	event->reserved = 0;
+	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
+}
+
+/* adopt_entrants: the parent is outside the namespace; if the child's own namespace is the
+ * configured one, it entered from outside (setns + fork: a container (re)started into the pod) and
+ * is traced from its first instruction. Reported as a fork by parent 0, which is how /proc in the
+ * namespace shows its parent. (A child forked inside the namespace by an untraced parent, e.g. the
+ * agent's own, is not an entrant.) Forks are rare next to syscalls, so the reads cost little. */
+static __always_inline void adopt_entrant(struct task_struct *child)
+{
+	struct pid *pid = BPF_CORE_READ(child, thread_pid);
+	__u32 nr, ns_ino;
+	if (!pid || !pid_number(pid, BPF_CORE_READ(pid, level), &nr, &ns_ino) || ns_ino != pidns_ino)
+		return;
+	emit_fork(0, nr);
 }
 
 /* sched_process_fork: children of a traced process (workers, `sh -c`, cluster forks) are traced
@@ -538,11 +579,16 @@ SEC("raw_tracepoint/sched_process_fork")
 int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 ids;
-	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
-		return 0;
 	/* Plain pointer arithmetic: args[] is a zero-length array, not a CO-RE relocatable field. */
 	struct task_struct *child = (struct task_struct *)((__u64 *)ctx)[1];
+	__u64 ids;
+	if (!current_ids(pid_tgid, &ids)) {
+		if (adopt_entrants)
+			adopt_entrant(child);
+		return 0;
+	}
+	if (!is_traced(ids))
+		return 0;
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 	if (child_tgid == (__u32)(pid_tgid >> 32))
 		return 0; /* a new thread of a traced process: already covered */
@@ -551,17 +597,7 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 		if (!child_tgid)
 			return 0;
 	}
-	__u8 one = 1;
-	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
-	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
-	if (!event) {
-		count_drop();
-		return 0;
-	}
-	fill_header(&event->header, ids, -1, III_EVENT_FORK, 0);
-	event->child_pid = child_tgid;
-	event->reserved = 0;
-	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
+	emit_fork(ids, child_tgid);
 	return 0;
 }
 

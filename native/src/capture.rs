@@ -30,7 +30,8 @@ pub struct Settings {
     pub cgroups_enabled: bool,
     pub mount_tracefs: bool,
     /// (nsfs device, inode) of the pid namespace whose numbering the programs use; None: the kernel's.
-    pub pid_namespace: Option<(u64, u64)>,
+    pub pid_namespace: Option<(u64, u64)>,    /// With a pid namespace: trace processes forked into it from outside.
+    pub adopt_entrants: bool,
 }
 
 #[derive(Default)]
@@ -203,12 +204,14 @@ impl Running {
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
         let filter_cgroups: u8 = settings.cgroups_enabled.into();
         let (pidns_dev, pidns_ino) = settings.pid_namespace.unwrap_or((0, 0));
+        let adopt_entrants: u8 = (settings.adopt_entrants && settings.pid_namespace.is_some()).into();
         let mut ebpf = EbpfLoader::new()
             .set_global("payload_limit", &payload_limit, true)
             .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
             .set_global("filter_cgroups", &filter_cgroups, true)
             .set_global("pidns_dev", &pidns_dev, true)
             .set_global("pidns_ino", &pidns_ino, true)
+            .set_global("adopt_entrants", &adopt_entrants, true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
             // Only used when a load fails (aya retries with a log buffer then); DEBUG is the
             // usual instruction-by-instruction trace, VERBOSE would be megabytes.
@@ -302,7 +305,13 @@ impl Running {
 
     pub fn remove_pid(&mut self, pid: u32) -> napi::Result<()> {
         match self.tgids.remove(&pid) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            // Not traced (any more: the exit probe forgets exited processes).
+            Err(aya::maps::MapError::SyscallError(ref e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(error("map", format!("removing pid {pid}: {e}"))),
         }
     }

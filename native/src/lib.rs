@@ -46,6 +46,9 @@ pub struct CaptureOptions {
     /// A pid namespace file (e.g. /proc/self/ns/pid): pids (given and reported) are numbered in that
     /// namespace, and processes outside it are never traced. Default: the kernel's own pids.
     pub pid_namespace: Option<String>,
+    /// With `pidNamespace`: trace every process forked into the namespace from outside it (a
+    /// container started into a pod's shared namespace), from birth. Default false.
+    pub adopt_namespace_entrants: Option<bool>,
 }
 
 #[napi(object)]
@@ -162,6 +165,7 @@ impl Capture {
                 .as_deref()
                 .map(pid_namespace_id)
                 .transpose()?,
+            adopt_entrants: options.adopt_namespace_entrants.unwrap_or(false),
         };
         let stats = Arc::new(ReaderStats::default());
         let callback_stats = stats.clone();

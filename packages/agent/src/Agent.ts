@@ -40,7 +40,8 @@ export interface AgentOptions {
   /**
    * Trace every process of the agent's pid namespace except the agent and its descendants (eBPF): the
    * sidecar setup, in a pod with `shareProcessNamespace: true`. Pids (`pids`, `trace`, spans) are then
-   * the namespace's; new processes are found by fork tracking and a /proc rescan every 2 s. Default false.
+   * the namespace's; new processes (children, restarted app containers) are traced from birth, and a
+   * /proc rescan every 2 s is the safety net. Default false.
    */
   readonly allPodProcesses?: boolean
   /** Proxy mode's addresses. */

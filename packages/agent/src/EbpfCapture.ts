@@ -26,7 +26,13 @@ import {
 import { decodeBatch } from "./internal/EventDecoder.js"
 import { BatchHeader, DEFAULT_PAYLOAD, MAX_PAYLOAD } from "./internal/EventLayout.js"
 import * as NativeAddon from "./internal/NativeAddon.js"
-import { checkProcMatches, listProcesses, ownNamespaceFile, targetsExcept } from "./internal/PidNamespace.js"
+import {
+  checkProcMatches,
+  listProcesses,
+  ownNamespaceFile,
+  rescanChanges,
+  targetsExcept
+} from "./internal/PidNamespace.js"
 
 /** @since 0.1.0 */
 export interface Options {
@@ -61,12 +67,12 @@ export interface Options {
   /**
    * Trace every process of this process's pid namespace except this process and its descendants
    * (implies `pidNamespace: "own"`; needs /proc mounted for that namespace): those in /proc at start,
-   * their future children (fork tracking, at once), and by a rescan of /proc every
-   * `rescanIntervalMs`, processes that appear without a traced parent (an app container restarted
-   * into the pod's shared namespace). Default false.
+   * from birth their future children and every process forked into the namespace from outside (an
+   * app container restarted into the pod's shared namespace), and, as a safety net, whatever a
+   * rescan of /proc every `rescanIntervalMs` finds untraced. Default false.
    */
   readonly traceAllInPidNamespace?: boolean
-  /** How often `traceAllInPidNamespace` rescans /proc. Default 2000 ms (a few file reads per process). */
+  /** How often `traceAllInPidNamespace` rescans /proc. Default 2000 ms (one small file read per process). */
   readonly rescanIntervalMs?: number
 }
 
@@ -147,6 +153,7 @@ const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
   if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
   if (options.pidNamespace === "own" || options.traceAllInPidNamespace === true)
     native.pidNamespace = ownNamespaceFile
+  if (options.traceAllInPidNamespace === true) native.adoptNamespaceEntrants = true
   return native
 }
 
@@ -167,11 +174,15 @@ const namespaceTargets = (options: Options) =>
     const explicit = new Set(options.pids ?? [])
     const rescan = (native: NativeAddon.NativeCapture) => {
       let scanned = initial
-      return Effect.try(() => {
-        const current = scan()
-        for (const pid of current) native.addPid(pid)
-        for (const pid of scanned) if (!current.has(pid) && !explicit.has(pid)) native.removePid(pid)
-        scanned = current
+      return Effect.try({
+        try: () => {
+          const current = scan()
+          const { add, remove } = rescanChanges(scanned, current, explicit)
+          for (const pid of add) native.addPid(pid)
+          for (const pid of remove) native.removePid(pid)
+          scanned = current
+        },
+        catch: toCaptureError
       }).pipe(
         Effect.catchAll((error) =>
           Effect.logWarning(`rescanning ${procRoot} for processes to trace failed`, error)

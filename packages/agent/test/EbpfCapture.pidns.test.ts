@@ -4,8 +4,9 @@
  * process), an HTTP server and the capture (test/fixtures/pidns-capture.ts, which prints what it
  * captured as JSON lines). The events must name processes by their pids in that namespace; a server
  * outside it, serving the same traffic, must produce nothing; a server that enters the namespace
- * later with no traced parent (`nsenter`, as a restarted app container does) is picked up by the
- * /proc rescan. Needs root (real eBPF, namespaces); skipped with the reason otherwise.
+ * later from outside (`nsenter`, as a restarted app container does) is traced from birth, with the
+ * /proc rescan turned far down so that only the kernel's adoption can explain it. Needs root (real
+ * eBPF, namespaces); skipped with the reason otherwise.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { readFileSync } from "node:fs"
@@ -15,7 +16,7 @@ import { fileURLToPath } from "node:url"
 import { Effect } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import * as EbpfCapture from "../src/EbpfCapture.js"
-import { listProcesses, parentPid, targetsExcept } from "../src/internal/PidNamespace.js"
+import { listProcesses, parentPid, rescanChanges, targetsExcept } from "../src/internal/PidNamespace.js"
 
 const availability = Effect.runSync(EbpfCapture.isAvailable)
 const skipReason = !availability.available
@@ -135,6 +136,13 @@ describe("PidNamespace (pure parts)", () => {
     expect([...targetsExcept(processes, 1)].sort((a, b) => a - b)).toEqual([5, 6, 7, 20])
   })
 
+  it("re-adds every current target on a rescan, removes the vanished ones unless given explicitly", () => {
+    expect(rescanChanges(new Set([1, 2, 3, 4]), new Set([1, 3, 5]), new Set([4]))).toEqual({
+      add: [1, 3, 5],
+      remove: [2]
+    })
+  })
+
   it("lists this process with its parent", () => {
     expect(listProcesses().get(process.pid)).toBe(process.ppid)
   })
@@ -155,7 +163,7 @@ describe("EbpfCapture in a pid namespace (real eBPF)", () => {
         "--kill-child",
         "sh",
         "-c",
-        '"$0" pidns-server.mjs & "$0" --experimental-transform-types --no-warnings --import ./ts-sources.mjs pidns-capture.ts & wait',
+        '"$0" pidns-server.mjs & "$0" --experimental-transform-types --no-warnings --import ./ts-sources.mjs pidns-capture.ts 3600000 & wait',
         node
       ])
       const [, insidePortText, insidePidText] = await namespace.stderr.wait(/^listening (\d+) (\d+)$/)
@@ -220,7 +228,8 @@ describe("EbpfCapture in a pid namespace (real eBPF)", () => {
       expect(all.filter((e) => e.localPort === outsidePort || e.peerPort === outsidePort)).toEqual([])
       expect(all.filter((e) => e.pid === capturePid || e.childPid === capturePid)).toEqual([])
 
-      // A server entering the namespace with no traced parent (its parent, nsenter, is outside).
+      // A server entering the namespace from outside (its parent, nsenter, is not in it), after the
+      // one rescan at start: the kernel adopts it at its fork, so its first request is captured.
       const shellHostPid = [...listProcesses()].find(([, ppid]) => ppid === namespace.child.pid)?.[0]
       expect(shellHostPid).toBeDefined()
       const late = start("nsenter", [
@@ -235,13 +244,16 @@ describe("EbpfCapture in a pid namespace (real eBPF)", () => {
       const latePort = Number(latePortText)
       const latePid = Number(latePidText)
       expect(hostPidOf(late.child.pid ?? 0, latePid)).not.toBe(latePid)
-      // The rescan (every 300 ms here) adds it; requests before that are not seen.
-      const lateAccept = await until("the late server's accept", (all) => {
-        const found = all.find((e) => e.kind === "accept" && e.localPort === latePort)
-        if (found === undefined) void get(latePort, "/late").catch(() => {})
-        return found
-      })
+      expect(await get(latePort, "/late")).toBe("hello /late")
+      const lateAccept = await until("the late server's accept", (all) =>
+        all.find((e) => e.kind === "accept" && e.localPort === latePort)
+      )
       expect(lateAccept).toMatchObject({ pid: latePid, tid: latePid })
+      expect(events().find((e) => e.kind === "fork" && e.childPid === latePid)).toMatchObject({
+        parentPid: 0
+      })
+      // The capture logs a warning when a rescan fails.
+      expect(namespace.stdout.all.filter((line) => line.includes("failed"))).toEqual([])
     },
     60_000
   )

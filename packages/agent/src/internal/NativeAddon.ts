@@ -24,6 +24,8 @@ export interface NativeCaptureOptions {
   mountTracefs?: boolean
   /** A pid namespace file (e.g. /proc/self/ns/pid) whose numbering the programs use. */
   pidNamespace?: string
+  /** With `pidNamespace`: trace processes forked into it from outside, from birth. */
+  adoptNamespaceEntrants?: boolean
 }
 
 export interface NativeCounters {

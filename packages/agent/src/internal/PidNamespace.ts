@@ -61,6 +61,20 @@ export const targetsExcept = (processes: ReadonlyMap<number, number>, self: numb
 }
 
 /**
+ * One rescan's map changes: every current target is (re)added (idempotent; covers a pid reused
+ * since the last scan), and pids added by the previous scan that are gone or now excluded are
+ * removed, unless they were asked for explicitly. Pure.
+ */
+export const rescanChanges = (
+  previous: ReadonlySet<number>,
+  current: ReadonlySet<number>,
+  explicit: ReadonlySet<number>
+): { readonly add: ReadonlyArray<number>; readonly remove: ReadonlyArray<number> } => ({
+  add: [...current],
+  remove: [...previous].filter((pid) => !current.has(pid) && !explicit.has(pid))
+})
+
+/**
  * Fails unless the /proc mount lists this namespace's pids: the scan would otherwise name processes
  * in another numbering (e.g. `unshare --pid --fork` without `--mount-proc`).
  */
