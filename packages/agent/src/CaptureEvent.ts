@@ -4,7 +4,9 @@
  *
  * - Times are unix nanoseconds (the kernel's monotonic clock shifted by the realtime offset the
  *   addon measures for every batch).
- * - `pid` is the process id (tgid), `tid` the thread id.
+ * - `pid` is the process id (tgid), `tid` the thread id: the kernel's numbers, or with
+ *   `EbpfCapture` option `pidNamespace: "own"` (or `traceAllInPidNamespace`) the numbers of the
+ *   capturing process's pid namespace, the ones its /proc shows.
  * - Addresses are text (`127.0.0.1`, `::1`). IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, what a
  *   dual-stack listener on `::` sees for IPv4 clients) are reported as family 4 with the IPv4
  *   address, since that is the peer that actually connected.
@@ -76,7 +78,11 @@ export interface CloseEvent {
   readonly fd: number
 }
 
-/** A traced process forked; the child is traced from then on. @since 0.1.0 */
+/**
+ * A traced process forked; the child is traced from then on. With `traceAllInPidNamespace`, also a
+ * process that entered the namespace from outside (a container started into it): `parentPid` 0.
+ * @since 0.1.0
+ */
 export interface ForkEvent {
   readonly kind: "fork"
   readonly timestampNs: bigint
