@@ -48,6 +48,11 @@ const tokenFile = Options.file("token-file").pipe(
 )
 // Text, not Options.integer: @effect/cli 0.77 rejects every value of a repeated integer option.
 const pids = Options.text("pid").pipe(Options.repeated, Options.withDescription("process to trace (eBPF)"))
+const allPodProcesses = Options.boolean("all-pod-processes").pipe(
+  Options.withDescription(
+    "trace every process of the agent's pid namespace but its own (the sidecar, with shareProcessNamespace: true)"
+  )
+)
 const cgroups = Options.text("cgroup").pipe(
   Options.repeated,
   Options.withDescription("cgroup v2 directory whose processes are traced (eBPF)")
@@ -119,6 +124,7 @@ export const command = Command.make(
     mode,
     tokenFile,
     pids,
+    allPodProcesses,
     cgroups,
     proxyListen,
     proxyUpstream,
@@ -165,9 +171,16 @@ export const command = Command.make(
         pidNumbers.push(Number(pid))
       }
       const hasCommand = config.commandLine.length > 0
-      if (!hasCommand && config.pids.length === 0 && config.cgroups.length === 0 && listen === undefined) {
+      if (
+        !hasCommand &&
+        !config.allPodProcesses &&
+        config.pids.length === 0 &&
+        config.cgroups.length === 0 &&
+        listen === undefined
+      ) {
         return yield* new Errors.AgentConfigError({
-          message: "nothing to trace: give --pid, --cgroup, -- COMMAND, or --proxy-listen/--proxy-upstream"
+          message:
+            "nothing to trace: give --pid, --cgroup, --all-pod-processes, -- COMMAND, or --proxy-listen/--proxy-upstream"
         })
       }
       const token = yield* Option.match(config.tokenFile, {
@@ -194,6 +207,7 @@ export const command = Command.make(
         identity,
         mode: config.mode,
         pids: pidNumbers,
+        allPodProcesses: config.allPodProcesses,
         cgroups: config.cgroups,
         proxy: listen === undefined || upstream === undefined ? undefined : { listen, upstream, egress },
         logLevel: config.logLevel

@@ -122,7 +122,8 @@ const agentSidecar = (c: Composition, component: Component, settings: RenderSett
   image: settings.agentImage,
   // A native sidecar (init container that keeps running): up before the app, down after it.
   restartPolicy: "Always",
-  args: ["agent"],
+  // Everything else comes from the III_* environment below.
+  args: ["agent", "--all-pod-processes"],
   env: [
     fieldRef("III_POD_NAME", "metadata.name"),
     fieldRef("III_NAMESPACE", "metadata.namespace"),
