@@ -163,7 +163,7 @@ describe("EbpfCapture in a pid namespace (real eBPF)", () => {
         "--kill-child",
         "sh",
         "-c",
-        '"$0" pidns-server.mjs & "$0" --experimental-transform-types --no-warnings --import ./ts-sources.mjs pidns-capture.ts 3600000 & wait',
+        '"$0" pidns-server.mjs & "$0" --experimental-transform-types --no-warnings --import ../../../../scripts/ts-sources.mjs pidns-capture.ts 3600000 & wait',
         node
       ])
       const [, insidePortText, insidePidText] = await namespace.stderr.wait(/^listening (\d+) (\d+)$/)

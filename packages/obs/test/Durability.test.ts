@@ -14,7 +14,7 @@ const spawnNode = (dataDir: string) =>
       "--experimental-transform-types",
       "--no-warnings",
       "--import",
-      fileURLToPath(new URL("../src/internal/source-hooks.mjs", import.meta.url)),
+      fileURLToPath(new URL("../../../scripts/ts-sources.mjs", import.meta.url)),
       fixture("obs-node-process.ts"),
       dataDir
     ]

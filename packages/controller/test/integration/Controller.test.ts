@@ -363,7 +363,7 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       [
         "--experimental-transform-types",
         "--import",
-        fixture("ts-hook.mjs"),
+        fileURLToPath(new URL("../../../../scripts/ts-sources.mjs", import.meta.url)),
         fixture("controller-process.ts")
       ],
       { env: { ...process.env, CONTROLLER_KUBECONFIG: kubeconfigFile }, stdio: ["ignore", "pipe", "inherit"] }

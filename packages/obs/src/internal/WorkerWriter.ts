@@ -18,7 +18,7 @@ const workerOptions = () => {
         "--experimental-transform-types",
         "--no-warnings",
         "--import",
-        new URL("./source-hooks.mjs", import.meta.url).href
+        new URL("../../../../scripts/ts-sources.mjs", import.meta.url).href
       ]
     : []
   return { script, execArgv }
