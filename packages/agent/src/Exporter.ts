@@ -16,7 +16,12 @@
 import { hostname } from "node:os"
 import { type Telemetry, TraceContext, WireProtocol } from "@iii/core"
 import { Context, Effect, Layer, Runtime, type Scope } from "effect"
-import { Destination, type DestinationCounters, type SealedBatch } from "./internal/Destination.js"
+import {
+  Destination,
+  type DestinationCounters,
+  type SealedBatch,
+  zeroCounters
+} from "./internal/Destination.js"
 
 export const ingestPath = "/v1/ingest"
 
@@ -146,18 +151,7 @@ class Batcher {
 }
 
 const sumCounters = (destinations: ReadonlyArray<Destination>): DestinationCounters => {
-  const total: DestinationCounters = {
-    batchesSent: 0,
-    batchesResent: 0,
-    batchesAcked: 0,
-    batchesDropped: 0,
-    spansDropped: 0,
-    metricsDropped: 0,
-    logsDropped: 0,
-    batchesRejected: 0,
-    connects: 0,
-    disconnects: 0
-  }
+  const total = zeroCounters()
   for (const destination of destinations) {
     for (const key of Object.keys(total) as Array<keyof DestinationCounters>) {
       total[key] += destination.counters[key]

@@ -47,19 +47,22 @@ export interface DestinationOptions {
 /** Errors that mean this batch will never be accepted: drop it rather than retry forever. */
 const permanentBatchErrors = new Set<WireProtocol.WireErrorCode>(["invalid_batch", "oversize", "malformed"])
 
+/** Every counter at zero. */
+export const zeroCounters = (): DestinationCounters => ({
+  batchesSent: 0,
+  batchesResent: 0,
+  batchesAcked: 0,
+  batchesDropped: 0,
+  spansDropped: 0,
+  metricsDropped: 0,
+  logsDropped: 0,
+  batchesRejected: 0,
+  connects: 0,
+  disconnects: 0
+})
+
 export class Destination {
-  readonly counters: DestinationCounters = {
-    batchesSent: 0,
-    batchesResent: 0,
-    batchesAcked: 0,
-    batchesDropped: 0,
-    spansDropped: 0,
-    metricsDropped: 0,
-    logsDropped: 0,
-    batchesRejected: 0,
-    connects: 0,
-    disconnects: 0
-  }
+  readonly counters: DestinationCounters = zeroCounters()
   /** Unacknowledged batches by seq, oldest first (Map keeps insertion order). */
   private readonly queue = new Map<number, SealedBatch>()
   /** Seqs written on the current connection. */

@@ -10,13 +10,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type Telemetry, WireProtocol } from "@iii/core"
+import type { Telemetry } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import { Context, Effect, Either, Exit, Layer, Option, Scope } from "effect"
-import WebSocket from "ws"
 import { parseAllDocuments } from "yaml"
 import { KubeClient, type KubeObject } from "../../src/KubeClient.js"
 import * as Cluster from "../fixtures/Cluster.js"
+import { ingest } from "../fixtures/ObsAgent.js"
 
 const canRunOpenssl = spawnSync("openssl", ["version"]).status === 0
 if (!canRunOpenssl) console.warn("aggregator TLS test skipped: the openssl command is not installed")
@@ -62,30 +62,6 @@ const span = (i: number): Telemetry.Span => {
     error: false
   }
 }
-
-/** Sends spans over wss, trusting `ca`, and waits for the durable ack. */
-const ingest = (url: string, ca: Buffer, spans: ReadonlyArray<Telemetry.Span>) =>
-  new Promise<void>((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace("https", "wss")}/v1/ingest`, { ca })
-    ws.on("error", reject)
-    ws.on("open", () => {
-      ws.send(
-        WireProtocol.encodeFrame({
-          type: "hello",
-          version: WireProtocol.PROTOCOL_VERSION,
-          agent: { id: "tls" }
-        })
-      )
-      ws.send(WireProtocol.encodeFrame({ type: "batch", seq: 1, spans: [...spans], metrics: [], logs: [] }))
-    })
-    ws.on("message", (data) => {
-      const frame = WireProtocol.decodeFrame(data as Buffer)
-      if (Either.isRight(frame) && frame.right.type === "ack") {
-        ws.close()
-        resolve()
-      } else if (Either.isRight(frame) && frame.right.type === "error") reject(new Error(frame.right.message))
-    })
-  })
 
 const shipped = parseAllDocuments(
   readFileSync(new URL("../../../../manifests/obs/external-metrics.yaml", import.meta.url), "utf8")
@@ -161,8 +137,8 @@ describe.skipIf(Cluster.skipReason !== undefined || !canRunOpenssl)(
       tlsPort = tls.port
       await ingest(
         tls.url,
-        readFileSync(obsCert.cert),
-        Array.from({ length: 20 }, (_, i) => span(i))
+        Array.from({ length: 20 }, (_, i) => span(i)),
+        { ca: readFileSync(obsCert.cert) }
       )
       // No kube-proxy: the shipped Service's name, made an ExternalName for the node's TLS port.
       const service = shippedOf("Service")

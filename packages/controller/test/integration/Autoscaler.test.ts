@@ -8,40 +8,15 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type Telemetry, WireProtocol } from "@iii/core"
+import type { Telemetry } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import { Context, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
-import WebSocket from "ws"
 import * as Controller from "../../src/Controller.js"
 import { apply, getOption, KubeClient, type KubeObject, pathOf, resources } from "../../src/KubeClient.js"
 import * as Cluster from "../fixtures/Cluster.js"
+import { ingest } from "../fixtures/ObsAgent.js"
 
 const ns = "auto"
-
-/** Sends `spans` to obs as an agent would, and waits for the durable ack. */
-const ingest = (url: string, spans: ReadonlyArray<Telemetry.Span>) =>
-  new Promise<void>((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace("http", "ws")}/v1/ingest`)
-    ws.on("error", reject)
-    ws.on("open", () => {
-      ws.send(
-        WireProtocol.encodeFrame({
-          type: "hello",
-          version: WireProtocol.PROTOCOL_VERSION,
-          agent: { id: "test-agent" }
-        })
-      )
-      ws.send(WireProtocol.encodeFrame({ type: "batch", seq: 1, spans: [...spans], metrics: [], logs: [] }))
-    })
-    ws.on("message", (data) => {
-      const frame = WireProtocol.decodeFrame(data as Buffer)
-      if (frame._tag === "Right" && frame.right.type === "ack") {
-        ws.close()
-        resolve()
-      } else if (frame._tag === "Right" && frame.right.type === "error")
-        reject(new Error(frame.right.message))
-    })
-  })
 
 const slowSpans = (count: number): ReadonlyArray<Telemetry.Span> => {
   const now = BigInt(Date.now()) * 1_000_000n
