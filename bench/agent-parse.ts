@@ -12,7 +12,7 @@
  * ≥ 50,000 requests/s), and the whole EventProcessor (spans, routes, RED sketches) with a null sink.
  * Median of 7 rounds.
  */
-import type { CaptureEvent } from "@iii/agent/CaptureEvent"
+import type { CaptureEvent, Syscall } from "@iii/agent/CaptureEvent"
 import { ConnectionTracker } from "@iii/agent/ConnectionTracker"
 import { EventProcessor } from "@iii/agent/EventProcessor"
 import { prng } from "../packages/core/test/fixtures/prng.ts"
@@ -72,44 +72,26 @@ const tick = () => {
 const pid = 4242
 const push = (fd: number, direction: "ingress" | "egress", text: string, total = text.length) => {
   const payload = Buffer.from(text.length > PAYLOAD ? text.slice(0, PAYLOAD) : text, "latin1")
+  const read = (syscall: Syscall, totalLength: number, bytes: Buffer) =>
+    events.push({
+      kind: "data",
+      timestampNs: tick(),
+      pid,
+      tid: pid,
+      fd,
+      direction,
+      syscall,
+      totalLength,
+      payload: bytes
+    })
   // 5% of messages arrive split over two reads.
   if (random() < 0.05 && payload.length > 10 && total === text.length) {
     const at = int(1, payload.length - 1)
-    events.push({
-      kind: "data",
-      timestampNs: tick(),
-      pid,
-      tid: pid,
-      fd,
-      direction,
-      syscall: "read",
-      totalLength: at,
-      payload: payload.subarray(0, at)
-    })
-    events.push({
-      kind: "data",
-      timestampNs: tick(),
-      pid,
-      tid: pid,
-      fd,
-      direction,
-      syscall: "read",
-      totalLength: total - at,
-      payload: payload.subarray(at)
-    })
+    read("read", at, payload.subarray(0, at))
+    read("read", total - at, payload.subarray(at))
     return
   }
-  events.push({
-    kind: "data",
-    timestampNs: tick(),
-    pid,
-    tid: pid,
-    fd,
-    direction,
-    syscall: direction === "ingress" ? "read" : "write",
-    totalLength: total,
-    payload
-  })
+  read(direction === "ingress" ? "read" : "write", total, payload)
 }
 
 for (let c = 0; c < CONNECTIONS; c++) {

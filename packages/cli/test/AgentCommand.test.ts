@@ -19,6 +19,20 @@ const agent = async (...args: Array<string>) => {
   return { exit, code }
 }
 
+/** An agent in proxy mode (no privileges needed) whose obs and app are unreachable ports. */
+const proxyMode = [
+  "--obs",
+  "ws://127.0.0.1:9",
+  "--service",
+  "cli-test",
+  "--mode",
+  "proxy",
+  "--proxy-listen",
+  "127.0.0.1:0",
+  "--proxy-upstream",
+  "127.0.0.1:9"
+]
+
 const failure = (exit: Exit.Exit<unknown, unknown>) =>
   Exit.isFailure(exit) ? JSON.stringify(exit.cause) : "succeeded"
 
@@ -28,59 +42,20 @@ describe("iii agent", () => {
   })
 
   it("runs a command under the agent (proxy mode) and exits with its exit status", async () => {
-    const { exit, code } = await agent(
-      "--obs",
-      "ws://127.0.0.1:9",
-      "--service",
-      "cli-test",
-      "--mode",
-      "proxy",
-      "--proxy-listen",
-      "127.0.0.1:0",
-      "--proxy-upstream",
-      "127.0.0.1:9",
-      "--",
-      "sh",
-      "-c",
-      "exit 3"
-    )
+    const { exit, code } = await agent(...proxyMode, "--", "sh", "-c", "exit 3")
     expect(Exit.isSuccess(exit)).toBe(true)
     expect(code).toBe(3)
   })
 
   it("reports a command killed by a signal as 128 + signal number", async () => {
-    const { code } = await agent(
-      "--obs",
-      "ws://127.0.0.1:9",
-      "--service",
-      "cli-test",
-      "--mode",
-      "proxy",
-      "--proxy-listen",
-      "127.0.0.1:0",
-      "--proxy-upstream",
-      "127.0.0.1:9",
-      "--",
-      "sh",
-      "-c",
-      "kill -TERM $$"
-    )
+    const { code } = await agent(...proxyMode, "--", "sh", "-c", "kill -TERM $$")
     expect(code).toBe(143)
   })
 
   it("passes signals it receives through to the command", async () => {
     const marker = join(mkdtempSync(join(tmpdir(), "iii-agent-cli-")), "started")
     const running = agent(
-      "--obs",
-      "ws://127.0.0.1:9",
-      "--service",
-      "cli-test",
-      "--mode",
-      "proxy",
-      "--proxy-listen",
-      "127.0.0.1:0",
-      "--proxy-upstream",
-      "127.0.0.1:9",
+      ...proxyMode,
       "--",
       "sh",
       "-c",

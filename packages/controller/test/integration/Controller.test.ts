@@ -98,6 +98,16 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     })
     return list.items.map((i) => i.metadata?.name ?? "").sort()
   }
+
+  /** Each composition Progressing, with exactly one Deployment, Service and HPA of each kind it declares. */
+  const expectConverged = async (names: ReadonlyArray<string>) => {
+    for (const name of names) {
+      await waitForCondition(name, "Progressing", "True")
+      expect(await childNames("Deployment", name)).toEqual([`${name}-api`, `${name}-worker`])
+      expect(await childNames("Service", name)).toEqual([`${name}-api`, `${name}-worker`])
+      expect(await childNames("HorizontalPodAutoscaler", name)).toEqual([`${name}-api`])
+    }
+  }
   const setReady = (deployment: string, ready: number) =>
     request({
       method: "PATCH",
@@ -340,12 +350,7 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     await first.stop()
     const second = await Cluster.startController(cluster, { leaderElection: undefined })
     try {
-      for (const name of names) {
-        await waitForCondition(name, "Progressing", "True")
-        expect(await childNames("Deployment", name)).toEqual([`${name}-api`, `${name}-worker`])
-        expect(await childNames("Service", name)).toEqual([`${name}-api`, `${name}-worker`])
-        expect(await childNames("HorizontalPodAutoscaler", name)).toEqual([`${name}-api`])
-      }
+      await expectConverged(names)
     } finally {
       await second.stop()
     }
@@ -393,12 +398,7 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
 
       const second = await Cluster.startController(cluster, { leaderElection: undefined })
       try {
-        for (const name of names) {
-          await waitForCondition(name, "Progressing", "True")
-          expect(await childNames("Deployment", name)).toEqual([`${name}-api`, `${name}-worker`])
-          expect(await childNames("Service", name)).toEqual([`${name}-api`, `${name}-worker`])
-          expect(await childNames("HorizontalPodAutoscaler", name)).toEqual([`${name}-api`])
-        }
+        await expectConverged(names)
         expect(await deployments()).toBe(40)
       } finally {
         await second.stop()
