@@ -9,8 +9,14 @@
  *   OBS_BENCH_SECONDS=10 npm run bench:ingest
  *
  * Load generation: each connection keeps `WINDOW` batches in flight (sends the next when one is
- * acked). Batches come from an encoded template whose seq and trace ids are rewritten per batch,
- * so every batch is unique but the client spends almost no CPU encoding (see obs-support.ts).
+ * acked). Batches come from an encoded template whose seq, trace ids and start times are rewritten
+ * per batch, so every batch is unique but the client spends almost no CPU encoding (see
+ * obs-support.ts). Span start times are the send time (span i of a batch starts i µs after it), as
+ * an agent's spans of requests just served would be. OBS_BENCH_FIXED_START=1 sends the template's
+ * start times unchanged instead, as this bench did before: every batch then carries the same 500
+ * start times for the whole run, which no agent produces and which scatters each commit's inserts
+ * over the whole (service, start time) index (about half the throughput; shown for comparison).
+ * The report includes the node's per-thread CPU and the client's own CPU: both share the 2 cores.
  */
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -25,6 +31,7 @@ const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 60)
 const CONNECTIONS = 4
 const SPANS_PER_BATCH = 500
 const WINDOW = Number(process.env.OBS_BENCH_WINDOW ?? 4)
+const FIXED_START = process.env.OBS_BENCH_FIXED_START === "1"
 const WARMUP_SECONDS = Math.min(5, SECONDS / 6)
 
 const dir = mkdtempSync(join(tmpdir(), "iii-bench-ingest-"))
@@ -44,7 +51,15 @@ const runConnection = (index: number, stopAt: number, measureFrom: number, stats
     const sendNext = () => {
       seq++
       sentAt.set(seq, performance.now())
-      ws.send(template.stamp(seq, BigInt(index * 1_000_000 + seq)))
+      ws.send(
+        template.stamp(
+          seq,
+          BigInt(index * 1_000_000 + seq),
+          FIXED_START
+            ? undefined
+            : BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n
+        )
+      )
     }
     ws.on("open", () =>
       ws.send(
@@ -93,12 +108,17 @@ const stats: Stats = { acked: 0, latencies: [] }
 // Per-thread CPU over the measured interval: which thread limits throughput, and the CPU cost per
 // span, a figure that other load on the machine disturbs far less than the rate.
 let cpuAtMeasureStart = new Map<string, { run: number; wait: number }>()
+// The load generator's own CPU too: it shares the 2 cores with the node.
+let clientCpuAtStart = process.cpuUsage()
 setTimeout(() => {
   cpuAtMeasureStart = threadCpuSeconds(node.child.pid)
+  clientCpuAtStart = process.cpuUsage()
 }, measureFrom - performance.now()).unref()
 let cpuAtStop = new Map<string, { run: number; wait: number }>()
+let clientCpu = { user: 0, system: 0 }
 setTimeout(() => {
   cpuAtStop = threadCpuSeconds(node.child.pid)
+  clientCpu = process.cpuUsage(clientCpuAtStart)
 }, stopAt - performance.now()).unref()
 // LMDB's memory map counts in the resident set; sample the private (anonymous) part separately.
 let peakAnon = 0
@@ -129,15 +149,19 @@ const threads = Array.from(cpuAtStop, ([thread, t]) => ({
   .sort((a, b) => b.seconds - a.seconds)
 const cpuTotal = threads.reduce((n, t) => n + t.seconds, 0)
 console.log(
-  `  node CPU           ${fmt((cpuTotal * 1e6) / Math.max(1, stats.acked), 1)} µs per span; busiest threads: ` +
+  `  node CPU           ${fmt((cpuTotal * 1e6) / Math.max(1, stats.acked), 1)} µs per span; threads (≥ 2%): ` +
     threads
-      .slice(0, 3)
+      .filter((t) => t.seconds / measuredSeconds >= 0.02)
       .map(
         (t) =>
           `${t.thread.split(" ").slice(1).join(" ")} ${fmt((100 * t.seconds) / measuredSeconds)}% ` +
           `(+${fmt((100 * t.waiting) / measuredSeconds)}% waiting for a CPU)`
       )
       .join(", ")
+)
+console.log(
+  `  client CPU         ${fmt((100 * (clientCpu.user + clientCpu.system)) / 1e6 / measuredSeconds)}% of a core ` +
+    `(${fmt((clientCpu.user + clientCpu.system) / Math.max(1, stats.acked), 1)} µs per span: stamping frames, reading acks)`
 )
 const busiest = threads[0]
 if (busiest !== undefined)

@@ -93,9 +93,11 @@ export const makeSpan = (i: number, startNano: bigint, trace = i): Telemetry.Spa
 }
 
 /**
- * An encoded batch frame whose seq and trace ids can be rewritten in place: `stamp(seq, batchId)`
- * returns a fresh frame with that seq and trace ids unique to (connection, batch), byte-identical in
- * size and shape to what the wire codec would produce for such a batch.
+ * An encoded batch frame whose seq, trace ids and start times can be rewritten in place:
+ * `stamp(seq, batchId, startNano)` returns a fresh frame with that seq, trace ids unique to
+ * (connection, batch) and span i starting at `startNano + i µs` (like an agent's batch of requests
+ * just served; the template's own start time when omitted), byte-identical in size and shape to what
+ * the wire codec would produce for such a batch.
  */
 export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
   const seqMarker = 0x7fffffff
@@ -108,14 +110,25 @@ export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
   const traceAt: Array<number> = []
   for (let at = bytes.indexOf(traceMarker); at >= 0; at = bytes.indexOf(traceMarker, at + 1))
     traceAt.push(at + 8)
-  if (seqAt < 0 || traceAt.length !== spansPerBatch) throw new Error("frame template markers not found")
+  // Start times are msgpack int64s (0xd3 + 8 bytes big-endian).
+  const startAt = spans.map((s) => {
+    const encoded = Buffer.alloc(9)
+    encoded[0] = 0xd3
+    encoded.writeBigInt64BE(s.startTimeUnixNano, 1)
+    return bytes.indexOf(encoded) + 1
+  })
+  if (seqAt < 0 || traceAt.length !== spansPerBatch || startAt.includes(0))
+    throw new Error("frame template markers not found")
   return {
     bytes: bytes.length,
-    stamp: (seq: number, batchId: bigint): Buffer => {
+    stamp: (seq: number, batchId: bigint, batchStartNano?: bigint): Buffer => {
       const frame = Buffer.from(bytes)
       frame.writeUInt32BE(seq, seqAt + 1)
       for (let i = 0; i < traceAt.length; i++)
         frame.writeBigUInt64BE((batchId << 16n) | BigInt(i), traceAt[i] ?? 0)
+      if (batchStartNano !== undefined)
+        for (let i = 0; i < startAt.length; i++)
+          frame.writeBigInt64BE(batchStartNano + BigInt(i) * 1000n, startAt[i] ?? 0)
       return frame
     }
   }
