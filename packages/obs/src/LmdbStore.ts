@@ -5,11 +5,12 @@
  */
 import { Context, Effect, Layer, type Scope } from "effect"
 import { StoreError } from "./Errors.js"
-import { openLayout, structuresKey } from "./internal/LmdbLayout.js"
+import { openLayout } from "./internal/LmdbLayout.js"
 import * as Read from "./internal/LmdbRead.js"
 import { deleteOlderThan } from "./internal/LmdbRetention.js"
-import { applyBatches, makeWriteState, type WriteState } from "./internal/LmdbWrite.js"
+import { applyPlan, makeWriteState, type WriteState } from "./internal/LmdbWrite.js"
 import * as WorkerWriter from "./internal/WorkerWriter.js"
+import { planRound } from "./internal/WritePlan.js"
 import {
   SpanReader,
   type SpanReaderService,
@@ -26,8 +27,9 @@ export interface LmdbStoreConfig {
   /** Initial map size in bytes (default 1 GiB); lmdb grows it as data arrives. */
   readonly mapSize?: number
   /**
-   * Run write transactions in a worker thread (default false): encoding and LMDB puts then use
-   * another core while this thread serves sockets and queries. `ObsNode` turns it on.
+   * Run write transactions in a worker thread (default false): LMDB puts and commits then use
+   * another core while this thread serves sockets, decodes, encodes the records (`WritePlan`) and
+   * answers queries. `ObsNode` turns it on.
    */
   readonly writerThread?: boolean
 }
@@ -60,7 +62,8 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           // lmdb's asynchronous transaction: built on this thread, committed by lmdb's writer thread
           // while the next one builds; `flushed` then waits for the fsync that makes it durable.
           try: async () => {
-            const outcomes = await layout.env.transaction(() => applyBatches(layout, state, batches))
+            const plan = planRound(batches)
+            const outcomes = await layout.env.transaction(() => applyPlan(layout, state, plan))
             await layout.env.flushed
             return outcomes
           },
@@ -102,7 +105,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           const spans = layout.spans.getStats() as { entryCount?: number }
           return {
             bytes: (env.pageSize ?? 4096) * ((env.lastPageNumber ?? 0) + 1),
-            spans: (spans.entryCount ?? 0) - (layout.spans.get(structuresKey as never) === undefined ? 0 : 1)
+            spans: spans.entryCount ?? 0
           }
         })
     }

@@ -119,4 +119,20 @@ describe("ingest", () => {
     expect((await agent.closedWith()).code).toBe(1008)
     expect(await spanCount(traceId(1030))).toBe(1)
   })
+
+  it("stores nothing of a batch with one bad span among good ones", async () => {
+    const agent = new TestAgent(node.url)
+    await agent.hello("agent-mixed")
+    const bad = { ...span({ trace: 1041 }), durationNano: -5 }
+    agent.send(batch(1, [span({ trace: 1040 }), bad, span({ trace: 1042 })]))
+    expect(await agent.error()).toMatchObject({ code: "invalid_batch", seq: 1, fatal: false })
+    agent.send(batch(2, [span({ trace: 1043 })]))
+    expect(await agent.ack(2)).toEqual({ type: "ack", seq: 2 })
+    expect([
+      await spanCount(traceId(1040)),
+      await spanCount(traceId(1042)),
+      await spanCount(traceId(1043))
+    ]).toEqual([0, 0, 1])
+    agent.close()
+  })
 })

@@ -6,10 +6,10 @@
 import type { Telemetry } from "@iii/core"
 
 /** Bumped when a layout below changes incompatibly; checked at open. */
-export const layoutVersion = 1
+export const layoutVersion = 2
 
 export const dbNames = {
-  /** [traceId, spanId] → StoredSpan */
+  /** [traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
   /** [service, startMicros, traceId, spanId] → ServiceIndexValue */
   byService: "span-by-service",

@@ -14,6 +14,7 @@ import type {
   TimeKey
 } from "./Keys.js"
 import { dbNames, layoutVersion } from "./Keys.js"
+import { plannedDbs } from "./WritePlan.js"
 
 // lmdb types keys as its own `Key` union; our tuples are readonly arrays of strings and numbers.
 // biome-ignore lint/suspicious/noExplicitAny: lmdb's Key type does not accept readonly tuples
@@ -21,7 +22,8 @@ type K<T> = T & any
 
 export interface Layout {
   readonly env: RootDatabase
-  readonly spans: Database<Telemetry.Span, K<SpanKey>>
+  /** Values are `SpanRecord` bytes. */
+  readonly spans: Database<Uint8Array, K<SpanKey>>
   readonly byService: Database<ServiceIndexValue, K<ServiceKey>>
   readonly byStatus: Database<readonly [service: string, route: string], K<StatusKey>>
   readonly byCorrelation: Database<1, K<CorrelationKey>>
@@ -32,6 +34,11 @@ export interface Layout {
   readonly agents: Database<number, string>
   readonly services: Database<ServiceInfoValue, string>
   readonly meta: Database<number, string>
+  /**
+   * The databases a `WritePlan` fills, in `plannedDbs` order, opened for already-encoded keys and
+   * values (the same databases as above, whose handles encode keys and decode values).
+   */
+  readonly planned: ReadonlyArray<Database<Uint8Array, Uint8Array>>
 }
 
 /** Key under which a record database keeps its shared msgpack structures (one extra entry). */
@@ -64,9 +71,16 @@ export const openLayout = (options: OpenOptions): Layout => {
       // is encoded without repeating its field names.
       ...(records && { sharedStructuresKey: structuresKey })
     })
+  const binary = (name: string) =>
+    env.openDB<Uint8Array, Uint8Array>({ name, encoding: "binary", keyEncoding: "binary", cache: false })
   const layout: Layout = {
     env,
-    spans: db(dbNames.spans, true),
+    spans: env.openDB<Uint8Array, K<SpanKey>>({
+      name: dbNames.spans,
+      encoding: "binary",
+      keyEncoding: "ordered-binary",
+      cache: false
+    }),
     byService: db(dbNames.byService),
     byStatus: db(dbNames.byStatus),
     byCorrelation: db(dbNames.byCorrelation),
@@ -76,7 +90,8 @@ export const openLayout = (options: OpenOptions): Layout => {
     metrics: db(dbNames.metrics, true),
     agents: db(dbNames.agents),
     services: db(dbNames.services),
-    meta: db(dbNames.meta)
+    meta: db(dbNames.meta),
+    planned: plannedDbs.map((name) => binary(dbNames[name]))
   }
   const found = layout.meta.get("layout")
   if (found === undefined) layout.meta.putSync("layout", layoutVersion)

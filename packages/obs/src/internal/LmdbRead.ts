@@ -4,14 +4,14 @@ import type { RedCell, ServiceInfo, TracePage, TraceQuery, TraceSummary } from "
 import { decodeCursor, encodeCursor, newestFirst, type Position } from "./Cursor.js"
 import { allRoutes, maxKeyPart, micros, type ServiceIndexValue, statusIndexed } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
+import * as SpanRecord from "./SpanRecord.js"
 
 /** Index entries one search may examine per service before it returns a page and a cursor. */
 export const searchScanLimit = 100_000
 
 export const readTrace = (layout: Layout, traceId: string): ReadonlyArray<Telemetry.Span> => {
-  const spans = Array.from(
-    layout.spans.getRange({ start: [traceId], end: [traceId, maxKeyPart] }),
-    (e) => e.value
+  const spans = Array.from(layout.spans.getRange({ start: [traceId], end: [traceId, maxKeyPart] }), (e) =>
+    SpanRecord.decode(traceId, (e.key as [string, string])[1], e.value)
   )
   return spans.sort((a, b) =>
     a.startTimeUnixNano < b.startTimeUnixNano

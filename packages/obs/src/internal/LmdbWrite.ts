@@ -1,22 +1,13 @@
 /**
- * The ingest write path: applies many agent batches inside one LMDB write transaction (group commit).
- * Runs synchronously inside lmdb's transaction callback, so reads here see this transaction's writes.
+ * The ingest write path: applies a planned round of agent batches (`WritePlan.ts`) inside one LMDB
+ * write transaction (group commit). Runs synchronously inside lmdb's transaction callback, so reads
+ * here see this transaction's writes.
  */
-import { Telemetry } from "@iii/core"
-import type { IngestBatch, WriteOutcome } from "../Store.js"
-import {
-  correlationKey,
-  logCorrelationKey,
-  micros,
-  routeOf,
-  type ServiceInfoValue,
-  serviceKey,
-  spanKey,
-  statusIndexed,
-  statusKey
-} from "./Keys.js"
+import type { WriteOutcome } from "../Store.js"
+import { logCorrelationKey, micros, type ServiceInfoValue } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { RedDeltas } from "./Red.js"
+import type { WritePlan } from "./WritePlan.js"
 
 /** How stale a service's `lastSeen` may get before a write refreshes it (keeps writes rare). */
 const lastSeenRefreshNano = 10_000_000_000n
@@ -32,22 +23,38 @@ export const makeWriteState = (layout: Layout): WriteState => {
   return { services }
 }
 
-export const applyBatches = (
+export const applyPlan = (
   layout: Layout,
   state: WriteState,
-  batches: ReadonlyArray<IngestBatch>
+  plan: WritePlan
 ): ReadonlyArray<WriteOutcome> => {
   const red = new RedDeltas()
   const highWater = new Map<string, number>()
   const outcomes: Array<WriteOutcome> = []
-  for (const batch of batches) {
+  const { table, bytes } = plan
+  let entry = 0
+  let offset = 0
+  for (const batch of plan.batches) {
+    const end = entry + batch.entries
     const previous = highWater.get(batch.agentId) ?? layout.agents.get(batch.agentId) ?? 0
     if (batch.seq <= previous) {
+      for (; entry < end; entry++) offset += (table[entry * 3 + 1] ?? 0) + (table[entry * 3 + 2] ?? 0)
       outcomes.push("duplicate")
       continue
     }
     highWater.set(batch.agentId, batch.seq)
-    for (const span of batch.spans) writeSpan(layout, state, red, span)
+    for (; entry < end; entry++) {
+      const t = entry * 3
+      const valueStart = offset + (table[t + 1] ?? 0)
+      const valueEnd = valueStart + (table[t + 2] ?? 0)
+      layout.planned[table[t] ?? 0]?.put(
+        bytes.subarray(offset, valueStart),
+        bytes.subarray(valueStart, valueEnd)
+      )
+      offset = valueEnd
+    }
+    red.addData(batch.red)
+    for (const [service, seen] of batch.services) noteService(layout, state, service, seen)
     batch.logs.forEach((log, index) => {
       const time = micros(log.timeUnixNano)
       const ck = logCorrelationKey(log)
@@ -64,43 +71,25 @@ export const applyBatches = (
   return outcomes
 }
 
-const writeSpan = (layout: Layout, state: WriteState, red: RedDeltas, span: Telemetry.Span) => {
-  const statusCode = span.http?.statusCode ?? 0
-  const route = routeOf(span)
-  layout.spans.put(spanKey(span), span)
-  layout.byService.put(serviceKey(span), [
-    route,
-    statusCode,
-    span.durationNano,
-    span.error ? 1 : 0,
-    span.correlationId === span.traceId ? "" : span.correlationId
-  ])
-  const cls = Telemetry.statusClass(span.http?.statusCode)
-  if (statusIndexed(cls)) layout.byStatus.put(statusKey(span, cls), [span.service, route])
-  // Most spans are correlated by their own trace id, which the spans table already answers.
-  if (span.correlationId !== span.traceId) layout.byCorrelation.put(correlationKey(span), 1)
-  if (span.kind === "server") {
-    red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
-  }
-  const known = state.services.get(span.service)
+/** Records a batch's sighting of a service; writes only when labels changed or lastSeen went stale. */
+const noteService = (layout: Layout, state: WriteState, service: string, seen: ServiceInfoValue) => {
+  const known = state.services.get(service)
   if (
     known === undefined ||
-    span.startTimeUnixNano - known.lastSeenUnixNano > lastSeenRefreshNano ||
-    (span.component !== undefined && known.component !== span.component) ||
-    (span.composition !== undefined && known.composition !== span.composition) ||
-    (span.namespace !== undefined && known.namespace !== span.namespace)
+    seen.lastSeenUnixNano - known.lastSeenUnixNano > lastSeenRefreshNano ||
+    (seen.component !== undefined && known.component !== seen.component) ||
+    (seen.composition !== undefined && known.composition !== seen.composition) ||
+    (seen.namespace !== undefined && known.namespace !== seen.namespace)
   ) {
     const info: ServiceInfoValue = {
       ...known,
-      ...(span.component !== undefined && { component: span.component }),
-      ...(span.composition !== undefined && { composition: span.composition }),
-      ...(span.namespace !== undefined && { namespace: span.namespace }),
+      ...seen,
       lastSeenUnixNano:
-        known !== undefined && known.lastSeenUnixNano > span.startTimeUnixNano
+        known !== undefined && known.lastSeenUnixNano > seen.lastSeenUnixNano
           ? known.lastSeenUnixNano
-          : span.startTimeUnixNano
+          : seen.lastSeenUnixNano
     }
-    state.services.set(span.service, info)
-    layout.services.put(span.service, info)
+    state.services.set(service, info)
+    layout.services.put(service, info)
   }
 }

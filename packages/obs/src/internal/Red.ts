@@ -3,11 +3,21 @@
  * sketch (core's LatencySketch, milliseconds). `RedDeltas` accumulates a transaction's spans in memory,
  * then merges each touched cell into the stored one with one read and one write.
  */
-import { LatencySketch } from "@iii/core"
+import { LatencySketch, type Telemetry } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
 import { type RedCell, rollupBucketSeconds } from "../Store.js"
 import { allRoutes, type RedCellValue } from "./Keys.js"
+
+/** One cell's delta as plain data, to hand from the ingest thread to the writer thread. */
+export interface RedCellDelta {
+  readonly service: string
+  readonly route: string
+  readonly bucket: number
+  readonly count: number
+  readonly errors: number
+  readonly sketch: SketchData
+}
 
 interface Delta {
   readonly service: string
@@ -17,6 +27,8 @@ interface Delta {
   errors: number
   readonly sketch: LatencySketch.LatencySketch
 }
+
+type SketchData = Telemetry.SketchData
 
 export const bucketOf = (startUnixNano: bigint): number => {
   const sec = Number(startUnixNano / 1_000_000_000n)
@@ -42,6 +54,30 @@ export class RedDeltas {
     cell.count++
     if (error) cell.errors++
     LatencySketch.add(cell.sketch, durationNano / 1e6)
+  }
+
+  /** The route cells recorded so far, as data (see `addData`). */
+  toData(): Array<RedCellDelta> {
+    return Array.from(this.cells.values(), (c) => ({
+      service: c.service,
+      route: c.route,
+      bucket: c.bucket,
+      count: c.count,
+      errors: c.errors,
+      sketch: LatencySketch.toData(c.sketch)
+    }))
+  }
+
+  /** Adds cell deltas recorded by another `RedDeltas` (`toData`). */
+  addData(deltas: ReadonlyArray<RedCellDelta>): void {
+    for (const d of deltas) {
+      const sketch = Either.getOrUndefined(LatencySketch.fromData(d.sketch))
+      if (sketch === undefined) continue
+      const cell = this.cell(d.service, d.route, d.bucket)
+      cell.count += d.count
+      cell.errors += d.errors
+      LatencySketch.merge(cell.sketch, sketch)
+    }
   }
 
   /**

@@ -1,12 +1,14 @@
 /**
- * A `SpanWriter` whose transactions run in a worker thread (`WriterWorker.ts`), so that encoding
- * and LMDB puts use the second core while the main thread reads sockets, decodes and serves queries.
+ * A `SpanWriter` whose transactions run in a worker thread (`WriterWorker.ts`), so that LMDB puts
+ * and commits use the second core while the main thread reads sockets, decodes, plans the records
+ * (`WritePlan.ts`) and serves queries.
  * Same semantics as the in-thread writer: `write` succeeds after the round is durable.
  */
 import { Worker } from "node:worker_threads"
 import { Effect, type Scope } from "effect"
 import { StoreError } from "../Errors.js"
 import type { SpanWriterService, WriteOutcome } from "../Store.js"
+import { planRound, transferList } from "./WritePlan.js"
 import type { WriterReply, WriterRequest } from "./WriterWorker.js"
 
 /** Running from TypeScript sources (tests), the worker needs Node's type stripping and our resolver. */
@@ -20,7 +22,8 @@ const workerOptions = () => {
         "--import",
         new URL("../../../../scripts/ts-sources.mjs", import.meta.url).href
       ]
-    : []
+    : // Built: inherit the process's flags (e.g. --cpu-prof profiles the writer thread too).
+      undefined
   return { script, execArgv }
 }
 
@@ -44,7 +47,7 @@ export const make = (config: {
     const worker = yield* Effect.acquireRelease(
       Effect.async<Worker, StoreError>((resume) => {
         const { script, execArgv } = workerOptions()
-        const w = new Worker(script, { workerData: config, execArgv })
+        const w = new Worker(script, { workerData: config, ...(execArgv !== undefined && { execArgv }) })
         const failed = (cause: unknown) =>
           resume(Effect.fail(new StoreError({ operation: "open writer thread", cause })))
         w.once("error", failed)
@@ -81,9 +84,10 @@ export const make = (config: {
               if (dead !== undefined) return reject(dead)
               const id = ++nextId
               pending.set(id, { resolve, reject })
-              // The decoded batches go by structured clone; the main thread already decoded and
-              // validated them, so the writer thread does not decode the wire frames again.
-              worker.postMessage({ id, batches } satisfies WriterRequest)
+              // Records and index entries are encoded here (this thread already decoded and
+              // validated the frames) and their bytes transferred, so the writer thread only puts.
+              const plan = planRound(batches)
+              worker.postMessage({ id, plan } satisfies WriterRequest, transferList(plan))
             }),
           catch: (cause) => new StoreError({ operation: "write", cause })
         })

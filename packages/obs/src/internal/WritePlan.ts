@@ -1,0 +1,166 @@
+/**
+ * A round of ingest batches turned into what LMDB stores, before the write transaction: every span
+ * record and index entry as encoded key and value bytes in one buffer, RED deltas and service
+ * sightings pre-aggregated per batch. Built on the ingest thread (which has already decoded and
+ * validated the spans), then handed to the writer (thread) by transferring the buffer, so the
+ * writer's transaction only copies bytes into LMDB. Batches stay separate because the writer decides
+ * per batch, inside the transaction, whether it is a duplicate.
+ */
+import { Telemetry } from "@iii/core"
+// lmdb turns on ordered-binary's null termination when loaded; keys written here must match its own.
+import "lmdb"
+import { Packr } from "msgpackr"
+import { writeKey } from "ordered-binary"
+import type { IngestBatch } from "../Store.js"
+import {
+  correlationKey,
+  routeOf,
+  type ServiceIndexValue,
+  type ServiceInfoValue,
+  serviceKey,
+  spanKey,
+  statusIndexed,
+  statusKey
+} from "./Keys.js"
+import { type RedCellDelta, RedDeltas } from "./Red.js"
+import * as SpanRecord from "./SpanRecord.js"
+
+/** The databases planned entries go to, by their index in the plan's entry table. */
+export const plannedDbs = ["spans", "byService", "byStatus", "byCorrelation"] as const
+export type PlannedDb = (typeof plannedDbs)[number]
+const SPANS = 0
+const BY_SERVICE = 1
+const BY_STATUS = 2
+const BY_CORRELATION = 3
+
+export interface PlannedBatch {
+  readonly agentId: string
+  readonly seq: number
+  /** How many entries of the plan's table belong to this batch (batches follow one another). */
+  readonly entries: number
+  /** RED cell deltas of the batch's server spans. */
+  readonly red: ReadonlyArray<RedCellDelta>
+  /** Per service in the batch: its latest resource labels and newest span start. */
+  readonly services: ReadonlyArray<readonly [string, ServiceInfoValue]>
+  readonly logs: IngestBatch["logs"]
+  readonly metrics: IngestBatch["metrics"]
+}
+
+export interface WritePlan {
+  readonly batches: ReadonlyArray<PlannedBatch>
+  /** Three numbers per entry: database index (see `plannedDbs`), key length, value length. */
+  readonly table: Uint32Array
+  /** Each entry's key bytes then value bytes, entries in table order. */
+  readonly bytes: Uint8Array
+}
+
+// Index values are plain MessagePack arrays, as lmdb's msgpack encoding of those databases reads them.
+const packr = new Packr({ useRecords: false })
+const one = Uint8Array.from(packr.pack(1))
+
+type KeyPart = string | number
+
+/** Growable byte and table buffers, each in an ArrayBuffer of its own (so it can be transferred). */
+class Builder {
+  bytes: Buffer
+  position = 0
+  table: Uint32Array
+  count = 0
+
+  constructor(spans: number) {
+    this.bytes = Buffer.allocUnsafeSlow(Math.max(4096, spans * 512))
+    this.table = new Uint32Array(Math.max(64, spans * 3 * 3))
+  }
+
+  private room(bytes: number): void {
+    if (this.position + bytes <= this.bytes.length) return
+    const bigger = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, this.position + bytes))
+    this.bytes.copy(bigger, 0, 0, this.position)
+    this.bytes = bigger
+  }
+
+  entry(db: number, key: ReadonlyArray<KeyPart>, value: Uint8Array): void {
+    let bound = 16
+    for (const part of key) bound += typeof part === "string" ? part.length * 3 + 2 : 12
+    this.room(bound + value.length)
+    const keyStart = this.position
+    const keyEnd = writeKey(key as Array<KeyPart>, this.bytes, keyStart)
+    this.bytes.set(value, keyEnd)
+    this.position = keyEnd + value.length
+    if (this.count * 3 + 3 > this.table.length) {
+      const bigger = new Uint32Array(this.table.length * 2)
+      bigger.set(this.table)
+      this.table = bigger
+    }
+    const t = this.count * 3
+    this.table[t] = db
+    this.table[t + 1] = keyEnd - keyStart
+    this.table[t + 2] = value.length
+    this.count++
+  }
+}
+
+const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
+  const red = new RedDeltas()
+  const services = new Map<string, ServiceInfoValue>()
+  for (const span of spans) {
+    const route = routeOf(span)
+    const statusCode = span.http?.statusCode ?? 0
+    const correlated = span.correlationId !== span.traceId
+    b.entry(SPANS, spanKey(span), SpanRecord.encode(span))
+    b.entry(
+      BY_SERVICE,
+      serviceKey(span),
+      packr.pack([
+        route,
+        statusCode,
+        span.durationNano,
+        span.error ? 1 : 0,
+        correlated ? span.correlationId : ""
+      ] satisfies ServiceIndexValue)
+    )
+    const cls = Telemetry.statusClass(span.http?.statusCode)
+    if (statusIndexed(cls)) b.entry(BY_STATUS, statusKey(span, cls), packr.pack([span.service, route]))
+    // Most spans are correlated by their own trace id, which the spans table already answers.
+    if (correlated) b.entry(BY_CORRELATION, correlationKey(span), one)
+    if (span.kind === "server")
+      red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
+    const seen = services.get(span.service)
+    services.set(span.service, {
+      ...seen,
+      ...(span.component !== undefined && { component: span.component }),
+      ...(span.composition !== undefined && { composition: span.composition }),
+      ...(span.namespace !== undefined && { namespace: span.namespace }),
+      lastSeenUnixNano:
+        seen !== undefined && seen.lastSeenUnixNano > span.startTimeUnixNano
+          ? seen.lastSeenUnixNano
+          : span.startTimeUnixNano
+    })
+  }
+  return { red: red.toData(), services: Array.from(services) }
+}
+
+/** Plans a round; the batches are already validated (the wire decoder checked every field). */
+export const planRound = (batches: ReadonlyArray<IngestBatch>): WritePlan => {
+  const b = new Builder(batches.reduce((n, batch) => n + batch.spans.length, 0))
+  const planned = batches.map((batch): PlannedBatch => {
+    const before = b.count
+    const { red, services } = planSpans(b, batch.spans)
+    return {
+      agentId: batch.agentId,
+      seq: batch.seq,
+      entries: b.count - before,
+      red,
+      services,
+      logs: batch.logs,
+      metrics: batch.metrics
+    }
+  })
+  return { batches: planned, table: b.table.subarray(0, b.count * 3), bytes: b.bytes.subarray(0, b.position) }
+}
+
+/** The buffers to transfer (not copy) when posting a plan to another thread. */
+export const transferList = (plan: WritePlan): Array<ArrayBuffer> => [
+  plan.table.buffer as ArrayBuffer,
+  plan.bytes.buffer as ArrayBuffer
+]

@@ -1,0 +1,60 @@
+import { toBufferKey } from "ordered-binary"
+import { describe, expect, it } from "vitest"
+import { serviceKey, spanKey } from "../src/internal/Keys.js"
+import * as SpanRecord from "../src/internal/SpanRecord.js"
+import { planRound } from "../src/internal/WritePlan.js"
+import { batch, span, t0 } from "./fixtures/Spans.js"
+
+/** The plan's entries as [db, key, value] triples. */
+const entries = (plan: ReturnType<typeof planRound>) => {
+  const out: Array<[number, Uint8Array, Uint8Array]> = []
+  let offset = 0
+  for (let t = 0; t < plan.table.length; t += 3) {
+    const [db = 0, keyLength = 0, valueLength = 0] = plan.table.subarray(t, t + 3)
+    out.push([
+      db,
+      plan.bytes.subarray(offset, offset + keyLength),
+      plan.bytes.subarray(offset + keyLength, offset + keyLength + valueLength)
+    ])
+    offset += keyLength + valueLength
+  }
+  return out
+}
+
+describe("SpanRecord", () => {
+  it("gives back every field of a span, exact nanoseconds included", () => {
+    const full = span({
+      trace: 1,
+      parentSpanId: "00000000000000aa" as never,
+      correlationId: "order-7",
+      startTimeUnixNano: t0 + 123_456_789n,
+      peerAddress: "10.0.0.1",
+      peerPort: 5432,
+      kind: "client",
+      error: true,
+      http: { method: "POST", route: "/pay", statusCode: 503 },
+      attributes: { "db.system": "postgresql", retries: 2, cached: false }
+    })
+    const { component: _component, http: _http, ...bare } = span({ trace: 2 })
+    for (const s of [full, bare])
+      expect(SpanRecord.decode(s.traceId, s.spanId, Uint8Array.from(SpanRecord.encode(s)))).toEqual(s)
+  })
+})
+
+describe("WritePlan", () => {
+  it("writes the keys lmdb itself would write (ordered-binary, null-terminated), and each batch's entries in order", () => {
+    const a = span({
+      trace: 10,
+      correlationId: "order-1",
+      http: { method: "GET", route: "/x", statusCode: 500 }
+    })
+    const b = span({ trace: 11 })
+    const plan = planRound([batch("agent", 1, [a]), batch("agent", 2, [b])])
+    expect(plan.batches.map((p) => p.entries)).toEqual([4, 2])
+    const [spanEntry, serviceEntry] = entries(plan)
+    expect(Buffer.from(spanEntry?.[1] ?? [])).toEqual(toBufferKey([...spanKey(a)]))
+    expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(a)]))
+    expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
+    expect(entries(plan).map(([db]) => db)).toEqual([0, 1, 2, 3, 0, 1])
+  })
+})
