@@ -53,7 +53,7 @@ export const applyPlan = (
       )
       offset = valueEnd
     }
-    red.addData(batch.red)
+    red.addSamples(batch.red)
     for (const [service, seen] of batch.services) noteService(layout, state, service, seen)
     batch.logs.forEach((log, index) => {
       const time = micros(log.timeUnixNano)

@@ -1,22 +1,54 @@
 /**
  * RED rollups: per (service, route, 10 s bucket) request count, error count and a mergeable latency
- * sketch (core's LatencySketch, milliseconds). `RedDeltas` accumulates a transaction's spans in memory,
+ * sketch (core's LatencySketch, milliseconds). `RedSampler` records a batch's server spans on the
+ * ingest thread; `RedDeltas` accumulates the samples of a transaction's stored batches in memory,
  * then merges each touched cell into the stored one with one read and one write.
  */
-import { LatencySketch, type Telemetry } from "@iii/core"
+import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
 import { type RedCell, rollupBucketSeconds } from "../Store.js"
 import { allRoutes, type RedCellValue } from "./Keys.js"
 
-/** One cell's delta as plain data, to hand from the ingest thread to the writer thread. */
-export interface RedCellDelta {
-  readonly service: string
-  readonly route: string
-  readonly bucket: number
-  readonly count: number
-  readonly errors: number
-  readonly sketch: SketchData
+/**
+ * A batch's server spans as RED samples, recorded on the ingest thread and replayed into the round's
+ * `RedDeltas` by the writer for the batches it stores (a duplicate batch must not count): the cells
+ * the spans fall in, and per span its cell's index, duration (ns) and error flag (1 or 0).
+ */
+export interface RedSamples {
+  readonly cells: ReadonlyArray<readonly [service: string, route: string, bucket: number]>
+  /** Triples: cell index, duration in nanoseconds, error. */
+  readonly samples: Float64Array
+}
+
+export class RedSampler {
+  private readonly ids = new Map<string, number>()
+  private readonly cells: Array<readonly [string, string, number]> = []
+  private samples = new Float64Array(96)
+  private length = 0
+
+  add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
+    const bucket = bucketOf(startUnixNano)
+    const id = `${service}\u0000${route}\u0000${bucket}`
+    let cell = this.ids.get(id)
+    if (cell === undefined) {
+      cell = this.cells.push([service, route, bucket]) - 1
+      this.ids.set(id, cell)
+    }
+    if (this.length + 3 > this.samples.length) {
+      const bigger = new Float64Array(this.samples.length * 2)
+      bigger.set(this.samples)
+      this.samples = bigger
+    }
+    this.samples[this.length] = cell
+    this.samples[this.length + 1] = durationNano
+    this.samples[this.length + 2] = error ? 1 : 0
+    this.length += 3
+  }
+
+  done(): RedSamples {
+    return { cells: this.cells, samples: this.samples.slice(0, this.length) }
+  }
 }
 
 interface Delta {
@@ -27,8 +59,6 @@ interface Delta {
   errors: number
   readonly sketch: LatencySketch.LatencySketch
 }
-
-type SketchData = Telemetry.SketchData
 
 export const bucketOf = (startUnixNano: bigint): number => {
   const sec = Number(startUnixNano / 1_000_000_000n)
@@ -48,35 +78,15 @@ export class RedDeltas {
     return cell
   }
 
-  /** Records one server span in its (service, route, bucket) cell. */
-  add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
-    const cell = this.cell(service, route, bucketOf(startUnixNano))
-    cell.count++
-    if (error) cell.errors++
-    LatencySketch.add(cell.sketch, durationNano / 1e6)
-  }
-
-  /** The route cells recorded so far, as data (see `addData`). */
-  toData(): Array<RedCellDelta> {
-    return Array.from(this.cells.values(), (c) => ({
-      service: c.service,
-      route: c.route,
-      bucket: c.bucket,
-      count: c.count,
-      errors: c.errors,
-      sketch: LatencySketch.toData(c.sketch)
-    }))
-  }
-
-  /** Adds cell deltas recorded by another `RedDeltas` (`toData`). */
-  addData(deltas: ReadonlyArray<RedCellDelta>): void {
-    for (const d of deltas) {
-      const sketch = Either.getOrUndefined(LatencySketch.fromData(d.sketch))
-      if (sketch === undefined) continue
-      const cell = this.cell(d.service, d.route, d.bucket)
-      cell.count += d.count
-      cell.errors += d.errors
-      LatencySketch.merge(cell.sketch, sketch)
+  /** Replays a batch's samples (see `RedSampler`). */
+  addSamples({ cells, samples }: RedSamples): void {
+    const deltas = cells.map(([service, route, bucket]) => this.cell(service, route, bucket))
+    for (let i = 0; i < samples.length; i += 3) {
+      const cell = deltas[samples[i] ?? 0]
+      if (cell === undefined) continue
+      cell.count++
+      if (samples[i + 2] === 1) cell.errors++
+      LatencySketch.add(cell.sketch, (samples[i + 1] ?? 0) / 1e6)
     }
   }
 

@@ -22,7 +22,7 @@ import {
   statusIndexed,
   statusKey
 } from "./Keys.js"
-import { type RedCellDelta, RedDeltas } from "./Red.js"
+import { RedSampler, type RedSamples } from "./Red.js"
 import * as SpanRecord from "./SpanRecord.js"
 
 /** The databases planned entries go to, by their index in the plan's entry table. */
@@ -38,8 +38,8 @@ export interface PlannedBatch {
   readonly seq: number
   /** How many entries of the plan's table belong to this batch (batches follow one another). */
   readonly entries: number
-  /** RED cell deltas of the batch's server spans. */
-  readonly red: ReadonlyArray<RedCellDelta>
+  /** RED samples of the batch's server spans. */
+  readonly red: RedSamples
   /** Per service in the batch: its latest resource labels and newest span start. */
   readonly services: ReadonlyArray<readonly [string, ServiceInfoValue]>
   readonly logs: IngestBatch["logs"]
@@ -100,9 +100,11 @@ class Builder {
   }
 }
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] }
+
 const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
-  const red = new RedDeltas()
-  const services = new Map<string, ServiceInfoValue>()
+  const red = new RedSampler()
+  const services = new Map<string, Mutable<ServiceInfoValue>>()
   for (const span of spans) {
     const route = routeOf(span)
     const statusCode = span.http?.statusCode ?? 0
@@ -125,19 +127,16 @@ const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
     if (correlated) b.entry(BY_CORRELATION, correlationKey(span), one)
     if (span.kind === "server")
       red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
-    const seen = services.get(span.service)
-    services.set(span.service, {
-      ...seen,
-      ...(span.component !== undefined && { component: span.component }),
-      ...(span.composition !== undefined && { composition: span.composition }),
-      ...(span.namespace !== undefined && { namespace: span.namespace }),
-      lastSeenUnixNano:
-        seen !== undefined && seen.lastSeenUnixNano > span.startTimeUnixNano
-          ? seen.lastSeenUnixNano
-          : span.startTimeUnixNano
-    })
+    let seen = services.get(span.service)
+    if (seen === undefined) {
+      seen = { lastSeenUnixNano: span.startTimeUnixNano }
+      services.set(span.service, seen)
+    } else if (span.startTimeUnixNano > seen.lastSeenUnixNano) seen.lastSeenUnixNano = span.startTimeUnixNano
+    if (span.component !== undefined) seen.component = span.component
+    if (span.composition !== undefined) seen.composition = span.composition
+    if (span.namespace !== undefined) seen.namespace = span.namespace
   }
-  return { red: red.toData(), services: Array.from(services) }
+  return { red: red.done(), services: Array.from(services) }
 }
 
 /** Plans a round; the batches are already validated (the wire decoder checked every field). */
