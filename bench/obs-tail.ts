@@ -8,7 +8,7 @@
  *   OBS_BENCH_SECONDS=10 npm run bench:tail   (seconds per phase; default 20)
  *   OBS_BENCH_RATE=20000 npm run bench:tail   (ingest rate; default 50,000 spans/s)
  *
- * Subscribers: 7 unfiltered JSON, 1 unfiltered MessagePack, 2 filtered (`status=5xx`, `service=checkout`);
+ * Spans start at send time (see bench:ingest). Subscribers: 7 unfiltered JSON, 1 unfiltered MessagePack, 2 filtered (`status=5xx`, `service=checkout`);
  * they run in a process of their own (`obs-tail-subscribers.ts`), as real tail clients would.
  * JSON subscribers read `committedAt` and `count` from the head of each message without decoding the
  * spans, so the load generator stays light; MessagePack ones decode everything.
@@ -69,7 +69,13 @@ const ingest = (seconds: number, phase: Phase, offset: number) =>
               }
               seq++
               sentAt.set(seq, performance.now())
-              ws.send(template.stamp(seq, BigInt((offset + index) * 10_000_000 + seq)))
+              ws.send(
+                template.stamp(
+                  seq,
+                  BigInt((offset + index) * 10_000_000 + seq),
+                  BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n
+                )
+              )
             }
           }
           ws.on("open", () =>
