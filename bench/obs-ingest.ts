@@ -16,6 +16,8 @@
  * start times unchanged instead, as this bench did before: every batch then carries the same 500
  * start times for the whole run, which no agent produces and which scatters each commit's inserts
  * over the whole (service, start time) index (about half the throughput; shown for comparison).
+ * Trace ids increase per connection; OBS_BENCH_RANDOM_TRACE_IDS=1 makes them random, as real ones
+ * are, which scatters the spans table's inserts the same way.
  * The report includes the node's per-thread CPU and the client's own CPU: both share the 2 cores.
  */
 import { mkdtempSync, rmSync } from "node:fs"
@@ -32,6 +34,7 @@ const CONNECTIONS = 4
 const SPANS_PER_BATCH = 500
 const WINDOW = Number(process.env.OBS_BENCH_WINDOW ?? 4)
 const FIXED_START = process.env.OBS_BENCH_FIXED_START === "1"
+const RANDOM_TRACE_IDS = process.env.OBS_BENCH_RANDOM_TRACE_IDS === "1"
 const WARMUP_SECONDS = Math.min(5, SECONDS / 6)
 
 const dir = mkdtempSync(join(tmpdir(), "iii-bench-ingest-"))
@@ -57,7 +60,8 @@ const runConnection = (index: number, stopAt: number, measureFrom: number, stats
           BigInt(index * 1_000_000 + seq),
           FIXED_START
             ? undefined
-            : BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n
+            : BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n,
+          RANDOM_TRACE_IDS
         )
       )
     }

@@ -4,6 +4,7 @@
  * machine's CPU goes to the node, not to the load generator).
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { type Telemetry, WireProtocol } from "@iii/core"
@@ -97,7 +98,8 @@ export const makeSpan = (i: number, startNano: bigint, trace = i): Telemetry.Spa
  * `stamp(seq, batchId, startNano)` returns a fresh frame with that seq, trace ids unique to
  * (connection, batch) and span i starting at `startNano + i µs` (like an agent's batch of requests
  * just served; the template's own start time when omitted), byte-identical in size and shape to what
- * the wire codec would produce for such a batch.
+ * the wire codec would produce for such a batch. With `randomTraceIds` the trace ids' last 8 bytes
+ * are random instead (as real W3C trace ids are) rather than increasing per batch.
  */
 export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
   const seqMarker = 0x7fffffff
@@ -121,11 +123,13 @@ export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
     throw new Error("frame template markers not found")
   return {
     bytes: bytes.length,
-    stamp: (seq: number, batchId: bigint, batchStartNano?: bigint): Buffer => {
+    stamp: (seq: number, batchId: bigint, batchStartNano?: bigint, randomTraceIds = false): Buffer => {
       const frame = Buffer.from(bytes)
       frame.writeUInt32BE(seq, seqAt + 1)
+      const random = randomTraceIds ? randomBytes(8 * traceAt.length) : undefined
       for (let i = 0; i < traceAt.length; i++)
-        frame.writeBigUInt64BE((batchId << 16n) | BigInt(i), traceAt[i] ?? 0)
+        if (random === undefined) frame.writeBigUInt64BE((batchId << 16n) | BigInt(i), traceAt[i] ?? 0)
+        else random.copy(frame, traceAt[i] ?? 0, 8 * i, 8 * i + 8)
       if (batchStartNano !== undefined)
         for (let i = 0; i < startAt.length; i++)
           frame.writeBigInt64BE(batchStartNano + BigInt(i) * 1000n, startAt[i] ?? 0)
