@@ -22,18 +22,28 @@ export interface RedSamples {
 }
 
 export class RedSampler {
-  private readonly ids = new Map<string, number>()
+  /** service → route → bucket → cell index (no per-span key string to build). */
+  private readonly ids = new Map<string, Map<string, Map<number, number>>>()
   private readonly cells: Array<readonly [string, string, number]> = []
   private samples = new Float64Array(96)
   private length = 0
 
   add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
     const bucket = bucketOf(startUnixNano)
-    const id = `${service}\u0000${route}\u0000${bucket}`
-    let cell = this.ids.get(id)
+    let routes = this.ids.get(service)
+    if (routes === undefined) {
+      routes = new Map()
+      this.ids.set(service, routes)
+    }
+    let buckets = routes.get(route)
+    if (buckets === undefined) {
+      buckets = new Map()
+      routes.set(route, buckets)
+    }
+    let cell = buckets.get(bucket)
     if (cell === undefined) {
       cell = this.cells.push([service, route, bucket]) - 1
-      this.ids.set(id, cell)
+      buckets.set(bucket, cell)
     }
     if (this.length + 3 > this.samples.length) {
       const bigger = new Float64Array(this.samples.length * 2)
