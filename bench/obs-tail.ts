@@ -2,7 +2,9 @@
  * obs live tail under load: paced ingest at 50,000 spans/s (4 connections, 500-span batches), first
  * with no tail subscribers, then with 10, in one run. Prints commit-to-subscriber latency (from the
  * node's `committedAt` stamp to the subscriber's receipt, same clock) and ingest with vs without
- * subscribers (achieved rate, ack latency). Targets: p99 ≤ 50 ms, ingest slowed by ≤ 10%.
+ * subscribers (achieved rate, ack latency), and the node's CPU per span in both phases: at a paced
+ * rate the node keeps up either way, so the CPU the subscribers add is what shows how much a node
+ * running at its limit would slow down. Targets: p99 ≤ 50 ms, ingest slowed by ≤ 10%.
  *
  *   npm run bench:tail                    (builds packages/obs, then runs this with Node 24)
  *   OBS_BENCH_SECONDS=10 npm run bench:tail   (seconds per phase; default 20)
@@ -21,7 +23,7 @@ import { fileURLToPath } from "node:url"
 import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import WebSocket from "ws"
-import { fmt, frameTemplate, percentile, spawnNode } from "./obs-support.ts"
+import { fmt, frameTemplate, percentile, spawnNode, threadCpuSeconds } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 20)
 const RATE = Number(process.env.OBS_BENCH_RATE ?? 50_000)
@@ -37,6 +39,18 @@ interface Phase {
   acked: number
   skipped: number
   ackLatencies: Array<number>
+  /** Seconds the node's threads spent on a CPU during the phase. */
+  nodeCpu: number
+}
+
+const nodeCpuSeconds = () =>
+  Array.from(threadCpuSeconds(node.child.pid).values()).reduce((n, t) => n + t.run, 0)
+
+/** A phase of paced ingest, with the node's CPU over it. */
+const measure = async (seconds: number, phase: Phase, offset: number) => {
+  const before = nodeCpuSeconds()
+  await ingest(seconds, phase, offset)
+  phase.nodeCpu = nodeCpuSeconds() - before
 }
 
 /** Paced ingest: each connection sends one batch every CONNECTIONS × 500 / RATE seconds. */
@@ -119,8 +133,8 @@ const report = (name: string, p: Phase, seconds: number) => {
 console.log(
   `obs tail: paced ingest at ${fmt(RATE)} spans/s, ${SECONDS} s without subscribers, then ${SECONDS} s with 10`
 )
-const without: Phase = { acked: 0, skipped: 0, ackLatencies: [] }
-await ingest(SECONDS, without, 0)
+const without: Phase = { acked: 0, skipped: 0, ackLatencies: [], nodeCpu: 0 }
+await measure(SECONDS, without, 0)
 // The subscribers run in their own process, as real tail clients do, so they do not share an event
 // loop with the load generator.
 const subscriberProcess = spawn(
@@ -133,8 +147,8 @@ subscriberProcess.stdout?.on("data", (d: Buffer) => {
   subscriberOutput += d.toString()
 })
 while (!subscriberOutput.includes("ready\n")) await new Promise((r) => setTimeout(r, 10))
-const withSubs: Phase = { acked: 0, skipped: 0, ackLatencies: [] }
-await ingest(SECONDS, withSubs, 100)
+const withSubs: Phase = { acked: 0, skipped: 0, ackLatencies: [], nodeCpu: 0 }
+await measure(SECONDS, withSubs, 100)
 await new Promise((r) => setTimeout(r, 500))
 const a = report("no subscribers", without, SECONDS)
 const b = report("10 subscribers", withSubs, SECONDS)
@@ -152,6 +166,11 @@ latencies.sort((x, y) => x - y)
 console.log(
   `  commit → subscriber  p50 ${fmt(percentile(latencies, 0.5), 1)} ms, p99 ${fmt(percentile(latencies, 0.99), 1)} ms ` +
     `(${fmt(latencies.length)} messages, ${fmt(delivered)} spans delivered, ${fmt(dropped)} dropped)`
+)
+const cpuPerSpan = (p: Phase) => (p.nodeCpu * 1e6) / Math.max(1, p.acked)
+console.log(
+  `  node CPU per span    ${fmt(cpuPerSpan(without), 1)} µs without subscribers, ${fmt(cpuPerSpan(withSubs), 1)} µs with ` +
+    `(+${fmt((100 * (cpuPerSpan(withSubs) - cpuPerSpan(without))) / cpuPerSpan(without))}%: what a CPU-bound node would lose in rate)`
 )
 const slowdown = (100 * (a.rate - b.rate)) / a.rate
 console.log(
