@@ -6,7 +6,9 @@
  *   ROUNDS=8 SECONDS=4 RATE=2000 npm run bench:ebpf-capture   (the defaults)
  *   TRACE=0 npm run bench:ebpf-capture    (programs attached, server not traced: the host-wide cost)
  *   SYSCALLS=0 npm run bench:ebpf-capture (skip the per-syscall part)
+ *   HTTP=0 npm run bench:ebpf-capture     (the per-syscall part only)
  *   WORK_US=100 npm run bench:ebpf-capture (the handler burns 100 µs of CPU per request, like real work)
+ *   OBJECT=old.bpf.o npm run bench:ebpf-capture (load this BPF object instead of the addon's: compare designs)
  *
  * The server runs pinned to CPU 0; wrk and this process (the capture's reader thread and decoder)
  * to CPU 1, so throughput shows what the traced server itself loses. Saturation: wrk, 1 thread,
@@ -31,6 +33,7 @@ const seconds = Number(process.env.SECONDS ?? 4)
 const rate = Number(process.env.RATE ?? 2000)
 /** TRACE=0: attach the programs but trace nothing (the cost every process on the host pays). */
 const traceServer = process.env.TRACE !== "0"
+const object = process.env.OBJECT === undefined ? {} : { objectPath: process.env.OBJECT }
 
 const serverSource = `
 const http = require("node:http")
@@ -146,7 +149,7 @@ interface Captured {
 const withCapture = <A>(pid: number, load: () => Promise<A>): Promise<{ result: A; captured: Captured }> =>
   Effect.gen(function* () {
     const t0 = performance.now()
-    const capture = yield* EbpfCapture.start({ pids: traceServer ? [pid] : [] })
+    const capture = yield* EbpfCapture.start({ ...object, pids: traceServer ? [pid] : [] })
     const startMs = performance.now() - t0
     let events = 0
     const consumer = yield* Effect.fork(
@@ -180,7 +183,7 @@ const withCapture = <A>(pid: number, load: () => Promise<A>): Promise<{ result: 
 const syscallLoop = (binary: string, mode: "off" | "untraced" | "traced") =>
   Effect.gen(function* () {
     const child = spawn("taskset", ["-c", "0", binary, "200000"], { stdio: ["pipe", "pipe", "inherit"] })
-    if (mode !== "off") yield* EbpfCapture.start({ pids: mode === "traced" ? [child.pid ?? 0] : [] })
+    if (mode !== "off") yield* EbpfCapture.start({ ...object, pids: mode === "traced" ? [child.pid ?? 0] : [] })
     const output = yield* Effect.promise(
       () =>
         new Promise<string>((resolve) => {
@@ -253,7 +256,7 @@ const syscallCost = async () => {
     const before = programStats()
     await Effect.gen(function* () {
       const child = spawn("taskset", ["-c", "0", binary, "200000"], { stdio: ["pipe", "ignore", "inherit"] })
-      yield* EbpfCapture.start({ pids: [child.pid ?? 0] })
+      yield* EbpfCapture.start({ ...object, pids: [child.pid ?? 0] })
       const after = yield* Effect.promise(
         () =>
           new Promise<Map<string, { runs: number; ns: number }>>((resolve) => {
@@ -284,6 +287,7 @@ const main = async () => {
   }
   execFileSync("taskset", ["-p", "-c", "1", String(process.pid)], { stdio: "ignore" })
   if (process.env.SYSCALLS !== "0") await syscallCost()
+  if (process.env.HTTP === "0") return
   const { child, port } = await startServer()
   serverPid = child.pid ?? 0
   try {

@@ -8,14 +8,19 @@
  * targets are enabled; with a pid namespace set, a bpf_get_ns_current_pid_tgid call before it).
  * Untraced processes pay for that and nothing else.
  *
- * Arguments are saved at syscall enter in an LRU hash keyed by pid_tgid and deleted at exit; the
- * exit probe does the real work once the kernel has filled the buffers and the return value says
- * how many bytes moved.
+ * The data, accept and connect probes run at syscall exit only: by then the kernel has filled the
+ * buffers and the return value says how many bytes moved, and the caller's arguments are still in
+ * the user registers the kernel saved at entry (bpf_task_pt_regs). Reading them back there, instead
+ * of saving them at enter in a map, halves the probes that run per syscall and spares a map update
+ * and delete on the hottest path (bench:ebpf-capture prints the per-program cost). Only close needs
+ * its enter (the fd is gone by exit): its argument is saved in an LRU hash keyed by pid_tgid and
+ * removed at exit.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 
 #include "iii_capture.h"
 
@@ -63,23 +68,21 @@ struct {
 	__type(value, __u8);
 } iii_cgroups SEC(".maps");
 
-struct iii_args {
-	__u64 ids;    /* the caller's pid_tgid as events report it (see current_ids) */
-	__u64 buf;    /* user buffer, iovec array or msghdr */
-	__u64 count;  /* buffer length or iovec count */
+/* A close(2) between its enter and exit. */
+struct iii_closing {
+	__u64 ids; /* the caller's pid_tgid as events report it (see current_ids) */
 	__s32 fd;
-	__u8 syscall; /* enum iii_syscall */
-	__u8 reserved[3];
+	__u32 reserved;
 };
 
-/* Syscall arguments between enter and exit, keyed by pid_tgid (one syscall per thread at a time).
- * LRU so that a thread killed inside a syscall cannot leak an entry forever. */
+/* Sockets being closed, keyed by pid_tgid (one syscall per thread at a time). LRU so that a thread
+ * killed inside close cannot leak an entry forever. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct iii_args);
-} iii_args SEC(".maps");
+	__type(value, struct iii_closing);
+} iii_closing SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -201,53 +204,41 @@ static __always_inline struct sock *socket_sock(struct file *file)
 	return socket ? BPF_CORE_READ(socket, sk) : NULL;
 }
 
-/* Keyed by the kernel's pid_tgid whatever the numbering, so that exit probes find their entry with
- * the cheapest helper (they run for every process). */
-static __always_inline void save_args(__u64 pid_tgid, __u64 ids, __s32 fd, __u64 buf, __u64 count,
-				      __u8 syscall)
+/* The first four arguments of the current syscall, as the caller passed them. */
+struct syscall_args {
+	__u64 arg[4];
+};
+
+/* Read back at exit from the user registers the kernel saved at entry, which a syscall's own work
+ * leaves alone (only the return value register changes). On x86-64 (rdi, rsi, rdx, r10) these are
+ * plain loads through the task's BTF pointer; elsewhere libbpf's CO-RE macros know the register
+ * that keeps the first argument (arm64's x0 holds the return value by exit: orig_x0). */
+static __always_inline void syscall_args(struct syscall_args *out)
 {
-	struct iii_args args = {.ids = ids, .buf = buf, .count = count, .fd = fd, .syscall = syscall};
-	bpf_map_update_elem(&iii_args, &pid_tgid, &args, BPF_ANY);
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+#if defined(__TARGET_ARCH_x86)
+	out->arg[0] = regs->di;
+	out->arg[1] = regs->si;
+	out->arg[2] = regs->dx;
+	out->arg[3] = regs->r10;
+#else
+	out->arg[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	out->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	out->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	out->arg[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+#endif
 }
 
-static __always_inline void enter(struct trace_event_raw_sys_enter *ctx, __u8 syscall)
+/* The current task's ids, when it is traced. Cheapest checks first: these run for every process. */
+static __always_inline bool traced_ids(__u64 *ids)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 ids;
-	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
-		return;
-	save_args(pid_tgid, ids, (__s32)ctx->args[0], ctx->args[1], ctx->args[2], syscall);
+	return current_ids(bpf_get_current_pid_tgid(), ids) && is_traced(*ids);
 }
 
 static __always_inline bool is_egress(__u8 syscall)
 {
 	return syscall == III_SYS_WRITE || syscall == III_SYS_WRITEV || syscall == III_SYS_SENDTO ||
 	       syscall == III_SYS_SENDMSG || syscall == III_SYS_SENDFILE;
-}
-
-/* Data syscalls: only stream sockets carry traffic and only writes to stdout/stderr are log lines, so
- * everything else (files, pipes, eventfds) is dropped here, before it costs a map update. */
-static __always_inline void enter_data(struct trace_event_raw_sys_enter *ctx, __u8 syscall, __u64 count)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 ids;
-	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
-		return;
-	__s32 fd = (__s32)ctx->args[0];
-	if (!is_stream_socket_file(fd_to_file(fd)) && !(is_egress(syscall) && (fd == 1 || fd == 2)))
-		return;
-	save_args(pid_tgid, ids, fd, ctx->args[1], count, syscall);
-}
-
-/* Takes the saved arguments out of the map: every exit removes what its enter stored. */
-static __always_inline bool take_args(__u64 pid_tgid, struct iii_args *out)
-{
-	struct iii_args *saved = bpf_map_lookup_elem(&iii_args, &pid_tgid);
-	if (!saved)
-		return false;
-	*out = *saved;
-	bpf_map_delete_elem(&iii_args, &pid_tgid);
-	return true;
 }
 
 static __always_inline __u32 bounded(__u64 n)
@@ -282,16 +273,25 @@ static __always_inline __u32 copy_iov(__u8 *dst, const struct iovec *iov, __u64 
 	return offset;
 }
 
-static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
+/* Data syscalls, at exit: only stream sockets carry traffic and only writes to stdout/stderr are log
+ * lines, so everything else (files, pipes, eventfds) stops before any copy. `flags_arg`: the
+ * argument holding the recv flags (MSG_PEEK reads are read again for real later), or -1. */
+static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx, __u8 syscall, int flags_arg)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_args args;
-	if (!take_args(pid_tgid, &args))
-		return;
 	long ret = ctx->ret;
 	if (ret <= 0)
 		return;
-	bool egress = is_egress(args.syscall);
+	__u64 ids;
+	if (!traced_ids(&ids))
+		return;
+	struct syscall_args args;
+	syscall_args(&args);
+	if (flags_arg >= 0 && (args.arg[flags_arg & 3] & MSG_PEEK))
+		return;
+	__s32 fd = (__s32)args.arg[0];
+	bool egress = is_egress(syscall);
+	if (!(egress && (fd == 1 || fd == 2)) && !is_stream_socket_file(fd_to_file(fd)))
+		return;
 
 	__u32 zero = 0;
 	struct iii_scratch *scratch = bpf_map_lookup_elem(&iii_scratch, &zero);
@@ -299,7 +299,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 		return;
 	struct iii_data_event *event = (struct iii_data_event *)scratch->bytes;
 	__u8 *payload = scratch->bytes + sizeof(struct iii_data_event);
-	fill_header(&event->header, args.ids, args.fd, III_EVENT_DATA, args.syscall);
+	fill_header(&event->header, ids, fd, III_EVENT_DATA, syscall);
 	event->header.direction = egress ? III_EGRESS : III_INGRESS;
 	event->ret = ret;
 	event->total_len = ret;
@@ -307,23 +307,24 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx)
 	__u32 limit = payload_limit < III_MAX_PAYLOAD ? payload_limit : III_MAX_PAYLOAD;
 	__u32 want = (__u64)ret < limit ? (__u32)ret : limit;
 	__u32 copied = 0;
-	switch (args.syscall) {
+	__u64 buf = args.arg[1];
+	switch (syscall) {
 	case III_SYS_READV:
 	case III_SYS_WRITEV:
-		copied = copy_iov(payload, (const struct iovec *)args.buf, args.count, want);
+		copied = copy_iov(payload, (const struct iovec *)buf, args.arg[2], want);
 		break;
 	case III_SYS_SENDFILE:
 		break; /* the bytes come from a file, not user memory: length only */
 	case III_SYS_RECVMSG:
 	case III_SYS_SENDMSG: {
 		struct user_msghdr msg;
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)args.buf) == 0)
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)buf) == 0)
 			copied = copy_iov(payload, msg.msg_iov, msg.msg_iovlen, want);
 		break;
 	}
 	default:
 		copied = bounded(want);
-		if (bpf_probe_read_user(payload, copied, (void *)args.buf))
+		if (bpf_probe_read_user(payload, copied, (void *)buf))
 			copied = 0;
 	}
 	event->payload_len = copied;
@@ -374,113 +375,78 @@ static __always_inline void emit_conn(__u64 ids, __s32 fd, __u8 kind, __u8 sysca
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 }
 
-static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx)
+static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx, __u8 syscall)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_args args;
-	if (!take_args(pid_tgid, &args) || ctx->ret < 0)
+	long ret = ctx->ret;
+	__u64 ids;
+	if (ret < 0 || !traced_ids(&ids))
 		return;
 	/* The return value is the accepted socket: its addresses are the connection's. */
-	emit_conn(args.ids, (__s32)ctx->ret, III_EVENT_ACCEPT, args.syscall, (__s32)ctx->ret);
+	emit_conn(ids, (__s32)ret, III_EVENT_ACCEPT, syscall, (__s32)ret);
 }
 
-#define EINPROGRESS 115
-
-/* Data syscalls: enter keeps fd and buffer (sockets and stdout/stderr only), exit copies what moved. */
+/* Data syscalls: one probe each, at exit (see the top of this file). */
 
 /* read(2): how Node (libuv) and most servers receive from TCP sockets. */
-SEC("tracepoint/syscalls/sys_enter_read")
-int iii_enter_read(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_READ, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_read")
-int iii_exit_read(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_read(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_READ, -1); return 0; }
 
 /* write(2): socket sends, and stdout/stderr lines for the log capture. */
-SEC("tracepoint/syscalls/sys_enter_write")
-int iii_enter_write(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_WRITE, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_write")
-int iii_exit_write(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_write(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_WRITE, -1); return 0; }
 
 /* readv(2): scatter reads (args: fd, iovec array, count). */
-SEC("tracepoint/syscalls/sys_enter_readv")
-int iii_enter_readv(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_READV, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_readv")
-int iii_exit_readv(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_readv(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_READV, -1); return 0; }
 
 /* writev(2): how Node writes HTTP headers + body in one syscall. */
-SEC("tracepoint/syscalls/sys_enter_writev")
-int iii_enter_writev(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_WRITEV, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_writev")
-int iii_exit_writev(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_writev(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_WRITEV, -1); return 0; }
 
-/* recvfrom(2)/recv(3): Go, Python and many C servers receive this way. */
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int iii_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	if (!(ctx->args[3] & MSG_PEEK)) /* a peek is read again for real later */
-		enter_data(ctx, III_SYS_RECVFROM, ctx->args[2]);
-	return 0;
-}
+/* recvfrom(2)/recv(3): Go, Python and many C servers receive this way (flags: the 4th argument). */
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int iii_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_RECVFROM, 3); return 0; }
 
 /* sendto(2)/send(3): the sending side of the same. */
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int iii_enter_sendto(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDTO, ctx->args[2]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_sendto")
-int iii_exit_sendto(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_sendto(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_SENDTO, -1); return 0; }
 
-/* recvmsg(2): msghdr-based reads (args: fd, msghdr); iovecs are walked at exit. */
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int iii_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	if (!(ctx->args[2] & MSG_PEEK))
-		enter_data(ctx, III_SYS_RECVMSG, 0);
-	return 0;
-}
+/* recvmsg(2): msghdr-based reads (args: fd, msghdr, flags); iovecs are walked at exit. */
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int iii_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_RECVMSG, 2); return 0; }
 
 /* sendmsg(2): msghdr-based writes (Java NIO, some proxies). */
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int iii_enter_sendmsg(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDMSG, 0); return 0; }
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int iii_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_SENDMSG, -1); return 0; }
 
 /* sendfile(2): static file servers (nginx, Apache) send bodies without copying them through user
  * space; the length keeps the byte stream accountable even though there is no payload to copy. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int iii_enter_sendfile64(struct trace_event_raw_sys_enter *ctx) { enter_data(ctx, III_SYS_SENDFILE, ctx->args[3]); return 0; }
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int iii_exit_sendfile64(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx); return 0; }
+int iii_exit_sendfile64(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_SENDFILE, -1); return 0; }
 
-/* accept(2): inbound connections (server spans); the exit's return value is the new socket. */
-SEC("tracepoint/syscalls/sys_enter_accept")
-int iii_enter_accept(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_ACCEPT); return 0; }
+/* accept(2): inbound connections (server spans); the return value is the new socket. */
 SEC("tracepoint/syscalls/sys_exit_accept")
-int iii_exit_accept(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx); return 0; }
+int iii_exit_accept(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx, III_SYS_ACCEPT); return 0; }
 
 /* accept4(2): what Node, Go and most modern servers actually call. */
-SEC("tracepoint/syscalls/sys_enter_accept4")
-int iii_enter_accept4(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_ACCEPT4); return 0; }
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int iii_exit_accept4(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx); return 0; }
+int iii_exit_accept4(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx, III_SYS_ACCEPT4); return 0; }
 
-/* connect(2): outbound connections (client spans). */
-SEC("tracepoint/syscalls/sys_enter_connect")
-int iii_enter_connect(struct trace_event_raw_sys_enter *ctx) { enter(ctx, III_SYS_CONNECT); return 0; }
+#define EINPROGRESS 115
 
-/* connect exit: by now the kernel bound a local port and set the peer, so both ends are readable
- * from struct sock. Non-blocking sockets (Node) return -EINPROGRESS, which still counts. */
+/* connect(2) exit: outbound connections (client spans). By now the kernel bound a local port and set
+ * the peer, so both ends are readable from struct sock. Non-blocking sockets (Node) return
+ * -EINPROGRESS, which still counts. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int iii_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_args args;
-	if (!take_args(pid_tgid, &args))
-		return 0;
 	long ret = ctx->ret;
-	if (ret == 0 || ret == -EINPROGRESS)
-		emit_conn(args.ids, args.fd, III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
+	__u64 ids;
+	if ((ret != 0 && ret != -EINPROGRESS) || !traced_ids(&ids))
+		return 0;
+	struct syscall_args args;
+	syscall_args(&args);
+	emit_conn(ids, (__s32)args.arg[0], III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
 	return 0;
 }
 
@@ -488,30 +454,38 @@ int iii_exit_connect(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_close")
 int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 ids;
-	if (!current_ids(pid_tgid, &ids) || !is_traced(ids))
+	if (!traced_ids(&ids))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
-	if (is_stream_socket_file(fd_to_file(fd)))
-		save_args(pid_tgid, ids, fd, 0, 0, III_SYS_CLOSE);
+	if (!is_stream_socket_file(fd_to_file(fd)))
+		return 0;
+	/* Keyed by the kernel's pid_tgid whatever the numbering: the exit probe, which runs for every
+	 * process, finds its entry with the cheapest helper. */
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct iii_closing closing = {.ids = ids, .fd = fd};
+	bpf_map_update_elem(&iii_closing, &pid_tgid, &closing, BPF_ANY);
 	return 0;
 }
 
-/* close(2) exit: report the close only if it succeeded. */
+/* close(2) exit: report the close only if it succeeded; always removes what enter saved. */
 SEC("tracepoint/syscalls/sys_exit_close")
 int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_args args;
-	if (!take_args(pid_tgid, &args) || ctx->ret != 0)
+	struct iii_closing *saved = bpf_map_lookup_elem(&iii_closing, &pid_tgid);
+	if (!saved)
+		return 0;
+	struct iii_closing closing = *saved;
+	bpf_map_delete_elem(&iii_closing, &pid_tgid);
+	if (ctx->ret != 0)
 		return 0;
 	struct iii_close_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
 		count_drop();
 		return 0;
 	}
-	fill_header(&event->header, args.ids, args.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+	fill_header(&event->header, closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }

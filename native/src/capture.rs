@@ -138,6 +138,31 @@ fn program_error(name: &str, action: &str, e: ProgramError) -> napi::Error {
     }
 }
 
+/// Blocks every signal for the calling thread while alive. The verifier gives up with EAGAIN whenever
+/// a signal is pending for the loading thread (SIGPROF of a profiler, SIGCHLD, ...), which says
+/// nothing of the program; blocked signals are delivered once the programs are loaded.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> Self {
+        // SAFETY: plain sigset_t values handed to the libc calls that initialise and use them.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
+            SignalsBlocked(previous)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 /// Tracepoint a program attaches to, from its name: iii_enter_X → syscalls/sys_enter_X,
 /// iii_exit_X → syscalls/sys_exit_X, iii_sched_* → raw tracepoint sched_*.
 enum Target {
@@ -235,6 +260,7 @@ impl Running {
         }
 
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        let _signals = SignalsBlocked::new();
         for name in &names {
             let Some(target) = target_of(name) else {
                 continue;
