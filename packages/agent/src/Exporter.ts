@@ -1,8 +1,8 @@
 /**
  * The exporter: telemetry → wire-protocol batches → one or more obs nodes over WebSocket.
  *
- * - Batching: items collect into one batch, sealed when it holds `maxBatchItems` items or about
- *   `maxBatchBytes` bytes, or every `flushIntervalMs`. Each batch gets the next `seq` (from 1).
+ * - Batching: items are encoded into one batch as they come, sealed when it holds `maxBatchItems`
+ *   items or `maxBatchBytes` encoded bytes, or every `flushIntervalMs`. Each batch gets the next `seq` (from 1).
  * - Several URLs: every batch goes to every URL (fan-out, e.g. two obs instances); each destination has
  *   its own connection, buffer and counters.
  * - Buffer: per destination, batches stay queued until obs acks them (after its durable commit). When
@@ -44,7 +44,7 @@ export interface ExporterOptions {
   readonly token?: string | undefined
   /** Items (spans + metrics + logs) per batch. Default 2000. */
   readonly maxBatchItems?: number
-  /** Approximate encoded bytes per batch. Default 4 MiB (obs refuses frames over 16 MiB). */
+  /** Encoded bytes per batch. Default 4 MiB (obs refuses frames over 16 MiB). */
   readonly maxBatchBytes?: number
   /** A partial batch is sealed after this long. Default 1000 ms. */
   readonly flushIntervalMs?: number
@@ -81,16 +81,12 @@ export interface ExporterService {
 
 export class Exporter extends Context.Tag("@iii/agent/Exporter")<Exporter, ExporterService>() {}
 
-/** Rough encoded size of items, to keep batches well under obs's frame limit. */
-const spanBytes = (span: Telemetry.Span) => 300 + span.name.length + (span.http?.path?.length ?? 0)
-const logBytes = (record: Telemetry.LogRecord) => 150 + record.body.length
-const metricBytes = (point: Telemetry.MetricPoint) => 200 + (point.sketch?.counts.length ?? 0) * 3
-
+/**
+ * The batch being filled. Items are encoded as they come (`BatchEncoder`), so what waits for the seal
+ * is bytes: span objects die young and cheap instead of piling up in V8's old generation.
+ */
 class Batcher {
-  private spans: Array<Telemetry.Span> = []
-  private metrics: Array<Telemetry.MetricPoint> = []
-  private logs: Array<Telemetry.LogRecord> = []
-  private approxBytes = 0
+  private readonly encoder = new WireProtocol.BatchEncoder()
   private seq = 0
   readonly sealed = { batches: 0, spans: 0, metrics: 0, logs: 0 }
 
@@ -100,52 +96,34 @@ class Batcher {
     private readonly deliver: (batch: SealedBatch) => void
   ) {}
 
-  private added(bytes: number): void {
-    this.approxBytes += bytes
-    const items = this.spans.length + this.metrics.length + this.logs.length
-    if (items >= this.maxItems || this.approxBytes >= this.maxBytes) this.seal()
+  private added(): void {
+    if (this.encoder.items >= this.maxItems || this.encoder.byteLength >= this.maxBytes) this.seal()
   }
 
   span(span: Telemetry.Span) {
-    this.spans.push(span)
-    this.added(spanBytes(span))
+    this.encoder.addSpan(span)
+    this.added()
   }
 
   metric(point: Telemetry.MetricPoint) {
-    this.metrics.push(point)
-    this.added(metricBytes(point))
+    this.encoder.addMetric(point)
+    this.added()
   }
 
   log(record: Telemetry.LogRecord) {
-    this.logs.push(record)
-    this.added(logBytes(record))
+    this.encoder.addLog(record)
+    this.added()
   }
 
   seal(): void {
-    if (this.spans.length + this.metrics.length + this.logs.length === 0) return
+    const { spans, metrics, logs } = this.encoder
+    if (spans + metrics + logs === 0) return
     const seq = ++this.seq
-    const frame: WireProtocol.Batch = {
-      type: "batch",
-      seq,
-      spans: this.spans,
-      metrics: this.metrics,
-      logs: this.logs
-    }
-    const batch: SealedBatch = {
-      seq,
-      bytes: WireProtocol.encodeFrame(frame),
-      spans: this.spans.length,
-      metrics: this.metrics.length,
-      logs: this.logs.length
-    }
+    const batch: SealedBatch = { seq, bytes: this.encoder.finish(seq), spans, metrics, logs }
     this.sealed.batches++
-    this.sealed.spans += batch.spans
-    this.sealed.metrics += batch.metrics
-    this.sealed.logs += batch.logs
-    this.spans = []
-    this.metrics = []
-    this.logs = []
-    this.approxBytes = 0
+    this.sealed.spans += spans
+    this.sealed.metrics += metrics
+    this.sealed.logs += logs
     this.deliver(batch)
   }
 }

@@ -53,31 +53,27 @@ type HeaderValue = string | ReadonlyArray<string> | undefined
 
 const hexByte = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
 
-const toHex = (bytes: Uint8Array): string => {
-  let out = ""
-  for (const b of bytes) out += hexByte[b]
-  return out
-}
-
-// Ids are made per request on the agent's hot path: draw CSPRNG bytes in 4 KiB refills, not per id.
+// Ids are made per request on the agent's hot path: draw CSPRNG bytes in 4 KiB refills, not per id,
+// and hex them natively into one flat string (joining 2-character pieces would build a rope).
 const POOL_BYTES = 4096
-let pool = new Uint8Array(0)
+let pool = Buffer.alloc(0)
 let poolAt = 0
 
-const randomBytes = (length: number): Uint8Array => {
-  if (poolAt + length > pool.length) {
-    pool = randomFillSync(new Uint8Array(POOL_BYTES))
-    poolAt = 0
-  }
-  poolAt += length
-  return pool.subarray(poolAt - length, poolAt)
+const isZeroRun = (from: number, to: number): boolean => {
+  for (let i = from; i < to; i++) if (pool[i] !== 0) return false
+  return true
 }
 
-/** Random bytes from the system CSPRNG as hex, never all zero (an all-zero id is invalid). */
+/** `length` random bytes from the system CSPRNG as hex, never all zero (an all-zero id is invalid). */
 const randomId = (length: number): string => {
-  let bytes = randomBytes(length)
-  while (bytes.every((b) => b === 0)) bytes = randomBytes(length)
-  return toHex(bytes)
+  for (;;) {
+    if (poolAt + length > pool.length) {
+      pool = randomFillSync(Buffer.allocUnsafe(POOL_BYTES))
+      poolAt = 0
+    }
+    poolAt += length
+    if (!isZeroRun(poolAt - length, poolAt)) return pool.toString("hex", poolAt - length, poolAt)
+  }
 }
 
 /** A new random 16-byte trace id. */

@@ -84,6 +84,19 @@ describe("README", () => {
     })
   })
 
+  it("WireProtocol.BatchEncoder", () => {
+    const encoder = new WireProtocol.BatchEncoder()
+    encoder.addLog({ timeUnixNano: 1n, service: "cart", level: "warn", body: "slow" })
+    expect(encoder.items).toBe(1)
+    const frame = encoder.finish(7)
+    expect(Either.getOrThrow(WireProtocol.decodeFrame(frame))).toMatchObject({
+      type: "batch",
+      seq: 7,
+      logs: [{ body: "slow" }]
+    })
+    expect(encoder.items).toBe(0)
+  })
+
   it("Hash ring", () => {
     const ring = HashRing.make(["obs-0", "obs-1", "obs-2"], { replication: 2 })
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -369,6 +369,45 @@ describe("encodeFrame", () => {
   })
 })
 
+describe("BatchEncoder", () => {
+  const encodeItems = (encoder: WireProtocol.BatchEncoder, frame: WireProtocol.Batch) => {
+    for (const span of frame.spans) encoder.addSpan(span)
+    for (const point of frame.metrics) encoder.addMetric(point)
+    for (const record of frame.logs) encoder.addLog(record)
+    return encoder.finish(frame.seq)
+  }
+
+  // Sizes on both sides of msgpack's header boundaries (fixarray < 16, array16, bin8 < 256 bytes).
+  for (const spans of [0, 1, 7, 8, 15, 16, 300, 2100]) {
+    it(`gives exactly encodeFrame's bytes (${spans} spans), batch after batch`, () => {
+      const encoder = new WireProtocol.BatchEncoder()
+      for (const seed of [1, 2]) {
+        const frame = { ...batch(spans, seed), seq: 1000 + seed }
+        const bytes = encodeItems(encoder, frame)
+        expect(Buffer.from(bytes).equals(Buffer.from(encodeFrame(frame)))).toBe(true)
+        expect(decodeOk(bytes)).toEqual(frame)
+        expect(encoder.items).toBe(0)
+      }
+    })
+  }
+
+  it("refuses a bad id naming the field, and keeps the batch it was building intact", () => {
+    const encoder = new WireProtocol.BatchEncoder()
+    const good = batch(3)
+    encoder.addSpan(good.spans[0] as Span)
+    expect(() => encoder.addSpan({ ...(good.spans[1] as Span), spanId: "zz" as SpanId })).toThrow(
+      /spans\[1\]\.spanId must be 16 hex/
+    )
+    expect(() =>
+      encoder.addSpan({ ...(good.spans[1] as Span), parentSpanId: "0g".repeat(8) as SpanId })
+    ).toThrow(/spans\[1\]\.parentSpanId must be 16 hex/)
+    expect(() => encoder.addLog({ ...log, traceId: "4bf9" as TraceId })).toThrow(/logs\[0\]\.traceId/)
+    for (const span of good.spans.slice(1)) encoder.addSpan(span)
+    const frame: WireProtocol.Batch = { ...good, metrics: [], logs: [] }
+    expect(decodeOk(encoder.finish(frame.seq))).toEqual(frame)
+  })
+})
+
 describe("fuzz: decodeFrame never throws", () => {
   it("survives 12,000 random, mutated, truncated and spliced frames; what it accepts re-validates", () => {
     const rand = prng(0x5eed).next

@@ -35,7 +35,7 @@ const ZERO_TRACE_HEX = "00000000000000000000000000000000"
 // ---------------------------------------------------------------------------------------------------
 // ids
 
-const badId = (path: string, value: unknown, hexLength: number): never => {
+export const badId = (path: string, value: unknown, hexLength: number): never => {
   throw new TypeError(
     `encodeFrame: ${path} must be ${hexLength} hex characters, got ${JSON.stringify(value)}`
   )
