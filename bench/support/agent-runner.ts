@@ -6,6 +6,7 @@
  */
 import * as Agent from "@iii/agent/Agent"
 import * as Exporter from "@iii/agent/Exporter"
+import * as Priority from "@iii/agent/Priority"
 import { Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 
 const [mode, obsUrl, a, b] = process.argv.slice(2)
@@ -28,6 +29,8 @@ const agentLayer = Agent.layer({
   Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
 )
 
+// As `iii agent` does by default (--nice 10).
+await Effect.runPromise(Priority.lower(Number(process.env.AGENT_NICE ?? Priority.defaultNice)))
 const scope = Effect.runSync(Scope.make())
 const context = await Effect.runPromise(Layer.buildWithScope(agentLayer, scope))
 const agent = Effect.runSync(Effect.provide(Agent.Agent, context))

@@ -37,7 +37,7 @@ pub struct CaptureOptions {
     pub poll_interval_ms: Option<u32>,
     /// A batch is handed over once it reaches this size. Default 1 MiB.
     pub max_batch_bytes: Option<u32>,
-    /// Bytes handed to JavaScript but not yet taken, above which the reader pauses. Default 64 MiB.
+    /// Bytes handed to JavaScript but not yet taken, above which the reader pauses. Default 8 MiB.
     pub max_pending_bytes: Option<u32>,
     /// BPF object to load instead of the embedded one.
     pub object_path: Option<String>,
@@ -157,7 +157,7 @@ impl Capture {
                 options.poll_interval_ms.unwrap_or(10).max(1).into(),
             ),
             max_batch_bytes: options.max_batch_bytes.unwrap_or(1 << 20).max(4096) as usize,
-            max_pending_bytes: options.max_pending_bytes.unwrap_or(64 << 20).into(),
+            max_pending_bytes: options.max_pending_bytes.unwrap_or(8 << 20).into(),
             cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
             mount_tracefs: options.mount_tracefs.unwrap_or(true),
             pid_namespace: options

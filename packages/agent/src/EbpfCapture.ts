@@ -9,7 +9,7 @@
  * of that namespace except the agent's own.
  *
  * Memory stays bounded at every stage: the kernel ring buffer (`ringBufferBytes`; when full the
- * kernel drops and counts), the native hand-over (64 MiB pending, then the reader pauses), and the
+ * kernel drops and counts), the native hand-over (8 MiB pending, then the reader pauses), and the
  * queue in front of `batches` (`maxQueuedBytes`; when full whole batches are dropped and counted).
  *
  * @since 0.1.0
@@ -50,7 +50,7 @@ export interface Options {
   readonly pollIntervalMs?: number
   /** The programs wake the reader early once this many bytes are pending. Default 64 KiB. */
   readonly wakeupBytes?: number
-  /** Bytes of undelivered batches kept for `batches`; beyond it batches are dropped. Default 64 MiB. */
+  /** Bytes of undelivered batches kept for `batches`; beyond it batches are dropped. Default 8 MiB. */
   readonly maxQueuedBytes?: number
   /** A BPF object to load instead of the one embedded in the addon. */
   readonly objectPath?: string
@@ -204,7 +204,7 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
     const loaded = NativeAddon.load()
     if (loaded._tag === "Missing") return yield* new EbpfUnavailable({ reason: loaded.reason })
     const addon = loaded.addon
-    const maxQueuedBytes = options.maxQueuedBytes ?? 64 * 1024 * 1024
+    const maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024
     const queue = yield* Queue.unbounded<Uint8Array>()
     let queuedBytes = 0
     let queueDropped = 0
@@ -251,7 +251,8 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
       }
     })
 
-    const batches = Stream.fromQueue(queue).pipe(
+    // One batch at a time: a larger chunk would decode a whole backlog into event objects at once.
+    const batches = Stream.fromQueue(queue, { maxChunkSize: 1 }).pipe(
       Stream.takeWhile((batch) => batch.byteLength > 0),
       Stream.map((batch) => {
         queuedBytes -= batch.byteLength

@@ -13,7 +13,7 @@
 import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { Args, Command, Options } from "@effect/cli"
-import { Agent, Errors, Exporter, ProxyMode, TracedCommand } from "@iii/agent"
+import { Agent, Errors, Exporter, Priority, ProxyMode, TracedCommand } from "@iii/agent"
 import { Config, Effect, Layer, Option } from "effect"
 
 // Every identity and destination flag falls back to the environment the controller gives its sidecar
@@ -96,6 +96,13 @@ const bufferBytes = Options.integer("buffer-bytes").pipe(
   Options.withDefault(64 * 1024 * 1024),
   Options.withDescription("unacknowledged telemetry kept per obs URL before the oldest is dropped")
 )
+const nice = Options.integer("nice").pipe(
+  Options.withFallbackConfig(Config.integer("III_AGENT_NICE")),
+  Options.withDefault(Priority.defaultNice),
+  Options.withDescription(
+    "nice value of the agent's threads (0-19; 0 leaves the priority alone): on a busy core the traced apps run first (default $III_AGENT_NICE or 10)"
+  )
+)
 const commandLine = Args.text({ name: "command" }).pipe(
   Args.repeated,
   Args.withDescription("-- COMMAND ARGS to start and trace")
@@ -133,6 +140,7 @@ export const command = Command.make(
     pod,
     namespace,
     bufferBytes,
+    nice,
     commandLine
   },
   (config) =>
@@ -162,6 +170,9 @@ export const command = Command.make(
         return yield* new Errors.AgentConfigError({
           message: "proxy mode needs both --proxy-listen and --proxy-upstream"
         })
+      }
+      if (!Number.isInteger(config.nice) || config.nice < 0 || config.nice > 19) {
+        return yield* new Errors.AgentConfigError({ message: `--nice: expected 0 to 19, got ${config.nice}` })
       }
       const pidNumbers: Array<number> = []
       for (const pid of config.pids) {
@@ -221,6 +232,11 @@ export const command = Command.make(
           })
         )
       )
+      if (config.nice > 0) {
+        const lowered = yield* Priority.lower(config.nice)
+        if (lowered.failures.length > 0)
+          yield* Effect.logWarning(`--nice ${config.nice}: ${lowered.failures.join("; ")}`)
+      }
       const exitCode = yield* (
         hasCommand ? TracedCommand.run(config.commandLine, { forwardSignals: true }) : Effect.never
       ).pipe(Effect.provide(agentLayer))
