@@ -15,7 +15,7 @@
  * an agent's spans of requests just served would be. OBS_BENCH_FIXED_START=1 sends the template's
  * start times unchanged instead, as this bench did before: every batch then carries the same 500
  * start times for the whole run, which no agent produces and which scatters each commit's inserts
- * over the whole (service, start time) index (about half the throughput; shown for comparison).
+ * over the whole (service, start time) index (about a third of the throughput; for comparison).
  * Trace ids increase per connection; OBS_BENCH_RANDOM_TRACE_IDS=1 makes them random, as real ones
  * are, which scatters the spans table's inserts the same way.
  * The report includes the node's per-thread CPU and the client's own CPU: both share the 2 cores.
