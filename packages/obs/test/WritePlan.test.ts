@@ -1,6 +1,6 @@
 import { toBufferKey } from "ordered-binary"
 import { describe, expect, it } from "vitest"
-import { serviceKey, spanKey } from "../src/internal/Keys.js"
+import { correlationKey, serviceKey, spanKey } from "../src/internal/Keys.js"
 import * as SpanRecord from "../src/internal/SpanRecord.js"
 import { planRound } from "../src/internal/WritePlan.js"
 import { batch, span, t0 } from "./fixtures/Spans.js"
@@ -56,5 +56,20 @@ describe("WritePlan", () => {
     expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(a)]))
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
     expect(entries(plan).map(([db]) => db)).toEqual([0, 1, 2, 3, 0, 1])
+  })
+
+  it("encodes non-ASCII and long key strings like lmdb, and grows its buffer for large spans", () => {
+    const s = span({
+      trace: 12,
+      service: "käse-☃-服务-😀",
+      correlationId: `order-${"ß".repeat(120)}-😀`,
+      attributes: { "big.value": "x".repeat(20_000) }
+    })
+    const plan = planRound([batch("agent", 1, [s, span({ trace: 13 })])])
+    const [spanEntry, serviceEntry, correlationEntry] = entries(plan)
+    expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(s)]))
+    expect(Buffer.from(correlationEntry?.[1] ?? [])).toEqual(toBufferKey([...correlationKey(s)]))
+    expect(SpanRecord.decode(s.traceId, s.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(s)
+    expect(plan.batches[0]?.entries).toBe(5)
   })
 })

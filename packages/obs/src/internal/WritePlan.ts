@@ -74,7 +74,8 @@ class Builder {
 
   private room(bytes: number): void {
     if (this.position + bytes <= this.bytes.length) return
-    const bigger = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, this.position + bytes))
+    // A multiple of 8: ordered-binary views the buffer through a DataView rounded up to 4 bytes.
+    const bigger = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, (this.position + bytes + 7) & ~7))
     this.bytes.copy(bigger, 0, 0, this.position)
     this.bytes = bigger
   }
