@@ -288,5 +288,29 @@ export const storeConformance = (name: string, make: MakeStore) => {
           expect(spanId(1)).toHaveLength(16)
         })
       ))
+
+    it("stores large spans and non-ASCII names in a big round and finds them by every index", () =>
+      run((s) =>
+        Effect.gen(function* () {
+          const big = span({
+            trace: 50,
+            service: "käse-☃-服务",
+            correlationId: `order-${"ß".repeat(100)}`,
+            http: { method: "GET", route: "/x", statusCode: 502 },
+            error: true,
+            attributes: { "big.value": "x".repeat(50_000) }
+          })
+          const many = Array.from({ length: 300 }, (_, i) => span({ trace: 100 + i }))
+          expect(yield* s.writer.write([batch("a", 1, [big, ...many]), batch("b", 1, many)])).toEqual([
+            "stored",
+            "stored"
+          ])
+          expect(yield* s.reader.trace(traceId(50))).toEqual([big])
+          expect(yield* s.reader.correlatedTraceIds(big.correlationId, 10)).toEqual([traceId(50)])
+          const errors = yield* s.reader.searchTraces({ status: "5xx", limit: 10 })
+          expect(errors.traces.map((t) => t.traceId)).toEqual([traceId(50)])
+          expect((yield* s.reader.services()).map((x) => x.service)).toContain(big.service)
+        })
+      ))
   })
 }
