@@ -19,9 +19,6 @@
  * Trace ids increase per connection; OBS_BENCH_RANDOM_TRACE_IDS=1 makes them random, as real ones
  * are, which scatters the spans table's inserts the same way.
  * The report includes the node's per-thread CPU and the client's own CPU: both share the 2 cores.
- * To keep the client's share small it stamps 64-bit fields without BigInt arithmetic per span. (It
- * keeps random WebSocket masks, as agents do: an all-zero mask would spare the client a copy and an
- * XOR per frame but would also let the node skip unmasking.)
  */
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"

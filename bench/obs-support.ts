@@ -126,29 +126,13 @@ export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
     stamp: (seq: number, batchId: bigint, batchStartNano?: bigint, randomTraceIds = false): Buffer => {
       const frame = Buffer.from(bytes)
       frame.writeUInt32BE(seq, seqAt + 1)
-      // 64-bit fields written as two 32-bit halves: no BigInt arithmetic per span (client CPU).
-      if (randomTraceIds) {
-        const random = randomBytes(8 * traceAt.length)
-        for (let i = 0; i < traceAt.length; i++) random.copy(frame, traceAt[i] ?? 0, 8 * i, 8 * i + 8)
-      } else {
-        // (batchId << 16) | i, for batchId < 2^48
-        const high = Number(batchId >> 16n)
-        const low = Number(batchId & 0xffffn) * 0x10000
-        for (let i = 0; i < traceAt.length; i++) {
-          frame.writeUInt32BE(high, traceAt[i] ?? 0)
-          frame.writeUInt32BE(low + i, (traceAt[i] ?? 0) + 4)
-        }
-      }
-      if (batchStartNano !== undefined) {
-        const high = Number(batchStartNano >> 32n)
-        const low = Number(batchStartNano & 0xffffffffn)
-        for (let i = 0; i < startAt.length; i++) {
-          const sum = low + i * 1000
-          const carry = sum >= 0x1_0000_0000 ? 1 : 0
-          frame.writeUInt32BE(high + carry, startAt[i] ?? 0)
-          frame.writeUInt32BE(sum - carry * 0x1_0000_0000, (startAt[i] ?? 0) + 4)
-        }
-      }
+      const random = randomTraceIds ? randomBytes(8 * traceAt.length) : undefined
+      for (let i = 0; i < traceAt.length; i++)
+        if (random === undefined) frame.writeBigUInt64BE((batchId << 16n) | BigInt(i), traceAt[i] ?? 0)
+        else random.copy(frame, traceAt[i] ?? 0, 8 * i, 8 * i + 8)
+      if (batchStartNano !== undefined)
+        for (let i = 0; i < startAt.length; i++)
+          frame.writeBigInt64BE(batchStartNano + BigInt(i) * 1000n, startAt[i] ?? 0)
       return frame
     }
   }
