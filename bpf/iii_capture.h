@@ -62,13 +62,14 @@ enum iii_counter {
 };
 
 /*
- * How the native addon hands records to JavaScript: one buffer per batch, made of this header
- * followed by record_count times { __u32 length (little-endian); length bytes of one record }.
+ * How the native addon hands records to JavaScript: batches written into a fixed set of buffers
+ * that JavaScript owns and recycles, each made of this header followed by record_count times
+ * { __u32 length (little-endian); length bytes of one record }.
  */
 struct iii_batch_header {
 	__s64 clock_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC when the batch was read */
 	__u32 record_count;
-	__u32 reserved;
+	__u32 batch_bytes;     /* bytes of the batch, this header included */
 };
 
 /* 24 bytes, common to every record. For fork/exit, pid/tid are the parent's / the exiting process's. */

@@ -2,6 +2,7 @@
 use std::borrow::Cow;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -9,15 +10,28 @@ use std::time::Duration;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
-use napi::bindgen_prelude::Buffer;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 
 use crate::diagnostics::{self, error};
 use crate::layout;
 
-/// Called on the JS thread with one batch buffer (empty = the capture ended).
-pub type BatchCallback = ThreadsafeFunction<Vec<u8>, (), Buffer, Status, false>;
+/// Called on the JS thread with the index of the buffer now holding a batch (`END`: the capture ended).
+pub type BatchCallback = ThreadsafeFunction<u32, (), u32, Status, false>;
+
+/// The index the batch callback receives once the capture has ended.
+pub const END: u32 = u32::MAX;
+
+/// A batch buffer JavaScript lent the reader: its address and length (plain numbers, so the
+/// reader thread can hold them; `Capture` keeps the buffers themselves alive).
+#[derive(Clone, Copy)]
+pub struct Slab {
+    pub address: usize,
+    pub len: usize,
+}
+
+/// Room a batch keeps at its end for one more record: the largest record and its length prefix.
+pub const MAX_RECORD: usize = std::mem::size_of::<layout::DataEvent>() + layout::MAX_PAYLOAD as usize + 4;
 
 pub struct Settings {
     pub object: Cow<'static, [u8]>,
@@ -25,8 +39,6 @@ pub struct Settings {
     pub ring_buffer_bytes: u32,
     pub wakeup_bytes: u32,
     pub poll_interval: Duration,
-    pub max_batch_bytes: usize,
-    pub max_pending_bytes: u64,
     pub cgroups_enabled: bool,
     pub mount_tracefs: bool,
     /// (nsfs device, inode) of the pid namespace whose numbering the programs use; None: the kernel's.
@@ -39,8 +51,10 @@ pub struct ReaderStats {
     pub batches: AtomicU64,
     pub records: AtomicU64,
     pub malformed: AtomicU64,
-    /// Bytes handed to JS whose callback has not run yet (bounded by max_pending_bytes).
-    pub pending_bytes: AtomicU64,
+    /// Batches handed to JS and not recycled yet.
+    pub in_flight: AtomicU64,
+    /// Records left in the ring at close because every buffer was still with JS.
+    pub abandoned: AtomicU64,
 }
 
 pub struct Running {
@@ -50,6 +64,8 @@ pub struct Running {
     counters: PerCpuArray<MapData, u64>,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
+    recycled: Sender<u32>,
+    buffer_count: u32,
     pub stats: Arc<ReaderStats>,
     pub cgroups_enabled: bool,
 }
@@ -195,6 +211,7 @@ where
 impl Running {
     pub fn start(
         settings: Settings,
+        slabs: Vec<Slab>,
         pids: &[u32],
         cgroup_ids: &[u64],
         on_batch: BatchCallback,
@@ -295,6 +312,11 @@ impl Running {
         }
 
         let stop = Arc::new(AtomicBool::new(false));
+        let (recycled, free) = std::sync::mpsc::channel();
+        let buffer_count = slabs.len() as u32;
+        for index in 0..buffer_count {
+            let _ = recycled.send(index);
+        }
         let reader = {
             let stop = stop.clone();
             let stats = stats.clone();
@@ -303,8 +325,8 @@ impl Running {
                 on_batch,
                 stats,
                 interval: settings.poll_interval,
-                max_batch_bytes: settings.max_batch_bytes,
-                max_pending_bytes: settings.max_pending_bytes,
+                slabs,
+                free,
             };
             std::thread::Builder::new()
                 .name("iii-ringbuf".into())
@@ -318,9 +340,22 @@ impl Running {
             counters,
             stop,
             reader: Some(reader),
+            recycled,
+            buffer_count,
             stats,
             cgroups_enabled: settings.cgroups_enabled,
         })
+    }
+
+    /// JavaScript is done with the batch in buffer `index`: the reader may fill it again.
+    pub fn recycle(&self, index: u32) -> napi::Result<()> {
+        if index >= self.buffer_count {
+            return Err(error("invalid", format!("no batch buffer {index}")));
+        }
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // The reader is gone once the capture closed: nothing left to fill.
+        let _ = self.recycled.send(index);
+        Ok(())
     }
 
     pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
@@ -378,8 +413,9 @@ struct Reader {
     on_batch: BatchCallback,
     stats: Arc<ReaderStats>,
     interval: Duration,
-    max_batch_bytes: usize,
-    max_pending_bytes: u64,
+    slabs: Vec<Slab>,
+    /// Buffers JavaScript has handed back.
+    free: Receiver<u32>,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
@@ -398,19 +434,39 @@ impl Reader {
     fn run(mut self, stop: &AtomicBool) {
         let fd = self.ring.as_raw_fd();
         let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
+        let mut slab: Option<u32> = None;
         loop {
             let stopping = stop.load(Ordering::Acquire);
-            if self.stats.pending_bytes.load(Ordering::Relaxed) > self.max_pending_bytes
-                && !stopping
-            {
-                // JavaScript is behind: leave records in the ring (the kernel counts what it
-                // cannot take) instead of growing memory.
-                std::thread::sleep(self.interval);
-                continue;
+            // Fill buffers while the ring has records and JavaScript has buffers to spare.
+            loop {
+                if slab.is_none() {
+                    slab = self.free.try_recv().ok();
+                }
+                let Some(index) = slab else { break };
+                let (records, full) = self.fill(index);
+                if records > 0 {
+                    self.send(index);
+                    slab = None;
+                }
+                if !full {
+                    break;
+                }
             }
-            self.drain();
             if stopping {
+                // Closing runs on the JS thread, which cannot hand buffers back meanwhile: what
+                // does not fit in the free ones is counted, not waited for.
+                let mut left = 0;
+                while self.ring.next().is_some() {
+                    left += 1;
+                }
+                self.stats.abandoned.fetch_add(left, Ordering::Relaxed);
                 break;
+            }
+            if slab.is_none() {
+                // Every buffer is with JavaScript: records wait in the ring (the kernel counts
+                // what it cannot take) until one comes back.
+                slab = self.free.recv_timeout(self.interval).ok();
+                continue;
             }
             let mut pollfd = libc::pollfd {
                 fd,
@@ -420,59 +476,46 @@ impl Reader {
             // SAFETY: one valid pollfd. Woken by the programs' forced wakeups or the timeout.
             unsafe { libc::poll(&mut pollfd, 1, timeout) };
         }
-        self.send(Vec::new());
+        self.on_batch.call(END, ThreadsafeFunctionCallMode::NonBlocking);
     }
 
-    fn drain(&mut self) {
-        let mut batch = Vec::new();
+    /// Moves records from the ring into buffer `index` until the ring is empty or the buffer cannot
+    /// take the largest possible record; returns how many records, and whether it stopped full.
+    fn fill(&mut self, index: u32) -> (u32, bool) {
+        let slab = self.slabs[index as usize];
+        // SAFETY: JavaScript lent this buffer and leaves it alone from recycling it until it is
+        // handed over again (`send`); `Capture` keeps it alive until this thread has stopped.
+        let out = unsafe { std::slice::from_raw_parts_mut(slab.address as *mut u8, slab.len) };
+        let mut at = BATCH_HEADER;
         let mut count = 0u32;
-        loop {
-            {
-                let Some(record) = self.ring.next() else {
-                    break;
-                };
-                if !layout::is_valid_record(&record) {
-                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if batch.is_empty() {
-                    batch.reserve(64 * 1024);
-                    batch.resize(BATCH_HEADER, 0);
-                }
-                batch.extend_from_slice(&(record.len() as u32).to_le_bytes());
-                batch.extend_from_slice(&record);
-                count += 1;
+        let mut full = true;
+        while at + MAX_RECORD <= out.len() {
+            let Some(record) = self.ring.next() else {
+                full = false;
+                break;
+            };
+            if !layout::is_valid_record(&record) {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            if batch.len() >= self.max_batch_bytes {
-                self.finish(std::mem::take(&mut batch), count);
-                count = 0;
-            }
+            out[at..at + 4].copy_from_slice(&(record.len() as u32).to_le_bytes());
+            out[at + 4..at + 4 + record.len()].copy_from_slice(&record);
+            at += 4 + record.len();
+            count += 1;
         }
         if count > 0 {
-            self.finish(batch, count);
+            let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+            out[0..8].copy_from_slice(&offset.to_le_bytes());
+            out[8..12].copy_from_slice(&count.to_le_bytes());
+            out[12..16].copy_from_slice(&(at as u32).to_le_bytes());
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.records.fetch_add(count.into(), Ordering::Relaxed);
         }
+        (count, full)
     }
 
-    fn finish(&self, mut batch: Vec<u8>, count: u32) {
-        // JavaScript owns the allocation until the Buffer is collected: don't hand it slack.
-        if batch.capacity() - batch.len() > 64 * 1024 {
-            batch.shrink_to_fit();
-        }
-        let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
-        batch[0..8].copy_from_slice(&offset.to_le_bytes());
-        batch[8..12].copy_from_slice(&count.to_le_bytes());
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .records
-            .fetch_add(count.into(), Ordering::Relaxed);
-        self.send(batch);
-    }
-
-    fn send(&self, batch: Vec<u8>) {
-        self.stats
-            .pending_bytes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.on_batch
-            .call(batch, ThreadsafeFunctionCallMode::NonBlocking);
+    fn send(&self, index: u32) {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.on_batch.call(index, ThreadsafeFunctionCallMode::NonBlocking);
     }
 }

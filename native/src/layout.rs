@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 pub struct BatchHeader {
     pub clock_offset_ns: i64,
     pub record_count: u32,
-    pub reserved: u32,
+    pub batch_bytes: u32,
 }
 
 #[repr(C)]
@@ -108,7 +108,7 @@ pub fn describe() -> Vec<StructDescription> {
             vec![
                 ("clock_offset_ns", offset_of!(BatchHeader, clock_offset_ns)),
                 ("record_count", offset_of!(BatchHeader, record_count)),
-                ("reserved", offset_of!(BatchHeader, reserved)),
+                ("batch_bytes", offset_of!(BatchHeader, batch_bytes)),
             ],
         ),
         (

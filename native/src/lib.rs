@@ -1,6 +1,7 @@
 //! iii native addon: loads bpf/iii_capture.bpf.o with aya, fills the target maps, attaches the
-//! tracepoints and hands JavaScript batches of raw records (one Buffer per batch; layout in
-//! bpf/iii_capture.h). Decoding happens in packages/agent (EbpfCapture.ts).
+//! tracepoints and hands JavaScript batches of raw records, written into a fixed set of buffers
+//! JavaScript lends it and recycles (layout in bpf/iii_capture.h): no allocation per batch, and
+//! memory fixed whatever the load. Decoding happens in packages/agent (EbpfCapture.ts).
 //!
 //! Error messages start with a code the TypeScript wrapper maps to tagged errors:
 //! `permission`, `tracefs`, `btf`, `verifier`, `load`, `attach`, `map`, `io`, `invalid`.
@@ -16,7 +17,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::{Buffer, Function};
 use napi_derive::napi;
 
-use capture::{ReaderStats, Running, Settings};
+use capture::{ReaderStats, Running, Settings, Slab, MAX_RECORD};
 use diagnostics::error;
 
 #[napi(object)]
@@ -35,10 +36,6 @@ pub struct CaptureOptions {
     pub wakeup_bytes: Option<u32>,
     /// The reader drains the ring at least this often. Default 10 ms.
     pub poll_interval_ms: Option<u32>,
-    /// A batch is handed over once it reaches this size. Default 1 MiB.
-    pub max_batch_bytes: Option<u32>,
-    /// Bytes handed to JavaScript but not yet taken, above which the reader pauses. Default 8 MiB.
-    pub max_pending_bytes: Option<u32>,
     /// BPF object to load instead of the embedded one.
     pub object_path: Option<String>,
     /// Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true.
@@ -53,7 +50,8 @@ pub struct CaptureOptions {
 
 #[napi(object)]
 pub struct Counters {
-    /// Records lost because the ring buffer was full.
+    /// Records lost because the ring buffer was full (or still in it when the capture closed while
+    /// JavaScript held every buffer).
     pub dropped: f64,
     /// Batches handed to JavaScript.
     pub batches: f64,
@@ -61,8 +59,8 @@ pub struct Counters {
     pub records: f64,
     /// Records skipped because their size did not match their kind (should stay 0).
     pub malformed: f64,
-    /// Bytes handed to JavaScript whose callback has not run yet.
-    pub pending_bytes: f64,
+    /// Batches handed to JavaScript and not recycled yet.
+    pub in_flight: f64,
 }
 
 /// The nsfs device and inode of a namespace file: what bpf_get_ns_current_pid_tgid matches.
@@ -118,15 +116,44 @@ fn embedded_object() -> Option<&'static [u8]> {
 
 #[napi]
 pub struct Capture {
+    // Declared first so it is dropped first: the reader thread writes into `buffers`.
     running: Option<Running>,
+    /// The batch buffers JavaScript lent (kept referenced so they outlive the reader).
+    _buffers: Vec<Buffer>,
 }
 
 #[napi]
 impl Capture {
-    /// Loads and attaches the programs and starts the reader thread. `onBatch` receives one Buffer
-    /// per batch; an empty Buffer means the capture ended (after `close`).
+    /// Loads and attaches the programs and starts the reader thread, which fills the `buffers`
+    /// JavaScript lends it (each at least 64 KiB) with batches. `onBatch` receives the index of the
+    /// buffer holding a new batch; that buffer is JavaScript's until it calls `recycle(index)`.
+    /// Index 0xFFFFFFFF means the capture ended (after `close`).
     #[napi(factory)]
-    pub fn start(options: CaptureOptions, on_batch: Function<Buffer, ()>) -> napi::Result<Capture> {
+    pub fn start(
+        options: CaptureOptions,
+        mut buffers: Vec<Buffer>,
+        on_batch: Function<u32, ()>,
+    ) -> napi::Result<Capture> {
+        if buffers.is_empty() || buffers.len() >= capture::END as usize {
+            return Err(error("invalid", "pass at least one batch buffer"));
+        }
+        let smallest = 2 * MAX_RECORD;
+        let slabs = buffers
+            .iter_mut()
+            .map(|buffer| {
+                if buffer.len() < smallest {
+                    return Err(error(
+                        "invalid",
+                        format!("batch buffers must hold at least {smallest} bytes, got {}", buffer.len()),
+                    ));
+                }
+                let bytes: &mut [u8] = buffer.as_mut();
+                Ok(Slab {
+                    address: bytes.as_mut_ptr() as usize,
+                    len: bytes.len(),
+                })
+            })
+            .collect::<napi::Result<Vec<_>>>()?;
         let object = match (&options.object_path, embedded_object()) {
             (Some(path), _) => Cow::Owned(
                 std::fs::read(path).map_err(|e| error("load", format!("reading BPF object {path}: {e}")))?,
@@ -156,8 +183,6 @@ impl Capture {
             poll_interval: Duration::from_millis(
                 options.poll_interval_ms.unwrap_or(10).max(1).into(),
             ),
-            max_batch_bytes: options.max_batch_bytes.unwrap_or(1 << 20).max(4096) as usize,
-            max_pending_bytes: options.max_pending_bytes.unwrap_or(8 << 20).into(),
             cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
             mount_tracefs: options.mount_tracefs.unwrap_or(true),
             pid_namespace: options
@@ -168,18 +193,13 @@ impl Capture {
             adopt_entrants: options.adopt_namespace_entrants.unwrap_or(false),
         };
         let stats = Arc::new(ReaderStats::default());
-        let callback_stats = stats.clone();
         let on_batch = on_batch
-            .build_threadsafe_function::<Vec<u8>>()
+            .build_threadsafe_function::<u32>()
             .callee_handled::<false>()
-            .build_callback(move |ctx| {
-                callback_stats
-                    .pending_bytes
-                    .fetch_sub(ctx.value.len() as u64, Ordering::Relaxed);
-                Ok(Buffer::from(ctx.value))
-            })?;
+            .build_callback(|ctx| Ok(ctx.value))?;
         let running = Running::start(
             settings,
+            slabs,
             &options.pids.unwrap_or_default(),
             &cgroup_ids,
             on_batch,
@@ -187,6 +207,7 @@ impl Capture {
         )?;
         Ok(Capture {
             running: Some(running),
+            _buffers: buffers,
         })
     }
 
@@ -200,6 +221,16 @@ impl Capture {
     #[napi]
     pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
         self.running()?.add_pid(pid)
+    }
+
+    /// Hands buffer `index` back to the reader: JavaScript is done with the batch in it.
+    #[napi]
+    pub fn recycle(&mut self, index: u32) -> napi::Result<()> {
+        match &self.running {
+            Some(running) => running.recycle(index),
+            // Closed: the reader is gone, nothing to fill.
+            None => Ok(()),
+        }
     }
 
     /// Stops tracing this process (children already traced stay traced).
@@ -225,11 +256,11 @@ impl Capture {
         let dropped = running.kernel_dropped()?;
         let stats = &running.stats;
         Ok(Counters {
-            dropped: dropped as f64,
+            dropped: (dropped + stats.abandoned.load(Ordering::Relaxed)) as f64,
             batches: stats.batches.load(Ordering::Relaxed) as f64,
             records: stats.records.load(Ordering::Relaxed) as f64,
             malformed: stats.malformed.load(Ordering::Relaxed) as f64,
-            pending_bytes: stats.pending_bytes.load(Ordering::Relaxed) as f64,
+            in_flight: stats.in_flight.load(Ordering::Relaxed) as f64,
         })
     }
 

@@ -191,7 +191,7 @@ export const make = (
           spans: processor.stats.spans,
           logs: processor.stats.logs,
           openConnections: processor.openConnections,
-          captureDropped: counters.dropped + counters.queueDropped,
+          captureDropped: counters.dropped,
           exporter: yield* exporter.stats
         }
       })

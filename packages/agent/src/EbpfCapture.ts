@@ -8,9 +8,11 @@
  * processes under its own pid namespace's numbers); `traceAllInPidNamespace` traces every process
  * of that namespace except the agent's own.
  *
- * Memory stays bounded at every stage: the kernel ring buffer (`ringBufferBytes`; when full the
- * kernel drops and counts), the native hand-over (8 MiB pending, then the reader pauses), and the
- * queue in front of `batches` (`maxQueuedBytes`; when full whole batches are dropped and counted).
+ * Memory is fixed whatever the load: the kernel ring buffer (`ringBufferBytes`; when full the kernel
+ * drops and counts) and `batchBuffers` buffers of `batchBytes` that this module lends the addon's
+ * reader thread, which writes batches into them; each comes back once the consumer has moved on to
+ * the next batch. When every buffer is out, records wait in the ring. Nothing is allocated per batch, so the
+ * garbage collector plays no part in how much memory a backlog takes.
  *
  * @since 0.1.0
  */
@@ -23,8 +25,8 @@ import {
   TracefsUnavailable,
   VerifierRejected
 } from "./Errors.js"
-import { decodeBatch } from "./internal/EventDecoder.js"
-import { BatchHeader, DEFAULT_PAYLOAD, MAX_PAYLOAD } from "./internal/EventLayout.js"
+import { batchLength, eventsOf } from "./internal/EventDecoder.js"
+import { DEFAULT_PAYLOAD, MAX_PAYLOAD } from "./internal/EventLayout.js"
 import * as NativeAddon from "./internal/NativeAddon.js"
 import {
   checkProcMatches,
@@ -50,8 +52,10 @@ export interface Options {
   readonly pollIntervalMs?: number
   /** The programs wake the reader early once this many bytes are pending. Default 64 KiB. */
   readonly wakeupBytes?: number
-  /** Bytes of undelivered batches kept for `batches`; beyond it batches are dropped. Default 8 MiB. */
-  readonly maxQueuedBytes?: number
+  /** Buffers batches are written into (how many batches can wait for the consumer). Default 8. */
+  readonly batchBuffers?: number
+  /** Size of each of them, at least 64 KiB. Default 1 MiB. */
+  readonly batchBytes?: number
   /** A BPF object to load instead of the one embedded in the addon. */
   readonly objectPath?: string
   /** Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true. */
@@ -78,21 +82,29 @@ export interface Options {
 
 /** @since 0.1.0 */
 export interface Counters {
-  /** Records the kernel could not write because the ring buffer was full. */
+  /**
+   * Records the kernel could not write because the ring buffer was full, plus any still in it when
+   * the capture closed while the consumer held every buffer.
+   */
   readonly dropped: number
   /** Batches and records read from the ring and handed to JavaScript. */
   readonly batches: number
   readonly records: number
-  /** Records dropped in user space because `batches` fell behind by more than `maxQueuedBytes`. */
-  readonly queueDropped: number
+  /** Batches handed to the consumer and not yet iterated to their end. */
+  readonly inFlight: number
   /** Records skipped as malformed (should stay 0; a layout mismatch otherwise). */
   readonly malformed: number
 }
 
 /** A running capture. @since 0.1.0 */
 export interface EbpfCapture {
-  /** Decoded batches (never empty), in ring order. Single consumer; ends when the capture's scope closes. */
-  readonly batches: Stream.Stream<ReadonlyArray<CaptureEvent>>
+  /**
+   * Batches of events, in ring order. Each decodes its events as it is iterated (a backlog never
+   * becomes thousands of objects at once). A batch's buffer goes back to the reader when the next
+   * batch is pulled, so a data event's `payload` is a view that is valid until then: copy what you
+   * keep longer. Single consumer; ends when the capture's scope closes.
+   */
+  readonly batches: Stream.Stream<Iterable<CaptureEvent>>
   /** Traces another process (and its future children). */
   readonly addPid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
   /** Stops tracing a process (its already-traced children stay traced). */
@@ -204,22 +216,12 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
     const loaded = NativeAddon.load()
     if (loaded._tag === "Missing") return yield* new EbpfUnavailable({ reason: loaded.reason })
     const addon = loaded.addon
-    const maxQueuedBytes = options.maxQueuedBytes ?? 8 * 1024 * 1024
-    const queue = yield* Queue.unbounded<Uint8Array>()
-    let queuedBytes = 0
-    let queueDropped = 0
+    const buffers = Array.from({ length: options.batchBuffers ?? 8 }, () =>
+      Buffer.allocUnsafeSlow(options.batchBytes ?? 1024 * 1024)
+    )
+    // Buffer indices, in the order the reader filled them (at most one per buffer, plus the end).
+    const queue = yield* Queue.unbounded<number>()
     let malformed = 0
-
-    const onBatch = (batch: Buffer): void => {
-      // An empty batch is the end marker and always goes through.
-      if (batch.byteLength > 0 && queuedBytes + batch.byteLength > maxQueuedBytes) {
-        queueDropped +=
-          batch.byteLength >= BatchHeader.size ? batch.readUInt32LE(BatchHeader.fields.record_count) : 0
-        return
-      }
-      queuedBytes += batch.byteLength
-      Queue.unsafeOffer(queue, batch)
-    }
 
     const namespace = options.traceAllInPidNamespace === true ? yield* namespaceTargets(options) : undefined
     const startOptions = nativeOptions(options)
@@ -227,7 +229,7 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
 
     const native = yield* Effect.acquireRelease(
       Effect.try({
-        try: () => addon.Capture.start(startOptions, onBatch),
+        try: () => addon.Capture.start(startOptions, buffers, (index) => Queue.unsafeOffer(queue, index)),
         catch: (error) => toStartError(error, addon)
       }),
       (native) => Effect.sync(() => native.close())
@@ -246,21 +248,39 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
         dropped: last?.dropped ?? 0,
         batches: last?.batches ?? 0,
         records: last?.records ?? 0,
-        queueDropped,
+        inFlight: last?.inFlight ?? 0,
         malformed: malformed + (last?.malformed ?? 0)
       }
     })
 
+    // A batch's buffer goes back to the reader when the consumer pulls the next batch: by then it
+    // is done with this one (`Stream.flattenIterables` included), and the reader keeps the others.
+    let lent: number | undefined
+    const giveBack = () => {
+      if (lent === undefined) return
+      const index = lent
+      lent = undefined
+      try {
+        native.recycle(index)
+      } catch {
+        // Closed: the reader is gone.
+      }
+    }
     // One batch at a time: a larger chunk would decode a whole backlog into event objects at once.
     const batches = Stream.fromQueue(queue, { maxChunkSize: 1 }).pipe(
-      Stream.takeWhile((batch) => batch.byteLength > 0),
-      Stream.map((batch) => {
-        queuedBytes -= batch.byteLength
-        const decoded = decodeBatch(batch)
-        malformed += decoded.malformed
-        return decoded.events
-      }),
-      Stream.filter((events) => events.length > 0)
+      Stream.takeWhile((index) => index !== NativeAddon.endOfCapture),
+      Stream.map((index): Iterable<CaptureEvent> => {
+        giveBack()
+        lent = index
+        const buffer = buffers[index] ?? Buffer.alloc(0)
+        const batch = buffer.subarray(0, batchLength(buffer))
+        return {
+          [Symbol.iterator]: () =>
+            eventsOf(batch, (count) => {
+              malformed += count
+            })
+        }
+      })
     )
 
     const call = (f: () => void) => Effect.try({ try: f, catch: toCaptureError })

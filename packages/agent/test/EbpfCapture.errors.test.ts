@@ -70,7 +70,7 @@ describe("EbpfCapture failures", () => {
     const script = `
       const addon = require(${JSON.stringify(loaded.path)})
       let message = "started"
-      try { addon.Capture.start({}, () => {}).close() } catch (error) { message = error.message }
+      try { addon.Capture.start({}, [Buffer.alloc(1 << 20)], () => {}).close() } catch (error) { message = error.message }
       console.log(JSON.stringify({ message, missing: addon.diagnose().missingCapabilities }))`
     // Same user, but an empty capability bounding set: the process runs with no capabilities.
     const run = spawnSync(
@@ -92,7 +92,7 @@ describe("EbpfCapture failures", () => {
     const script = `
       const addon = require(${JSON.stringify(loaded.path)})
       const attempt = (options) => {
-        try { addon.Capture.start(options, () => {}).close(); return "started" } catch (error) { return error.message }
+        try { addon.Capture.start(options, [Buffer.alloc(1 << 20)], () => {}).close(); return "started" } catch (error) { return error.message }
       }
       const refused = attempt({ mountTracefs: false })
       console.log(JSON.stringify({ refused, mounted: attempt({}) }))`

@@ -1,7 +1,9 @@
 /**
  * Decodes the addon's batch buffers (layout: bpf/iii_capture.h, numbers: EventLayout.ts) into
  * CaptureEvents. Hot path: one DataView per batch, no copies (payloads are views), addresses
- * formatted through a small cache since a process talks to few distinct peers.
+ * formatted through a small cache since a process talks to few distinct peers, and events decoded
+ * one at a time as the consumer iterates (`eventsOf`): a backlog batch of thousands of records never
+ * exists as thousands of objects at once, which would outlive V8's young generation.
  */
 import type { CaptureEvent, Syscall } from "../CaptureEvent.js"
 import {
@@ -111,11 +113,27 @@ const decodeConnection = (
   }
 }
 
-/** Decodes one batch. Never throws: bad records are counted and skipped. */
-export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
-  const events: Array<CaptureEvent> = []
-  let malformed = 0
-  if (batch.byteLength < BatchHeader.size) return { events, malformed: batch.byteLength > 0 ? 1 : 0 }
+/** Bytes of the batch at the start of `buffer`, as its header says (within the buffer's length). */
+export const batchLength = (buffer: Uint8Array): number =>
+  buffer.byteLength < BatchHeader.size
+    ? 0
+    : Math.min(
+        buffer.byteLength,
+        new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength).getUint32(
+          BatchHeader.fields.batch_bytes,
+          true
+        )
+      )
+
+/**
+ * A batch's events, decoded as they are iterated. Never throws: bad records are skipped and reported
+ * through `onMalformed` (with how many) as iteration passes them.
+ */
+export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => void): Generator<CaptureEvent> {
+  if (batch.byteLength < BatchHeader.size) {
+    if (batch.byteLength > 0) onMalformed(1)
+    return
+  }
   const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength)
   const offsetNs = view.getBigInt64(BatchHeader.fields.clock_offset_ns, true)
   let next = BatchHeader.size
@@ -124,7 +142,7 @@ export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
     const at = next + RECORD_PREFIX
     next = at + length
     if (next > batch.byteLength || length < EventHeader.size) {
-      malformed++
+      onMalformed(1)
       break
     }
     const timestampNs = view.getBigUint64(at + H.timestamp_ns, true) + offsetNs
@@ -136,10 +154,10 @@ export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
         const syscall: Syscall | undefined = syscalls[view.getUint8(at + H.syscall)]
         const payloadLength = length >= DataEvent.size ? view.getUint32(at + D.payload_len, true) : -1
         if (syscall === undefined || DataEvent.size + payloadLength !== length) {
-          malformed++
+          onMalformed(1)
           continue
         }
-        events.push({
+        yield {
           kind: "data",
           timestampNs,
           pid,
@@ -149,7 +167,7 @@ export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
           syscall,
           totalLength: view.getUint32(at + D.total_len, true),
           payload: batch.subarray(at + D.payload, next)
-        })
+        }
         continue
       }
       case Kind.connect:
@@ -157,32 +175,42 @@ export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
         const kind = view.getUint8(at + H.kind) === Kind.accept ? "accept" : "connect"
         const event =
           length === ConnEvent.size ? decodeConnection(view, at, kind, timestampNs, pid, tid, fd) : undefined
-        if (event === undefined) malformed++
-        else events.push(event)
+        if (event === undefined) onMalformed(1)
+        else yield event
         continue
       }
       case Kind.close:
-        events.push({ kind: "close", timestampNs, pid, tid, fd })
+        yield { kind: "close", timestampNs, pid, tid, fd }
         continue
       case Kind.fork:
         if (length !== ForkEvent.size) {
-          malformed++
+          onMalformed(1)
           continue
         }
-        events.push({
+        yield {
           kind: "fork",
           timestampNs,
           parentPid: pid,
           childPid: view.getUint32(at + ForkEvent.fields.child_pid, true)
-        })
+        }
         continue
       case Kind.exit:
-        events.push({ kind: "exit", timestampNs, pid })
+        yield { kind: "exit", timestampNs, pid }
         continue
       default:
-        malformed++
+        onMalformed(1)
     }
   }
-  if (next < batch.byteLength) malformed++
+  if (next < batch.byteLength) onMalformed(1)
+}
+
+/** Decodes a whole batch at once. */
+export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
+  let malformed = 0
+  const events = [
+    ...eventsOf(batch, (count) => {
+      malformed += count
+    })
+  ]
   return { events, malformed }
 }

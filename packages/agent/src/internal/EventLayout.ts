@@ -13,7 +13,7 @@ export interface StructLayout {
 
 export const BatchHeader = {
   size: 16,
-  fields: { clock_offset_ns: 0, record_count: 8, reserved: 12 }
+  fields: { clock_offset_ns: 0, record_count: 8, batch_bytes: 12 }
 } as const satisfies StructLayout
 
 export const EventHeader = {

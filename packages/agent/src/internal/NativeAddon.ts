@@ -18,8 +18,6 @@ export interface NativeCaptureOptions {
   ringBufferBytes?: number
   wakeupBytes?: number
   pollIntervalMs?: number
-  maxBatchBytes?: number
-  maxPendingBytes?: number
   objectPath?: string
   mountTracefs?: boolean
   /** A pid namespace file (e.g. /proc/self/ns/pid) whose numbering the programs use. */
@@ -33,13 +31,15 @@ export interface NativeCounters {
   batches: number
   records: number
   malformed: number
-  pendingBytes: number
+  inFlight: number
 }
 
 export interface NativeCapture {
   addPid(pid: number): void
   removePid(pid: number): void
   addCgroup(path: string): void
+  /** The batch in buffer `index` has been consumed: the reader may fill the buffer again. */
+  recycle(index: number): void
   counters(): NativeCounters
   close(): void
 }
@@ -58,11 +58,21 @@ export interface NativeDiagnostics {
 }
 
 export interface NativeAddon {
-  Capture: { start(options: NativeCaptureOptions, onBatch: (batch: Buffer) => void): NativeCapture }
+  Capture: {
+    /** `onBatch(index)`: buffer `index` holds a batch (`endOfCapture`: the capture ended). */
+    start(
+      options: NativeCaptureOptions,
+      buffers: Array<Buffer>,
+      onBatch: (index: number) => void
+    ): NativeCapture
+  }
   eventLayout(): Array<NativeStructLayout>
   layoutVersion(): number
   diagnose(): NativeDiagnostics
 }
+
+/** The batch index that tells the capture has ended. */
+export const endOfCapture = 0xffffffff
 
 /** Where the addon is looked for: $III_NATIVE_ADDON, else native/iii_native.node in this checkout. */
 export const addonPath = (): string =>
