@@ -16,8 +16,9 @@
  * start times unchanged instead, as this bench did before: every batch then carries the same 500
  * start times for the whole run, which no agent produces and which scatters each commit's inserts
  * over the whole (service, start time) index (about a third of the throughput; for comparison).
- * Trace ids increase per connection; OBS_BENCH_RANDOM_TRACE_IDS=1 makes them random, as real ones
- * are, which scatters the spans table's inserts the same way.
+ * Trace ids are what iii's agents mint (time in ms, then 10 random bytes: TraceContext.newTraceId);
+ * OBS_BENCH_RANDOM_TRACE_IDS=1 makes all 16 bytes random, as ids propagated from other tracers are,
+ * which scatters the spans table's inserts the same way.
  * The report includes the node's per-thread CPU and the client's own CPU: both share the 2 cores.
  */
 import { mkdtempSync, rmSync } from "node:fs"
@@ -57,7 +58,6 @@ const runConnection = (index: number, stopAt: number, measureFrom: number, stats
       ws.send(
         template.stamp(
           seq,
-          BigInt(index * 1_000_000 + seq),
           FIXED_START
             ? undefined
             : BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n,
@@ -188,9 +188,7 @@ const spanBytes = Math.floor(template.bytes / SPANS_PER_BATCH)
 const rawStart = performance.now()
 const inFlight: Array<Promise<unknown>> = []
 for (let i = 0; i < frames; i += perCommit) {
-  const batch = Array.from({ length: Math.min(perCommit, frames - i) }, (_, j) =>
-    template.stamp(i + j + 1, BigInt(i + j))
-  )
+  const batch = Array.from({ length: Math.min(perCommit, frames - i) }, (_, j) => template.stamp(i + j + 1))
   inFlight.push(
     env.transaction(() => {
       batch.forEach((frame, j) => {

@@ -95,11 +95,11 @@ export const makeSpan = (i: number, startNano: bigint, trace = i): Telemetry.Spa
 
 /**
  * An encoded batch frame whose seq, trace ids and start times can be rewritten in place:
- * `stamp(seq, batchId, startNano)` returns a fresh frame with that seq, trace ids unique to
- * (connection, batch) and span i starting at `startNano + i µs` (like an agent's batch of requests
- * just served; the template's own start time when omitted), byte-identical in size and shape to what
- * the wire codec would produce for such a batch. With `randomTraceIds` the trace ids' last 8 bytes
- * are random instead (as real W3C trace ids are) rather than increasing per batch.
+ * `stamp(seq, startNano)` returns a fresh frame with that seq, new trace ids, and span i starting at
+ * `startNano + i µs` (like an agent's batch of requests just served; the template's own start time
+ * when omitted), byte-identical in size and shape to what the wire codec would produce for such a
+ * batch. Trace ids are what iii's agents mint (`TraceContext.newTraceId`: the time in ms, then 10
+ * random bytes); with `randomTraceIds` all 16 bytes are random, as ids from other tracers are.
  */
 export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
   const seqMarker = 0x7fffffff
@@ -123,13 +123,20 @@ export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
     throw new Error("frame template markers not found")
   return {
     bytes: bytes.length,
-    stamp: (seq: number, batchId: bigint, batchStartNano?: bigint, randomTraceIds = false): Buffer => {
+    stamp: (seq: number, batchStartNano?: bigint, randomTraceIds = false): Buffer => {
       const frame = Buffer.from(bytes)
       frame.writeUInt32BE(seq, seqAt + 1)
-      const random = randomTraceIds ? randomBytes(8 * traceAt.length) : undefined
-      for (let i = 0; i < traceAt.length; i++)
-        if (random === undefined) frame.writeBigUInt64BE((batchId << 16n) | BigInt(i), traceAt[i] ?? 0)
-        else random.copy(frame, traceAt[i] ?? 0, 8 * i, 8 * i + 8)
+      const random = randomBytes(16 * traceAt.length)
+      const ms = batchStartNano === undefined ? Date.now() : Number(batchStartNano / 1_000_000n)
+      for (let i = 0; i < traceAt.length; i++) {
+        // traceAt points past the template id's first 8 bytes: the id starts 8 bytes earlier.
+        const at = (traceAt[i] ?? 8) - 8
+        if (randomTraceIds) random.copy(frame, at, 16 * i, 16 * i + 16)
+        else {
+          frame.writeUIntBE(ms, at, 6)
+          random.copy(frame, at + 6, 16 * i, 16 * i + 10)
+        }
+      }
       if (batchStartNano !== undefined)
         for (let i = 0; i < startAt.length; i++)
           frame.writeBigInt64BE(batchStartNano + BigInt(i) * 1000n, startAt[i] ?? 0)

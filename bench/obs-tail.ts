@@ -86,7 +86,6 @@ const ingest = (seconds: number, phase: Phase, offset: number) =>
               ws.send(
                 template.stamp(
                   seq,
-                  BigInt((offset + index) * 10_000_000 + seq),
                   BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n
                 )
               )

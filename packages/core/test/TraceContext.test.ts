@@ -97,6 +97,16 @@ describe("ids and derived contexts", () => {
     for (const s of spans) expect(TraceContext.isSpanId(s)).toBe(true)
   })
 
+  it("puts the time in a trace id's first 6 bytes, so ids sort by when they were minted", () => {
+    const at = Date.UTC(2026, 10, 26, 10, 0, 0, 123)
+    const id = TraceContext.newTraceId(at)
+    expect(Number.parseInt(id.slice(0, 12), 16)).toBe(at)
+    const ids = [at + 5, at + 1, at + 1000, at].map((t) => TraceContext.newTraceId(t))
+    expect([...ids].sort()).toEqual([ids[3], ids[1], ids[0], ids[2]])
+    // The 10 random bytes (Level 2 asks for 7) differ between ids of the same millisecond.
+    expect(new Set(Array.from({ length: 100 }, () => TraceContext.newTraceId(at).slice(12))).size).toBe(100)
+  })
+
   it("a child keeps the trace and known flags, with a new span id and reserved bits cleared", () => {
     const parent = { ...Option.getOrThrow(parseTraceParent(valid)), flags: 0xff }
     const c = TraceContext.child(parent)
