@@ -7,8 +7,8 @@
  * Debian), the agent and this script pinned to CPU 1, so throughput shows what the traced service
  * itself loses. Telemetry goes to an in-process obs stand-in that acks every batch. Each round runs
  * every mode (order rotated per round); per mode: 1 s warm-up, then a fixed 2,000 req/s open-loop
- * phase (latency measured from each request's scheduled time, so queueing counts), then saturation
- * (wrk, 32 connections). Reported: medians over rounds of throughput and p50/p99 latency, agent
+ * phase (bench/fixtures/fixed-rate.ts in its own process on CPU 1; latency measured from each
+ * request's scheduled time, so queueing counts), then saturation (wrk, 32 connections). Reported: medians over rounds of throughput and p50/p99 latency, agent
  * CPU-seconds per 1,000 requests, peak agent RSS, events dropped (capture and export), and the
  * service's own CPU time per request at saturation (what tracing costs the service, kernel capture
  * included; on a shared machine steadier than throughput, which other load also moves).
@@ -20,7 +20,6 @@ import type { AddressInfo } from "node:net"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import * as EbpfCapture from "@iii/agent/EbpfCapture"
-import { HttpParser } from "@iii/agent/HttpParser"
 import * as WireProtocol from "@iii/core/WireProtocol"
 import { Effect, Either } from "effect"
 import { WebSocketServer } from "ws"
@@ -181,70 +180,42 @@ const wrk = (port: number, seconds: number, connections: number) => {
 }
 
 /**
- * Open-loop fixed rate over 64 keep-alive connections with raw sockets (cheap on the shared CPU):
- * latency counts from each request's scheduled send time, so waiting for a free connection counts.
+ * The open-loop fixed-rate load (bench/fixtures/fixed-rate.ts), in a process of its own on CPU 1: in
+ * this process its timers would wait behind the obs stand-in receiving the agent's batches.
  */
 const fixedRate = (port: number, rate: number, seconds: number) =>
-  new Promise<{ p50: number; p99: number; requests: number; errors: number }>((resolve) => {
-    const request = Buffer.from("GET /users/42 HTTP/1.1\r\nHost: bench\r\n\r\n")
-    const total = rate * seconds
-    const latencies: Array<number> = []
-    const waiting: Array<bigint> = []
-    const idle: Array<{ send: (scheduled: bigint) => void }> = []
-    let errors = 0
-    let issued = 0
-    let done = 0
-    const sockets: Array<net.Socket> = []
-    const complete = () => {
-      if (++done < total) return
-      for (const socket of sockets) socket.destroy()
-      latencies.sort((a, b) => a - b)
-      const at = (q: number) =>
-        latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? Number.NaN
-      resolve({ p50: at(0.5), p99: at(0.99), requests: done - errors, errors })
-    }
-    for (let i = 0; i < 64; i++) {
-      const socket = net.connect(port, "127.0.0.1")
-      sockets.push(socket)
-      let scheduled = 0n
-      const connection = {
-        send: (at: bigint) => {
-          scheduled = at
-          socket.write(request)
-        }
+  new Promise<{ p50: number; p99: number; requests: number; errors: number }>((resolve, reject) => {
+    const child = spawn(
+      "taskset",
+      [
+        "-c",
+        "1",
+        process.execPath,
+        here("./fixtures/fixed-rate.ts"),
+        String(port),
+        String(rate),
+        String(seconds),
+        "/users/42"
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] }
+    )
+    let output = ""
+    child.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+    })
+    child.on("exit", () => {
+      try {
+        const result = JSON.parse(output) as { p50: number; p99: number; sent: number; failed: number }
+        resolve({
+          p50: result.p50,
+          p99: result.p99,
+          requests: result.sent - result.failed,
+          errors: result.failed
+        })
+      } catch (error) {
+        reject(error)
       }
-      const parser = new HttpParser("response", {
-        onHead: () => false,
-        onEnd: () => {
-          latencies.push(Number(process.hrtime.bigint() - scheduled) / 1e6)
-          const next = waiting.shift()
-          if (next === undefined) idle.push(connection)
-          else connection.send(next)
-          complete()
-        },
-        onNotHttp: () => {}
-      })
-      socket.on("data", (chunk: Buffer) => parser.push(chunk, 0, 0n))
-      socket.on("error", () => {
-        errors++
-        complete()
-      })
-      socket.once("connect", () => idle.push(connection))
-    }
-    const start = process.hrtime.bigint() + 20_000_000n
-    const interval = 1e9 / rate
-    const tick = () => {
-      const now = Number(process.hrtime.bigint() - start)
-      while (issued < total && issued * interval <= now) {
-        const scheduled = start + BigInt(Math.round(issued * interval))
-        issued++
-        const connection = idle.pop()
-        if (connection === undefined) waiting.push(scheduled)
-        else connection.send(scheduled)
-      }
-      if (issued < total) setTimeout(tick, 1)
-    }
-    setTimeout(tick, 20)
+    })
   })
 
 // ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
  *
  * The server runs pinned to CPU 0; wrk and this process (the capture's reader thread and decoder)
  * to CPU 1, so throughput shows what the traced server itself loses. Saturation: wrk, 1 thread,
- * 50 keep-alive connections. Fixed rate: an open-loop generator (bench/fixtures/fixed-rate.mjs, its
+ * 50 keep-alive connections. Fixed rate: an open-loop generator (bench/fixtures/fixed-rate.ts, its
  * own process on CPU 1) at RATE req/s (default 2,000), p50/p99 from its own timings. Prints figures;
  * asserts nothing.
  *
@@ -112,10 +112,10 @@ const wrk = (port: number, duration: number): WrkResult => {
   }
 }
 
-/** Open loop at `rate` req/s from bench/fixtures/fixed-rate.mjs, pinned to CPU 1, in its own process. */
+/** Open loop at `rate` req/s from bench/fixtures/fixed-rate.ts, pinned to CPU 1, in its own process. */
 const fixedRate = (port: number, duration: number): Promise<{ p50: number; p99: number; sent: number }> =>
   new Promise((resolve, reject) => {
-    const script = new URL("./fixtures/fixed-rate.mjs", import.meta.url).pathname
+    const script = new URL("./fixtures/fixed-rate.ts", import.meta.url).pathname
     const child = spawn(
       "taskset",
       ["-c", "1", process.execPath, script, String(port), String(rate), String(duration)],

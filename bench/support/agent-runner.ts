@@ -29,11 +29,12 @@ const agentLayer = Agent.layer({
   Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
 )
 
-// As `iii agent` does by default (--nice 10).
-await Effect.runPromise(Priority.lower(Number(process.env.AGENT_NICE ?? Priority.defaultNice)))
 const scope = Effect.runSync(Scope.make())
 const context = await Effect.runPromise(Layer.buildWithScope(agentLayer, scope))
 const agent = Effect.runSync(Effect.provide(Agent.Agent, context))
+// As `iii agent` does by default in eBPF mode (--nice 10).
+if (agent.mode === "ebpf")
+  await Effect.runPromise(Priority.lower(Number(process.env.AGENT_NICE ?? Priority.defaultNice)))
 console.log(`ready ${JSON.stringify({ mode: agent.mode, id: agentId })}`)
 
 const report = async () => {

@@ -232,14 +232,19 @@ export const command = Command.make(
           })
         )
       )
-      if (config.nice > 0) {
-        const lowered = yield* Priority.lower(config.nice)
-        if (lowered.failures.length > 0)
-          yield* Effect.logWarning(`--nice ${config.nice}: ${lowered.failures.join("; ")}`)
-      }
-      const exitCode = yield* (
-        hasCommand ? TracedCommand.run(config.commandLine, { forwardSignals: true }) : Effect.never
-      ).pipe(Effect.provide(agentLayer))
+      const exitCode = yield* Effect.gen(function* () {
+        const agent = yield* Agent.Agent
+        // Only beside the app: in proxy mode the agent is in the requests' path, where a lower
+        // priority would add to their latency.
+        if (agent.mode === "ebpf" && config.nice > 0) {
+          const lowered = yield* Priority.lower(config.nice)
+          if (lowered.failures.length > 0)
+            yield* Effect.logWarning(`--nice ${config.nice}: ${lowered.failures.join("; ")}`)
+        }
+        return yield* hasCommand
+          ? TracedCommand.run(config.commandLine, { forwardSignals: true })
+          : Effect.never
+      }).pipe(Effect.provide(agentLayer))
       process.exitCode = exitCode
     })
 ).pipe(
