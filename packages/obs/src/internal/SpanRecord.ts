@@ -8,7 +8,7 @@
  *  http [method, route, path|nil, statusCode|nil]|nil, peerAddress|nil, peerPort|nil, error,
  *  attributes|nil]
  */
-import type { Telemetry } from "@iii/core"
+import { type Telemetry, WireProtocol } from "@iii/core"
 import { Packr, Unpackr } from "msgpackr"
 
 type Span = Telemetry.Span
@@ -17,27 +17,8 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 const packr = new Packr({ useRecords: false })
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })
 
-const tuple = (s: Span): ReadonlyArray<unknown> => {
-  const h = s.http
-  return [
-    s.parentSpanId ?? null,
-    s.correlationId === s.traceId ? null : s.correlationId,
-    s.service,
-    s.component ?? null,
-    s.composition ?? null,
-    s.namespace ?? null,
-    s.pod ?? null,
-    s.kind === "server" ? 0 : 1,
-    s.name,
-    s.startTimeUnixNano,
-    s.durationNano,
-    h === undefined ? null : [h.method, h.route, h.path ?? null, h.statusCode ?? null],
-    s.peerAddress ?? null,
-    s.peerPort ?? null,
-    s.error,
-    s.attributes ?? null
-  ]
-}
+// The wire's field order, after the parent id (which the wire carries with the ids).
+const tuple = (s: Span): ReadonlyArray<unknown> => [s.parentSpanId ?? null, ...WireProtocol.spanFields(s)]
 
 /** The stored bytes of a span; valid until the next `encode` (copy them before encoding another). */
 export const encode = (span: Span): Uint8Array => packr.pack(tuple(span))
