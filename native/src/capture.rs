@@ -31,7 +31,8 @@ pub struct Slab {
 }
 
 /// Room a batch keeps at its end for one more record: the largest record and its length prefix.
-pub const MAX_RECORD: usize = std::mem::size_of::<layout::DataEvent>() + layout::MAX_PAYLOAD as usize + 4;
+pub const MAX_RECORD: usize =
+    std::mem::size_of::<layout::DataEvent>() + layout::MAX_PAYLOAD as usize + 4;
 
 pub struct Settings {
     pub object: Cow<'static, [u8]>,
@@ -42,7 +43,8 @@ pub struct Settings {
     pub cgroups_enabled: bool,
     pub mount_tracefs: bool,
     /// (nsfs device, inode) of the pid namespace whose numbering the programs use; None: the kernel's.
-    pub pid_namespace: Option<(u64, u64)>,    /// With a pid namespace: trace processes forked into it from outside.
+    pub pid_namespace: Option<(u64, u64)>,
+    /// With a pid namespace: trace processes forked into it from outside.
     pub adopt_entrants: bool,
 }
 
@@ -246,7 +248,8 @@ impl Running {
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
         let filter_cgroups: u8 = settings.cgroups_enabled.into();
         let (pidns_dev, pidns_ino) = settings.pid_namespace.unwrap_or((0, 0));
-        let adopt_entrants: u8 = (settings.adopt_entrants && settings.pid_namespace.is_some()).into();
+        let adopt_entrants: u8 =
+            (settings.adopt_entrants && settings.pid_namespace.is_some()).into();
         let mut ebpf = EbpfLoader::new()
             .set_global("payload_limit", &payload_limit, true)
             .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
@@ -277,36 +280,38 @@ impl Running {
         }
 
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
-        let _signals = SignalsBlocked::new();
-        for name in &names {
-            let Some(target) = target_of(name) else {
-                continue;
-            };
-            let Some(program) = ebpf.program_mut(name) else {
-                continue;
-            };
-            match target {
-                Target::Syscall(tracepoint) => {
-                    let program: &mut TracePoint = program
-                        .try_into()
-                        .map_err(|e| program_error(name, "loading", e))?;
-                    program
-                        .load()
-                        .map_err(|e| program_error(name, "loading", e))?;
-                    program
-                        .attach("syscalls", &tracepoint)
-                        .map_err(|e| program_error(name, "attaching", e))?;
-                }
-                Target::Raw(tracepoint) => {
-                    let program: &mut RawTracePoint = program
-                        .try_into()
-                        .map_err(|e| program_error(name, "loading", e))?;
-                    program
-                        .load()
-                        .map_err(|e| program_error(name, "loading", e))?;
-                    program
-                        .attach(&tracepoint)
-                        .map_err(|e| program_error(name, "attaching", e))?;
+        {
+            let _signals = SignalsBlocked::new();
+            for name in &names {
+                let Some(target) = target_of(name) else {
+                    continue;
+                };
+                let Some(program) = ebpf.program_mut(name) else {
+                    continue;
+                };
+                match target {
+                    Target::Syscall(tracepoint) => {
+                        let program: &mut TracePoint = program
+                            .try_into()
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .load()
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .attach("syscalls", &tracepoint)
+                            .map_err(|e| program_error(name, "attaching", e))?;
+                    }
+                    Target::Raw(tracepoint) => {
+                        let program: &mut RawTracePoint = program
+                            .try_into()
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .load()
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .attach(&tracepoint)
+                            .map_err(|e| program_error(name, "attaching", e))?;
+                    }
                 }
             }
         }
@@ -476,7 +481,8 @@ impl Reader {
             // SAFETY: one valid pollfd. Woken by the programs' forced wakeups or the timeout.
             unsafe { libc::poll(&mut pollfd, 1, timeout) };
         }
-        self.on_batch.call(END, ThreadsafeFunctionCallMode::NonBlocking);
+        self.on_batch
+            .call(END, ThreadsafeFunctionCallMode::NonBlocking);
     }
 
     /// Moves records from the ring into buffer `index` until the ring is empty or the buffer cannot
@@ -509,13 +515,16 @@ impl Reader {
             out[8..12].copy_from_slice(&count.to_le_bytes());
             out[12..16].copy_from_slice(&(at as u32).to_le_bytes());
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats.records.fetch_add(count.into(), Ordering::Relaxed);
+            self.stats
+                .records
+                .fetch_add(count.into(), Ordering::Relaxed);
         }
         (count, full)
     }
 
     fn send(&self, index: u32) {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.on_batch.call(index, ThreadsafeFunctionCallMode::NonBlocking);
+        self.on_batch
+            .call(index, ThreadsafeFunctionCallMode::NonBlocking);
     }
 }

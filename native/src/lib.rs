@@ -144,7 +144,10 @@ impl Capture {
                 if buffer.len() < smallest {
                     return Err(error(
                         "invalid",
-                        format!("batch buffers must hold at least {smallest} bytes, got {}", buffer.len()),
+                        format!(
+                            "batch buffers must hold at least {smallest} bytes, got {}",
+                            buffer.len()
+                        ),
                     ));
                 }
                 let bytes: &mut [u8] = buffer.as_mut();

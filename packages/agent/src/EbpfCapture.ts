@@ -11,8 +11,8 @@
  * Memory is fixed whatever the load: the kernel ring buffer (`ringBufferBytes`; when full the kernel
  * drops and counts) and `batchBuffers` buffers of `batchBytes` that this module lends the addon's
  * reader thread, which writes batches into them; each comes back once the consumer has moved on to
- * the next batch. When every buffer is out, records wait in the ring. Nothing is allocated per batch, so the
- * garbage collector plays no part in how much memory a backlog takes.
+ * the next batch. When every buffer is out, records wait in the ring. Nothing is allocated per
+ * batch, so the garbage collector plays no part in how much memory a backlog takes.
  *
  * @since 0.1.0
  */
@@ -90,7 +90,7 @@ export interface Counters {
   /** Batches and records read from the ring and handed to JavaScript. */
   readonly batches: number
   readonly records: number
-  /** Batches handed to the consumer and not yet iterated to their end. */
+  /** Batches handed to the consumer whose buffers have not come back yet (at most `batchBuffers`). */
   readonly inFlight: number
   /** Records skipped as malformed (should stay 0; a layout mismatch otherwise). */
   readonly malformed: number
