@@ -101,6 +101,11 @@ describe("iii agent", () => {
     expect(failure(exit)).toContain('--pid: not a process id: \\"12x\\"')
   })
 
+  it("refuses a nice value outside 0-19", async () => {
+    const { exit } = await agent(...proxyMode, "--nice", "20", "--", "true")
+    expect(failure(exit)).toContain("--nice: expected 0 to 19, got 20")
+  })
+
   it("refuses an obs URL that is not ws:// or http://", async () => {
     const { exit } = await agent("--obs", "ftp://obs", "--service", "s", "--pid", "1")
     expect(failure(exit)).toContain("not a ws:// or http:// URL")
