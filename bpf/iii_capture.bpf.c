@@ -143,7 +143,7 @@ static __always_inline bool is_traced(__u64 ids)
 }
 
 /* Wake the reader once, when this record takes the backlog across wakeup_bytes. Below it, and while
- * the reader is still catching up above it, its 10 ms timer is enough: waking it for every record
+ * the reader is still catching up above it, its timer (100 ms) is enough: waking it for every record
  * of a backlog (an irq_work and often an IPI each) would cost the traced process far more than the
  * capture itself. `reserved`: the record is already counted in the ring's pending bytes. */
 static __always_inline __u64 wakeup_flag(__u64 size, bool reserved)

@@ -34,7 +34,7 @@ pub struct CaptureOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// The programs wake the reader once this many bytes are pending. Default 64 KiB.
     pub wakeup_bytes: Option<u32>,
-    /// The reader drains the ring at least this often. Default 10 ms.
+    /// The reader drains the ring at least this often. Default 100 ms (sooner once `wakeup_bytes` are pending).
     pub poll_interval_ms: Option<u32>,
     /// BPF object to load instead of the embedded one.
     pub object_path: Option<String>,
@@ -184,7 +184,7 @@ impl Capture {
             ring_buffer_bytes,
             wakeup_bytes: options.wakeup_bytes.unwrap_or(64 * 1024),
             poll_interval: Duration::from_millis(
-                options.poll_interval_ms.unwrap_or(10).max(1).into(),
+                options.poll_interval_ms.unwrap_or(100).max(1).into(),
             ),
             cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
             mount_tracefs: options.mount_tracefs.unwrap_or(true),

@@ -48,7 +48,11 @@ export interface Options {
   readonly payloadBytes?: number
   /** Kernel ring buffer size in bytes, a power of two. Default 8 MiB. */
   readonly ringBufferBytes?: number
-  /** The reader drains the ring at least this often. Default 10 ms. */
+  /**
+   * The reader drains the ring at least this often. Default 100 ms: under load the programs wake it
+   * sooner (`wakeupBytes`); at low rates a longer timer means fewer, larger hand-overs, and a third
+   * less agent CPU at 2,000 req/s than 10 ms (telemetry waits for the exporter's 1 s batches anyway).
+   */
   readonly pollIntervalMs?: number
   /** The programs wake the reader early once this many bytes are pending. Default 64 KiB. */
   readonly wakeupBytes?: number

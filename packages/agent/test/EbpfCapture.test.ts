@@ -381,7 +381,8 @@ describe("EbpfCapture (real eBPF)", () => {
       Effect.gen(function* () {
         const script = yield* spawnChild("python3", [
           "-c",
-          'import os, sys\nsys.stdin.readline()\nfor _ in range(2000): os.write(1, b"x" * 4000 + b"\\n")'
+          // Writes until killed, so the ring keeps refilling whatever the reader's timer.
+          'import os, sys, time\nsys.stdin.readline()\nwhile True:\n  os.write(1, b"x" * 4000 + b"\\n")\n  time.sleep(0.0002)'
         ])
         const capture = yield* EbpfCapture.start({
           pids: [script.pid],
