@@ -67,7 +67,8 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     recycled: Sender<u32>,
-    buffer_count: u32,
+    /// Per buffer: whether JavaScript holds it (handed over, not recycled yet).
+    with_js: Arc<Vec<AtomicBool>>,
     pub stats: Arc<ReaderStats>,
     pub cgroups_enabled: bool,
 }
@@ -318,8 +319,9 @@ impl Running {
 
         let stop = Arc::new(AtomicBool::new(false));
         let (recycled, free) = std::sync::mpsc::channel();
-        let buffer_count = slabs.len() as u32;
-        for index in 0..buffer_count {
+        let with_js: Arc<Vec<AtomicBool>> =
+            Arc::new(slabs.iter().map(|_| AtomicBool::new(false)).collect());
+        for index in 0..slabs.len() as u32 {
             let _ = recycled.send(index);
         }
         let reader = {
@@ -332,6 +334,7 @@ impl Running {
                 interval: settings.poll_interval,
                 slabs,
                 free,
+                with_js: with_js.clone(),
             };
             std::thread::Builder::new()
                 .name("iii-ringbuf".into())
@@ -346,7 +349,7 @@ impl Running {
             stop,
             reader: Some(reader),
             recycled,
-            buffer_count,
+            with_js,
             stats,
             cgroups_enabled: settings.cgroups_enabled,
         })
@@ -354,8 +357,15 @@ impl Running {
 
     /// JavaScript is done with the batch in buffer `index`: the reader may fill it again.
     pub fn recycle(&self, index: u32) -> napi::Result<()> {
-        if index >= self.buffer_count {
+        let Some(held) = self.with_js.get(index as usize) else {
             return Err(error("invalid", format!("no batch buffer {index}")));
+        };
+        // Handing a buffer back twice would let the reader fill it while JavaScript reads it.
+        if !held.swap(false, Ordering::AcqRel) {
+            return Err(error(
+                "invalid",
+                format!("batch buffer {index} is not JavaScript's to recycle (recycled twice?)"),
+            ));
         }
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         // The reader is gone once the capture closed: nothing left to fill.
@@ -421,6 +431,7 @@ struct Reader {
     slabs: Vec<Slab>,
     /// Buffers JavaScript has handed back.
     free: Receiver<u32>,
+    with_js: Arc<Vec<AtomicBool>>,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
@@ -523,6 +534,7 @@ impl Reader {
     }
 
     fn send(&self, index: u32) {
+        self.with_js[index as usize].store(true, Ordering::Release);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.on_batch
             .call(index, ThreadsafeFunctionCallMode::NonBlocking);

@@ -14,6 +14,7 @@ import { Effect, type Scope, Stream } from "effect"
 import { describe, expect, it } from "vitest"
 import type { CaptureEvent, ConnectionEvent, DataEvent } from "../src/CaptureEvent.js"
 import * as EbpfCapture from "../src/EbpfCapture.js"
+import * as NativeAddon from "../src/internal/NativeAddon.js"
 
 const availability = Effect.runSync(EbpfCapture.isAvailable)
 const canRun = availability.available
@@ -406,6 +407,19 @@ describe("EbpfCapture (real eBPF)", () => {
         expect((yield* capture.counters).batches).toBeGreaterThan(2)
       }).pipe(Effect.scoped, Effect.runPromise)
   )
+
+  it.skipIf(!canRun)("the addon takes back only the batch buffers it handed over, once each", () => {
+    const loaded = NativeAddon.load()
+    if (loaded._tag === "Missing") throw new Error(loaded.reason)
+    const capture = loaded.addon.Capture.start({}, [Buffer.alloc(64 * 1024)], () => {})
+    try {
+      // Taking back a buffer JavaScript does not hold would let the reader overwrite a batch being read.
+      expect(() => capture.recycle(0)).toThrow(/batch buffer 0 is not JavaScript's to recycle/)
+      expect(() => capture.recycle(1)).toThrow(/no batch buffer 1/)
+    } finally {
+      capture.close()
+    }
+  })
 
   it.skipIf(!canRun)(
     "follows pids added after start, forgets removed ones, rejects cgroup targets it was not started with",
