@@ -3,7 +3,8 @@
  * every event kind, address formatting, and malformed input that must be counted, not thrown.
  */
 import { describe, expect, it } from "vitest"
-import { decodeBatch } from "../src/internal/EventDecoder.js"
+import type { CaptureEvent } from "../src/CaptureEvent.js"
+import { eventsOf } from "../src/internal/EventDecoder.js"
 import {
   BatchHeader,
   ConnEvent,
@@ -89,7 +90,18 @@ const ipv6 = (text: string): Array<number> => {
 
 const base = { timestampNs: 1_000n, pid: 42, tid: 43, fd: 7 }
 
-describe("decodeBatch", () => {
+/** A whole batch decoded at once, with how many records were skipped as malformed. */
+const decodeBatch = (batch: Uint8Array): { events: Array<CaptureEvent>; malformed: number } => {
+  let malformed = 0
+  const events = [
+    ...eventsOf(batch, (count) => {
+      malformed += count
+    })
+  ]
+  return { events, malformed }
+}
+
+describe("eventsOf", () => {
   it("decodes data events with unix timestamps, syscall names, directions and payload views", () => {
     const buffer = batch(1_700_000_000_000_000_000n, [
       dataRecord({ ...base, kind: Kind.data, syscall: 1, direction: 1 }, 18, "GET / HTTP/1.1\r\n\r\n"),

@@ -17,12 +17,6 @@ import {
   syscalls
 } from "./EventLayout.js"
 
-export interface DecodedBatch {
-  readonly events: Array<CaptureEvent>
-  /** Records skipped because they were cut short or of an unknown kind/syscall. */
-  readonly malformed: number
-}
-
 const H = EventHeader.fields
 const D = DataEvent.fields
 const C = ConnEvent.fields
@@ -202,15 +196,4 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
     }
   }
   if (next < batch.byteLength) onMalformed(1)
-}
-
-/** Decodes a whole batch at once. */
-export const decodeBatch = (batch: Uint8Array): DecodedBatch => {
-  let malformed = 0
-  const events = [
-    ...eventsOf(batch, (count) => {
-      malformed += count
-    })
-  ]
-  return { events, malformed }
 }
