@@ -10,13 +10,12 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import type { Telemetry } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import { Context, Effect, Either, Exit, Layer, Option, Scope } from "effect"
 import { parseAllDocuments } from "yaml"
 import { KubeClient, type KubeObject } from "../../src/KubeClient.js"
 import * as Cluster from "../fixtures/Cluster.js"
-import { ingest } from "../fixtures/ObsAgent.js"
+import { ingest, slowServerSpans } from "../fixtures/ObsAgent.js"
 
 const canRunOpenssl = spawnSync("openssl", ["version"]).status === 0
 if (!canRunOpenssl) console.warn("aggregator TLS test skipped: the openssl command is not installed")
@@ -41,26 +40,6 @@ const certificate = (name: string) => {
     { stdio: "ignore" }
   )
   return { cert, key }
-}
-
-const span = (i: number): Telemetry.Span => {
-  const traceId = `${"c".repeat(16)}${i.toString(16).padStart(16, "0")}` as Telemetry.TraceId
-  return {
-    traceId,
-    spanId: (i + 1).toString(16).padStart(16, "0") as Telemetry.SpanId,
-    correlationId: traceId,
-    service: "api",
-    component: "api",
-    composition: "shop",
-    namespace: "default",
-    pod: "shop-api-0",
-    kind: "server",
-    name: "GET /items",
-    startTimeUnixNano: BigInt(Date.now()) * 1_000_000n - BigInt(i) * 1_000_000n,
-    durationNano: 120_000_000,
-    http: { method: "GET", route: "/items", path: "/items", statusCode: 200 },
-    error: false
-  }
 }
 
 const shipped = parseAllDocuments(
@@ -135,11 +114,9 @@ describe.skipIf(Cluster.skipReason !== undefined || !canRunOpenssl)(
       const node = Context.get(context, ObsNode.ObsNode)
       const tls = Option.getOrThrow(node.tls)
       tlsPort = tls.port
-      await ingest(
-        tls.url,
-        Array.from({ length: 20 }, (_, i) => span(i)),
-        { ca: readFileSync(obsCert.cert) }
-      )
+      await ingest(tls.url, slowServerSpans(20, { composition: "shop", namespace: "default" }), {
+        ca: readFileSync(obsCert.cert)
+      })
       // No kube-proxy: the shipped Service's name, made an ExternalName for the node's TLS port.
       const service = shippedOf("Service")
       await applyDoc(

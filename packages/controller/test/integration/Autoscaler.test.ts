@@ -8,38 +8,14 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import type { Telemetry } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import { Context, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
 import * as Controller from "../../src/Controller.js"
 import { apply, getOption, KubeClient, type KubeObject, pathOf, resources } from "../../src/KubeClient.js"
 import * as Cluster from "../fixtures/Cluster.js"
-import { ingest } from "../fixtures/ObsAgent.js"
+import { ingest, slowServerSpans } from "../fixtures/ObsAgent.js"
 
 const ns = "auto"
-
-const slowSpans = (count: number): ReadonlyArray<Telemetry.Span> => {
-  const now = BigInt(Date.now()) * 1_000_000n
-  return Array.from({ length: count }, (_, i) => {
-    const traceId = `${"a".repeat(16)}${i.toString(16).padStart(16, "0")}` as Telemetry.TraceId
-    return {
-      traceId,
-      spanId: (i + 1).toString(16).padStart(16, "0") as Telemetry.SpanId,
-      correlationId: traceId,
-      service: "api",
-      component: "api",
-      composition: "scaled",
-      namespace: ns,
-      pod: "scaled-api-0",
-      kind: "server",
-      name: "GET /items",
-      startTimeUnixNano: now - BigInt(i) * 1_000_000n,
-      durationNano: 120_000_000, // 120 ms against a 50 ms p99 target
-      http: { method: "GET", route: "/items", path: "/items", statusCode: 200 },
-      error: false
-    }
-  })
-}
 
 describe.skipIf(Cluster.skipReason !== undefined)(
   "own scaling loop against real obs and a real API server",
@@ -88,7 +64,7 @@ describe.skipIf(Cluster.skipReason !== undefined)(
     })
 
     it("scales a Deployment up on obs' p99 latency through the scale subresource", async () => {
-      await ingest(obsUrl, slowSpans(50))
+      await ingest(obsUrl, slowServerSpans(50, { composition: "scaled", namespace: ns }))
       await cluster.admin.runPromise(
         apply(
           resources.ServiceComposition,
