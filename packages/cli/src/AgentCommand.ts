@@ -38,9 +38,10 @@ const component = Options.text("component").pipe(
   Options.optional,
   Options.withDescription("its component in the composition (default $III_COMPONENT)")
 )
-const mode = Options.choice("mode", ["auto", "ebpf", "proxy"]).pipe(
+/** `--mode`, shared with `iii demo`, which runs an agent too. */
+export const mode = Options.choice("mode", ["auto", "ebpf", "proxy"]).pipe(
   Options.withDefault("auto" as const),
-  Options.withDescription("capture mode; auto = eBPF when available, proxy otherwise")
+  Options.withDescription("agent capture mode; auto = eBPF when available, proxy otherwise")
 )
 const tokenFile = Options.file("token-file").pipe(
   Options.optional,

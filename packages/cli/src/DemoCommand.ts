@@ -14,6 +14,7 @@ import { Agent, Exporter, TracedCommand } from "@iii/agent"
 import { Quantity } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import { Console, Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
+import { mode } from "./AgentCommand.js"
 
 export class DemoError extends Data.TaggedError("DemoError")<{ readonly message: string }> {}
 
@@ -22,10 +23,6 @@ const host = "127.0.0.1"
 const port = Options.integer("port").pipe(
   Options.withDefault(7070),
   Options.withDescription("obs node port on 127.0.0.1 (0 picks a free one)")
-)
-const mode = Options.choice("mode", ["auto", "ebpf", "proxy"]).pipe(
-  Options.withDefault("auto" as const),
-  Options.withDescription("agent capture mode; auto = eBPF when available, proxy otherwise")
 )
 const duration = Options.text("duration").pipe(
   Options.optional,
