@@ -306,15 +306,19 @@ export class BatchEncoder {
   addSpan(span: Span): void {
     const ids = this.spanIds
     const at = ids.length
-    const path = `spans[${this.spans}]`
-    if (!ids.appendHex(span.traceId, 16)) Tuples.badId(`${path}.traceId`, span.traceId, 32)
-    if (!ids.appendHex(span.spanId, 8)) {
+    if (
+      !ids.appendHex(span.traceId, 16) ||
+      !ids.appendHex(span.spanId, 8) ||
+      !ids.appendHex(span.parentSpanId ?? ZERO_SPAN_ID, 8)
+    ) {
       ids.length = at
-      Tuples.badId(`${path}.spanId`, span.spanId, 16)
-    }
-    if (!ids.appendHex(span.parentSpanId ?? ZERO_SPAN_ID, 8)) {
-      ids.length = at
-      Tuples.badId(`${path}.parentSpanId`, span.parentSpanId, 16)
+      // The field to name is found only on this (programming-error) path, not for every span.
+      const path = `spans[${this.spans}]`
+      Tuples.findBadId([
+        [`${path}.traceId`, span.traceId, 32],
+        [`${path}.spanId`, span.spanId, 16],
+        [`${path}.parentSpanId`, span.parentSpanId ?? ZERO_SPAN_ID, 16]
+      ])
     }
     this.spanTuples.append(packr.pack(Tuples.spanTuple(span)))
     this.spans++
@@ -328,12 +332,16 @@ export class BatchEncoder {
   addLog(record: LogRecord): void {
     const ids = this.logIds
     const at = ids.length
-    const path = `logs[${this.logs}]`
-    if (!ids.appendHex(record.traceId ?? ZERO_TRACE_ID, 16))
-      Tuples.badId(`${path}.traceId`, record.traceId, 32)
-    if (!ids.appendHex(record.spanId ?? ZERO_SPAN_ID, 8)) {
+    if (
+      !ids.appendHex(record.traceId ?? ZERO_TRACE_ID, 16) ||
+      !ids.appendHex(record.spanId ?? ZERO_SPAN_ID, 8)
+    ) {
       ids.length = at
-      Tuples.badId(`${path}.spanId`, record.spanId, 16)
+      const path = `logs[${this.logs}]`
+      Tuples.findBadId([
+        [`${path}.traceId`, record.traceId ?? ZERO_TRACE_ID, 32],
+        [`${path}.spanId`, record.spanId ?? ZERO_SPAN_ID, 16]
+      ])
     }
     this.logTuples.append(packr.pack(Tuples.logTuple(record)))
     this.logs++

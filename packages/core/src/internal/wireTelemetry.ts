@@ -35,7 +35,7 @@ const ZERO_TRACE_HEX = "00000000000000000000000000000000"
 // ---------------------------------------------------------------------------------------------------
 // ids
 
-export const badId = (path: string, value: unknown, hexLength: number): never => {
+const badId = (path: string, value: unknown, hexLength: number): never => {
   throw new TypeError(
     `encodeFrame: ${path} must be ${hexLength} hex characters, got ${JSON.stringify(value)}`
   )
@@ -47,7 +47,7 @@ const hexBlob = (hex: string, expectedBytes: number, locate: () => never): Uint8
   return blob.length === expectedBytes ? blob : locate()
 }
 
-const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
+export const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
   for (const [path, value, length] of ids)
     if (typeof value !== "string" || !/^[0-9a-fA-F]*$/.test(value) || value.length !== length)
       badId(path, value, length)
