@@ -53,8 +53,6 @@ pub struct ReaderStats {
     pub batches: AtomicU64,
     pub records: AtomicU64,
     pub malformed: AtomicU64,
-    /// Batches handed to JS and not recycled yet.
-    pub in_flight: AtomicU64,
     /// Records left in the ring at close because every buffer was still with JS.
     pub abandoned: AtomicU64,
 }
@@ -355,6 +353,14 @@ impl Running {
         })
     }
 
+    /// Batches handed to JavaScript and not recycled yet.
+    pub fn in_flight(&self) -> usize {
+        self.with_js
+            .iter()
+            .filter(|held| held.load(Ordering::Acquire))
+            .count()
+    }
+
     /// JavaScript is done with the batch in buffer `index`: the reader may fill it again.
     pub fn recycle(&self, index: u32) -> napi::Result<()> {
         let Some(held) = self.with_js.get(index as usize) else {
@@ -367,7 +373,6 @@ impl Running {
                 format!("batch buffer {index} is not JavaScript's to recycle (recycled twice?)"),
             ));
         }
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         // The reader is gone once the capture closed: nothing left to fill.
         let _ = self.recycled.send(index);
         Ok(())
@@ -535,7 +540,6 @@ impl Reader {
 
     fn send(&self, index: u32) {
         self.with_js[index as usize].store(true, Ordering::Release);
-        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         self.on_batch
             .call(index, ThreadsafeFunctionCallMode::NonBlocking);
     }

@@ -263,7 +263,7 @@ impl Capture {
             batches: stats.batches.load(Ordering::Relaxed) as f64,
             records: stats.records.load(Ordering::Relaxed) as f64,
             malformed: stats.malformed.load(Ordering::Relaxed) as f64,
-            in_flight: stats.in_flight.load(Ordering::Relaxed) as f64,
+            in_flight: running.in_flight() as f64,
         })
     }
 
