@@ -8,9 +8,9 @@ import { StoreError } from "./Errors.js"
 import { openLayout } from "./internal/LmdbLayout.js"
 import * as Read from "./internal/LmdbRead.js"
 import { deleteOlderThan } from "./internal/LmdbRetention.js"
-import { applyPlan, makeWriteState, type WriteState } from "./internal/LmdbWrite.js"
+import { applyRound, makeWriteState, type WriteState } from "./internal/LmdbWrite.js"
 import * as WorkerWriter from "./internal/WorkerWriter.js"
-import { planRound } from "./internal/WritePlan.js"
+import { planBatch, type RoundWriter } from "./internal/WritePlan.js"
 import {
   SpanReader,
   type SpanReaderService,
@@ -34,13 +34,21 @@ export interface LmdbStoreConfig {
   readonly writerThread?: boolean
 }
 
+/**
+ * The three store services, plus the write path `ObsNode` uses: batches planned (`planBatch`) on
+ * arrival, written in rounds.
+ */
+export interface LmdbStores extends Stores {
+  readonly rounds: RoundWriter
+}
+
 const sync =
   (operation: string) =>
   <A>(f: () => A): Effect.Effect<A, StoreError> =>
     Effect.try({ try: f, catch: (cause) => new StoreError({ operation, cause }) })
 
 /** Opens the environment for the scope's lifetime; closing waits for pending writes. */
-export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError, Scope.Scope> =>
+export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreError, Scope.Scope> =>
   Effect.gen(function* () {
     // Retention passes run as promises; closing waits for the one in flight, which stops at its next chunk.
     let closing = false
@@ -56,14 +64,13 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           await l.env.close().catch(() => undefined)
         })
     )
-    const inThreadWriter = (state: WriteState): SpanWriterService => ({
-      write: (batches) =>
+    const inThreadWriter = (state: WriteState): RoundWriter => ({
+      writeRound: (round) =>
         Effect.tryPromise({
           // lmdb's asynchronous transaction: built on this thread, committed by lmdb's writer thread
           // while the next one builds; `flushed` then waits for the fsync that makes it durable.
           try: async () => {
-            const plan = planRound(batches)
-            const outcomes = await layout.env.transaction(() => applyPlan(layout, state, plan))
+            const outcomes = await layout.env.transaction(() => applyRound(layout, state, round))
             await layout.env.flushed
             return outcomes
           },
@@ -72,12 +79,15 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
     })
 
     // Acquired after the environment, so released (drained, closed) before it.
-    const writer = config.writerThread
+    const rounds = config.writerThread
       ? yield* WorkerWriter.make({
           path: config.path,
           ...(config.mapSize !== undefined && { mapSize: config.mapSize })
         })
       : inThreadWriter(yield* sync("open")(() => makeWriteState(layout)))
+    const writer: SpanWriterService = {
+      write: (batches) => Effect.flatMap(sync("write")(() => batches.map(planBatch)), rounds.writeRound)
+    }
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),
@@ -109,7 +119,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<Stores, StoreError,
           }
         })
     }
-    return { writer, reader, maintenance }
+    return { writer, reader, maintenance, rounds }
   })
 
 /** Provides SpanWriter, SpanReader and StoreMaintenance backed by one LMDB environment. */

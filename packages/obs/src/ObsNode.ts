@@ -29,6 +29,7 @@ import { parseDurationNano } from "./internal/Params.js"
 import { createNodeServers } from "./internal/Server.js"
 import { defaultTailLimits, TailHub } from "./internal/TailHub.js"
 import { loadTlsCredentials } from "./internal/Tls.js"
+import { planBatch } from "./internal/WritePlan.js"
 import * as LmdbStore from "./LmdbStore.js"
 
 export interface TlsConfig {
@@ -236,15 +237,18 @@ export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | Ser
       const counters = new NodeCounters()
       const tail = new TailHub({ ...defaultTailLimits, maxQueuedSpans: cfg.tailQueueSpans })
       const writer = new GroupCommit({
-        write: (batches) => Effect.runPromise(stores.writer.write(batches)),
-        committed: (batches) => {
+        // Planned on arrival, so the decoded spans die young; they are kept for the tail only while
+        // it has subscribers (one subscribing meanwhile misses at most the batches already queued).
+        prepare: (batch) => ({ plan: planBatch(batch), tailed: tail.size > 0 ? batch.spans : undefined }),
+        write: (round) => Effect.runPromise(stores.rounds.writeRound(round.map((b) => b.plan))),
+        committed: (round) => {
           const committedAt = performance.timeOrigin + performance.now()
-          for (const b of batches) {
+          for (const { plan, tailed } of round) {
             counters.batchesStored++
-            counters.spansStored += b.spans.length
-            counters.logsStored += b.logs.length
-            counters.metricsStored += b.metrics.length
-            if (tail.size > 0 && b.spans.length > 0) tail.publish(b.spans, committedAt)
+            counters.spansStored += plan.spanCount
+            counters.logsStored += plan.logs.length
+            counters.metricsStored += plan.metrics.length
+            if (tailed !== undefined && tailed.length > 0 && tail.size > 0) tail.publish(tailed, committedAt)
           }
         },
         maxQueuedSpans: cfg.maxQueuedSpans,

@@ -35,6 +35,7 @@ describe("back-pressure", () => {
     const disk = stalledDisk()
     const committed: Array<number> = []
     const gc = new GroupCommit({
+      prepare: (b: IngestBatch) => b,
       write: disk.write,
       committed: (bs) => committed.push(...bs.map((b) => b.seq)),
       maxQueuedSpans: 150,
@@ -65,6 +66,7 @@ describe("back-pressure", () => {
     const counters = new NodeCounters()
     const maxQueuedSpans = 1000
     const gc = new GroupCommit({
+      prepare: (b: IngestBatch) => b,
       write: disk.write,
       committed: () => undefined,
       maxQueuedSpans,

@@ -2,11 +2,11 @@ import { toBufferKey } from "ordered-binary"
 import { describe, expect, it } from "vitest"
 import { correlationKey, serviceKey, spanKey } from "../src/internal/Keys.js"
 import * as SpanRecord from "../src/internal/SpanRecord.js"
-import { planRound } from "../src/internal/WritePlan.js"
+import { planBatch } from "../src/internal/WritePlan.js"
 import { batch, span, t0 } from "./fixtures/Spans.js"
 
 /** The plan's entries as [db, key, value] triples. */
-const entries = (plan: ReturnType<typeof planRound>) => {
+const entries = (plan: ReturnType<typeof planBatch>) => {
   const out: Array<[number, Uint8Array, Uint8Array]> = []
   let offset = 0
   for (let t = 0; t < plan.table.length; t += 3) {
@@ -42,20 +42,20 @@ describe("SpanRecord", () => {
 })
 
 describe("WritePlan", () => {
-  it("writes the keys lmdb itself would write (ordered-binary, null-terminated), and each batch's entries in order", () => {
+  it("writes the keys lmdb itself would write (ordered-binary, null-terminated), in span order", () => {
     const a = span({
       trace: 10,
       correlationId: "order-1",
       http: { method: "GET", route: "/x", statusCode: 500 }
     })
     const b = span({ trace: 11 })
-    const plan = planRound([batch("agent", 1, [a]), batch("agent", 2, [b])])
-    expect(plan.batches.map((p) => p.entries)).toEqual([4, 2])
+    const plan = planBatch(batch("agent", 1, [a, b]))
     const [spanEntry, serviceEntry] = entries(plan)
     expect(Buffer.from(spanEntry?.[1] ?? [])).toEqual(toBufferKey([...spanKey(a)]))
     expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(a)]))
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
     expect(entries(plan).map(([db]) => db)).toEqual([0, 1, 2, 3, 0, 1])
+    expect(plan.spanCount).toBe(2)
   })
 
   it("encodes non-ASCII and long key strings like lmdb, and grows its buffer for large spans", () => {
@@ -65,11 +65,11 @@ describe("WritePlan", () => {
       correlationId: `order-${"ß".repeat(120)}-😀`,
       attributes: { "big.value": "x".repeat(20_000) }
     })
-    const plan = planRound([batch("agent", 1, [s, span({ trace: 13 })])])
+    const plan = planBatch(batch("agent", 1, [s, span({ trace: 13 })]))
     const [spanEntry, serviceEntry, correlationEntry] = entries(plan)
     expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(s)]))
     expect(Buffer.from(correlationEntry?.[1] ?? [])).toEqual(toBufferKey([...correlationKey(s)]))
     expect(SpanRecord.decode(s.traceId, s.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(s)
-    expect(plan.batches[0]?.entries).toBe(5)
+    expect(plan.table.length / 3).toBe(5)
   })
 })

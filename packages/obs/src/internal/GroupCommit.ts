@@ -2,15 +2,18 @@
  * Group commit: batches from every ingest connection queue here and are written together, one LMDB
  * transaction per round, while the previous round is still being flushed. The queue is bounded in
  * spans; connections check `full` after submitting and stop reading their socket until `onRoom` fires,
- * so a slow disk turns into TCP back-pressure on agents instead of memory growth.
+ * so a slow disk turns into TCP back-pressure on agents instead of memory growth. Each batch is
+ * prepared (ObsNode: encoded into its write plan) when it is submitted, not when its round starts.
  */
 import type { IngestBatch, WriteOutcome } from "../Store.js"
 
-export interface GroupCommitOptions {
-  /** Stores the batches durably; resolves with one outcome per batch in order. */
-  readonly write: (batches: ReadonlyArray<IngestBatch>) => Promise<ReadonlyArray<WriteOutcome>>
+export interface GroupCommitOptions<P> {
+  /** What a submitted batch waits in the queue as; a throw rejects that batch alone. */
+  readonly prepare: (batch: IngestBatch) => P
+  /** Stores the prepared batches durably; resolves with one outcome per batch in order. */
+  readonly write: (round: ReadonlyArray<P>) => Promise<ReadonlyArray<WriteOutcome>>
   /** Called with the batches a round stored (not duplicates), after they are durable. */
-  readonly committed: (batches: ReadonlyArray<IngestBatch>) => void
+  readonly committed: (round: ReadonlyArray<P>) => void
   /** Spans queued or being written above which `full` is true. */
   readonly maxQueuedSpans: number
   /** Most spans one transaction takes. */
@@ -19,25 +22,30 @@ export interface GroupCommitOptions {
   readonly maxInFlight: number
 }
 
-interface Pending {
-  readonly batch: IngestBatch
+interface Pending<P> {
+  readonly prepared: P
+  readonly spans: number
+  readonly weight: number
   readonly resolve: (outcome: WriteOutcome) => void
   readonly reject: (error: unknown) => void
 }
 
+/** What ingest connections and the metrics endpoint see of a GroupCommit, whatever it prepares batches into. */
+export type BatchQueue = Pick<GroupCommit<unknown>, "submit" | "full" | "onRoom" | "depth" | "commits">
+
 const weight = (b: IngestBatch) => b.spans.length + b.logs.length + b.metrics.length + 1
 
-export class GroupCommit {
-  private queue: Array<Pending> = []
+export class GroupCommit<P> {
+  private queue: Array<Pending<P>> = []
   private inFlight = 0
   private waiting: Array<() => void> = []
   /** Spans (plus logs and metrics) queued or in flight. */
   depth = 0
   commits = 0
 
-  private readonly options: GroupCommitOptions
+  private readonly options: GroupCommitOptions<P>
 
-  constructor(options: GroupCommitOptions) {
+  constructor(options: GroupCommitOptions<P>) {
     this.options = options
   }
 
@@ -48,7 +56,8 @@ export class GroupCommit {
   /** Queues a batch; resolves once it is durable (or found duplicate), rejects if its transaction failed. */
   submit(batch: IngestBatch): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ batch, resolve, reject })
+      const prepared = this.options.prepare(batch)
+      this.queue.push({ prepared, spans: batch.spans.length, weight: weight(batch), resolve, reject })
       this.depth += weight(batch)
       this.kick()
     })
@@ -65,16 +74,16 @@ export class GroupCommit {
       let taken = 0
       let spans = 0
       while (taken < this.queue.length && (taken === 0 || spans < this.options.maxSpansPerCommit)) {
-        spans += this.queue[taken]?.batch.spans.length ?? 0
+        spans += this.queue[taken]?.spans ?? 0
         taken++
       }
       const round = this.queue.slice(0, taken)
       this.queue = this.queue.slice(taken)
       this.inFlight++
-      this.options.write(round.map((p) => p.batch)).then(
+      this.options.write(round.map((p) => p.prepared)).then(
         (outcomes) => {
           this.settle(round)
-          this.options.committed(round.filter((_, i) => outcomes[i] === "stored").map((p) => p.batch))
+          this.options.committed(round.filter((_, i) => outcomes[i] === "stored").map((p) => p.prepared))
           round.forEach((p, i) => {
             p.resolve(outcomes[i] ?? "stored")
           })
@@ -87,10 +96,10 @@ export class GroupCommit {
     }
   }
 
-  private settle(round: ReadonlyArray<Pending>): void {
+  private settle(round: ReadonlyArray<Pending<P>>): void {
     this.inFlight--
     this.commits++
-    for (const p of round) this.depth -= weight(p.batch)
+    for (const p of round) this.depth -= p.weight
     if (!this.full && this.waiting.length > 0) {
       const ready = this.waiting
       this.waiting = []

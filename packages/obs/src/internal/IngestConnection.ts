@@ -9,7 +9,7 @@ import { timingSafeEqual } from "node:crypto"
 import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import type { WebSocket } from "ws"
-import type { GroupCommit } from "./GroupCommit.js"
+import type { BatchQueue } from "./GroupCommit.js"
 import type { NodeCounters } from "./NodeCounters.js"
 
 export interface IngestSettings {
@@ -35,7 +35,7 @@ type ErrorCode = WireProtocol.WireErrorCode
 export const handleIngest = (
   ws: WebSocket,
   settings: IngestSettings,
-  writer: GroupCommit,
+  writer: BatchQueue,
   counters: NodeCounters,
   /** True when the upgrade request already carried a valid `Authorization: Bearer` token. */
   preAuthorized: boolean

@@ -1,5 +1,5 @@
 /**
- * The ingest write path: applies a planned round of agent batches (`WritePlan.ts`) inside one LMDB
+ * The ingest write path: applies a round of planned agent batches (`WritePlan.ts`) inside one LMDB
  * write transaction (group commit). Runs synchronously inside lmdb's transaction callback, so reads
  * here see this transaction's writes.
  */
@@ -7,7 +7,7 @@ import type { WriteOutcome } from "../Store.js"
 import { logCorrelationKey, micros, type ServiceInfoValue } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { RedDeltas } from "./Red.js"
-import type { WritePlan } from "./WritePlan.js"
+import type { BatchPlan } from "./WritePlan.js"
 
 /** How stale a service's `lastSeen` may get before a write refreshes it (keeps writes rare). */
 const lastSeenRefreshNano = 10_000_000_000n
@@ -23,28 +23,24 @@ export const makeWriteState = (layout: Layout): WriteState => {
   return { services }
 }
 
-export const applyPlan = (
+export const applyRound = (
   layout: Layout,
   state: WriteState,
-  plan: WritePlan
+  round: ReadonlyArray<BatchPlan>
 ): ReadonlyArray<WriteOutcome> => {
   const red = new RedDeltas()
   const highWater = new Map<string, number>()
   const outcomes: Array<WriteOutcome> = []
-  const { table, bytes } = plan
-  let entry = 0
-  let offset = 0
-  for (const batch of plan.batches) {
-    const end = entry + batch.entries
+  for (const batch of round) {
     const previous = highWater.get(batch.agentId) ?? layout.agents.get(batch.agentId) ?? 0
     if (batch.seq <= previous) {
-      for (; entry < end; entry++) offset += (table[entry * 3 + 1] ?? 0) + (table[entry * 3 + 2] ?? 0)
       outcomes.push("duplicate")
       continue
     }
     highWater.set(batch.agentId, batch.seq)
-    for (; entry < end; entry++) {
-      const t = entry * 3
+    const { table, bytes } = batch
+    let offset = 0
+    for (let t = 0; t < table.length; t += 3) {
       const valueStart = offset + (table[t + 1] ?? 0)
       const valueEnd = valueStart + (table[t + 2] ?? 0)
       layout.planned[table[t] ?? 0]?.put(

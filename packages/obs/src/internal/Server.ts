@@ -9,7 +9,7 @@ import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
 import { WebSocketServer } from "ws"
 import type { SpanReaderService, StoreMaintenanceService } from "../Store.js"
-import type { GroupCommit } from "./GroupCommit.js"
+import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings, tokensEqual } from "./IngestConnection.js"
 import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
@@ -20,7 +20,7 @@ export interface ServerParts {
   readonly settings: IngestSettings
   readonly reader: SpanReaderService
   readonly maintenance: StoreMaintenanceService
-  readonly writer: GroupCommit
+  readonly writer: BatchQueue
   readonly tail: TailHub
   readonly counters: NodeCounters
   readonly isReady: () => boolean

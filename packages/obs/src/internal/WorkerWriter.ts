@@ -1,14 +1,14 @@
 /**
- * A `SpanWriter` whose transactions run in a worker thread (`WriterWorker.ts`), so that LMDB puts
+ * A round writer whose transactions run in a worker thread (`WriterWorker.ts`), so that LMDB puts
  * and commits use the second core while the main thread reads sockets, decodes, plans the records
  * (`WritePlan.ts`) and serves queries.
- * Same semantics as the in-thread writer: `write` succeeds after the round is durable.
+ * Same semantics as the in-thread writer: `writeRound` succeeds after the round is durable.
  */
 import { Worker } from "node:worker_threads"
 import { Effect, type Scope } from "effect"
 import { StoreError } from "../Errors.js"
-import type { SpanWriterService, WriteOutcome } from "../Store.js"
-import { planRound, transferList } from "./WritePlan.js"
+import type { WriteOutcome } from "../Store.js"
+import { type RoundWriter, transferList } from "./WritePlan.js"
 import type { WriterReply, WriterRequest } from "./WriterWorker.js"
 
 /** Running from TypeScript sources (tests), the worker needs Node's type stripping and our resolver. */
@@ -30,7 +30,7 @@ const workerOptions = () => {
 export const make = (config: {
   readonly path: string
   readonly mapSize?: number
-}): Effect.Effect<SpanWriterService, StoreError, Scope.Scope> =>
+}): Effect.Effect<RoundWriter, StoreError, Scope.Scope> =>
   Effect.gen(function* () {
     const pending = new Map<
       number,
@@ -77,17 +77,15 @@ export const make = (config: {
         })
     )
     return {
-      write: (batches) =>
+      writeRound: (round) =>
         Effect.tryPromise({
           try: () =>
             new Promise<ReadonlyArray<WriteOutcome>>((resolve, reject) => {
               if (dead !== undefined) return reject(dead)
               const id = ++nextId
               pending.set(id, { resolve, reject })
-              // Records and index entries are encoded here (this thread already decoded and
-              // validated the frames) and their bytes transferred, so the writer thread only puts.
-              const plan = planRound(batches)
-              worker.postMessage({ id, plan } satisfies WriterRequest, transferList(plan))
+              // The plans' bytes are transferred, not copied: the writer thread only puts them.
+              worker.postMessage({ id, round } satisfies WriterRequest, transferList(round))
             }),
           catch: (cause) => new StoreError({ operation: "write", cause })
         })

@@ -1,17 +1,20 @@
 /**
- * A round of ingest batches turned into what LMDB stores, before the write transaction: every span
- * record and index entry as encoded key and value bytes in one buffer, RED deltas and service
- * sightings pre-aggregated per batch. Built on the ingest thread (which has already decoded and
- * validated the spans), then handed to the writer (thread) by transferring the buffer, so the
- * writer's transaction only copies bytes into LMDB. Batches stay separate because the writer decides
- * per batch, inside the transaction, whether it is a duplicate.
+ * An ingest batch turned into what LMDB stores, before the write transaction: every span record and
+ * index entry as encoded key and value bytes in one buffer, RED samples and service sightings
+ * pre-aggregated. Built on the ingest thread as soon as a frame is decoded, so the decoded spans die
+ * young (a span object kept until its commit outlives the young generation and makes the collector
+ * copy and promote it); then handed to the writer (thread) by transferring the buffers, so the
+ * writer's transaction only copies bytes into LMDB. Each batch keeps its own plan because the writer
+ * decides per batch, inside the transaction, whether it is a duplicate.
  */
 import { Telemetry } from "@iii/core"
 // lmdb turns on ordered-binary's null termination when loaded; keys written here must match its own.
 import "lmdb"
 import { Packr } from "msgpackr"
 import { writeKey } from "ordered-binary"
-import type { IngestBatch } from "../Store.js"
+import type { Effect } from "effect"
+import type { StoreError } from "../Errors.js"
+import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
   correlationKey,
   routeOf,
@@ -33,25 +36,20 @@ const BY_SERVICE = 1
 const BY_STATUS = 2
 const BY_CORRELATION = 3
 
-export interface PlannedBatch {
+export interface BatchPlan {
   readonly agentId: string
   readonly seq: number
-  /** How many entries of the plan's table belong to this batch (batches follow one another). */
-  readonly entries: number
+  readonly spanCount: number
+  /** Three numbers per entry: database index (see `plannedDbs`), key length, value length. */
+  readonly table: Uint32Array
+  /** Each entry's key bytes then value bytes, entries in table order. */
+  readonly bytes: Uint8Array
   /** RED samples of the batch's server spans. */
   readonly red: RedSamples
   /** Per service in the batch: its latest resource labels and newest span start. */
   readonly services: ReadonlyArray<readonly [string, ServiceInfoValue]>
   readonly logs: IngestBatch["logs"]
   readonly metrics: IngestBatch["metrics"]
-}
-
-export interface WritePlan {
-  readonly batches: ReadonlyArray<PlannedBatch>
-  /** Three numbers per entry: database index (see `plannedDbs`), key length, value length. */
-  readonly table: Uint32Array
-  /** Each entry's key bytes then value bytes, entries in table order. */
-  readonly bytes: Uint8Array
 }
 
 // Index values are plain MessagePack arrays, as lmdb's msgpack encoding of those databases reads them.
@@ -140,27 +138,28 @@ const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
   return { red: red.done(), services: Array.from(services) }
 }
 
-/** Plans a round; the batches are already validated (the wire decoder checked every field). */
-export const planRound = (batches: ReadonlyArray<IngestBatch>): WritePlan => {
-  const b = new Builder(batches.reduce((n, batch) => n + batch.spans.length, 0))
-  const planned = batches.map((batch): PlannedBatch => {
-    const before = b.count
-    const { red, services } = planSpans(b, batch.spans)
-    return {
-      agentId: batch.agentId,
-      seq: batch.seq,
-      entries: b.count - before,
-      red,
-      services,
-      logs: batch.logs,
-      metrics: batch.metrics
-    }
-  })
-  return { batches: planned, table: b.table.subarray(0, b.count * 3), bytes: b.bytes.subarray(0, b.position) }
+/** Plans a batch; it is already validated (the wire decoder checked every field). */
+export const planBatch = (batch: IngestBatch): BatchPlan => {
+  const b = new Builder(batch.spans.length)
+  const { red, services } = planSpans(b, batch.spans)
+  return {
+    agentId: batch.agentId,
+    seq: batch.seq,
+    spanCount: batch.spans.length,
+    table: b.table.subarray(0, b.count * 3),
+    bytes: b.bytes.subarray(0, b.position),
+    red,
+    services,
+    logs: batch.logs,
+    metrics: batch.metrics
+  }
 }
 
-/** The buffers to transfer (not copy) when posting a plan to another thread. */
-export const transferList = (plan: WritePlan): Array<ArrayBuffer> => [
-  plan.table.buffer as ArrayBuffer,
-  plan.bytes.buffer as ArrayBuffer
-]
+/** Stores a round of planned batches in one durable transaction; outcomes in input order. */
+export interface RoundWriter {
+  readonly writeRound: (round: ReadonlyArray<BatchPlan>) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
+}
+
+/** The buffers to transfer (not copy) when posting plans to another thread. */
+export const transferList = (plans: ReadonlyArray<BatchPlan>): Array<ArrayBuffer> =>
+  plans.flatMap((plan) => [plan.table.buffer as ArrayBuffer, plan.bytes.buffer as ArrayBuffer])

@@ -1,16 +1,16 @@
 /**
  * The ingest writer thread: owns the write side of the LMDB environment (dedup high-water marks,
- * service cache, RED merges) and applies each planned round (`WritePlan`, its bytes transferred from
- * the main thread, not copied) in one durable transaction.
+ * service cache, RED merges) and applies each round of planned batches (`WritePlan`, their bytes
+ * transferred from the main thread, not copied) in one durable transaction.
  */
 import { parentPort, workerData } from "node:worker_threads"
 import { openLayout } from "./LmdbLayout.js"
-import { applyPlan, makeWriteState } from "./LmdbWrite.js"
-import type { WritePlan } from "./WritePlan.js"
+import { applyRound, makeWriteState } from "./LmdbWrite.js"
+import type { BatchPlan } from "./WritePlan.js"
 
 export interface WriterRequest {
   readonly id: number
-  readonly plan: WritePlan
+  readonly round: ReadonlyArray<BatchPlan>
 }
 
 export type WriterReply =
@@ -30,7 +30,7 @@ port.on("message", (request: WriterRequest | "close") => {
     return
   }
   const run = async () => {
-    const outcomes = await layout.env.transaction(() => applyPlan(layout, state, request.plan))
+    const outcomes = await layout.env.transaction(() => applyRound(layout, state, request.round))
     await layout.env.flushed
     return outcomes
   }
