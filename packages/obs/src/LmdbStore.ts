@@ -86,7 +86,11 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreEr
         })
       : inThreadWriter(yield* sync("open")(() => makeWriteState(layout)))
     const writer: SpanWriterService = {
-      write: (batches) => Effect.flatMap(sync("write")(() => batches.map(planBatch)), rounds.writeRound)
+      write: (batches) =>
+        Effect.flatMap(
+          sync("write")(() => batches.map(planBatch)),
+          rounds.writeRound
+        )
     }
 
     const reader: SpanReaderService = {

@@ -10,9 +10,9 @@
 import { Telemetry } from "@iii/core"
 // lmdb turns on ordered-binary's null termination when loaded; keys written here must match its own.
 import "lmdb"
+import type { Effect } from "effect"
 import { Packr } from "msgpackr"
 import { writeKey } from "ordered-binary"
-import type { Effect } from "effect"
 import type { StoreError } from "../Errors.js"
 import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
@@ -157,7 +157,9 @@ export const planBatch = (batch: IngestBatch): BatchPlan => {
 
 /** Stores a round of planned batches in one durable transaction; outcomes in input order. */
 export interface RoundWriter {
-  readonly writeRound: (round: ReadonlyArray<BatchPlan>) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
+  readonly writeRound: (
+    round: ReadonlyArray<BatchPlan>
+  ) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
 }
 
 /** The buffers to transfer (not copy) when posting plans to another thread. */
