@@ -208,12 +208,6 @@ const frameTuple = (f: Frame): ReadonlyArray<unknown> => {
  */
 export const encodeFrame = (frame: Frame): Uint8Array => packr.pack(frameTuple(frame))
 
-/**
- * A span's fields in the order the wire carries them, ids aside (README.md, "Wire protocol"): a
- * positional array for msgpack. obs stores spans in the same order.
- */
-export const spanFields: (span: Span) => ReadonlyArray<unknown> = Tuples.spanTuple
-
 /** msgpack array header for `length` elements, in the smallest form (as msgpackr writes it). */
 const arrayHeader = (length: number): Uint8Array =>
   length < 0x10

@@ -1,27 +1,61 @@
 /**
  * How a span is stored in the `spans` database: a positional MessagePack array, without the trace
- * and span ids (the key holds them). Encoded on the ingest thread as plain bytes, so the writer
- * thread copies bytes into LMDB instead of encoding objects; decoded by the read paths.
+ * and span ids (the key holds them), in the wire's field order (core README, "Wire protocol") after
+ * the parent id. Written on the ingest thread as plain bytes, so the writer thread copies bytes into
+ * LMDB instead of encoding objects; decoded by the read paths.
  *
  * [parentSpanId|nil, correlationId|nil (= traceId), service, component|nil, composition|nil,
  *  namespace|nil, pod|nil, kind (0 server, 1 client), name, startTimeUnixNano, durationNano,
  *  http [method, route, path|nil, statusCode|nil]|nil, peerAddress|nil, peerPort|nil, error,
  *  attributes|nil]
  */
-import { type Telemetry, WireProtocol } from "@iii/core"
-import { Packr, Unpackr } from "msgpackr"
+import type { Telemetry } from "@iii/core"
+import { Unpackr } from "msgpackr"
+import type { MsgpackWriter } from "./MsgpackWriter.js"
 
 type Span = Telemetry.Span
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
-const packr = new Packr({ useRecords: false })
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })
 
-// The wire's field order, after the parent id (which the wire carries with the ids).
-const tuple = (s: Span): ReadonlyArray<unknown> => [s.parentSpanId ?? null, ...WireProtocol.spanFields(s)]
-
-/** The stored bytes of a span; valid until the next `encode` (copy them before encoding another). */
-export const encode = (span: Span): Uint8Array => packr.pack(tuple(span))
+/** Appends the stored bytes of a span (the layout above) to `w`. */
+export const write = (w: MsgpackWriter, s: Span): void => {
+  w.arrayHeader(16)
+  w.optionalString(s.parentSpanId)
+  if (s.correlationId === s.traceId) w.nil()
+  else w.string(s.correlationId)
+  w.string(s.service)
+  w.optionalString(s.component)
+  w.optionalString(s.composition)
+  w.optionalString(s.namespace)
+  w.optionalString(s.pod)
+  w.number(s.kind === "server" ? 0 : 1)
+  w.string(s.name)
+  w.bigint(s.startTimeUnixNano)
+  w.number(s.durationNano)
+  const h = s.http
+  if (h === undefined) w.nil()
+  else {
+    w.arrayHeader(4)
+    w.string(h.method)
+    w.string(h.route)
+    w.optionalString(h.path)
+    w.optionalNumber(h.statusCode)
+  }
+  w.optionalString(s.peerAddress)
+  w.optionalNumber(s.peerPort)
+  w.boolean(s.error)
+  const a = s.attributes
+  if (a === undefined) w.nil()
+  else {
+    const keys = Object.keys(a)
+    w.mapHeader(keys.length)
+    for (const key of keys) {
+      w.string(key)
+      w.scalar(a[key] as string | number | boolean)
+    }
+  }
+}
 
 /** The span back from its key's ids and its stored bytes. */
 export const decode = (traceId: string, spanId: string, bytes: Uint8Array): Span => {

@@ -11,20 +11,19 @@ import { Telemetry } from "@iii/core"
 // lmdb turns on ordered-binary's null termination when loaded; keys written here must match its own.
 import "lmdb"
 import type { Effect } from "effect"
-import { Packr } from "msgpackr"
 import { writeKey } from "ordered-binary"
 import type { StoreError } from "../Errors.js"
 import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
   correlationKey,
   routeOf,
-  type ServiceIndexValue,
   type ServiceInfoValue,
   serviceKey,
   spanKey,
   statusIndexed,
   statusKey
 } from "./Keys.js"
+import { MsgpackWriter } from "./MsgpackWriter.js"
 import { RedSampler, type RedSamples } from "./Red.js"
 import * as SpanRecord from "./SpanRecord.js"
 
@@ -52,40 +51,35 @@ export interface BatchPlan {
   readonly metrics: IngestBatch["metrics"]
 }
 
-// Index values are plain MessagePack arrays, as lmdb's msgpack encoding of those databases reads them.
-const packr = new Packr({ useRecords: false })
-const one = Uint8Array.from(packr.pack(1))
-
 type KeyPart = string | number
 
-/** Growable byte and table buffers, each in an ArrayBuffer of its own (so it can be transferred). */
-class Builder {
-  bytes: Buffer
-  position = 0
+/**
+ * The plan's buffers while it is built: entries (key, then value written by the caller) appended to
+ * the writer's bytes, their lengths to the table; each in an ArrayBuffer of its own (so it can be
+ * transferred). Index values are plain MessagePack arrays, as lmdb's msgpack encoding of those
+ * databases reads them.
+ */
+class Builder extends MsgpackWriter {
   table: Uint32Array
   count = 0
+  private keyStart = 0
+  private valueStart = 0
 
   constructor(spans: number) {
-    this.bytes = Buffer.allocUnsafeSlow(Math.max(4096, spans * 512))
+    super(spans * 320)
     this.table = new Uint32Array(Math.max(64, spans * 3 * 3))
   }
 
-  private room(bytes: number): void {
-    if (this.position + bytes <= this.bytes.length) return
-    // A multiple of 8: ordered-binary views the buffer through a DataView rounded up to 4 bytes.
-    const bigger = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, (this.position + bytes + 7) & ~7))
-    this.bytes.copy(bigger, 0, 0, this.position)
-    this.bytes = bigger
-  }
-
-  entry(db: number, key: ReadonlyArray<KeyPart>, value: Uint8Array): void {
+  /** Writes an entry's key; its value is what gets written until `endEntry`. */
+  beginEntry(key: ReadonlyArray<KeyPart>): void {
     let bound = 16
     for (const part of key) bound += typeof part === "string" ? part.length * 3 + 2 : 12
-    this.room(bound + value.length)
-    const keyStart = this.position
-    const keyEnd = writeKey(key as Array<KeyPart>, this.bytes, keyStart)
-    this.bytes.set(value, keyEnd)
-    this.position = keyEnd + value.length
+    this.room(bound)
+    this.keyStart = this.position
+    this.position = this.valueStart = writeKey(key as Array<KeyPart>, this.bytes, this.position)
+  }
+
+  endEntry(db: number): void {
     if (this.count * 3 + 3 > this.table.length) {
       const bigger = new Uint32Array(this.table.length * 2)
       bigger.set(this.table)
@@ -93,8 +87,8 @@ class Builder {
     }
     const t = this.count * 3
     this.table[t] = db
-    this.table[t + 1] = keyEnd - keyStart
-    this.table[t + 2] = value.length
+    this.table[t + 1] = this.valueStart - this.keyStart
+    this.table[t + 2] = this.position - this.valueStart
     this.count++
   }
 }
@@ -108,22 +102,32 @@ const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
     const route = routeOf(span)
     const statusCode = span.http?.statusCode ?? 0
     const correlated = span.correlationId !== span.traceId
-    b.entry(SPANS, spanKey(span), SpanRecord.encode(span))
-    b.entry(
-      BY_SERVICE,
-      serviceKey(span),
-      packr.pack([
-        route,
-        statusCode,
-        span.durationNano,
-        span.error ? 1 : 0,
-        correlated ? span.correlationId : ""
-      ] satisfies ServiceIndexValue)
-    )
+    b.beginEntry(spanKey(span))
+    SpanRecord.write(b, span)
+    b.endEntry(SPANS)
+    b.beginEntry(serviceKey(span))
+    // ServiceIndexValue: [route, statusCode, durationNano, error, correlationId]
+    b.arrayHeader(5)
+    b.string(route)
+    b.number(statusCode)
+    b.number(span.durationNano)
+    b.number(span.error ? 1 : 0)
+    b.string(correlated ? span.correlationId : "")
+    b.endEntry(BY_SERVICE)
     const cls = Telemetry.statusClass(span.http?.statusCode)
-    if (statusIndexed(cls)) b.entry(BY_STATUS, statusKey(span, cls), packr.pack([span.service, route]))
+    if (statusIndexed(cls)) {
+      b.beginEntry(statusKey(span, cls))
+      b.arrayHeader(2)
+      b.string(span.service)
+      b.string(route)
+      b.endEntry(BY_STATUS)
+    }
     // Most spans are correlated by their own trace id, which the spans table already answers.
-    if (correlated) b.entry(BY_CORRELATION, correlationKey(span), one)
+    if (correlated) {
+      b.beginEntry(correlationKey(span))
+      b.number(1)
+      b.endEntry(BY_CORRELATION)
+    }
     if (span.kind === "server")
       red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
     let seen = services.get(span.service)

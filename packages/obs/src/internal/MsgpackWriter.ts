@@ -1,0 +1,153 @@
+/**
+ * A MessagePack writer appending straight into one growable buffer: the ingest thread encodes every
+ * span record and index value of a batch with it (`WritePlan.ts`), without a tuple array per span or
+ * a call into a general encoder per value. It writes only what those values hold: nil, booleans,
+ * safe integers, doubles, bigints (as 64-bit integers), strings, array and map headers. Integers
+ * beyond 32 bits are written as doubles, as msgpackr does, so they decode as numbers again.
+ */
+export class MsgpackWriter {
+  bytes: Buffer
+  position = 0
+
+  constructor(initialBytes: number) {
+    this.bytes = Buffer.allocUnsafeSlow(Math.max(4096, initialBytes))
+  }
+
+  /** Makes room for `bytes` more bytes. */
+  room(bytes: number): void {
+    if (this.position + bytes <= this.bytes.length) return
+    // A multiple of 8: ordered-binary views the buffer through a DataView rounded up to 4 bytes.
+    const bigger = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, (this.position + bytes + 7) & ~7))
+    this.bytes.copy(bigger, 0, 0, this.position)
+    this.bytes = bigger
+  }
+
+  nil(): void {
+    this.room(1)
+    this.bytes[this.position++] = 0xc0
+  }
+
+  boolean(value: boolean): void {
+    this.room(1)
+    this.bytes[this.position++] = value ? 0xc3 : 0xc2
+  }
+
+  arrayHeader(length: number): void {
+    this.header(length, 0x90, 0xdc)
+  }
+
+  mapHeader(length: number): void {
+    this.header(length, 0x80, 0xde)
+  }
+
+  private header(length: number, fix: number, wide16: number): void {
+    this.room(5)
+    const b = this.bytes
+    if (length < 16) b[this.position++] = fix | length
+    else if (length <= 0xffff) {
+      b[this.position] = wide16
+      b.writeUInt16BE(length, this.position + 1)
+      this.position += 3
+    } else {
+      b[this.position] = wide16 + 1
+      b.writeUInt32BE(length, this.position + 1)
+      this.position += 5
+    }
+  }
+
+  number(value: number): void {
+    this.room(9)
+    const b = this.bytes
+    let p = this.position
+    if (Number.isInteger(value) && value >= -0x80000000 && value <= 0xffffffff) {
+      if (value >= 0) {
+        if (value < 0x80) b[p++] = value
+        else if (value <= 0xff) {
+          b[p++] = 0xcc
+          b[p++] = value
+        } else if (value <= 0xffff) {
+          b[p++] = 0xcd
+          b.writeUInt16BE(value, p)
+          p += 2
+        } else {
+          b[p++] = 0xce
+          b.writeUInt32BE(value, p)
+          p += 4
+        }
+      } else if (value >= -32) b[p++] = value & 0xff
+      else {
+        b[p++] = 0xd2
+        b.writeInt32BE(value, p)
+        p += 4
+      }
+    } else {
+      b[p++] = 0xcb
+      b.writeDoubleBE(value, p)
+      p += 8
+    }
+    this.position = p
+  }
+
+  bigint(value: bigint): void {
+    this.room(9)
+    this.bytes[this.position] = value < 0n ? 0xd3 : 0xcf
+    if (value < 0n) this.bytes.writeBigInt64BE(value, this.position + 1)
+    else this.bytes.writeBigUInt64BE(value, this.position + 1)
+    this.position += 9
+  }
+
+  string(value: string): void {
+    const length = value.length
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; the header is sized for that bound.
+    const bound = length * 3
+    const headerBytes = bound < 32 ? 1 : bound <= 0xff ? 2 : bound <= 0xffff ? 3 : 5
+    this.room(headerBytes + bound)
+    const b = this.bytes
+    const start = this.position + headerBytes
+    let p = start
+    // Short ASCII strings (ids, names, routes) are copied here; a native call costs more than that.
+    let ascii = length < 64
+    if (ascii)
+      for (let i = 0; i < length; i++) {
+        const c = value.charCodeAt(i)
+        if (c >= 0x80) {
+          ascii = false
+          break
+        }
+        b[p++] = c
+      }
+    const written = ascii ? p - start : b.write(value, start, "utf8")
+    const at = this.position
+    if (headerBytes === 1) b[at] = 0xa0 | written
+    else if (headerBytes === 2) {
+      b[at] = 0xd9
+      b[at + 1] = written
+    } else if (headerBytes === 3) {
+      b[at] = 0xda
+      b.writeUInt16BE(written, at + 1)
+    } else {
+      b[at] = 0xdb
+      b.writeUInt32BE(written, at + 1)
+    }
+    this.position = start + written
+  }
+
+  /** A string, nil when undefined. */
+  optionalString(value: string | undefined): void {
+    if (value === undefined) this.nil()
+    else this.string(value)
+  }
+
+  /** A number, nil when undefined. */
+  optionalNumber(value: number | undefined): void {
+    if (value === undefined) this.nil()
+    else this.number(value)
+  }
+
+  /** A string, number or boolean (an attribute value). */
+  scalar(value: string | number | boolean): void {
+    if (typeof value === "string") this.string(value)
+    else if (typeof value === "number") this.number(value)
+    else this.boolean(value)
+  }
+}
