@@ -14,6 +14,12 @@ export interface SealedBatch {
   readonly spans: number
   readonly metrics: number
   readonly logs: number
+  /**
+   * Called by each destination once obs has the batch (acknowledged or rejected): nothing will send
+   * these bytes again. Not called for a batch dropped from a full buffer, which may still be queued
+   * in a socket.
+   */
+  readonly done: () => void
 }
 
 export interface DestinationCounters {
@@ -193,17 +199,21 @@ export class Destination {
         return
       }
       case "ack": {
-        if (this.queue.has(frame.seq)) {
+        const batch = this.queue.get(frame.seq)
+        if (batch !== undefined) {
           this.remove(frame.seq)
           this.counters.batchesAcked++
+          batch.done()
         }
         return
       }
       case "error": {
         if (frame.seq !== undefined && permanentBatchErrors.has(frame.code)) {
-          if (this.queue.has(frame.seq)) {
+          const batch = this.queue.get(frame.seq)
+          if (batch !== undefined) {
             this.remove(frame.seq)
             this.counters.batchesRejected++
+            batch.done()
           }
           this.options.log("warn", `obs rejected batch ${frame.seq}: ${frame.code}: ${frame.message}`)
         } else if (frame.seq !== undefined && frame.code === "overloaded") {
