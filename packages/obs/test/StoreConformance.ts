@@ -162,6 +162,54 @@ export const storeConformance = (name: string, make: MakeStore) => {
         })
       ))
 
+    it("pages newest first across many time buckets and batches, each trace once, at its newest match", () =>
+      run((s) =>
+        Effect.gen(function* () {
+          // 400 spans over 2 s from two agents; every fifth trace also has a span a second later.
+          const spans = Array.from({ length: 400 }, (_, i) =>
+            span({
+              trace: 1000 + (i % 5 === 4 ? i - 4 : i),
+              startTimeUnixNano: t0 + ms((i * 5) % 2000) + BigInt(i % 5 === 4 ? 1e9 : 0),
+              http: { method: "GET", route: "/r", statusCode: i % 3 === 0 ? 500 : 200 }
+            })
+          )
+          yield* s.writer.write([batch("a", 1, spans.slice(0, 150)), batch("b", 1, spans.slice(150, 300))])
+          yield* s.writer.write([batch("a", 2, spans.slice(300))])
+          const micros = (x: (typeof spans)[number]) => Number(x.startTimeUnixNano / 1000n)
+          const newestFirst = (x: (typeof spans)[number], y: (typeof spans)[number]) =>
+            micros(y) - micros(x) ||
+            (x.traceId < y.traceId ? 1 : x.traceId > y.traceId ? -1 : 0) ||
+            (x.spanId < y.spanId ? 1 : -1)
+          const since = t0 + ms(300)
+          const until = t0 + ms(1700)
+          for (const filter of [{}, { status: "5xx" as const }, { sinceNano: since, untilNano: until }]) {
+            const expected: Array<string> = []
+            for (const x of spans
+              .filter(
+                (x) =>
+                  (!("status" in filter) || (x.http?.statusCode ?? 0) >= 500) &&
+                  (!("sinceNano" in filter) || (x.startTimeUnixNano >= since && x.startTimeUnixNano < until))
+              )
+              .sort(newestFirst))
+              if (!expected.includes(x.traceId)) expected.push(x.traceId)
+            const seen: Array<string> = []
+            let cursor: string | undefined
+            for (let pages = 0; pages < 200; pages++) {
+              const page = yield* s.reader.searchTraces({
+                limit: 9,
+                service: "checkout",
+                ...filter,
+                ...(cursor !== undefined && { cursor })
+              })
+              seen.push(...page.traces.map((t) => t.traceId))
+              if (page.nextCursor === undefined) break
+              cursor = page.nextCursor
+            }
+            expect(seen).toEqual(expected)
+          }
+        })
+      ))
+
     it("correlates traces and logs by correlation id", () =>
       run((s) =>
         Effect.gen(function* () {

@@ -1,10 +1,13 @@
+import { Unpackr } from "msgpackr"
 import { toBufferKey } from "ordered-binary"
 import { describe, expect, it } from "vitest"
-import { correlationKey, serviceKey, spanKey } from "../src/internal/Keys.js"
+import { correlationKey, micros, serviceBucket, spanKey } from "../src/internal/Keys.js"
 import { MsgpackWriter } from "../src/internal/MsgpackWriter.js"
 import * as SpanRecord from "../src/internal/SpanRecord.js"
-import { planBatch } from "../src/internal/WritePlan.js"
+import { planBatch, plannedDbs } from "../src/internal/WritePlan.js"
 import { batch, span, t0 } from "./fixtures/Spans.js"
+
+const unpackr = new Unpackr({ useRecords: false })
 
 /** The plan's entries as [db, key, value] triples. */
 const entries = (plan: ReturnType<typeof planBatch>) => {
@@ -46,20 +49,39 @@ describe("SpanRecord", () => {
 })
 
 describe("WritePlan", () => {
-  it("writes the keys lmdb itself would write (ordered-binary, null-terminated), in span order", () => {
+  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, then one block per service and bucket", () => {
     const a = span({
       trace: 10,
       correlationId: "order-1",
-      http: { method: "GET", route: "/x", statusCode: 500 }
+      http: { method: "GET", route: "/x", statusCode: 500 },
+      error: true,
+      startTimeUnixNano: t0 + 5_000n
     })
-    const b = span({ trace: 11 })
-    const plan = planBatch(batch("agent", 1, [a, b]))
-    const [spanEntry, serviceEntry] = entries(plan)
+    const b = span({ trace: 11, startTimeUnixNano: t0 + 7_000n })
+    const c = span({ trace: 12, service: "payments", startTimeUnixNano: t0 + 250_000_000n })
+    const plan = planBatch(batch("agent", 3, [a, b, c]))
+    const all = entries(plan)
+    expect(all.map(([db]) => plannedDbs[db])).toEqual([
+      "spans",
+      "byStatus",
+      "byCorrelation",
+      "spans",
+      "spans",
+      "byService",
+      "byService"
+    ])
+    const [spanEntry] = all
     expect(Buffer.from(spanEntry?.[1] ?? [])).toEqual(toBufferKey([...spanKey(a)]))
-    expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(a)]))
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
-    expect(entries(plan).map(([db]) => db)).toEqual([0, 1, 2, 3, 0, 1])
-    expect(plan.spanCount).toBe(2)
+    const bucket = (s: typeof a) => serviceBucket(micros(s.startTimeUnixNano))
+    const [checkout, payments] = all.slice(5)
+    expect(Buffer.from(checkout?.[1] ?? [])).toEqual(toBufferKey(["checkout", bucket(a), "agent", 3]))
+    expect(Buffer.from(payments?.[1] ?? [])).toEqual(toBufferKey(["payments", bucket(c), "agent", 3]))
+    expect(unpackr.unpack(checkout?.[2] ?? new Uint8Array())).toEqual([
+      ...[micros(a.startTimeUnixNano), a.traceId, a.spanId, "/x", 500, a.durationNano, 1, "order-1"],
+      ...[micros(b.startTimeUnixNano), b.traceId, b.spanId, "/cart/{id}", 200, b.durationNano, 0, ""]
+    ])
+    expect(plan.spanCount).toBe(3)
   })
 
   it("encodes non-ASCII and long key strings like lmdb, and grows its buffer for large spans", () => {
@@ -70,9 +92,11 @@ describe("WritePlan", () => {
       attributes: { "big.value": "x".repeat(20_000) }
     })
     const plan = planBatch(batch("agent", 1, [s, span({ trace: 13 })]))
-    const [spanEntry, serviceEntry, correlationEntry] = entries(plan)
-    expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(toBufferKey([...serviceKey(s)]))
+    const [spanEntry, correlationEntry, , serviceEntry] = entries(plan)
     expect(Buffer.from(correlationEntry?.[1] ?? [])).toEqual(toBufferKey([...correlationKey(s)]))
+    expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(
+      toBufferKey([s.service, serviceBucket(micros(s.startTimeUnixNano)), "agent", 1])
+    )
     expect(SpanRecord.decode(s.traceId, s.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(s)
     expect(plan.table.length / 3).toBe(5)
   })

@@ -6,13 +6,13 @@
 import type { Telemetry } from "@iii/core"
 
 /** Bumped when a layout below changes incompatibly; checked at open. */
-export const layoutVersion = 2
+export const layoutVersion = 3
 
 export const dbNames = {
   /** [traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
-  /** [service, startMicros, traceId, spanId] → ServiceIndexValue */
-  byService: "span-by-service",
+  /** [service, bucket, agentId, seq] → ServiceBlockValue: one agent batch's spans of the service starting in the bucket */
+  byService: "span-blocks-by-service",
   /** [statusClass, durationNano, startMicros, traceId, spanId] → [service, route]; not for 2xx (see statusIndexed) */
   byStatus: "span-by-status",
   /** [correlationId, startMicros, traceId, spanId] → 1; only for spans whose correlation id is not their trace id */
@@ -44,21 +44,33 @@ export const maxKeyPart = "\uffff"
 export type SpanKey = readonly [traceId: string, spanId: string]
 export const spanKey = (span: Telemetry.Span): SpanKey => [span.traceId, span.spanId]
 
-export type ServiceKey = readonly [service: string, startMicros: number, traceId: string, spanId: string]
-export const serviceKey = (span: Telemetry.Span): ServiceKey => [
-  span.service,
-  micros(span.startTimeUnixNano),
-  span.traceId,
-  span.spanId
-]
+/**
+ * The per-service index holds blocks, not one entry per span: each batch's spans of a service that
+ * start in the same 100 ms bucket share one entry (one put instead of hundreds at high rates). A
+ * bucket bounds its spans' start times, so a newest-first walk over buckets stays exactly ordered:
+ * everything in the buckets walked so far is newer than anything in those left, and a search sorts
+ * only within a bucket. Retention drops a block once its whole bucket is older than the cutoff.
+ */
+export const serviceBucketMicros = 100_000
+export const serviceBucket = (startMicros: number): number => Math.floor(startMicros / serviceBucketMicros)
 
-/** What a search needs to filter without reading the span, and what retention needs to delete its index entries. */
-export type ServiceIndexValue = readonly [
+export type ServiceBlockKey = readonly [service: string, bucket: number, agentId: string, seq: number]
+
+/**
+ * `blockFields` values per span, flat: what a search needs to filter without reading the span, and
+ * what retention needs to delete its other entries. correlationId is "" when the span's correlation
+ * id is its trace id (then it has no correlation index entry).
+ */
+export type ServiceBlockValue = ReadonlyArray<string | number>
+export const blockFields = 8
+export type ServiceBlockSpan = readonly [
+  startMicros: number,
+  traceId: string,
+  spanId: string,
   route: string,
   statusCode: number,
   durationNano: number,
   error: 0 | 1,
-  /** "" when the span's correlation id is its trace id (then it has no correlation index entry). */
   correlationId: string
 ]
 

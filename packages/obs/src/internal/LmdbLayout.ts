@@ -6,9 +6,9 @@ import type {
   LogKey,
   RedCellValue,
   RedKey,
-  ServiceIndexValue,
+  ServiceBlockKey,
+  ServiceBlockValue,
   ServiceInfoValue,
-  ServiceKey,
   SpanKey,
   StatusKey,
   TimeKey
@@ -24,7 +24,7 @@ export interface Layout {
   readonly env: RootDatabase
   /** Values are `SpanRecord` bytes. */
   readonly spans: Database<Uint8Array, K<SpanKey>>
-  readonly byService: Database<ServiceIndexValue, K<ServiceKey>>
+  readonly byService: Database<ServiceBlockValue, K<ServiceBlockKey>>
   readonly byStatus: Database<readonly [service: string, route: string], K<StatusKey>>
   readonly byCorrelation: Database<1, K<CorrelationKey>>
   readonly red: Database<RedCellValue, K<RedKey>>

@@ -2,11 +2,23 @@
 import type { Telemetry } from "@iii/core"
 import type { RedCell, ServiceInfo, TracePage, TraceQuery, TraceSummary } from "../Store.js"
 import { decodeCursor, encodeCursor, newestFirst, type Position } from "./Cursor.js"
-import { allRoutes, maxKeyPart, micros, type ServiceIndexValue, statusIndexed } from "./Keys.js"
+import {
+  allRoutes,
+  blockFields,
+  maxKeyPart,
+  micros,
+  routeOf,
+  type ServiceBlockKey,
+  type ServiceBlockSpan,
+  type ServiceBlockValue,
+  serviceBucket,
+  serviceBucketMicros,
+  statusIndexed
+} from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import * as SpanRecord from "./SpanRecord.js"
 
-/** Index entries one search may examine per service before it returns a page and a cursor. */
+/** Spans one search may examine per service before it returns a page and a cursor (it finishes the bucket it is in). */
 export const searchScanLimit = 100_000
 
 export const readTrace = (layout: Layout, traceId: string): ReadonlyArray<Telemetry.Span> => {
@@ -41,44 +53,57 @@ const statusMatches = (q: TraceQuery, statusCode: number, error: 0 | 1): boolean
   return Math.floor(statusCode / 100) === Number(q.status[0]) && statusCode >= 100 && statusCode <= 599
 }
 
+/**
+ * Walks a service's blocks newest bucket first (Keys.ts). A bucket is finished before the walk stops,
+ * so the floor, the newest position not yet examined, is just below the last bucket walked.
+ */
 const scanService = (
   layout: Layout,
   service: string,
   q: TraceQuery,
   cursor: Position | undefined
 ): ScanResult => {
-  const upper =
-    cursor !== undefined
-      ? [service, cursor.startMicros, cursor.traceId, cursor.spanId]
-      : [service, q.untilNano !== undefined ? micros(q.untilNano) : maxKeyPart]
-  const lower = [service, q.sinceNano !== undefined ? micros(q.sinceNano) : -1]
-  const untilMicros = q.untilNano !== undefined ? micros(q.untilNano) : Number.POSITIVE_INFINITY
-  const matches: Array<Match> = []
-  const traces = new Set<string>()
+  const since = q.sinceNano !== undefined ? micros(q.sinceNano) : Number.NEGATIVE_INFINITY
+  const until = q.untilNano !== undefined ? micros(q.untilNano) : Number.POSITIVE_INFINITY
+  const top = Math.min(until, cursor?.startMicros ?? Number.POSITIVE_INFINITY)
+  const newest = new Map<string, Match>()
   let scanned = 0
+  let bucket: number | undefined
   for (const { key, value } of layout.byService.getRange({
-    start: upper,
-    end: lower,
-    reverse: true,
-    exclusiveStart: cursor !== undefined
+    start: [service, Number.isFinite(top) ? serviceBucket(top) : maxKeyPart, maxKeyPart],
+    end: [service, Number.isFinite(since) ? serviceBucket(since) : -1],
+    reverse: true
   })) {
-    const [, startMicros, traceId, spanId] = key as [string, number, string, string]
-    const [route, statusCode, durationNano, error] = value as ServiceIndexValue
-    scanned++
-    if (
-      startMicros < untilMicros &&
-      (q.route === undefined || route === q.route) &&
-      (q.minDurationNano === undefined || durationNano >= q.minDurationNano) &&
-      statusMatches(q, statusCode, error) &&
-      !traces.has(traceId)
-    ) {
-      traces.add(traceId)
-      matches.push({ startMicros, traceId, spanId, service })
-      if (traces.size > q.limit) return { matches, floor: { startMicros, traceId, spanId } }
+    const keyBucket = (key as ServiceBlockKey)[1]
+    if (bucket !== undefined && keyBucket !== bucket && (newest.size > q.limit || scanned >= searchScanLimit))
+      return {
+        matches: Array.from(newest.values()),
+        floor: { startMicros: bucket * serviceBucketMicros - 1, traceId: maxKeyPart, spanId: maxKeyPart }
+      }
+    bucket = keyBucket
+    const block = value as ServiceBlockValue
+    scanned += block.length / blockFields
+    for (let at = 0; at < block.length; at += blockFields) {
+      const [startMicros, traceId, spanId, route, statusCode, durationNano, error] = block.slice(
+        at,
+        at + blockFields
+      ) as unknown as ServiceBlockSpan
+      const position = { startMicros, traceId, spanId }
+      if (
+        startMicros >= since &&
+        startMicros < until &&
+        (cursor === undefined || newestFirst(cursor, position) < 0) &&
+        (q.route === undefined || route === q.route) &&
+        (q.minDurationNano === undefined || durationNano >= q.minDurationNano) &&
+        statusMatches(q, statusCode, error)
+      ) {
+        const known = newest.get(traceId)
+        if (known === undefined || newestFirst(position, known) < 0)
+          newest.set(traceId, { ...position, service })
+      }
     }
-    if (scanned >= searchScanLimit) return { matches, floor: { startMicros, traceId, spanId } }
   }
-  return { matches, floor: undefined }
+  return { matches: Array.from(newest.values()), floor: undefined }
 }
 
 /** Cross-service search on a status class: walks the (status class, duration) index from minDuration up. */
@@ -129,11 +154,34 @@ export const searchTraces = (layout: Layout, q: TraceQuery): TracePage => {
   const last = page[page.length - 1]
   const next = candidates.length > q.limit ? last : boundary
   const traces = page.flatMap((m) => {
-    const summary = summarize(m, readTrace(layout, m.traceId))
+    const spans = readTrace(layout, m.traceId)
+    // A trace is listed once, at its newest match: one that also matches at or before the cursor was
+    // on an earlier page.
+    if (
+      position !== undefined &&
+      spans.some((s) => spanMatches(q, s) && newestFirst(positionOf(s), position) <= 0)
+    )
+      return []
+    const summary = summarize(m, spans)
     return summary === undefined ? [] : [summary]
   })
   return next === undefined ? { traces } : { traces, nextCursor: encodeCursor(next) }
 }
+
+const positionOf = (s: Telemetry.Span): Position => ({
+  startMicros: micros(s.startTimeUnixNano),
+  traceId: s.traceId,
+  spanId: s.spanId
+})
+
+/** The query's filters applied to a stored span, as the index scans apply them. */
+const spanMatches = (q: TraceQuery, s: Telemetry.Span): boolean =>
+  (q.service === undefined || s.service === q.service) &&
+  (q.route === undefined || routeOf(s) === q.route) &&
+  (q.minDurationNano === undefined || s.durationNano >= q.minDurationNano) &&
+  (q.sinceNano === undefined || micros(s.startTimeUnixNano) >= micros(q.sinceNano)) &&
+  (q.untilNano === undefined || micros(s.startTimeUnixNano) < micros(q.untilNano)) &&
+  statusMatches(q, s.http?.statusCode ?? 0, s.error ? 1 : 0)
 
 const summarize = (match: Match, spans: ReadonlyArray<Telemetry.Span>): TraceSummary | undefined => {
   const first = spans[0]

@@ -1,10 +1,17 @@
 /**
- * Retention: deletes whole time ranges, oldest first, in transactions of at most `chunk` entries so the
- * ingest writer interleaves with them instead of waiting for one long transaction.
+ * Retention: deletes whole time ranges, oldest first, in transactions of about `chunk` spans (or
+ * entries) so the ingest writer interleaves with them instead of waiting for one long transaction.
  */
 import { Telemetry } from "@iii/core"
 import type { RetentionResult } from "../Store.js"
-import { maxKeyPart, type ServiceIndexValue, statusIndexed } from "./Keys.js"
+import {
+  blockFields,
+  maxKeyPart,
+  type ServiceBlockSpan,
+  type ServiceBlockValue,
+  serviceBucket,
+  statusIndexed
+} from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
 const chunk = 2_000
@@ -25,26 +32,36 @@ export const deleteOlderThan = async (
   let deletedMetrics = 0
   let deletedRollups = 0
 
+  // Blocks whose whole bucket is older than the cutoff (the cutoff's own bucket waits for the next pass).
+  const cutoffBucket = serviceBucket(cutoffMicros)
   for (const service of Array.from(layout.services.getKeys())) {
     for (;;) {
       if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
-      const entries = Array.from(
-        layout.byService.getRange({ start: [service, -1], end: [service, cutoffMicros], limit: chunk })
-      )
-      if (entries.length === 0) break
+      const blocks: Array<{ key: AnyKey; value: ServiceBlockValue }> = []
+      let spans = 0
+      for (const entry of layout.byService.getRange({ start: [service, -1], end: [service, cutoffBucket] })) {
+        blocks.push(entry)
+        spans += entry.value.length / blockFields
+        if (spans >= chunk) break
+      }
+      if (blocks.length === 0) break
       await layout.env.transaction(() => {
-        for (const { key, value } of entries) {
-          const [, startMicros, traceId, spanId] = key as [string, number, string, string]
-          const [, statusCode, durationNano, , correlationId] = value as ServiceIndexValue
-          const code = statusCode === 0 ? undefined : statusCode
-          layout.spans.remove([traceId, spanId])
-          const cls = Telemetry.statusClass(code)
-          if (statusIndexed(cls)) layout.byStatus.remove([cls, durationNano, startMicros, traceId, spanId])
-          if (correlationId !== "") layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
+        for (const { key, value } of blocks) {
+          for (let at = 0; at < value.length; at += blockFields) {
+            const [startMicros, traceId, spanId, , statusCode, durationNano, , correlationId] = value.slice(
+              at,
+              at + blockFields
+            ) as unknown as ServiceBlockSpan
+            layout.spans.remove([traceId, spanId])
+            const cls = Telemetry.statusClass(statusCode === 0 ? undefined : statusCode)
+            if (statusIndexed(cls)) layout.byStatus.remove([cls, durationNano, startMicros, traceId, spanId])
+            if (correlationId !== "")
+              layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
+          }
           layout.byService.remove(key)
         }
       })
-      deletedSpans += entries.length
+      deletedSpans += spans
     }
     if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
     deletedRollups += await deleteRollups(layout, service, cutoffSec)

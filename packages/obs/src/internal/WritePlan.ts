@@ -15,10 +15,13 @@ import { writeKey } from "ordered-binary"
 import type { StoreError } from "../Errors.js"
 import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
+  blockFields,
   correlationKey,
+  micros,
   routeOf,
+  type ServiceBlockKey,
   type ServiceInfoValue,
-  serviceKey,
+  serviceBucket,
   spanKey,
   statusIndexed,
   statusKey
@@ -95,25 +98,27 @@ class Builder extends MsgpackWriter {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
-const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
+/** The batch's spans grouped by service, then by service bucket (Keys.ts), as indexes into the batch. */
+type Blocks = Map<string, Map<number, Array<number>>>
+
+const planSpans = (b: Builder, batch: IngestBatch) => {
+  const { spans } = batch
   const red = new RedSampler()
   const services = new Map<string, Mutable<ServiceInfoValue>>()
-  for (const span of spans) {
+  const blocks: Blocks = new Map()
+  for (let i = 0; i < spans.length; i++) {
+    const span = spans[i] as Telemetry.Span
     const route = routeOf(span)
-    const statusCode = span.http?.statusCode ?? 0
     const correlated = span.correlationId !== span.traceId
     b.beginEntry(spanKey(span))
     SpanRecord.write(b, span)
     b.endEntry(SPANS)
-    b.beginEntry(serviceKey(span))
-    // ServiceIndexValue: [route, statusCode, durationNano, error, correlationId]
-    b.arrayHeader(5)
-    b.string(route)
-    b.number(statusCode)
-    b.number(span.durationNano)
-    b.number(span.error ? 1 : 0)
-    b.string(correlated ? span.correlationId : "")
-    b.endEntry(BY_SERVICE)
+    let byBucket = blocks.get(span.service)
+    if (byBucket === undefined) blocks.set(span.service, (byBucket = new Map()))
+    const bucket = serviceBucket(micros(span.startTimeUnixNano))
+    const block = byBucket.get(bucket)
+    if (block === undefined) byBucket.set(bucket, [i])
+    else block.push(i)
     const cls = Telemetry.statusClass(span.http?.statusCode)
     if (statusIndexed(cls)) {
       b.beginEntry(statusKey(span, cls))
@@ -139,13 +144,35 @@ const planSpans = (b: Builder, spans: IngestBatch["spans"]) => {
     if (span.composition !== undefined) seen.composition = span.composition
     if (span.namespace !== undefined) seen.namespace = span.namespace
   }
+  planBlocks(b, batch, blocks)
   return { red: red.done(), services: Array.from(services) }
+}
+
+/** One byService entry per (service, bucket): ServiceBlockSpan fields, flat, for each of its spans. */
+const planBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks) => {
+  for (const [service, byBucket] of blocks)
+    for (const [bucket, indexes] of byBucket) {
+      b.beginEntry([service, bucket, batch.agentId, batch.seq] satisfies ServiceBlockKey)
+      b.arrayHeader(indexes.length * blockFields)
+      for (const i of indexes) {
+        const span = batch.spans[i] as Telemetry.Span
+        b.number(micros(span.startTimeUnixNano))
+        b.string(span.traceId)
+        b.string(span.spanId)
+        b.string(routeOf(span))
+        b.number(span.http?.statusCode ?? 0)
+        b.number(span.durationNano)
+        b.number(span.error ? 1 : 0)
+        b.string(span.correlationId !== span.traceId ? span.correlationId : "")
+      }
+      b.endEntry(BY_SERVICE)
+    }
 }
 
 /** Plans a batch; it is already validated (the wire decoder checked every field). */
 export const planBatch = (batch: IngestBatch): BatchPlan => {
   const b = new Builder(batch.spans.length)
-  const { red, services } = planSpans(b, batch.spans)
+  const { red, services } = planSpans(b, batch)
   return {
     agentId: batch.agentId,
     seq: batch.seq,
