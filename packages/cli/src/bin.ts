@@ -1,5 +1,8 @@
 #!/usr/bin/env node
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+// The modules, not the package index: the index loads every platform module (HTTP client and
+// server included), ~11 MB of heap no subcommand needs (README.md, "Memory").
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Effect } from "effect"
 import { run } from "./Cli.js"
 

@@ -22,7 +22,9 @@ const run = (args: ReadonlyArray<string>) => {
   const lines: Array<string> = []
   // Output the command prints goes to `lines`; logging keeps the real console.
   return Effect.consoleWith((real) =>
-    Command.run(iii, { name: "iii", version: "test" })(["node", "iii", ...args]).pipe(
+    Effect.flatMap(iii, (command) =>
+      Command.run(command, { name: "iii", version: "test" })(["node", "iii", ...args])
+    ).pipe(
       Effect.withConsole({
         ...real,
         log: (...a: ReadonlyArray<unknown>) => Effect.sync(() => void lines.push(a.join(" "))),
