@@ -265,7 +265,7 @@ const lastStats = (lines: Array<string>) => {
 const measure = async (mode: Mode): Promise<Result> => {
   let agent: { child: ChildProcess; lines: Array<string> } | undefined
   let port = appPort
-  const runner = here("./support/agent-runner.ts")
+  const runner = here("./support/agent-runner.mjs")
   // The heap limits the README recommends for the agent: the live heap is ~30 MB; without limits V8
   // lets garbage grow the heap to hundreds of MB on a machine with memory to spare.
   const node = [process.execPath, "--max-semi-space-size=4", "--max-old-space-size=64"]

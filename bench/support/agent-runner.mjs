@@ -1,7 +1,9 @@
 /**
  * The agent as its own process for bench:agent-overhead (built @iii/agent, no CLI build needed):
- *   node bench/support/agent-runner.ts ebpf  OBS_URL APP_PID
- *   node bench/support/agent-runner.ts proxy OBS_URL LISTEN_PORT UPSTREAM_PORT
+ *   node bench/support/agent-runner.mjs ebpf  OBS_URL APP_PID
+ *   node bench/support/agent-runner.mjs proxy OBS_URL LISTEN_PORT UPSTREAM_PORT
+ * Plain JavaScript, not TypeScript: Node's type stripping would load its TypeScript transformer into
+ * the process whose RSS the bench reports (+20 MB), which a deployed agent (compiled JS) never does.
  * Prints `ready {json}` once running, `stats {json}` on SIGUSR2, and final `stats {json}` on SIGTERM.
  */
 import * as Agent from "@iii/agent/Agent"
@@ -39,7 +41,7 @@ console.log(`ready ${JSON.stringify({ mode: agent.mode, id: agentId })}`)
 
 const report = async () => {
   // With --expose-gc, report live memory rather than garbage waiting for collection.
-  ;(globalThis as { gc?: () => void }).gc?.()
+  globalThis.gc?.()
   const stats = await Effect.runPromise(agent.stats)
   console.log(
     `stats ${JSON.stringify({
