@@ -8,9 +8,12 @@
 export class MsgpackWriter {
   bytes: Buffer
   position = 0
+  // Node's writeBigUInt64BE does BigInt arithmetic; V8 compiles DataView's setBigUint64 inline.
+  private view: DataView
 
   constructor(initialBytes: number) {
     this.bytes = Buffer.allocUnsafeSlow(Math.max(4096, initialBytes))
+    this.view = new DataView(this.bytes.buffer)
   }
 
   /** Makes room for `bytes` more bytes. */
@@ -20,6 +23,7 @@ export class MsgpackWriter {
     const bigger = Buffer.allocUnsafeSlow(Math.max(this.bytes.length * 2, (this.position + bytes + 7) & ~7))
     this.bytes.copy(bigger, 0, 0, this.position)
     this.bytes = bigger
+    this.view = new DataView(bigger.buffer)
   }
 
   nil(): void {
@@ -91,8 +95,8 @@ export class MsgpackWriter {
   bigint(value: bigint): void {
     this.room(9)
     this.bytes[this.position] = value < 0n ? 0xd3 : 0xcf
-    if (value < 0n) this.bytes.writeBigInt64BE(value, this.position + 1)
-    else this.bytes.writeBigUInt64BE(value, this.position + 1)
+    if (value < 0n) this.view.setBigInt64(this.position + 1, value)
+    else this.view.setBigUint64(this.position + 1, value)
     this.position += 9
   }
 
@@ -104,19 +108,8 @@ export class MsgpackWriter {
     this.room(headerBytes + bound)
     const b = this.bytes
     const start = this.position + headerBytes
-    let p = start
-    // Short ASCII strings (ids, names, routes) are copied here; a native call costs more than that.
-    let ascii = length < 64
-    if (ascii)
-      for (let i = 0; i < length; i++) {
-        const c = value.charCodeAt(i)
-        if (c >= 0x80) {
-          ascii = false
-          break
-        }
-        b[p++] = c
-      }
-    const written = ascii ? p - start : b.write(value, start, "utf8")
+    // Node's native write (a fast API call) beats a JavaScript loop even for 8-character strings.
+    const written = b.write(value, start)
     const at = this.position
     if (headerBytes === 1) b[at] = 0xa0 | written
     else if (headerBytes === 2) {
