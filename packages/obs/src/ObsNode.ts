@@ -58,9 +58,13 @@ export interface ObsNodeConfig {
   readonly maxFrameBytes: number
   /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
   readonly maxQueuedSpans: number
-  /** Most spans one ingest transaction takes (smaller rounds pipeline better with lmdb's commit thread). Default 2,000. */
+  /**
+   * Most spans one ingest transaction takes. Default 8,000: a round takes what has queued while the
+   * previous one committed, and each commit waits for the previous one's fsync, so fewer, larger
+   * rounds carry more spans per fsync (bench:ingest: 4 × 2,000 → 2 × 8,000 took 343k → 367k spans/s).
+   */
   readonly maxSpansPerCommit: number
-  /** Ingest transactions in flight at once (one builds while earlier ones commit). Default 4. */
+  /** Ingest transactions in flight at once (one builds while the other commits). Default 2. */
   readonly maxCommitsInFlight: number
   /** Spans a tail subscriber may have waiting before new ones are dropped. Default 10,000. */
   readonly tailQueueSpans: number
@@ -80,8 +84,8 @@ export const defaults = {
   retention: Duration.days(7),
   retentionInterval: Duration.minutes(1),
   maxQueuedSpans: 100_000,
-  maxSpansPerCommit: 2_000,
-  maxCommitsInFlight: 4,
+  maxSpansPerCommit: 8_000,
+  maxCommitsInFlight: 2,
   tailQueueSpans: defaultTailLimits.maxQueuedSpans,
   tlsPort: 4321
 } as const

@@ -108,8 +108,19 @@ export class MsgpackWriter {
     this.room(headerBytes + bound)
     const b = this.bytes
     const start = this.position + headerBytes
-    // Node's native write (a fast API call) beats a JavaScript loop even for 8-character strings.
-    const written = b.write(value, start)
+    let p = start
+    // Short ASCII strings (names, routes, labels) are copied here: a call into Node costs more.
+    let ascii = length <= 24
+    if (ascii)
+      for (let i = 0; i < length; i++) {
+        const c = value.charCodeAt(i)
+        if (c >= 0x80) {
+          ascii = false
+          break
+        }
+        b[p++] = c
+      }
+    const written = ascii ? p - start : b.write(value, start)
     const at = this.position
     if (headerBytes === 1) b[at] = 0xa0 | written
     else if (headerBytes === 2) {

@@ -8,7 +8,7 @@ import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
 import { type RedCell, rollupBucketSeconds } from "../Store.js"
-import { allRoutes, type RedCellValue } from "./Keys.js"
+import { allRoutes, micros, type RedCellValue } from "./Keys.js"
 
 /**
  * A batch's server spans as RED samples, recorded on the ingest thread and replayed into the round's
@@ -28,8 +28,8 @@ export class RedSampler {
   private samples = new Float64Array(96)
   private length = 0
 
-  add(service: string, route: string, startUnixNano: bigint, durationNano: number, error: boolean): void {
-    const bucket = bucketOf(startUnixNano)
+  add(service: string, route: string, startMicros: number, durationNano: number, error: boolean): void {
+    const bucket = bucketOfMicros(startMicros)
     let routes = this.ids.get(service)
     if (routes === undefined) {
       routes = new Map()
@@ -70,10 +70,12 @@ interface Delta {
   readonly sketch: LatencySketch.LatencySketch
 }
 
-export const bucketOf = (startUnixNano: bigint): number => {
-  const sec = Number(startUnixNano / 1_000_000_000n)
+const bucketOfMicros = (startMicros: number): number => {
+  const sec = Math.floor(startMicros / 1_000_000)
   return sec - (sec % rollupBucketSeconds)
 }
+
+export const bucketOf = (startUnixNano: bigint): number => bucketOfMicros(micros(startUnixNano))
 
 export class RedDeltas {
   private readonly cells = new Map<string, Delta>()

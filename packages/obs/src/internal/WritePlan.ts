@@ -86,11 +86,14 @@ class Builder extends MsgpackWriter {
    * needs no escape, so the key is the two ids joined by a 0 byte (the test holds this to writeKey).
    */
   beginSpanEntry(span: Telemetry.Span): void {
-    this.room(span.traceId.length + span.spanId.length + 1)
-    this.keyStart = this.position
-    let p = this.position + this.bytes.write(span.traceId, this.position, "latin1")
-    this.bytes[p++] = 0
-    this.position = this.valueStart = p + this.bytes.write(span.spanId, p, "latin1")
+    const { traceId, spanId } = span
+    this.room(traceId.length + spanId.length + 1)
+    const b = this.bytes
+    let p = (this.keyStart = this.position)
+    for (let i = 0; i < traceId.length; i++) b[p++] = traceId.charCodeAt(i)
+    b[p++] = 0
+    for (let i = 0; i < spanId.length; i++) b[p++] = spanId.charCodeAt(i)
+    this.position = this.valueStart = p
   }
 
   endEntry(db: number): void {
@@ -117,16 +120,20 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
   const red = new RedSampler()
   const services = new Map<string, Mutable<ServiceInfoValue>>()
   const blocks: Blocks = new Map()
+  // BigInt division allocates: each span's start in microseconds is computed once.
+  const starts = new Float64Array(spans.length)
   for (let i = 0; i < spans.length; i++) {
     const span = spans[i] as Telemetry.Span
     const route = routeOf(span)
+    const startMicros = micros(span.startTimeUnixNano)
+    starts[i] = startMicros
     const correlated = span.correlationId !== span.traceId
     b.beginSpanEntry(span)
     SpanRecord.write(b, span)
     b.endEntry(SPANS)
     let byBucket = blocks.get(span.service)
     if (byBucket === undefined) blocks.set(span.service, (byBucket = new Map()))
-    const bucket = serviceBucket(micros(span.startTimeUnixNano))
+    const bucket = serviceBucket(startMicros)
     const block = byBucket.get(bucket)
     if (block === undefined) byBucket.set(bucket, [i])
     else block.push(i)
@@ -144,8 +151,7 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
       b.number(1)
       b.endEntry(BY_CORRELATION)
     }
-    if (span.kind === "server")
-      red.add(span.service, route, span.startTimeUnixNano, span.durationNano, span.error)
+    if (span.kind === "server") red.add(span.service, route, startMicros, span.durationNano, span.error)
     let seen = services.get(span.service)
     if (seen === undefined) {
       seen = { lastSeenUnixNano: span.startTimeUnixNano }
@@ -155,19 +161,19 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
     if (span.composition !== undefined) seen.composition = span.composition
     if (span.namespace !== undefined) seen.namespace = span.namespace
   }
-  planBlocks(b, batch, blocks)
+  planBlocks(b, batch, blocks, starts)
   return { red: red.done(), services: Array.from(services) }
 }
 
 /** One byService entry per (service, bucket): ServiceBlockSpan fields, flat, for each of its spans. */
-const planBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks) => {
+const planBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks, starts: Float64Array) => {
   for (const [service, byBucket] of blocks)
     for (const [bucket, indexes] of byBucket) {
       b.beginEntry([service, bucket, batch.agentId, batch.seq] satisfies ServiceBlockKey)
       b.arrayHeader(indexes.length * blockFields)
       for (const i of indexes) {
         const span = batch.spans[i] as Telemetry.Span
-        b.number(micros(span.startTimeUnixNano))
+        b.number(starts[i] as number)
         b.string(span.traceId)
         b.string(span.spanId)
         b.string(routeOf(span))
