@@ -14,11 +14,12 @@
  * included; on a shared machine steadier than throughput, which other load also moves).
  * In proxy mode the load goes through the proxy's port, as clients would.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import type { AddressInfo } from "node:net"
 import * as net from "node:net"
 import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
 import * as EbpfCapture from "@iii/agent/EbpfCapture"
 import * as WireProtocol from "@iii/core/WireProtocol"
 import { Effect, Either } from "effect"
@@ -29,6 +30,7 @@ const SECONDS = Number(process.env.SECONDS ?? 5)
 const FIXED_RATE = 2000
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
 const CLK_TCK = 100
+const execFileAsync = promisify(execFile)
 
 // This script and everything it starts run on CPU 1 unless pinned elsewhere.
 execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" })
@@ -154,9 +156,13 @@ const parseDuration = (text: string): number => {
   return match[2] === "us" ? value / 1000 : match[2] === "s" ? value * 1000 : value
 }
 
-/** Saturation with wrk: requests/s, p50 and p99 in ms, requests made. */
-const wrk = (port: number, seconds: number, connections: number) => {
-  const out = execFileSync(
+/**
+ * Saturation with wrk: requests/s, p50 and p99 in ms, requests made. Asynchronous: the obs stand-in
+ * in this process must keep acknowledging batches meanwhile, as a real obs node would (blocked, it
+ * left every batch of the phase unacknowledged in the agent's memory).
+ */
+const wrk = async (port: number, seconds: number, connections: number) => {
+  const { stdout: out } = await execFileAsync(
     "taskset",
     [
       "-c",
@@ -282,7 +288,7 @@ const measure = async (mode: Mode): Promise<Result> => {
     )
   }
   const pid = agent?.child.pid
-  const warm = wrk(port, 1, 8)
+  const warm = await wrk(port, 1, 8)
   const cpu0 = pid === undefined ? 0 : cpuSeconds(pid)
   const fixed = await fixedRate(port, FIXED_RATE, SECONDS)
   const cpu1 = pid === undefined ? 0 : cpuSeconds(pid)
@@ -297,7 +303,7 @@ const measure = async (mode: Mode): Promise<Result> => {
   const appPid = app.child.pid ?? 0
   const appCpu0 = cpuSeconds(appPid)
   const satStarted = process.hrtime.bigint()
-  const sat = wrk(port, SECONDS, 32)
+  const sat = await wrk(port, SECONDS, 32)
   const cpu3 = pid === undefined ? 0 : cpuSeconds(pid)
   const appCpu = cpuSeconds(appPid) - appCpu0
   const satSeconds = Number(process.hrtime.bigint() - satStarted) / 1e9
