@@ -117,6 +117,13 @@ const fieldRef = (name: string, fieldPath: string): EnvVar => ({
   valueFrom: { fieldRef: { fieldPath } }
 })
 
+/**
+ * The agent sidecar's V8 heap limits (`NODE_OPTIONS`): its live heap is ~30 MB, and without limits V8
+ * sizes the heap from the node's memory and lets garbage grow it far beyond that (packages/agent
+ * README, "Memory").
+ */
+export const agentNodeOptions = "--max-semi-space-size=4 --max-old-space-size=64"
+
 const agentSidecar = (c: Composition, component: Component, settings: RenderSettings): Container => ({
   name: "iii-agent",
   image: settings.agentImage,
@@ -136,7 +143,8 @@ const agentSidecar = (c: Composition, component: Component, settings: RenderSett
     ...(c.spec.observability?.logs === undefined
       ? []
       : [{ name: "III_LOG_LEVEL", value: c.spec.observability.logs.level }]),
-    { name: "III_AGENT_CONFIG", value: agentConfig(c) }
+    { name: "III_AGENT_CONFIG", value: agentConfig(c) },
+    { name: "NODE_OPTIONS", value: agentNodeOptions }
   ],
   resources: {
     requests: { cpu: "50m", memory: "64Mi" },
