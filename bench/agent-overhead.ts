@@ -272,19 +272,22 @@ const measure = async (mode: Mode): Promise<Result> => {
   let agent: { child: ChildProcess; lines: Array<string> } | undefined
   let port = appPort
   const runner = here("./support/agent-runner.mjs")
-  // The heap limits the README recommends for the agent: the live heap is ~30 MB; without limits V8
-  // lets garbage grow the heap to hundreds of MB on a machine with memory to spare.
-  const node = [process.execPath, "--max-semi-space-size=4", "--max-old-space-size=64"]
+  // The memory settings the controller gives the agent sidecar (packages/controller Render.ts,
+  // agentNodeOptions and agentMallocArenaMax; packages/agent README, "Memory").
+  const node = [process.execPath, "--max-semi-space-size=2", "--max-old-space-size=64"]
+  const env = { ...process.env, MALLOC_ARENA_MAX: "1" }
   if (mode === "ebpf") {
     agent = await startProcess(
       ["taskset", "-c", "1", ...node, runner, "ebpf", obsUrl, String(app.child.pid)],
-      "ready"
+      "ready",
+      env
     )
   } else if (mode === "proxy") {
     port = await freePort()
     agent = await startProcess(
       ["taskset", "-c", "1", ...node, runner, "proxy", obsUrl, String(port), String(appPort)],
-      "ready"
+      "ready",
+      env
     )
   }
   const pid = agent?.child.pid
