@@ -170,6 +170,7 @@ export const storeConformance = (name: string, make: MakeStore) => {
             span({
               trace: 1000 + (i % 5 === 4 ? i - 4 : i),
               startTimeUnixNano: t0 + ms((i * 5) % 2000) + BigInt(i % 5 === 4 ? 1e9 : 0),
+              durationNano: ((i * 7) % 300) * 1_000_000 + 1,
               http: { method: "GET", route: "/r", statusCode: i % 3 === 0 ? 500 : 200 }
             })
           )
@@ -182,12 +183,22 @@ export const storeConformance = (name: string, make: MakeStore) => {
             (x.spanId < y.spanId ? 1 : -1)
           const since = t0 + ms(300)
           const until = t0 + ms(1700)
-          for (const filter of [{}, { status: "5xx" as const }, { sinceNano: since, untilNano: until }]) {
+          const minDurationNano = 100_000_000
+          // With a service: the per-service index; without: the status index, over its duration bands.
+          for (const filter of [
+            { service: "checkout" },
+            { service: "checkout", status: "5xx" as const },
+            { service: "checkout", sinceNano: since, untilNano: until },
+            { status: "5xx" as const },
+            { status: "5xx" as const, minDurationNano },
+            { status: "5xx" as const, sinceNano: since, untilNano: until }
+          ]) {
             const expected: Array<string> = []
             for (const x of spans
               .filter(
                 (x) =>
                   (!("status" in filter) || (x.http?.statusCode ?? 0) >= 500) &&
+                  (!("minDurationNano" in filter) || x.durationNano >= minDurationNano) &&
                   (!("sinceNano" in filter) || (x.startTimeUnixNano >= since && x.startTimeUnixNano < until))
               )
               .sort(newestFirst))
@@ -197,7 +208,6 @@ export const storeConformance = (name: string, make: MakeStore) => {
             for (let pages = 0; pages < 200; pages++) {
               const page = yield* s.reader.searchTraces({
                 limit: 9,
-                service: "checkout",
                 ...filter,
                 ...(cursor !== undefined && { cursor })
               })

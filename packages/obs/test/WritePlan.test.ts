@@ -1,7 +1,7 @@
 import { Unpackr } from "msgpackr"
 import { toBufferKey } from "ordered-binary"
 import { describe, expect, it } from "vitest"
-import { correlationKey, micros, serviceBucket, spanKey } from "../src/internal/Keys.js"
+import { correlationKey, durationBand, micros, serviceBucket, spanKey } from "../src/internal/Keys.js"
 import { MsgpackWriter } from "../src/internal/MsgpackWriter.js"
 import * as SpanRecord from "../src/internal/SpanRecord.js"
 import { planBatch, plannedDbs } from "../src/internal/WritePlan.js"
@@ -49,7 +49,7 @@ describe("SpanRecord", () => {
 })
 
 describe("WritePlan", () => {
-  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, then one block per service and bucket", () => {
+  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, then one block per service and bucket, then per status class, duration band and bucket", () => {
     const a = span({
       trace: 10,
       correlationId: "order-1",
@@ -63,23 +63,34 @@ describe("WritePlan", () => {
     const all = entries(plan)
     expect(all.map(([db]) => plannedDbs[db])).toEqual([
       "spans",
-      "byStatus",
       "byCorrelation",
       "spans",
       "spans",
       "byService",
-      "byService"
+      "byService",
+      "byStatus"
     ])
     const [spanEntry] = all
     expect(Buffer.from(spanEntry?.[1] ?? [])).toEqual(toBufferKey([...spanKey(a)]))
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
     const bucket = (s: typeof a) => serviceBucket(micros(s.startTimeUnixNano))
-    const [checkout, payments] = all.slice(5)
+    const [checkout, payments, errors] = all.slice(4)
     expect(Buffer.from(checkout?.[1] ?? [])).toEqual(toBufferKey(["checkout", bucket(a), "agent", 3]))
     expect(Buffer.from(payments?.[1] ?? [])).toEqual(toBufferKey(["payments", bucket(c), "agent", 3]))
     expect(unpackr.unpack(checkout?.[2] ?? new Uint8Array())).toEqual([
       ...[micros(a.startTimeUnixNano), a.traceId, a.spanId, "/x", 500, a.durationNano, 1, "order-1"],
       ...[micros(b.startTimeUnixNano), b.traceId, b.spanId, "/cart/{id}", 200, b.durationNano, 0, ""]
+    ])
+    expect(Buffer.from(errors?.[1] ?? [])).toEqual(
+      toBufferKey(["5xx", durationBand(a.durationNano), bucket(a), "agent", 3])
+    )
+    expect(unpackr.unpack(errors?.[2] ?? new Uint8Array())).toEqual([
+      micros(a.startTimeUnixNano),
+      a.traceId,
+      a.spanId,
+      "checkout",
+      "/x",
+      a.durationNano
     ])
     expect(plan.spanCount).toBe(3)
   })

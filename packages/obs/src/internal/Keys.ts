@@ -6,15 +6,15 @@
 import type { Telemetry } from "@iii/core"
 
 /** Bumped when a layout below changes incompatibly; checked at open. */
-export const layoutVersion = 3
+export const layoutVersion = 4
 
 export const dbNames = {
   /** [traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
   /** [service, bucket, agentId, seq] → ServiceBlockValue: one agent batch's spans of the service starting in the bucket */
   byService: "span-blocks-by-service",
-  /** [statusClass, durationNano, startMicros, traceId, spanId] → [service, route]; not for 2xx (see statusIndexed) */
-  byStatus: "span-by-status",
+  /** [statusClass, durationBand, bucket, agentId, seq] → StatusBlockValue; not for 2xx (see statusIndexed) */
+  byStatus: "span-blocks-by-status",
   /** [correlationId, startMicros, traceId, spanId] → 1; only for spans whose correlation id is not their trace id */
   byCorrelation: "span-by-correlation",
   /** [service, route, bucketStartSec] → RedCellValue; route "" is the all-routes aggregate */
@@ -74,27 +74,48 @@ export type ServiceBlockSpan = readonly [
   correlationId: string
 ]
 
-export type StatusKey = readonly [
+/**
+ * The (status class, duration) index, in blocks as the service index is: each batch's spans of a
+ * status class whose durations fall in the same power-of-two band (below 1 ms, 1–2 ms, 2–4 ms, …)
+ * and that start in the same service bucket share one entry. Within a band entries follow time, so
+ * writes append instead of landing on a random page per span (a key ordered by exact duration would),
+ * and a search from a minimum duration walks each band from it up newest first and merges them.
+ */
+export const maxDurationBand = 24
+export const durationBand = (durationNano: number): number =>
+  durationNano < 1_000_000
+    ? 0
+    : Math.min(maxDurationBand, 1 + Math.floor(Math.log2(durationNano / 1_000_000)))
+
+export type StatusBlockKey = readonly [
   statusClass: string,
-  durationNano: number,
+  durationBand: number,
+  bucket: number,
+  agentId: string,
+  seq: number
+]
+
+/** `statusBlockFields` values per span, flat. */
+export type StatusBlockValue = ReadonlyArray<string | number>
+export const statusBlockFields = 6
+export type StatusBlockSpan = readonly [
   startMicros: number,
   traceId: string,
-  spanId: string
+  spanId: string,
+  service: string,
+  route: string,
+  durationNano: number
 ]
+
 /**
- * Whether spans of a status class go into the (status class, duration) index. 2xx spans, the vast
- * majority, do not: the index serves cross-service error searches (4xx, 5xx, none) and stays small;
- * slow-2xx searches walk the per-service index instead.
+ * Whether spans of a status class go into the status index. 2xx spans, the vast majority, do not:
+ * the index serves cross-service error searches (4xx, 5xx, none) and stays small; slow-2xx searches
+ * walk the per-service index instead.
  */
 export const statusIndexed = (statusClass: string): boolean => statusClass !== "2xx"
 
-export const statusKey = (span: Telemetry.Span, statusClass: string): StatusKey => [
-  statusClass,
-  span.durationNano,
-  micros(span.startTimeUnixNano),
-  span.traceId,
-  span.spanId
-]
+/** The status classes the status index holds (retention walks each). */
+export const indexedStatusClasses: ReadonlyArray<Telemetry.StatusClass> = ["1xx", "3xx", "4xx", "5xx", "none"]
 
 export type CorrelationKey = readonly [
   correlationId: string,

@@ -10,7 +10,8 @@ import type {
   ServiceBlockValue,
   ServiceInfoValue,
   SpanKey,
-  StatusKey,
+  StatusBlockKey,
+  StatusBlockValue,
   TimeKey
 } from "./Keys.js"
 import { dbNames, layoutVersion } from "./Keys.js"
@@ -25,7 +26,7 @@ export interface Layout {
   /** Values are `SpanRecord` bytes. */
   readonly spans: Database<Uint8Array, K<SpanKey>>
   readonly byService: Database<ServiceBlockValue, K<ServiceBlockKey>>
-  readonly byStatus: Database<readonly [service: string, route: string], K<StatusKey>>
+  readonly byStatus: Database<StatusBlockValue, K<StatusBlockKey>>
   readonly byCorrelation: Database<1, K<CorrelationKey>>
   readonly red: Database<RedCellValue, K<RedKey>>
   readonly logs: Database<Telemetry.LogRecord, K<LogKey>>

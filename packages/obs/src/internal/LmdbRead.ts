@@ -5,14 +5,16 @@ import { decodeCursor, encodeCursor, newestFirst, type Position } from "./Cursor
 import {
   allRoutes,
   blockFields,
+  durationBand,
+  maxDurationBand,
   maxKeyPart,
   micros,
   routeOf,
-  type ServiceBlockKey,
   type ServiceBlockSpan,
-  type ServiceBlockValue,
+  type StatusBlockSpan,
   serviceBucket,
   serviceBucketMicros,
+  statusBlockFields,
   statusIndexed
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
@@ -53,91 +55,120 @@ const statusMatches = (q: TraceQuery, statusCode: number, error: 0 | 1): boolean
   return Math.floor(statusCode / 100) === Number(q.status[0]) && statusCode >= 100 && statusCode <= 599
 }
 
+/** A span as an index block holds it, for the scan's filters. */
+interface BlockSpan extends Match {
+  readonly route: string
+  readonly durationNano: number
+  /** Undefined in the status index, whose blocks hold one status class. */
+  readonly statusCode?: number
+  readonly error?: 0 | 1
+}
+
 /**
- * Walks a service's blocks newest bucket first (Keys.ts). A bucket is finished before the walk stops,
- * so the floor, the newest position not yet examined, is just below the last bucket walked.
+ * Walks index blocks newest bucket first (Keys.ts), `blocks` being a reverse range over one prefix.
+ * A bucket is finished before the walk stops, so the floor, the newest position not yet examined,
+ * is just below the last bucket walked. Each trace keeps its newest match.
  */
-const scanService = (
-  layout: Layout,
-  service: string,
+const scanBlocks = (
+  blocks: Iterable<{ key: unknown; value: ReadonlyArray<unknown> }>,
+  bucketAt: number,
+  fields: number,
+  read: (block: ReadonlyArray<unknown>, at: number) => BlockSpan,
   q: TraceQuery,
   cursor: Position | undefined
 ): ScanResult => {
   const since = q.sinceNano !== undefined ? micros(q.sinceNano) : Number.NEGATIVE_INFINITY
   const until = q.untilNano !== undefined ? micros(q.untilNano) : Number.POSITIVE_INFINITY
-  const top = Math.min(until, cursor?.startMicros ?? Number.POSITIVE_INFINITY)
   const newest = new Map<string, Match>()
   let scanned = 0
   let bucket: number | undefined
-  for (const { key, value } of layout.byService.getRange({
-    start: [service, Number.isFinite(top) ? serviceBucket(top) : maxKeyPart, maxKeyPart],
-    end: [service, Number.isFinite(since) ? serviceBucket(since) : -1],
-    reverse: true
-  })) {
-    const keyBucket = (key as ServiceBlockKey)[1]
+  for (const { key, value: block } of blocks) {
+    const keyBucket = (key as ReadonlyArray<number>)[bucketAt] as number
     if (bucket !== undefined && keyBucket !== bucket && (newest.size > q.limit || scanned >= searchScanLimit))
       return {
         matches: Array.from(newest.values()),
         floor: { startMicros: bucket * serviceBucketMicros - 1, traceId: maxKeyPart, spanId: maxKeyPart }
       }
     bucket = keyBucket
-    const block = value as ServiceBlockValue
-    scanned += block.length / blockFields
-    for (let at = 0; at < block.length; at += blockFields) {
-      const [startMicros, traceId, spanId, route, statusCode, durationNano, error] = block.slice(
-        at,
-        at + blockFields
-      ) as unknown as ServiceBlockSpan
-      const position = { startMicros, traceId, spanId }
+    scanned += block.length / fields
+    for (let at = 0; at < block.length; at += fields) {
+      const span = read(block, at)
       if (
-        startMicros >= since &&
-        startMicros < until &&
-        (cursor === undefined || newestFirst(cursor, position) < 0) &&
-        (q.route === undefined || route === q.route) &&
-        (q.minDurationNano === undefined || durationNano >= q.minDurationNano) &&
-        statusMatches(q, statusCode, error)
+        span.startMicros >= since &&
+        span.startMicros < until &&
+        (cursor === undefined || newestFirst(cursor, span) < 0) &&
+        (q.route === undefined || span.route === q.route) &&
+        (q.minDurationNano === undefined || span.durationNano >= q.minDurationNano) &&
+        (span.statusCode === undefined || statusMatches(q, span.statusCode, span.error ?? 0))
       ) {
-        const known = newest.get(traceId)
-        if (known === undefined || newestFirst(position, known) < 0)
-          newest.set(traceId, { ...position, service })
+        const known = newest.get(span.traceId)
+        if (known === undefined || newestFirst(span, known) < 0)
+          newest.set(span.traceId, {
+            startMicros: span.startMicros,
+            traceId: span.traceId,
+            spanId: span.spanId,
+            service: span.service
+          })
       }
     }
   }
   return { matches: Array.from(newest.values()), floor: undefined }
 }
 
-/** Cross-service search on a status class: walks the (status class, duration) index from minDuration up. */
-const scanStatus = (layout: Layout, q: TraceQuery, cls: string, cursor: Position | undefined): ScanResult => {
-  const since = q.sinceNano !== undefined ? micros(q.sinceNano) : Number.NEGATIVE_INFINITY
-  const until = q.untilNano !== undefined ? micros(q.untilNano) : Number.POSITIVE_INFINITY
-  const found: Array<Match> = []
-  let scanned = 0
-  for (const { key, value } of layout.byStatus.getRange({
-    start: [cls, q.minDurationNano ?? -1],
-    end: [cls, maxKeyPart]
-  })) {
-    const [, , startMicros, traceId, spanId] = key as [string, number, number, string, string]
-    const [service, route] = value as [string, string]
-    if (++scanned > searchScanLimit * 2) break
-    const position = { startMicros, traceId, spanId }
-    if (
-      startMicros >= since &&
-      startMicros < until &&
-      (q.route === undefined || route === q.route) &&
-      (cursor === undefined || newestFirst(cursor, position) < 0)
-    )
-      found.push({ ...position, service })
+/** The reverse key range of a prefix's blocks whose bucket may hold matches of the query. */
+const blockRange = (prefix: ReadonlyArray<string | number>, q: TraceQuery, cursor: Position | undefined) => {
+  const top = Math.min(
+    q.untilNano !== undefined ? micros(q.untilNano) : Number.POSITIVE_INFINITY,
+    cursor?.startMicros ?? Number.POSITIVE_INFINITY
+  )
+  return {
+    start: [...prefix, Number.isFinite(top) ? serviceBucket(top) : maxKeyPart, maxKeyPart],
+    end: [...prefix, q.sinceNano !== undefined ? serviceBucket(micros(q.sinceNano)) : -1],
+    reverse: true
   }
-  found.sort(newestFirst)
-  return { matches: found, floor: undefined }
 }
+
+const scanService = (layout: Layout, service: string, q: TraceQuery, cursor: Position | undefined) =>
+  scanBlocks(
+    layout.byService.getRange(blockRange([service], q, cursor)),
+    1,
+    blockFields,
+    (block, at) => {
+      const [startMicros, traceId, spanId, route, statusCode, durationNano, error] = block.slice(
+        at,
+        at + blockFields
+      ) as unknown as ServiceBlockSpan
+      return { startMicros, traceId, spanId, service, route, durationNano, statusCode, error }
+    },
+    q,
+    cursor
+  )
+
+/** Cross-service search on a status class: one walk per duration band from the query's minimum up. */
+const scanStatus = (layout: Layout, q: TraceQuery, cls: string, cursor: Position | undefined) =>
+  Array.from({ length: maxDurationBand + 1 - durationBand(q.minDurationNano ?? 0) }, (_, i) =>
+    scanBlocks(
+      layout.byStatus.getRange(blockRange([cls, durationBand(q.minDurationNano ?? 0) + i], q, cursor)),
+      2,
+      statusBlockFields,
+      (block, at) => {
+        const [startMicros, traceId, spanId, service, route, durationNano] = block.slice(
+          at,
+          at + statusBlockFields
+        ) as unknown as StatusBlockSpan
+        return { startMicros, traceId, spanId, service, route, durationNano }
+      },
+      q,
+      cursor
+    )
+  )
 
 export const searchTraces = (layout: Layout, q: TraceQuery): TracePage => {
   const cursor = q.cursor !== undefined ? decodeCursor(q.cursor) : undefined
   const position = cursor?._tag === "Some" ? cursor.value : undefined
   const scans =
     q.service === undefined && q.status !== undefined && q.status !== "error" && statusIndexed(q.status)
-      ? [scanStatus(layout, q, q.status, position)]
+      ? scanStatus(layout, q, q.status, position)
       : (q.service !== undefined ? [q.service] : Array.from(layout.services.getKeys())).map((service) =>
           scanService(layout, service, q, position)
         )

@@ -2,15 +2,15 @@
  * Retention: deletes whole time ranges, oldest first, in transactions of about `chunk` spans (or
  * entries) so the ingest writer interleaves with them instead of waiting for one long transaction.
  */
-import { Telemetry } from "@iii/core"
 import type { RetentionResult } from "../Store.js"
 import {
   blockFields,
+  indexedStatusClasses,
+  maxDurationBand,
   maxKeyPart,
   type ServiceBlockSpan,
   type ServiceBlockValue,
-  serviceBucket,
-  statusIndexed
+  serviceBucket
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
@@ -48,13 +48,11 @@ export const deleteOlderThan = async (
       await layout.env.transaction(() => {
         for (const { key, value } of blocks) {
           for (let at = 0; at < value.length; at += blockFields) {
-            const [startMicros, traceId, spanId, , statusCode, durationNano, , correlationId] = value.slice(
+            const [startMicros, traceId, spanId, , , , , correlationId] = value.slice(
               at,
               at + blockFields
             ) as unknown as ServiceBlockSpan
             layout.spans.remove([traceId, spanId])
-            const cls = Telemetry.statusClass(statusCode === 0 ? undefined : statusCode)
-            if (statusIndexed(cls)) layout.byStatus.remove([cls, durationNano, startMicros, traceId, spanId])
             if (correlationId !== "")
               layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           }
@@ -66,6 +64,19 @@ export const deleteOlderThan = async (
     if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
     deletedRollups += await deleteRollups(layout, service, cutoffSec)
   }
+
+  for (const cls of indexedStatusClasses)
+    for (let band = 0; band <= maxDurationBand; band++)
+      for (;;) {
+        if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
+        const keys = Array.from(
+          layout.byStatus.getKeys({ start: [cls, band, -1], end: [cls, band, cutoffBucket], limit: chunk })
+        )
+        if (keys.length === 0) break
+        await layout.env.transaction(() => {
+          for (const key of keys) layout.byStatus.remove(key)
+        })
+      }
 
   for (;;) {
     if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }

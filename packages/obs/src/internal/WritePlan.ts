@@ -17,13 +17,15 @@ import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
   blockFields,
   correlationKey,
+  durationBand,
   micros,
   routeOf,
   type ServiceBlockKey,
   type ServiceInfoValue,
+  type StatusBlockKey,
   serviceBucket,
-  statusIndexed,
-  statusKey
+  statusBlockFields,
+  statusIndexed
 } from "./Keys.js"
 import { MsgpackWriter } from "./MsgpackWriter.js"
 import { RedSampler, type RedSamples } from "./Red.js"
@@ -89,7 +91,8 @@ class Builder extends MsgpackWriter {
     const { traceId, spanId } = span
     this.room(traceId.length + spanId.length + 1)
     const b = this.bytes
-    let p = (this.keyStart = this.position)
+    this.keyStart = this.position
+    let p = this.position
     for (let i = 0; i < traceId.length; i++) b[p++] = traceId.charCodeAt(i)
     b[p++] = 0
     for (let i = 0; i < spanId.length; i++) b[p++] = spanId.charCodeAt(i)
@@ -112,14 +115,27 @@ class Builder extends MsgpackWriter {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
-/** The batch's spans grouped by service, then by service bucket (Keys.ts), as indexes into the batch. */
-type Blocks = Map<string, Map<number, Array<number>>>
+/** Span indexes grouped by one key part, then by service bucket (Keys.ts). */
+type Blocks<K> = Map<K, Map<number, Array<number>>>
+
+const addToBlock = <K>(blocks: Blocks<K>, part: K, bucket: number, index: number): void => {
+  let byBucket = blocks.get(part)
+  if (byBucket === undefined) {
+    byBucket = new Map()
+    blocks.set(part, byBucket)
+  }
+  const block = byBucket.get(bucket)
+  if (block === undefined) byBucket.set(bucket, [index])
+  else block.push(index)
+}
 
 const planSpans = (b: Builder, batch: IngestBatch) => {
   const { spans } = batch
   const red = new RedSampler()
   const services = new Map<string, Mutable<ServiceInfoValue>>()
-  const blocks: Blocks = new Map()
+  const serviceBlocks: Blocks<string> = new Map()
+  // Status class, then duration band: the status index's blocks.
+  const statusBlocks = new Map<string, Blocks<number>>()
   // BigInt division allocates: each span's start in microseconds is computed once.
   const starts = new Float64Array(spans.length)
   for (let i = 0; i < spans.length; i++) {
@@ -131,19 +147,16 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
     b.beginSpanEntry(span)
     SpanRecord.write(b, span)
     b.endEntry(SPANS)
-    let byBucket = blocks.get(span.service)
-    if (byBucket === undefined) blocks.set(span.service, (byBucket = new Map()))
     const bucket = serviceBucket(startMicros)
-    const block = byBucket.get(bucket)
-    if (block === undefined) byBucket.set(bucket, [i])
-    else block.push(i)
+    addToBlock(serviceBlocks, span.service, bucket, i)
     const cls = Telemetry.statusClass(span.http?.statusCode)
     if (statusIndexed(cls)) {
-      b.beginEntry(statusKey(span, cls))
-      b.arrayHeader(2)
-      b.string(span.service)
-      b.string(route)
-      b.endEntry(BY_STATUS)
+      let bands = statusBlocks.get(cls)
+      if (bands === undefined) {
+        bands = new Map()
+        statusBlocks.set(cls, bands)
+      }
+      addToBlock(bands, durationBand(span.durationNano), bucket, i)
     }
     // Most spans are correlated by their own trace id, which the spans table already answers.
     if (correlated) {
@@ -161,12 +174,13 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
     if (span.composition !== undefined) seen.composition = span.composition
     if (span.namespace !== undefined) seen.namespace = span.namespace
   }
-  planBlocks(b, batch, blocks, starts)
+  planServiceBlocks(b, batch, serviceBlocks, starts)
+  planStatusBlocks(b, batch, statusBlocks, starts)
   return { red: red.done(), services: Array.from(services) }
 }
 
 /** One byService entry per (service, bucket): ServiceBlockSpan fields, flat, for each of its spans. */
-const planBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks, starts: Float64Array) => {
+const planServiceBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks<string>, starts: Float64Array) => {
   for (const [service, byBucket] of blocks)
     for (const [bucket, indexes] of byBucket) {
       b.beginEntry([service, bucket, batch.agentId, batch.seq] satisfies ServiceBlockKey)
@@ -184,6 +198,31 @@ const planBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks, starts: Floa
       }
       b.endEntry(BY_SERVICE)
     }
+}
+
+/** One byStatus entry per (status class, duration band, bucket): StatusBlockSpan fields, flat. */
+const planStatusBlocks = (
+  b: Builder,
+  batch: IngestBatch,
+  blocks: Map<string, Blocks<number>>,
+  starts: Float64Array
+) => {
+  for (const [cls, bands] of blocks)
+    for (const [band, byBucket] of bands)
+      for (const [bucket, indexes] of byBucket) {
+        b.beginEntry([cls, band, bucket, batch.agentId, batch.seq] satisfies StatusBlockKey)
+        b.arrayHeader(indexes.length * statusBlockFields)
+        for (const i of indexes) {
+          const span = batch.spans[i] as Telemetry.Span
+          b.number(starts[i] as number)
+          b.string(span.traceId)
+          b.string(span.spanId)
+          b.string(span.service)
+          b.string(routeOf(span))
+          b.number(span.durationNano)
+        }
+        b.endEntry(BY_STATUS)
+      }
 }
 
 /** Plans a batch; it is already validated (the wire decoder checked every field). */
