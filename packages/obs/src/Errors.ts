@@ -14,6 +14,20 @@ export class StoreError extends Data.TaggedError("StoreError")<{
   }
 }
 
+/**
+ * A span the wire protocol accepts but the store cannot index: its labels would make an index key
+ * longer than LMDB allows. Its batch is refused as `invalid_batch` before it joins a commit, so the
+ * batches it would have shared a transaction with are stored.
+ */
+export class UnindexableSpan extends Data.TaggedError("UnindexableSpan")<{
+  readonly path: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `${this.path}: ${this.reason}`
+  }
+}
+
 /** A query parameter was missing or malformed; answered with HTTP 400 naming the parameter. */
 export class InvalidParameter extends Data.TaggedError("InvalidParameter")<{
   readonly parameter: string

@@ -120,6 +120,31 @@ describe("ingest", () => {
     expect(await spanCount(traceId(1030))).toBe(1)
   })
 
+  it("refuses a batch whose labels cannot fit in an index key, alone: batches of the same commit are stored", async () => {
+    const bad = new TestAgent(node.url)
+    const good = new TestAgent(node.url)
+    await bad.hello("agent-long-labels")
+    await good.hello("agent-beside-long-labels")
+    bad.send(batch(1, [span({ trace: 1050, service: "ü".repeat(1200) })]))
+    good.send(batch(1, [span({ trace: 1051 })]))
+    expect(await bad.error()).toMatchObject({
+      code: "invalid_batch",
+      seq: 1,
+      fatal: false,
+      message: expect.stringContaining("spans[0]: service and route")
+    })
+    expect(await good.ack(1)).toEqual({ type: "ack", seq: 1 })
+    bad.send(batch(2, [span({ trace: 1052 })]))
+    expect(await bad.ack(2)).toEqual({ type: "ack", seq: 2 })
+    expect([
+      await spanCount(traceId(1050)),
+      await spanCount(traceId(1051)),
+      await spanCount(traceId(1052))
+    ]).toEqual([0, 1, 1])
+    bad.close()
+    good.close()
+  })
+
   it("stores nothing of a batch with one bad span among good ones", async () => {
     const agent = new TestAgent(node.url)
     await agent.hello("agent-mixed")

@@ -9,6 +9,7 @@ import { timingSafeEqual } from "node:crypto"
 import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import type { WebSocket } from "ws"
+import { UnindexableSpan } from "../Errors.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import type { NodeCounters } from "./NodeCounters.js"
 
@@ -101,7 +102,15 @@ export const handleIngest = (
             if (outcome === "duplicate") counters.batchesDuplicate++
             send({ type: "ack", seq })
           },
-          () => {
+          (error: unknown) => {
+            if (error instanceof UnindexableSpan)
+              return refuse({
+                type: "error",
+                code: "invalid_batch",
+                message: error.message,
+                seq,
+                fatal: false
+              })
             counters.writeFailures++
             send({
               type: "error",

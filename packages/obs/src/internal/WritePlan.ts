@@ -12,7 +12,7 @@ import { Telemetry } from "@iii/core"
 import "lmdb"
 import type { Effect } from "effect"
 import { writeKey } from "ordered-binary"
-import type { StoreError } from "../Errors.js"
+import { type StoreError, UnindexableSpan } from "../Errors.js"
 import type { IngestBatch, WriteOutcome } from "../Store.js"
 import {
   blockFields,
@@ -115,6 +115,26 @@ class Builder extends MsgpackWriter {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
+/** The longest key lmdb takes (bytes), less room for a key's numbers, ids and separators. */
+const maxLabelBytes = 1978 - 64
+
+/**
+ * Index keys hold a span's service with its route (RED cells) or with its agent's id (blocks); the
+ * wire bounds neither, so a span whose pair would not fit in a key is refused here, alone.
+ */
+const checkKeyRoom = (span: Telemetry.Span, route: string, agentId: string, index: number): void => {
+  const other = route.length > agentId.length ? route : agentId
+  // UTF-8 takes at most 3 bytes per UTF-16 unit: most spans pass without measuring.
+  if ((span.service.length + other.length) * 3 <= maxLabelBytes) return
+  const bytes =
+    Buffer.byteLength(span.service) + Math.max(Buffer.byteLength(route), Buffer.byteLength(agentId))
+  if (bytes > maxLabelBytes)
+    throw new UnindexableSpan({
+      path: `spans[${index}]`,
+      reason: `service and route (or agent id) take ${bytes} bytes of UTF-8; index keys hold at most ${maxLabelBytes}`
+    })
+}
+
 /** Span indexes grouped by one key part, then by service bucket (Keys.ts). */
 type Blocks<K> = Map<K, Map<number, Array<number>>>
 
@@ -141,6 +161,7 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
   for (let i = 0; i < spans.length; i++) {
     const span = spans[i] as Telemetry.Span
     const route = routeOf(span)
+    checkKeyRoom(span, route, batch.agentId, i)
     const startMicros = micros(span.startTimeUnixNano)
     starts[i] = startMicros
     const correlated = span.correlationId !== span.traceId
@@ -225,7 +246,10 @@ const planStatusBlocks = (
       }
 }
 
-/** Plans a batch; it is already validated (the wire decoder checked every field). */
+/**
+ * Plans a batch; it is already validated (the wire decoder checked every field). Throws
+ * `UnindexableSpan` for a span whose labels do not fit in an index key.
+ */
 export const planBatch = (batch: IngestBatch): BatchPlan => {
   const b = new Builder(batch.spans.length)
   const { red, services } = planSpans(b, batch)
