@@ -200,25 +200,52 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
   return { red: red.done(), services: Array.from(services) }
 }
 
+/**
+ * One index entry holding, for each span of `indexes`, its start µs, trace id and span id, then what
+ * `rest` writes: `fields` values per span in all.
+ */
+const planBlock = (
+  b: Builder,
+  db: number,
+  key: ReadonlyArray<KeyPart>,
+  fields: number,
+  indexes: ReadonlyArray<number>,
+  batch: IngestBatch,
+  starts: Float64Array,
+  rest: (span: Telemetry.Span) => void
+) => {
+  b.beginEntry(key)
+  b.arrayHeader(indexes.length * fields)
+  for (const i of indexes) {
+    const span = batch.spans[i] as Telemetry.Span
+    b.number(starts[i] as number)
+    b.string(span.traceId)
+    b.string(span.spanId)
+    rest(span)
+  }
+  b.endEntry(db)
+}
+
 /** One byService entry per (service, bucket): ServiceBlockSpan fields, flat, for each of its spans. */
 const planServiceBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks<string>, starts: Float64Array) => {
   for (const [service, byBucket] of blocks)
-    for (const [bucket, indexes] of byBucket) {
-      b.beginEntry([service, bucket, batch.agentId, batch.seq] satisfies ServiceBlockKey)
-      b.arrayHeader(indexes.length * blockFields)
-      for (const i of indexes) {
-        const span = batch.spans[i] as Telemetry.Span
-        b.number(starts[i] as number)
-        b.string(span.traceId)
-        b.string(span.spanId)
-        b.string(routeOf(span))
-        b.number(span.http?.statusCode ?? 0)
-        b.number(span.durationNano)
-        b.number(span.error ? 1 : 0)
-        b.string(span.correlationId !== span.traceId ? span.correlationId : "")
-      }
-      b.endEntry(BY_SERVICE)
-    }
+    for (const [bucket, indexes] of byBucket)
+      planBlock(
+        b,
+        BY_SERVICE,
+        [service, bucket, batch.agentId, batch.seq] satisfies ServiceBlockKey,
+        blockFields,
+        indexes,
+        batch,
+        starts,
+        (span) => {
+          b.string(routeOf(span))
+          b.number(span.http?.statusCode ?? 0)
+          b.number(span.durationNano)
+          b.number(span.error ? 1 : 0)
+          b.string(span.correlationId !== span.traceId ? span.correlationId : "")
+        }
+      )
 }
 
 /** One byStatus entry per (status class, duration band, bucket): StatusBlockSpan fields, flat. */
@@ -230,20 +257,21 @@ const planStatusBlocks = (
 ) => {
   for (const [cls, bands] of blocks)
     for (const [band, byBucket] of bands)
-      for (const [bucket, indexes] of byBucket) {
-        b.beginEntry([cls, band, bucket, batch.agentId, batch.seq] satisfies StatusBlockKey)
-        b.arrayHeader(indexes.length * statusBlockFields)
-        for (const i of indexes) {
-          const span = batch.spans[i] as Telemetry.Span
-          b.number(starts[i] as number)
-          b.string(span.traceId)
-          b.string(span.spanId)
-          b.string(span.service)
-          b.string(routeOf(span))
-          b.number(span.durationNano)
-        }
-        b.endEntry(BY_STATUS)
-      }
+      for (const [bucket, indexes] of byBucket)
+        planBlock(
+          b,
+          BY_STATUS,
+          [cls, band, bucket, batch.agentId, batch.seq] satisfies StatusBlockKey,
+          statusBlockFields,
+          indexes,
+          batch,
+          starts,
+          (span) => {
+            b.string(span.service)
+            b.string(routeOf(span))
+            b.number(span.durationNano)
+          }
+        )
 }
 
 /**
