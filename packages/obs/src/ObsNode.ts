@@ -61,7 +61,8 @@ export interface ObsNodeConfig {
   /**
    * Most spans one ingest transaction takes. Default 8,000: a round takes what has queued while the
    * previous one committed, and each commit waits for the previous one's fsync, so fewer, larger
-   * rounds carry more spans per fsync (bench:ingest: 4 × 2,000 → 2 × 8,000 took 343k → 367k spans/s).
+   * rounds carry more spans per fsync (bench:ingest, 20 s, 4 batches in flight per connection: 4 × 2,000
+   * → 2 × 8,000 took 343k → 367k spans/s).
    */
   readonly maxSpansPerCommit: number
   /** Ingest transactions in flight at once (one builds while the other commits). Default 2. */
