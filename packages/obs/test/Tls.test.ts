@@ -43,9 +43,10 @@ beforeAll(() => {
 afterAll(() => dir.remove())
 
 /** GET over https, trusting only the test certificate. */
+/** A GET on a connection of its own: Node's default agent keeps connections alive and would reuse one. */
 const httpsGet = (url: string, ca: Buffer, headers: Record<string, string> = {}) =>
   new Promise<{ status: number; body: string }>((resolve, reject) => {
-    get(url, { ca, headers }, (res) => {
+    get(url, { ca, headers, agent: false }, (res) => {
       let body = ""
       res.setEncoding("utf8")
       res.on("data", (chunk: string) => {
