@@ -59,3 +59,13 @@ export class TlsError extends Data.TaggedError("TlsError")<{
     return this.reason
   }
 }
+
+/** A setting (a flag of `iii obs` or an `III_OBS_*` variable, named in `setting`) has a value the node cannot use. */
+export class InvalidSetting extends Data.TaggedError("InvalidSetting")<{
+  readonly setting: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `${this.setting}: ${this.reason}`
+  }
+}

@@ -1,21 +1,24 @@
 /**
  * The LMDB implementation of the store interfaces (`Store.ts`): one environment in a data directory,
- * named databases laid out in `internal/Keys.ts`. Writes are durable: `write` succeeds only after the
- * transaction is committed and flushed to disk.
+ * named databases laid out in `internal/lmdb/Keys.ts`. Writes are durable: a round succeeds only
+ * after its transaction is committed and flushed to disk. Everything it is made of lives in
+ * `internal/lmdb/`.
  */
-import { Context, Effect, Layer, type Scope } from "effect"
-import { StoreError } from "./Errors.js"
-import { openLayout } from "./internal/LmdbLayout.js"
-import * as Read from "./internal/LmdbRead.js"
-import { deleteOlderThan } from "./internal/LmdbRetention.js"
-import { applyRound, makeWriteState, type WriteState } from "./internal/LmdbWrite.js"
-import * as WorkerWriter from "./internal/WorkerWriter.js"
-import { planBatch, type RoundWriter } from "./internal/WritePlan.js"
+import { Context, Effect, Either, Layer, type Scope } from "effect"
+import { StoreError, UnindexableSpan } from "./Errors.js"
+import { openLayout } from "./internal/lmdb/LmdbLayout.js"
+import * as Read from "./internal/lmdb/LmdbRead.js"
+import { deleteOlderThan } from "./internal/lmdb/LmdbRetention.js"
+import { applyRound, makeWriteState, type WriteState } from "./internal/lmdb/LmdbWrite.js"
+import * as WorkerWriter from "./internal/lmdb/WorkerWriter.js"
+import { type BatchPlan, planBatch, type RoundWriter } from "./internal/lmdb/WritePlan.js"
 import {
+  BatchWriter,
+  type BatchWriterService,
+  type IngestBatch,
+  makeBatchWriter,
   SpanReader,
   type SpanReaderService,
-  SpanWriter,
-  type SpanWriterService,
   StoreMaintenance,
   type StoreMaintenanceService,
   type Stores
@@ -34,12 +37,19 @@ export interface LmdbStoreConfig {
   readonly writerThread?: boolean
 }
 
-/**
- * The three store services, plus the write path `ObsNode` uses: batches planned (`planBatch`) on
- * arrival, written in rounds.
- */
+/** The three store services, the writer with the LMDB plan type (`internal/lmdb/WritePlan.ts`). */
 export interface LmdbStores extends Stores {
-  readonly rounds: RoundWriter
+  readonly writer: BatchWriterService<BatchPlan>
+}
+
+/** Plans a batch into the exact bytes LMDB stores; Left for a span an index key cannot hold. */
+const plan = (batch: IngestBatch): Either.Either<BatchPlan, UnindexableSpan> => {
+  try {
+    return Either.right(planBatch(batch))
+  } catch (e) {
+    if (e instanceof UnindexableSpan) return Either.left(e)
+    throw e
+  }
 }
 
 const sync =
@@ -85,13 +95,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreEr
           ...(config.mapSize !== undefined && { mapSize: config.mapSize })
         })
       : inThreadWriter(yield* sync("open")(() => makeWriteState(layout)))
-    const writer: SpanWriterService = {
-      write: (batches) =>
-        Effect.flatMap(
-          sync("write")(() => batches.map(planBatch)),
-          rounds.writeRound
-        )
-    }
+    const writer = makeBatchWriter(plan, rounds.writeRound)
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),
@@ -123,16 +127,16 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreEr
           }
         })
     }
-    return { writer, reader, maintenance, rounds }
+    return { writer, reader, maintenance }
   })
 
-/** Provides SpanWriter, SpanReader and StoreMaintenance backed by one LMDB environment. */
+/** Provides BatchWriter, SpanReader and StoreMaintenance backed by one LMDB environment. */
 export const layer = (
   config: LmdbStoreConfig
-): Layer.Layer<SpanWriter | SpanReader | StoreMaintenance, StoreError> =>
+): Layer.Layer<BatchWriter | SpanReader | StoreMaintenance, StoreError> =>
   Layer.scopedContext(
     Effect.map(make(config), (s) =>
-      Context.make(SpanWriter, s.writer).pipe(
+      Context.make(BatchWriter, s.writer).pipe(
         Context.add(SpanReader, s.reader),
         Context.add(StoreMaintenance, s.maintenance)
       )

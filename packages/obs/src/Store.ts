@@ -1,11 +1,12 @@
 /**
- * The node's storage, behind small interfaces so a hash-ring router can later send each call to a
- * local or a remote node. `LmdbStore` implements them; `test/StoreConformance.ts` is the suite every
- * implementation must pass.
+ * The node's storage, behind small interfaces so a hash-ring router can send each call to a local or
+ * a remote node. `LmdbStore` implements them, and so does the cluster's router; ingest goes through
+ * the `BatchWriter` seam (each batch planned on arrival, then written in rounds), queries through
+ * `SpanReader`. `test/StoreConformance.ts` is the suite every implementation must pass.
  */
 import type { Telemetry } from "@iii/core"
-import { Context, type Effect } from "effect"
-import type { StoreError } from "./Errors.js"
+import { Context, Effect, type Either } from "effect"
+import type { StoreError, UnindexableSpan } from "./Errors.js"
 
 type Span = Telemetry.Span
 type LogRecord = Telemetry.LogRecord
@@ -100,12 +101,49 @@ export interface StoreStats {
   readonly spans: number
 }
 
-export interface SpanWriterService {
-  /** Stores all batches in one durable transaction and succeeds only after it is flushed to disk; a batch whose seq is ≤ its agent's high-water mark is skipped as `duplicate`. Outcomes are in input order. */
+/**
+ * A batch as a writer planned it: validated and encoded for its round. Each writer has a plan type of
+ * its own; a round takes only plans that the same writer's `plan` made.
+ */
+export interface PlannedBatch {
+  readonly spanCount: number
+  readonly logCount: number
+  readonly metricCount: number
+}
+
+/**
+ * The ingest seam: a batch is planned the moment its frame is decoded (so the decoded spans die young),
+ * queued, then written with others in a round (group commit). The LMDB store writes a round in one
+ * durable transaction; the cluster's router sends each owner its share and waits for a quorum.
+ */
+export interface BatchWriterService<P extends PlannedBatch = PlannedBatch> {
+  /** Plans a batch; Left when one of its spans can never be stored (the batch is refused whole). */
+  plan(batch: IngestBatch): Either.Either<P, UnindexableSpan>
+  /**
+   * Stores a round of planned batches and succeeds only once they are durable (each plan is written
+   * once: a writer may hand its buffers to another thread); a batch whose seq is ≤
+   * its agent's high-water mark is skipped as `duplicate`. Outcomes are in input order.
+   */
+  writeRound(round: ReadonlyArray<P>): Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
+  /** `plan` then `writeRound`, all batches in one round. */
   readonly write: (
     batches: ReadonlyArray<IngestBatch>
-  ) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
+  ) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError | UnindexableSpan>
 }
+
+/** A batch writer from its two steps, with `write` built on them. */
+export const makeBatchWriter = <P extends PlannedBatch>(
+  plan: (batch: IngestBatch) => Either.Either<P, UnindexableSpan>,
+  writeRound: (round: ReadonlyArray<P>) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
+): BatchWriterService<P> => ({
+  plan,
+  writeRound,
+  write: (batches) =>
+    Effect.flatMap(
+      Effect.forEach(batches, (batch) => plan(batch)),
+      writeRound
+    )
+})
 
 export interface SpanReaderService {
   /** Every stored span of the trace, ordered by start time then span id; empty when the trace is unknown. */
@@ -137,7 +175,7 @@ export interface StoreMaintenanceService {
   readonly stats: () => Effect.Effect<StoreStats, StoreError>
 }
 
-export class SpanWriter extends Context.Tag("@iii/obs/SpanWriter")<SpanWriter, SpanWriterService>() {}
+export class BatchWriter extends Context.Tag("@iii/obs/BatchWriter")<BatchWriter, BatchWriterService>() {}
 export class SpanReader extends Context.Tag("@iii/obs/SpanReader")<SpanReader, SpanReaderService>() {}
 export class StoreMaintenance extends Context.Tag("@iii/obs/StoreMaintenance")<
   StoreMaintenance,
@@ -146,7 +184,7 @@ export class StoreMaintenance extends Context.Tag("@iii/obs/StoreMaintenance")<
 
 /** All three services of one store, as a store implementation's `make` returns them. */
 export interface Stores {
-  readonly writer: SpanWriterService
+  readonly writer: BatchWriterService
   readonly reader: SpanReaderService
   readonly maintenance: StoreMaintenanceService
 }

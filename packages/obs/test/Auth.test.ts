@@ -3,7 +3,7 @@ import { join } from "node:path"
 import { Either, Option, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import * as ObsNode from "../src/ObsNode.js"
+import * as ObsNodeConfig from "../src/ObsNodeConfig.js"
 import { getJson, type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
 import { span, traceId } from "./fixtures/Spans.js"
 
@@ -79,11 +79,13 @@ describe("token files", () => {
     try {
       const file = join(dir.path, "token")
       writeFileSync(file, "abc\n")
-      const read = ObsNode.readToken(file)
+      const read = ObsNodeConfig.readToken(file)
       expect(Either.isRight(read) && Redacted.value(read.right)).toBe("abc")
       writeFileSync(file, "  \n")
-      expect(Either.getLeft(ObsNode.readToken(file))).toEqual(Option.some(`token file ${file} is empty`))
-      expect(Either.isLeft(ObsNode.readToken(join(dir.path, "missing")))).toBe(true)
+      expect(Either.getLeft(ObsNodeConfig.readToken(file))).toEqual(
+        Option.some(`token file ${file} is empty`)
+      )
+      expect(Either.isLeft(ObsNodeConfig.readToken(join(dir.path, "missing")))).toBe(true)
     } finally {
       dir.remove()
     }

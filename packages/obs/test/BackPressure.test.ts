@@ -1,10 +1,11 @@
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
+import { Either } from "effect"
 import { describe, expect, it } from "vitest"
 import { WebSocketServer } from "ws"
-import { GroupCommit } from "../src/internal/GroupCommit.js"
-import { handleIngest } from "../src/internal/IngestConnection.js"
-import { NodeCounters } from "../src/internal/NodeCounters.js"
+import { GroupCommit } from "../src/internal/node/GroupCommit.js"
+import { handleIngest } from "../src/internal/node/IngestConnection.js"
+import { NodeCounters } from "../src/internal/node/NodeCounters.js"
 import type { IngestBatch, WriteOutcome } from "../src/Store.js"
 import { TestAgent } from "./fixtures/Node.js"
 import { batch, span } from "./fixtures/Spans.js"
@@ -35,7 +36,7 @@ describe("back-pressure", () => {
     const disk = stalledDisk()
     const committed: Array<number> = []
     const gc = new GroupCommit({
-      prepare: (b: IngestBatch) => b,
+      prepare: (b: IngestBatch) => Either.right(b),
       write: disk.write,
       committed: (bs) => committed.push(...bs.map((b) => b.seq)),
       maxQueuedSpans: 150,
@@ -66,7 +67,7 @@ describe("back-pressure", () => {
     const counters = new NodeCounters()
     const maxQueuedSpans = 1000
     const gc = new GroupCommit({
-      prepare: (b: IngestBatch) => b,
+      prepare: (b: IngestBatch) => Either.right(b),
       write: disk.write,
       committed: () => undefined,
       maxQueuedSpans,

@@ -1,6 +1,6 @@
 import { Unpackr } from "msgpackr"
 import { describe, expect, it } from "vitest"
-import { MsgpackWriter } from "../src/internal/MsgpackWriter.js"
+import { MsgpackWriter } from "../src/internal/lmdb/MsgpackWriter.js"
 
 // As the read paths decode stored values.
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })

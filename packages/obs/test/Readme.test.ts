@@ -108,7 +108,7 @@ describe("README", () => {
 
       // Just the store: write a batch durably, read the trace back.
       const spans = await Effect.gen(function* () {
-        const writer = yield* Store.SpanWriter
+        const writer = yield* Store.BatchWriter
         const reader = yield* Store.SpanReader
         yield* writer.write([{ agentId: "agent-1", seq: 1, spans: [span], metrics: [], logs: [] }])
         return yield* reader.trace(span.traceId)

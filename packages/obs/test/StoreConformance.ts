@@ -2,7 +2,7 @@
  * The behaviour every store implementation (local LMDB, later a ring router to remote nodes) must show.
  * `storeConformance(name, make)` registers the suite; `make` opens a fresh, empty store in the scope.
  */
-import { Effect, type Scope } from "effect"
+import { Effect, Either, type Scope } from "effect"
 import { describe, expect, it } from "vitest"
 import type { Stores } from "../src/Store.js"
 import { batch, log, ms, span, spanId, t0, traceId } from "./fixtures/Spans.js"
@@ -344,6 +344,43 @@ export const storeConformance = (name: string, make: MakeStore) => {
           expect((yield* s.reader.correlatedTraceIds("abc", 10)).length).toBe(1)
           expect((yield* s.reader.searchTraces({ service: "svc", limit: 10 })).traces.length).toBe(1)
           expect(spanId(1)).toHaveLength(16)
+        })
+      ))
+
+    it("plans each batch on arrival and writes rounds of plans, outcomes in order, counts in the plans", () =>
+      run((s) =>
+        Effect.gen(function* () {
+          const first = yield* s.writer.plan(
+            batch("seam", 1, [span({ trace: 60 }), span({ trace: 60 })], {
+              logs: [log({ traceId: traceId(60) })]
+            })
+          )
+          const second = yield* s.writer.plan(batch("seam", 2, [span({ trace: 61 })]))
+          expect([first.spanCount, first.logCount, first.metricCount]).toEqual([2, 1, 0])
+          // Nothing is stored by planning.
+          expect(yield* s.reader.trace(traceId(60))).toEqual([])
+          expect(yield* s.writer.writeRound([first, second])).toEqual(["stored", "stored"])
+          expect((yield* s.reader.trace(traceId(60))).length).toBe(2)
+          expect((yield* s.reader.trace(traceId(61))).length).toBe(1)
+          const again = yield* s.writer.plan(batch("seam", 2, [span({ trace: 61 })]))
+          expect(yield* s.writer.writeRound([again])).toEqual(["duplicate"])
+        })
+      ))
+
+    it("refuses at plan, alone, a batch whose labels cannot fit in an index key", () =>
+      run((s) =>
+        Effect.gen(function* () {
+          const huge = span({
+            trace: 62,
+            service: "s".repeat(1_000),
+            http: { method: "GET", route: "/".repeat(1_000) }
+          })
+          const refused = s.writer.plan(batch("seam", 1, [span({ trace: 63 }), huge]))
+          expect(Either.isLeft(refused) && refused.left._tag).toBe("UnindexableSpan")
+          expect(Either.isLeft(refused) && refused.left.message).toContain("spans[1]")
+          expect(yield* s.writer.write([batch("seam", 2, [span({ trace: 64 })])])).toEqual(["stored"])
+          expect(yield* s.reader.trace(traceId(63))).toEqual([])
+          expect((yield* s.reader.trace(traceId(64))).length).toBe(1)
         })
       ))
 

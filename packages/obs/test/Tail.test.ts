@@ -1,8 +1,8 @@
 import { Unpackr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import type { TailSink } from "../src/internal/TailHub.js"
-import { TailHub } from "../src/internal/TailHub.js"
+import type { TailSink } from "../src/internal/node/TailHub.js"
+import { TailHub } from "../src/internal/node/TailHub.js"
 import { type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
 import { span } from "./fixtures/Spans.js"
 

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import * as Errors from "../src/Errors.js"
 import * as ObsNode from "../src/ObsNode.js"
+import * as ObsNodeConfig from "../src/ObsNodeConfig.js"
 import { type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
 import { span, traceId } from "./fixtures/Spans.js"
 
@@ -152,7 +153,7 @@ describe("TLS config", () => {
   it("reads III_OBS_TLS_* from the environment, both files or neither", () => {
     const fromEnv = (env: Record<string, string>) =>
       Effect.runSync(
-        Effect.either(ObsNode.config).pipe(
+        Effect.either(ObsNodeConfig.config).pipe(
           Effect.withConfigProvider(
             ConfigProvider.fromMap(new Map(Object.entries({ III_OBS_DATA: "/d", ...env })))
           )

@@ -1,10 +1,17 @@
 import { Unpackr } from "msgpackr"
 import { toBufferKey } from "ordered-binary"
 import { describe, expect, it } from "vitest"
-import { correlationKey, durationBand, micros, serviceBucket, spanKey } from "../src/internal/Keys.js"
-import { MsgpackWriter } from "../src/internal/MsgpackWriter.js"
-import * as SpanRecord from "../src/internal/SpanRecord.js"
-import { planBatch, plannedDbs } from "../src/internal/WritePlan.js"
+import {
+  correlationKey,
+  durationBand,
+  micros,
+  plannedDbs,
+  serviceBucket,
+  spanKey
+} from "../src/internal/lmdb/Keys.js"
+import { MsgpackWriter } from "../src/internal/lmdb/MsgpackWriter.js"
+import * as SpanRecord from "../src/internal/lmdb/SpanRecord.js"
+import { planBatch } from "../src/internal/lmdb/WritePlan.js"
 import { batch, span, t0 } from "./fixtures/Spans.js"
 
 const unpackr = new Unpackr({ useRecords: false })

@@ -3,9 +3,9 @@
  * failing with an `InvalidParameter` that names the parameter and says what was expected.
  */
 import { Either } from "effect"
-import { InvalidParameter } from "../Errors.js"
-import type { StatusFilter, TraceQuery } from "../Store.js"
-import { decodeCursor } from "./Cursor.js"
+import { InvalidParameter } from "../../Errors.js"
+import type { StatusFilter, TraceQuery } from "../../Store.js"
+import { decodeCursor } from "../Cursor.js"
 
 const durationUnitsNano: Record<string, number> = {
   ns: 1,

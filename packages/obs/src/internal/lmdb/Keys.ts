@@ -33,6 +33,14 @@ export const dbNames = {
   meta: "meta"
 } as const
 
+/** The databases a write plan's entries go to, by their index in the plan's entry table (WritePlan.ts). */
+export const plannedDbs = [
+  "spans",
+  "byService",
+  "byStatus",
+  "byCorrelation"
+] as const satisfies ReadonlyArray<keyof typeof dbNames>
+
 /** Rollup route key meaning "all routes of the service". */
 export const allRoutes = ""
 

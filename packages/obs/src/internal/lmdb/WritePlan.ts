@@ -12,13 +12,14 @@ import { Telemetry } from "@iii/core"
 import "lmdb"
 import type { Effect } from "effect"
 import { writeKey } from "ordered-binary"
-import { type StoreError, UnindexableSpan } from "../Errors.js"
-import type { IngestBatch, WriteOutcome } from "../Store.js"
+import { type StoreError, UnindexableSpan } from "../../Errors.js"
+import type { IngestBatch, PlannedBatch, WriteOutcome } from "../../Store.js"
 import {
   blockFields,
   correlationKey,
   durationBand,
   micros,
+  plannedDbs,
   routeOf,
   type ServiceBlockKey,
   type ServiceInfoValue,
@@ -31,18 +32,14 @@ import { MsgpackWriter } from "./MsgpackWriter.js"
 import { RedSampler, type RedSamples } from "./Red.js"
 import * as SpanRecord from "./SpanRecord.js"
 
-/** The databases planned entries go to, by their index in the plan's entry table. */
-export const plannedDbs = ["spans", "byService", "byStatus", "byCorrelation"] as const
-export type PlannedDb = (typeof plannedDbs)[number]
-const SPANS = 0
-const BY_SERVICE = 1
-const BY_STATUS = 2
-const BY_CORRELATION = 3
+const SPANS = plannedDbs.indexOf("spans")
+const BY_SERVICE = plannedDbs.indexOf("byService")
+const BY_STATUS = plannedDbs.indexOf("byStatus")
+const BY_CORRELATION = plannedDbs.indexOf("byCorrelation")
 
-export interface BatchPlan {
+export interface BatchPlan extends PlannedBatch {
   readonly agentId: string
   readonly seq: number
-  readonly spanCount: number
   /** Three numbers per entry: database index (see `plannedDbs`), key length, value length. */
   readonly table: Uint32Array
   /** Each entry's key bytes then value bytes, entries in table order. */
@@ -285,6 +282,8 @@ export const planBatch = (batch: IngestBatch): BatchPlan => {
     agentId: batch.agentId,
     seq: batch.seq,
     spanCount: batch.spans.length,
+    logCount: batch.logs.length,
+    metricCount: batch.metrics.length,
     table: b.table.subarray(0, b.count * 3),
     bytes: b.bytes.subarray(0, b.position),
     red,

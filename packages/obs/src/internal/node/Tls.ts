@@ -7,7 +7,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { createSecureContext } from "node:tls"
 import { Effect } from "effect"
-import { TlsError } from "../Errors.js"
+import { TlsError } from "../../Errors.js"
 
 export interface TlsCredentials {
   readonly cert: Buffer

@@ -6,8 +6,8 @@
  */
 import { Worker } from "node:worker_threads"
 import { Effect, type Scope } from "effect"
-import { StoreError } from "../Errors.js"
-import type { WriteOutcome } from "../Store.js"
+import { StoreError } from "../../Errors.js"
+import type { WriteOutcome } from "../../Store.js"
 import { type RoundWriter, transferList } from "./WritePlan.js"
 import type { WriterReply, WriterRequest } from "./WriterWorker.js"
 
@@ -20,7 +20,7 @@ const workerOptions = () => {
         "--experimental-transform-types",
         "--no-warnings",
         "--import",
-        new URL("../../../../scripts/ts-sources.mjs", import.meta.url).href
+        new URL("../../../../../scripts/ts-sources.mjs", import.meta.url).href
       ]
     : // Built: inherit the process's flags (e.g. --cpu-prof profiles the writer thread too).
       undefined
@@ -83,9 +83,10 @@ export const make = (config: {
             new Promise<ReadonlyArray<WriteOutcome>>((resolve, reject) => {
               if (dead !== undefined) return reject(dead)
               const id = ++nextId
-              pending.set(id, { resolve, reject })
-              // The plans' bytes are transferred, not copied: the writer thread only puts them.
+              // The plans' bytes are transferred, not copied: the writer thread only puts them (so a
+              // plan is written once; posting one whose buffers are gone throws here).
               worker.postMessage({ id, round } satisfies WriterRequest, transferList(round))
+              pending.set(id, { resolve, reject })
             }),
           catch: (cause) => new StoreError({ operation: "write", cause })
         })

@@ -5,11 +5,12 @@
  * so a slow disk turns into TCP back-pressure on agents instead of memory growth. Each batch is
  * prepared (ObsNode: encoded into its write plan) when it is submitted, not when its round starts.
  */
-import type { IngestBatch, WriteOutcome } from "../Store.js"
+import { Either } from "effect"
+import type { IngestBatch, WriteOutcome } from "../../Store.js"
 
 export interface GroupCommitOptions<P> {
-  /** What a submitted batch waits in the queue as; a throw rejects that batch alone. */
-  readonly prepare: (batch: IngestBatch) => P
+  /** What a submitted batch waits in the queue as; a Left rejects that batch alone, with the Left. */
+  readonly prepare: (batch: IngestBatch) => Either.Either<P, unknown>
   /** Stores the prepared batches durably; resolves with one outcome per batch in order. */
   readonly write: (round: ReadonlyArray<P>) => Promise<ReadonlyArray<WriteOutcome>>
   /** Called with the batches a round stored (not duplicates), after they are durable. */
@@ -57,7 +58,14 @@ export class GroupCommit<P> {
   submit(batch: IngestBatch): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
       const prepared = this.options.prepare(batch)
-      this.queue.push({ prepared, spans: batch.spans.length, weight: weight(batch), resolve, reject })
+      if (Either.isLeft(prepared)) return reject(prepared.left)
+      this.queue.push({
+        prepared: prepared.right,
+        spans: batch.spans.length,
+        weight: weight(batch),
+        resolve,
+        reject
+      })
       this.depth += weight(batch)
       this.kick()
     })

@@ -5,12 +5,12 @@
  */
 import type { Telemetry } from "@iii/core"
 import { Effect, Either } from "effect"
-import { InvalidParameter, type StoreError } from "../Errors.js"
-import * as ExternalMetrics from "../ExternalMetrics.js"
-import type { SpanReaderService } from "../Store.js"
-import { rollupBucketSeconds } from "../Store.js"
+import { InvalidParameter, type StoreError } from "../../Errors.js"
+import * as ExternalMetrics from "../../ExternalMetrics.js"
+import type { SpanReaderService } from "../../Store.js"
+import { rollupBucketSeconds } from "../../Store.js"
 import { parseInteger, parseRedQuery, parseTraceQuery, rejectUnknown } from "./Params.js"
-import { bucketOf, quantileOf, series, summarize } from "./Red.js"
+import { bucketOf, quantileOf, series, summarize } from "./RedSeries.js"
 import { toJson } from "./TailHub.js"
 
 export interface Answer {

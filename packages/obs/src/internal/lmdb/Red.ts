@@ -1,14 +1,15 @@
 /**
- * RED rollups: per (service, route, 10 s bucket) request count, error count and a mergeable latency
- * sketch (core's LatencySketch, milliseconds). `RedSampler` records a batch's server spans on the
- * ingest thread; `RedDeltas` accumulates the samples of a transaction's stored batches in memory,
- * then merges each touched cell into the stored one with one read and one write.
+ * RED rollups as the store writes them: per (service, route, 10 s bucket) request count, error count
+ * and a mergeable latency sketch (core's LatencySketch, milliseconds). `RedSampler` records a batch's
+ * server spans on the ingest thread; `RedDeltas` accumulates the samples of a transaction's stored
+ * batches in memory, then merges each touched cell into the stored one with one read and one write.
+ * Reading them as series is the node's business (`node/RedSeries.ts`).
  */
 import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
-import { type RedCell, rollupBucketSeconds } from "../Store.js"
-import { allRoutes, micros, type RedCellValue } from "./Keys.js"
+import { rollupBucketSeconds } from "../../Store.js"
+import { allRoutes, type RedCellValue } from "./Keys.js"
 
 /**
  * A batch's server spans as RED samples, recorded on the ingest thread and replayed into the round's
@@ -75,8 +76,6 @@ const bucketOfMicros = (startMicros: number): number => {
   return sec - (sec % rollupBucketSeconds)
 }
 
-export const bucketOf = (startUnixNano: bigint): number => bucketOfMicros(micros(startUnixNano))
-
 export class RedDeltas {
   private readonly cells = new Map<string, Delta>()
 
@@ -128,78 +127,4 @@ export class RedDeltas {
       })
     }
   }
-}
-
-/** One point of a RED series. Latencies in milliseconds; null where the step saw no requests. */
-export interface RedPoint {
-  /** Step start, unix seconds. */
-  readonly time: number
-  readonly requests: number
-  readonly errors: number
-  /** Requests per second over the step. */
-  readonly rate: number
-  /** errors / requests; 0 when there were none. */
-  readonly errorRate: number
-  readonly p50: number | null
-  readonly p90: number | null
-  readonly p95: number | null
-  readonly p99: number | null
-}
-
-export interface RedSummary {
-  readonly requests: number
-  readonly errors: number
-  readonly sketch: LatencySketch.LatencySketch
-}
-
-/** Merges cells (any routes, any buckets) into one summary. */
-export const summarize = (cells: Iterable<RedCell>): RedSummary => {
-  const sketch = LatencySketch.make()
-  let requests = 0
-  let errors = 0
-  for (const c of cells) {
-    const cellSketch = Either.getOrUndefined(LatencySketch.fromData(c.sketch))
-    if (cellSketch === undefined) continue // corrupt cell: leave it out rather than report wrong figures
-    requests += c.count
-    errors += c.errors
-    LatencySketch.merge(sketch, cellSketch)
-  }
-  return { requests, errors, sketch }
-}
-
-export const quantileOf = (summary: RedSummary, q: number): number | null => {
-  const value = LatencySketch.quantile(summary.sketch, q)
-  return Number.isNaN(value) ? null : value
-}
-
-/** Groups cells into `stepSec` steps covering [fromSec, toSec); every step appears, empty ones with zeros. */
-export const series = (
-  cells: ReadonlyArray<RedCell>,
-  fromSec: number,
-  toSec: number,
-  stepSec: number
-): ReadonlyArray<RedPoint> => {
-  const steps = new Map<number, Array<RedCell>>()
-  for (const c of cells) {
-    const t = fromSec + Math.floor((c.bucketStartSec - fromSec) / stepSec) * stepSec
-    const list = steps.get(t)
-    if (list === undefined) steps.set(t, [c])
-    else list.push(c)
-  }
-  const points: Array<RedPoint> = []
-  for (let t = fromSec; t < toSec; t += stepSec) {
-    const s = summarize(steps.get(t) ?? [])
-    points.push({
-      time: t,
-      requests: s.requests,
-      errors: s.errors,
-      rate: s.requests / stepSec,
-      errorRate: s.requests === 0 ? 0 : s.errors / s.requests,
-      p50: quantileOf(s, 0.5),
-      p90: quantileOf(s, 0.9),
-      p95: quantileOf(s, 0.95),
-      p99: quantileOf(s, 0.99)
-    })
-  }
-  return points
 }

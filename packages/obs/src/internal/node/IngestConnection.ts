@@ -9,7 +9,7 @@ import { timingSafeEqual } from "node:crypto"
 import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import type { WebSocket } from "ws"
-import { UnindexableSpan } from "../Errors.js"
+import { UnindexableSpan } from "../../Errors.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import type { NodeCounters } from "./NodeCounters.js"
 

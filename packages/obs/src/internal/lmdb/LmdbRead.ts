@@ -1,7 +1,7 @@
 /** Read paths of the LMDB store: trace by id, trace search, correlation, logs, RED cells, services. */
 import type { Telemetry } from "@iii/core"
-import type { RedCell, ServiceInfo, TracePage, TraceQuery, TraceSummary } from "../Store.js"
-import { decodeCursor, encodeCursor, newestFirst, type Position } from "./Cursor.js"
+import type { RedCell, ServiceInfo, TracePage, TraceQuery, TraceSummary } from "../../Store.js"
+import { decodeCursor, encodeCursor, newestFirst, type Position } from "../Cursor.js"
 import {
   allRoutes,
   blockFields,

@@ -14,8 +14,7 @@ import type {
   StatusBlockValue,
   TimeKey
 } from "./Keys.js"
-import { dbNames, layoutVersion } from "./Keys.js"
-import { plannedDbs } from "./WritePlan.js"
+import { dbNames, layoutVersion, plannedDbs } from "./Keys.js"
 
 // lmdb types keys as its own `Key` union; our tuples are readonly arrays of strings and numbers.
 // biome-ignore lint/suspicious/noExplicitAny: lmdb's Key type does not accept readonly tuples

@@ -2,17 +2,17 @@ import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { ConfigProvider, Duration, Effect, Either, Option, Redacted } from "effect"
 import { describe, expect, it } from "vitest"
-import * as ObsNode from "../src/ObsNode.js"
+import * as ObsNodeConfig from "../src/ObsNodeConfig.js"
 import { tempDir } from "./fixtures/Node.js"
 
 const fromEnv = (env: Record<string, string>) =>
   Effect.runSync(
-    Effect.either(ObsNode.config).pipe(
+    Effect.either(ObsNodeConfig.config).pipe(
       Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
     )
   )
 
-describe("ObsNode.config", () => {
+describe("ObsNodeConfig.config", () => {
   it("reads the environment, with the documented defaults", () => {
     const cfg = fromEnv({ III_OBS_DATA: "/data" })
     expect(Either.isRight(cfg)).toBe(true)
@@ -54,5 +54,34 @@ describe("ObsNode.config", () => {
     expect(Either.isLeft(retention) && String(retention.left)).toContain("III_OBS_RETENTION")
     const token = fromEnv({ III_OBS_DATA: "/d", III_OBS_TOKEN_FILE: "/nonexistent/token" })
     expect(Either.isLeft(token) && String(token.left)).toContain("cannot read token file")
+  })
+})
+
+describe("ObsNodeConfig.load", () => {
+  const load = (flags: ObsNodeConfig.Flags, env: Record<string, string>) =>
+    Effect.runSync(
+      Effect.either(ObsNodeConfig.load(flags)).pipe(
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+      )
+    )
+
+  it("takes each flag given over its variable, and each variable over its default", () => {
+    const cfg = load(
+      { port: 9001, retention: "2d" },
+      { III_OBS_DATA: "/env-data", III_OBS_PORT: "9000", III_OBS_HOST: "127.0.0.1", III_OBS_RETENTION: "1d" }
+    )
+    expect(Either.isRight(cfg)).toBe(true)
+    if (Either.isLeft(cfg)) return
+    expect(cfg.right).toMatchObject({ dataDir: "/env-data", port: 9001, host: "127.0.0.1" })
+    expect(Duration.toHours(cfg.right.retention)).toBe(48)
+  })
+
+  it("names the flag or the variable whose value is wrong", () => {
+    const flag = load({ data: "/d", port: 70_000 }, {})
+    expect(Either.isLeft(flag) && flag.left.message).toBe("--port: 70000 is not a port number")
+    const variable = load({ data: "/d" }, { III_OBS_PORT: "http" })
+    expect(Either.isLeft(variable) && variable.left.message).toBe("III_OBS_PORT: http is not a port number")
+    const missing = load({}, {})
+    expect(Either.isLeft(missing) && missing.left.message).toContain("--data: the data directory is required")
   })
 })

@@ -2,7 +2,7 @@
  * Retention: deletes whole time ranges, oldest first, in transactions of about `chunk` spans (or
  * entries) so the ingest writer interleaves with them instead of waiting for one long transaction.
  */
-import type { RetentionResult } from "../Store.js"
+import type { RetentionResult } from "../../Store.js"
 import {
   blockFields,
   indexedStatusClasses,

@@ -3,7 +3,7 @@
  * write transaction (group commit). Runs synchronously inside lmdb's transaction callback, so reads
  * here see this transaction's writes.
  */
-import type { WriteOutcome } from "../Store.js"
+import type { WriteOutcome } from "../../Store.js"
 import { logCorrelationKey, micros, type ServiceInfoValue } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { RedDeltas } from "./Red.js"

@@ -8,7 +8,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from "n
 import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
 import { WebSocketServer } from "ws"
-import type { SpanReaderService, StoreMaintenanceService } from "../Store.js"
+import type { SpanReaderService, StoreMaintenanceService } from "../../Store.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings, tokensEqual } from "./IngestConnection.js"

@@ -1,0 +1,263 @@
+/**
+ * An obs node's settings: `ObsNodeConfig`, its defaults, and the one reader of the `III_OBS_*`
+ * environment variables. `iii obs` hands its flags to `load`, which takes each flag given over its
+ * variable and each variable set over its default, so the command and an embedding program read the
+ * environment the same way (the StatefulSet in `manifests/obs` configures nodes through it).
+ */
+import { readFileSync } from "node:fs"
+import { hostname } from "node:os"
+import { WireProtocol } from "@iii/core"
+import { Config, ConfigError, Duration, Effect, Either, Option, Redacted } from "effect"
+import { InvalidSetting } from "./Errors.js"
+import { parseDurationNano } from "./internal/node/Params.js"
+import { defaultTailLimits } from "./internal/node/TailHub.js"
+
+export interface TlsConfig {
+  /** PEM certificate file (leaf first, then any intermediates). */
+  readonly certFile: string
+  /** PEM private key file (unencrypted) of that certificate. */
+  readonly keyFile: string
+  /** Port of the HTTPS + WSS listener; 0 picks a free one. Default 4321. */
+  readonly port: number
+}
+
+export interface ObsNodeConfig {
+  /** Directory of the LMDB environment (created when missing). */
+  readonly dataDir: string
+  /** TCP port; 0 picks a free one (read it back from `ObsNode`). Default 4320. */
+  readonly port: number
+  /** Interface to bind. Default "0.0.0.0". */
+  readonly host: string
+  /** When set, ingest, query and tail require it. Default: none (the node logs a warning that it is open). */
+  readonly token: Option.Option<Redacted.Redacted<string>>
+  /** Age after which data is deleted. Default 7 days. */
+  readonly retention: Duration.Duration
+  /** How often retention runs. Default 1 minute. */
+  readonly retentionInterval: Duration.Duration
+  /** Largest ingest frame accepted. Default: core's `defaultMaxFrameBytes` (16 MiB). */
+  readonly maxFrameBytes: number
+  /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
+  readonly maxQueuedSpans: number
+  /**
+   * Most spans one ingest transaction takes. Default 8,000: a round takes what has queued while the
+   * previous one committed, and each commit waits for the previous one's fsync, so fewer, larger
+   * rounds carry more spans per fsync (bench:ingest, 20 s, 4 batches in flight per connection: 4 × 2,000
+   * → 2 × 8,000 took 343k → 367k spans/s).
+   */
+  readonly maxSpansPerCommit: number
+  /** Ingest transactions in flight at once (one builds while the other commits). Default 2. */
+  readonly maxCommitsInFlight: number
+  /** Spans a tail subscriber may have waiting before new ones are dropped. Default 10,000. */
+  readonly tailQueueSpans: number
+  /** Name reported to agents in the welcome frame. Default: the host name. */
+  readonly nodeId: string
+  /**
+   * A second listener, on the same host, serving everything above over HTTPS and WSS (the Kubernetes
+   * aggregator reaches the External Metrics API only over HTTPS). The files are read once, at start:
+   * rotate them by restarting the node. Default: none.
+   */
+  readonly tls: Option.Option<TlsConfig>
+}
+
+export const defaults = {
+  port: 4320,
+  host: "0.0.0.0",
+  retention: Duration.days(7),
+  retentionInterval: Duration.minutes(1),
+  maxQueuedSpans: 100_000,
+  maxSpansPerCommit: 8_000,
+  maxCommitsInFlight: 2,
+  tailQueueSpans: defaultTailLimits.maxQueuedSpans,
+  tlsPort: 4321
+} as const
+
+/** A config with every default filled in; only the data directory is required. */
+export const makeConfig = (
+  dataDir: string,
+  overrides: Partial<Omit<ObsNodeConfig, "dataDir">> = {}
+): ObsNodeConfig => ({
+  dataDir,
+  port: defaults.port,
+  host: defaults.host,
+  token: Option.none(),
+  retention: defaults.retention,
+  retentionInterval: defaults.retentionInterval,
+  maxFrameBytes: WireProtocol.defaultMaxFrameBytes,
+  maxQueuedSpans: defaults.maxQueuedSpans,
+  maxSpansPerCommit: defaults.maxSpansPerCommit,
+  maxCommitsInFlight: defaults.maxCommitsInFlight,
+  tailQueueSpans: defaults.tailQueueSpans,
+  nodeId: hostname(),
+  tls: Option.none(),
+  ...overrides
+})
+
+/** Parses `7d`, `12h`, `30m`… into a Duration. */
+export const parseRetention = (text: string): Either.Either<Duration.Duration, string> =>
+  Either.mapBoth(parseDurationNano("retention", text), {
+    onLeft: (e) => e.reason,
+    onRight: (nanos) => Duration.nanos(BigInt(nanos))
+  })
+
+/** Reads a token file: its content, trimmed; an empty file is an error. */
+export const readToken = (path: string): Either.Either<Redacted.Redacted<string>, string> => {
+  try {
+    const token = readFileSync(path, "utf8").trim()
+    return token.length === 0
+      ? Either.left(`token file ${path} is empty`)
+      : Either.right(Redacted.make(token))
+  } catch (e) {
+    return Either.left(`cannot read token file ${path}: ${e instanceof Error ? e.message : String(e)}`)
+  }
+}
+
+/** What `iii obs` was given on its command line; each flag given wins over its variable. */
+export interface Flags {
+  readonly data?: string | undefined
+  readonly port?: number | undefined
+  readonly host?: string | undefined
+  readonly tokenFile?: string | undefined
+  readonly retention?: string | undefined
+  readonly tlsCert?: string | undefined
+  readonly tlsKey?: string | undefined
+  readonly tlsPort?: number | undefined
+}
+
+/** The variable behind each setting (the token has two: the token itself, then a file holding it). */
+export const variables = {
+  data: "III_OBS_DATA",
+  port: "III_OBS_PORT",
+  host: "III_OBS_HOST",
+  token: "III_OBS_TOKEN",
+  tokenFile: "III_OBS_TOKEN_FILE",
+  retention: "III_OBS_RETENTION",
+  tlsCert: "III_OBS_TLS_CERT",
+  tlsKey: "III_OBS_TLS_KEY",
+  tlsPort: "III_OBS_TLS_PORT"
+} as const
+
+type Environment = { readonly [K in keyof typeof variables]: string | undefined }
+
+const environment: Config.Config<Environment> = Config.all(
+  Object.fromEntries(
+    Object.entries(variables).map(([key, name]) => [
+      key,
+      Config.option(Config.string(name)).pipe(Config.map(Option.getOrUndefined))
+    ])
+  ) as { readonly [K in keyof typeof variables]: Config.Config<string | undefined> }
+)
+
+const flagNames: { readonly [K in keyof Flags]-?: string } = {
+  data: "--data",
+  port: "--port",
+  host: "--host",
+  tokenFile: "--token-file",
+  retention: "--retention",
+  tlsCert: "--tls-cert",
+  tlsKey: "--tls-key",
+  tlsPort: "--tls-port"
+}
+
+/** A setting's value and where it came from (the flag or the variable), to name it in errors. */
+interface Given<A> {
+  readonly value: A
+  readonly from: string
+}
+
+const parsePort = (from: string, value: string | number): Either.Either<number, InvalidSetting> => {
+  const port = typeof value === "number" ? value : /^\d+$/.test(value.trim()) ? Number(value) : Number.NaN
+  return Number.isInteger(port) && port >= 0 && port <= 65535
+    ? Either.right(port)
+    : Either.left(new InvalidSetting({ setting: from, reason: `${value} is not a port number` }))
+}
+
+/**
+ * Settings from flags over variables over defaults. Left names the flag or variable at fault:
+ * `--retention: 7x is not a duration…`, `III_OBS_TLS_KEY: …`.
+ */
+export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeConfig, InvalidSetting> =>
+  Either.gen(function* () {
+    const given = <K extends keyof Flags & keyof Environment>(
+      key: K
+    ): Given<NonNullable<Flags[K]> | string> | undefined =>
+      flags[key] !== undefined
+        ? { value: flags[key], from: flagNames[key] }
+        : env[key] !== undefined
+          ? { value: env[key], from: variables[key] }
+          : undefined
+    const data = given("data")
+    if (data === undefined)
+      return yield* Either.left(
+        new InvalidSetting({
+          setting: "--data",
+          reason: `the data directory is required (or ${variables.data})`
+        })
+      )
+    const port = given("port")
+    const tlsPort = given("tlsPort")
+    const retention = given("retention")
+    const invalid = (from: string) => (reason: string) => new InvalidSetting({ setting: from, reason })
+    const kept =
+      retention === undefined
+        ? defaults.retention
+        : yield* Either.mapLeft(parseRetention(String(retention.value)), invalid(retention.from))
+    const cert = given("tlsCert")
+    const key = given("tlsKey")
+    if ((cert === undefined) !== (key === undefined)) {
+      const missing = cert === undefined ? "tlsCert" : "tlsKey"
+      return yield* Either.left(
+        new InvalidSetting({
+          setting: flagNames[missing],
+          reason: `--tls-cert and --tls-key go together: ${flagNames[missing]} is missing (nor is ${variables[missing]} set)`
+        })
+      )
+    }
+    // The token: the flag's file, else III_OBS_TOKEN, else the file III_OBS_TOKEN_FILE names.
+    const tokenFile =
+      flags.tokenFile !== undefined
+        ? { value: flags.tokenFile, from: flagNames.tokenFile }
+        : env.token === undefined && env.tokenFile !== undefined
+          ? { value: env.tokenFile, from: variables.tokenFile }
+          : undefined
+    const token =
+      tokenFile !== undefined
+        ? Option.some(yield* Either.mapLeft(readToken(tokenFile.value), invalid(tokenFile.from)))
+        : Option.map(Option.fromNullable(env.token), Redacted.make)
+    const tls =
+      cert !== undefined && key !== undefined
+        ? Option.some({
+            certFile: String(cert.value),
+            keyFile: String(key.value),
+            port: tlsPort === undefined ? defaults.tlsPort : yield* parsePort(tlsPort.from, tlsPort.value)
+          })
+        : Option.none()
+    return makeConfig(String(data.value), {
+      port: port === undefined ? defaults.port : yield* parsePort(port.from, port.value),
+      host: String(given("host")?.value ?? defaults.host),
+      retention: kept,
+      token,
+      tls
+    })
+  })
+
+/** The settings from `flags` over the environment's `III_OBS_*` variables over the defaults. */
+export const load = (
+  flags: Flags = {}
+): Effect.Effect<ObsNodeConfig, InvalidSetting | ConfigError.ConfigError> =>
+  Effect.flatMap(environment, (env) => resolve(flags, env))
+
+/**
+ * The settings from the environment alone: III_OBS_DATA (required), III_OBS_PORT, III_OBS_HOST,
+ * III_OBS_TOKEN or III_OBS_TOKEN_FILE, III_OBS_RETENTION (e.g. `7d`), and for the TLS listener
+ * III_OBS_TLS_CERT + III_OBS_TLS_KEY (both or neither; default none) and III_OBS_TLS_PORT (default
+ * 4321). Other defaults as in `ObsNodeConfig`.
+ */
+export const config: Config.Config<ObsNodeConfig> = environment.pipe(
+  Config.mapOrFail((env) =>
+    Either.mapLeft(resolve({}, env), (e) =>
+      env.data === undefined
+        ? ConfigError.MissingData([variables.data], e.reason)
+        : ConfigError.InvalidData([e.setting], e.reason)
+    )
+  )
+)
