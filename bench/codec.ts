@@ -11,11 +11,12 @@
  * so background load hits both alike. Set MSGPACKR_NATIVE_ACCELERATION_DISABLED=true for pure JS.
  */
 import { deepStrictEqual } from "node:assert"
-import * as Check from "@iii/core/internal/wireChecks"
 import type { Span, SpanId, TraceId } from "@iii/core/Telemetry"
 import * as TraceContext from "@iii/core/TraceContext"
 import * as WireProtocol from "@iii/core/WireProtocol"
 import { Either } from "effect"
+// The codec's own check module, which the package does not export: its build, by path.
+import * as Check from "../packages/core/dist/internal/wireChecks.js"
 import { prng } from "../packages/core/test/fixtures/prng.ts"
 
 const SPANS_PER_BATCH = 1000

@@ -2,8 +2,12 @@
  * The `iii` command: one entry point for every part. Each part contributes its subcommand from its
  * own module; this list is the only place they meet.
  */
+import { readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
 import { Effect } from "effect"
+
+/** The package's version, which every @iii/* package shares (scripts/set-version.mjs). */
+const version: string = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version
 
 /**
  * Each subcommand's module, loaded only when that subcommand runs: `iii agent`, what every pod runs,
@@ -48,5 +52,5 @@ export const run = (argv: ReadonlyArray<string>) => {
   const load: Load | undefined = isSubcommand(name) ? subcommands[name] : undefined
   const command =
     load === undefined ? iii : Effect.promise(load).pipe(Effect.map((module) => root([module.command])))
-  return Effect.flatMap(command, (command) => Command.run(command, { name: "iii", version: "0.1.0" })(argv))
+  return Effect.flatMap(command, (command) => Command.run(command, { name: "iii", version })(argv))
 }
