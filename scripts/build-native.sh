@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the eBPF capture: bpf/iii_capture.bpf.o (clang, against a vmlinux.h that bpftool dumps
-# from this kernel's BTF) and the Rust napi addon that embeds it (native/iii_native.node).
+# from this kernel's BTF) and the Rust napi addon that embeds it (native/iii_native.node), and copies
+# the addon into packages/agent/native/<platform>-<arch>/, where the agent loads it and npm pack ships it.
 #
 #   bash scripts/build-native.sh                 # what `npm run build:native` runs
 #   bash scripts/build-native.sh --install-deps  # first apt-get install clang libbpf-dev bpftool (root)
@@ -8,7 +9,7 @@
 # Where a tool is missing (no cargo, no clang/bpftool, no kernel BTF) it says what and exits 0:
 # the agent still installs and runs in proxy mode. A real compile error fails the build.
 # Outputs (all gitignored): bpf/build/{vmlinux.h,iii_capture.bpf.o}, native/target/,
-# native/iii_native.node. Rebuilds only what changed.
+# native/iii_native.node, packages/agent/native/. Rebuilds only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,9 +52,9 @@ fi
 
 arch=$(uname -m)
 case "$arch" in
-  x86_64) target_arch=x86 ;;
-  aarch64) target_arch=arm64 ;;
-  *) target_arch=$arch ;;
+  x86_64) target_arch=x86 node_arch=x64 ;;
+  aarch64) target_arch=arm64 node_arch=arm64 ;;
+  *) target_arch=$arch node_arch=$arch ;;
 esac
 object=bpf/build/iii_capture.bpf.o
 if [ ! -f "$object" ] || [ -n "$(find bpf/iii_capture.bpf.c bpf/iii_capture.h bpf/build/vmlinux.h -newer "$object")" ]; then
@@ -67,4 +68,9 @@ log "cargo build --release (native/)"
 cargo build --release --quiet --manifest-path native/Cargo.toml
 cp native/target/release/libiii_native.so native/iii_native.node.tmp
 mv native/iii_native.node.tmp native/iii_native.node
-log "built native/iii_native.node"
+# The folder name is Node's process.platform-process.arch, what the agent's loader computes.
+package_copy=packages/agent/native/linux-$node_arch
+mkdir -p "$package_copy"
+cp native/iii_native.node "$package_copy/iii_native.node.tmp"
+mv "$package_copy/iii_native.node.tmp" "$package_copy/iii_native.node"
+log "built native/iii_native.node, copied to $package_copy/"

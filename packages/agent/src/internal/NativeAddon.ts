@@ -1,10 +1,10 @@
 /**
- * Loads the native addon (native/, built by scripts/build-native.sh into native/iii_native.node).
+ * Loads the native addon (native/, built by scripts/build-native.sh and copied into this package's
+ * native/<platform>-<arch>/, which npm pack ships: README "Decisions", native addon).
  *
- * A hand-written loader rather than @napi-rs/cli's generated one: the addon is built for the machine
- * it runs on (the BPF object is compiled against its kernel headers anyway), so there are no
- * per-platform prebuilt packages to pick between, and the CLI would be a heavy dev dependency for
- * one `require`. The types below mirror native/src/lib.rs.
+ * A hand-written loader rather than @napi-rs/cli's generated one: the package carries its builds in
+ * one folder per platform rather than in per-platform packages, so there is one path to compute, and
+ * the CLI would be a heavy dev dependency for one `require`. The types below mirror native/src/lib.rs.
  */
 import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
@@ -74,10 +74,13 @@ export interface NativeAddon {
 /** The batch index that tells the capture has ended. */
 export const endOfCapture = 0xffffffff
 
-/** Where the addon is looked for: $III_NATIVE_ADDON, else native/iii_native.node in this checkout. */
+/** The folder of the package's native/ that holds the build for this machine. */
+const platformKey = `${process.platform}-${process.arch}`
+
+/** Where the addon is looked for: $III_NATIVE_ADDON, else this package's build for this platform. */
 export const addonPath = (): string =>
   process.env.III_NATIVE_ADDON ??
-  fileURLToPath(new URL("../../../../native/iii_native.node", import.meta.url))
+  fileURLToPath(new URL(`../../native/${platformKey}/iii_native.node`, import.meta.url))
 
 export type LoadResult =
   | { readonly _tag: "Loaded"; readonly addon: NativeAddon; readonly path: string }
@@ -94,7 +97,7 @@ export const load = (): LoadResult => {
   } else if (!existsSync(path)) {
     cached = {
       _tag: "Missing",
-      reason: `the native addon is not built (${path} is missing): run \`npm run build:native\` (needs cargo, clang, bpftool)`
+      reason: `the native addon is not built for ${platformKey} (${path} is missing): in a checkout run \`npm run build:native\` (needs cargo, clang, bpftool); the published package carries linux-x64 only`
     }
   } else {
     try {
