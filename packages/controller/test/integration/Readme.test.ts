@@ -44,10 +44,11 @@ const example = (kubeconfig: string) => {
   // README example end
 }
 
+/** The README's example without its import lines (this file imports the same names). */
 const readmeBlock = () => {
   const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8")
-  const start = readme.indexOf("```ts\n// The controller in-process")
-  return readme.slice(start + 6, readme.indexOf("```", start + 6)).trim()
+  const start = readme.indexOf("// The controller in-process")
+  return readme.slice(start, readme.indexOf("```", start)).trim()
 }
 
 const exampleSource = () => {
