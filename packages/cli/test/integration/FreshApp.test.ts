@@ -21,8 +21,6 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { KubeClient } from "@iii/controller"
-import { Effect } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Cluster from "../../../controller/test/fixtures/Cluster.js"
 
@@ -255,29 +253,22 @@ describe("the packed packages in a fresh Effect app", () => {
     expect((await sh(app, iii, ["--version"], 60_000)).stdout.trim()).toBe(manifests[0].version)
   }, 60_000)
 
-  describe.skipIf(Cluster.skipReason !== undefined)("against the test kube-apiserver", () => {
-    let cluster: Cluster.Cluster
-    beforeAll(async () => {
-      cluster = await Cluster.start()
-      await cluster.admin.runPromise(
-        Effect.flatMap(KubeClient.KubeClient, (k) =>
-          k.request({
-            method: "POST",
-            path: "/api/v1/namespaces",
-            body: { apiVersion: "v1", kind: "Namespace", metadata: { name: "readme" } }
-          })
-        )
-      )
-    }, 120_000)
-    afterAll(() => cluster?.close())
-
-    it("controller: the Layer reconciles a composition and writes its status", async () => {
-      const kubeconfig = join(work, "kubeconfig")
-      writeFileSync(kubeconfig, cluster.env.kubeconfig(cluster.env.admin))
-      const status = await runPart(app, "controller", kubeconfig)
-      expect(status.ready).toBe("0/1")
-    }, 90_000)
-  })
+  it.skipIf(Cluster.skipReason !== undefined)(
+    "controller: the Layer reconciles a composition on the test kube-apiserver and writes its status",
+    async () => {
+      const cluster = await Cluster.start()
+      try {
+        await Cluster.createNamespace(cluster, "readme")
+        const kubeconfig = join(work, "kubeconfig")
+        writeFileSync(kubeconfig, cluster.env.kubeconfig(cluster.env.admin))
+        const status = await runPart(app, "controller", kubeconfig)
+        expect(status.ready).toBe("0/1")
+      } finally {
+        await cluster.close()
+      }
+    },
+    180_000
+  )
 
   it(`the same app with ${unsupportedEffect} fails at npm install with npm's peer-dependency message`, async () => {
     const refused = join(work, "refused")

@@ -74,15 +74,7 @@ describe.skipIf(Cluster.skipReason !== undefined)("README example against a real
   let cluster: Cluster.Cluster
   beforeAll(async () => {
     cluster = await Cluster.start()
-    await cluster.admin.runPromise(
-      Effect.flatMap(KubeClient.KubeClient, (k) =>
-        k.request({
-          method: "POST",
-          path: "/api/v1/namespaces",
-          body: { apiVersion: "v1", kind: "Namespace", metadata: { name: "readme" } }
-        })
-      )
-    )
+    await Cluster.createNamespace(cluster, "readme")
   }, 120_000)
   afterAll(() => cluster?.close())
 
