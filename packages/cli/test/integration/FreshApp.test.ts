@@ -193,6 +193,16 @@ describe("the packed packages in a fresh Effect app", () => {
     expect(readJson(join(app, "node_modules/effect/package.json")).version).toMatch(/^3\./)
   })
 
+  it("resolves each package's index and modules for ESM import, and not its internals", async () => {
+    const script = `
+      for (const name of ${JSON.stringify(manifests.map((m) => m.name))}) await import(name)
+      await import("@iii/core/HashRing")
+      await import("@iii/obs/internal/Server").catch((e) => console.log(e.code))`
+    const result = await sh(app, process.execPath, ["--input-type=module", "-e", script], 60_000)
+    expect(result.code, result.stderr).toBe(0)
+    expect(result.stdout.trim()).toBe("ERR_PACKAGE_PATH_NOT_EXPORTED")
+  }, 60_000)
+
   it("type-checks the README examples against the installed declarations (NodeNext)", async () => {
     // skipLibCheck off, so @iii/*'s own declarations are checked as the app sees them.
     writeFileSync(
