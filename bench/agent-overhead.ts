@@ -9,9 +9,12 @@
  * every mode (order rotated per round); per mode: 1 s warm-up, then a fixed 2,000 req/s open-loop
  * phase (bench/fixtures/fixed-rate.ts in its own process on CPU 1; latency measured from each
  * request's scheduled time, so queueing counts), then saturation (wrk, 32 connections). Reported: medians over rounds of throughput and p50/p99 latency, agent
- * CPU-seconds per 1,000 requests, peak agent RSS, events dropped (capture and export), and the
+ * CPU-seconds per 1,000 requests, peak agent RSS, requests dropped (with their reasons), and the
  * service's own CPU time per request at saturation (what tracing costs the service, kernel capture
  * included; on a shared machine steadier than throughput, which other load also moves).
+ * Per round and agent mode, an accounting line: the requests the service answered while the agent
+ * ran (it counts them), the spans obs received, the drops the agent counted, and what is left
+ * unaccounted (issue #17: zero unless requests were in flight when the agent stopped).
  * In proxy mode the load goes through the proxy's port, as clients would.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
@@ -243,7 +246,16 @@ interface Result {
   anonMb: number
   droppedFixed: number
   droppedTotal: number
-  spansLost: number
+  accounting: Accounting | undefined
+}
+
+/** Where every request the service answered while the agent ran went (issue #17). */
+interface Accounting {
+  requests: number
+  spans: number
+  dropped: number
+  unaccounted: number
+  reasons: string
 }
 
 const appPort = await freePort()
@@ -256,16 +268,40 @@ const app = await startProcess(
   }
 )
 
+interface RunnerStats {
+  spans: number
+  requestsDropped: { ring_full: number; unparsed: number; shutdown: number }
+  spansLostInExport: number
+  ringFullRecords: number
+  unrecordedRecords: number
+  abandonedRecords: number
+  spansSealed: number
+}
+
 const lastStats = (lines: Array<string>) => {
   const line = [...lines].reverse().find((l) => l.startsWith("stats "))
-  return line === undefined
-    ? undefined
-    : (JSON.parse(line.slice(6)) as {
-        spans: number
-        captureDropped: number
-        exportDropped: number
-        spansSealed: number
-      })
+  return line === undefined ? undefined : (JSON.parse(line.slice(6)) as RunnerStats)
+}
+
+/** Requests the agent did not turn into spans that reached obs: dropped before, or in export. */
+const droppedRequests = (stats: RunnerStats | undefined) =>
+  stats === undefined
+    ? 0
+    : stats.requestsDropped.ring_full +
+      stats.requestsDropped.unparsed +
+      stats.requestsDropped.shutdown +
+      stats.spansLostInExport
+
+/** How many requests the service has answered so far (it counts them; SIGUSR2 asks). */
+const answered = async (): Promise<number> => {
+  const seen = app.lines.length
+  app.child.kill("SIGUSR2")
+  for (let i = 0; i < 500; i++) {
+    const line = app.lines.slice(seen).find((l) => l.startsWith("answered "))
+    if (line !== undefined) return Number(line.slice("answered ".length))
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  throw new Error("the service did not say how many requests it answered")
 }
 
 const measure = async (mode: Mode): Promise<Result> => {
@@ -291,7 +327,8 @@ const measure = async (mode: Mode): Promise<Result> => {
     )
   }
   const pid = agent?.child.pid
-  const warm = await wrk(port, 1, 8)
+  const answeredBefore = await answered()
+  await wrk(port, 1, 8)
   const cpu0 = pid === undefined ? 0 : cpuSeconds(pid)
   const fixed = await fixedRate(port, FIXED_RATE, SECONDS)
   const cpu1 = pid === undefined ? 0 : cpuSeconds(pid)
@@ -299,8 +336,7 @@ const measure = async (mode: Mode): Promise<Result> => {
   if (agent !== undefined) {
     agent.child.kill("SIGUSR2")
     await new Promise((resolve) => setTimeout(resolve, 300))
-    const snapshot = lastStats(agent.lines)
-    droppedFixed = (snapshot?.captureDropped ?? 0) + (snapshot?.exportDropped ?? 0)
+    droppedFixed = droppedRequests(lastStats(agent.lines))
   }
   const cpu2 = pid === undefined ? 0 : cpuSeconds(pid)
   const appPid = app.child.pid ?? 0
@@ -315,15 +351,26 @@ const measure = async (mode: Mode): Promise<Result> => {
   const rssMb = pid === undefined ? 0 : statusMb(pid, "VmHWM")
   const anonMb = pid === undefined ? 0 : statusMb(pid, "RssAnon")
   let droppedTotal = 0
-  let spansLost = 0
+  let accounting: Accounting | undefined
   if (agent !== undefined) {
     await stop(agent.child)
     const final = lastStats(agent.lines)
-    droppedTotal = (final?.captureDropped ?? 0) + (final?.exportDropped ?? 0)
-    const requests = warm.requests + fixed.requests + sat.requests
+    droppedTotal = droppedRequests(final)
+    const requests = (await answered()) - answeredBefore
     const ready = agent.lines.find((line) => line.startsWith("ready "))
     const id = ready === undefined ? "" : (JSON.parse(ready.slice(6)) as { id: string }).id
-    spansLost = requests - (spansReceived.get(id) ?? 0)
+    const spans = spansReceived.get(id) ?? 0
+    const drops = final?.requestsDropped
+    accounting = {
+      requests,
+      spans,
+      dropped: droppedTotal,
+      unaccounted: requests - spans - droppedTotal,
+      reasons:
+        `ring full ${drops?.ring_full ?? 0}, unparsed ${drops?.unparsed ?? 0}, shutdown ${drops?.shutdown ?? 0}, ` +
+        `export ${final?.spansLostInExport ?? 0}; kernel: ${final?.ringFullRecords ?? 0} records lost to a full ring ` +
+        `(${final?.unrecordedRecords ?? 0} unattributed), ${final?.abandonedRecords ?? 0} abandoned at stop`
+    }
   }
   return {
     mode,
@@ -340,7 +387,7 @@ const measure = async (mode: Mode): Promise<Result> => {
     anonMb,
     droppedFixed,
     droppedTotal,
-    spansLost
+    accounting
   }
 }
 
@@ -356,6 +403,11 @@ for (let round = 0; round < ROUNDS; round++) {
         `agent ${result.cpuPer1kSat.toFixed(4)} CPU-s/1k, ${result.rssMb.toFixed(0)} MB, dropped ${result.droppedTotal} | ` +
         `service ${(result.serviceBusy * 100).toFixed(0)}% busy, ${result.serviceUsPerRequest.toFixed(1)} µs/req`
     )
+    const a = result.accounting
+    if (a !== undefined)
+      console.log(
+        `${mode} accounting: requests ${a.requests}, spans ${a.spans}, dropped ${a.dropped}, unaccounted ${a.unaccounted} (${a.reasons})`
+      )
   }
 }
 await stop(app.child)
@@ -381,7 +433,7 @@ const off = { rps: of("off", (r) => r.satRps), p99: of("off", (r) => r.fixedP99)
 
 console.log(`\nmedians over ${ROUNDS} rounds (service on CPU 0; wrk, agent and this script on CPU 1):`)
 console.log(
-  "mode   sat req/s  loss    sat p50  sat p99  | 2k/s p50  2k/s p99  p99 +%  | agent CPU-s/1k req (2k/s, sat)  peak RSS (anon)  dropped (2k/s, all)  spans lost"
+  "mode   sat req/s  loss    sat p50  sat p99  | 2k/s p50  2k/s p99  p99 +%  | agent CPU-s/1k req (2k/s, sat)  peak RSS (anon)  dropped (2k/s, all)  unaccounted"
 )
 for (const mode of modes) {
   const rps = of(mode, (r) => r.satRps)
@@ -416,7 +468,7 @@ for (const mode of modes) {
       `${rows.reduce((s, r) => s + r.droppedFixed, 0)}, ${rows.reduce((s, r) => s + r.droppedTotal, 0)}`.padStart(
         20
       ),
-      String(rows.reduce((s, r) => s + r.spansLost, 0)).padStart(11)
+      String(rows.reduce((s, r) => s + (r.accounting?.unaccounted ?? 0), 0)).padStart(11)
     ].join("  ")
   )
 }

@@ -160,7 +160,8 @@ const reassembly = () => {
     onExchange: () => {
       exchanges++
     },
-    onConnectionEnd: () => {}
+    onConnectionEnd: () => {},
+    onDropped: () => {}
   })
   const started = process.hrtime.bigint()
   for (const e of events) {

@@ -52,6 +52,14 @@ struct {
 	__uint(max_entries, 8 << 20); /* the loader may resize it */
 } iii_events SEC(".maps");
 
+/* Where a record the event ring could not take is reported (iii_lost_event): small, since it only
+ * fills when the reader has fallen behind, and drained by the reader even while it waits for
+ * JavaScript to hand a batch buffer back. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} iii_losses SEC(".maps");
+
 /* Traced processes (tgid → 1), filled from user space, grown by fork, shrunk by exit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -105,12 +113,32 @@ struct {
 } iii_scratch SEC(".maps");
 
 /* Only failures are counted in the kernel (user space counts what it receives). */
-static __always_inline void count_drop(void)
+static __always_inline void count(__u32 counter)
 {
-	__u32 counter = III_COUNTER_DROPPED;
 	__u64 *value = bpf_map_lookup_elem(&iii_counters, &counter);
 	if (value)
 		*value += 1;
+}
+
+/* The event ring refused a record: count it, and tell user space which connection lost what (the
+ * loss ring), so that it can count the requests lost with it instead of pairing the wrong request
+ * and response. Only this failure path pays for it. */
+static __always_inline void record_loss(const struct iii_event_header *lost, __u32 total_len)
+{
+	count(III_COUNTER_DROPPED);
+	struct iii_lost_event *notice = bpf_ringbuf_reserve(&iii_losses, sizeof(*notice), 0);
+	if (!notice) {
+		count(III_COUNTER_UNRECORDED);
+		return;
+	}
+	notice->header = *lost;
+	notice->header.kind = III_EVENT_LOST;
+	notice->total_len = total_len;
+	notice->lost_kind = lost->kind;
+	notice->reserved[0] = 0;
+	notice->reserved[1] = 0;
+	notice->reserved[2] = 0;
+	bpf_ringbuf_submit(notice, BPF_RB_NO_WAKEUP);
 }
 
 /* The current task's pid_tgid as events report it: the kernel's own (pid_tgid), or with a pid
@@ -166,6 +194,14 @@ static __always_inline void fill_header(struct iii_event_header *header, __u64 i
 	header->syscall = syscall;
 	header->direction = 0;
 	header->family = 0;
+}
+
+/* A record of `kind` could not be reserved: report it with a header of its own. */
+static __always_inline void record_lost_header(__u64 ids, __s32 fd, __u8 kind, __u8 syscall)
+{
+	struct iii_event_header header;
+	fill_header(&header, ids, fd, kind, syscall);
+	record_loss(&header, 0);
 }
 
 static __always_inline struct file *fd_to_file(__s32 fd)
@@ -331,7 +367,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx, __u8
 
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
 	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag(size, false)))
-		count_drop();
+		record_loss(&event->header, ret);
 }
 
 /* Reads both ends of an IPv4/IPv6 socket; false for other families (unix sockets etc.). */
@@ -361,7 +397,7 @@ static __always_inline void emit_conn(__u64 ids, __s32 fd, __u8 kind, __u8 sysca
 		return;
 	struct iii_conn_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count_drop();
+		record_lost_header(ids, fd, kind, syscall);
 		return;
 	}
 	__builtin_memset(event->local_addr, 0, sizeof(event->local_addr));
@@ -482,7 +518,7 @@ int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct iii_close_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count_drop();
+		record_lost_header(closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
 		return 0;
 	}
 	fill_header(&event->header, closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
@@ -523,7 +559,7 @@ static __always_inline void emit_fork(__u64 parent_ids, __u32 child_tgid)
 	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
 	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count_drop();
+		record_lost_header(parent_ids, -1, III_EVENT_FORK, 0);
 		return;
 	}
 	fill_header(&event->header, parent_ids, -1, III_EVENT_FORK, 0);
@@ -588,7 +624,7 @@ int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	bpf_map_delete_elem(&iii_tgids, &tgid);
 	struct iii_exit_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		count_drop();
+		record_lost_header(ids, -1, III_EVENT_EXIT, 0);
 		return 0;
 	}
 	fill_header(&event->header, ids, -1, III_EVENT_EXIT, 0);

@@ -15,7 +15,7 @@
 #include <linux/types.h>
 #endif
 
-#define III_LAYOUT_VERSION 1
+#define III_LAYOUT_VERSION 2
 
 /* Hard upper bound of payload bytes per data event; the load-time setting may lower it.
  * Twice this (the iovec copy needs the slack, see copy_iov) must fit a per-CPU value (32 KiB). */
@@ -32,6 +32,7 @@ enum iii_event_kind {
 	III_EVENT_CLOSE = 4,
 	III_EVENT_FORK = 5,
 	III_EVENT_EXIT = 6,
+	III_EVENT_LOST = 7, /* a record the ring could not take (iii_lost_event, from the loss ring) */
 };
 
 enum iii_syscall {
@@ -57,8 +58,9 @@ enum iii_direction {
 
 /* Index into the per-CPU counters map iii_counters. */
 enum iii_counter {
-	III_COUNTER_DROPPED = 0, /* records lost because the ring buffer was full */
-	III_COUNTER_COUNT = 1,
+	III_COUNTER_DROPPED = 0,    /* records lost because the ring buffer was full */
+	III_COUNTER_UNRECORDED = 1, /* of those, losses the loss ring could not record either */
+	III_COUNTER_COUNT = 2,
 };
 
 /*
@@ -118,6 +120,19 @@ struct iii_fork_event {
 /* A traced process exited (its last thread or its main thread). */
 struct iii_exit_event {
 	struct iii_event_header header;
+};
+
+/*
+ * A record the event ring could not take, written to the (small) loss ring instead: user space
+ * learns which connection lost what, and where in its stream (the addon puts each notice before
+ * that connection's next record). The header is the lost record's (timestamp, pid, tid, fd,
+ * syscall, direction) with kind III_EVENT_LOST.
+ */
+struct iii_lost_event {
+	struct iii_event_header header;
+	__u32 total_len;    /* bytes the lost syscall moved (data records), else 0 */
+	__u8 lost_kind;     /* enum iii_event_kind of the lost record */
+	__u8 reserved[3];
 };
 
 #endif /* III_CAPTURE_H */

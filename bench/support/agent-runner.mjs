@@ -4,7 +4,8 @@
  *   node bench/support/agent-runner.mjs proxy OBS_URL LISTEN_PORT UPSTREAM_PORT
  * Plain JavaScript, not TypeScript: Node's type stripping would load its TypeScript transformer into
  * the process whose RSS the bench reports (+20 MB), which a deployed agent (compiled JS) never does.
- * Prints `ready {json}` once running, `stats {json}` on SIGUSR2, and final `stats {json}` on SIGTERM.
+ * Prints `ready {json}` once running, `stats {json}` on SIGUSR2, and final `stats {json}` on SIGTERM,
+ * after the agent stopped as `iii agent` does (drained what the kernel captured, waited for obs's acks).
  */
 import * as Agent from "@iii/agent/Agent"
 import * as Exporter from "@iii/agent/Exporter"
@@ -47,8 +48,11 @@ const report = async () => {
     `stats ${JSON.stringify({
       events: stats.events,
       spans: stats.spans,
-      captureDropped: stats.captureDropped,
-      exportDropped: stats.exporter.spansDropped + stats.exporter.logsDropped + stats.exporter.metricsDropped,
+      requestsDropped: stats.requestsDropped,
+      spansLostInExport: Agent.spansLostInExport(stats.exporter),
+      ringFullRecords: stats.capture?.dropped ?? 0,
+      unrecordedRecords: stats.capture?.unrecorded ?? 0,
+      abandonedRecords: stats.capture?.abandoned ?? 0,
       spansSealed: stats.exporter.spansSealed,
       memory: Object.fromEntries(
         Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)])

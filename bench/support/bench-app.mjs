@@ -1,7 +1,13 @@
 // The service bench:agent-overhead loads: a small JSON endpoint, as typical as a Node.js API gets.
+// On SIGUSR2 it prints how many requests it has answered (`answered N`), the bench's ground truth
+// for the agent's accounting.
 import http from "node:http"
 
+let answered = 0
+process.on("SIGUSR2", () => process.stdout.write(`answered ${answered}\n`))
+
 const server = http.createServer((req, res) => {
+  answered++
   const body = JSON.stringify({
     id: req.url?.split("/").pop(),
     name: "Ada Lovelace",

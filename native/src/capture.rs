@@ -22,6 +22,9 @@ pub type BatchCallback = ThreadsafeFunction<u32, (), u32, Status, false>;
 /// The index the batch callback receives once the capture has ended.
 pub const END: u32 = u32::MAX;
 
+/// Sent on the recycling channel to interrupt a reader waiting for a buffer (not a buffer index).
+const WAKE: u32 = u32::MAX - 1;
+
 /// A batch buffer JavaScript lent the reader: its address and length (plain numbers, so the
 /// reader thread can hold them; `Capture` keeps the buffers themselves alive).
 #[derive(Clone, Copy)]
@@ -51,20 +54,34 @@ pub struct Settings {
 #[derive(Default)]
 pub struct ReaderStats {
     pub batches: AtomicU64,
+    /// Records handed over, loss notices included.
     pub records: AtomicU64,
+    /// Loss notices handed over (records the kernel could not write, each naming its connection).
+    pub losses: AtomicU64,
+    /// Loss notices the reader could not keep (more were waiting than `MAX_PENDING_NOTICES`).
+    pub notices_overflowed: AtomicU64,
     pub malformed: AtomicU64,
-    /// Records left in the ring at close because every buffer was still with JS.
+    /// Records (and loss notices) left at close because they could not be handed over in time.
     pub abandoned: AtomicU64,
 }
 
+/// Loss notices the reader holds for records it has not read yet; beyond it they are counted only.
+const MAX_PENDING_NOTICES: usize = 16_384;
+
 pub struct Running {
     ebpf: Option<Ebpf>,
+    /// `close` ran: the maps stay readable (counters), nothing may be added.
+    pub closed: bool,
+    /// Asks the reader to hand over everything left and then end (after the programs are detached).
+    draining: Arc<AtomicBool>,
     tgids: HashMap<MapData, u32, u8>,
     cgroups: HashMap<MapData, u64, u8>,
     counters: PerCpuArray<MapData, u64>,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     recycled: Sender<u32>,
+    /// Wakes the reader from its poll (drain, close): an eventfd.
+    wake: Arc<std::os::fd::OwnedFd>,
     /// Per buffer: whether JavaScript holds it (handed over, not recycled yet).
     with_js: Arc<Vec<AtomicBool>>,
     pub stats: Arc<ReaderStats>,
@@ -267,6 +284,7 @@ impl Running {
         let mut cgroups: HashMap<MapData, u64, u8> = take_map(&mut ebpf, "iii_cgroups")?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "iii_counters")?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "iii_events")?;
+        let losses: RingBuf<MapData> = take_map(&mut ebpf, "iii_losses")?;
         for pid in pids {
             tgids
                 .insert(pid, 1, 0)
@@ -316,6 +334,14 @@ impl Running {
         }
 
         let stop = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
+        // SAFETY: eventfd returns a new fd (or -1), owned from here on.
+        let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if wake < 0 {
+            return Err(error("io", format!("eventfd: {}", std::io::Error::last_os_error())));
+        }
+        // SAFETY: `wake` is a valid fd nobody else owns.
+        let wake = Arc::new(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(wake) });
         let (recycled, free) = std::sync::mpsc::channel();
         let with_js: Arc<Vec<AtomicBool>> =
             Arc::new(slabs.iter().map(|_| AtomicBool::new(false)).collect());
@@ -324,9 +350,13 @@ impl Running {
         }
         let reader = {
             let stop = stop.clone();
+            let draining = draining.clone();
             let stats = stats.clone();
             let reader = Reader {
+                wake: wake.clone(),
                 ring,
+                losses,
+                notices: Notices::default(),
                 on_batch,
                 stats,
                 interval: settings.poll_interval,
@@ -336,11 +366,14 @@ impl Running {
             };
             std::thread::Builder::new()
                 .name("iii-ringbuf".into())
-                .spawn(move || reader.run(&stop))
+                .spawn(move || reader.run(&stop, &draining))
                 .map_err(|e| error("io", format!("starting the reader thread: {e}")))?
         };
         Ok(Running {
             ebpf: Some(ebpf),
+            closed: false,
+            draining,
+            wake,
             tgids,
             cgroups,
             counters,
@@ -403,19 +436,38 @@ impl Running {
             .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
     }
 
-    /// Records the kernel dropped because the ring was full, summed over CPUs.
-    pub fn kernel_dropped(&self) -> napi::Result<u64> {
+    /// A kernel counter (`layout::COUNTER_*`), summed over CPUs.
+    pub fn kernel_counter(&self, counter: u32) -> napi::Result<u64> {
         let values = self
             .counters
-            .get(&layout::COUNTER_DROPPED, 0)
+            .get(&counter, 0)
             .map_err(|e| error("map", format!("reading counters: {e}")))?;
         Ok(values.iter().sum())
     }
 
-    /// Detaches every program, lets the reader drain what is left, then stops it.
+    /// Detaches every program (nothing new is captured) and lets the reader hand over everything
+    /// still in the rings, however many batches that takes, then the end-of-capture batch.
+    pub fn drain(&mut self) {
+        self.ebpf.take();
+        self.draining.store(true, Ordering::Release);
+        self.wake_reader();
+    }
+
+    /// Interrupts the reader's wait (its poll, or its wait for a buffer).
+    fn wake_reader(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        let _ = self.recycled.send(WAKE);
+    }
+
+    /// Detaches every program, hands over what fits in the free buffers (the rest is counted as
+    /// abandoned), then stops the reader. The maps stay readable.
     pub fn close(&mut self) {
         self.ebpf.take();
+        self.closed = true;
         self.stop.store(true, Ordering::Release);
+        self.wake_reader();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
@@ -428,8 +480,23 @@ impl Drop for Running {
     }
 }
 
+/// Loss notices waiting for their place in a batch: just before the next record of their
+/// connection (pid + fd), or at the end of a batch that emptied the ring. Keyed by connection, in
+/// ring order within each.
+#[derive(Default)]
+struct Notices {
+    by_connection: std::collections::HashMap<u64, std::collections::VecDeque<[u8; LOST]>>,
+    count: usize,
+}
+
+const LOST: usize = std::mem::size_of::<layout::LostEvent>();
+
 struct Reader {
+    wake: Arc<std::os::fd::OwnedFd>,
     ring: RingBuf<MapData>,
+    /// The programs' loss notices (records `ring` could not take).
+    losses: RingBuf<MapData>,
+    notices: Notices,
     on_batch: BatchCallback,
     stats: Arc<ReaderStats>,
     interval: Duration,
@@ -451,80 +518,210 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
 
 const BATCH_HEADER: usize = std::mem::size_of::<layout::BatchHeader>();
 
+/// Where a `fill` stopped.
+#[derive(PartialEq)]
+enum Filled {
+    /// The buffer cannot take the next record: more are waiting.
+    Full,
+    /// The rings are empty and every loss notice was placed.
+    Empty,
+}
+
+/// Appends one record, length-prefixed, at `at`; returns the position after it.
+fn put(out: &mut [u8], at: usize, record: &[u8]) -> usize {
+    out[at..at + 4].copy_from_slice(&(record.len() as u32).to_le_bytes());
+    out[at + 4..at + 4 + record.len()].copy_from_slice(record);
+    at + 4 + record.len()
+}
+
+/// Moves a connection's notices up to time `until` into `out` at `at`, keeping `reserve` bytes free
+/// after them; returns how many it placed and whether it placed all of those.
+fn place(
+    queue: &mut std::collections::VecDeque<[u8; LOST]>,
+    out: &mut [u8],
+    at: &mut usize,
+    until: u64,
+    reserve: usize,
+) -> (usize, bool) {
+    let mut placed = 0;
+    while let Some(notice) = queue.front() {
+        if layout::timestamp(notice) > until {
+            break;
+        }
+        if *at + 4 + LOST + reserve > out.len() {
+            return (placed, false);
+        }
+        *at = put(out, *at, notice);
+        queue.pop_front();
+        placed += 1;
+    }
+    (placed, true)
+}
+
+impl Notices {
+    /// Moves the loss ring's notices here (counted, not kept, beyond `MAX_PENDING_NOTICES`).
+    fn take(&mut self, losses: &mut RingBuf<MapData>, stats: &ReaderStats) {
+        while let Some(notice) = losses.next() {
+            if notice.len() != LOST || self.count >= MAX_PENDING_NOTICES {
+                stats.notices_overflowed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut copy = [0u8; LOST];
+            copy.copy_from_slice(&notice);
+            self.by_connection
+                .entry(layout::connection_key(&copy))
+                .or_default()
+                .push_back(copy);
+            self.count += 1;
+        }
+    }
+}
+
 impl Reader {
-    fn run(mut self, stop: &AtomicBool) {
+    fn run(mut self, stop: &AtomicBool, draining: &AtomicBool) {
         let fd = self.ring.as_raw_fd();
         let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
         let mut slab: Option<u32> = None;
         loop {
             let stopping = stop.load(Ordering::Acquire);
+            let drain = draining.load(Ordering::Acquire);
+            let mut emptied = false;
             // Fill buffers while the ring has records and JavaScript has buffers to spare.
             loop {
                 if slab.is_none() {
-                    slab = self.free.try_recv().ok();
+                    slab = self.free.try_iter().find(|&index| index != WAKE);
                 }
                 let Some(index) = slab else { break };
-                let (records, full) = self.fill(index);
+                let (records, filled) = self.fill(index);
                 if records > 0 {
                     self.send(index);
                     slab = None;
                 }
-                if !full {
+                if filled == Filled::Empty {
+                    emptied = true;
                     break;
                 }
             }
             if stopping {
                 // Closing runs on the JS thread, which cannot hand buffers back meanwhile: what
                 // does not fit in the free ones is counted, not waited for.
-                let mut left = 0;
+                let mut left = self.notices.count as u64;
                 while self.ring.next().is_some() {
+                    left += 1;
+                }
+                while self.losses.next().is_some() {
                     left += 1;
                 }
                 self.stats.abandoned.fetch_add(left, Ordering::Relaxed);
                 break;
             }
+            // Draining: the programs are detached, so an empty ring stays empty.
+            if drain && emptied {
+                break;
+            }
+            // Notices are taken even while every buffer is out, so that the small loss ring keeps
+            // room for the losses of a backlog.
+            self.notices.take(&mut self.losses, &self.stats);
             if slab.is_none() {
                 // Every buffer is with JavaScript: records wait in the ring (the kernel counts
                 // what it cannot take) until one comes back.
-                slab = self.free.recv_timeout(self.interval).ok();
+                slab = self.free.recv_timeout(self.interval).ok().filter(|&index| index != WAKE);
                 continue;
             }
-            let mut pollfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd. Woken by the programs' forced wakeups or the timeout.
-            unsafe { libc::poll(&mut pollfd, 1, timeout) };
+            if drain {
+                continue;
+            }
+            let mut pollfds = [
+                libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds. Woken by the programs' forced wakeups, `wake_reader` or
+            // the timeout.
+            unsafe { libc::poll(pollfds.as_mut_ptr(), 2, timeout) };
+            if pollfds[1].revents != 0 {
+                let mut count: u64 = 0;
+                // SAFETY: reads the eventfd's 8-byte counter into a valid u64 (resets it).
+                unsafe { libc::read(self.wake.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+            }
         }
         self.on_batch
             .call(END, ThreadsafeFunctionCallMode::NonBlocking);
     }
 
-    /// Moves records from the ring into buffer `index` until the ring is empty or the buffer cannot
-    /// take the largest possible record; returns how many records, and whether it stopped full.
-    fn fill(&mut self, index: u32) -> (u32, bool) {
+    /// Moves records from the rings into buffer `index` until they are empty or the buffer cannot
+    /// take the next one; returns how many records (loss notices included) and where it stopped.
+    /// A loss notice goes just before the next record of its connection (the order the connection
+    /// lived it in), or at the end once the ring is empty.
+    fn fill(&mut self, index: u32) -> (u32, Filled) {
         let slab = self.slabs[index as usize];
         // SAFETY: JavaScript lent this buffer and leaves it alone from recycling it until it is
         // handed over again (`send`); `Capture` keeps it alive until this thread has stopped.
         let out = unsafe { std::slice::from_raw_parts_mut(slab.address as *mut u8, slab.len) };
         let mut at = BATCH_HEADER;
         let mut count = 0u32;
-        let mut full = true;
-        while at + MAX_RECORD <= out.len() {
+        let mut losses = 0u64;
+        let filled = loop {
+            if at + MAX_RECORD > out.len() {
+                break Filled::Full;
+            }
+            // A notice is in the loss ring before any later record of its connection is in the
+            // event ring (the program wrote it during the earlier syscall): taking notices after
+            // the record below was seen committed finds every notice that must precede it.
             let Some(record) = self.ring.next() else {
-                full = false;
-                break;
+                self.notices.take(&mut self.losses, &self.stats);
+                // A record may have landed between the look and the notices: look again.
+                if self.ring.next().is_some_and(|record| {
+                    std::mem::forget(record); // peeked, left in the ring
+                    true
+                }) {
+                    continue;
+                }
+                // Empty: every waiting notice's predecessors were read; place them all.
+                let mut placed_all = true;
+                for queue in self.notices.by_connection.values_mut() {
+                    let (placed, all) = place(queue, out, &mut at, u64::MAX, 0);
+                    self.notices.count -= placed;
+                    count += placed as u32;
+                    losses += placed as u64;
+                    placed_all &= all;
+                }
+                self.notices.by_connection.retain(|_, queue| !queue.is_empty());
+                break if placed_all { Filled::Empty } else { Filled::Full };
             };
+            self.notices.take(&mut self.losses, &self.stats);
+            if self.notices.count > 0 {
+                let key = layout::connection_key(&record);
+                let ts = layout::timestamp(&record);
+                if let Some(queue) = self.notices.by_connection.get_mut(&key) {
+                    let (placed, all) = place(queue, out, &mut at, ts, 4 + record.len());
+                    self.notices.count -= placed;
+                    count += placed as u32;
+                    losses += placed as u64;
+                    if queue.is_empty() {
+                        self.notices.by_connection.remove(&key);
+                    }
+                    if !all {
+                        // Leave the record in the ring: its notices come first, in the next batch.
+                        std::mem::forget(record);
+                        break Filled::Full;
+                    }
+                }
+            }
             if !layout::is_valid_record(&record) {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            out[at..at + 4].copy_from_slice(&(record.len() as u32).to_le_bytes());
-            out[at + 4..at + 4 + record.len()].copy_from_slice(&record);
-            at += 4 + record.len();
+            at = put(out, at, &record);
             count += 1;
-        }
+        };
         if count > 0 {
             let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
             out[0..8].copy_from_slice(&offset.to_le_bytes());
@@ -534,8 +731,9 @@ impl Reader {
             self.stats
                 .records
                 .fetch_add(count.into(), Ordering::Relaxed);
+            self.stats.losses.fetch_add(losses, Ordering::Relaxed);
         }
-        (count, full)
+        (count, filled)
     }
 
     fn send(&self, index: u32) {

@@ -58,7 +58,15 @@ pub struct ExitEvent {
     pub header: EventHeader,
 }
 
-pub const LAYOUT_VERSION: u32 = 1;
+#[repr(C)]
+pub struct LostEvent {
+    pub header: EventHeader,
+    pub total_len: u32,
+    pub lost_kind: u8,
+    pub reserved: [u8; 3],
+}
+
+pub const LAYOUT_VERSION: u32 = 2;
 pub const MAX_PAYLOAD: u32 = 8192;
 pub const DEFAULT_PAYLOAD: u32 = 4096;
 
@@ -68,8 +76,25 @@ pub const EVENT_ACCEPT: u8 = 3;
 pub const EVENT_CLOSE: u8 = 4;
 pub const EVENT_FORK: u8 = 5;
 pub const EVENT_EXIT: u8 = 6;
+pub const EVENT_LOST: u8 = 7;
 
 pub const COUNTER_DROPPED: u32 = 0;
+pub const COUNTER_UNRECORDED: u32 = 1;
+
+/// A record's (pid, fd), as one key: what ties a loss notice to the connection it belongs to.
+pub fn connection_key(record: &[u8]) -> u64 {
+    let pid = offset_of!(EventHeader, pid);
+    let fd = offset_of!(EventHeader, fd);
+    let word = |at: usize| u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);
+    (u64::from(word(pid)) << 32) | u64::from(word(fd))
+}
+
+/// A record's timestamp (the kernel's monotonic clock).
+pub fn timestamp(record: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&record[..8]);
+    u64::from_le_bytes(bytes)
+}
 
 /// Whether `record` is a complete record of a known kind (sizes as the header defines them).
 pub fn is_valid_record(record: &[u8]) -> bool {
@@ -91,6 +116,7 @@ pub fn is_valid_record(record: &[u8]) -> bool {
         EVENT_CLOSE => size_of::<CloseEvent>(),
         EVENT_FORK => size_of::<ForkEvent>(),
         EVENT_EXIT => size_of::<ExitEvent>(),
+        EVENT_LOST => size_of::<LostEvent>(),
         _ => return false,
     };
     record.len() == expected
@@ -156,5 +182,14 @@ pub fn describe() -> Vec<StructDescription> {
             ],
         ),
         ("iii_exit_event", size_of::<ExitEvent>(), vec![]),
+        (
+            "iii_lost_event",
+            size_of::<LostEvent>(),
+            vec![
+                ("total_len", offset_of!(LostEvent, total_len)),
+                ("lost_kind", offset_of!(LostEvent, lost_kind)),
+                ("reserved", offset_of!(LostEvent, reserved)),
+            ],
+        ),
     ]
 }

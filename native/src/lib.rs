@@ -50,12 +50,19 @@ pub struct CaptureOptions {
 
 #[napi(object)]
 pub struct Counters {
-    /// Records lost because the ring buffer was full (or still in it when the capture closed while
-    /// JavaScript held every buffer).
+    /// Records the kernel could not write because the ring buffer was full.
     pub dropped: f64,
+    /// Of those, the ones no loss notice reports (the loss ring was full too, or the reader held
+    /// too many notices): their connections cannot tell what they lost.
+    pub unrecorded: f64,
+    /// Loss notices handed to JavaScript (each a record the kernel could not write).
+    pub losses: f64,
+    /// Records and loss notices still in the rings when the capture closed before they could be
+    /// handed over.
+    pub abandoned: f64,
     /// Batches handed to JavaScript.
     pub batches: f64,
-    /// Records handed to JavaScript.
+    /// Records handed to JavaScript, loss notices included.
     pub records: f64,
     /// Records skipped because their size did not match their kind (should stay 0).
     pub malformed: f64,
@@ -182,7 +189,11 @@ impl Capture {
             object,
             payload_bytes: options.payload_bytes.unwrap_or(layout::DEFAULT_PAYLOAD),
             ring_buffer_bytes,
-            wakeup_bytes: options.wakeup_bytes.unwrap_or(64 * 1024),
+            // A threshold the ring cannot reach would leave the reader to its timer alone.
+            wakeup_bytes: options
+                .wakeup_bytes
+                .unwrap_or(64 * 1024)
+                .min(ring_buffer_bytes / 2),
             poll_interval: Duration::from_millis(
                 options.poll_interval_ms.unwrap_or(100).max(1).into(),
             ),
@@ -217,6 +228,7 @@ impl Capture {
     fn running(&mut self) -> napi::Result<&mut Running> {
         self.running
             .as_mut()
+            .filter(|running| !running.closed)
             .ok_or_else(|| error("closed", "the capture is closed"))
     }
 
@@ -226,13 +238,21 @@ impl Capture {
         self.running()?.add_pid(pid)
     }
 
+    /// Stops capturing (detaches the programs) and hands over everything still in the rings, as
+    /// batches like any other, then the end-of-capture index. `close` afterwards.
+    #[napi]
+    pub fn drain(&mut self) -> napi::Result<()> {
+        self.running()?.drain();
+        Ok(())
+    }
+
     /// Hands buffer `index` back to the reader: JavaScript is done with the batch in it.
     #[napi]
     pub fn recycle(&mut self, index: u32) -> napi::Result<()> {
         match &self.running {
-            Some(running) => running.recycle(index),
+            Some(running) if !running.closed => running.recycle(index),
             // Closed: the reader is gone, nothing to fill.
-            None => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -253,13 +273,21 @@ impl Capture {
         running.add_cgroup(id)
     }
 
+    /// Readable after `close` too: the final figures.
     #[napi]
     pub fn counters(&mut self) -> napi::Result<Counters> {
-        let running = self.running()?;
-        let dropped = running.kernel_dropped()?;
+        let running = self
+            .running
+            .as_ref()
+            .ok_or_else(|| error("closed", "the capture is closed"))?;
         let stats = &running.stats;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed) as f64;
         Ok(Counters {
-            dropped: (dropped + stats.abandoned.load(Ordering::Relaxed)) as f64,
+            dropped: running.kernel_counter(layout::COUNTER_DROPPED)? as f64,
+            unrecorded: (running.kernel_counter(layout::COUNTER_UNRECORDED)? as f64)
+                + load(&stats.notices_overflowed),
+            losses: load(&stats.losses),
+            abandoned: load(&stats.abandoned),
             batches: stats.batches.load(Ordering::Relaxed) as f64,
             records: stats.records.load(Ordering::Relaxed) as f64,
             malformed: stats.malformed.load(Ordering::Relaxed) as f64,
@@ -267,11 +295,12 @@ impl Capture {
         })
     }
 
-    /// Detaches the programs, delivers what is still in the ring, then the empty end-of-capture
-    /// batch. Idempotent. (If the process exits instead, the kernel detaches with the fds.)
+    /// Detaches the programs, delivers what fits in the free buffers (the rest is counted as
+    /// abandoned), then the end-of-capture index. Idempotent; `counters` still answers. (If the
+    /// process exits instead, the kernel detaches with the fds.)
     #[napi]
     pub fn close(&mut self) {
-        if let Some(mut running) = self.running.take() {
+        if let Some(running) = self.running.as_mut() {
             running.close();
         }
     }

@@ -15,12 +15,13 @@
  */
 
 import type { Telemetry } from "@iii/core"
-import { Context, Effect, Layer, Schedule, type Scope, Stream } from "effect"
+import { Context, Effect, Fiber, Layer, Schedule, type Scope, Stream } from "effect"
 import * as EbpfCapture from "./EbpfCapture.js"
 import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
-import { EventProcessor } from "./EventProcessor.js"
+import { EventProcessor, type RequestDrops } from "./EventProcessor.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
 import { nowUnixNano } from "./internal/Clock.js"
+import * as SelfMetrics from "./internal/SelfMetrics.js"
 import { LineSplitter, LogEmitter } from "./Logs.js"
 import * as ProxyMode from "./ProxyMode.js"
 import { Recorder } from "./Recorder.js"
@@ -56,6 +57,13 @@ export interface AgentOptions {
   readonly statsIntervalMs?: number
   /** Connections silent this long are ended (their close was missed). Default 10 minutes. */
   readonly idleConnectionMs?: number
+  /**
+   * At shutdown, how long the agent keeps turning what it already saw into telemetry: eBPF, what the
+   * kernel captured (the rest is counted as `capture.abandoned`); proxy, the requests under way (the
+   * rest are cut, a `no_response` span each). The exporter then has its own `drainTimeoutMs` for
+   * obs's acks. Default 5 s.
+   */
+  readonly shutdownTimeoutMs?: number
   /** Passed to the kernel capture (payload bytes, ring buffer size…). */
   readonly capture?: Omit<EbpfCapture.Options, "pids" | "cgroups">
 }
@@ -66,9 +74,39 @@ export interface AgentStats {
   readonly spans: number
   readonly logs: number
   readonly openConnections: number
-  /** Kernel ring buffer + user-space queue drops (eBPF mode). */
-  readonly captureDropped: number
+  /**
+   * Requests answered (or still waiting when the agent stopped) that did not become spans, by
+   * reason. With `spans` and the exporter's dropped spans, every request the traced processes
+   * answered is accounted for. (Proxy mode: always zero, every request it forwards is a span.)
+   */
+  readonly requestsDropped: RequestDrops
+  /** The kernel capture's counters (eBPF mode): records the ring could not take, and so on. */
+  readonly capture: EbpfCapture.Counters | undefined
   readonly exporter: ExporterStats
+}
+
+/** Spans the exporter lost: its buffer was full, obs rejected them, or they were unsent at shutdown. */
+export const spansLostInExport = (exporter: ExporterStats): number =>
+  exporter.spansDropped + exporter.spansRejected + exporter.spansUnsent
+
+/** One line saying where everything went (what the agent logs every minute and when it stops). */
+export const describeStats = (s: AgentStats): string => {
+  const drops = s.requestsDropped
+  const notTraced = drops.ring_full + drops.unparsed + drops.shutdown
+  const capture =
+    s.capture === undefined
+      ? ""
+      : `; kernel ring full: ${s.capture.dropped} records (${s.capture.unrecorded} unattributed)` +
+        (s.capture.abandoned > 0 ? `, ${s.capture.abandoned} abandoned at stop` : "")
+  const e = s.exporter
+  return (
+    `${s.spans} spans, ${s.logs} logs, ${s.openConnections} open connections; ` +
+    `requests not traced: ${notTraced} (ring full ${drops.ring_full}, unparsed ${drops.unparsed}, shutdown ${drops.shutdown})` +
+    capture +
+    `; export dropped: ${spansLostInExport(e)} spans (buffer full ${e.spansDropped}, rejected ${e.spansRejected}, ` +
+    `unsent at stop ${e.spansUnsent}), ${e.logsDropped + e.logsRejected + e.logsUnsent} logs, ` +
+    `${e.metricsDropped + e.metricsRejected + e.metricsUnsent} metrics (buffered ${e.bufferedBytes} B)`
+  )
 }
 
 export interface AgentService {
@@ -115,10 +153,12 @@ export const chooseMode = (
   }
 }
 
-const flushMetrics = (red: RedMetrics, exporter: Exporter["Type"]) =>
-  Effect.sync(() => {
-    for (const point of red.flush(nowUnixNano())) exporter.metric(point)
-  })
+const totalsOf = (s: AgentStats): SelfMetrics.Totals => ({
+  spans: s.spans,
+  ...s.requestsDropped,
+  export: spansLostInExport(s.exporter),
+  recordsLost: s.capture?.dropped ?? 0
+})
 
 export type AgentError = ModeUnavailable | AgentConfigError | ProxyError | EbpfCapture.StartError
 
@@ -141,8 +181,30 @@ export const make = (
     const metricsInterval = `${options.metricsIntervalMs ?? 10_000} millis` as const
     const statsIntervalMs = options.statsIntervalMs ?? 60_000
     const identity = options.identity
-    let stats: Effect.Effect<AgentStats>
+    let stats: Effect.Effect<AgentStats> | undefined
     let service: AgentService
+    // The RED metrics and the agent's own counters (`SelfMetrics`), flushed together.
+    let selfTotals = SelfMetrics.zero
+    let selfSince = nowUnixNano()
+    const flushMetrics = (red: RedMetrics) =>
+      Effect.gen(function* () {
+        const now = nowUnixNano()
+        for (const point of red.flush(now)) exporter.metric(point)
+        if (stats === undefined) return
+        const totals = totalsOf(yield* stats)
+        for (const point of SelfMetrics.points(identity, selfTotals, totals, now, Number(now - selfSince)))
+          exporter.metric(point)
+        selfTotals = totals
+        selfSince = now
+      })
+    // Registered first, so it runs last: after the capture drained and closed (final figures).
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() =>
+        stats === undefined
+          ? Effect.void
+          : Effect.flatMap(stats, (s) => Effect.logInfo(`stopped: ${describeStats(s)}`))
+      )
+    )
 
     if (chosen.mode === "ebpf") {
       const capture = yield* EbpfCapture.start({
@@ -167,12 +229,12 @@ export const make = (
           ` [${(options.pids ?? []).join(", ")}] and their children` +
           ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
       )
-      yield* capture.batches.pipe(
+      const consumer = yield* capture.batches.pipe(
         Stream.runForEach((batch) => Effect.sync(() => processor.process(batch))),
         Effect.forkScoped
       )
       const idleNs = BigInt(options.idleConnectionMs ?? 600_000) * 1_000_000n
-      yield* flushMetrics(processor.red, exporter).pipe(
+      yield* flushMetrics(processor.red).pipe(
         Effect.zipRight(
           Effect.sync(() => {
             const now = nowUnixNano()
@@ -182,16 +244,33 @@ export const make = (
         Effect.repeat(Schedule.spaced(metricsInterval)),
         Effect.forkScoped
       )
-      yield* Effect.addFinalizer(() => flushMetrics(processor.red, exporter))
+      // Runs before the consumer is interrupted and the capture closed (finalizers run in reverse):
+      // what the kernel captured before the stop becomes telemetry, within a bounded time.
+      const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000
+      yield* Effect.addFinalizer(() =>
+        Effect.gen(function* () {
+          yield* capture.drain
+          const drained = yield* Fiber.join(consumer).pipe(
+            Effect.timeoutOption(`${shutdownTimeoutMs} millis`)
+          )
+          if (drained._tag === "None")
+            yield* Effect.logWarning(
+              `stopping: the capture's backlog was not processed within ${shutdownTimeoutMs} ms; the rest is abandoned (counted)`
+            )
+          processor.finish(nowUnixNano())
+          yield* flushMetrics(processor.red)
+        })
+      )
       stats = Effect.gen(function* () {
-        const counters = yield* capture.counters
+        const processed = processor.stats
         return {
           mode: "ebpf" as const,
-          events: processor.stats.events,
-          spans: processor.stats.spans,
-          logs: processor.stats.logs,
+          events: processed.events,
+          spans: processed.spans,
+          logs: processed.logs,
           openConnections: processor.openConnections,
-          captureDropped: counters.dropped,
+          requestsDropped: processed.requestsDropped,
+          capture: yield* capture.counters,
           exporter: yield* exporter.stats
         }
       })
@@ -201,18 +280,18 @@ export const make = (
       if (proxyOptions === undefined)
         return yield* new AgentConfigError({ message: "proxy mode needs a proxy configuration" })
       const recorder = new Recorder(identity, exporter, nowUnixNano(), options.maxRoutes)
-      const server = yield* ProxyMode.make(proxyOptions, recorder)
+      const server = yield* ProxyMode.make(proxyOptions, recorder, options.shutdownTimeoutMs)
       yield* Effect.logInfo(
         `proxying ${server.listening.host}:${server.listening.port} → ${proxyOptions.upstream.host}:${proxyOptions.upstream.port}` +
           (server.egressListening === undefined
             ? ""
             : `, outbound calls via HTTP_PROXY=http://${server.egressListening.host}:${server.egressListening.port}`)
       )
-      yield* flushMetrics(recorder.red, exporter).pipe(
+      yield* flushMetrics(recorder.red).pipe(
         Effect.repeat(Schedule.spaced(metricsInterval)),
         Effect.forkScoped
       )
-      yield* Effect.addFinalizer(() => flushMetrics(recorder.red, exporter))
+      yield* Effect.addFinalizer(() => flushMetrics(recorder.red))
       const logs = new LogEmitter(identity, options.logLevel ?? "info", exporter)
       const lines = { stdout: new LineSplitter(), stderr: new LineSplitter() }
       const output = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
@@ -227,7 +306,8 @@ export const make = (
           spans: recorder.spans,
           logs: logs.stats.logs,
           openConnections: server.inFlight(),
-          captureDropped: 0,
+          requestsDropped: { ring_full: 0, unparsed: 0, shutdown: 0 },
+          capture: undefined,
           exporter: yield* exporter.stats
         }
       })
@@ -235,23 +315,17 @@ export const make = (
     }
 
     let previous = { events: 0, at: Date.now() }
-    const report = (prefix: string) =>
-      Effect.flatMap(stats, (s) => {
-        const now = Date.now()
-        const rate = ((s.events - previous.events) * 1000) / Math.max(1, now - previous.at)
-        previous = { events: s.events, at: now }
-        return Effect.logInfo(
-          `${prefix}${rate.toFixed(1)} events/s, ${s.spans} spans, ${s.logs} logs, ${s.openConnections} open; ` +
-            `dropped: ${s.captureDropped} capture events, ${s.exporter.spansDropped} spans, ` +
-            `${s.exporter.logsDropped} logs, ${s.exporter.metricsDropped} metrics (export buffer ${s.exporter.bufferedBytes} B)`
-        )
-      })
+    const report = Effect.flatMap(service.stats, (s) => {
+      const now = Date.now()
+      const rate = ((s.events - previous.events) * 1000) / Math.max(1, now - previous.at)
+      previous = { events: s.events, at: now }
+      return Effect.logInfo(`${rate.toFixed(1)} events/s, ${describeStats(s)}`)
+    })
     yield* Effect.sleep(`${statsIntervalMs} millis`).pipe(
-      Effect.zipRight(report("")),
+      Effect.zipRight(report),
       Effect.forever,
       Effect.forkScoped
     )
-    yield* Effect.addFinalizer(() => report("stopping: "))
     return service
   })
 

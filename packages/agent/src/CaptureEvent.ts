@@ -97,5 +97,29 @@ export interface ExitEvent {
   readonly pid: number
 }
 
+/**
+ * A record the kernel could not write because the ring buffer was full: which process, fd and
+ * direction lost what, at the time of the lost syscall. It comes where the lost record would have
+ * been in that connection's stream (before the connection's next event), so whoever reassembles the
+ * stream knows where the gap is. Only failures of the ring produce these; see
+ * `EbpfCapture.Counters` for losses no notice reports.
+ * @since 0.1.0
+ */
+export interface LostEvent {
+  readonly kind: "lost"
+  readonly timestampNs: bigint
+  readonly pid: number
+  readonly tid: number
+  /** -1 for a lost fork or exit. */
+  readonly fd: number
+  /** What was lost. */
+  readonly lost: "data" | "connect" | "accept" | "close" | "fork" | "exit"
+  /** Data: the direction and the syscall; others: `undefined`. */
+  readonly direction: Direction | undefined
+  readonly syscall: Syscall | undefined
+  /** Data: bytes the lost syscall moved; others: 0. */
+  readonly totalLength: number
+}
+
 /** @since 0.1.0 */
-export type CaptureEvent = DataEvent | ConnectionEvent | CloseEvent | ForkEvent | ExitEvent
+export type CaptureEvent = DataEvent | ConnectionEvent | CloseEvent | ForkEvent | ExitEvent | LostEvent

@@ -79,10 +79,22 @@ class Exchange<C> implements HttpExchange<C> {
   }
 }
 
+/**
+ * Why a request did not become a span (each counted once):
+ * - `ring_full`: the kernel could not write the request's or the response's record (the ring
+ *   buffer was full);
+ * - `unparsed`: the request or its response could not be parsed (lost framing, bytes past the
+ *   capture limit hiding a message);
+ * - `shutdown`: still waiting for its response when the agent stopped.
+ */
+export type DropReason = "ring_full" | "unparsed" | "shutdown"
+
 export interface ConnectionEvents<C> {
   onRequest(request: PendingRequest<C>): void
   onExchange(exchange: HttpExchange<C>): void
   onConnectionEnd(connection: Connection, endNs: bigint): void
+  /** A request answered (or, at shutdown, still waiting) that will not become an exchange. */
+  onDropped(connection: Connection, reason: DropReason): void
 }
 
 export interface TrackerOptions {
@@ -102,6 +114,10 @@ class Stream<C> {
   answering: Exchange<C> | undefined
   responseHead: MessageHead | undefined
   currentTid = 0
+  /** Why what the parsers cannot see is missing: a record the kernel lost, or the parsers' own limits. */
+  missing: DropReason = "unparsed"
+  /** The kernel lost records of this connection: unpaired responses are blamed on the ring. */
+  lossy = false
 
   constructor(
     connection: Connection,
@@ -128,7 +144,9 @@ class Stream<C> {
     onEnd: () => {},
     onNotHttp: () => {
       this.connection.opaque = true
-    }
+    },
+    // Its response will come unpaired and be counted then.
+    onHidden: () => {}
   }
 
   private readonly responseHandler: HttpParserHandler = {
@@ -143,6 +161,8 @@ class Stream<C> {
         return true
       }
       const request = this.queue.shift()
+      // A response to a request we never saw (its record lost, or its head unparseable).
+      if (request === undefined) this.events.onDropped(this.connection, this.lossy ? "ring_full" : "unparsed")
       this.answering = request
       this.responseHead = head
       return request?.head.method === "HEAD"
@@ -158,6 +178,13 @@ class Stream<C> {
     },
     onNotHttp: () => {
       this.connection.opaque = true
+    },
+    // A response we cannot see answered the oldest request waiting since before it (HTTP/1.x
+    // answers in order), or a request we never saw either.
+    onHidden: (timestampNs) => {
+      const oldest = this.queue[0]
+      if (oldest !== undefined && oldest.startNs <= timestampNs) this.queue.shift()
+      this.events.onDropped(this.connection, this.missing)
     }
   }
 
@@ -181,9 +208,22 @@ class Stream<C> {
     for (const request of this.queue) this.emit(request, undefined, endNs, "no_response")
     this.queue.length = 0
   }
+
+  /**
+   * The agent stops while the connection is open: a response under way is reported as far as it
+   * was seen; requests still waiting are counted as dropped (their answers may come after the
+   * agent stopped looking, so reporting them as unanswered would be wrong).
+   */
+  abandon(): void {
+    this.responses.close()
+    this.requests.close()
+    for (const _ of this.queue) this.events.onDropped(this.connection, "shutdown")
+    this.queue.length = 0
+  }
 }
 
 const connectionKey = (pid: number, fd: number): number => pid * 1_073_741_824 + fd
+const empty = new Uint8Array(0)
 
 const methodStart = /^(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH) /
 const looksLikeRequest = (bytes: Uint8Array): boolean => {
@@ -192,12 +232,22 @@ const looksLikeRequest = (bytes: Uint8Array): boolean => {
   return methodStart.test(head)
 }
 
+const looksLikeResponse = (bytes: Uint8Array): boolean =>
+  bytes.byteLength >= 8 && Buffer.from(bytes.buffer, bytes.byteOffset, 7).toString("latin1") === "HTTP/1."
+
 export class ConnectionTracker<C> {
   private readonly streams = new Map<number, Stream<C>>()
   private readonly maxPending: number
   private readonly maxConnections: number
   /** Connections ended because the table was full. */
   evicted = 0
+  /** Records the kernel lost on sockets no connection was tracked for (nothing to blame them on). */
+  lostUntracked = 0
+  /**
+   * Untracked sockets that lost records (their accept and first request, say): if the next thing
+   * they carry is a response, its connection is tracked from there and the response counted.
+   */
+  private readonly lossyUntracked = new Set<number>()
 
   constructor(
     private readonly events: ConnectionEvents<C>,
@@ -266,11 +316,16 @@ export class ConnectionTracker<C> {
     const key = connectionKey(pid, fd)
     let stream = this.streams.get(key)
     if (stream === undefined) {
-      // A socket from before tracing began: infer the role from the first request we see.
-      if (!looksLikeRequest(payload)) return
-      this.open(pid, fd, direction === "ingress" ? "server" : "client", timestampNs, undefined, undefined)
+      // A socket from before tracing began: infer the role from the first request we see; after a
+      // loss, a response tells it too (and is counted as one whose request was lost).
+      const lossy = this.lossyUntracked.delete(key)
+      const response = lossy && looksLikeResponse(payload)
+      if (!response && !looksLikeRequest(payload)) return
+      const server = (direction === "ingress") !== response
+      this.open(pid, fd, server ? "server" : "client", timestampNs, undefined, undefined)
       stream = this.streams.get(key)
       if (stream === undefined) return
+      stream.lossy = lossy
     }
     const connection = stream.connection
     connection.lastNs = timestampNs
@@ -284,9 +339,36 @@ export class ConnectionTracker<C> {
     parser.push(payload, uncaptured, timestampNs)
   }
 
+  /**
+   * The kernel could not write a record of `totalLength` bytes moved on pid + fd: the parsers skip
+   * them as unseen bytes (counted through a body of known length; a message they hid is reported
+   * through `onDropped`, blamed on the ring).
+   */
+  lost(
+    pid: number,
+    fd: number,
+    direction: "ingress" | "egress",
+    totalLength: number,
+    timestampNs: bigint
+  ): void {
+    const key = connectionKey(pid, fd)
+    const stream = this.streams.get(key)
+    if (stream === undefined) {
+      this.lostUntracked++
+      if (this.lossyUntracked.size >= this.maxConnections) this.lossyUntracked.clear()
+      this.lossyUntracked.add(key)
+      return
+    }
+    stream.lossy = true
+    stream.missing = "ring_full"
+    this.data(pid, stream.currentTid, fd, direction, empty, totalLength, timestampNs)
+    stream.missing = "unparsed"
+  }
+
   /** The fd was closed (or its process exited): report what is open and forget the connection. */
   close(pid: number, fd: number, timestampNs: bigint): void {
     const key = connectionKey(pid, fd)
+    this.lossyUntracked.delete(key)
     const stream = this.streams.get(key)
     if (stream === undefined) return
     this.streams.delete(key)
@@ -299,6 +381,12 @@ export class ConnectionTracker<C> {
     for (const stream of [...this.streams.values()]) {
       if (stream.connection.pid === pid) this.close(pid, stream.connection.fd, timestampNs)
     }
+  }
+
+  /** The agent stops: every connection is abandoned as it stands (see `Stream.abandon`). */
+  abandonAll(): void {
+    for (const stream of this.streams.values()) stream.abandon()
+    this.streams.clear()
   }
 
   /** Ends connections idle since before `idleSinceNs` (their close was never seen). Returns how many. */

@@ -87,11 +87,17 @@ export interface Options {
 /** @since 0.1.0 */
 export interface Counters {
   /**
-   * Records the kernel could not write because the ring buffer was full, plus any still in it when
-   * the capture closed while the consumer held every buffer.
+   * Records the kernel could not write because the ring buffer was full. Each comes as a `lost`
+   * event in its connection's place in the stream, unless counted in `unrecorded`.
    */
   readonly dropped: number
-  /** Batches and records read from the ring and handed to JavaScript. */
+  /** Of `dropped`, the records no `lost` event reports (the small loss ring was full as well). */
+  readonly unrecorded: number
+  /** `lost` events handed over. */
+  readonly losses: number
+  /** Records still in the rings when the capture closed before handing them over (see `drain`). */
+  readonly abandoned: number
+  /** Batches and records (`lost` events included) read from the rings and handed to JavaScript. */
   readonly batches: number
   readonly records: number
   /** Batches handed to the consumer whose buffers have not come back yet (at most `batchBuffers`). */
@@ -115,7 +121,14 @@ export interface EbpfCapture {
   readonly removePid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
   /** Traces every process in a cgroup v2 directory (needs `cgroups` or `enableCgroups` at start). */
   readonly addCgroup: (path: string) => Effect.Effect<void, EbpfCaptureError>
+  /** Readable to the end, after the scope closed too (the final figures). */
   readonly counters: Effect.Effect<Counters>
+  /**
+   * Stops capturing (the programs are detached at once) and lets `batches` deliver everything
+   * already captured, then end. What the scope's close finds still undelivered is counted in
+   * `abandoned`. For a clean shutdown: drain, consume `batches` to its end (with a deadline), close.
+   */
+  readonly drain: Effect.Effect<void>
 }
 
 /** Every way `start` can fail. @since 0.1.0 */
@@ -249,19 +262,17 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
     // Interrupted before the finalizer above runs (scope finalizers run in reverse).
     if (namespace !== undefined) yield* Effect.forkScoped(namespace.rescan(native))
 
-    let last: NativeAddon.NativeCounters | undefined
     const counters = Effect.sync((): Counters => {
-      try {
-        last = native.counters()
-      } catch {
-        // Closed: the last reading stands.
-      }
+      const now = native.counters()
       return {
-        dropped: last?.dropped ?? 0,
-        batches: last?.batches ?? 0,
-        records: last?.records ?? 0,
-        inFlight: last?.inFlight ?? 0,
-        malformed: malformed + (last?.malformed ?? 0)
+        dropped: now.dropped,
+        unrecorded: now.unrecorded,
+        losses: now.losses,
+        abandoned: now.abandoned,
+        batches: now.batches,
+        records: now.records,
+        inFlight: now.inFlight,
+        malformed: malformed + now.malformed
       }
     })
 
@@ -301,7 +312,14 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
       addPid: (pid) => call(() => native.addPid(pid)),
       removePid: (pid) => call(() => native.removePid(pid)),
       addCgroup: (path) => call(() => native.addCgroup(path)),
-      counters
+      counters,
+      drain: Effect.sync(() => {
+        try {
+          native.drain()
+        } catch {
+          // Closed already: nothing left to drain.
+        }
+      })
     } satisfies EbpfCapture
   })
 

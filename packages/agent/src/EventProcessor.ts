@@ -10,7 +10,12 @@
  */
 import type { Telemetry } from "@iii/core"
 import type { CaptureEvent } from "./CaptureEvent.js"
-import { ConnectionTracker, type HttpExchange, type PendingRequest } from "./ConnectionTracker.js"
+import {
+  ConnectionTracker,
+  type DropReason,
+  type HttpExchange,
+  type PendingRequest
+} from "./ConnectionTracker.js"
 import { LineSplitter, LogEmitter } from "./Logs.js"
 import { Recorder } from "./Recorder.js"
 import type { RedMetrics } from "./RedMetrics.js"
@@ -32,12 +37,21 @@ export interface ProcessorOptions {
   readonly logs?: boolean
 }
 
+/** Requests that did not become spans, by reason (see `DropReason`). */
+export type RequestDrops = Record<DropReason, number>
+
 export interface ProcessorStats {
   events: number
   spans: number
   logs: number
   logsBelowLevel: number
   connections: number
+  /** Requests answered (or waiting at shutdown) that did not become spans, by reason. */
+  requestsDropped: RequestDrops
+  /** Writes to stdout/stderr the kernel could not record: their lines are cut or missing. */
+  logWritesLost: number
+  /** Records the kernel lost on sockets no connection was tracked for. */
+  lostUntracked: number
 }
 
 type Pending = PendingRequest<SpanContext>
@@ -46,7 +60,8 @@ const lineKey = (pid: number, fd: number) => pid * 4 + fd
 
 export class EventProcessor {
   readonly recorder: Recorder
-  private readonly counts = { events: 0, spans: 0, connections: 0 }
+  private readonly counts = { events: 0, spans: 0, connections: 0, logWritesLost: 0 }
+  private readonly dropped: RequestDrops = { ring_full: 0, unparsed: 0, shutdown: 0 }
   private readonly tracker: ConnectionTracker<SpanContext>
   /** Server requests in flight, by the thread serving them. */
   private readonly serving = new Map<number, Set<Pending>>()
@@ -64,12 +79,21 @@ export class EventProcessor {
       onConnectionEnd: (connection, endNs) => {
         this.counts.connections++
         this.recorder.red.recordConnection(connection, endNs)
+      },
+      onDropped: (_, reason) => {
+        this.dropped[reason]++
       }
     })
   }
 
   get stats(): ProcessorStats {
-    return { ...this.counts, logs: this.logs.stats.logs, logsBelowLevel: this.logs.stats.belowLevel }
+    return {
+      ...this.counts,
+      logs: this.logs.stats.logs,
+      logsBelowLevel: this.logs.stats.belowLevel,
+      requestsDropped: { ...this.dropped },
+      lostUntracked: this.tracker.lostUntracked
+    }
   }
 
   get red(): RedMetrics {
@@ -126,6 +150,52 @@ export class EventProcessor {
         return
       case "fork":
         return
+      case "lost":
+        this.lost(event)
+        return
+    }
+  }
+
+  /** A record the kernel could not write: the gap goes where it was in its connection's stream. */
+  private lost(event: Extract<CaptureEvent, { kind: "lost" }>): void {
+    switch (event.lost) {
+      case "data": {
+        const direction = event.direction ?? "ingress"
+        if (event.fd <= 2 && direction === "egress" && !this.tracker.has(event.pid, event.fd)) {
+          this.counts.logWritesLost++
+          // What was buffered of the line is cut where the write went missing.
+          this.flushLines(event.pid, event.fd, event.timestampNs)
+          return
+        }
+        this.tracker.lost(event.pid, event.fd, direction, event.totalLength, event.timestampNs)
+        return
+      }
+      case "close":
+        this.tracker.close(event.pid, event.fd, event.timestampNs)
+        return
+      case "accept":
+      case "connect":
+        // A new connection on this fd began: whatever was tracked on it ended.
+        this.tracker.close(event.pid, event.fd, event.timestampNs)
+        return
+      case "exit":
+        this.tracker.closeProcess(event.pid, event.timestampNs)
+        return
+      case "fork":
+        return
+    }
+  }
+
+  /**
+   * The agent stops: every open connection is abandoned as it stands (responses under way become
+   * spans, requests still waiting are counted as dropped for `shutdown`), and partial log lines are
+   * emitted.
+   */
+  finish(nowNs: bigint): void {
+    this.tracker.abandonAll()
+    for (const key of [...this.lines.keys()]) {
+      const fd = key % 4
+      this.flushLines((key - fd) / 4, fd, nowNs)
     }
   }
 

@@ -54,7 +54,7 @@ export interface ExporterOptions {
   readonly initialBackoffMs?: number
   /** Longest reconnect delay. Default 30 s. */
   readonly maxBackoffMs?: number
-  /** How long shutdown waits for outstanding acks. Default 3 s. */
+  /** How long shutdown waits for outstanding acks; what is still unacknowledged then is counted as unsent. Default 3 s. */
   readonly drainTimeoutMs?: number
 }
 
@@ -89,6 +89,8 @@ class Batcher {
   private readonly encoder = new WireProtocol.BatchEncoder()
   private seq = 0
   readonly sealed = { batches: 0, spans: 0, metrics: 0, logs: 0 }
+  /** The exporter stopped: whatever still comes is sealed at once (and counted unsent). */
+  stopped = false
 
   constructor(
     private readonly maxItems: number,
@@ -98,7 +100,8 @@ class Batcher {
   ) {}
 
   private added(): void {
-    if (this.encoder.items >= this.maxItems || this.encoder.byteLength >= this.maxBytes) this.seal()
+    if (this.stopped || this.encoder.items >= this.maxItems || this.encoder.byteLength >= this.maxBytes)
+      this.seal()
   }
 
   span(span: Telemetry.Span) {
@@ -210,7 +213,18 @@ export const make = (options: ExporterOptions): Effect.Effect<ExporterService, n
           ) {
             yield* Effect.sleep("20 millis")
           }
-          for (const destination of destinations) destination.stop()
+          batcher.stopped = true
+          for (const destination of destinations) {
+            const before = destination.counters.batchesUnsent
+            destination.stop()
+            const unsent = destination.counters.batchesUnsent - before
+            if (unsent > 0)
+              log(
+                "warn",
+                `stopping: ${unsent} batches for ${destination.url} not acknowledged in time, dropped ` +
+                  `(${destination.counters.spansUnsent} spans, ${destination.counters.logsUnsent} logs, ${destination.counters.metricsUnsent} metrics)`
+              )
+          }
         })
     )
     const stats = Effect.sync(

@@ -74,6 +74,12 @@ export interface HttpParserHandler {
   onEnd(lastByteNs: bigint, complete: boolean): void
   /** The first bytes of the stream are not HTTP/1.x: nothing more is parsed on this stream. */
   onNotHttp(): void
+  /**
+   * Bytes that were never seen began a message (or several): one the parser cannot report. A whole
+   * syscall moved between messages or while out of sync without any byte captured (a record the
+   * kernel could not write), or bytes past the captured ones after a message ended.
+   */
+  onHidden(timestampNs: bigint): void
 }
 
 /** Heads larger than this are not HTTP worth parsing (Node's default limit is 16 KiB). */
@@ -133,6 +139,16 @@ export class HttpParser {
    */
   push(captured: Uint8Array, uncaptured: number, timestampNs: bigint): void {
     if (this.state === State.Opaque) return
+    if (
+      captured.byteLength === 0 &&
+      uncaptured > 0 &&
+      (this.state === State.Idle || this.state === State.Desync)
+    ) {
+      // A syscall we saw nothing of, between messages: it carried (at least) one.
+      this.state = State.Desync
+      this.handler.onHidden(timestampNs)
+      return
+    }
     if (this.state === State.Desync || this.state === State.ChunkedLost) {
       if (!this.resync(asBuffer(captured), uncaptured, timestampNs)) return
     }
@@ -296,7 +312,10 @@ export class HttpParser {
         if (this.remaining === 0) {
           this.endMessage(ts, true)
           // Bytes beyond the body were a next message we could not see.
-          if (n > take) this.loseSync(ts)
+          if (n > take) {
+            this.loseSync(ts)
+            this.handler.onHidden(ts)
+          }
         }
         return
       }
@@ -339,8 +358,9 @@ export class HttpParser {
         return
       }
       case State.Idle:
-        // A whole uncaptured message (or its tail) we cannot see.
+        // The captured bytes ended a message; the rest began one we cannot see.
         this.state = State.Desync
+        this.handler.onHidden(ts)
         return
       default:
         return

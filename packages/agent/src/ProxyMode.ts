@@ -144,13 +144,15 @@ const tunnel = (client: Duplex, upstream: net.Socket, head: Buffer | undefined) 
   client.on("close", end)
 }
 
-/** Starts the proxy; resolves once it listens. `close` stops accepting and ends open connections. */
+/** Starts the proxy; resolves once it listens. `close` stops accepting, lets requests under way finish, then ends what is left. */
 export const start = async (
   options: ProxyOptions,
   recorder: Recorder
-): Promise<ProxyServer & { readonly close: () => Promise<void> }> => {
+): Promise<ProxyServer & { readonly close: (graceMs: number) => Promise<void> }> => {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 512 })
   const serving = new Set<SpanContext>()
+  /** Requests of either proxy being forwarded (not recorded yet). */
+  let forwarding = 0
   /** The last request served alone, and when it finished. */
   let lastAlone: { context: SpanContext; at: number } | undefined
   const lingerMs = 100
@@ -191,9 +193,11 @@ export const start = async (
     }
     let statusCode: number | undefined
     let recorded = false
+    forwarding++
     const record = (outcome: Outcome) => {
       if (recorded) return
       recorded = true
+      forwarding--
       if (serving.delete(context) && serving.size === 0) lastAlone = { context, at: Date.now() }
       recorder.record({
         role,
@@ -295,11 +299,6 @@ export const start = async (
       throw error
     }
   }
-  const closeServer = (server: http.Server) =>
-    new Promise<void>((resolve) => {
-      server.close(() => resolve())
-      server.closeAllConnections()
-    })
   return {
     listening,
     egressListening,
@@ -310,17 +309,35 @@ export const start = async (
         return lastAlone.context
       return undefined
     },
-    close: async () => {
-      await Promise.all([closeServer(reverse), ...(forward === undefined ? [] : [closeServer(forward)])])
+    close: async (graceMs: number) => {
+      // Stop accepting and let the requests under way finish (a span each), then cut the rest: their
+      // spans are recorded as the connections close, before this returns.
+      const servers = forward === undefined ? [reverse] : [reverse, forward]
+      const closed = Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
+      for (const server of servers) server.closeIdleConnections()
+      const settled = async (ms: number) => {
+        const deadline = Date.now() + ms
+        while (forwarding > 0 && Date.now() < deadline)
+          await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      await settled(graceMs)
+      for (const server of servers) server.closeAllConnections()
+      // Each cut request records its span when its connection's close is emitted.
+      await settled(1000)
+      await closed
       agent.destroy()
     }
   }
 }
 
-/** The proxy as a scoped resource: listening until the scope closes. */
+/**
+ * The proxy as a scoped resource: listening until the scope closes, then finishing the requests under
+ * way for up to `graceMs` (default 5 s) before cutting the rest.
+ */
 export const make = (
   options: ProxyOptions,
-  recorder: Recorder
+  recorder: Recorder,
+  graceMs = 5000
 ): Effect.Effect<ProxyServer, ProxyError, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.tryPromise({
@@ -332,5 +349,5 @@ export const make = (
           }: ${cause instanceof Error ? cause.message : String(cause)}`
         })
     }),
-    (server) => Effect.promise(() => server.close())
+    (server) => Effect.promise(() => server.close(graceMs))
   )

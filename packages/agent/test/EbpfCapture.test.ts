@@ -10,7 +10,7 @@ import http from "node:http"
 import net from "node:net"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
-import { Effect, type Scope, Stream } from "effect"
+import { Effect, Fiber, type Scope, Stream } from "effect"
 import { describe, expect, it } from "vitest"
 import type { CaptureEvent, ConnectionEvent, DataEvent } from "../src/CaptureEvent.js"
 import * as EbpfCapture from "../src/EbpfCapture.js"
@@ -356,24 +356,61 @@ describe("EbpfCapture (real eBPF)", () => {
       }).pipe(Effect.scoped, Effect.runPromise)
   )
 
-  it.skipIf(!canRun || !hasPython)("counts events the ring buffer could not take", () =>
-    Effect.gen(function* () {
-      const script = yield* spawnChild("python3", [fixture("ebpf-stdout.py"), "6000"])
-      // A one-page ring cannot hold a 4 KiB-payload record: the kernel must drop and count it.
-      const capture = yield* EbpfCapture.start({
-        pids: [script.pid],
-        ringBufferBytes: 4096,
-        payloadBytes: 4096
-      })
-      yield* collect(capture)
-      script.process.stdin?.write("go\n")
-      let dropped = 0
-      for (let attempt = 0; attempt < 500 && dropped === 0; attempt++) {
-        yield* Effect.sleep("20 millis")
-        dropped = (yield* capture.counters).dropped
-      }
-      expect(dropped).toBeGreaterThanOrEqual(1)
-    }).pipe(Effect.scoped, Effect.runPromise)
+  it.skipIf(!canRun || !hasPython)(
+    "counts events the ring buffer could not take, and says which process and fd lost what",
+    () =>
+      Effect.gen(function* () {
+        const script = yield* spawnChild("python3", [fixture("ebpf-stdout.py"), "6000"])
+        // A one-page ring cannot hold a 4 KiB-payload record: the kernel must drop and count it.
+        const capture = yield* EbpfCapture.start({
+          pids: [script.pid],
+          ringBufferBytes: 4096,
+          payloadBytes: 4096
+        })
+        const { until } = yield* collect(capture)
+        script.process.stdin?.write("go\n")
+        const lost = yield* until("the loss notice", (events) =>
+          events.find((e) => e.kind === "lost" && e.pid === script.pid)
+        )
+        expect(lost).toMatchObject({
+          kind: "lost",
+          lost: "data",
+          fd: 1,
+          direction: "egress",
+          syscall: "write",
+          totalLength: 6001
+        })
+        const counters = yield* capture.counters
+        expect(counters.dropped).toBeGreaterThanOrEqual(1)
+        expect(counters.losses + counters.unrecorded).toBe(counters.dropped)
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun)(
+    "drains on request: what was captured before the stop arrives, then the stream ends",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs")])
+        const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+        // A poll far longer than the test: only the drain can hand the request's records over.
+        const capture = yield* EbpfCapture.start({ pids: [server.pid], pollIntervalMs: 60_000 })
+        const response = yield* request(`http://127.0.0.1:${port}/drained`)
+        expect(response.status).toBe(200)
+        const seen: Array<string> = []
+        const consumer = yield* Effect.fork(
+          Stream.runForEach(capture.batches, (batch) =>
+            Effect.sync(() => {
+              for (const e of batch) if (e.kind === "data") seen.push(text(e.payload))
+            })
+          )
+        )
+        yield* capture.drain
+        yield* Fiber.join(consumer).pipe(Effect.timeout("5 seconds"))
+        expect(seen.some((payload) => payload.startsWith("GET /drained"))).toBe(true)
+        // Stopped: a request now is not captured, and the counters still answer.
+        yield* request(`http://127.0.0.1:${port}/after`)
+        expect((yield* capture.counters).abandoned).toBe(0)
+      }).pipe(Effect.scoped, Effect.runPromise)
   )
 
   it.skipIf(!canRun || !hasPython)(

@@ -11,7 +11,8 @@ import {
   DataEvent,
   EventHeader,
   ForkEvent,
-  Kind
+  Kind,
+  LostEvent
 } from "../src/internal/EventLayout.js"
 
 interface Header {
@@ -205,6 +206,44 @@ describe("eventsOf", () => {
       { kind: "fork", timestampNs: 1_005n, parentPid: 42, childPid: 99 },
       { kind: "exit", timestampNs: 1_005n, pid: 42 }
     ])
+  })
+
+  it("decodes loss notices: what was lost, where, and how many bytes the lost syscall moved", () => {
+    const lost = (h: Omit<Header, "kind">, lostKind: number, totalLength: number) => {
+      const record = header(LostEvent.size, { ...h, kind: Kind.lost })
+      record.writeUInt32LE(totalLength, LostEvent.fields.total_len)
+      record.writeUInt8(lostKind, LostEvent.fields.lost_kind)
+      return record
+    }
+    const write = lost({ ...base, syscall: 4, direction: 2 }, Kind.data, 5000)
+    const close = lost({ ...base, syscall: 12 }, Kind.close, 0)
+    const unknown = lost(base, 42, 0)
+    const result = decodeBatch(batch(0n, [write, close, unknown]))
+    expect(result.events).toEqual([
+      {
+        kind: "lost",
+        timestampNs: base.timestampNs,
+        pid: base.pid,
+        tid: base.tid,
+        fd: base.fd,
+        lost: "data",
+        direction: "egress",
+        syscall: "writev",
+        totalLength: 5000
+      },
+      {
+        kind: "lost",
+        timestampNs: base.timestampNs,
+        pid: base.pid,
+        tid: base.tid,
+        fd: base.fd,
+        lost: "close",
+        direction: undefined,
+        syscall: undefined,
+        totalLength: 0
+      }
+    ])
+    expect(result.malformed).toBe(1)
   })
 
   it("counts malformed records and keeps decoding the well-framed ones", () => {

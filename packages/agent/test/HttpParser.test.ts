@@ -6,10 +6,11 @@ interface Recorded {
   readonly heads: Array<{ head: MessageHead; at: bigint }>
   readonly ends: Array<{ at: bigint; complete: boolean }>
   notHttp: number
+  readonly hidden: Array<bigint>
 }
 
 const record = (kind: MessageKind, bodyless: (head: MessageHead) => boolean = () => false) => {
-  const seen: Recorded = { heads: [], ends: [], notHttp: 0 }
+  const seen: Recorded = { heads: [], ends: [], notHttp: 0, hidden: [] }
   const parser = new HttpParser(kind, {
     onHead: (head, at) => {
       seen.heads.push({ head, at })
@@ -18,6 +19,9 @@ const record = (kind: MessageKind, bodyless: (head: MessageHead) => boolean = ()
     onEnd: (at, complete) => seen.ends.push({ at, complete }),
     onNotHttp: () => {
       seen.notHttp++
+    },
+    onHidden: (at) => {
+      seen.hidden.push(at)
     }
   })
   return { parser, seen }

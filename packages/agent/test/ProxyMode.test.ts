@@ -40,6 +40,20 @@ const request = (path: string, headers: ReadonlyArray<[string, string]> = [], me
     req.end()
   })
 
+/** A proxy of its own in front of the same upstream, to be closed by the test. */
+const closingProxy = async () => {
+  const seen: Array<Telemetry.Span> = []
+  const recorder = new Recorder({ service: "closing" }, { span: (s) => seen.push(s) }, 0n)
+  const closing = await ProxyMode.start(
+    {
+      listen: { host: "127.0.0.1", port: 0 },
+      upstream: { host: "127.0.0.1", port: (upstream.address() as AddressInfo).port }
+    },
+    recorder
+  )
+  return { closing, seen }
+}
+
 const valuesOf = (received: Array<[string, string]>, name: string) =>
   received.filter(([key]) => key.toLowerCase() === name).map(([, value]) => value)
 
@@ -50,6 +64,10 @@ beforeAll(async () => {
       pairs.push([req.rawHeaders[i] ?? "", req.rawHeaders[i + 1] ?? ""])
     if (req.url === "/fail") {
       res.socket?.destroy()
+      return
+    }
+    if (req.url === "/slow") {
+      setTimeout(() => res.end("slow"), 300)
       return
     }
     res.writeHead(req.url === "/missing" ? 404 : 200, { "content-type": "application/json" })
@@ -67,7 +85,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  await proxy.close()
+  await proxy.close(0)
   await new Promise<void>((resolve) => upstream.close(() => resolve()))
 })
 
@@ -163,5 +181,31 @@ describe("ProxyMode", () => {
     const { status } = await request("/fail")
     expect(status).toBe(502)
     expect(spans[0]).toMatchObject({ http: { statusCode: 502 }, error: true })
+  })
+
+  it("on close lets a request under way finish (its span complete) and stops accepting", async () => {
+    const { closing, seen } = await closingProxy()
+    const answer = fetch(`http://127.0.0.1:${closing.listening.port}/slow`).then((res) => res.text())
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    await closing.close(5000)
+    expect(await answer).toBe("slow")
+    expect(seen.map((span) => [span.http?.path, span.http?.statusCode, span.attributes])).toEqual([
+      ["/slow", 200, undefined]
+    ])
+    await expect(fetch(`http://127.0.0.1:${closing.listening.port}/late`)).rejects.toThrow()
+  })
+
+  it("on close cuts what is still under way after the grace period, a no_response span each", async () => {
+    const { closing, seen } = await closingProxy()
+    const answer = fetch(`http://127.0.0.1:${closing.listening.port}/slow`).then(
+      (res) => res.text(),
+      () => "cut"
+    )
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    await closing.close(0)
+    expect(seen.map((span) => [span.http?.path, span.attributes?.["iii.outcome"]])).toEqual([
+      ["/slow", "no_response"]
+    ])
+    expect(await answer).toBe("cut")
   })
 })

@@ -33,8 +33,19 @@ export interface DestinationCounters {
   spansDropped: number
   metricsDropped: number
   logsDropped: number
-  /** Refused by obs as invalid (re-sending would not help). */
+  /** Refused by obs as invalid (re-sending would not help), and what they held. */
   batchesRejected: number
+  spansRejected: number
+  metricsRejected: number
+  logsRejected: number
+  /**
+   * Still unacknowledged when the exporter stopped (obs unreachable or too slow at shutdown), or
+   * handed to the exporter after it stopped.
+   */
+  batchesUnsent: number
+  spansUnsent: number
+  metricsUnsent: number
+  logsUnsent: number
   /** Successful handshakes (hello → welcome). */
   connects: number
   /** Connections lost or refused. */
@@ -63,6 +74,13 @@ export const zeroCounters = (): DestinationCounters => ({
   metricsDropped: 0,
   logsDropped: 0,
   batchesRejected: 0,
+  spansRejected: 0,
+  metricsRejected: 0,
+  logsRejected: 0,
+  batchesUnsent: 0,
+  spansUnsent: 0,
+  metricsUnsent: 0,
+  logsUnsent: 0,
   connects: 0,
   disconnects: 0
 })
@@ -106,6 +124,12 @@ export class Destination {
   }
 
   enqueue(batch: SealedBatch): void {
+    if (this.stopped) {
+      // Telemetry that arrived after the exporter stopped: counted, never sent.
+      this.countUnsent(batch)
+      batch.done()
+      return
+    }
     this.queue.set(batch.seq, batch)
     this.bytes += batch.bytes.byteLength
     // Drop the oldest until the buffer fits again; the newest batch always stays.
@@ -121,12 +145,23 @@ export class Destination {
     if (this.ready) this.send(batch)
   }
 
+  /** Closes the connection; batches still unacknowledged are counted as unsent. */
   stop(): void {
+    for (const batch of this.queue.values()) this.countUnsent(batch)
+    this.queue.clear()
+    this.bytes = 0
     this.stopped = true
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer)
     this.socket?.terminate()
     this.socket = undefined
     this.ready = false
+  }
+
+  private countUnsent(batch: SealedBatch): void {
+    this.counters.batchesUnsent++
+    this.counters.spansUnsent += batch.spans
+    this.counters.metricsUnsent += batch.metrics
+    this.counters.logsUnsent += batch.logs
   }
 
   private remove(seq: number): void {
@@ -213,6 +248,9 @@ export class Destination {
           if (batch !== undefined) {
             this.remove(frame.seq)
             this.counters.batchesRejected++
+            this.counters.spansRejected += batch.spans
+            this.counters.metricsRejected += batch.metrics
+            this.counters.logsRejected += batch.logs
             batch.done()
           }
           this.options.log("warn", `obs rejected batch ${frame.seq}: ${frame.code}: ${frame.message}`)

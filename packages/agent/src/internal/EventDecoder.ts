@@ -13,6 +13,8 @@ import {
   EventHeader,
   ForkEvent,
   Kind,
+  kinds,
+  LostEvent,
   RECORD_PREFIX,
   syscalls
 } from "./EventLayout.js"
@@ -191,6 +193,27 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
       case Kind.exit:
         yield { kind: "exit", timestampNs, pid }
         continue
+      case Kind.lost: {
+        const lost =
+          length === LostEvent.size ? kinds[view.getUint8(at + LostEvent.fields.lost_kind)] : undefined
+        if (lost === undefined) {
+          onMalformed(1)
+          continue
+        }
+        const data = lost === "data"
+        yield {
+          kind: "lost",
+          timestampNs,
+          pid,
+          tid,
+          fd,
+          lost,
+          direction: data ? (view.getUint8(at + H.direction) === 2 ? "egress" : "ingress") : undefined,
+          syscall: data ? syscalls[view.getUint8(at + H.syscall)] : undefined,
+          totalLength: data ? view.getUint32(at + LostEvent.fields.total_len, true) : 0
+        }
+        continue
+      }
       default:
         onMalformed(1)
     }

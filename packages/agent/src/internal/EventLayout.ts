@@ -3,7 +3,7 @@
  * these numbers against the C header (compiled with gcc) and the Rust mirror (native/src/layout.rs).
  */
 
-export const LAYOUT_VERSION = 1
+export const LAYOUT_VERSION = 2
 
 /** { field: offset } plus the struct's size, in the C header's names. */
 export interface StructLayout {
@@ -37,6 +37,11 @@ export const ForkEvent = { size: 32, fields: { child_pid: 24, reserved: 28 } } a
 
 export const ExitEvent = { size: 24, fields: {} } as const satisfies StructLayout
 
+export const LostEvent = {
+  size: 32,
+  fields: { total_len: 24, lost_kind: 28, reserved: 29 }
+} as const satisfies StructLayout
+
 /** Every struct by its C name (what the layout test walks). */
 export const structs: Readonly<Record<string, StructLayout>> = {
   iii_batch_header: BatchHeader,
@@ -45,14 +50,18 @@ export const structs: Readonly<Record<string, StructLayout>> = {
   iii_conn_event: ConnEvent,
   iii_close_event: CloseEvent,
   iii_fork_event: ForkEvent,
-  iii_exit_event: ExitEvent
+  iii_exit_event: ExitEvent,
+  iii_lost_event: LostEvent
 }
 
 /** Each record in a batch is preceded by its length (u32, little-endian). */
 export const RECORD_PREFIX = 4
 
 /** enum iii_event_kind */
-export const Kind = { data: 1, connect: 2, accept: 3, close: 4, fork: 5, exit: 6 } as const
+export const Kind = { data: 1, connect: 2, accept: 3, close: 4, fork: 5, exit: 6, lost: 7 } as const
+
+/** enum iii_event_kind, indexed by value (what a loss notice's `lost_kind` names). */
+export const kinds = [undefined, "data", "connect", "accept", "close", "fork", "exit"] as const
 
 /** enum iii_syscall, indexed by value. */
 export const syscalls = [

@@ -28,6 +28,9 @@ export interface NativeCaptureOptions {
 
 export interface NativeCounters {
   dropped: number
+  unrecorded: number
+  losses: number
+  abandoned: number
   batches: number
   records: number
   malformed: number
@@ -40,7 +43,10 @@ export interface NativeCapture {
   addCgroup(path: string): void
   /** The batch in buffer `index` has been consumed: the reader may fill the buffer again. */
   recycle(index: number): void
+  /** Counters; still answers after `close` (the final figures). */
   counters(): NativeCounters
+  /** Detach the programs and hand over everything left, then the end-of-capture index. */
+  drain(): void
   close(): void
 }
 

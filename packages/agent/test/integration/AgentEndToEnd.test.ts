@@ -74,7 +74,8 @@ const pipelined = (port: number, paths: ReadonlyArray<string>) =>
         responses++
         if (responses === paths.length) socket.end()
       },
-      onNotHttp: () => reject(new Error("not HTTP"))
+      onNotHttp: () => reject(new Error("not HTTP")),
+      onHidden: () => reject(new Error("a response went unseen"))
     })
     const socket = net.connect(port, "127.0.0.1", () => {
       socket.write(paths.map((path) => `GET ${path} HTTP/1.1\r\nHost: app\r\n\r\n`).join(""))
