@@ -6,9 +6,8 @@
 #   eval "$(bash scripts/envtest.sh)"   # exports III_KUBE_APISERVER and III_ETCD
 #
 # Both are built from Go modules with the machine's Go, through throwaway wrapper modules:
-# - kube-apiserver: k8s.io/kubernetes is not meant to be required as a module (its go.mod replaces every
-#   k8s.io/* staging module with ./staging/...), so the wrapper replaces each of those with its published
-#   v0.<minor>.<patch> twin. ~3.5 min and ~2.4 GB peak on 2 cores; a ~120 MB binary.
+# - kube-apiserver: by scripts/kube-build.sh (a wrapper module around k8s.io/kubernetes). ~3.5 min and
+#   ~2.4 GB peak on 2 cores; a ~120 MB binary.
 # - etcd: go.etcd.io/etcd/server/v3 has replace directives, so `go install` refuses it; requiring the
 #   server, api, client/pkg, client and pkg modules at one version builds it in ~20 s.
 # Settings: III_CACHE (default ~/.cache/iii), III_K8S_VERSION (default 1.37.2), III_ETCD_VERSION (3.7.3).
@@ -58,27 +57,11 @@ EOF
 }
 
 build_apiserver() {
-  local work; work=$(mktemp -d "$cache/apiserver-build.XXXXXX")
-  log "building kube-apiserver v$k8s_version in $work (takes minutes)"
-  local minor="${k8s_version#*.}"; minor="${minor%%.*}"
-  local staging_version="v0.${k8s_version#*.}"
-  (
-    cd "$work"
-    local kube_gomod
-    kube_gomod=$(go mod download -json "k8s.io/kubernetes@v$k8s_version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-    [ -f "$kube_gomod" ] || { log "could not download k8s.io/kubernetes@v$k8s_version"; exit 1; }
-    {
-      printf 'module iii.local/envtest/kube-apiserver\n\ngo 1.24\n\nrequire k8s.io/kubernetes v%s\n\n' "$k8s_version"
-      # Every `k8s.io/X => ./staging/src/k8s.io/X` of kubernetes' go.mod becomes `k8s.io/X => k8s.io/X v0.N.P`.
-      grep -oE 'k8s\.io/[A-Za-z0-9._/-]+ => \./staging/src/k8s\.io/[A-Za-z0-9._/-]+' "$kube_gomod" |
-        awk -v v="$staging_version" '{ print "replace " $1 " => " $1 " " v }' | sort -u
-    } >go.mod
-    go build -trimpath -o "$apiserver.tmp" \
-      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-      k8s.io/kubernetes/cmd/kube-apiserver
-  )
-  mv "$apiserver.tmp" "$apiserver"
-  rm -rf "$work"
+  log "building kube-apiserver v$k8s_version (takes minutes)"
+  local out; out=$(mktemp -d "$cache/apiserver-build.XXXXXX")
+  bash "$(dirname "$0")/kube-build.sh" "$k8s_version" "$out" kube-apiserver
+  mv "$out/kube-apiserver" "$apiserver"
+  rm -rf "$out"
 }
 
 start=$SECONDS
