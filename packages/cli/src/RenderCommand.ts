@@ -1,6 +1,6 @@
 import { Args, Command, Options } from "@effect/cli"
 import { FileSystem } from "@effect/platform"
-import { Render } from "@iii/controller"
+import { Controller, Render } from "@iii/controller"
 import { ServiceComposition } from "@iii/core"
 import { Console, Effect, Either, Option } from "effect"
 import { stringify } from "yaml"
@@ -12,14 +12,30 @@ const namespace = Options.text("namespace").pipe(
   Options.optional,
   Options.withDescription("Namespace for compositions that name none")
 )
+// Each setting defaults to the controller's own variable (Controller.renderSettingsFromEnv), so with the
+// controller's environment `iii render` prints exactly what that controller applies.
 const agent = Options.choice("agent", ["sidecar", "node"]).pipe(
-  Options.withDefault("sidecar" as const),
-  Options.withDescription("sidecar: inject the agent into every pod; node: the agent DaemonSet observes them")
+  Options.optional,
+  Options.withDescription(
+    "sidecar: inject the agent into every pod; node: the agent DaemonSet observes them (default $III_AGENT or sidecar)"
+  )
 )
 const scaling = Options.choice("scaling", ["hpa", "controller"]).pipe(
-  Options.withDefault("hpa" as const),
+  Options.optional,
   Options.withDescription(
-    "hpa: render HorizontalPodAutoscalers; controller: the controller's own scaling loop"
+    "hpa: render HorizontalPodAutoscalers; controller: the controller's own scaling loop (default $III_SCALING or hpa)"
+  )
+)
+const agentImage = Options.text("agent-image").pipe(
+  Options.optional,
+  Options.withDescription(
+    `image of the injected agent sidecar (default $III_AGENT_IMAGE or ${Render.defaultRenderSettings.agentImage})`
+  )
+)
+const obsUrl = Options.text("obs-url").pipe(
+  Options.optional,
+  Options.withDescription(
+    `obs URL the agents send to (default $III_OBS_URL or ${Render.defaultRenderSettings.obsUrl})`
   )
 )
 
@@ -52,16 +68,25 @@ export const renderYaml = (
   return Either.right(objects.map((o) => stringify(o)).join("---\n"))
 }
 
-export const command = Command.make("render", { file, namespace, agent, scaling }, (args) =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const text = yield* fs.readFileString(args.file)
-    const settings = { ...Render.defaultRenderSettings, agent: args.agent, scaling: args.scaling }
-    const out = renderYaml(text, args.file, settings, Option.getOrUndefined(args.namespace))
-    if (Either.isLeft(out)) {
-      yield* Console.error(out.left.join("\n"))
-      return yield* new ValidationFailed({ invalid: 1 })
-    }
-    yield* Console.log(out.right)
-  })
+export const command = Command.make(
+  "render",
+  { file, namespace, agent, scaling, agentImage, obsUrl },
+  (args) =>
+    Effect.gen(function* () {
+      const fs = yield* FileSystem.FileSystem
+      const text = yield* fs.readFileString(args.file)
+      const fromEnv = yield* Controller.renderSettingsFromEnv
+      const settings: Render.RenderSettings = {
+        agent: Option.getOrElse(args.agent, () => fromEnv.agent),
+        scaling: Option.getOrElse(args.scaling, () => fromEnv.scaling),
+        agentImage: Option.getOrElse(args.agentImage, () => fromEnv.agentImage),
+        obsUrl: Option.getOrElse(args.obsUrl, () => fromEnv.obsUrl)
+      }
+      const out = renderYaml(text, args.file, settings, Option.getOrUndefined(args.namespace))
+      if (Either.isLeft(out)) {
+        yield* Console.error(out.left.join("\n"))
+        return yield* new ValidationFailed({ invalid: 1 })
+      }
+      yield* Console.log(out.right)
+    })
 ).pipe(Command.withDescription("Print the Kubernetes objects the controller would apply for a composition"))

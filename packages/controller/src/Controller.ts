@@ -48,11 +48,31 @@ export const defaultSettings: Settings = {
 }
 
 /**
+ * How the controller renders, from `III_SCALING`, `III_AGENT`, `III_AGENT_IMAGE` and `III_OBS_URL` (see
+ * `settingsFromEnv`). `iii render` reads the same variables, so it prints what a controller with them applies.
+ */
+export const renderSettingsFromEnv: Config.Config<Render.RenderSettings> = Config.all({
+  scaling: Config.literal(
+    "hpa",
+    "controller"
+  )("III_SCALING").pipe(Config.withDefault(Render.defaultRenderSettings.scaling)),
+  agent: Config.literal(
+    "sidecar",
+    "node"
+  )("III_AGENT").pipe(Config.withDefault(Render.defaultRenderSettings.agent)),
+  agentImage: Config.string("III_AGENT_IMAGE").pipe(
+    Config.withDefault(Render.defaultRenderSettings.agentImage)
+  ),
+  obsUrl: Config.string("III_OBS_URL").pipe(Config.withDefault(Render.defaultRenderSettings.obsUrl))
+})
+
+/**
  * Settings from the environment (what the Deployment in manifests/ sets):
  * - `III_NAMESPACE`: namespace to watch (default: all)
  * - `III_SCALING`: `hpa` (default) or `controller` (the controller's own scaling loop)
  * - `III_AGENT`: `sidecar` (default) or `node` (the agent DaemonSet observes pods; nothing injected)
- * - `III_AGENT_IMAGE`: the sidecar image (default `ghcr.io/iii-io/iii-agent:0.1.0`)
+ * - `III_AGENT_IMAGE`: the sidecar image (default `ghcr.io/iii-io/iii-agent:0.1.0`; the Deployment in
+ *   manifests/ sets it from kustomize's `images:`, so it follows the iii-agent image installed)
  * - `III_OBS_URL`: obs' base URL agents send telemetry to (default `ws://iii-obs.iii-system.svc:4320`)
  * - `III_LEADER_ELECTION`: `true` (default) or `false`
  * - `III_LEASE_NAMESPACE`: namespace of the Lease (default: the controller's own namespace)
@@ -63,12 +83,7 @@ export const defaultSettings: Settings = {
 export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =>
   Config.all({
     namespace: Config.option(Config.string("III_NAMESPACE")),
-    scaling: Config.literal("hpa", "controller")("III_SCALING").pipe(Config.withDefault("hpa" as const)),
-    agent: Config.literal("sidecar", "node")("III_AGENT").pipe(Config.withDefault("sidecar" as const)),
-    agentImage: Config.string("III_AGENT_IMAGE").pipe(
-      Config.withDefault(Render.defaultRenderSettings.agentImage)
-    ),
-    obsUrl: Config.string("III_OBS_URL").pipe(Config.withDefault(Render.defaultRenderSettings.obsUrl)),
+    render: renderSettingsFromEnv,
     leaderElection: Config.boolean("III_LEADER_ELECTION").pipe(Config.withDefault(true)),
     leaseNamespace: Config.string("III_LEASE_NAMESPACE").pipe(Config.withDefault(ownNamespace)),
     concurrency: Config.integer("III_CONCURRENCY").pipe(Config.withDefault(defaultSettings.concurrency)),
@@ -82,7 +97,7 @@ export const settingsFromEnv = (ownNamespace: string): Config.Config<Settings> =
         ...defaultSettings,
         // An empty III_NAMESPACE (as a manifest may leave it) means all namespaces too.
         namespace: Option.getOrUndefined(Option.filter(c.namespace, (ns) => ns !== "")),
-        render: { agent: c.agent, scaling: c.scaling, agentImage: c.agentImage, obsUrl: c.obsUrl },
+        render: c.render,
         leaderElection: c.leaderElection ? LeaderElection.defaults(c.leaseNamespace) : undefined,
         concurrency: c.concurrency,
         autoscaler: {
