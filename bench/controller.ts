@@ -83,7 +83,7 @@ const program = Effect.gen(function* () {
   )
   const asAdmin = Effect.provideService(KubeClient.KubeClient, admin)
   yield* asAdmin(Envtest.applyYaml(manifest("crd/servicecomposition.yaml")))
-  yield* asAdmin(Envtest.applyYaml(manifest("namespace.yaml")))
+  yield* asAdmin(Envtest.applyYaml(manifest("namespace/namespace.yaml")))
   yield* asAdmin(Envtest.applyYaml(manifest("controller/rbac.yaml")))
   yield* admin.request({
     method: "POST",

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
 import { parseAllDocuments } from "yaml"
+import { defaultRenderSettings } from "../src/Render.js"
 
 const root = new URL("../../../manifests/", import.meta.url)
 interface Container {
@@ -9,11 +10,16 @@ interface Container {
     readonly capabilities: { readonly drop?: ReadonlyArray<string>; readonly add?: ReadonlyArray<string> }
   }
   readonly resources: { readonly limits?: object }
+  readonly image: string
+  readonly env?: ReadonlyArray<{ readonly name: string; readonly value?: string }>
 }
 interface Doc {
   readonly kind: string
   readonly metadata: { readonly name: string; readonly labels: Record<string, string> }
   readonly resources?: ReadonlyArray<string>
+  readonly components?: ReadonlyArray<string>
+  readonly configurations?: ReadonlyArray<string>
+  readonly images?: ReadonlyArray<{ readonly name: string; readonly newTag: string }>
   readonly rules?: ReadonlyArray<Rule>
   readonly spec: {
     readonly template: {
@@ -36,10 +42,16 @@ interface Rule {
 
 describe("manifests", () => {
   it("lists only files that exist in the kustomizations", () => {
-    for (const k of ["kustomization.yaml", "node-agent/kustomization.yaml"]) {
-      const [kustomization] = docs(k)
-      const dir = new URL(k.replace(/kustomization\.yaml$/, ""), root)
-      for (const r of kustomization?.resources ?? []) expect(existsSync(new URL(r, dir))).toBe(true)
+    const kustomizations = ["", "crd/", "namespace/", "controller/", "obs/", "images/", "node-agent/"]
+    for (const dir of kustomizations) {
+      const [kustomization] = docs(`${dir}kustomization.yaml`)
+      const entries = [
+        ...(kustomization?.resources ?? []),
+        ...(kustomization?.components ?? []),
+        ...(kustomization?.configurations ?? [])
+      ]
+      expect(entries.length).toBeGreaterThan(0)
+      for (const r of entries) expect(existsSync(new URL(r, new URL(dir, root)))).toBe(true)
     }
   })
 
@@ -79,7 +91,24 @@ describe("manifests", () => {
         expect(c.resources.limits).toBeDefined()
       }
     }
-    const [namespace] = docs("namespace.yaml")
+    const [namespace] = docs("namespace/namespace.yaml")
     expect(namespace?.metadata.labels["pod-security.kubernetes.io/enforce"]).toBe("restricted")
+  })
+
+  it("names images in one place: every image, and the controller's sidecar image, is one images/ sets", () => {
+    const [component] = docs("images/kustomization.yaml")
+    const tags = new Map((component?.images ?? []).map((i) => [i.name, i.newTag]))
+    expect([...tags.keys()]).toEqual(["ghcr.io/iii-io/iii", "ghcr.io/iii-io/iii-agent"])
+    const containers = ["controller/deployment.yaml", "obs/statefulset.yaml", "node-agent/daemonset.yaml"]
+      .flatMap(docs)
+      .filter((d) => ["Deployment", "StatefulSet", "DaemonSet"].includes(d.kind))
+      .flatMap((d) => d.spec.template.spec.containers)
+    const agentImage = containers.flatMap((c) => c.env ?? []).find((e) => e.name === "III_AGENT_IMAGE")?.value
+    // What the controller injects when nothing sets III_AGENT_IMAGE is what the manifests install.
+    expect(agentImage).toBe(defaultRenderSettings.agentImage)
+    for (const image of [...containers.map((c) => c.image), agentImage ?? ""]) {
+      const [name, tag] = image.split(":")
+      expect(tags.get(name ?? "")).toBe(tag)
+    }
   })
 })
