@@ -126,6 +126,12 @@ const fieldRef = (name: string, fieldPath: string): EnvVar => ({
 export const agentNodeOptions = "--max-semi-space-size=2 --max-old-space-size=64"
 export const agentMallocArenaMax = "1"
 
+/**
+ * The node's tracefs, where the agent looks up the ids of the syscall tracepoints it attaches to. A
+ * container's /sys has no tracefs mounted, and mounting one needs CAP_SYS_ADMIN, which the sidecar lacks.
+ */
+const tracefsVolume = { name: "iii-tracefs", hostPath: { path: "/sys/kernel/tracing" } }
+
 const agentSidecar = (c: Composition, component: Component, settings: RenderSettings): Container => ({
   name: "iii-agent",
   image: settings.agentImage,
@@ -161,7 +167,8 @@ const agentSidecar = (c: Composition, component: Component, settings: RenderSett
     privileged: false,
     readOnlyRootFilesystem: true,
     seccompProfile: { type: "RuntimeDefault" }
-  }
+  },
+  volumeMounts: [{ name: tracefsVolume.name, mountPath: "/sys/kernel/tracing", readOnly: true }]
 })
 
 const deployment = (c: Composition, component: Component, settings: RenderSettings): Deployment => {
@@ -195,7 +202,11 @@ const deployment = (c: Composition, component: Component, settings: RenderSettin
         spec: {
           // The sidecar traces the app's processes, which it sees in a shared pid namespace.
           ...(settings.agent === "sidecar"
-            ? { shareProcessNamespace: true, initContainers: [agentSidecar(c, component, settings)] }
+            ? {
+                shareProcessNamespace: true,
+                initContainers: [agentSidecar(c, component, settings)],
+                volumes: [tracefsVolume]
+              }
             : {}),
           containers: [app]
         }
