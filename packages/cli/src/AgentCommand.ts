@@ -15,6 +15,7 @@ import { hostname } from "node:os"
 import { Args, Command, Options } from "@effect/cli"
 import { Agent, Errors, Exporter, Priority, ProxyMode, TracedCommand } from "@iii/agent"
 import { Config, Effect, Layer, Option } from "effect"
+import { version } from "./internal/Version.js"
 
 // Every identity and destination flag falls back to the environment the controller gives its sidecar
 // (III_*; see packages/controller/src/Render.ts), so the injected container needs no arguments.
@@ -227,7 +228,7 @@ export const command = Command.make(
         Layer.provide(
           Exporter.layer({
             urls: obsUrls,
-            agent: { id: Exporter.newAgentId(), ...identity, node: hostname(), version: "0.1.0" },
+            agent: { id: Exporter.newAgentId(), ...identity, node: hostname(), version },
             token,
             maxBufferBytes: config.bufferBytes
           })

@@ -2,12 +2,9 @@
  * The `iii` command: one entry point for every part. Each part contributes its subcommand from its
  * own module; this list is the only place they meet.
  */
-import { readFileSync } from "node:fs"
 import { Command } from "@effect/cli"
 import { Effect } from "effect"
-
-/** The package's version, which every @iii/* package shares (scripts/set-version.mjs). */
-const version: string = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version
+import { version } from "./internal/Version.js"
 
 /**
  * Each subcommand's module, loaded only when that subcommand runs: `iii agent`, what every pod runs,

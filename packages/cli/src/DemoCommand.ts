@@ -15,6 +15,7 @@ import { Quantity } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import { Console, Context, Data, Duration, Effect, Either, Layer, Option, Schedule } from "effect"
 import { mode } from "./AgentCommand.js"
+import { version } from "./internal/Version.js"
 
 export class DemoError extends Data.TaggedError("DemoError")<{ readonly message: string }> {}
 
@@ -117,7 +118,7 @@ export const demo = (options: DemoOptions) =>
           Layer.provide(
             Exporter.layer({
               urls: [obs.url],
-              agent: { id: Exporter.newAgentId(), ...identity, node: hostname(), version: "0.1.0" },
+              agent: { id: Exporter.newAgentId(), ...identity, node: hostname(), version },
               flushIntervalMs: 250
             })
           )
