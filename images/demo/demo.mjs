@@ -17,7 +17,9 @@ import http from "node:http"
 const [role = process.env.DEMO_ROLE, ...args] = process.argv.slice(2)
 const port = Number(process.env.PORT ?? 8080)
 const profileUrl = process.env.PROFILE_URL ?? "http://user-service-profile:8080"
-const agent = new http.Agent({ keepAlive: true })
+// auth keeps its connections to profile open, as services do; the load generator opens one per request, so
+// kube-proxy spreads its requests over every auth pod (a kept-alive connection stays with one).
+const agent = new http.Agent({ keepAlive: role !== "load" })
 
 const log = (level, msg, fields) =>
   process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`)
