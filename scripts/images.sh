@@ -54,7 +54,8 @@ source_url=${III_IMAGE_SOURCE:-https://github.com/iii-io/iii}
 
 log "npm run build"
 npm run build >&2
-[ -f native/iii_native.node ] || { log "native/iii_native.node was not built (see scripts/build-native.sh): no agent image without it"; exit 1; }
+addon=packages/agent/native/linux-x64/iii_native.node   # where build-native.sh puts it, and the agent loads it
+[ -f "$addon" ] || { log "$addon was not built (see scripts/build-native.sh): no agent image without it"; exit 1; }
 
 mkdir -p "$cache"
 context=$cache/context
@@ -107,8 +108,8 @@ find "$app" -type f \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -
   -o -name '*.tsbuildinfo' \) -delete
 find "$app" -depth -type d -empty -delete
 
-mkdir -p "$context/addon"
-cp native/iii_native.node "$context/addon/"
+mkdir -p "$context/addon/linux-x64"
+cp "$addon" "$context/addon/linux-x64/"
 mkdir -p "$context/demo"
 cp images/demo/demo.mjs "$context/demo/"
 
