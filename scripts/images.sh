@@ -36,12 +36,16 @@ log() { echo "images: $*" >&2; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 size_of() { du -sb "$1" | cut -f1; }
 
-if ! command -v podman >/dev/null; then
+# Podman builds; strip (binutils) trims Node.js.
+need=()
+command -v podman >/dev/null || need+=(podman)
+command -v strip >/dev/null || need+=(binutils)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "apt-get install podman"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman; } >&2
+    log "apt-get install ${need[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; } >&2
   else
-    log "podman is not installed (apt-get install podman)"; exit 1
+    log "${need[*]} not installed (apt-get install ${need[*]})"; exit 1
   fi
 fi
 

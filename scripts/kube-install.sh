@@ -27,8 +27,9 @@ done
 log() { echo "kube-install: $*" >&2; }
 for tool in kubectl openssl; do command -v "$tool" >/dev/null || { log "$tool is not installed"; exit 1; }; done
 
-minor=$(kubectl version -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -n1)
-[ -n "$minor" ] || { log "cannot reach the cluster of the current context ($(kubectl config current-context 2>/dev/null))"; exit 1; }
+# The API server's own version ("29+" on some clouds); empty when it cannot be reached.
+minor=$(kubectl get --raw /version 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n1) || true
+[ -n "$minor" ] || { log "cannot reach the API server of the current kubectl context (${KUBECONFIG:-~/.kube/config}: $(kubectl config current-context 2>&1))"; exit 1; }
 (( minor >= 29 )) || { log "Kubernetes 1.$minor: iii needs >= 1.29 (native sidecars)"; exit 1; }
 
 version=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' packages/cli/package.json | head -n1)
