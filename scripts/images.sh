@@ -15,7 +15,8 @@
 # Reproducible: the same commit gives the same image digests. File times are the commit's time (Podman's
 # --timestamp, SOURCE_DATE_EPOCH), layers are tarred in name order with root ownership, and nothing in the
 # build is random or dated; the e2e test builds twice and compares.
-# Prints each image's digest and size, and what its layers cost beyond the Node.js binary.
+# Labels each image with its title, version, revision and source (org.opencontainers.image.*), and prints
+# each image's digest and size, and what its layers cost beyond the Node.js binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,8 +127,9 @@ for image in "${images[@]}"; do
   log "podman build $repo/$image:$version"
   # --no-cache: every build starts from the context, so two builds agreeing proves reproducibility, not caching.
   podman build --quiet --no-cache --timestamp "$SOURCE_DATE_EPOCH" --format oci -f "$containerfile" -t "$repo/$image:$version" \
-    --build-arg "VERSION=$version" --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url" "${role_arg[@]}" \
-    "$context" >/dev/null
+    --label "org.opencontainers.image.title=$image" --label "org.opencontainers.image.version=$version" \
+    --label "org.opencontainers.image.revision=$revision" --label "org.opencontainers.image.source=$source_url" \
+    "${role_arg[@]}" "$context" >/dev/null
   if [ -n "$save" ]; then
     mkdir -p "$save"; rm -f "$save/$image.tar"
     podman save --quiet --format docker-archive -o "$save/$image.tar" "$repo/$image:$version"
