@@ -19,9 +19,9 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
-import * as Envtest from "@iii/controller/Envtest"
 import * as KubeClient from "@iii/controller/KubeClient"
 import { Duration, Effect, Either, Exit, Scope } from "effect"
+import * as Envtest from "../packages/controller/test/support/Envtest.ts"
 
 const N = Number(process.env.COMPOSITIONS ?? 500)
 // Node flags of the controller process; the default is what manifests/controller/deployment.yaml sets.

@@ -18,8 +18,5 @@ export class KubeApiError extends Data.TaggedError("KubeApiError")<{
 /** No usable kubeconfig: none given, none in KUBECONFIG or ~/.kube/config, and not running in a pod. */
 export class KubeConfigError extends Data.TaggedError("KubeConfigError")<{ readonly message: string }> {}
 
-/** The throwaway etcd + kube-apiserver of `Envtest` could not be started. */
-export class EnvtestError extends Data.TaggedError("EnvtestError")<{ readonly message: string }> {}
-
 /** This instance lost (or never got) the leader Lease; its actors have been stopped. */
 export class LeadershipLost extends Data.TaggedError("LeadershipLost")<{ readonly holder: string }> {}

@@ -1,6 +1,5 @@
 export * as Autoscaler from "./Autoscaler.js"
 export * as Controller from "./Controller.js"
-export * as Envtest from "./Envtest.js"
 export * as Errors from "./Errors.js"
 export * as KubeClient from "./KubeClient.js"
 export * as LeaderElection from "./LeaderElection.js"

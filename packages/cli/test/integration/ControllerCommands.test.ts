@@ -8,8 +8,9 @@ import { join } from "node:path"
 import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { Envtest, KubeClient } from "@iii/controller"
+import { KubeClient } from "@iii/controller"
 import { Effect, Either, Exit, Fiber, Layer, ManagedRuntime, Option, Schedule, Scope } from "effect"
+import * as Envtest from "../../../controller/test/support/Envtest.js"
 import { iii } from "../../src/Cli.js"
 
 const binaries = Envtest.findBinaries()

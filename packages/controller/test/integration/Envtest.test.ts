@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either } from "effect"
-import * as Envtest from "../../src/Envtest.js"
 import { KubeClient, layer } from "../../src/KubeClient.js"
+import * as Envtest from "../support/Envtest.js"
 
 const binaries = Envtest.findBinaries()
 if (Either.isLeft(binaries)) console.warn(`Envtest tests skipped: ${binaries.left}`)

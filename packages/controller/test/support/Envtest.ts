@@ -1,5 +1,5 @@
 /**
- * A throwaway control plane for tests and benchmarks: a real etcd and a real kube-apiserver on
+ * Test support, not shipped: a throwaway control plane for tests and benchmarks: a real etcd and a real kube-apiserver on
  * 127.0.0.1 (no kubelet, no controller-manager, so no pod ever runs), the approach of
  * controller-runtime's envtest. The binaries come from `scripts/envtest.sh`, which builds them once
  * into a cache outside the repo.
@@ -13,10 +13,14 @@ import { Agent, request } from "node:https"
 import { createServer } from "node:net"
 import { homedir, tmpdir } from "node:os"
 import { join } from "node:path"
-import { Duration, Effect, Either, Schedule, type Scope } from "effect"
+import { KubeClient } from "@iii/controller"
+import { Data, Duration, Effect, Either, Schedule, type Scope } from "effect"
 import { parseAllDocuments } from "yaml"
-import { EnvtestError } from "./Errors.js"
-import { KubeClient, type KubeObject } from "./KubeClient.js"
+
+/** The throwaway etcd + kube-apiserver could not be started. */
+export class EnvtestError extends Data.TaggedError("EnvtestError")<{ readonly message: string }> {}
+
+type KubeObject = KubeClient.KubeObject
 
 /** Kubernetes and etcd versions `scripts/envtest.sh` builds by default. */
 export const kubernetesVersion = process.env.III_K8S_VERSION ?? "1.37.2"
@@ -311,7 +315,7 @@ const kinds: Record<string, { plural: string; namespaced: boolean }> = {
  */
 export const applyYaml = (text: string) =>
   Effect.gen(function* () {
-    const client = yield* KubeClient
+    const client = yield* KubeClient.KubeClient
     const docs = parseAllDocuments(text)
       .map((d) => d.toJS() as KubeObject | null)
       .filter((d): d is KubeObject => d !== null)
