@@ -3,16 +3,20 @@
 // server included), ~11 MB of heap no subcommand needs (README.md, "Memory").
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Effect } from "effect"
+import { Cause, Effect } from "effect"
 import { run } from "./Cli.js"
+import { describe } from "./internal/Failure.js"
+
+const fail = (line: string | undefined) =>
+  Effect.sync(() => {
+    if (line !== undefined) process.stderr.write(`iii: ${line}\n`)
+    process.exitCode = 1
+  })
 
 run(process.argv).pipe(
-  // The problems were printed already; only the exit status is left to set.
-  Effect.catchTag("ValidationFailed", () =>
-    Effect.sync(() => {
-      process.exitCode = 1
-    })
-  ),
+  Effect.catchAll((error) => fail(describe(error))),
+  // A defect is a bug in iii: its stack is what a bug report needs.
+  Effect.catchAllDefect((defect) => fail(`internal error: ${Cause.pretty(Cause.die(defect))}`)),
   Effect.provide(NodeContext.layer),
-  NodeRuntime.runMain
+  NodeRuntime.runMain({ disableErrorReporting: true })
 )
