@@ -180,7 +180,17 @@ export const Component = Schema.Struct({
   ports: Schema.optional(Schema.Array(Port).annotations({ description: "Ports; defaults to 8080/TCP." })),
   env: Schema.optional(Schema.Array(EnvVar).annotations({ description: "Environment variables." })),
   resources: Schema.optional(Resources),
-  ingress: Schema.optional(Ingress)
+  ingress: Schema.optional(Ingress),
+  command: Schema.optional(
+    Schema.Array(
+      Schema.String.pipe(Schema.minLength(1)).annotations({ description: "The program, then each argument." })
+    )
+      .pipe(Schema.minItems(1, { message: () => "a command needs at least the program to run" }))
+      .annotations({
+        description:
+          "For local runs only (`iii up`): the program and its arguments that start this component on a developer's machine, run from the composition file's directory with PORT set to the port to listen on. Ignored in a cluster, where the image runs."
+      })
+  )
 })
   .pipe(
     Schema.filter((c) => {

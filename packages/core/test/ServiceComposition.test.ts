@@ -135,6 +135,17 @@ describe("ServiceComposition", () => {
     expect(second && Either.isLeft(second) && second.left.issues[0]?.path).toBe("(yaml)")
   })
 
+  it("takes a local command for `iii up` and refuses an empty one", () => {
+    const decoded = Either.getOrThrow(SC.validate(withComponent({ command: ["node", "server.js"] })))
+    expect(decoded.spec.components[0]?.command).toEqual(["node", "server.js"])
+    expect(issuesOf(withComponent({ command: [] }))).toEqual([
+      { path: "spec.components[0].command", message: "a command needs at least the program to run" }
+    ])
+    expect(issuesOf(withComponent({ command: "node server.js" }))).toEqual([
+      { path: "spec.components[0].command", message: expect.stringContaining("Expected ReadonlyArray") }
+    ])
+  })
+
   it("formats paths as users write them", () => {
     expect(SC.formatPath(["spec", "components", 0, "replicas"])).toBe("spec.components[0].replicas")
   })
