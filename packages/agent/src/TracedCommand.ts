@@ -11,7 +11,7 @@
  *   status is the command's, or 128 + the signal number when a signal killed it.
  */
 import { spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readFileSync, writeSync } from "node:fs"
 import { constants } from "node:os"
 import { Effect, type Scope } from "effect"
 import { Agent } from "./Agent.js"
@@ -24,6 +24,13 @@ export interface Options {
   readonly forwardSignals?: boolean
   /** Copy a proxy-mode command's output to the agent's stdout/stderr. Default true. */
   readonly echoOutput?: boolean
+  /** Working directory (default: the agent's). */
+  readonly cwd?: string
+  /**
+   * A file descriptor (e.g. a log file opened for appending) that gets the command's stdout and
+   * stderr instead of the agent's; stdin is then closed. Logs are captured as without it.
+   */
+  readonly output?: number
 }
 
 export interface Running {
@@ -67,12 +74,19 @@ export const start = (
         : { HTTP_PROXY: proxyUrl, http_proxy: proxyUrl, NODE_USE_ENV_PROXY: "1" })
     }
     const pipeOutput = agent.mode === "proxy"
+    const output = options.output
+    const stdin = output === undefined ? "inherit" : "ignore"
     const child = yield* Effect.acquireRelease(
       Effect.try({
         try: () =>
           spawn("/bin/sh", ["-c", 'kill -STOP $$; exec "$0" "$@"', file, ...rest], {
-            stdio: pipeOutput ? ["inherit", "pipe", "pipe"] : "inherit",
-            env
+            stdio: pipeOutput
+              ? [stdin, "pipe", "pipe"]
+              : output === undefined
+                ? "inherit"
+                : [stdin, output, output],
+            env,
+            ...(options.cwd === undefined ? {} : { cwd: options.cwd })
           }),
         catch: (error) => new CommandError({ message: `${file}: ${String(error)}` })
       }),
@@ -103,12 +117,17 @@ export const start = (
     }
     if (pipeOutput) {
       const echo = options.echoOutput ?? true
+      // Synchronous: two async writes to one file descriptor may land out of order.
+      const copy = (to: NodeJS.WriteStream, chunk: Buffer) => {
+        if (output !== undefined) writeSync(output, chunk)
+        else if (echo) to.write(chunk)
+      }
       child.stdout?.on("data", (chunk: Buffer) => {
-        if (echo) process.stdout.write(chunk)
+        copy(process.stdout, chunk)
         agent.output("stdout", chunk)
       })
       child.stderr?.on("data", (chunk: Buffer) => {
-        if (echo) process.stderr.write(chunk)
+        copy(process.stderr, chunk)
         agent.output("stderr", chunk)
       })
     }

@@ -20,6 +20,7 @@ const subcommands = {
   controller: () => import("./ControllerCommand.js"),
   agent: () => import("./AgentCommand.js"),
   obs: () => import("./ObsCommand.js"),
+  up: () => import("./UpCommand.js"),
   demo: () => import("./DemoCommand.js")
 }
 
