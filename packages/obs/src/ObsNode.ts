@@ -122,7 +122,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       writer,
       tail,
       counters,
-      isReady: () => ready
+      isReady: () => ready,
+      dashboardDir: cfg.dashboardDir
     })
     const port = yield* listen(servers.http, cfg.port, cfg.host, "")
     const tlsListener = yield* Effect.transposeMapOption(tls, ({ port, credentials }) =>

@@ -57,6 +57,8 @@ export interface ObsNodeConfig {
    * rotate them by restarting the node. Default: none.
    */
   readonly tls: Option.Option<TlsConfig>
+  /** The dashboard's built files. Default: the package's own (`dist/dashboard`, made by `npm run build`). */
+  readonly dashboardDir?: string | undefined
 }
 
 export const defaults = {

@@ -11,6 +11,7 @@ import type { SpanReaderService } from "../../Store.js"
 import { rollupBucketSeconds } from "../../Store.js"
 import { parseInteger, parseRedQuery, parseTraceQuery, rejectUnknown } from "./Params.js"
 import { bucketOf, quantileOf, series, summarize } from "./RedSeries.js"
+import * as ServiceMap from "./ServiceMap.js"
 import { toJson } from "./TailHub.js"
 
 export interface Answer {
@@ -184,6 +185,9 @@ export const route = (
     if (b === "correlate" && c !== undefined && d === undefined) return correlate(reader, c, p)
     if (b === "services" && c === undefined) return services(reader)
     if (b === "services" && c !== undefined && d === "red" && e === undefined) return red(reader, c, p)
+    if (b === "services" && c !== undefined && d === "routes" && e === undefined)
+      return ServiceMap.routes(reader, c, p)
+    if (b === "dependencies" && c === undefined) return ServiceMap.dependencies(reader, p)
     return undefined
   }
   if (a === "apis" && b === ExternalMetrics.group) {

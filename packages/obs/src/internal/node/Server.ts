@@ -9,6 +9,7 @@ import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
 import { WebSocketServer } from "ws"
 import type { SpanReaderService, StoreMaintenanceService } from "../../Store.js"
+import * as Dashboard from "./Dashboard.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings, tokensEqual } from "./IngestConnection.js"
@@ -24,6 +25,8 @@ export interface ServerParts {
   readonly tail: TailHub
   readonly counters: NodeCounters
   readonly isReady: () => boolean
+  /** The built dashboard's directory (default: the package's `dist/dashboard`). */
+  readonly dashboardDir?: string | undefined
 }
 
 /** Paths answered without a token: probes, the node's own metrics, and the External Metrics API (the
@@ -71,7 +74,13 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     maxPayload: parts.settings.maxFrameBytes * 2,
     perMessageDeflate: false
   })
-  const tailWss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024, perMessageDeflate: false })
+  const tailWss = new WebSocketServer({
+    noServer: true,
+    maxPayload: 64 * 1024,
+    perMessageDeflate: false,
+    handleProtocols: Dashboard.chooseProtocol
+  })
+  const dashboardDir = parts.dashboardDir ?? Dashboard.builtDirectory()
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://node")
@@ -101,6 +110,11 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
           spansInStore: s.spans
         })
       )
+    }
+    if (Dashboard.isDashboardPath(url.pathname)) {
+      const file = Dashboard.serve(dashboardDir, url.pathname)
+      res.writeHead(file.status, { ...file.headers, "content-length": file.body.length })
+      return res.end(req.method === "HEAD" ? undefined : file.body)
     }
     if (!openPath(url.pathname) && !authorized(parts, req))
       return reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
@@ -132,7 +146,11 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
       return
     }
     if (url.pathname === "/v1/tail") {
-      if (!authorized(parts, req))
+      const browserToken = Dashboard.protocolToken(req)
+      if (
+        !authorized(parts, req) &&
+        !(parts.settings.token !== undefined && tokensEqual(parts.settings.token, browserToken))
+      )
         return rejectUpgrade(
           socket,
           401,
