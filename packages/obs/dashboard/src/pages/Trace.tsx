@@ -1,0 +1,236 @@
+/** `/traces/{traceId}`: the waterfall, the selected span's details, and the trace's logs. */
+import { useState } from "preact/hooks"
+import { type Correlation, get, type LogRecord, type Span } from "../api.js"
+import { clock, dateTime, duration, nanosToMs } from "../format.js"
+import { useQuery } from "../hooks.js"
+import { Link, withParams } from "../router.js"
+import { HttpStatus, Loading, ServiceName, serviceColor } from "../ui.js"
+
+/** Spans in tree order (each after its parent, siblings by start), with their depth. */
+export const treeOrder = (spans: ReadonlyArray<Span>): ReadonlyArray<{ span: Span; depth: number }> => {
+  const ids = new Set(spans.map((s) => s.spanId))
+  const children = new Map<string, Array<Span>>()
+  const roots: Array<Span> = []
+  for (const s of spans) {
+    if (s.parentSpanId !== undefined && ids.has(s.parentSpanId) && s.parentSpanId !== s.spanId) {
+      children.set(s.parentSpanId, [...(children.get(s.parentSpanId) ?? []), s])
+    } else roots.push(s)
+  }
+  const byStart = (a: Span, b: Span) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1)
+  const out: Array<{ span: Span; depth: number }> = []
+  const seen = new Set<string>()
+  const walk = (s: Span, depth: number) => {
+    if (seen.has(s.spanId)) return
+    seen.add(s.spanId)
+    out.push({ span: s, depth })
+    for (const c of (children.get(s.spanId) ?? []).sort(byStart)) walk(c, depth + 1)
+  }
+  for (const r of roots.sort(byStart)) walk(r, 0)
+  return out
+}
+
+interface Loaded {
+  readonly spans: ReadonlyArray<Span>
+  readonly logs: ReadonlyArray<LogRecord>
+}
+
+/** The trace, and its logs: those naming the trace, and those of its correlation id naming no trace. */
+const load = async (traceId: string): Promise<Loaded> => {
+  const { spans } = await get<{ spans: ReadonlyArray<Span> }>(`/v1/traces/${traceId}`)
+  const ids = Array.from(new Set(spans.map((s) => s.correlationId)))
+  const answers = await Promise.all(
+    ids.map((id) => get<Correlation>(`/v1/correlate/${encodeURIComponent(id)}`).catch(() => undefined))
+  )
+  const seen = new Set<string>()
+  const logs = answers
+    .flatMap((a) => a?.logs ?? [])
+    .filter((l) => l.traceId === traceId || l.traceId === undefined)
+    .filter((l) => {
+      const key = `${l.timeUnixNano}|${l.service}|${l.body}`
+      return !seen.has(key) && seen.add(key) !== undefined
+    })
+    .sort((a, b) => (BigInt(a.timeUnixNano) < BigInt(b.timeUnixNano) ? -1 : 1))
+  return { spans, logs }
+}
+
+const Detail = (props: { readonly span: Span }) => {
+  const s = props.span
+  const rows: Array<[string, string | undefined]> = [
+    ["service", s.service],
+    ["kind", s.kind],
+    ["method", s.http?.method],
+    ["route", s.http?.route],
+    ["path", s.http?.path],
+    ["status", s.http?.statusCode === undefined ? "no response" : String(s.http.statusCode)],
+    ["error", s.error ? "yes" : "no"],
+    ["duration", duration(nanosToMs(s.durationNano))],
+    ["start", `${dateTime(s.startTimeUnixNano)} (${clock(s.startTimeUnixNano)})`],
+    ["span id", s.spanId],
+    [
+      "parent",
+      s.parentSpanId === undefined
+        ? "none (root)"
+        : `${s.parentSpanId}${s.parentMissing === true ? " (not captured)" : ""}`
+    ],
+    ["correlation id", s.correlationId],
+    ["pod", s.pod],
+    ["peer", s.peerAddress === undefined ? undefined : `${s.peerAddress}:${s.peerPort ?? ""}`],
+    ...Object.entries(s.attributes ?? {}).map(([k, v]): [string, string] => [k, String(v)])
+  ]
+  return (
+    <section class="detail" aria-labelledby="detail-title">
+      <h2 id="detail-title">
+        <ServiceName service={s.service} /> {s.name}
+      </h2>
+      <dl>
+        {rows
+          .filter(([, v]) => v !== undefined && v !== "")
+          .map(([k, v]) => (
+            <>
+              <dt>{k}</dt>
+              <dd class={k.includes("id") || k === "parent" ? "mono" : ""}>
+                {k === "correlation id" ? (
+                  <Link href={`/correlate/${encodeURIComponent(v ?? "")}`}>{v}</Link>
+                ) : (
+                  v
+                )}
+              </dd>
+            </>
+          ))}
+      </dl>
+    </section>
+  )
+}
+
+export const LogTable = (props: {
+  readonly logs: ReadonlyArray<LogRecord>
+  readonly highlight?: string | undefined
+  readonly label: string
+}) =>
+  props.logs.length === 0 ? (
+    <p class="muted">No log lines.</p>
+  ) : (
+    <table class="grid logs" aria-label={props.label}>
+      <thead>
+        <tr>
+          <th scope="col">Time</th>
+          <th scope="col">Service</th>
+          <th scope="col">Level</th>
+          <th scope="col">Message</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.logs.map((l) => (
+          <tr
+            class={`level-${l.level} ${props.highlight !== undefined && l.spanId === props.highlight ? "highlight" : ""}`}
+          >
+            <td class="mono">{clock(l.timeUnixNano)}</td>
+            <td>
+              <ServiceName service={l.service} />
+            </td>
+            <td>
+              <span class={`level ${l.level}`}>{l.level}</span>
+            </td>
+            <td class="mono body">{l.body}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  )
+
+export const Trace = (props: { readonly traceId: string }) => {
+  const state = useQuery(() => load(props.traceId), props.traceId)
+  const [selected, setSelected] = useState<string | undefined>(undefined)
+  return (
+    <section aria-labelledby="trace-title">
+      <div class="page-head">
+        <h1 id="trace-title">
+          Trace <span class="mono">{props.traceId}</span>
+        </h1>
+      </div>
+      <Loading state={state}>
+        {({ spans, logs }) => {
+          const rows = treeOrder(spans)
+          const start = spans.reduce(
+            (m, s) => (BigInt(s.startTimeUnixNano) < m ? BigInt(s.startTimeUnixNano) : m),
+            BigInt(spans[0]?.startTimeUnixNano ?? 0)
+          )
+          const end = spans.reduce((m, s) => {
+            const e = BigInt(s.startTimeUnixNano) + BigInt(s.durationNano)
+            return e > m ? e : m
+          }, start)
+          const total = Math.max(1, Number(end - start))
+          const chosen = spans.find((s) => s.spanId === selected) ?? rows[0]?.span
+          const services = Array.from(new Set(spans.map((s) => s.service)))
+          return (
+            <>
+              <p class="summary">
+                {spans.length} spans across {services.length} service{services.length === 1 ? "" : "s"} (
+                {services.join(", ")}), {duration(total / 1e6)}, started {dateTime(start)}.{" "}
+                {spans[0] !== undefined && (
+                  <Link href={`/correlate/${encodeURIComponent(spans[0].correlationId)}`}>
+                    Everything with its correlation id
+                  </Link>
+                )}
+              </p>
+              <section
+                class="waterfall"
+                aria-label="Waterfall: each span's start and duration within the trace"
+              >
+                <div class="axis" aria-hidden="true">
+                  <span />
+                  <span class="ticks">
+                    {[0, 0.25, 0.5, 0.75, 1].map((f) => (
+                      <span style={{ left: `${f * 100}%` }}>{duration((total * f) / 1e6)}</span>
+                    ))}
+                  </span>
+                </div>
+                {rows.map(({ span, depth }) => {
+                  const offset = Number(BigInt(span.startTimeUnixNano) - start)
+                  return (
+                    <button
+                      type="button"
+                      class={`span-row ${span.error ? "error" : ""} ${chosen?.spanId === span.spanId ? "selected" : ""}`}
+                      aria-pressed={chosen?.spanId === span.spanId}
+                      data-span-id={span.spanId}
+                      onClick={() => setSelected(span.spanId)}
+                    >
+                      <span class="span-name" style={{ paddingLeft: `${depth * 16 + 4}px` }}>
+                        <ServiceName service={span.service} /> <span class="kind">{span.kind}</span>{" "}
+                        {span.name} <HttpStatus code={span.http?.statusCode} />
+                      </span>
+                      <span class="span-track">
+                        <span
+                          class="span-bar"
+                          style={{
+                            left: `${(offset / total) * 100}%`,
+                            width: `${Math.max(0.4, (span.durationNano / total) * 100)}%`,
+                            background: serviceColor(span.service)
+                          }}
+                        />
+                        <span
+                          class="span-time"
+                          style={{ left: `${Math.min(92, ((offset + span.durationNano) / total) * 100)}%` }}
+                        >
+                          {duration(nanosToMs(span.durationNano))}
+                        </span>
+                      </span>
+                    </button>
+                  )
+                })}
+              </section>
+              {chosen !== undefined && <Detail span={chosen} />}
+              <h2 id="logs-title">Logs</h2>
+              <LogTable logs={logs} highlight={chosen?.spanId} label="Logs of this trace" />
+              <p>
+                <Link href={withParams("/search", { service: chosen?.service, since: "1h" })}>
+                  More traces of {chosen?.service}
+                </Link>
+              </p>
+            </>
+          )
+        }}
+      </Loading>
+    </section>
+  )
+}
