@@ -21,6 +21,11 @@ const subcommands = {
   agent: () => import("./AgentCommand.js"),
   obs: () => import("./ObsCommand.js"),
   up: () => import("./UpCommand.js"),
+  services: () => import("./ServicesCommand.js"),
+  top: () => import("./TopCommand.js"),
+  tail: () => import("./TailCommand.js"),
+  trace: () => import("./TraceCommand.js"),
+  correlate: () => import("./CorrelateCommand.js"),
   demo: () => import("./DemoCommand.js")
 }
 

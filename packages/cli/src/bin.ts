@@ -13,6 +13,11 @@ const fail = (line: string | undefined) =>
     process.exitCode = 1
   })
 
+// Piped into `head` or a closed pager: stop quietly, as Unix tools do.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0)
+})
+
 run(process.argv).pipe(
   Effect.catchAll((error) => fail(describe(error))),
   // A defect is a bug in iii: its stack is what a bug report needs.

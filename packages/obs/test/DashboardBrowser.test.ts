@@ -12,91 +12,13 @@ import { Option, Redacted } from "effect"
 import type { Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
-import { log, span } from "./fixtures/Spans.js"
+import { checkout, ms, nowNano } from "./fixtures/Shop.js"
 import { artifacts, type Browser, chromiumMissing, launch } from "./support/Chromium.js"
 
 if (chromiumMissing !== undefined) console.warn(`dashboard browser tests skipped: ${chromiumMissing}`)
 
 const token = "dashboard-test-token"
 const shots = artifacts("dashboard")
-const nowNano = () => BigInt(Date.now()) * 1_000_000n
-const ms = (n: number) => BigInt(Math.round(n * 1e6))
-
-/** A checkout: frontend → catalog, frontend → payments (failing when `fails`), with two log lines. */
-const checkout = (n: number, at: bigint, fails: boolean) => {
-  const traceId = `${(0x5e00 + n).toString(16).padStart(16, "0")}${"c".repeat(16)}` as Telemetry.TraceId
-  const correlationId = `order-${n}`
-  const common = { traceId, correlationId, composition: "shop" }
-  const front = span({
-    ...common,
-    service: "frontend",
-    name: "POST /checkout",
-    startTimeUnixNano: at,
-    durationNano: 90_000_000,
-    http: { method: "POST", route: "/checkout", path: "/checkout", statusCode: fails ? 502 : 201 },
-    error: fails
-  })
-  const toCatalog = span({
-    ...common,
-    service: "frontend",
-    kind: "client",
-    parentSpanId: front.spanId,
-    name: "GET /products/{id}",
-    startTimeUnixNano: at + ms(4),
-    durationNano: 14_000_000,
-    http: { method: "GET", route: "/products/{id}", path: `/products/${n}`, statusCode: 200 }
-  })
-  const catalog = span({
-    ...common,
-    service: "catalog",
-    parentSpanId: toCatalog.spanId,
-    name: "GET /products/{id}",
-    startTimeUnixNano: at + ms(5),
-    durationNano: 12_000_000,
-    http: { method: "GET", route: "/products/{id}", path: `/products/${n}`, statusCode: 200 }
-  })
-  const toPayments = span({
-    ...common,
-    service: "frontend",
-    kind: "client",
-    parentSpanId: front.spanId,
-    name: "POST /charges",
-    startTimeUnixNano: at + ms(22),
-    durationNano: 60_000_000,
-    http: { method: "POST", route: "/charges", path: "/charges", statusCode: fails ? 502 : 201 },
-    error: fails
-  })
-  const payments = span({
-    ...common,
-    service: "payments",
-    parentSpanId: toPayments.spanId,
-    name: "POST /charges",
-    startTimeUnixNano: at + ms(23),
-    durationNano: 58_000_000,
-    http: { method: "POST", route: "/charges", path: "/charges", statusCode: fails ? 502 : 201 },
-    error: fails
-  })
-  const logs = [
-    log({
-      ...common,
-      service: "payments",
-      level: fails ? "error" : "info",
-      body: fails
-        ? `charge declined for ${correlationId}: card processor timed out`
-        : `charged ${correlationId}`,
-      timeUnixNano: at + ms(70),
-      spanId: payments.spanId
-    }),
-    log({
-      ...common,
-      service: "frontend",
-      level: fails ? "error" : "info",
-      body: fails ? `checkout ${correlationId} failed: payment 502` : `order ${correlationId} placed`,
-      timeUnixNano: at + ms(85)
-    })
-  ]
-  return { traceId, correlationId, spans: [front, toCatalog, catalog, toPayments, payments], logs }
-}
 
 describe.skipIf(chromiumMissing !== undefined)("the dashboard in Chromium", () => {
   const site = tempDir()
@@ -218,7 +140,7 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in Chromium", () =
     await page.goto(`${node.url}/traces/${failed?.traceId}`)
     await page.locator(".span-row").first().waitFor()
     await page.keyboard.press("Tab")
-    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe("Skip to content")
+    expect(await page.evaluate("document.activeElement?.textContent")).toBe("Skip to content")
     await page.locator(".span-row").nth(2).focus()
     await page.keyboard.press("Enter")
     expect(await page.locator(".span-row").nth(2).getAttribute("aria-pressed")).toBe("true")
@@ -274,7 +196,7 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in Chromium", () =
       await dark.page.locator("table.grid tbody tr").first().waitFor({ timeout: 10_000 })
       // The token from the link is kept, and the link's fragment is gone.
       expect(new URL(dark.page.url()).hash).toBe("")
-      const background = await dark.page.evaluate(() => getComputedStyle(document.body).backgroundColor)
+      const background = await dark.page.evaluate("getComputedStyle(document.body).backgroundColor")
       expect(background).toBe("rgb(17, 20, 24)")
       await dark.page.screenshot({ path: join(shots, "services-dark.png"), fullPage: true })
       await dark.page.goto(`${node.url}/traces/${failed?.traceId}`)

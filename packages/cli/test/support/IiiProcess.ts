@@ -54,3 +54,47 @@ export const runIii = (
       resolve({ code, stdout, stderr })
     })
   })
+
+const shellQuote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`
+
+export interface Terminal {
+  /** Everything the command wrote to the terminal so far (ANSI sequences included). */
+  readonly output: () => string
+  /** Types into the terminal (e.g. "\x03" for Ctrl-C). */
+  readonly type: (text: string) => void
+  readonly exited: Promise<number | null>
+  readonly kill: () => void
+}
+
+/**
+ * Runs `iii ARGS` on a real pseudo-terminal (util-linux `script`), `columns` wide, as a user's
+ * terminal would: stdout is a TTY, Ctrl-C is typed, not signalled.
+ */
+export const iiiOnTerminal = (
+  args: ReadonlyArray<string>,
+  options: { columns?: number; env?: NodeJS.ProcessEnv } = {}
+): Terminal => {
+  const command = `stty cols ${options.columns ?? 120} rows 40; exec ${iiiArgv(args).map(shellQuote).join(" ")}`
+  const child = spawn("script", ["-qfec", command, "/dev/null"], {
+    stdio: ["pipe", "pipe", "pipe"],
+    env: { ...process.env, ...options.env, TERM: "xterm-256color" }
+  })
+  let output = ""
+  child.stdout?.on("data", (d: Buffer) => {
+    output += d.toString()
+  })
+  child.stderr?.on("data", (d: Buffer) => {
+    output += d.toString()
+  })
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
+  return {
+    output: () => output,
+    type: (text) => child.stdin?.write(text),
+    exited,
+    kill: () => child.kill("SIGKILL")
+  }
+}
+
+/** The text without ANSI escape sequences. */
+export const plain = (text: string): string =>
+  text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replaceAll("\r", "")

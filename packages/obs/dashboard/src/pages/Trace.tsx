@@ -1,33 +1,12 @@
 /** `/traces/{traceId}`: the waterfall, the selected span's details, and the trace's logs. */
 import { useState } from "preact/hooks"
+import * as Format from "../../../../core/src/Format.js"
+import * as SpanTree from "../../../../core/src/SpanTree.js"
 import { type Correlation, get, type LogRecord, type Span } from "../api.js"
 import { clock, dateTime, duration, nanosToMs } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, withParams } from "../router.js"
 import { HttpStatus, Loading, ServiceName, serviceColor } from "../ui.js"
-
-/** Spans in tree order (each after its parent, siblings by start), with their depth. */
-export const treeOrder = (spans: ReadonlyArray<Span>): ReadonlyArray<{ span: Span; depth: number }> => {
-  const ids = new Set(spans.map((s) => s.spanId))
-  const children = new Map<string, Array<Span>>()
-  const roots: Array<Span> = []
-  for (const s of spans) {
-    if (s.parentSpanId !== undefined && ids.has(s.parentSpanId) && s.parentSpanId !== s.spanId) {
-      children.set(s.parentSpanId, [...(children.get(s.parentSpanId) ?? []), s])
-    } else roots.push(s)
-  }
-  const byStart = (a: Span, b: Span) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1)
-  const out: Array<{ span: Span; depth: number }> = []
-  const seen = new Set<string>()
-  const walk = (s: Span, depth: number) => {
-    if (seen.has(s.spanId)) return
-    seen.add(s.spanId)
-    out.push({ span: s, depth })
-    for (const c of (children.get(s.spanId) ?? []).sort(byStart)) walk(c, depth + 1)
-  }
-  for (const r of roots.sort(byStart)) walk(r, 0)
-  return out
-}
 
 interface Loaded {
   readonly spans: ReadonlyArray<Span>
@@ -131,7 +110,9 @@ export const LogTable = (props: {
             <td>
               <span class={`level ${l.level}`}>{l.level}</span>
             </td>
-            <td class="mono body">{l.body}</td>
+            <td class="mono body" title={l.body}>
+              {Format.logText(l.body)}
+            </td>
           </tr>
         ))}
       </tbody>
@@ -150,7 +131,7 @@ export const Trace = (props: { readonly traceId: string }) => {
       </div>
       <Loading state={state}>
         {({ spans, logs }) => {
-          const rows = treeOrder(spans)
+          const rows = SpanTree.order(spans)
           const start = spans.reduce(
             (m, s) => (BigInt(s.startTimeUnixNano) < m ? BigInt(s.startTimeUnixNano) : m),
             BigInt(spans[0]?.startTimeUnixNano ?? 0)
@@ -185,7 +166,7 @@ export const Trace = (props: { readonly traceId: string }) => {
                     ))}
                   </span>
                 </div>
-                {rows.map(({ span, depth }) => {
+                {rows.map(({ span, depth, inferred }) => {
                   const offset = Number(BigInt(span.startTimeUnixNano) - start)
                   return (
                     <button

@@ -4,16 +4,15 @@
  *
  * `GET /v1/dependencies`: the edges between services drawn from client/server span pairs of the
  * newest traces of the window (at most `limit`; the answer says how many it examined and what span
- * of time they cover, so rates are per second of that span). A server span's caller is the client
- * span that is its parent; when the parent was not captured (a service that forwards `traceparent`
- * as it received it, or a hop the agent could not link), the client span of another service of the
- * same trace that encloses it in time, the innermost one. A client span no server span answers is a
- * call out of the traced world, to its peer address.
+ * of time they cover, so rates are per second of that span). Each server span's caller is core's
+ * `SpanTree.callers` (its parent client span, or the enclosing one when the parent was not
+ * captured). A client span no server span answers is a call out of the traced world, to its peer
+ * address.
  *
  * `GET /v1/services/{service}/routes`: the routes the service served in its newest traces of the
  * window, each with its RED figures from the rollups (exact, not sampled).
  */
-import type { Telemetry } from "@iii/core"
+import { SpanTree, type Telemetry } from "@iii/core"
 import { Effect, Either } from "effect"
 import { InvalidParameter } from "../../Errors.js"
 import type { SpanReaderService } from "../../Store.js"
@@ -47,8 +46,6 @@ export interface Node {
   readonly entries: number
 }
 
-const endOf = (s: Span) => s.startTimeUnixNano + BigInt(s.durationNano)
-
 const quantile = (sorted: ReadonlyArray<number>, q: number) =>
   sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0)
 
@@ -72,33 +69,10 @@ export const graphOf = (
     if (error) e.errors++
   }
   for (const spans of traces) {
-    const byId = new Map(spans.map((s) => [s.spanId, s]))
-    const clients = spans.filter((s) => s.kind === "client")
-    const answered = new Set<Span>()
-    const servers = spans.filter((s) => s.kind === "server")
-    // Exact parent links first, so the time-based guess only takes client spans no server claimed.
-    const callers = new Map<Span, Span>()
-    for (const s of servers) {
-      const parent = s.parentSpanId === undefined ? undefined : byId.get(s.parentSpanId)
-      if (parent?.kind === "client" && parent.service !== s.service) {
-        callers.set(s, parent)
-        answered.add(parent)
-      }
-    }
-    for (const s of servers) {
-      if (callers.has(s) || (s.parentSpanId !== undefined && byId.has(s.parentSpanId))) continue
-      let best: Span | undefined
-      for (const c of clients) {
-        if (answered.has(c) || c.service === s.service) continue
-        if (c.startTimeUnixNano > s.startTimeUnixNano || endOf(c) < endOf(s)) continue
-        if (best === undefined || c.startTimeUnixNano > best.startTimeUnixNano) best = c
-      }
-      if (best !== undefined) {
-        callers.set(s, best)
-        answered.add(best)
-      }
-    }
-    for (const s of servers) {
+    const callers = SpanTree.callers(spans)
+    const answered = new Set(callers.values())
+    for (const s of spans) {
+      if (s.kind !== "server") continue
       let n = nodes.get(s.service)
       if (n === undefined) {
         n = { requests: 0, errors: 0, entries: 0 }
@@ -110,8 +84,8 @@ export const graphOf = (
       if (caller === undefined) n.entries++
       else addEdge(caller.service, s.service, false, caller.durationNano, caller.error || s.error)
     }
-    for (const c of clients)
-      if (!answered.has(c))
+    for (const c of spans)
+      if (c.kind === "client" && !answered.has(c))
         addEdge(c.service, `${c.peerAddress ?? "unknown"}:${c.peerPort ?? 0}`, true, c.durationNano, c.error)
   }
   return {
