@@ -3,6 +3,9 @@ import { defineConfig } from "vitest/config"
 
 const src = (pkg: string) => fileURLToPath(new URL(`./packages/${pkg}/src/index.ts`, import.meta.url))
 
+/** The test that installs a fresh clone as a newcomer would and times it: it runs alone, last. */
+const freshClone = "packages/cli/test/integration/FreshClone.test.ts"
+
 // Tests run against sources: @iii/* resolves to src/, so `npm test` needs no build first.
 export default defineConfig({
   resolve: {
@@ -14,10 +17,17 @@ export default defineConfig({
     }
   },
   test: {
-    include: ["packages/*/test/**/*.test.ts"],
     testTimeout: 30_000,
     hookTimeout: 120_000,
     pool: "forks",
-    reporters: ["default", "./vitest.summary.ts"]
+    reporters: ["default", "./vitest.summary.ts"],
+    projects: [
+      {
+        extends: true,
+        test: { name: "iii", include: ["packages/*/test/**/*.test.ts"], exclude: [freshClone] }
+      },
+      // A later group: on 2 cores, the suite compiling beside it would be timed too.
+      { extends: true, test: { name: "fresh-clone", include: [freshClone], sequence: { groupOrder: 1 } } }
+    ]
   }
 })

@@ -15,6 +15,7 @@ import { Agent, EbpfCapture, Exporter, TracedCommand } from "@iii/agent"
 import { Quantity, ServiceComposition } from "@iii/core"
 import { ObsNode } from "@iii/obs"
 import {
+  Config,
   Console,
   Context,
   Data,
@@ -46,12 +47,18 @@ const file = Args.file({ name: "FILE", exists: "yes" }).pipe(
   )
 )
 const port = Options.integer("port").pipe(
+  Options.withFallbackConfig(Config.integer("III_UP_PORT")),
   Options.withDefault(UpHome.defaultPort),
-  Options.withDescription(`port of the obs node and dashboard on ${host} (0 picks a free one)`)
+  Options.withDescription(
+    `port of the obs node and dashboard on ${host}, 0 picks a free one (default $III_UP_PORT or ${UpHome.defaultPort})`
+  )
 )
 const data = Options.text("data").pipe(
+  Options.withFallbackConfig(Config.string("III_UP_DATA")),
   Options.optional,
-  Options.withDescription(`where the store, logs and token live (default ${UpHome.defaultHome()})`)
+  Options.withDescription(
+    `where the store, logs and token live (default $III_UP_DATA or ${UpHome.defaultHome()})`
+  )
 )
 const duration = Options.text("duration").pipe(
   Options.optional,
