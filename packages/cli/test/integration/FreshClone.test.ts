@@ -14,13 +14,15 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
-import { loadavg, tmpdir } from "node:os"
+import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { artifacts, chromiumMissing, launch } from "../../../obs/test/support/Chromium.js"
 import { repoRoot } from "../support/IiiProcess.js"
 
 const budgetSeconds = 180
+/** A 1-minute load average above this means the machine is busy with other work. */
+const overloaded = 3 * cpus().length
 
 /** The README's first command: the first command line of its "Two commands" block. */
 export const firstCommand = (readme: string): string | undefined => {
@@ -72,6 +74,7 @@ describe.skipIf(skip !== undefined)("a fresh clone", () => {
         III_UP_DATA: join(work, "up"),
         III_UP_PORT: String(await freePort())
       }
+      const loadAtStart = loadavg()[0] ?? 0
       const started = performance.now()
       const elapsed = () => (performance.now() - started) / 1000
       // Its own process group, so "Ctrl-C" reaches every process the command started, as in a terminal.
@@ -140,8 +143,20 @@ describe.skipIf(skip !== undefined)("a fresh clone", () => {
       console.log(
         `fresh clone → dashboard with traffic, a 3+ span trace and its logs: ${seen.toFixed(1)} s (the command printed the dashboard at ${installed.toFixed(1)} s; load average ${load})`
       )
+      console.log(
+        stderr
+          .split("\n")
+          .filter((l) => /^install: .*\(\d+ s/.test(l))
+          .join("\n")
+      )
       expect(stdout).toMatch(/agent {5}(ebpf|proxy) mode:/)
-      expect(seen).toBeLessThanOrEqual(budgetSeconds)
+      // Other work on the machine (2 cores shared by several builds) stretches every step: the time is
+      // then printed, not judged.
+      if (loadAtStart <= overloaded) expect(seen).toBeLessThanOrEqual(budgetSeconds)
+      else
+        console.warn(
+          `time not judged: the load average was ${loadAtStart.toFixed(1)} at the start, over ${overloaded} on ${cpus().length} cores`
+        )
 
       if (child.pid !== undefined) process.kill(-child.pid, "SIGINT")
       expect(await exited).toBe(0)
