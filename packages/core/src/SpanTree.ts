@@ -21,6 +21,17 @@ export interface TreeSpan {
 const startOf = (s: TreeSpan) => BigInt(s.startTimeUnixNano)
 const endOf = (s: TreeSpan) => startOf(s) + BigInt(s.durationNano)
 
+/** When a trace began and ended: its earliest start and latest end, unix nanoseconds. */
+export const extent = (spans: ReadonlyArray<TreeSpan>): { readonly start: bigint; readonly end: bigint } => {
+  let start: bigint | undefined
+  let end = 0n
+  for (const s of spans) {
+    if (start === undefined || startOf(s) < start) start = startOf(s)
+    if (endOf(s) > end) end = endOf(s)
+  }
+  return { start: start ?? 0n, end: end < (start ?? 0n) ? (start ?? 0n) : end }
+}
+
 /** Each server span's caller (see above); server spans without one are not in the map. */
 export const callers = <S extends TreeSpan>(spans: ReadonlyArray<S>): Map<S, S> => {
   const byId = new Map(spans.map((s) => [s.spanId, s]))

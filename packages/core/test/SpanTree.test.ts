@@ -44,6 +44,11 @@ describe("SpanTree", () => {
     ])
   })
 
+  it("a trace's extent: the earliest start to the latest end", () => {
+    expect(SpanTree.extent([toPayments, front, catalog])).toEqual({ start: 0n, end: 100_000_000n })
+    expect(SpanTree.extent([])).toEqual({ start: 0n, end: 0n })
+  })
+
   it("gives a call to one server span only, and loses no span to a cycle", () => {
     const call = s("x", "a", "client", 0, 50)
     const first = s("y", "b", "server", 10, 5, "gone")

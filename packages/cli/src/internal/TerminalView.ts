@@ -23,7 +23,8 @@ export const paint =
     enabled ? `\u001b[${styles[style]}m${text}\u001b[0m` : text
 
 /** Visible width of a string that may hold ANSI colour codes. */
-const visible = (s: string) => s.replace(/\u001b\[[0-9;]*m/g, "").length
+const colourCode = new RegExp(`${"\u001b"}\\[[0-9;]*m`, "g")
+const visible = (s: string) => s.replace(colourCode, "").length
 
 const pad = (s: string, width: number, right: boolean) => {
   const gap = " ".repeat(Math.max(0, width - visible(s)))
@@ -114,14 +115,7 @@ export interface WaterfallSpan extends TailSpan {
 /** A waterfall `columns` wide: each span's name, status and duration, and a bar where it ran. */
 export const waterfall = (spans: ReadonlyArray<WaterfallSpan>, columns: number, p: Paint): string => {
   if (spans.length === 0) return ""
-  const start = spans.reduce(
-    (m, s) => (BigInt(s.startTimeUnixNano) < m ? BigInt(s.startTimeUnixNano) : m),
-    BigInt(spans[0]?.startTimeUnixNano ?? 0)
-  )
-  const end = spans.reduce((m, s) => {
-    const e = BigInt(s.startTimeUnixNano) + BigInt(s.durationNano)
-    return e > m ? e : m
-  }, start)
+  const { start, end } = SpanTree.extent(spans)
   const total = Math.max(1, Number(end - start))
   // "~": its parent was not captured; placed under the call that encloses it in time.
   const rows = SpanTree.order(spans).map(({ span, depth, inferred }) => ({

@@ -1,5 +1,5 @@
 /** `iii trace` and `iii correlate` print traces and logs the same way. */
-import { Format } from "@iii/core"
+import { Format, SpanTree } from "@iii/core"
 import { type Paint, table, type WaterfallSpan, waterfall } from "./TerminalView.js"
 
 export interface LogLine {
@@ -15,14 +15,7 @@ export const columns = () => process.stdout.columns ?? 120
 /** A trace's heading line and its waterfall. */
 export const traceBlock = (traceId: string, spans: ReadonlyArray<WaterfallSpan>, p: Paint): string => {
   const services = Array.from(new Set(spans.map((s) => s.service)))
-  const start = spans.reduce(
-    (m, s) => (BigInt(s.startTimeUnixNano) < m ? BigInt(s.startTimeUnixNano) : m),
-    BigInt(spans[0]?.startTimeUnixNano ?? 0)
-  )
-  const end = spans.reduce((m, s) => {
-    const e = BigInt(s.startTimeUnixNano) + BigInt(s.durationNano)
-    return e > m ? e : m
-  }, start)
+  const { start, end } = SpanTree.extent(spans)
   const heading = `${p("bold", `trace ${traceId}`)}  ${spans.length} spans, ${services.length} service${services.length === 1 ? "" : "s"} (${services.join(", ")}), ${Format.duration(Number(end - start) / 1e6)}, at ${Format.dateTime(start)}`
   return `${heading}\n${waterfall(spans, columns(), p)}`
 }

@@ -96,5 +96,5 @@ export const iiiOnTerminal = (
 }
 
 /** The text without ANSI escape sequences. */
-export const plain = (text: string): string =>
-  text.replace(/\u001b\[[0-9;?]*[A-Za-z]/g, "").replaceAll("\r", "")
+const escapeSequence = new RegExp(`${"\u001b"}\\[[0-9;?]*[A-Za-z]`, "g")
+export const plain = (text: string): string => text.replace(escapeSequence, "").replaceAll("\r", "")

@@ -90,3 +90,41 @@ export const ServiceName = (props: { readonly service: string }) => (
     {props.service}
   </span>
 )
+
+/** A table's header row: a label per column; `num` columns align right, `hidden` ones are for screen readers only. */
+export const Head = (props: {
+  readonly columns: ReadonlyArray<string | readonly [string, "num" | "hidden"]>
+}) => (
+  <thead>
+    <tr>
+      {props.columns.map((column) => {
+        const [label, kind] = typeof column === "string" ? [column, undefined] : column
+        return (
+          <th scope="col" class={kind === "num" ? "num" : undefined}>
+            {kind === "hidden" ? <span class="sr-only">{label}</span> : label}
+          </th>
+        )
+      })}
+    </tr>
+  </thead>
+)
+
+/** A labelled text box of a filter form, showing the value in the address. */
+export const TextField = (props: {
+  readonly id: string
+  readonly label: string
+  readonly name: string
+  readonly value: string | undefined
+  readonly hint: string
+}) => (
+  <div class="field">
+    <label for={props.id}>{props.label}</label>
+    <input
+      id={props.id}
+      name={props.name}
+      defaultValue={props.value ?? ""}
+      placeholder={props.hint}
+      autocomplete="off"
+    />
+  </div>
+)

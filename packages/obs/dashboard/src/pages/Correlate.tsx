@@ -3,7 +3,7 @@ import { type Correlation, get } from "../api.js"
 import { clock, duration, nanosToMs, percent } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link } from "../router.js"
-import { Loading, ServiceName } from "../ui.js"
+import { Head, Loading, ServiceName } from "../ui.js"
 import { LogTable } from "./Trace.js"
 
 export const Correlate = (props: { readonly id: string }) => {
@@ -48,24 +48,16 @@ export const Correlate = (props: { readonly id: string }) => {
               <p class="muted">No server span, so no RED figures.</p>
             ) : (
               <table class="grid" aria-label="Requests, errors and latency of the routes involved">
-                <thead>
-                  <tr>
-                    <th scope="col">Service</th>
-                    <th scope="col">Route</th>
-                    <th scope="col" class="num">
-                      Requests
-                    </th>
-                    <th scope="col" class="num">
-                      Errors
-                    </th>
-                    <th scope="col" class="num">
-                      p50
-                    </th>
-                    <th scope="col" class="num">
-                      p99
-                    </th>
-                  </tr>
-                </thead>
+                <Head
+                  columns={[
+                    "Service",
+                    "Route",
+                    ["Requests", "num"],
+                    ["Errors", "num"],
+                    ["p50", "num"],
+                    ["p99", "num"]
+                  ]}
+                />
                 <tbody>
                   {c.red.map((r) => (
                     <tr>

@@ -3,7 +3,7 @@ import { type Dependencies, get } from "../api.js"
 import { duration, isWindow, percent, rate, type Window } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { Loading, ServiceName, serviceColor, WindowPicker } from "../ui.js"
+import { Head, Loading, ServiceName, serviceColor, WindowPicker } from "../ui.js"
 
 interface Placed {
   readonly name: string
@@ -152,24 +152,16 @@ export const ServiceMap = (props: { readonly loc: Location }) => {
               </div>
               <h2>Calls</h2>
               <table class="grid">
-                <thead>
-                  <tr>
-                    <th scope="col">Caller</th>
-                    <th scope="col">Callee</th>
-                    <th scope="col" class="num">
-                      Rate
-                    </th>
-                    <th scope="col" class="num">
-                      Errors
-                    </th>
-                    <th scope="col" class="num">
-                      p50
-                    </th>
-                    <th scope="col" class="num">
-                      p99
-                    </th>
-                  </tr>
-                </thead>
+                <Head
+                  columns={[
+                    "Caller",
+                    "Callee",
+                    ["Rate", "num"],
+                    ["Errors", "num"],
+                    ["p50", "num"],
+                    ["p99", "num"]
+                  ]}
+                />
                 <tbody>
                   {deps.edges.map((e) => (
                     <tr>

@@ -3,11 +3,12 @@
  * The filters live in the address, so a search can be shared and survives a reload.
  */
 import { useEffect, useState } from "preact/hooks"
+import * as SpanTree from "../../../../core/src/SpanTree.js"
 import { type Correlation, get, type ServiceInfo, type TracePage, type TraceSummary } from "../api.js"
 import { clock, duration, nanosToMs } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { Loading, ServiceName } from "../ui.js"
+import { Head, Loading, ServiceName, TextField } from "../ui.js"
 
 export const filterNames = [
   "service",
@@ -29,14 +30,7 @@ const correlated = async (id: string): Promise<TracePage> => {
   return {
     traces: c.traces.map((t) => {
       const first = t.spans[0]
-      const start = t.spans.reduce(
-        (m, s) => (BigInt(s.startTimeUnixNano) < m ? BigInt(s.startTimeUnixNano) : m),
-        BigInt(first?.startTimeUnixNano ?? 0)
-      )
-      const end = t.spans.reduce((m, s) => {
-        const e = BigInt(s.startTimeUnixNano) + BigInt(s.durationNano)
-        return e > m ? e : m
-      }, 0n)
+      const { start, end } = SpanTree.extent(t.spans)
       const root = t.spans.find((s) => s.parentSpanId === undefined || s.parentMissing === true) ?? first
       return {
         traceId: t.traceId,
@@ -68,19 +62,6 @@ const serviceNames = (known: ReadonlyArray<ServiceInfo> | undefined, current: st
   if (current !== undefined) names.add(current)
   return Array.from(names).sort()
 }
-
-const field = (label: string, name: string, value: string | undefined, hint: string) => (
-  <div class="field">
-    <label for={`search-${label}`.toLowerCase().replaceAll(" ", "-")}>{label}</label>
-    <input
-      id={`search-${label}`.toLowerCase().replaceAll(" ", "-")}
-      name={name}
-      defaultValue={value ?? ""}
-      placeholder={hint}
-      autocomplete="off"
-    />
-  </div>
-)
 
 export const Search = (props: { readonly loc: Location }) => {
   const filters = filtersOf(props.loc.params)
@@ -133,7 +114,7 @@ export const Search = (props: { readonly loc: Location }) => {
             ))}
           </select>
         </div>
-        {field("Route", "route", filters.route, "/products/{id}")}
+        <TextField id="search-route" label="Route" name="route" value={filters.route} hint="/products/{id}" />
         <div class="field">
           <label for="search-status">Status</label>
           <select id="search-status" name="status">
@@ -145,10 +126,22 @@ export const Search = (props: { readonly loc: Location }) => {
             ))}
           </select>
         </div>
-        {field("Min duration", "minDuration", filters.minDuration, "200ms")}
-        {field("Since", "since", filters.since, "1h")}
-        {field("Until", "until", filters.until, "now")}
-        {field("Correlation id", "correlationId", filters.correlationId, "order-1234")}
+        <TextField
+          id="search-minduration"
+          label="Min duration"
+          name="minDuration"
+          value={filters.minDuration}
+          hint="200ms"
+        />
+        <TextField id="search-since" label="Since" name="since" value={filters.since} hint="1h" />
+        <TextField id="search-until" label="Until" name="until" value={filters.until} hint="now" />
+        <TextField
+          id="search-correlationid"
+          label="Correlation id"
+          name="correlationId"
+          value={filters.correlationId}
+          hint="order-1234"
+        />
         <button type="submit">Search</button>
       </form>
       <Loading state={state}>
@@ -160,22 +153,16 @@ export const Search = (props: { readonly loc: Location }) => {
           return (
             <>
               <table class="grid" aria-label="Matching traces">
-                <thead>
-                  <tr>
-                    <th scope="col">Start</th>
-                    <th scope="col">Root</th>
-                    <th scope="col">Services</th>
-                    <th scope="col" class="num">
-                      Spans
-                    </th>
-                    <th scope="col" class="num">
-                      Duration
-                    </th>
-                    <th scope="col">
-                      <span class="sr-only">Duration bar</span>
-                    </th>
-                  </tr>
-                </thead>
+                <Head
+                  columns={[
+                    "Start",
+                    "Root",
+                    "Services",
+                    ["Spans", "num"],
+                    ["Duration", "num"],
+                    ["Duration bar", "hidden"]
+                  ]}
+                />
                 <tbody>
                   {traces.map((t) => (
                     <tr class={t.errorCount > 0 ? "has-errors" : ""}>

@@ -4,7 +4,7 @@ import { TimeChart } from "../charts.js"
 import { duration, isWindow, percent, rate, stepFor, type Window } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { Loading, ServiceName, WindowPicker } from "../ui.js"
+import { Head, Loading, ServiceName, WindowPicker } from "../ui.js"
 
 export const Service = (props: { readonly loc: Location; readonly service: string }) => {
   const w = props.loc.params.get("window")
@@ -91,23 +91,9 @@ export const Service = (props: { readonly loc: Location; readonly service: strin
                 <p class="muted">No request in the last {window}.</p>
               ) : (
                 <table class="grid">
-                  <thead>
-                    <tr>
-                      <th scope="col">Route</th>
-                      <th scope="col" class="num">
-                        Rate
-                      </th>
-                      <th scope="col" class="num">
-                        Errors
-                      </th>
-                      <th scope="col" class="num">
-                        p50
-                      </th>
-                      <th scope="col" class="num">
-                        p99
-                      </th>
-                    </tr>
-                  </thead>
+                  <Head
+                    columns={["Route", ["Rate", "num"], ["Errors", "num"], ["p50", "num"], ["p99", "num"]]}
+                  />
                   <tbody>
                     {routes.routes.map((r) => (
                       <tr>

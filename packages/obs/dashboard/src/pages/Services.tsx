@@ -4,7 +4,7 @@ import { Sparkline } from "../charts.js"
 import { duration, isWindow, percent, rate, secondsOf, stepFor, type Window } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { Loading, ServiceName, WindowPicker } from "../ui.js"
+import { Head, Loading, ServiceName, WindowPicker } from "../ui.js"
 
 export interface ServiceRow {
   readonly service: string
@@ -76,28 +76,18 @@ export const Services = (props: { readonly loc: Location }) => {
               <caption class="sr-only">
                 Requests, errors and latency of each service over the last {window}
               </caption>
-              <thead>
-                <tr>
-                  <th scope="col">Service</th>
-                  <th scope="col" class="num">
-                    Rate
-                  </th>
-                  <th scope="col">Rate over time</th>
-                  <th scope="col" class="num">
-                    Errors
-                  </th>
-                  <th scope="col" class="num">
-                    p50
-                  </th>
-                  <th scope="col" class="num">
-                    p99
-                  </th>
-                  <th scope="col">p99 over time</th>
-                  <th scope="col">
-                    <span class="sr-only">Traces</span>
-                  </th>
-                </tr>
-              </thead>
+              <Head
+                columns={[
+                  "Service",
+                  ["Rate", "num"],
+                  "Rate over time",
+                  ["Errors", "num"],
+                  ["p50", "num"],
+                  ["p99", "num"],
+                  "p99 over time",
+                  ["Traces", "hidden"]
+                ]}
+              />
               <tbody>
                 {rows.map((r) => (
                   <tr data-service={r.service}>

@@ -3,7 +3,7 @@ import { useEffect, useState } from "preact/hooks"
 import { openTail, type Span } from "../api.js"
 import { clock, duration, nanosToMs } from "../format.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { HttpStatus, ServiceName } from "../ui.js"
+import { Head, HttpStatus, ServiceName, TextField } from "../ui.js"
 
 const names = ["service", "route", "status", "minDuration"] as const
 const keep = 500
@@ -67,32 +67,16 @@ export const Tail = (props: { readonly loc: Location }) => {
         </button>
       </div>
       <form class="filters" onSubmit={submit} aria-label="Live tail filters" key={key}>
-        <div class="field">
-          <label for="tail-service">Service</label>
-          <input id="tail-service" name="service" defaultValue={filters.service ?? ""} placeholder="any" />
-        </div>
-        <div class="field">
-          <label for="tail-route">Route</label>
-          <input id="tail-route" name="route" defaultValue={filters.route ?? ""} placeholder="any" />
-        </div>
-        <div class="field">
-          <label for="tail-status">Status</label>
-          <input
-            id="tail-status"
-            name="status"
-            defaultValue={filters.status ?? ""}
-            placeholder="5xx, error…"
-          />
-        </div>
-        <div class="field">
-          <label for="tail-min-duration">Min duration</label>
-          <input
-            id="tail-min-duration"
-            name="minDuration"
-            defaultValue={filters.minDuration ?? ""}
-            placeholder="200ms"
-          />
-        </div>
+        <TextField id="tail-service" label="Service" name="service" value={filters.service} hint="any" />
+        <TextField id="tail-route" label="Route" name="route" value={filters.route} hint="any" />
+        <TextField id="tail-status" label="Status" name="status" value={filters.status} hint="5xx, error…" />
+        <TextField
+          id="tail-min-duration"
+          label="Min duration"
+          name="minDuration"
+          value={filters.minDuration}
+          hint="200ms"
+        />
         <button type="submit">Apply</button>
       </form>
       {problem !== undefined && (
@@ -105,18 +89,7 @@ export const Tail = (props: { readonly loc: Location }) => {
         <p class="muted">Waiting for requests…</p>
       ) : (
         <table class="grid" aria-label="Requests, newest first">
-          <thead>
-            <tr>
-              <th scope="col">Time</th>
-              <th scope="col">Service</th>
-              <th scope="col">Request</th>
-              <th scope="col">Status</th>
-              <th scope="col" class="num">
-                Duration
-              </th>
-              <th scope="col">Trace</th>
-            </tr>
-          </thead>
+          <Head columns={["Time", "Service", "Request", "Status", ["Duration", "num"], "Trace"]} />
           <tbody>
             {shown.map((s) => (
               <tr class={s.error ? "has-errors" : ""}>

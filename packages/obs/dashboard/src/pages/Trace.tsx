@@ -6,7 +6,7 @@ import { type Correlation, get, type LogRecord, type Span } from "../api.js"
 import { clock, dateTime, duration, nanosToMs } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, withParams } from "../router.js"
-import { HttpStatus, Loading, ServiceName, serviceColor } from "../ui.js"
+import { Head, HttpStatus, Loading, ServiceName, serviceColor } from "../ui.js"
 
 interface Loaded {
   readonly spans: ReadonlyArray<Span>
@@ -90,14 +90,7 @@ export const LogTable = (props: {
     <p class="muted">No log lines.</p>
   ) : (
     <table class="grid logs" aria-label={props.label}>
-      <thead>
-        <tr>
-          <th scope="col">Time</th>
-          <th scope="col">Service</th>
-          <th scope="col">Level</th>
-          <th scope="col">Message</th>
-        </tr>
-      </thead>
+      <Head columns={["Time", "Service", "Level", "Message"]} />
       <tbody>
         {props.logs.map((l) => (
           <tr
@@ -132,14 +125,7 @@ export const Trace = (props: { readonly traceId: string }) => {
       <Loading state={state}>
         {({ spans, logs }) => {
           const rows = SpanTree.order(spans)
-          const start = spans.reduce(
-            (m, s) => (BigInt(s.startTimeUnixNano) < m ? BigInt(s.startTimeUnixNano) : m),
-            BigInt(spans[0]?.startTimeUnixNano ?? 0)
-          )
-          const end = spans.reduce((m, s) => {
-            const e = BigInt(s.startTimeUnixNano) + BigInt(s.durationNano)
-            return e > m ? e : m
-          }, start)
+          const { start, end } = SpanTree.extent(spans)
           const total = Math.max(1, Number(end - start))
           const chosen = spans.find((s) => s.spanId === selected) ?? rows[0]?.span
           const services = Array.from(new Set(spans.map((s) => s.service)))
