@@ -108,7 +108,7 @@ describe("terminal tools", () => {
       expect(frame).toMatch(/iii top {2}http:\/\/127\.0\.0\.1:\d+ {2}services over the last 1m/)
       const rows = frame.split("\n").filter((l) => /^(frontend|catalog|payments) /.test(l))
       expect(rows.map((r) => r.split(/\s+/)[0]).sort()).toEqual(["catalog", "frontend", "payments"])
-      for (const r of rows) expect(r).toMatch(/\s\d+\.\d\/s\s+\d+(\.\d)?%\s+[\d.]+ ms\s+[\d.]+ ms$/)
+      for (const r of rows) expect(r).toMatch(/\s\d+(\.\d+)?\/s\s+\d+(\.\d)?%\s+[\d.]+ ms\s+[\d.]+ ms$/)
       term.type("\u0003")
       expect(await term.exited).toBe(0)
       // The screen given back after the last frame.

@@ -16,9 +16,10 @@ export const duration = (ms: number | null | undefined): string => {
 
 export const nanosToMs = (nanos: number | string): number => Number(nanos) / 1e6
 
-/** Requests per second: `0`, `0.25/s`, `3.2/s`, `1.2k/s`. */
+/** Requests per second: `0`, `<0.01/s`, `0.25/s`, `3.2/s`, `1.2k/s`. */
 export const rate = (perSec: number): string => {
   if (perSec === 0) return "0"
+  if (perSec < 0.01) return "<0.01/s"
   if (perSec < 1) return `${perSec.toFixed(2)}/s`
   if (perSec < 1000) return `${perSec.toFixed(1)}/s`
   return `${(perSec / 1000).toFixed(1)}k/s`

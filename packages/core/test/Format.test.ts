@@ -15,7 +15,13 @@ describe("Format: numbers and times for people", () => {
   })
 
   it("rates and percentages", () => {
-    expect([0, 0.25, 3.21, 1500].map(Format.rate)).toEqual(["0", "0.25/s", "3.2/s", "1.5k/s"])
+    expect([0, 0.004, 0.25, 3.21, 1500].map(Format.rate)).toEqual([
+      "0",
+      "<0.01/s",
+      "0.25/s",
+      "3.2/s",
+      "1.5k/s"
+    ])
     expect([0, 0.004, 0.12].map(Format.percent)).toEqual(["0%", "0.4%", "12%"])
   })
 

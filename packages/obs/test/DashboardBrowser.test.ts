@@ -136,6 +136,21 @@ describe.skipIf(chromiumMissing !== undefined)("the dashboard in Chromium", () =
     await expect.poll(() => rows.count(), { timeout: 10_000 }).toBe(5)
   })
 
+  it("a span whose parent was not captured hangs under the call that encloses it, marked ≈", async () => {
+    const order = checkout(800, nowNano() - ms(5_000), false)
+    // As in eBPF mode today: payments' server span names the forwarded context as its parent.
+    const spans = order.spans.map((s) =>
+      s.service === "payments" ? { ...s, parentSpanId: "00000000000000aa" as never } : s
+    )
+    await send(spans, order.logs)
+    await page.goto(`${node.url}/traces/${order.traceId}`)
+    const rows = page.locator(".span-row")
+    await expect.poll(() => rows.count(), { timeout: 10_000 }).toBe(5)
+    const last = rows.nth(4)
+    expect(await last.locator(".inferred").count()).toBe(1)
+    expect(await last.locator(".span-name").getAttribute("style")).toContain("padding-left: 36px")
+  })
+
   it("the keyboard reaches everything: skip link first, then a span row by Tab and Enter", async () => {
     await page.goto(`${node.url}/traces/${failed?.traceId}`)
     await page.locator(".span-row").first().waitFor()

@@ -33,10 +33,18 @@ export const loadService = async (service: string, window: Window): Promise<Serv
     }),
     { requests: 0, errors: 0, p50: null as number | null, p99: null as number | null }
   )
+  // Per second of the time the service was seen in the window: a service that started a minute
+  // ago shows its rate, not a fifteenth of it.
+  const firstSeen = series.points.find((p) => p.requests > 0)?.time
+  const nowSec = Date.now() / 1000
+  const seconds =
+    firstSeen === undefined
+      ? secondsOf(window)
+      : Math.max(10, Math.min(secondsOf(window), nowSec - firstSeen))
   return {
     service,
     requests: sum.requests,
-    rate: sum.requests / secondsOf(window),
+    rate: sum.requests / seconds,
     errorRate: sum.requests === 0 ? 0 : sum.errors / sum.requests,
     p50: sum.p50,
     p99: sum.p99,

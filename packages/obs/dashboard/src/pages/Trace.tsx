@@ -163,6 +163,14 @@ export const Trace = (props: { readonly traceId: string }) => {
                       onClick={() => setSelected(span.spanId)}
                     >
                       <span class="span-name" style={{ paddingLeft: `${depth * 16 + 4}px` }}>
+                        {inferred && (
+                          <span
+                            class="inferred"
+                            title="Its parent span was not captured: shown under the call that encloses it in time"
+                          >
+                            ≈{" "}
+                          </span>
+                        )}
                         <ServiceName service={span.service} /> <span class="kind">{span.kind}</span>{" "}
                         {span.name} <HttpStatus code={span.http?.statusCode} />
                       </span>
