@@ -39,7 +39,7 @@ const component = Options.text("component").pipe(
   Options.optional,
   Options.withDescription("its component in the composition (default $III_COMPONENT)")
 )
-/** `--mode`, shared with `iii demo`, which runs an agent too. */
+/** `--mode`, shared with `iii up`, which runs agents too. */
 export const mode = Options.choice("mode", ["auto", "ebpf", "proxy"]).pipe(
   Options.withDefault("auto" as const),
   Options.withDescription("agent capture mode; auto = eBPF when available, proxy otherwise")
