@@ -21,7 +21,7 @@ echo "bench:first-dashboard  command: $command  (load average at start: $(cut -d
 export CARGO_HOME="$work/cargo" npm_config_cache="$work/npm" III_CACHE="$work/cache" III_BIN_DIR="$work/bin" \
   PATH="$work/bin:$PATH" III_UP_DATA="$work/up" III_UP_PORT="$port"
 start=$(date +%s.%N)
-( cd "$work/iii" && TIMEFORMAT="install CPU: user %U s + sys %S s (wall %R s)" && exec setsid bash -c "time bash -c '${command%% && *}' && ${command#* && }" ) \
+( cd "$work/iii" && export TIMEFORMAT="install CPU: user %U s + sys %S s (wall %R s)" && exec setsid bash -c "time bash -c '${command%% && *}' && ${command#* && }" ) \
   >"$work/out" 2>"$work/err" &
 pid=$!
 seconds() { echo "$(date +%s.%N) - $start" | bc; }
