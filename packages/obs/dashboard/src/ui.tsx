@@ -1,5 +1,6 @@
 /** Small pieces every page uses. */
 import type { ComponentChildren } from "preact"
+import * as Format from "../../../core/src/Format.js"
 import { ApiError, Unauthorized } from "./api.js"
 import { statusClass, type Window, windows } from "./format.js"
 import type { Loaded } from "./hooks.js"
@@ -127,4 +128,19 @@ export const TextField = (props: {
       autocomplete="off"
     />
   </div>
+)
+
+/** A row's RED cells: a count or rate, the error rate (red over 5%), p50 and p99. */
+export const RedCells = (props: {
+  readonly amount: string
+  readonly errorRate: number
+  readonly p50: number | null
+  readonly p99: number | null
+}) => (
+  <>
+    <td class="num">{props.amount}</td>
+    <td class={`num ${props.errorRate > 0.05 ? "bad" : ""}`}>{Format.percent(props.errorRate)}</td>
+    <td class="num">{Format.duration(props.p50)}</td>
+    <td class="num">{Format.duration(props.p99)}</td>
+  </>
 )

@@ -3,7 +3,7 @@ import { type Correlation, get } from "../api.js"
 import { clock, duration, nanosToMs, percent } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link } from "../router.js"
-import { Head, Loading, ServiceName } from "../ui.js"
+import { Head, Loading, RedCells, ServiceName } from "../ui.js"
 import { LogTable } from "./Trace.js"
 
 export const Correlate = (props: { readonly id: string }) => {
@@ -65,10 +65,7 @@ export const Correlate = (props: { readonly id: string }) => {
                         <ServiceName service={r.service} />
                       </td>
                       <td>{r.route}</td>
-                      <td class="num">{r.requests}</td>
-                      <td class="num">{percent(r.errorRate)}</td>
-                      <td class="num">{duration(r.p50)}</td>
-                      <td class="num">{duration(r.p99)}</td>
+                      <RedCells amount={String(r.requests)} errorRate={r.errorRate} p50={r.p50} p99={r.p99} />
                     </tr>
                   ))}
                 </tbody>

@@ -3,7 +3,7 @@ import { type Dependencies, get } from "../api.js"
 import { duration, isWindow, percent, rate, type Window } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { Head, Loading, ServiceName, serviceColor, WindowPicker } from "../ui.js"
+import { Head, Loading, RedCells, ServiceName, serviceColor, WindowPicker } from "../ui.js"
 
 interface Placed {
   readonly name: string
@@ -177,10 +177,12 @@ export const ServiceMap = (props: { readonly loc: Location }) => {
                           <ServiceName service={e.callee} />
                         )}
                       </td>
-                      <td class="num">{rate(e.ratePerSec)}</td>
-                      <td class="num">{percent(e.calls === 0 ? 0 : e.errors / e.calls)}</td>
-                      <td class="num">{duration(e.p50Ms)}</td>
-                      <td class="num">{duration(e.p99Ms)}</td>
+                      <RedCells
+                        amount={rate(e.ratePerSec)}
+                        errorRate={e.calls === 0 ? 0 : e.errors / e.calls}
+                        p50={e.p50Ms}
+                        p99={e.p99Ms}
+                      />
                     </tr>
                   ))}
                 </tbody>

@@ -4,7 +4,7 @@ import { TimeChart } from "../charts.js"
 import { duration, isWindow, percent, rate, stepFor, type Window } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
-import { Head, Loading, ServiceName, WindowPicker } from "../ui.js"
+import { Head, Loading, RedCells, ServiceName, WindowPicker } from "../ui.js"
 
 export const Service = (props: { readonly loc: Location; readonly service: string }) => {
   const w = props.loc.params.get("window")
@@ -102,10 +102,12 @@ export const Service = (props: { readonly loc: Location; readonly service: strin
                             {r.route}
                           </Link>
                         </th>
-                        <td class="num">{rate(r.ratePerSec)}</td>
-                        <td class={`num ${r.errorRate > 0.05 ? "bad" : ""}`}>{percent(r.errorRate)}</td>
-                        <td class="num">{duration(r.p50)}</td>
-                        <td class="num">{duration(r.p99)}</td>
+                        <RedCells
+                          amount={rate(r.ratePerSec)}
+                          errorRate={r.errorRate}
+                          p50={r.p50}
+                          p99={r.p99}
+                        />
                       </tr>
                     ))}
                   </tbody>
