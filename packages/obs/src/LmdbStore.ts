@@ -95,7 +95,12 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreEr
           ...(config.mapSize !== undefined && { mapSize: config.mapSize })
         })
       : inThreadWriter(yield* sync("open")(() => makeWriteState(layout)))
-    const writer = makeBatchWriter(plan, rounds.writeRound)
+    // A round committed by the writer thread is invisible to this thread's cached read snapshot until
+    // lmdb renews it on a timer; a query right after an acknowledgement must see what was acknowledged.
+    const writeRound: RoundWriter["writeRound"] = config.writerThread
+      ? (round) => Effect.tap(rounds.writeRound(round), () => Effect.sync(() => layout.env.resetReadTxn()))
+      : rounds.writeRound
+    const writer = makeBatchWriter(plan, writeRound)
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Fiber, Scope } from "effect"
 import { describe, expect, it } from "vitest"
 import * as LmdbStore from "../src/LmdbStore.js"
 import { batch, span, traceId } from "./fixtures/Spans.js"
@@ -45,6 +45,27 @@ describe("LmdbStore", () => {
           yield* Scope.close(inner, Exit.void)
           const error = yield* Effect.flip(store.writer.write([batch("a", 2, [span()])]))
           expect(error._tag).toBe("StoreError")
+        })
+      )
+    ))
+
+  it("reads what the writer thread acknowledged, even before lmdb renews this thread's snapshot", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const store = yield* LmdbStore.make({ path: yield* tempDir, writerThread: true })
+          for (let seq = 1; seq <= 40; seq++) {
+            // Read in a timer callback (lmdb caches the snapshot until its own timer resets it), then keep
+            // the thread busy until the commit's reply is queued: the event loop's poll phase delivers it
+            // before the next timers phase, so a query right after the ack ran on the old snapshot.
+            yield* Effect.sleep(1)
+            yield* store.reader.trace(traceId(seq))
+            const write = yield* Effect.fork(store.writer.write([batch("a", seq, [span({ trace: seq })])]))
+            const busyUntil = Date.now() + 50
+            while (Date.now() < busyUntil) {}
+            expect(yield* Fiber.join(write)).toEqual(["stored"])
+            expect((yield* store.reader.trace(traceId(seq))).length).toBe(1)
+          }
         })
       )
     ))
