@@ -15,7 +15,8 @@ import { Effect, Layer, Option } from "effect"
 
 const { defaults, variables } = ObsNodeConfig
 
-const data = Options.directory("data").pipe(
+// Text, not Options.directory: the node checks the directory itself and says what is wrong with it.
+const data = Options.text("data").pipe(
   Options.optional,
   Options.withDescription(`directory of the LMDB store, created when missing (default $${variables.data})`)
 )

@@ -15,6 +15,20 @@ export class StoreError extends Data.TaggedError("StoreError")<{
 }
 
 /**
+ * The data directory cannot be used: it cannot be created or written, is not a directory, or holds
+ * an LMDB environment this build cannot open. The node does not start.
+ */
+export class DataDirError extends Data.TaggedError("DataDirError")<{
+  readonly path: string
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return `data directory ${this.path}: ${this.reason}`
+  }
+}
+
+/**
  * A span the wire protocol accepts but the store cannot index: its labels would make an index key
  * longer than LMDB allows. Its batch is refused as `invalid_batch` before it joins a commit, so the
  * batches it would have shared a transaction with are stored.

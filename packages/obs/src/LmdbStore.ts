@@ -5,7 +5,8 @@
  * `internal/lmdb/`.
  */
 import { Context, Effect, Either, Layer, type Scope } from "effect"
-import { StoreError, UnindexableSpan } from "./Errors.js"
+import { DataDirError, StoreError, UnindexableSpan } from "./Errors.js"
+import * as DataDir from "./internal/lmdb/DataDir.js"
 import { openLayout } from "./internal/lmdb/LmdbLayout.js"
 import * as Read from "./internal/lmdb/LmdbRead.js"
 import { deleteOlderThan } from "./internal/lmdb/LmdbRetention.js"
@@ -57,16 +58,29 @@ const sync =
   <A>(f: () => A): Effect.Effect<A, StoreError> =>
     Effect.try({ try: f, catch: (cause) => new StoreError({ operation, cause }) })
 
-/** Opens the environment for the scope's lifetime; closing waits for pending writes. */
-export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreError, Scope.Scope> =>
+/**
+ * Opens the environment for the scope's lifetime; closing waits for pending writes. A directory that
+ * cannot be created or written, or an environment that cannot be opened, fails with `DataDirError`.
+ */
+export const make = (
+  config: LmdbStoreConfig
+): Effect.Effect<LmdbStores, StoreError | DataDirError, Scope.Scope> =>
   Effect.gen(function* () {
+    yield* DataDir.prepare(config.path)
     // Retention passes run as promises; closing waits for the one in flight, which stops at its next chunk.
     let closing = false
     let retention: Promise<unknown> = Promise.resolve()
     const layout = yield* Effect.acquireRelease(
-      sync("open")(() =>
-        openLayout({ path: config.path, ...(config.mapSize !== undefined && { mapSize: config.mapSize }) })
-      ),
+      Effect.try({
+        try: () =>
+          openLayout({ path: config.path, ...(config.mapSize !== undefined && { mapSize: config.mapSize }) }),
+        catch: (cause) =>
+          new DataDirError({
+            path: config.path,
+            reason: `cannot open its LMDB environment: ${cause instanceof Error ? cause.message : String(cause)}`,
+            cause
+          })
+      }),
       (l) =>
         Effect.promise(async () => {
           closing = true
@@ -138,7 +152,7 @@ export const make = (config: LmdbStoreConfig): Effect.Effect<LmdbStores, StoreEr
 /** Provides BatchWriter, SpanReader and StoreMaintenance backed by one LMDB environment. */
 export const layer = (
   config: LmdbStoreConfig
-): Layer.Layer<BatchWriter | SpanReader | StoreMaintenance, StoreError> =>
+): Layer.Layer<BatchWriter | SpanReader | StoreMaintenance, StoreError | DataDirError> =>
   Layer.scopedContext(
     Effect.map(make(config), (s) =>
       Context.make(BatchWriter, s.writer).pipe(

@@ -11,7 +11,7 @@ import type { Server as HttpServer } from "node:http"
 import type { Server as HttpsServer } from "node:https"
 import type { Telemetry } from "@iii/core"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
-import { ServerError, type StoreError, type TlsError } from "./Errors.js"
+import { type DataDirError, ServerError, type StoreError, type TlsError } from "./Errors.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
 import { createNodeServers } from "./internal/node/Server.js"
@@ -193,7 +193,9 @@ export const layerOn = (
  * lifetime; stopping closes sockets, finishes pending commits, closes LMDB. A bad TLS file fails it
  * before the store is opened.
  */
-export const layer = (cfg: ObsNodeConfig): Layer.Layer<ObsNode, StoreError | ServerError | TlsError> =>
+export const layer = (
+  cfg: ObsNodeConfig
+): Layer.Layer<ObsNode, DataDirError | StoreError | ServerError | TlsError> =>
   Layer.unwrapScoped(
     Effect.map(loadTls(cfg), (tls) =>
       Layer.scoped(ObsNode, serve(cfg, tls)).pipe(

@@ -4,12 +4,12 @@
  * variable and each variable set over its default, so the command and an embedding program read the
  * environment the same way (the StatefulSet in `manifests/obs` configures nodes through it).
  */
-import { readFileSync } from "node:fs"
 import { hostname } from "node:os"
 import { WireProtocol } from "@iii/core"
 import { Config, ConfigError, Duration, Effect, Either, Option, Redacted } from "effect"
 import { InvalidSetting } from "./Errors.js"
 import { parseDurationNano } from "./internal/node/Params.js"
+import { readSettingsFile } from "./internal/node/SettingsFile.js"
 import { defaultTailLimits } from "./internal/node/TailHub.js"
 
 export interface TlsConfig {
@@ -104,7 +104,7 @@ export const parseRetention = (text: string): Either.Either<Duration.Duration, s
 /** Reads a token file: its content, trimmed; an empty file is an error. */
 export const readToken = (path: string): Either.Either<Redacted.Redacted<string>, string> => {
   try {
-    const token = readFileSync(path, "utf8").trim()
+    const token = readSettingsFile(path).toString("utf8").trim()
     return token.length === 0
       ? Either.left(`token file ${path} is empty`)
       : Either.right(Redacted.make(token))

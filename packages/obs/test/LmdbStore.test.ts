@@ -81,7 +81,7 @@ describe("LmdbStore", () => {
       )
     ))
 
-  it("fails with a StoreError when the path cannot be opened", () =>
+  it("fails with a DataDirError naming the directory when the path cannot be used", () =>
     Effect.runPromise(
       Effect.scoped(
         Effect.gen(function* () {
@@ -89,8 +89,8 @@ describe("LmdbStore", () => {
           const file = join(dir, "not-a-directory")
           writeFileSync(file, "x")
           const error = yield* Effect.flip(LmdbStore.make({ path: join(file, "db") }))
-          expect(error._tag).toBe("StoreError")
-          expect(error.message).toContain("store open failed")
+          expect(error._tag).toBe("DataDirError")
+          expect(error.message).toBe(`data directory ${join(file, "db")}: ${file} is not a directory`)
         })
       )
     ))

@@ -44,38 +44,54 @@ export const make = (config: {
       for (const p of pending.values()) p.reject(cause)
       pending.clear()
     }
+    let ready = false
+    // Started inside the acquire (nothing there waits), awaited outside it: a start-up that hangs in
+    // the thread stays interruptible, and interrupting it terminates the thread.
     const worker = yield* Effect.acquireRelease(
-      Effect.async<Worker, StoreError>((resume) => {
+      Effect.sync(() => {
         const { script, execArgv } = workerOptions()
-        const w = new Worker(script, { workerData: config, ...(execArgv !== undefined && { execArgv }) })
-        const failed = (cause: unknown) =>
-          resume(Effect.fail(new StoreError({ operation: "open writer thread", cause })))
-        w.once("error", failed)
-        w.once("message", (m) => {
-          if (m !== "ready") return failed(new Error(`unexpected first message ${String(m)}`))
-          w.off("error", failed)
-          w.on("message", (reply: WriterReply) => {
-            const p = pending.get(reply.id)
-            pending.delete(reply.id)
-            if (p === undefined) return
-            if ("error" in reply) p.reject(new Error(reply.error))
-            else p.resolve(reply.outcomes)
-          })
-          w.on("error", die)
-          w.on("exit", (code) => die(new Error(`the writer thread exited (code ${code})`)))
-          resume(Effect.succeed(w))
-        })
+        return new Worker(script, { workerData: config, ...(execArgv !== undefined && { execArgv }) })
       }),
       (w) =>
         Effect.promise(async () => {
           while (pending.size > 0) await new Promise((r) => setTimeout(r, 5))
           die(new Error("the store is closing"))
+          if (!ready) return void (await w.terminate())
           const exited = new Promise((r) => w.once("exit", r))
           w.postMessage("close")
           const timeout = new Promise((r) => setTimeout(r, 10_000).unref())
           if ((await Promise.race([exited.then(() => "exited"), timeout])) !== "exited") await w.terminate()
         })
     )
+    yield* Effect.async<void, StoreError>((resume) => {
+      const failed = (cause: unknown) =>
+        resume(Effect.fail(new StoreError({ operation: "open writer thread", cause })))
+      const exited = (code: number) => failed(new Error(`the writer thread exited (code ${code})`))
+      const first = (m: unknown) => {
+        worker.off("error", failed)
+        worker.off("exit", exited)
+        if (m !== "ready") return failed(new Error(`unexpected first message ${String(m)}`))
+        ready = true
+        worker.on("message", (reply: WriterReply) => {
+          const p = pending.get(reply.id)
+          pending.delete(reply.id)
+          if (p === undefined) return
+          if ("error" in reply) p.reject(new Error(reply.error))
+          else p.resolve(reply.outcomes)
+        })
+        worker.on("error", die)
+        worker.on("exit", (code) => die(new Error(`the writer thread exited (code ${code})`)))
+        resume(Effect.void)
+      }
+      worker.once("error", failed)
+      worker.once("exit", exited)
+      worker.once("message", first)
+      return Effect.sync(() => {
+        worker.off("error", failed)
+        worker.off("exit", exited)
+        worker.off("message", first)
+      })
+    })
     return {
       writeRound: (round) =>
         Effect.tryPromise({

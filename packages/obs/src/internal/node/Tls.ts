@@ -4,10 +4,10 @@
  */
 
 import { createPrivateKey, X509Certificate } from "node:crypto"
-import { readFileSync } from "node:fs"
 import { createSecureContext } from "node:tls"
 import { Effect } from "effect"
 import { TlsError } from "../../Errors.js"
+import { readSettingsFile } from "./SettingsFile.js"
 
 export interface TlsCredentials {
   readonly cert: Buffer
@@ -32,9 +32,9 @@ export const loadTlsCredentials = (
 ): Effect.Effect<TlsCredentials, TlsError> =>
   Effect.gen(function* () {
     const cert = yield* attempt(certFile, `cannot read TLS certificate ${certFile}`, () =>
-      readFileSync(certFile)
+      readSettingsFile(certFile)
     )
-    const key = yield* attempt(keyFile, `cannot read TLS key ${keyFile}`, () => readFileSync(keyFile))
+    const key = yield* attempt(keyFile, `cannot read TLS key ${keyFile}`, () => readSettingsFile(keyFile))
     const leaf = yield* attempt(
       certFile,
       `TLS certificate ${certFile} is not a PEM certificate`,

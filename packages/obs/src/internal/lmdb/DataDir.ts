@@ -1,0 +1,69 @@
+/**
+ * The data directory, made ready before LMDB opens it: created one component at a time, checked to
+ * be a directory this process can write in. lmdb creates a missing directory with Node's recursive
+ * `mkdirSync`, which never returns for some paths (under /proc it spins a core forever, deaf to
+ * SIGTERM); this walk uses single, asynchronous mkdir calls, so every failure is an error naming the
+ * directory and the cause, and the process stays responsive to signals while it runs.
+ */
+import { constants } from "node:fs"
+import { mkdir, open, stat, unlink } from "node:fs/promises"
+import { dirname, resolve } from "node:path"
+import { Effect } from "effect"
+import { DataDirError } from "../../Errors.js"
+
+const codeOf = (e: unknown) => (typeof e === "object" && e !== null && "code" in e ? String(e.code) : "")
+const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/** The deepest existing ancestor of `path` (itself if it exists) and the components missing below it. */
+const existingAncestor = async (path: string) => {
+  const missing: Array<string> = []
+  let at = path
+  for (;;) {
+    try {
+      const found = await stat(at)
+      return { at, found, missing }
+    } catch (e) {
+      const parent = dirname(at)
+      // ENOTDIR: a component above is a file; the walk up finds it and says so.
+      if ((codeOf(e) !== "ENOENT" && codeOf(e) !== "ENOTDIR") || parent === at) throw e
+      missing.unshift(at)
+      at = parent
+    }
+  }
+}
+
+const prepareAsync = async (path: string, fail: (reason: string) => Error): Promise<void> => {
+  const absolute = resolve(path)
+  let ancestor: Awaited<ReturnType<typeof existingAncestor>>
+  try {
+    ancestor = await existingAncestor(absolute)
+  } catch (e) {
+    throw fail(`cannot look it up: ${messageOf(e)}`)
+  }
+  if (!ancestor.found.isDirectory())
+    throw fail(ancestor.at === absolute ? "it is not a directory" : `${ancestor.at} is not a directory`)
+  for (const component of ancestor.missing) {
+    try {
+      await mkdir(component)
+    } catch (e) {
+      if (codeOf(e) !== "EEXIST") throw fail(`cannot create it: ${messageOf(e)}`)
+      if (!(await stat(component)).isDirectory()) throw fail(`${component} is not a directory`)
+    }
+  }
+  // Root passes every permission check, and a read-only mount only shows when writing: try it.
+  const probe = `${absolute}/.iii-write-check-${process.pid}`
+  try {
+    const handle = await open(probe, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY)
+    await handle.close()
+    await unlink(probe)
+  } catch (e) {
+    throw fail(`cannot write in it: ${messageOf(e)}`)
+  }
+}
+
+/** Creates `path` if missing and checks it is a writable directory; fails naming it and the cause. */
+export const prepare = (path: string): Effect.Effect<void, DataDirError> =>
+  Effect.tryPromise({
+    try: () => prepareAsync(path, (reason) => new DataDirError({ path, reason })),
+    catch: (e) => (e instanceof DataDirError ? e : new DataDirError({ path, reason: messageOf(e) }))
+  })
