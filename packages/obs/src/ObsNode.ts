@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto"
 import type { Server as HttpServer } from "node:http"
 import type { Server as HttpsServer } from "node:https"
 import type { Telemetry } from "@iii/core"
-import { Context, Duration, Effect, Either, Layer, Option, Redacted, Schedule } from "effect"
+import { Context, Duration, Effect, Either, Layer, Option, Redacted, Runtime, Schedule } from "effect"
 import { type DataDirError, ServerError, type StoreError, type TlsError } from "./Errors.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
@@ -109,6 +109,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     )
 
     let ready = false
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const token = Option.map(cfg.token, Redacted.value)
     const servers = createNodeServers({
       settings: {
@@ -123,7 +124,10 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       tail,
       counters,
       isReady: () => ready,
-      dashboardDir: cfg.dashboardDir
+      dashboardDir: cfg.dashboardDir,
+      logError: (message) => {
+        runFork(Effect.logError(message))
+      }
     })
     const port = yield* listen(servers.http, cfg.port, cfg.host, "")
     const tlsListener = yield* Effect.transposeMapOption(tls, ({ port, credentials }) =>

@@ -49,6 +49,12 @@ export const micros = (nanos: bigint): number => Number(nanos / 1000n)
 /** Upper bound usable as the last element of a range end (sorts after any string or number). */
 export const maxKeyPart = "\uffff"
 
+/**
+ * UTF-8 bytes an index key's labels (a service with a route or an agent id) may take together: the
+ * longest key lmdb takes (1978 bytes), less room for the key's numbers, ids and separators.
+ */
+export const maxLabelBytes = 1978 - 64
+
 export type SpanKey = readonly [traceId: string, spanId: string]
 export const spanKey = (span: Telemetry.Span): SpanKey => [span.traceId, span.spanId]
 

@@ -8,6 +8,7 @@ import {
   durationBand,
   maxDurationBand,
   maxKeyPart,
+  maxLabelBytes,
   micros,
   routeOf,
   type ServiceBlockSpan,
@@ -279,6 +280,8 @@ export const readRed = (
   toSec: number
 ): ReadonlyArray<RedCell> => {
   const r = route ?? allRoutes
+  // Ingest refuses labels no key can hold, so there is nothing to find (and lmdb would throw).
+  if (Buffer.byteLength(service) + Buffer.byteLength(r) > maxLabelBytes) return []
   return Array.from(layout.red.getRange({ start: [service, r, fromSec], end: [service, r, toSec] }), (e) => ({
     bucketStartSec: (e.key as [string, string, number])[2],
     route: r,

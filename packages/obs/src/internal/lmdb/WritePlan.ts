@@ -18,6 +18,7 @@ import {
   blockFields,
   correlationKey,
   durationBand,
+  maxLabelBytes,
   micros,
   plannedDbs,
   routeOf,
@@ -111,9 +112,6 @@ class Builder extends MsgpackWriter {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
-
-/** The longest key lmdb takes (bytes), less room for a key's numbers, ids and separators. */
-const maxLabelBytes = 1978 - 64
 
 /**
  * Index keys hold a span's service with its route (RED cells) or with its agent's id (blocks); the

@@ -9,7 +9,7 @@ import { InvalidParameter, type StoreError } from "../../Errors.js"
 import * as ExternalMetrics from "../../ExternalMetrics.js"
 import type { SpanReaderService } from "../../Store.js"
 import { rollupBucketSeconds } from "../../Store.js"
-import { parseInteger, parseRedQuery, parseTraceQuery, rejectUnknown } from "./Params.js"
+import { parseCorrelationId, parseInteger, parseRedQuery, parseTraceQuery, rejectUnknown } from "./Params.js"
 import { bucketOf, quantileOf, series, summarize } from "./RedSeries.js"
 import * as ServiceMap from "./ServiceMap.js"
 import { toJson } from "./TailHub.js"
@@ -72,8 +72,9 @@ const spanWindow = (spans: ReadonlyArray<Telemetry.Span>) => {
   return { fromSec: min - 60, toSec: max + 60 + rollupBucketSeconds }
 }
 
-const correlate = (reader: SpanReaderService, correlationId: string, params: URLSearchParams) =>
+const correlate = (reader: SpanReaderService, pathId: string, params: URLSearchParams) =>
   Effect.gen(function* () {
+    const correlationId = yield* fromEither(parseCorrelationId(pathId))
     yield* fromEither(rejectUnknown(params, ["limit"]))
     const limitText = params.get("limit")
     const limit = limitText === null ? 20 : yield* fromEither(parseInteger("limit", limitText, 1, 100))

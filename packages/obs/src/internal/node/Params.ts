@@ -124,6 +124,20 @@ const optional = <A>(
     text === undefined ? Either.right(undefined) : parse(name, text)
   )
 
+/** Longest correlation id ingest accepts (`Telemetry.Span.correlationId`); a longer one cannot match. */
+export const maxCorrelationIdLength = 256
+
+/** A correlation id from the path: 1 to `maxCorrelationIdLength` characters. */
+export const parseCorrelationId = (text: string): Either.Either<string, InvalidParameter> =>
+  text.length >= 1 && text.length <= maxCorrelationIdLength
+    ? Either.right(text)
+    : Either.left(
+        new InvalidParameter({
+          parameter: "correlationId",
+          reason: `must be 1 to ${maxCorrelationIdLength} characters (ingest accepts no longer ones), got ${text.length}`
+        })
+      )
+
 export const defaultLimit = 20
 export const maxLimit = 1000
 

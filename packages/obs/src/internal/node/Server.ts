@@ -27,6 +27,8 @@ export interface ServerParts {
   readonly isReady: () => boolean
   /** The built dashboard's directory (default: the package's `dist/dashboard`). */
   readonly dashboardDir?: string | undefined
+  /** Logs an error through the node's logger (every 5xx answered, with its cause). */
+  readonly logError: (message: string) => void
 }
 
 /** Paths answered without a token: probes, the node's own metrics, and the External Metrics API (the
@@ -41,6 +43,9 @@ const bearer = (req: IncomingMessage): string | undefined => {
 
 const authorized = (parts: ServerParts, req: IncomingMessage) =>
   parts.settings.token === undefined || tokensEqual(parts.settings.token, bearer(req))
+
+/** The request as a log line names it (the path cut short: it is the client's to make long). */
+const described = (req: IncomingMessage) => `${req.method} ${(req.url ?? "/").slice(0, 200)}`
 
 const reply = (
   res: ServerResponse,
@@ -124,12 +129,24 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     const answer =
       effect === undefined
         ? notFound(`path ${url.pathname}`)
-        : await Effect.runPromise(Effect.catchAll(effect, (e) => Effect.succeed(errorAnswer(e))))
+        : await Effect.runPromise(
+            Effect.catchAll(effect, (e) =>
+              Effect.sync(() => {
+                const answer = errorAnswer(e)
+                if (answer.status >= 500)
+                  parts.logError(`${described(req)} answered ${answer.status}: ${e.message}`)
+                return answer
+              })
+            )
+          )
     reply(res, answer.status, answer.contentType, answer.body)
   }
 
   const request = (req: IncomingMessage, res: ServerResponse) => {
-    handle(req, res).catch(() => {
+    handle(req, res).catch((e: unknown) => {
+      parts.logError(
+        `${described(req)} answered 500: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`
+      )
       if (!res.headersSent) reply(res, 500, "application/json", JSON.stringify({ error: "internal error" }))
       else res.destroy()
     })
