@@ -78,7 +78,11 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     const reader = yield* SpanReader
     const maintenance = yield* StoreMaintenance
     const counters = new NodeCounters()
-    const tail = new TailHub({ ...defaultTailLimits, maxQueuedSpans: cfg.tailQueueSpans })
+    const tail = new TailHub({
+      ...defaultTailLimits,
+      maxQueuedSpans: cfg.tailQueueSpans,
+      maxStalledMs: Duration.toMillis(cfg.tailStallTimeout)
+    })
     const writer = new GroupCommit<Queued>({
       // Planned on arrival, so the decoded spans die young; they are kept for the tail only while
       // it has subscribers (one subscribing meanwhile misses at most the batches already queued).
@@ -111,13 +115,21 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     let ready = false
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const token = Option.map(cfg.token, Redacted.value)
+    const rules = {
+      token: Option.getOrUndefined(token),
+      helloTimeoutMs: Duration.toMillis(cfg.helloTimeout),
+      pingIntervalMs: Duration.toMillis(cfg.pingInterval)
+    }
     const servers = createNodeServers({
       settings: {
         nodeId: cfg.nodeId || randomUUID(),
-        token: Option.getOrUndefined(token),
         maxFrameBytes: cfg.maxFrameBytes,
-        maxStrikes: 5
+        maxStrikes: 5,
+        helloTimeoutMs: rules.helloTimeoutMs
       },
+      rules,
+      maxIngestConnections: cfg.maxIngestConnections,
+      maxTailSubscribers: cfg.maxTailSubscribers,
       reader,
       maintenance,
       writer,

@@ -49,6 +49,22 @@ export interface ObsNodeConfig {
   readonly maxCommitsInFlight: number
   /** Spans a tail subscriber may have waiting before new ones are dropped. Default 10,000. */
   readonly tailQueueSpans: number
+  /**
+   * How long a tail subscriber may keep its socket's send buffer full (it stopped reading) before
+   * the node closes it. Default 30 s.
+   */
+  readonly tailStallTimeout: Duration.Duration
+  /** Tail subscribers at once; more are answered 503. Default 64. */
+  readonly maxTailSubscribers: number
+  /** Ingest connections at once; more are answered 503. Default 4,096. */
+  readonly maxIngestConnections: number
+  /** Time a new ingest connection has to send hello before it is closed. Default 10 s. */
+  readonly helloTimeout: Duration.Duration
+  /**
+   * Every WebSocket is pinged this often; one from which nothing arrived for a whole interval (no
+   * pong, no data) is closed. Default 30 s.
+   */
+  readonly pingInterval: Duration.Duration
   /** Name reported to agents in the welcome frame. Default: the host name. */
   readonly nodeId: string
   /**
@@ -70,6 +86,11 @@ export const defaults = {
   maxSpansPerCommit: 8_000,
   maxCommitsInFlight: 2,
   tailQueueSpans: defaultTailLimits.maxQueuedSpans,
+  tailStallTimeout: Duration.millis(defaultTailLimits.maxStalledMs),
+  maxTailSubscribers: 64,
+  maxIngestConnections: 4_096,
+  helloTimeout: Duration.seconds(10),
+  pingInterval: Duration.seconds(30),
   tlsPort: 4321
 } as const
 
@@ -89,6 +110,11 @@ export const makeConfig = (
   maxSpansPerCommit: defaults.maxSpansPerCommit,
   maxCommitsInFlight: defaults.maxCommitsInFlight,
   tailQueueSpans: defaults.tailQueueSpans,
+  tailStallTimeout: defaults.tailStallTimeout,
+  maxTailSubscribers: defaults.maxTailSubscribers,
+  maxIngestConnections: defaults.maxIngestConnections,
+  helloTimeout: defaults.helloTimeout,
+  pingInterval: defaults.pingInterval,
   nodeId: hostname(),
   tls: Option.none(),
   ...overrides

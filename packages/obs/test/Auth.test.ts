@@ -25,21 +25,16 @@ describe("auth on", () => {
   })
   afterAll(() => node.stop())
 
-  it("ingest needs the token in the hello frame or the Authorization header", async () => {
+  it("ingest needs the token in the Authorization header of the upgrade", async () => {
     const anonymous = new TestAgent(node.url)
-    expect(await anonymous.hello("a-1")).toMatchObject({ type: "error", code: "unauthorized", fatal: true })
-    expect((await anonymous.closedWith()).code).toBe(1008)
-    const wrong = new TestAgent(node.url)
-    expect(await wrong.hello("a-2", "nope")).toMatchObject({ code: "unauthorized" })
-
-    const inHello = new TestAgent(node.url)
-    expect(await inHello.hello("a-3", token)).toMatchObject({ type: "welcome" })
-    inHello.send({ type: "batch", seq: 1, spans: [span({ trace: 4000 })], metrics: [], logs: [] })
-    expect(await inHello.ack(1)).toEqual({ type: "ack", seq: 1 })
-    inHello.close()
+    await expect(anonymous.opened()).rejects.toThrow("Unexpected server response: 401")
+    const inHelloOnly = new TestAgent(node.url)
+    await expect(inHelloOnly.opened()).rejects.toThrow("401")
 
     const inHeader = new TestAgent(node.url, { authorization: `Bearer ${token}` })
     expect(await inHeader.hello("a-4")).toMatchObject({ type: "welcome" })
+    inHeader.send({ type: "batch", seq: 1, spans: [span({ trace: 4000 })], metrics: [], logs: [] })
+    expect(await inHeader.ack(1)).toEqual({ type: "ack", seq: 1 })
     inHeader.close()
   })
 

@@ -79,10 +79,10 @@ describe("back-pressure", () => {
     wss.on("connection", (ws) =>
       handleIngest(
         ws,
-        { nodeId: "bp", token: undefined, maxFrameBytes: 16 << 20, maxStrikes: 5 },
+        { nodeId: "bp", maxFrameBytes: 16 << 20, maxStrikes: 5, helloTimeoutMs: 10_000 },
         gc,
         counters,
-        false
+        () => undefined
       )
     )
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r))

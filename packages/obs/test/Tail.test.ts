@@ -98,15 +98,20 @@ describe("live tail", () => {
   })
 
   it("drops spans for a slow subscriber with a notice, without holding back others", async () => {
-    const hub = new TailHub({ maxQueuedSpans: 10, maxBufferedBytes: 1000 })
+    const hub = new TailHub({ maxQueuedSpans: 10, maxBufferedBytes: 1000, maxStalledMs: 60_000 })
     const slowSent: Array<string> = []
     let slowBuffered = 1_000_000
     const slow: TailSink = {
       send: (d) => slowSent.push(Buffer.from(d).toString()),
-      bufferedAmount: () => slowBuffered
+      bufferedAmount: () => slowBuffered,
+      close: () => undefined
     }
     const fastSent: Array<string> = []
-    const fast: TailSink = { send: (d) => fastSent.push(Buffer.from(d).toString()), bufferedAmount: () => 0 }
+    const fast: TailSink = {
+      send: (d) => fastSent.push(Buffer.from(d).toString()),
+      bufferedAmount: () => 0,
+      close: () => undefined
+    }
     hub.subscribe({ format: "json" }, slow)
     hub.subscribe({ format: "json" }, fast)
     for (let i = 0; i < 5; i++) {

@@ -188,7 +188,12 @@ export class Destination {
     if (this.stopped) return
     this.ready = false
     this.sentOnSocket = new Set()
-    const socket = new WebSocket(this.options.url, { maxPayload: WireProtocol.defaultMaxFrameBytes })
+    const token = this.options.hello.token
+    // obs checks the token on the upgrade (401 before any WebSocket); hello carries it too for older nodes.
+    const socket = new WebSocket(this.options.url, {
+      maxPayload: WireProtocol.defaultMaxFrameBytes,
+      ...(token !== undefined && { headers: { authorization: `Bearer ${token}` } })
+    })
     this.socket = socket
     socket.binaryType = "nodebuffer"
     socket.on("open", () => {
@@ -254,7 +259,7 @@ export class Destination {
             batch.done()
           }
           this.options.log("warn", `obs rejected batch ${frame.seq}: ${frame.code}: ${frame.message}`)
-        } else if (frame.seq !== undefined && frame.code === "overloaded") {
+        } else if (frame.seq !== undefined && (frame.code === "overloaded" || frame.code === "internal")) {
           // Not stored: send it again after a pause, on this connection if it still stands.
           const seq = frame.seq
           this.sentOnSocket.delete(seq)

@@ -14,7 +14,7 @@ export interface FakeObsOptions {
   withholdAcks?: boolean
   /** Answer these seqs with a non-fatal invalid_batch error instead of storing them. */
   rejectSeqs?: ReadonlySet<number>
-  /** Require this token in hello; refuse others with a fatal unauthorized error. */
+  /** Require this token on the upgrade (`Authorization: Bearer`), as obs does: others are answered 401. */
   token?: string
 }
 
@@ -36,7 +36,16 @@ export class FakeObs {
 
   /** Listens on `port` (0: any free port); returns the base URL an exporter is given. */
   async start(port = 0): Promise<string> {
-    const server = new WebSocketServer({ host: "127.0.0.1", port, path: "/v1/ingest" })
+    const token = this.options.token
+    const server = new WebSocketServer({
+      host: "127.0.0.1",
+      port,
+      path: "/v1/ingest",
+      ...(token !== undefined && {
+        verifyClient: (info: { req: { headers: { authorization?: string | undefined } } }) =>
+          info.req.headers.authorization === `Bearer ${token}`
+      })
+    })
     await new Promise<void>((resolve, reject) => {
       server.once("listening", resolve)
       server.once("error", reject)
@@ -53,18 +62,6 @@ export class FakeObs {
         const frame = decoded.right
         if (frame.type === "hello") {
           this.hellos++
-          if (this.options.token !== undefined && frame.token !== this.options.token) {
-            socket.send(
-              WireProtocol.encodeFrame({
-                type: "error",
-                code: "unauthorized",
-                message: "bad token",
-                fatal: true
-              })
-            )
-            socket.close()
-            return
-          }
           agentId = frame.agent.id
           socket.send(
             WireProtocol.encodeFrame({

@@ -8,13 +8,10 @@
  * page asks for the token and sends it with every query). Hashed assets are cached for good,
  * `index.html` never; a Content-Security-Policy keeps the page to this origin.
  *
- * In the browser, a WebSocket cannot carry an Authorization header, so the live tail also accepts
- * the token as a WebSocket subprotocol, `iii.bearer.<base64url of the token>`, beside `iii.tail`
- * (the way the Kubernetes API server takes one): unlike a query parameter it stays out of URLs and
- * access logs.
+ * In the browser, a WebSocket cannot carry an Authorization header: the live tail's page offers the
+ * token as a subprotocol, which `SocketRules` accepts on every upgrade.
  */
 import { existsSync, readFileSync, statSync } from "node:fs"
-import type { IncomingMessage } from "node:http"
 import { dirname, extname, join, normalize, sep } from "node:path"
 import { fileURLToPath } from "node:url"
 
@@ -112,27 +109,3 @@ export const serve = (dir: string | undefined, path: string): StaticFile => {
     body: readFileSync(file)
   }
 }
-
-export const tailProtocol = "iii.tail"
-const bearerProtocol = "iii.bearer."
-
-/** The token a browser offered as a WebSocket subprotocol, if any. */
-export const protocolToken = (req: IncomingMessage): string | undefined => {
-  const offered = req.headers["sec-websocket-protocol"]
-  if (offered === undefined) return undefined
-  for (const p of offered.split(",")) {
-    const name = p.trim()
-    if (name.startsWith(bearerProtocol)) {
-      try {
-        return Buffer.from(name.slice(bearerProtocol.length), "base64url").toString("utf8")
-      } catch {
-        return undefined
-      }
-    }
-  }
-  return undefined
-}
-
-/** The subprotocol the node answers with: `iii.tail` when offered (never the one carrying the token). */
-export const chooseProtocol = (offered: Set<string>): string | false =>
-  offered.has(tailProtocol) ? tailProtocol : false

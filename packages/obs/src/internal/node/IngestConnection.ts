@@ -1,21 +1,21 @@
 /**
  * One agent connection on `/v1/ingest`, speaking core's wire protocol: hello → welcome, then batches,
- * each acknowledged after its transaction is durable. Every bad frame gets an error frame. Fatal ones
- * (per the protocol: undecodable, oversize, wrong version, bad token, out-of-order) close the
- * connection; after a non-fatal one (`invalid_batch`) it stays usable until the peer has sent
- * `maxStrikes` bad frames in a row.
+ * each acknowledged after its transaction is durable. The token was checked on the upgrade
+ * (`SocketRules`); a peer that has not said hello within the deadline is closed. Every bad frame gets
+ * an error frame. Fatal ones (per the protocol: undecodable, oversize, wrong version, out-of-order,
+ * and any bad frame before hello) close the connection; after a non-fatal one (`invalid_batch`) it
+ * stays usable until the peer has sent `maxStrikes` bad frames in a row.
  */
-import { timingSafeEqual } from "node:crypto"
 import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import type { WebSocket } from "ws"
 import { UnindexableSpan } from "../../Errors.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import type { NodeCounters } from "./NodeCounters.js"
+import { closeFirmly, helloDeadline, type SocketRules } from "./SocketRules.js"
 
-export interface IngestSettings {
+export interface IngestSettings extends Pick<SocketRules, "helloTimeoutMs"> {
   readonly nodeId: string
-  readonly token: string | undefined
   readonly maxFrameBytes: number
   /** Consecutive bad frames after which the connection is closed. */
   readonly maxStrikes: number
@@ -24,13 +24,6 @@ export interface IngestSettings {
 /** WebSocket close codes used by the ingest endpoint. */
 export const closeCodes = { policy: 1008, tooBig: 1009, protocol: 1002 } as const
 
-export const tokensEqual = (expected: string, given: string | undefined): boolean => {
-  if (given === undefined) return false
-  const a = Buffer.from(expected)
-  const b = Buffer.from(given)
-  return a.length === b.length && timingSafeEqual(a, b)
-}
-
 type ErrorCode = WireProtocol.WireErrorCode
 
 export const handleIngest = (
@@ -38,8 +31,8 @@ export const handleIngest = (
   settings: IngestSettings,
   writer: BatchQueue,
   counters: NodeCounters,
-  /** True when the upgrade request already carried a valid `Authorization: Bearer` token. */
-  preAuthorized: boolean
+  /** Called when the node closes the connection for a reason of its own (`hello_timeout`). */
+  closedBecause: (reason: string) => void
 ): void => {
   let agentId: string | undefined
   let strikes = 0
@@ -52,11 +45,17 @@ export const handleIngest = (
   /** Sends the error frame; fatal ones (per the protocol's state machine) close the connection. */
   const refuse = (frame: WireProtocol.ErrorFrame) => {
     counters.framesRejected++
-    send(frame)
-    if (frame.fatal) ws.close(frame.code === "oversize" ? closeCodes.tooBig : closeCodes.policy, frame.code)
-    else if (++strikes >= settings.maxStrikes) ws.close(closeCodes.policy, "too many bad frames")
+    // Before hello every bad frame is fatal: nothing about the peer is known yet.
+    const fatal = frame.fatal || agentId === undefined
+    send(fatal === frame.fatal ? frame : { ...frame, fatal })
+    if (fatal) closeFirmly(ws, frame.code === "oversize" ? closeCodes.tooBig : closeCodes.policy, frame.code)
+    else if (++strikes >= settings.maxStrikes) closeFirmly(ws, closeCodes.policy, "too many bad frames")
   }
   const fatal = (code: ErrorCode, message: string) => refuse({ type: "error", code, message, fatal: true })
+  const helloSaid = helloDeadline(ws, settings.helloTimeoutMs, () => {
+    closedBecause("hello_timeout")
+    fatal("protocol", `no hello within ${settings.helloTimeoutMs} ms`)
+  })
 
   ws.on("close", () => {
     counters.connections--
@@ -82,8 +81,7 @@ export const handleIngest = (
             "unsupported_version",
             `protocol version ${frame.version} is not supported; this node speaks ${WireProtocol.PROTOCOL_VERSION}`
           )
-        if (settings.token !== undefined && !preAuthorized && !tokensEqual(settings.token, frame.token))
-          return fatal("unauthorized", "missing or wrong token")
+        helloSaid()
         agentId = frame.agent.id
         strikes = 0
         return send({

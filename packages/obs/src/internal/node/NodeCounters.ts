@@ -11,6 +11,51 @@ export class NodeCounters {
   logsStored = 0
   metricsStored = 0
   readonly startedAt = Date.now()
+  /** WebSocket upgrades refused, by `endpoint\u0000reason` (reasons: `unauthorized`, `cap`). */
+  readonly upgradesRefused = new Map<string, number>()
+  /** Connections the node closed for a reason of its own, by `endpoint\u0000reason`. */
+  readonly connectionsClosed = new Map<string, number>()
+
+  upgradeRefused(endpoint: string, reason: string): void {
+    bump(this.upgradesRefused, endpoint, reason)
+  }
+
+  connectionClosed(endpoint: string, reason: string): void {
+    bump(this.connectionsClosed, endpoint, reason)
+  }
+}
+
+const bump = (counts: Map<string, number>, endpoint: string, reason: string) => {
+  const key = `${endpoint}\u0000${reason}`
+  counts.set(key, (counts.get(key) ?? 0) + 1)
+}
+
+/** The label pairs shown even at zero, so a dashboard finds every series from the start. */
+const knownRefusals = [
+  "ingest\u0000unauthorized",
+  "ingest\u0000cap",
+  "tail\u0000unauthorized",
+  "tail\u0000cap"
+]
+const knownCloses = [
+  "ingest\u0000hello_timeout",
+  "ingest\u0000ping_timeout",
+  "tail\u0000ping_timeout",
+  "tail\u0000stalled"
+]
+
+const labelled = (
+  name: string,
+  help: string,
+  counts: ReadonlyMap<string, number>,
+  known: ReadonlyArray<string>
+) => {
+  const keys = new Set([...known, ...counts.keys()])
+  const lines = Array.from(keys, (key) => {
+    const [endpoint, reason] = key.split("\u0000")
+    return `${name}{endpoint="${endpoint}",reason="${reason}"} ${counts.get(key) ?? 0}\n`
+  })
+  return `# HELP ${name} ${help}\n# TYPE ${name} counter\n${lines.join("")}`
 }
 
 export interface Gauges {
@@ -48,6 +93,18 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
     ),
     line("iii_obs_write_failures_total", "counter", "Batches whose transaction failed.", c.writeFailures),
     line("iii_obs_ingest_connections", "gauge", "Open ingest connections.", c.connections),
+    labelled(
+      "iii_obs_connections_refused_total",
+      "WebSocket upgrades refused: without the token (unauthorized) or at the endpoint's connection cap (cap).",
+      c.upgradesRefused,
+      knownRefusals
+    ),
+    labelled(
+      "iii_obs_connections_closed_total",
+      "Connections the node closed: no hello in time, no answer to pings, or a tail subscriber stalled at a full buffer.",
+      c.connectionsClosed,
+      knownCloses
+    ),
     line(
       "iii_obs_ingest_paused_connections",
       "gauge",

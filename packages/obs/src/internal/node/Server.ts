@@ -1,24 +1,30 @@
 /**
  * The node's port: node:http for the query API, health and metrics, and `ws` (noServer) for the
- * `/v1/ingest` and `/v1/tail` upgrades; with TLS, a node:https server shares the same request and
+ * `/v1/ingest` and `/v1/tail` upgrades, each an endpoint under the shared `SocketRules` (token on the
+ * upgrade, connection cap, keep-alive); with TLS, a node:https server shares the same request and
  * upgrade handlers. Plain callbacks inside; `ObsNode` wraps start/stop in a scope.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https"
 import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
-import { WebSocketServer } from "ws"
 import type { SpanReaderService, StoreMaintenanceService } from "../../Store.js"
 import * as Dashboard from "./Dashboard.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
-import { handleIngest, type IngestSettings, tokensEqual } from "./IngestConnection.js"
+import { handleIngest, type IngestSettings } from "./IngestConnection.js"
 import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
 import { parseTailFilter } from "./Params.js"
+import { authorized, refuseUpgrade, SocketEndpoint, type SocketRules } from "./SocketRules.js"
 import type { TailHub } from "./TailHub.js"
 
 export interface ServerParts {
   readonly settings: IngestSettings
+  readonly rules: SocketRules
+  /** Open ingest connections at most (more are answered 503). */
+  readonly maxIngestConnections: number
+  /** Tail subscribers at most (more are answered 503). */
+  readonly maxTailSubscribers: number
   readonly reader: SpanReaderService
   readonly maintenance: StoreMaintenanceService
   readonly writer: BatchQueue
@@ -36,14 +42,6 @@ export interface ServerParts {
 const openPath = (path: string) =>
   path === "/healthz" || path === "/readyz" || path === "/metrics" || path.startsWith("/apis/")
 
-const bearer = (req: IncomingMessage): string | undefined => {
-  const h = req.headers.authorization
-  return h?.startsWith("Bearer ") ? h.slice(7).trim() : undefined
-}
-
-const authorized = (parts: ServerParts, req: IncomingMessage) =>
-  parts.settings.token === undefined || tokensEqual(parts.settings.token, bearer(req))
-
 /** The request as a log line names it (the path cut short: it is the client's to make long). */
 const described = (req: IncomingMessage) => `${req.method} ${(req.url ?? "/").slice(0, 200)}`
 
@@ -58,12 +56,6 @@ const reply = (
   res.end(body)
 }
 
-const rejectUpgrade = (socket: Duplex, status: number, reason: string, body: string) => {
-  socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
-  )
-}
-
 export interface NodeServers {
   readonly http: Server
   /** A server over TLS with the same request and upgrade handlers. */
@@ -73,17 +65,20 @@ export interface NodeServers {
 }
 
 export const createNodeServers = (parts: ServerParts): NodeServers => {
-  const ingestWss = new WebSocketServer({
-    noServer: true,
+  const ingest = new SocketEndpoint({
+    name: "ingest",
+    maxConnections: parts.maxIngestConnections,
     // Frames over the limit get an `oversize` error frame from the decoder; far larger ones are cut by ws.
     maxPayload: parts.settings.maxFrameBytes * 2,
-    perMessageDeflate: false
+    rules: parts.rules,
+    counters: parts.counters
   })
-  const tailWss = new WebSocketServer({
-    noServer: true,
+  const tail = new SocketEndpoint({
+    name: "tail",
+    maxConnections: parts.maxTailSubscribers,
     maxPayload: 64 * 1024,
-    perMessageDeflate: false,
-    handleProtocols: Dashboard.chooseProtocol
+    rules: parts.rules,
+    counters: parts.counters
   })
   const dashboardDir = parts.dashboardDir ?? Dashboard.builtDirectory()
 
@@ -121,7 +116,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
       res.writeHead(file.status, { ...file.headers, "content-length": file.body.length })
       return res.end(req.method === "HEAD" ? undefined : file.body)
     }
-    if (!openPath(url.pathname) && !authorized(parts, req))
+    if (!openPath(url.pathname) && !authorized(parts.rules.token, req))
       return reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
         "www-authenticate": "Bearer"
       })
@@ -155,37 +150,29 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? "/", "http://node")
     if (url.pathname === "/v1/ingest") {
-      // Agents may authenticate with the header here or with the token in their hello frame.
-      const preAuthorized = parts.settings.token !== undefined && authorized(parts, req)
-      ingestWss.handleUpgrade(req, socket, head, (ws) =>
-        handleIngest(ws, parts.settings, parts.writer, parts.counters, preAuthorized)
-      )
+      if (ingest.admit(req, socket))
+        ingest.complete(req, socket, head, (ws) =>
+          handleIngest(ws, parts.settings, parts.writer, parts.counters, (reason) => ingest.closed(reason))
+        )
       return
     }
     if (url.pathname === "/v1/tail") {
-      const browserToken = Dashboard.protocolToken(req)
-      if (
-        !authorized(parts, req) &&
-        !(parts.settings.token !== undefined && tokensEqual(parts.settings.token, browserToken))
-      )
-        return rejectUpgrade(
-          socket,
-          401,
-          "Unauthorized",
-          JSON.stringify({ error: "missing or wrong bearer token" })
-        )
+      if (!tail.admit(req, socket)) return
       const filter = parseTailFilter(url.searchParams)
       if (Either.isLeft(filter))
-        return rejectUpgrade(
-          socket,
-          400,
-          "Bad Request",
-          JSON.stringify({ error: filter.left.message, parameter: filter.left.parameter })
-        )
-      tailWss.handleUpgrade(req, socket, head, (ws) => {
+        return refuseUpgrade(socket, 400, "Bad Request", {
+          error: filter.left.message,
+          parameter: filter.left.parameter
+        })
+      tail.complete(req, socket, head, (ws) => {
         const unsubscribe = parts.tail.subscribe(filter.right, {
           send: (data, binary) => ws.send(data, { binary }),
-          bufferedAmount: () => ws.bufferedAmount
+          bufferedAmount: () => ws.bufferedAmount,
+          // A close frame could not get past the full buffer: drop the connection.
+          close: () => {
+            tail.closed("stalled")
+            ws.terminate()
+          }
         })
         ws.on("close", unsubscribe)
         ws.on("error", () => ws.terminate())
@@ -194,12 +181,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
       })
       return
     }
-    rejectUpgrade(
-      socket,
-      404,
-      "Not Found",
-      JSON.stringify({ error: `no WebSocket endpoint at ${url.pathname}` })
-    )
+    refuseUpgrade(socket, 404, "Not Found", { error: `no WebSocket endpoint at ${url.pathname}` })
   }
 
   const withHandlers = <S extends Server | HttpsServer>(server: S): S => {
@@ -209,10 +191,8 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
   }
 
   const closeSockets = () => {
-    for (const ws of ingestWss.clients) ws.close(1001, "node shutting down")
-    for (const ws of tailWss.clients) ws.close(1001, "node shutting down")
-    ingestWss.close()
-    tailWss.close()
+    ingest.close("node shutting down")
+    tail.close("node shutting down")
   }
   return {
     http: withHandlers(createServer(request)),

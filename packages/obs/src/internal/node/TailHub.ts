@@ -4,7 +4,8 @@
  * bounded queue, so ingest never waits for a subscriber. On the next event-loop turn every queue is
  * flushed as one message; subscribers with the same filter share one encoded message. A subscriber
  * whose socket has more than the high-water mark unsent is skipped (retried shortly); what
- * overflows its queue is dropped and announced with a `dropped` notice before the next delivery.
+ * overflows its queue is dropped and announced with a `dropped` notice before the next delivery. One
+ * skipped without a break for `maxStalledMs` (a client that stopped reading) is closed.
  */
 import type { Telemetry } from "@iii/core"
 import { Packr } from "msgpackr"
@@ -16,6 +17,8 @@ export interface TailSink {
   readonly send: (data: Uint8Array, binary: boolean) => void
   /** Bytes queued in the socket not yet written to the kernel. */
   readonly bufferedAmount: () => number
+  /** Ends the subscription from the node's side (the subscriber stalled). */
+  readonly close: () => void
 }
 
 export interface TailLimits {
@@ -23,9 +26,15 @@ export interface TailLimits {
   readonly maxQueuedSpans: number
   /** Socket bytes above which the subscriber is considered slow and not sent to. */
   readonly maxBufferedBytes: number
+  /** Milliseconds a subscriber may stay above `maxBufferedBytes` without a break before it is closed. */
+  readonly maxStalledMs: number
 }
 
-export const defaultTailLimits: TailLimits = { maxQueuedSpans: 10_000, maxBufferedBytes: 4 * 1024 * 1024 }
+export const defaultTailLimits: TailLimits = {
+  maxQueuedSpans: 10_000,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  maxStalledMs: 30_000
+}
 
 /** Messages sent to tail subscribers, as JSON text frames or MessagePack binary frames. */
 export type TailMessage =
@@ -134,6 +143,8 @@ class Subscriber {
   totalDropped = 0
   /** Skipped at a flush (socket too full): its queue no longer matches others with the same filter. */
   backlogged = false
+  /** When the current run of skipped flushes began (performance.now()). */
+  stalledSince: number | undefined
   readonly filter: TailFilter
   readonly filterKey: string
   readonly sink: TailSink
@@ -205,14 +216,22 @@ export class TailHub {
     this.scheduled = false
     const shared = new Map<string, Uint8Array>()
     let skipped = false
+    const now = performance.now()
     for (const sub of this.subscribers) {
       if (sub.queue.length === 0 && sub.pendingDropped === 0) continue
       if (sub.sink.bufferedAmount() > this.limits.maxBufferedBytes) {
+        sub.stalledSince ??= now
+        if (now - sub.stalledSince >= this.limits.maxStalledMs) {
+          this.subscribers.delete(sub)
+          sub.sink.close()
+          continue
+        }
         // Slow subscriber: keep its (bounded) queue and retry shortly; publish drops the overflow.
         sub.backlogged = true
         skipped = true
         continue
       }
+      sub.stalledSince = undefined
       const binary = sub.filter.format === "msgpack"
       if (sub.pendingDropped > 0) {
         const notice = encodeNotice(
