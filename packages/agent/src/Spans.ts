@@ -108,7 +108,9 @@ export const toSpan = (identity: Identity, record: ExchangeRecord, route: string
     route,
     path: path.length > 2048 ? path.slice(0, 2048) : path
   }
-  if (record.statusCode !== undefined) http.statusCode = record.statusCode
+  // The parser reads any three digits; obs refuses a status outside 100-599 (and with it the whole
+  // batch), so one odd response is sent without a status instead.
+  if (record.statusCode !== undefined && record.statusCode <= 599) http.statusCode = record.statusCode
   const span: Mutable<Telemetry.Span> = {
     traceId: record.context.traceId,
     spanId: record.context.spanId,

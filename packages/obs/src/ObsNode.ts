@@ -14,6 +14,7 @@ import { Context, Duration, Effect, Either, Layer, Option, Redacted, Runtime, Sc
 import { type DataDirError, ServerError, type StoreError, type TlsError } from "./Errors.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
+import * as NodeTime from "./internal/node/NodeTime.js"
 import { createNodeServers } from "./internal/node/Server.js"
 import { defaultTailLimits, TailHub } from "./internal/node/TailHub.js"
 import { loadTlsCredentials, type TlsCredentials } from "./internal/node/Tls.js"
@@ -78,6 +79,14 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     const reader = yield* SpanReader
     const maintenance = yield* StoreMaintenance
     const counters = new NodeCounters()
+    const time = yield* NodeTime.make({
+      retention: cfg.retention,
+      maxClockSkew: cfg.maxClockSkew,
+      newestStored: yield* reader.searchTraces({ limit: 1 }).pipe(
+        Effect.map((page) => page.traces[0]?.startTimeUnixNano),
+        Effect.orElseSucceed(() => undefined)
+      )
+    })
     const tail = new TailHub({
       ...defaultTailLimits,
       maxQueuedSpans: cfg.tailQueueSpans,
@@ -125,7 +134,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
         nodeId: cfg.nodeId || randomUUID(),
         maxFrameBytes: cfg.maxFrameBytes,
         maxStrikes: 5,
-        helloTimeoutMs: rules.helloTimeoutMs
+        helloTimeoutMs: rules.helloTimeoutMs,
+        misfit: time.misfit
       },
       rules,
       maxIngestConnections: cfg.maxIngestConnections,
@@ -137,6 +147,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       counters,
       isReady: () => ready,
       dashboardDir: cfg.dashboardDir,
+      nowMs: time.nowMs,
       logError: (message) => {
         runFork(Effect.logError(message))
       }
@@ -155,8 +166,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
         servers.closeSockets()
       })
     )
-    const retentionNanos = Duration.toNanos(cfg.retention).pipe(Option.getOrElse(() => 0n))
-    yield* maintenance.deleteOlderThan(BigInt(Date.now()) * 1_000_000n - retentionNanos).pipe(
+    // Suspended: each pass takes the cutoff anew (built once, every pass reused the start-up cutoff).
+    yield* Effect.suspend(() => maintenance.deleteOlderThan(time.retentionCutoff())).pipe(
       Effect.tap((r) =>
         r.deletedSpans + r.deletedLogs + r.deletedMetrics + r.deletedRollups > 0
           ? Effect.logInfo("retention removed expired data", r)

@@ -34,6 +34,11 @@ export interface ObsNodeConfig {
   readonly retention: Duration.Duration
   /** How often retention runs. Default 1 minute. */
   readonly retentionInterval: Duration.Duration
+  /**
+   * How far ahead of the node's clock an item may be dated (spans must also have ended by then);
+   * later ones, and ones older than `retention`, make their batch `invalid_batch`. Default 1 hour.
+   */
+  readonly maxClockSkew: Duration.Duration
   /** Largest ingest frame accepted. Default: core's `defaultMaxFrameBytes` (16 MiB). */
   readonly maxFrameBytes: number
   /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
@@ -82,6 +87,7 @@ export const defaults = {
   host: "0.0.0.0",
   retention: Duration.days(7),
   retentionInterval: Duration.minutes(1),
+  maxClockSkew: Duration.hours(1),
   maxQueuedSpans: 100_000,
   maxSpansPerCommit: 8_000,
   maxCommitsInFlight: 2,
@@ -105,6 +111,7 @@ export const makeConfig = (
   token: Option.none(),
   retention: defaults.retention,
   retentionInterval: defaults.retentionInterval,
+  maxClockSkew: defaults.maxClockSkew,
   maxFrameBytes: WireProtocol.defaultMaxFrameBytes,
   maxQueuedSpans: defaults.maxQueuedSpans,
   maxSpansPerCommit: defaults.maxSpansPerCommit,
@@ -161,7 +168,14 @@ export const variables = {
   retention: "III_OBS_RETENTION",
   tlsCert: "III_OBS_TLS_CERT",
   tlsKey: "III_OBS_TLS_KEY",
-  tlsPort: "III_OBS_TLS_PORT"
+  tlsPort: "III_OBS_TLS_PORT",
+  // Limits (README, "Limits"); no flags: set them in the environment.
+  maxClockSkew: "III_OBS_MAX_CLOCK_SKEW",
+  helloTimeout: "III_OBS_HELLO_TIMEOUT",
+  pingInterval: "III_OBS_PING_INTERVAL",
+  tailStallTimeout: "III_OBS_TAIL_STALL_TIMEOUT",
+  maxIngestConnections: "III_OBS_MAX_INGEST_CONNECTIONS",
+  maxTailSubscribers: "III_OBS_MAX_TAIL_SUBSCRIBERS"
 } as const
 
 type Environment = { readonly [K in keyof typeof variables]: string | undefined }
@@ -198,6 +212,39 @@ const parsePort = (from: string, value: string | number): Either.Either<number, 
     ? Either.right(port)
     : Either.left(new InvalidSetting({ setting: from, reason: `${value} is not a port number` }))
 }
+
+/** The limits set in the environment, each parsed and named by its variable when wrong. */
+const limitsFrom = (
+  env: Environment
+): Either.Either<Partial<Omit<ObsNodeConfig, "dataDir">>, InvalidSetting> =>
+  Either.gen(function* () {
+    const duration = (key: "maxClockSkew" | "helloTimeout" | "pingInterval" | "tailStallTimeout") => {
+      const text = env[key]
+      if (text === undefined) return Either.right({})
+      return Either.mapBoth(parseDurationNano(variables[key], text), {
+        onLeft: (e) => new InvalidSetting({ setting: variables[key], reason: e.reason }),
+        onRight: (nanos) => ({ [key]: Duration.nanos(BigInt(nanos)) })
+      })
+    }
+    const count = (key: "maxIngestConnections" | "maxTailSubscribers") => {
+      const text = env[key]
+      if (text === undefined) return Either.right({})
+      const n = /^\d+$/.test(text.trim()) ? Number(text) : Number.NaN
+      return Number.isSafeInteger(n) && n >= 1
+        ? Either.right({ [key]: n })
+        : Either.left(
+            new InvalidSetting({ setting: variables[key], reason: `${text} is not a positive integer` })
+          )
+    }
+    return {
+      ...(yield* duration("maxClockSkew")),
+      ...(yield* duration("helloTimeout")),
+      ...(yield* duration("pingInterval")),
+      ...(yield* duration("tailStallTimeout")),
+      ...(yield* count("maxIngestConnections")),
+      ...(yield* count("maxTailSubscribers"))
+    }
+  })
 
 /**
  * Settings from flags over variables over defaults. Left names the flag or variable at fault:
@@ -260,6 +307,7 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
           })
         : Option.none()
     return makeConfig(String(data.value), {
+      ...(yield* limitsFrom(env)),
       port: port === undefined ? defaults.port : yield* parsePort(port.from, port.value),
       host: String(given("host")?.value ?? defaults.host),
       retention: kept,

@@ -79,7 +79,13 @@ describe("back-pressure", () => {
     wss.on("connection", (ws) =>
       handleIngest(
         ws,
-        { nodeId: "bp", maxFrameBytes: 16 << 20, maxStrikes: 5, helloTimeoutMs: 10_000 },
+        {
+          nodeId: "bp",
+          maxFrameBytes: 16 << 20,
+          maxStrikes: 5,
+          helloTimeoutMs: 10_000,
+          misfit: () => undefined
+        },
         gc,
         counters,
         () => undefined

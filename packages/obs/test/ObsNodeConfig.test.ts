@@ -22,6 +22,29 @@ describe("ObsNodeConfig.config", () => {
     expect(Option.isNone(cfg.right.token)).toBe(true)
   })
 
+  it("takes the limits from the environment, naming a variable whose value is wrong", () => {
+    const cfg = fromEnv({
+      III_OBS_DATA: "/d",
+      III_OBS_MAX_CLOCK_SKEW: "5m",
+      III_OBS_HELLO_TIMEOUT: "3s",
+      III_OBS_PING_INTERVAL: "15s",
+      III_OBS_TAIL_STALL_TIMEOUT: "1m",
+      III_OBS_MAX_INGEST_CONNECTIONS: "100",
+      III_OBS_MAX_TAIL_SUBSCRIBERS: "8"
+    })
+    expect(Either.isRight(cfg)).toBe(true)
+    if (Either.isLeft(cfg)) return
+    expect(Duration.toMillis(cfg.right.maxClockSkew)).toBe(300_000)
+    expect(Duration.toMillis(cfg.right.helloTimeout)).toBe(3_000)
+    expect(Duration.toMillis(cfg.right.pingInterval)).toBe(15_000)
+    expect(Duration.toMillis(cfg.right.tailStallTimeout)).toBe(60_000)
+    expect(cfg.right).toMatchObject({ maxIngestConnections: 100, maxTailSubscribers: 8 })
+    const bad = fromEnv({ III_OBS_DATA: "/d", III_OBS_MAX_TAIL_SUBSCRIBERS: "0" })
+    expect(Either.isLeft(bad) && JSON.stringify(bad.left)).toContain("III_OBS_MAX_TAIL_SUBSCRIBERS")
+    const skew = fromEnv({ III_OBS_DATA: "/d", III_OBS_MAX_CLOCK_SKEW: "an hour" })
+    expect(Either.isLeft(skew) && JSON.stringify(skew.left)).toContain("III_OBS_MAX_CLOCK_SKEW")
+  })
+
   it("takes port, host, retention and a token or token file", () => {
     const dir = tempDir()
     try {

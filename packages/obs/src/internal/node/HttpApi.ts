@@ -28,8 +28,6 @@ const json = (status: number, value: unknown): Answer => ({
 
 export const notFound = (what: string): Answer => json(404, { error: `${what} not found` })
 
-const nowNano = () => BigInt(Date.now()) * 1_000_000n
-
 const fromEither = <A>(e: Either.Either<A, InvalidParameter>) =>
   Either.isLeft(e) ? Effect.fail(e.left) : Effect.succeed(e.right)
 
@@ -55,8 +53,8 @@ const trace = (reader: SpanReaderService, traceId: string) =>
         new InvalidParameter({ parameter: "traceId", reason: "must be 32 lowercase hex characters" })
       )
 
-const traces = (reader: SpanReaderService, params: URLSearchParams) =>
-  Effect.flatMap(fromEither(parseTraceQuery(params, nowNano())), (q) =>
+const traces = (reader: SpanReaderService, params: URLSearchParams, nowMs: number) =>
+  Effect.flatMap(fromEither(parseTraceQuery(params, BigInt(nowMs) * 1_000_000n)), (q) =>
     Effect.map(reader.searchTraces(q), (page) => json(200, page))
   )
 
@@ -115,10 +113,10 @@ const correlate = (reader: SpanReaderService, pathId: string, params: URLSearchP
 const services = (reader: SpanReaderService) =>
   Effect.map(reader.services(), (list) => json(200, { services: list }))
 
-const red = (reader: SpanReaderService, service: string, params: URLSearchParams) =>
+const red = (reader: SpanReaderService, service: string, params: URLSearchParams, nowMs: number) =>
   Effect.gen(function* () {
     const q = yield* fromEither(parseRedQuery(params))
-    const nowSec = Math.floor(Date.now() / 1000)
+    const nowSec = Math.floor(nowMs / 1000)
     const toSec = nowSec - (nowSec % q.stepSec) + q.stepSec
     const fromSec = toSec - Math.ceil(q.windowSec / q.stepSec) * q.stepSec
     const cells = yield* reader.red(service, q.route, fromSec, toSec)
@@ -136,7 +134,8 @@ const externalMetric = (
   reader: SpanReaderService,
   namespace: string,
   metric: string,
-  params: URLSearchParams
+  params: URLSearchParams,
+  nowMs: number
 ) =>
   Effect.gen(function* () {
     if (!ExternalMetrics.isMetricName(metric)) return notFound(`metric ${metric}`)
@@ -147,7 +146,7 @@ const externalMetric = (
       )
     )
     const matched = ExternalMetrics.matchServices(yield* reader.services(), namespace, selector)
-    const now = new Date()
+    const now = new Date(nowMs)
     const nowSec = Math.floor(now.getTime() / 1000)
     const current = nowSec - (nowSec % rollupBucketSeconds)
     const fromSec = current - ExternalMetrics.windowSeconds + rollupBucketSeconds
@@ -164,10 +163,11 @@ const externalMetric = (
     return json(200, ExternalMetrics.render(metric, selector, matched.length, figures, now))
   })
 
-/** Routes `GET` requests of the query API; undefined when the path is not one of ours. */
+/** Routes `GET` requests of the query API; undefined when the path is not one of ours. `nowMs`: the node's clock. */
 export const route = (
   reader: SpanReaderService,
-  url: URL
+  url: URL,
+  nowMs: number
 ): Effect.Effect<Answer, InvalidParameter | StoreError> | undefined => {
   let parts: Array<string>
   try {
@@ -181,14 +181,14 @@ export const route = (
   const p = url.searchParams
   const [a, b, c, d, e, f] = parts
   if (a === "v1") {
-    if (b === "traces" && c === undefined) return traces(reader, p)
+    if (b === "traces" && c === undefined) return traces(reader, p, nowMs)
     if (b === "traces" && c !== undefined && d === undefined) return trace(reader, c)
     if (b === "correlate" && c !== undefined && d === undefined) return correlate(reader, c, p)
     if (b === "services" && c === undefined) return services(reader)
-    if (b === "services" && c !== undefined && d === "red" && e === undefined) return red(reader, c, p)
+    if (b === "services" && c !== undefined && d === "red" && e === undefined) return red(reader, c, p, nowMs)
     if (b === "services" && c !== undefined && d === "routes" && e === undefined)
-      return ServiceMap.routes(reader, c, p)
-    if (b === "dependencies" && c === undefined) return ServiceMap.dependencies(reader, p)
+      return ServiceMap.routes(reader, c, p, nowMs)
+    if (b === "dependencies" && c === undefined) return ServiceMap.dependencies(reader, p, nowMs)
     return undefined
   }
   if (a === "apis" && b === ExternalMetrics.group) {
@@ -196,7 +196,7 @@ export const route = (
     if (c !== ExternalMetrics.version) return undefined
     if (d === undefined) return Effect.succeed(json(200, ExternalMetrics.apiResourceList()))
     if (d === "namespaces" && e !== undefined && f !== undefined && parts.length === 6)
-      return externalMetric(reader, e, f, p)
+      return externalMetric(reader, e, f, p, nowMs)
   }
   return undefined
 }

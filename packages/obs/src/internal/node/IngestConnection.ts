@@ -19,6 +19,8 @@ export interface IngestSettings extends Pick<SocketRules, "helloTimeoutMs"> {
   readonly maxFrameBytes: number
   /** Consecutive bad frames after which the connection is closed. */
   readonly maxStrikes: number
+  /** Why the batch does not fit the node's ingest window (`IngestWindow`), or undefined when it does. */
+  readonly misfit: (batch: WireProtocol.Batch) => string | undefined
 }
 
 /** WebSocket close codes used by the ingest endpoint. */
@@ -93,8 +95,11 @@ export const handleIngest = (
       }
       case "batch": {
         if (agentId === undefined) return fatal("protocol", "batch before hello")
-        strikes = 0
         const seq = frame.seq
+        const misfit = settings.misfit(frame)
+        if (misfit !== undefined)
+          return refuse({ type: "error", code: "invalid_batch", message: misfit, seq, fatal: false })
+        strikes = 0
         writer.submit({ agentId, seq, spans: frame.spans, metrics: frame.metrics, logs: frame.logs }).then(
           (outcome) => {
             if (outcome === "duplicate") counters.batchesDuplicate++

@@ -10,7 +10,8 @@ export class NodeCounters {
   spansStored = 0
   logsStored = 0
   metricsStored = 0
-  readonly startedAt = Date.now()
+  /** performance.now() at start: uptime does not follow wall-clock jumps. */
+  readonly startedAt = performance.now()
   /** WebSocket upgrades refused, by `endpoint\u0000reason` (reasons: `unauthorized`, `cap`). */
   readonly upgradesRefused = new Map<string, number>()
   /** Connections the node closed for a reason of its own, by `endpoint\u0000reason`. */
@@ -131,6 +132,6 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
       "iii_obs_uptime_seconds",
       "gauge",
       "Seconds since the node started.",
-      Math.floor((Date.now() - c.startedAt) / 1000)
+      Math.floor((performance.now() - c.startedAt) / 1000)
     )
   ].join("")

@@ -33,6 +33,8 @@ export interface ServerParts {
   readonly isReady: () => boolean
   /** The built dashboard's directory (default: the package's `dist/dashboard`). */
   readonly dashboardDir?: string | undefined
+  /** The node's wall clock, unix milliseconds (injectable: tests jump it). */
+  readonly nowMs: () => number
   /** Logs an error through the node's logger (every 5xx answered, with its cause). */
   readonly logError: (message: string) => void
 }
@@ -120,7 +122,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
       return reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
         "www-authenticate": "Bearer"
       })
-    const effect = route(parts.reader, url)
+    const effect = route(parts.reader, url, parts.nowMs())
     const answer =
       effect === undefined
         ? notFound(`path ${url.pathname}`)

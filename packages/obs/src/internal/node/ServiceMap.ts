@@ -136,10 +136,10 @@ const limitOf = (params: URLSearchParams) => {
   return text === null ? Either.right(200) : parseInteger("limit", text, 1, 1000)
 }
 
-export const dependencies = (reader: SpanReaderService, params: URLSearchParams) =>
+export const dependencies = (reader: SpanReaderService, params: URLSearchParams, nowMs: number) =>
   Effect.gen(function* () {
     yield* fromEither(rejectUnknown(params, ["since", "until", "limit"]))
-    const nowNano = BigInt(Date.now()) * 1_000_000n
+    const nowNano = BigInt(nowMs) * 1_000_000n
     const sinceNano = yield* fromEither(parseTimeNano("since", params.get("since") ?? "15m", nowNano))
     const untilText = params.get("until")
     const untilNano =
@@ -163,7 +163,7 @@ export const dependencies = (reader: SpanReaderService, params: URLSearchParams)
     })
   })
 
-export const routes = (reader: SpanReaderService, service: string, params: URLSearchParams) =>
+export const routes = (reader: SpanReaderService, service: string, params: URLSearchParams, nowMs: number) =>
   Effect.gen(function* () {
     yield* fromEither(rejectUnknown(params, ["window", "limit"]))
     const windowNano = yield* fromEither(parseDurationNano("window", params.get("window") ?? "5m"))
@@ -172,7 +172,7 @@ export const routes = (reader: SpanReaderService, service: string, params: URLSe
         new InvalidParameter({ parameter: "window", reason: "must be from 10s to 7d" })
       )
     const limit = yield* fromEither(limitOf(params))
-    const nowSec = Math.floor(Date.now() / 1000)
+    const nowSec = Math.floor(nowMs / 1000)
     const toSec = nowSec + 1
     const fromSec = toSec - Math.round(windowNano / 1e9)
     const sample = yield* newestTraces(reader, {
