@@ -4,13 +4,14 @@
  * after its transaction is committed and flushed to disk. Everything it is made of lives in
  * `internal/lmdb/`.
  */
+import { statfsSync } from "node:fs"
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import { DataDirError, StoreError, UnindexableSpan } from "./Errors.js"
 import * as DataDir from "./internal/lmdb/DataDir.js"
 import { openLayout } from "./internal/lmdb/LmdbLayout.js"
 import * as Read from "./internal/lmdb/LmdbRead.js"
 import { deleteOlderThan } from "./internal/lmdb/LmdbRetention.js"
-import { applyRound, makeWriteState, type WriteState } from "./internal/lmdb/LmdbWrite.js"
+import { commitRound, makeWriteState, type WriteState } from "./internal/lmdb/LmdbWrite.js"
 import * as WorkerWriter from "./internal/lmdb/WorkerWriter.js"
 import { type BatchPlan, planBatch, type RoundWriter } from "./internal/lmdb/WritePlan.js"
 import {
@@ -53,6 +54,22 @@ const plan = (batch: IngestBatch): Either.Either<BatchPlan, UnindexableSpan> => 
   }
 }
 
+/**
+ * A failed commit's cause with the free space of the data directory's filesystem: LMDB reports a
+ * full disk as an I/O error (a short write), so the figure tells the operator which it was.
+ */
+const withFreeSpace = (cause: unknown, path: string): Error => {
+  const message = cause instanceof Error ? cause.message : String(cause)
+  try {
+    const fs = statfsSync(path)
+    return new Error(
+      `${message}; ${((fs.bavail * fs.bsize) / 1048576).toFixed(1)} MiB free on the data directory's filesystem`
+    )
+  } catch {
+    return new Error(message)
+  }
+}
+
 const sync =
   (operation: string) =>
   <A>(f: () => A): Effect.Effect<A, StoreError> =>
@@ -92,12 +109,8 @@ export const make = (
       writeRound: (round) =>
         Effect.tryPromise({
           // lmdb's asynchronous transaction: built on this thread, committed by lmdb's writer thread
-          // while the next one builds; `flushed` then waits for the fsync that makes it durable.
-          try: async () => {
-            const outcomes = await layout.env.transaction(() => applyRound(layout, state, round))
-            await layout.env.flushed
-            return outcomes
-          },
+          // while the next one builds; commitRound then waits for the fsync that makes it durable.
+          try: () => commitRound(layout, state, round),
           catch: (cause) => new StoreError({ operation: "write", cause })
         })
     })
@@ -114,7 +127,31 @@ export const make = (
     const writeRound: RoundWriter["writeRound"] = config.writerThread
       ? (round) => Effect.tap(rounds.writeRound(round), () => Effect.sync(() => layout.env.resetReadTxn()))
       : rounds.writeRound
-    const writer = makeBatchWriter(plan, writeRound)
+    // What was opened, and whether the path still leads there: checked after every round, before
+    // it is acknowledged, and by `check`. Once lost, the store stays lost and writes nothing more.
+    const identity = yield* Effect.try({
+      try: () => DataDir.identify(config.path),
+      catch: (cause) =>
+        new DataDirError({ path: config.path, reason: `cannot stat its files: ${String(cause)}`, cause })
+    })
+    let lost: string | undefined
+    const lostNow = () => {
+      lost ??= DataDir.changed(identity)
+      return lost
+    }
+    const storeLost = (operation: string) => new StoreError({ operation, cause: new Error(lost) })
+    const writer = makeBatchWriter(plan, (round) =>
+      lost !== undefined
+        ? Effect.fail(storeLost("write"))
+        : writeRound(round).pipe(
+            Effect.mapError(
+              (e) => new StoreError({ operation: "write", cause: withFreeSpace(e.cause, config.path) })
+            ),
+            Effect.flatMap((outcomes) =>
+              lostNow() === undefined ? Effect.succeed(outcomes) : Effect.fail(storeLost("write"))
+            )
+          )
+    )
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),
@@ -127,6 +164,8 @@ export const make = (
     }
 
     const maintenance: StoreMaintenanceService = {
+      check: () =>
+        Effect.suspend(() => (lostNow() === undefined ? Effect.void : Effect.fail(storeLost("check")))),
       deleteOlderThan: (cutoff) =>
         Effect.tryPromise({
           try: () => {

@@ -87,6 +87,23 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
         Effect.orElseSucceed(() => undefined)
       )
     })
+    // The node's runtime (its logger, its clock) for effects started from socket callbacks.
+    const runtime = yield* Effect.runtime<never>()
+    const runFork = Runtime.runFork(runtime)
+    // Set once the store can no longer keep what it acknowledges: not ready from then on.
+    let storeFailure: string | undefined
+    const checkStore = Effect.catchAll(maintenance.check(), (e) =>
+      storeFailure !== undefined
+        ? Effect.void
+        : Effect.zipRight(
+            Effect.sync(() => {
+              storeFailure = e.message
+            }),
+            Effect.logError(
+              `the node is not ready and acknowledges nothing more: ${e.message}; what it acknowledged before stays where it was stored`
+            )
+          )
+    )
     const tail = new TailHub({
       ...defaultTailLimits,
       maxQueuedSpans: cfg.tailQueueSpans,
@@ -100,7 +117,11 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
           plan,
           tailed: tail.size > 0 ? batch.spans : undefined
         })),
-      write: (round) => Effect.runPromise(writerStore.writeRound(round.map((b) => b.plan))),
+      // A failed round may mean the store is lost: check at once rather than at the next tick.
+      write: (round) =>
+        Runtime.runPromise(runtime)(
+          writerStore.writeRound(round.map((b) => b.plan)).pipe(Effect.tapError(() => checkStore))
+        ),
       committed: (round) => {
         const committedAt = performance.timeOrigin + performance.now()
         for (const { plan, tailed } of round) {
@@ -122,7 +143,6 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     )
 
     let ready = false
-    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const token = Option.map(cfg.token, Redacted.value)
     const rules = {
       token: Option.getOrUndefined(token),
@@ -145,7 +165,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       writer,
       tail,
       counters,
-      isReady: () => ready,
+      isReady: () => ready && storeFailure === undefined,
+      storeFailure: () => storeFailure,
       dashboardDir: cfg.dashboardDir,
       nowMs: time.nowMs,
       logError: (message) => {
@@ -166,6 +187,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
         servers.closeSockets()
       })
     )
+    yield* checkStore.pipe(Effect.repeat(Schedule.spaced(cfg.storeCheckInterval)), Effect.forkScoped)
     // Suspended: each pass takes the cutoff anew (built once, every pass reused the start-up cutoff).
     yield* Effect.suspend(() => maintenance.deleteOlderThan(time.retentionCutoff())).pipe(
       Effect.tap((r) =>

@@ -35,6 +35,12 @@ export interface ObsNodeConfig {
   /** How often retention runs. Default 1 minute. */
   readonly retentionInterval: Duration.Duration
   /**
+   * How often the node checks that its store can still keep what it acknowledges (for LMDB: the
+   * data directory and files are the ones it opened); the store also checks after every round,
+   * before it is acknowledged. Default 1 s.
+   */
+  readonly storeCheckInterval: Duration.Duration
+  /**
    * How far ahead of the node's clock an item may be dated (spans must also have ended by then);
    * later ones, and ones older than `retention`, make their batch `invalid_batch`. Default 1 hour.
    */
@@ -87,6 +93,7 @@ export const defaults = {
   host: "0.0.0.0",
   retention: Duration.days(7),
   retentionInterval: Duration.minutes(1),
+  storeCheckInterval: Duration.seconds(1),
   maxClockSkew: Duration.hours(1),
   maxQueuedSpans: 100_000,
   maxSpansPerCommit: 8_000,
@@ -111,6 +118,7 @@ export const makeConfig = (
   token: Option.none(),
   retention: defaults.retention,
   retentionInterval: defaults.retentionInterval,
+  storeCheckInterval: defaults.storeCheckInterval,
   maxClockSkew: defaults.maxClockSkew,
   maxFrameBytes: WireProtocol.defaultMaxFrameBytes,
   maxQueuedSpans: defaults.maxQueuedSpans,

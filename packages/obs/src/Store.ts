@@ -173,6 +173,11 @@ export interface StoreMaintenanceService {
   readonly deleteOlderThan: (cutoffUnixNano: bigint) => Effect.Effect<RetentionResult, StoreError>
   /** Size figures for /metrics. */
   readonly stats: () => Effect.Effect<StoreStats, StoreError>
+  /**
+   * Fails once the store can no longer keep what it acknowledges (for LMDB: its data directory or
+   * files were deleted or replaced under it); from then on every write fails too.
+   */
+  readonly check: () => Effect.Effect<void, StoreError>
 }
 
 export class BatchWriter extends Context.Tag("@iii/obs/BatchWriter")<BatchWriter, BatchWriterService>() {}

@@ -329,6 +329,7 @@ export const storeConformance = (name: string, make: MakeStore) => {
           expect((yield* s.reader.red("checkout", undefined, sec - 10, sec + 10)).length).toBe(1)
           expect((yield* s.maintenance.deleteOlderThan(t0 + day / 2n)).deletedSpans).toBe(0)
           expect((yield* s.maintenance.stats()).spans).toBe(1)
+          yield* s.maintenance.check()
         })
       ))
 

@@ -4,10 +4,15 @@
  * `mkdirSync`, which never returns for some paths (under /proc it spins a core forever, deaf to
  * SIGTERM); this walk uses single, asynchronous mkdir calls, so every failure is an error naming the
  * directory and the cause, and the process stays responsive to signals while it runs.
+ *
+ * Once open, the directory is watched: LMDB keeps writing to the files it opened even after they
+ * were deleted or the directory replaced, and everything acknowledged from then on would be lost at
+ * the next restart. `identify` records what was opened, `changed` says whether the path still
+ * leads there.
  */
-import { constants } from "node:fs"
+import { constants, statSync } from "node:fs"
 import { mkdir, open, stat, unlink } from "node:fs/promises"
-import { dirname, resolve } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { Effect } from "effect"
 import { DataDirError } from "../../Errors.js"
 
@@ -67,3 +72,33 @@ export const prepare = (path: string): Effect.Effect<void, DataDirError> =>
     try: () => prepareAsync(path, (reason) => new DataDirError({ path, reason })),
     catch: (e) => (e instanceof DataDirError ? e : new DataDirError({ path, reason: messageOf(e) }))
   })
+
+/** The device and inode of the directory and of LMDB's files, as opened. */
+export interface Identity {
+  readonly entries: ReadonlyArray<{ readonly path: string; readonly dev: number; readonly ino: number }>
+}
+
+const watched = (path: string) => [path, join(path, "data.mdb"), join(path, "lock.mdb")]
+
+/** What `path` and its LMDB files are now (call right after opening them). */
+export const identify = (path: string): Identity => ({
+  entries: watched(path).map((p) => {
+    const { dev, ino } = statSync(p)
+    return { path: p, dev, ino }
+  })
+})
+
+/** Undefined while the path still leads to what was opened; otherwise what happened to it. */
+export const changed = (identity: Identity): string | undefined => {
+  for (const { path, dev, ino } of identity.entries) {
+    let now: { dev: number; ino: number }
+    try {
+      now = statSync(path)
+    } catch (e) {
+      return `${path} is gone (${codeOf(e) || messageOf(e)}): it was deleted or moved while the node ran`
+    }
+    if (now.dev !== dev || now.ino !== ino)
+      return `${path} is no longer the file the node opened (device ${dev}, inode ${ino}): it was replaced while the node ran`
+  }
+  return undefined
+}

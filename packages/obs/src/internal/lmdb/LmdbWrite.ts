@@ -23,6 +23,39 @@ export const makeWriteState = (layout: Layout): WriteState => {
   return { services }
 }
 
+/**
+ * Applies a round in one transaction and resolves once it is durable. When the commit fails (a
+ * full disk, an I/O error), nothing of the round is stored: the service cache, which the round may
+ * have advanced, is read back from the store, and the error thrown is the cause, which lmdb hides
+ * in `commitError` (left unhandled, that promise would end the thread).
+ */
+export const commitRound = async (
+  layout: Layout,
+  state: WriteState,
+  round: ReadonlyArray<BatchPlan>
+): Promise<ReadonlyArray<WriteOutcome>> => {
+  const committed = layout.env.transaction(() => applyRound(layout, state, round))
+  // The round's flush (a thenable) fails with its commit; awaited only after a commit that
+  // succeeded, it needs a handler of its own (an unhandled rejection ends the writer thread for good).
+  const flushed = Promise.resolve(layout.env.flushed)
+  flushed.catch(() => undefined)
+  try {
+    const outcomes = await committed
+    await flushed
+    return outcomes
+  } catch (error) {
+    state.services.clear()
+    for (const { key, value } of layout.services.getRange()) state.services.set(key, value)
+    const hidden = (error as { commitError?: Promise<unknown> } | undefined)?.commitError
+    throw hidden === undefined
+      ? error
+      : await hidden.then(
+          () => error,
+          (cause: unknown) => cause
+        )
+  }
+}
+
 export const applyRound = (
   layout: Layout,
   state: WriteState,

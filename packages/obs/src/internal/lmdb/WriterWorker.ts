@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from "node:worker_threads"
 import { openLayout } from "./LmdbLayout.js"
-import { applyRound, makeWriteState } from "./LmdbWrite.js"
+import { commitRound, makeWriteState } from "./LmdbWrite.js"
 import type { BatchPlan } from "./WritePlan.js"
 
 export interface WriterRequest {
@@ -21,6 +21,14 @@ const { path, mapSize } = workerData as { path: string; mapSize?: number }
 const port = parentPort
 if (port === null) throw new Error("WriterWorker must run in a worker thread")
 
+// lmdb rejects a promise of its own for a write made inside a transaction whose commit fails (a
+// full disk) and leaves it unhandled; the failure reaches the round through commitRound, but the
+// stray rejection would end this thread, and every later round with it.
+process.on("unhandledRejection", (reason) => {
+  if (typeof reason === "object" && reason !== null && "commitError" in reason) return
+  throw reason
+})
+
 const layout = openLayout({ path, ...(mapSize !== undefined && { mapSize }) })
 const state = makeWriteState(layout)
 
@@ -29,12 +37,7 @@ port.on("message", (request: WriterRequest | "close") => {
     layout.env.close().finally(() => port.close())
     return
   }
-  const run = async () => {
-    const outcomes = await layout.env.transaction(() => applyRound(layout, state, request.round))
-    await layout.env.flushed
-    return outcomes
-  }
-  run().then(
+  commitRound(layout, state, request.round).then(
     (outcomes) => port.postMessage({ id: request.id, outcomes } satisfies WriterReply),
     (error: unknown) =>
       port.postMessage({

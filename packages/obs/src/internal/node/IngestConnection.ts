@@ -118,7 +118,7 @@ export const handleIngest = (
             send({
               type: "error",
               code: "internal",
-              message: "batch not stored; resend it",
+              message: `batch not stored (${error instanceof Error ? error.message : String(error)}); resend it`,
               seq,
               fatal: false
             })

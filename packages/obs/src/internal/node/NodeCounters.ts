@@ -67,6 +67,7 @@ export interface Gauges {
   readonly tailDropped: number
   readonly bytesStored: number
   readonly spansInStore: number
+  readonly storeFailed: boolean
 }
 
 const line = (name: string, type: "counter" | "gauge", help: string, value: number) =>
@@ -93,6 +94,12 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
       c.framesRejected
     ),
     line("iii_obs_write_failures_total", "counter", "Batches whose transaction failed.", c.writeFailures),
+    line(
+      "iii_obs_store_failed",
+      "gauge",
+      "1 once the store can no longer keep what it acknowledges (data directory deleted or replaced): the node is not ready and acknowledges nothing.",
+      g.storeFailed ? 1 : 0
+    ),
     line("iii_obs_ingest_connections", "gauge", "Open ingest connections.", c.connections),
     labelled(
       "iii_obs_connections_refused_total",

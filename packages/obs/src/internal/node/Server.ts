@@ -33,6 +33,8 @@ export interface ServerParts {
   readonly isReady: () => boolean
   /** The built dashboard's directory (default: the package's `dist/dashboard`). */
   readonly dashboardDir?: string | undefined
+  /** Why the store can no longer keep what it acknowledges, once that happened. */
+  readonly storeFailure: () => string | undefined
   /** The node's wall clock, unix milliseconds (injectable: tests jump it). */
   readonly nowMs: () => number
   /** Logs an error through the node's logger (every 5xx answered, with its cause). */
@@ -91,10 +93,12 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
         allow: "GET"
       })
     if (url.pathname === "/healthz") return reply(res, 200, "text/plain", "ok\n")
-    if (url.pathname === "/readyz")
+    if (url.pathname === "/readyz") {
+      const failure = parts.storeFailure()
       return parts.isReady()
         ? reply(res, 200, "text/plain", "ready\n")
-        : reply(res, 503, "text/plain", "not ready\n")
+        : reply(res, 503, "text/plain", failure === undefined ? "not ready\n" : `not ready: ${failure}\n`)
+    }
     if (url.pathname === "/metrics") {
       const stats = await Effect.runPromise(Effect.either(parts.maintenance.stats()))
       const s = Either.getOrElse(stats, () => ({ bytes: 0, spans: 0 }))
@@ -109,7 +113,8 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
           tailDelivered: parts.tail.deliveredTotal,
           tailDropped: parts.tail.droppedTotal,
           bytesStored: s.bytes,
-          spansInStore: s.spans
+          spansInStore: s.spans,
+          storeFailed: parts.storeFailure() !== undefined
         })
       )
     }
