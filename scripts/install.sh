@@ -9,8 +9,9 @@
 # build (TypeScript, the dashboard, the BPF object and the Rust addon, which compiles while npm and
 # tsc run), and an `iii` command on PATH: a launcher in /usr/local/bin (root) or ~/.local/bin
 # ($III_BIN_DIR to choose) that runs this checkout's build with that Node.
-# --test adds wrk (the agent benchmark), chromium (the browser tests) and the kube-apiserver + etcd the
-# controller tests run (scripts/envtest.sh; minutes the first time, cached in ~/.cache/iii).
+# --test adds wrk (the agent benchmark), chromium (the browser tests), the kube-apiserver + etcd the
+# controller tests run (scripts/envtest.sh; minutes the first time, cached in ~/.cache/iii) and the
+# fuzzers' C runtime (scripts/fuzz-runtime.sh).
 #
 # Idempotent: a second run re-checks and rebuilds what changed. Everything goes to stderr, each step
 # with its seconds; when stdout is not a terminal (`eval "$(…)"`), the one line that puts Node 24
@@ -103,6 +104,10 @@ if $for_tests; then
   # The controller's integration tests run a real kube-apiserver and etcd, built once from Go modules
   # and cached outside the repo (several minutes the first time).
   step "kube-apiserver + etcd for the controller tests" bash scripts/envtest.sh >/dev/null
+  # Jazzer.js's native fuzzer needs a newer C runtime than Debian 12's (scripts/fuzz-runtime.sh);
+  # without it the fuzz smoke tests are skipped with the reason.
+  step "the fuzzers' C runtime" bash scripts/fuzz-runtime.sh >/dev/null ||
+    log "no C runtime for the fuzzers: the fuzz smoke tests will be skipped"
 fi
 
 log "done in $((SECONDS - started)) s"

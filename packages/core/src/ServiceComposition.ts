@@ -405,16 +405,20 @@ export const fromYaml = (
     .filter((doc) => doc.contents !== null || doc.errors.length > 0)
     .map((doc, index, docs) => {
       const name = docs.length > 1 ? `${source}#${index + 1}` : source
-      if (doc.errors.length > 0) {
-        return Either.left(
+      const yamlProblems = (messages: ReadonlyArray<string>) =>
+        Either.left(
           new InvalidDocument({
             source: name,
-            issues: doc.errors.map((e) => ({
-              path: "(yaml)",
-              message: e.message.split("\n")[0] ?? e.message
-            }))
+            issues: messages.map((m) => ({ path: "(yaml)", message: m.split("\n")[0] ?? m }))
           })
         )
+      if (doc.errors.length > 0) return yamlProblems(doc.errors.map((e) => e.message))
+      // Converting can still fail: an alias whose anchor is missing, or one that expands too far.
+      let value: unknown
+      try {
+        value = doc.toJS()
+      } catch (e) {
+        return yamlProblems([e instanceof Error ? e.message : String(e)])
       }
-      return decode(doc.toJS(), name)
+      return decode(value, name)
     })

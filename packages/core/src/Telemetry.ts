@@ -28,8 +28,8 @@ export type TraceId = typeof TraceId.Type
 export const SpanId = hexId(8, "SpanId")
 export type SpanId = typeof SpanId.Type
 
-/** Unix time in nanoseconds. */
-export const UnixNano = Schema.BigIntFromSelf.pipe(Schema.greaterThanOrEqualToBigInt(0n))
+/** Unix time in nanoseconds: an unsigned 64-bit integer, as OTLP and the wire codec carry it. */
+export const UnixNano = Schema.BigIntFromSelf.pipe(Schema.betweenBigInt(0n, 2n ** 64n - 1n))
 
 const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 

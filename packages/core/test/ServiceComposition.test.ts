@@ -146,6 +146,26 @@ describe("ServiceComposition", () => {
     ])
   })
 
+  // Found by fuzz:composition: yaml throws these while converting a parsed document, not as errors.
+  it("reports an alias without its anchor, and an alias bomb, as YAML problems instead of throwing", () => {
+    const [unresolved] = SC.fromYaml(
+      "kind: ServiceComposition\nspec: { components: [{ image: *w }] }\n",
+      "a.yaml"
+    )
+    expect(unresolved && Either.isLeft(unresolved) && unresolved.left.issues).toEqual([
+      { path: "(yaml)", message: "Unresolved alias (the anchor must be set before the alias): w" }
+    ])
+    const bomb = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for (let i = 1; i < 8; i++)
+      bomb.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(", ")}]`
+      )
+    const [exploded] = SC.fromYaml(`${bomb.join("\n")}\n`, "bomb.yaml")
+    expect(exploded && Either.isLeft(exploded) && exploded.left.issues[0]?.message).toContain("alias")
+  })
+
   it("formats paths as users write them", () => {
     expect(SC.formatPath(["spec", "components", 0, "replicas"])).toBe("spec.components[0].replicas")
   })

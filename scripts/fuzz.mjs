@@ -1,0 +1,106 @@
+// Runs one coverage-guided fuzz target with Jazzer.js (libFuzzer inside Node) and prints what it did:
+//
+//   node scripts/fuzz.mjs <wire|http|params|composition> [libFuzzer options, e.g. -max_total_time=60]
+//
+// The target is fuzz/<name>.fuzz.mjs, over the built packages (built here first). Inputs libFuzzer
+// finds interesting go to ~/.cache/iii/fuzz/<name>/corpus (the committed seeds in fuzz/seeds/<name>
+// are read, never written); crashes, timeouts and out-of-memory inputs to fuzz/findings/<name>/.
+// Node runs under the C runtime of scripts/fuzz-runtime.sh (Jazzer's native part needs a newer
+// glibc than Debian 12's). Exit status: libFuzzer's (0: nothing found).
+import { spawn, spawnSync } from "node:child_process"
+import { mkdirSync, readdirSync } from "node:fs"
+import { homedir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const repo = fileURLToPath(new URL("..", import.meta.url))
+/** Per target: the packages it fuzzes (built first), libraries whose parsing it drives (instrumented
+ * too, so coverage guides the fuzzer into them), and the longest input worth trying. */
+const targets = {
+  wire: { packages: ["core"], libraries: ["msgpackr/"], maxLen: 8192 },
+  http: { packages: ["agent"], libraries: [], maxLen: 4096 },
+  params: { packages: ["obs"], libraries: [], maxLen: 1024 },
+  composition: { packages: ["core"], libraries: [], maxLen: 2048 }
+}
+const [target, ...engineArgs] = process.argv.slice(2)
+const settings = targets[target]
+if (settings === undefined) {
+  console.error(`usage: node scripts/fuzz.mjs <${Object.keys(targets).join("|")}> [libFuzzer options]`)
+  process.exit(2)
+}
+
+const run = (command, args) => {
+  const done = spawnSync(command, args, { cwd: repo, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" })
+  if (done.status !== 0) {
+    console.error(`fuzz:${target}: ${command} ${args.join(" ")} failed`)
+    process.exit(done.status ?? 1)
+  }
+  return done.stdout.trim()
+}
+run(process.execPath, [
+  join(repo, "node_modules/typescript/bin/tsc"),
+  "-b",
+  ...settings.packages.map((p) => `packages/${p}`)
+])
+const lib = run("bash", ["scripts/fuzz-runtime.sh"])
+
+const corpus = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "iii", "fuzz", target, "corpus")
+const findings = join(repo, "fuzz", "findings", target)
+mkdirSync(corpus, { recursive: true })
+mkdirSync(findings, { recursive: true })
+const before = new Set(readdirSync(findings))
+
+const args = [
+  "--library-path",
+  lib,
+  process.execPath,
+  join(repo, "node_modules/@jazzer.js/core/dist/cli.js"),
+  join(repo, "fuzz", `${target}.fuzz.mjs`),
+  corpus,
+  join(repo, "fuzz", "seeds", target),
+  "--sync",
+  "--includes=packages/",
+  ...settings.libraries.map((l) => `--includes=${l}`),
+  // Replaces the default (node_modules), which would leave out the libraries above.
+  "--excludes=/node_modules/.bin/",
+  "--",
+  `-artifact_prefix=${findings}/`,
+  "-print_final_stats=1",
+  `-max_len=${settings.maxLen}`,
+  "-rss_limit_mb=2048",
+  ...engineArgs
+]
+const started = Date.now()
+const fuzzer = spawn(join(lib, "ld-linux-x86-64.so.2"), args, {
+  cwd: repo,
+  stdio: ["ignore", "inherit", "pipe"]
+})
+let tail = ""
+const stats = {}
+fuzzer.stderr.on("data", (chunk) => {
+  process.stderr.write(chunk)
+  tail = (tail + chunk.toString()).slice(-65536)
+  for (const line of tail.split("\n")) {
+    const status = /^#(\d+)\s+\S+\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\S+)/.exec(line)
+    if (status)
+      Object.assign(stats, { runs: +status[1], cov: +status[2], ft: +status[3], corpus: +status[4] })
+    const stat = /^stat::(\w+):\s+(\d+)/.exec(line)
+    if (stat) stats[stat[1]] = +stat[2]
+  }
+})
+fuzzer.on("exit", (code, signal) => {
+  const seconds = (Date.now() - started) / 1000
+  const runs = stats.number_of_executed_units ?? stats.runs ?? 0
+  const found = readdirSync(findings).filter((f) => !before.has(f))
+  const n = (x) => (x ?? 0).toLocaleString("en-US")
+  console.log(
+    [
+      `fuzz:${target}: ${n(runs)} executions in ${seconds.toFixed(0)} s (${n(stats.average_exec_per_sec ?? Math.round(runs / seconds))}/s)`,
+      `coverage: ${n(stats.cov)} edges, ${n(stats.ft)} features; corpus: ${n(stats.corpus)} inputs; peak RSS ${n(stats.peak_rss_mb)} MB`,
+      found.length === 0
+        ? "findings: none"
+        : `findings: ${found.length}: ${found.map((f) => join(findings, f)).join(", ")}`
+    ].join("; ")
+  )
+  process.exit(code ?? (signal === null ? 1 : 128))
+})
