@@ -5,6 +5,12 @@
  * every `retryPeriod` and steps down when it could not renew for `renewDeadline`. Optimistic
  * concurrency (resourceVersion, 409 Conflict) makes sure only one candidate wins a round.
  * A leader that stops releases the Lease, so another takes over without waiting for it to expire.
+ *
+ * A candidate that does not hold the Lease looks at it four times per `retryPeriod`: expiry is
+ * judged from when it saw the last renewal, so the sooner it sees it, the sooner it can take over
+ * from a leader that died without releasing. With the production settings (15 s / 10 s / 2 s) it
+ * takes over at most ~15.5 s after the leader's last renewal; looking once per retry period, as
+ * client-go does, it was up to 17 s, before the new leader's first reconcile.
  */
 import { hostname } from "node:os"
 import { Clock, Duration, Effect, Option, Ref, type Scope } from "effect"
@@ -22,7 +28,7 @@ export interface Settings {
   readonly leaseDuration: Duration.Duration
   /** A leader that cannot renew for this long steps down. Default 10 s. */
   readonly renewDeadline: Duration.Duration
-  /** Interval between acquire attempts and between renewals. Default 2 s. */
+  /** Interval between renewals; a candidate not holding the Lease tries four times as often. Default 2 s. */
   readonly retryPeriod: Duration.Duration
 }
 
@@ -152,8 +158,9 @@ export const run = <E, R>(
   Effect.gen(function* () {
     const elector = yield* makeElector(settings)
     const retry = settings.retryPeriod
+    const look = Duration.millis(Duration.toMillis(retry) / 4)
     const leadOnce = Effect.gen(function* () {
-      while (!(yield* elector.tryAcquireOrRenew)) yield* Effect.sleep(retry)
+      while (!(yield* elector.tryAcquireOrRenew)) yield* Effect.sleep(look)
       yield* Effect.logInfo(`${settings.identity} leads (lease ${settings.namespace}/${settings.name})`)
       yield* onChange(true)
       // The leader's work lives in this scope: stepping down (or being interrupted) closes it.

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
-import { type Duration, Effect, Option } from "effect"
+import { Duration, Effect, Option } from "effect"
 import { parse, parseAllDocuments } from "yaml"
 import {
   apply,
@@ -19,6 +19,7 @@ import {
   remove,
   resources
 } from "../../src/KubeClient.js"
+import * as LeaderElection from "../../src/LeaderElection.js"
 import * as Cluster from "../fixtures/Cluster.js"
 
 const ns = "shop"
@@ -359,8 +360,8 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     })
   }, 60_000)
 
-  it("converges with no duplicates after its process is killed with SIGKILL mid-reconcile", async () => {
-    await main.stop()
+  /** The controller in a process of its own (fixtures/controller-process.ts); resolves once it has synced. */
+  const spawnController = async (env: Record<string, string> = {}) => {
     const kubeconfigFile = join(cluster.env.dir, "sigkill.kubeconfig")
     writeFileSync(kubeconfigFile, cluster.env.kubeconfig(Cluster.controllerUser))
     const child = spawn(
@@ -371,14 +372,23 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
         fileURLToPath(new URL("../../../../scripts/ts-sources.mjs", import.meta.url)),
         fixture("controller-process.ts")
       ],
-      { env: { ...process.env, CONTROLLER_KUBECONFIG: kubeconfigFile }, stdio: ["ignore", "pipe", "inherit"] }
+      {
+        env: { ...process.env, CONTROLLER_KUBECONFIG: kubeconfigFile, ...env },
+        stdio: ["ignore", "pipe", "inherit"]
+      }
     )
     const exited = new Promise((resolve) => child.once("exit", resolve))
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (b: Buffer) => b.toString().includes("ready") && resolve())
+      child.once("exit", (code) => reject(new Error(`controller process exited early (${code})`)))
+    })
+    return { child, exited }
+  }
+
+  it("converges with no duplicates after its process is killed with SIGKILL mid-reconcile", async () => {
+    await main.stop()
+    const { child, exited } = await spawnController()
     try {
-      await new Promise<void>((resolve, reject) => {
-        child.stdout.on("data", (b: Buffer) => b.toString().includes("ready") && resolve())
-        child.once("exit", (code) => reject(new Error(`controller process exited early (${code})`)))
-      })
       const names = Array.from({ length: 20 }, (_, i) => `killed-${i}`)
       await Promise.all(names.map((name) => applyComposition(name, twoComponents())))
       const deployments = () =>
@@ -503,4 +513,73 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
       await b.stop()
     }
   }, 60_000)
+
+  it("fails over with the production lease (15 s / 10 s / 2 s): reconciles within 17 s of the leader's SIGKILL, no duplicates, no writes to unchanged objects", async () => {
+    await main.stop()
+    const lease = "failover"
+    const production = LeaderElection.defaults("iii-system")
+    expect(
+      [production.leaseDuration, production.renewDeadline, production.retryPeriod].map(Duration.toMillis)
+    ).toEqual([15_000, 10_000, 2_000])
+    const holder = async () =>
+      ((await get("Lease", lease, "iii-system"))?.spec as { holderIdentity?: string } | undefined)
+        ?.holderIdentity
+    const names = Array.from({ length: 6 }, (_, i) => `failover-${i}`)
+    const { child, exited } = await spawnController({
+      CONTROLLER_LEASE_NAME: lease,
+      CONTROLLER_LEASE_IDENTITY: "failover-a"
+    })
+    let follower: Cluster.RunningController | undefined
+    try {
+      await Cluster.eventually(
+        async () => ((await holder()) === "failover-a" ? true : undefined),
+        "30 seconds",
+        "a leads"
+      )
+      for (const name of names) await applyComposition(name, twoComponents())
+      await expectConverged(names)
+      follower = await Cluster.startController(cluster, {
+        leaderElection: { ...production, name: lease, identity: "failover-b" }
+      })
+      // The follower has seen a few renewals, as a standby replica would have.
+      await new Promise((r) => setTimeout(r, 5_000))
+      expect(await Effect.runPromise(follower.controller.isLeader)).toBe(false)
+      expect(follower.proxy.writes()).toEqual([])
+
+      child.kill("SIGKILL")
+      const killedAt = Date.now()
+      await exited
+      // Changed while no one leads: the new leader must reconcile it.
+      const changed = twoComponents()
+      ;(changed.components[0] as { image: string }).image = "api:v2"
+      await applyComposition("failover-0", changed)
+      const image = async () =>
+        (
+          (await get("Deployment", "failover-0-api"))?.spec as
+            | { template: { spec: { containers: ReadonlyArray<{ image: string }> } } }
+            | undefined
+        )?.template.spec.containers[0]?.image
+      await Cluster.eventually(
+        async () => ((await image()) === "api:v2" ? true : undefined),
+        "30 seconds",
+        "the edit reconciled"
+      )
+      const reconciledAfter = Date.now() - killedAt
+      console.log(`failover: the edit was reconciled ${reconciledAfter} ms after the leader's SIGKILL`)
+      expect(await holder()).toBe("failover-b")
+      expect(reconciledAfter).toBeLessThanOrEqual(17_000)
+
+      await settle(follower)
+      await expectConverged(names)
+      // Writes went to the edited composition's children and status only.
+      const elsewhere = follower.proxy.writes().filter((w) => !/failover-0(-api|-worker)?(\/|$)/.test(w.path))
+      expect(elsewhere).toEqual([])
+    } finally {
+      child.kill("SIGKILL")
+      await follower?.stop()
+      main = await Cluster.startController(cluster, {
+        leaderElection: Cluster.fastLease("iii-controller", "main")
+      })
+    }
+  }, 120_000)
 })
