@@ -8,7 +8,14 @@ import { Duration, Option, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import * as ObsNodeConfig from "../src/ObsNodeConfig.js"
-import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import {
+  getJson,
+  pausedTailSubscriber,
+  type RunningNode,
+  sendBulky,
+  startNode,
+  TestAgent
+} from "./fixtures/Node.js"
 import { span } from "./fixtures/Spans.js"
 
 const wsUrl = (node: RunningNode, path: string) => `${node.url.replace("http", "ws")}${path}`
@@ -206,22 +213,12 @@ describe("stalled tail subscribers", () => {
   afterAll(() => node.stop())
 
   it("one whose socket stays full is closed after the stall timeout", async () => {
-    const stalled = new WebSocket(wsUrl(node, "/v1/tail"))
-    await new Promise((r) => stalled.once("open", r))
-    const closed = new Promise<number>((r) => stalled.once("close", (code) => r(code)))
-    const socket = (stalled as unknown as { _socket: { pause: () => void; resume: () => void } })._socket
-    socket.pause()
+    const stalled = await pausedTailSubscriber(node.url)
+    const closed = new Promise<number>((r) => stalled.ws.once("close", (code) => r(code)))
     const agent = new TestAgent(node.url)
     await agent.hello("stall-agent")
     const big = "x".repeat(2000)
-    for (let seq = 1; seq <= 30; seq++)
-      agent.send({
-        type: "batch",
-        seq,
-        spans: Array.from({ length: 500 }, () => span({ attributes: { payload: big } })),
-        metrics: [],
-        logs: []
-      })
+    sendBulky(agent, 30, () => span({ attributes: { payload: big } }))
     expect(await agent.ack(30)).toEqual({ type: "ack", seq: 30 })
     await waitFor("the stalled subscriber closed", async () =>
       (await metric(node, 'iii_obs_connections_closed_total{endpoint="tail",reason="stalled"}')) === 1
@@ -229,7 +226,7 @@ describe("stalled tail subscribers", () => {
         : undefined
     )
     // The client reads again and finds the connection dropped (no close frame could get through).
-    socket.resume()
+    stalled.resume()
     expect(await closed).toBe(1006)
     expect(await metric(node, "iii_obs_tail_subscribers")).toBe(0)
     agent.close()

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import type { TailSink } from "../src/internal/node/TailHub.js"
 import { TailHub } from "../src/internal/node/TailHub.js"
-import { type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { pausedTailSubscriber, type RunningNode, sendBulky, startNode, TestAgent } from "./fixtures/Node.js"
 import { span } from "./fixtures/Spans.js"
 
 const tailUrl = (node: RunningNode, query: string) => `${node.url.replace("http", "ws")}/v1/tail?${query}`
@@ -135,26 +135,17 @@ describe("live tail", () => {
   })
 
   it("a subscriber that never reads does not slow ingest or grow memory", async () => {
-    const stalled = new WebSocket(tailUrl(node, ""))
-    await new Promise((r) => stalled.once("open", r))
-    // Stop reading from the socket: the node's send buffer fills, then it drops.
-    ;(stalled as unknown as { _socket: { pause: () => void } })._socket.pause()
+    // It stops reading from its socket: the node's send buffer fills, then it drops.
+    const stalled = await pausedTailSubscriber(node.url)
     const agent = new TestAgent(node.url)
     await agent.hello("stall-agent")
     const big = "x".repeat(2000)
-    for (let seq = 1; seq <= 40; seq++)
-      agent.send({
-        type: "batch",
-        seq,
-        spans: Array.from({ length: 500 }, () => span({ attributes: { payload: big } })),
-        metrics: [],
-        logs: []
-      })
+    sendBulky(agent, 40, () => span({ attributes: { payload: big } }))
     expect(await agent.ack(40)).toEqual({ type: "ack", seq: 40 })
     const metrics = await (await fetch(`${node.url}/metrics`)).text()
     const dropped = Number(/iii_obs_tail_spans_dropped_total (\d+)/.exec(metrics)?.[1])
     expect(dropped).toBeGreaterThan(0)
-    stalled.terminate()
+    stalled.ws.terminate()
     agent.close()
   })
 })
