@@ -18,6 +18,8 @@
  *                              ◀───  ack{seq=n}                              (or error{seq=n})
  *  batch{seq=n+1} ───▶ ...            (batches may be pipelined; acks come in order)
  * ```
+ * - The token travels on the WebSocket upgrade (`Authorization: Bearer`); `hello.token` is kept for
+ *   older obs nodes, which checked it there.
  * - The first agent frame must be `hello`; obs answers `welcome` or a fatal `error`
  *   (`unsupported_version` when it does not speak `hello.version`, `unauthorized` for a bad token).
  *   Any other frame before `welcome`, a second `hello`, or a frame of the wrong direction is a fatal
