@@ -33,7 +33,10 @@ export const UnixNano = Schema.BigIntFromSelf.pipe(Schema.betweenBigInt(0n, 2n *
 
 const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 
-/** Free-form attributes, OpenTelemetry style: dotted keys, scalar values. */
+/**
+ * Free-form attributes, OpenTelemetry style: dotted keys, scalar values. A key `__proto__` crosses
+ * the wire as `__proto_`: the decoder (msgpackr) renames it so no frame can reach an object's prototype.
+ */
 export const Attributes = Schema.Record({
   key: Schema.String,
   value: Schema.Union(Schema.String, Schema.Number, Schema.Boolean)
