@@ -84,7 +84,8 @@ fuzzer.stderr.on("data", (chunk) => {
     const status = /^#(\d+)\s+\S+\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\S+)/.exec(line)
     if (status)
       Object.assign(stats, { runs: +status[1], cov: +status[2], ft: +status[3], corpus: +status[4] })
-    const stat = /^stat::(\w+):\s+(\d+)/.exec(line)
+    // Not anchored: libFuzzer prints the last stat right after its dictionary, on the same line.
+    const stat = /stat::(\w+):\s+(\d+)/.exec(line)
     if (stat) stats[stat[1]] = +stat[2]
   }
 })
