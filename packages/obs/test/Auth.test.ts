@@ -2,20 +2,9 @@ import { writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Either, Option, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import WebSocket from "ws"
 import * as ObsNodeConfig from "../src/ObsNodeConfig.js"
-import { getJson, type RunningNode, startNode, TestAgent, tempDir } from "./fixtures/Node.js"
+import { getJson, type RunningNode, startNode, TestAgent, tempDir, upgradeStatus } from "./fixtures/Node.js"
 import { span, traceId } from "./fixtures/Spans.js"
-
-const upgradeStatus = (url: string, headers: Record<string, string> = {}) =>
-  new Promise<number>((resolve) => {
-    const ws = new WebSocket(url, { headers })
-    ws.on("open", () => {
-      ws.close()
-      resolve(101)
-    })
-    ws.on("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
-  })
 
 describe("auth on", () => {
   const token = "s3cret-token"
@@ -45,8 +34,8 @@ describe("auth on", () => {
     expect((await getJson(`${node.url}/v1/traces/${traceId(4000)}`, auth)).status).toBe(200)
     expect((await getJson(`${node.url}/v1/services`, auth)).status).toBe(200)
     const tail = `${node.url.replace("http", "ws")}/v1/tail`
-    expect(await upgradeStatus(tail)).toBe(401)
-    expect(await upgradeStatus(tail, auth)).toBe(101)
+    expect((await upgradeStatus(tail)).status).toBe(401)
+    expect((await upgradeStatus(tail, { headers: auth })).status).toBe(101)
     expect((await getJson(`${node.url}/healthz`)).status).toBe(200)
     expect((await getJson(`${node.url}/metrics`)).status).toBe(200)
     expect((await getJson(`${node.url}/apis/external.metrics.k8s.io/v1beta1`)).status).toBe(200)
@@ -61,7 +50,7 @@ describe("auth off", () => {
       expect(await agent.hello("open-agent")).toMatchObject({ type: "welcome" })
       agent.close()
       expect((await getJson(`${node.url}/v1/traces`)).status).toBe(200)
-      expect(await upgradeStatus(`${node.url.replace("http", "ws")}/v1/tail`)).toBe(101)
+      expect((await upgradeStatus(`${node.url.replace("http", "ws")}/v1/tail`)).status).toBe(101)
     } finally {
       await node.stop()
     }

@@ -14,29 +14,12 @@ import {
   type RunningNode,
   sendBulky,
   startNode,
-  TestAgent
+  TestAgent,
+  upgradeStatus
 } from "./fixtures/Node.js"
 import { span } from "./fixtures/Spans.js"
 
 const wsUrl = (node: RunningNode, path: string) => `${node.url.replace("http", "ws")}${path}`
-
-/** The status an upgrade is answered with: 101 when a WebSocket opened. */
-const upgradeStatus = (
-  url: string,
-  options: { headers?: Record<string, string>; protocols?: Array<string> } = {}
-) =>
-  new Promise<{ status: number; protocol?: string }>((resolve) => {
-    const ws = new WebSocket(url, options.protocols ?? [], { headers: options.headers ?? {} })
-    ws.on("open", () => {
-      resolve({ status: 101, protocol: ws.protocol })
-      ws.close()
-    })
-    ws.on("unexpected-response", (_req, res) => {
-      resolve({ status: res.statusCode ?? 0 })
-      res.resume()
-    })
-    ws.on("error", () => undefined)
-  })
 
 const metric = async (node: RunningNode, series: string) => {
   const text = await (await fetch(`${node.url}/metrics`)).text()
