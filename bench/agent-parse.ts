@@ -76,6 +76,7 @@ const push = (fd: number, direction: "ingress" | "egress", text: string, total =
     events.push({
       kind: "data",
       timestampNs: tick(),
+      target: 1,
       pid,
       tid: pid,
       fd,
@@ -99,6 +100,7 @@ for (let c = 0; c < CONNECTIONS; c++) {
   events.push({
     kind: "accept",
     timestampNs: tick(),
+    target: 1,
     pid,
     tid: pid,
     fd,
@@ -140,7 +142,7 @@ for (let c = 0; c < CONNECTIONS; c++) {
     requests += batch
     r += batch
   }
-  events.push({ kind: "close", timestampNs: tick(), pid, tid: pid, fd })
+  events.push({ kind: "close", timestampNs: tick(), target: 1, pid, tid: pid, fd })
 }
 
 const captureBytes = events.reduce((sum, e) => sum + (e.kind === "data" ? e.payload.byteLength : 0), 0)
@@ -193,7 +195,7 @@ const pipeline = () => {
   )
   const started = process.hrtime.bigint()
   processor.process(events)
-  processor.red.flush(t)
+  processor.flushMetrics(t)
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   if (spans !== requests) throw new Error(`made ${spans} spans, expected ${requests}`)
   return requests / seconds

@@ -60,27 +60,30 @@ struct {
 	__uint(max_entries, 256 << 10);
 } iii_losses SEC(".maps");
 
-/* Traced processes (tgid → 1), filled from user space, grown by fork, shrunk by exit. */
+/* The two target maps. A value is the target a process is traced as (user space's index of the
+ * identity its telemetry carries: which pod and container), copied into every record's header. */
+
+/* Traced processes (tgid → target), filled from user space, grown by fork, shrunk by exit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } iii_tgids SEC(".maps");
 
-/* Traced cgroup v2 ids (cgroup inode number → 1), filled from user space. */
+/* Traced cgroup v2 ids (cgroup inode number → target), filled from user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, __u32);
 } iii_cgroups SEC(".maps");
 
 /* A close(2) between its enter and exit. */
 struct iii_closing {
 	__u64 ids; /* the caller's pid_tgid as events report it (see current_ids) */
 	__s32 fd;
-	__u32 reserved;
+	__u32 target;
 };
 
 /* Sockets being closed, keyed by pid_tgid (one syscall per thread at a time). LRU so that a thread
@@ -157,17 +160,20 @@ static __always_inline bool current_ids(__u64 pid_tgid, __u64 *ids)
 	return true;
 }
 
-/* `ids` from current_ids. */
-static __always_inline bool is_traced(__u64 ids)
+/* The target the current task is traced as, or 0 when it is not traced. `ids` from current_ids. */
+static __always_inline __u32 target_of(__u64 ids)
 {
 	__u32 tgid = ids >> 32;
-	if (bpf_map_lookup_elem(&iii_tgids, &tgid))
-		return true;
+	__u32 *target = bpf_map_lookup_elem(&iii_tgids, &tgid);
+	if (target)
+		return *target;
 	if (filter_cgroups) {
 		__u64 cgroup = bpf_get_current_cgroup_id();
-		return bpf_map_lookup_elem(&iii_cgroups, &cgroup) != NULL;
+		target = bpf_map_lookup_elem(&iii_cgroups, &cgroup);
+		if (target)
+			return *target;
 	}
-	return false;
+	return 0;
 }
 
 /* Wake the reader once, when this record takes the backlog across wakeup_bytes. Below it, and while
@@ -183,8 +189,8 @@ static __always_inline __u64 wakeup_flag(__u64 size, bool reserved)
 									 : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void fill_header(struct iii_event_header *header, __u64 ids, __s32 fd,
-					__u8 kind, __u8 syscall)
+static __always_inline void fill_header(struct iii_event_header *header, __u64 ids, __u32 target,
+					__s32 fd, __u8 kind, __u8 syscall)
 {
 	header->timestamp_ns = bpf_ktime_get_ns();
 	header->pid = ids >> 32;
@@ -194,13 +200,16 @@ static __always_inline void fill_header(struct iii_event_header *header, __u64 i
 	header->syscall = syscall;
 	header->direction = 0;
 	header->family = 0;
+	header->target = target;
+	header->reserved = 0;
 }
 
 /* A record of `kind` could not be reserved: report it with a header of its own. */
-static __always_inline void record_lost_header(__u64 ids, __s32 fd, __u8 kind, __u8 syscall)
+static __always_inline void record_lost_header(__u64 ids, __u32 target, __s32 fd, __u8 kind,
+					       __u8 syscall)
 {
 	struct iii_event_header header;
-	fill_header(&header, ids, fd, kind, syscall);
+	fill_header(&header, ids, target, fd, kind, syscall);
 	record_loss(&header, 0);
 }
 
@@ -265,10 +274,14 @@ static __always_inline void syscall_args(struct syscall_args *out)
 #endif
 }
 
-/* The current task's ids, when it is traced. Cheapest checks first: these run for every process. */
-static __always_inline bool traced_ids(__u64 *ids)
+/* The current task's ids and target, when it is traced. Cheapest checks first: these run for every
+ * process. */
+static __always_inline bool traced_ids(__u64 *ids, __u32 *target)
 {
-	return current_ids(bpf_get_current_pid_tgid(), ids) && is_traced(*ids);
+	if (!current_ids(bpf_get_current_pid_tgid(), ids))
+		return false;
+	*target = target_of(*ids);
+	return *target != 0;
 }
 
 static __always_inline bool is_egress(__u8 syscall)
@@ -318,7 +331,8 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx, __u8
 	if (ret <= 0)
 		return;
 	__u64 ids;
-	if (!traced_ids(&ids))
+	__u32 target;
+	if (!traced_ids(&ids, &target))
 		return;
 	struct syscall_args args;
 	syscall_args(&args);
@@ -335,7 +349,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx, __u8
 		return;
 	struct iii_data_event *event = (struct iii_data_event *)scratch->bytes;
 	__u8 *payload = scratch->bytes + sizeof(struct iii_data_event);
-	fill_header(&event->header, ids, fd, III_EVENT_DATA, syscall);
+	fill_header(&event->header, ids, target, fd, III_EVENT_DATA, syscall);
 	event->header.direction = egress ? III_EGRESS : III_INGRESS;
 	event->ret = ret;
 	event->total_len = ret;
@@ -390,19 +404,20 @@ static __always_inline bool fill_addresses(struct iii_conn_event *event, struct 
 	return true;
 }
 
-static __always_inline void emit_conn(__u64 ids, __s32 fd, __u8 kind, __u8 syscall, __s32 ret)
+static __always_inline void emit_conn(__u64 ids, __u32 target, __s32 fd, __u8 kind, __u8 syscall,
+				      __s32 ret)
 {
 	struct sock *sk = socket_sock(fd_to_file(fd));
 	if (!sk)
 		return;
 	struct iii_conn_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(ids, fd, kind, syscall);
+		record_lost_header(ids, target, fd, kind, syscall);
 		return;
 	}
 	__builtin_memset(event->local_addr, 0, sizeof(event->local_addr));
 	__builtin_memset(event->peer_addr, 0, sizeof(event->peer_addr));
-	fill_header(&event->header, ids, fd, kind, syscall);
+	fill_header(&event->header, ids, target, fd, kind, syscall);
 	event->ret = ret;
 	if (!fill_addresses(event, sk)) {
 		bpf_ringbuf_discard(event, BPF_RB_NO_WAKEUP);
@@ -415,10 +430,11 @@ static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx, __
 {
 	long ret = ctx->ret;
 	__u64 ids;
-	if (ret < 0 || !traced_ids(&ids))
+	__u32 target;
+	if (ret < 0 || !traced_ids(&ids, &target))
 		return;
 	/* The return value is the accepted socket: its addresses are the connection's. */
-	emit_conn(ids, (__s32)ret, III_EVENT_ACCEPT, syscall, (__s32)ret);
+	emit_conn(ids, target, (__s32)ret, III_EVENT_ACCEPT, syscall, (__s32)ret);
 }
 
 /* Data syscalls: one probe each, at exit (see the top of this file). */
@@ -478,11 +494,12 @@ int iii_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
 	__u64 ids;
-	if ((ret != 0 && ret != -EINPROGRESS) || !traced_ids(&ids))
+	__u32 target;
+	if ((ret != 0 && ret != -EINPROGRESS) || !traced_ids(&ids, &target))
 		return 0;
 	struct syscall_args args;
 	syscall_args(&args);
-	emit_conn(ids, (__s32)args.arg[0], III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
+	emit_conn(ids, target, (__s32)args.arg[0], III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
 	return 0;
 }
 
@@ -491,7 +508,8 @@ SEC("tracepoint/syscalls/sys_enter_close")
 int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 ids;
-	if (!traced_ids(&ids))
+	__u32 target;
+	if (!traced_ids(&ids, &target))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
 	if (!is_stream_socket_file(fd_to_file(fd)))
@@ -499,7 +517,7 @@ int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
 	/* Keyed by the kernel's pid_tgid whatever the numbering: the exit probe, which runs for every
 	 * process, finds its entry with the cheapest helper. */
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_closing closing = {.ids = ids, .fd = fd};
+	struct iii_closing closing = {.ids = ids, .fd = fd, .target = target};
 	bpf_map_update_elem(&iii_closing, &pid_tgid, &closing, BPF_ANY);
 	return 0;
 }
@@ -518,10 +536,11 @@ int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct iii_close_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+		record_lost_header(closing.ids, closing.target, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
 		return 0;
 	}
-	fill_header(&event->header, closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+	fill_header(&event->header, closing.ids, closing.target, closing.fd, III_EVENT_CLOSE,
+		    III_SYS_CLOSE);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }
@@ -553,16 +572,16 @@ static __always_inline __u32 child_tgid_in_ns(struct task_struct *child)
 	return nr;
 }
 
-static __always_inline void emit_fork(__u64 parent_ids, __u32 child_tgid)
+/* The child is traced as its parent is (same target). */
+static __always_inline void emit_fork(__u64 parent_ids, __u32 target, __u32 child_tgid)
 {
-	__u8 one = 1;
-	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
+	bpf_map_update_elem(&iii_tgids, &child_tgid, &target, BPF_ANY);
 	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(parent_ids, -1, III_EVENT_FORK, 0);
+		record_lost_header(parent_ids, target, -1, III_EVENT_FORK, 0);
 		return;
 	}
-	fill_header(&event->header, parent_ids, -1, III_EVENT_FORK, 0);
+	fill_header(&event->header, parent_ids, target, -1, III_EVENT_FORK, 0);
 	event->child_pid = child_tgid;
 	event->reserved = 0;
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
@@ -579,7 +598,7 @@ static __always_inline void adopt_entrant(struct task_struct *child)
 	__u32 nr, ns_ino;
 	if (!pid || !pid_number(pid, BPF_CORE_READ(pid, level), &nr, &ns_ino) || ns_ino != pidns_ino)
 		return;
-	emit_fork(0, nr);
+	emit_fork(0, III_DEFAULT_TARGET, nr);
 }
 
 /* sched_process_fork: children of a traced process (workers, `sh -c`, cluster forks) are traced
@@ -597,7 +616,8 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 			adopt_entrant(child);
 		return 0;
 	}
-	if (!is_traced(ids))
+	__u32 target = target_of(ids);
+	if (!target)
 		return 0;
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 	if (child_tgid == (__u32)(pid_tgid >> 32))
@@ -607,7 +627,7 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 		if (!child_tgid)
 			return 0;
 	}
-	emit_fork(ids, child_tgid);
+	emit_fork(ids, target, child_tgid);
 	return 0;
 }
 
@@ -618,16 +638,19 @@ int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 ids;
-	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32) || !current_ids(pid_tgid, &ids) || !is_traced(ids))
+	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32) || !current_ids(pid_tgid, &ids))
+		return 0;
+	__u32 target = target_of(ids);
+	if (!target)
 		return 0;
 	__u32 tgid = ids >> 32;
 	bpf_map_delete_elem(&iii_tgids, &tgid);
 	struct iii_exit_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(ids, -1, III_EVENT_EXIT, 0);
+		record_lost_header(ids, target, -1, III_EVENT_EXIT, 0);
 		return 0;
 	}
-	fill_header(&event->header, ids, -1, III_EVENT_EXIT, 0);
+	fill_header(&event->header, ids, target, -1, III_EVENT_EXIT, 0);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }

@@ -15,7 +15,7 @@
 #include <linux/types.h>
 #endif
 
-#define III_LAYOUT_VERSION 2
+#define III_LAYOUT_VERSION 3
 
 /* Hard upper bound of payload bytes per data event; the load-time setting may lower it.
  * Twice this (the iovec copy needs the slack, see copy_iov) must fit a per-CPU value (32 KiB). */
@@ -51,6 +51,10 @@ enum iii_syscall {
 	III_SYS_SENDFILE = 13, /* data event with total_len only (payload_len 0) */
 };
 
+/* The target of processes traced without one of their own (the pids and cgroups given at start, a
+ * pid namespace's entrants). */
+#define III_DEFAULT_TARGET 1
+
 enum iii_direction {
 	III_INGRESS = 1, /* bytes the process received */
 	III_EGRESS = 2,  /* bytes the process sent */
@@ -74,7 +78,7 @@ struct iii_batch_header {
 	__u32 batch_bytes;     /* bytes of the batch, this header included */
 };
 
-/* 24 bytes, common to every record. For fork/exit, pid/tid are the parent's / the exiting process's. */
+/* 32 bytes, common to every record. For fork/exit, pid/tid are the parent's / the exiting process's. */
 struct iii_event_header {
 	__u64 timestamp_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u32 pid;          /* tgid */
@@ -84,6 +88,9 @@ struct iii_event_header {
 	__u8 syscall;       /* enum iii_syscall, 0 for fork/exit */
 	__u8 direction;     /* enum iii_direction, 0 unless data */
 	__u8 family;        /* 4 or 6 for connect/accept, else 0 */
+	__u32 target;       /* the target the process is traced as: the value user space put in
+			       iii_tgids / iii_cgroups (which pod and container it is), never 0 */
+	__u32 reserved;
 };
 
 /* A read or write on a socket fd (or a write to fd 1/2), followed by payload_len bytes. */

@@ -74,8 +74,8 @@ pub struct Running {
     pub closed: bool,
     /// Asks the reader to hand over everything left and then end (after the programs are detached).
     draining: Arc<AtomicBool>,
-    tgids: HashMap<MapData, u32, u8>,
-    cgroups: HashMap<MapData, u64, u8>,
+    tgids: HashMap<MapData, u32, u32>,
+    cgroups: HashMap<MapData, u64, u32>,
     counters: PerCpuArray<MapData, u64>,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
@@ -280,19 +280,19 @@ impl Running {
             .load(&settings.object)
             .map_err(load_error)?;
 
-        let mut tgids: HashMap<MapData, u32, u8> = take_map(&mut ebpf, "iii_tgids")?;
-        let mut cgroups: HashMap<MapData, u64, u8> = take_map(&mut ebpf, "iii_cgroups")?;
+        let mut tgids: HashMap<MapData, u32, u32> = take_map(&mut ebpf, "iii_tgids")?;
+        let mut cgroups: HashMap<MapData, u64, u32> = take_map(&mut ebpf, "iii_cgroups")?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "iii_counters")?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "iii_events")?;
         let losses: RingBuf<MapData> = take_map(&mut ebpf, "iii_losses")?;
         for pid in pids {
             tgids
-                .insert(pid, 1, 0)
+                .insert(pid, layout::DEFAULT_TARGET, 0)
                 .map_err(|e| error("map", format!("adding pid {pid}: {e}")))?;
         }
         for id in cgroup_ids {
             cgroups
-                .insert(id, 1, 0)
+                .insert(id, layout::DEFAULT_TARGET, 0)
                 .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))?;
         }
 
@@ -411,9 +411,9 @@ impl Running {
         Ok(())
     }
 
-    pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
+    pub fn add_pid(&mut self, pid: u32, target: u32) -> napi::Result<()> {
         self.tgids
-            .insert(pid, 1, 0)
+            .insert(pid, target, 0)
             .map_err(|e| error("map", format!("adding pid {pid}: {e}")))
     }
 
@@ -430,10 +430,22 @@ impl Running {
         }
     }
 
-    pub fn add_cgroup(&mut self, id: u64) -> napi::Result<()> {
+    pub fn add_cgroup(&mut self, id: u64, target: u32) -> napi::Result<()> {
         self.cgroups
-            .insert(id, 1, 0)
+            .insert(id, target, 0)
             .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
+    }
+
+    pub fn remove_cgroup(&mut self, id: u64) -> napi::Result<()> {
+        match self.cgroups.remove(&id) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(ref e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(error("map", format!("removing cgroup {id}: {e}"))),
+        }
     }
 
     /// A kernel counter (`layout::COUNTER_*`), summed over CPUs.

@@ -20,6 +20,8 @@ pub struct EventHeader {
     pub syscall: u8,
     pub direction: u8,
     pub family: u8,
+    pub target: u32,
+    pub reserved: u32,
 }
 
 #[repr(C)]
@@ -66,7 +68,9 @@ pub struct LostEvent {
     pub reserved: [u8; 3],
 }
 
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
+/// The target of pids and cgroups given without one (III_DEFAULT_TARGET).
+pub const DEFAULT_TARGET: u32 = 1;
 pub const MAX_PAYLOAD: u32 = 8192;
 pub const DEFAULT_PAYLOAD: u32 = 4096;
 
@@ -149,6 +153,8 @@ pub fn describe() -> Vec<StructDescription> {
                 ("syscall", offset_of!(EventHeader, syscall)),
                 ("direction", offset_of!(EventHeader, direction)),
                 ("family", offset_of!(EventHeader, family)),
+                ("target", offset_of!(EventHeader, target)),
+                ("reserved", offset_of!(EventHeader, reserved)),
             ],
         ),
         (

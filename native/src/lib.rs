@@ -81,6 +81,14 @@ fn pid_namespace_id(path: &str) -> napi::Result<(u64, u64)> {
     Ok((meta.dev(), meta.ino()))
 }
 
+/// Targets are numbered from 1: 0 means "not traced" to the programs.
+fn valid_target(target: Option<u32>) -> napi::Result<u32> {
+    match target.unwrap_or(layout::DEFAULT_TARGET) {
+        0 => Err(error("invalid", "target 0 is reserved (not traced); targets start at 1")),
+        target => Ok(target),
+    }
+}
+
 fn cgroup_id(path: &str) -> napi::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let meta =
@@ -232,10 +240,12 @@ impl Capture {
             .ok_or_else(|| error("closed", "the capture is closed"))
     }
 
-    /// Traces this process (and, from now on, its children).
+    /// Traces this process (and, from now on, its children) as `target` (default 1): the number
+    /// every record of theirs carries.
     #[napi]
-    pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
-        self.running()?.add_pid(pid)
+    pub fn add_pid(&mut self, pid: u32, target: Option<u32>) -> napi::Result<()> {
+        let target = valid_target(target)?;
+        self.running()?.add_pid(pid, target)
     }
 
     /// Stops capturing (detaches the programs) and hands over everything still in the rings, as
@@ -262,15 +272,24 @@ impl Capture {
         self.running()?.remove_pid(pid)
     }
 
-    /// Traces every process in this cgroup v2 directory.
+    /// Traces every process in this cgroup v2 directory (not its subdirectories) as `target`
+    /// (default 1). Returns the cgroup's id.
     #[napi]
-    pub fn add_cgroup(&mut self, path: String) -> napi::Result<()> {
+    pub fn add_cgroup(&mut self, path: String, target: Option<u32>) -> napi::Result<f64> {
+        let target = valid_target(target)?;
         let id = cgroup_id(&path)?;
         let running = self.running()?;
         if !running.cgroups_enabled {
             return Err(error("invalid", "cgroup targets are disabled: start the capture with cgroups or enableCgroups: true"));
         }
-        running.add_cgroup(id)
+        running.add_cgroup(id, target)?;
+        Ok(id as f64)
+    }
+
+    /// Stops tracing the cgroup with this id (as `addCgroup` returned it; the directory may be gone).
+    #[napi]
+    pub fn remove_cgroup(&mut self, id: f64) -> napi::Result<()> {
+        self.running()?.remove_cgroup(id as u64)
     }
 
     /// Readable after `close` too: the final figures.

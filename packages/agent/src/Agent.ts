@@ -25,7 +25,6 @@ import * as SelfMetrics from "./internal/SelfMetrics.js"
 import { LineSplitter, LogEmitter } from "./Logs.js"
 import * as ProxyMode from "./ProxyMode.js"
 import { Recorder } from "./Recorder.js"
-import type { RedMetrics } from "./RedMetrics.js"
 import type { Identity } from "./Spans.js"
 
 export type Mode = "ebpf" | "proxy"
@@ -186,10 +185,10 @@ export const make = (
     // The RED metrics and the agent's own counters (`SelfMetrics`), flushed together.
     let selfTotals = SelfMetrics.zero
     let selfSince = nowUnixNano()
-    const flushMetrics = (red: RedMetrics) =>
+    const flushMetrics = (flush: (nowNs: bigint) => ReadonlyArray<Telemetry.MetricPoint>) =>
       Effect.gen(function* () {
         const now = nowUnixNano()
-        for (const point of red.flush(now)) exporter.metric(point)
+        for (const point of flush(now)) exporter.metric(point)
         if (stats === undefined) return
         const totals = totalsOf(yield* stats)
         for (const point of SelfMetrics.points(identity, selfTotals, totals, now, Number(now - selfSince)))
@@ -234,7 +233,7 @@ export const make = (
         Effect.forkScoped
       )
       const idleNs = BigInt(options.idleConnectionMs ?? 600_000) * 1_000_000n
-      yield* flushMetrics(processor.red).pipe(
+      yield* flushMetrics((now) => processor.flushMetrics(now)).pipe(
         Effect.zipRight(
           Effect.sync(() => {
             const now = nowUnixNano()
@@ -258,7 +257,7 @@ export const make = (
               `stopping: the capture's backlog was not processed within ${shutdownTimeoutMs} ms; the rest is abandoned (counted)`
             )
           processor.finish(nowUnixNano())
-          yield* flushMetrics(processor.red)
+          yield* flushMetrics((now) => processor.flushMetrics(now))
         })
       )
       stats = Effect.gen(function* () {
@@ -287,11 +286,11 @@ export const make = (
             ? ""
             : `, outbound calls via HTTP_PROXY=http://${server.egressListening.host}:${server.egressListening.port}`)
       )
-      yield* flushMetrics(recorder.red).pipe(
+      yield* flushMetrics((now) => recorder.red.flush(now)).pipe(
         Effect.repeat(Schedule.spaced(metricsInterval)),
         Effect.forkScoped
       )
-      yield* Effect.addFinalizer(() => flushMetrics(recorder.red))
+      yield* Effect.addFinalizer(() => flushMetrics((now) => recorder.red.flush(now)))
       const logs = new LogEmitter(identity, options.logLevel ?? "info", exporter)
       const lines = { stdout: new LineSplitter(), stderr: new LineSplitter() }
       const output = (stream: "stdout" | "stderr", chunk: Uint8Array) => {

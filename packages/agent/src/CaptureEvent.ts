@@ -2,6 +2,9 @@
  * What the kernel-side capture (bpf/iii_capture.bpf.c, read by the native addon) reports, decoded.
  * EbpfCapture hands these out in batches; EventProcessor turns them into spans, metrics and logs.
  *
+ * - `target` is the number the process is traced as (the pids and cgroups given at start: 1; a node
+ *   agent gives each container its own, see `EbpfCapture.addCgroup`): which identity its telemetry
+ *   carries.
  * - Times are unix nanoseconds (the kernel's monotonic clock shifted by the realtime offset the
  *   addon measures for every batch).
  * - `pid` is the process id (tgid), `tid` the thread id: the kernel's numbers, or with
@@ -41,6 +44,7 @@ export type Syscall =
 export interface DataEvent {
   readonly kind: "data"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   readonly fd: number
@@ -59,6 +63,7 @@ export interface DataEvent {
 export interface ConnectionEvent {
   readonly kind: "connect" | "accept"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   readonly fd: number
@@ -73,6 +78,7 @@ export interface ConnectionEvent {
 export interface CloseEvent {
   readonly kind: "close"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   readonly fd: number
@@ -86,6 +92,7 @@ export interface CloseEvent {
 export interface ForkEvent {
   readonly kind: "fork"
   readonly timestampNs: bigint
+  readonly target: number
   readonly parentPid: number
   readonly childPid: number
 }
@@ -94,6 +101,7 @@ export interface ForkEvent {
 export interface ExitEvent {
   readonly kind: "exit"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
 }
 
@@ -108,6 +116,7 @@ export interface ExitEvent {
 export interface LostEvent {
   readonly kind: "lost"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   /** -1 for a lost fork or exit. */

@@ -23,6 +23,8 @@ export interface Endpoint {
 export interface Connection {
   readonly pid: number
   readonly fd: number
+  /** The capture's target of the process (which identity its telemetry carries). */
+  readonly target: number
   role: Role | undefined
   readonly local: Endpoint | undefined
   readonly peer: Endpoint | undefined
@@ -273,7 +275,8 @@ export class ConnectionTracker<C> {
     role: Role,
     timestampNs: bigint,
     local: Endpoint | undefined,
-    peer: Endpoint | undefined
+    peer: Endpoint | undefined,
+    target = 1
   ): void {
     this.close(pid, fd, timestampNs)
     if (this.streams.size >= this.maxConnections) {
@@ -287,6 +290,7 @@ export class ConnectionTracker<C> {
     const connection: Connection = {
       pid,
       fd,
+      target,
       role,
       local,
       peer,
@@ -311,7 +315,8 @@ export class ConnectionTracker<C> {
     direction: "ingress" | "egress",
     payload: Uint8Array,
     totalLength: number,
-    timestampNs: bigint
+    timestampNs: bigint,
+    target = 1
   ): void {
     const key = connectionKey(pid, fd)
     let stream = this.streams.get(key)
@@ -322,7 +327,7 @@ export class ConnectionTracker<C> {
       const response = lossy && looksLikeResponse(payload)
       if (!response && !looksLikeRequest(payload)) return
       const server = (direction === "ingress") !== response
-      this.open(pid, fd, server ? "server" : "client", timestampNs, undefined, undefined)
+      this.open(pid, fd, server ? "server" : "client", timestampNs, undefined, undefined, target)
       stream = this.streams.get(key)
       if (stream === undefined) return
       stream.lossy = lossy
@@ -361,7 +366,16 @@ export class ConnectionTracker<C> {
     }
     stream.lossy = true
     stream.missing = "ring_full"
-    this.data(pid, stream.currentTid, fd, direction, empty, totalLength, timestampNs)
+    this.data(
+      pid,
+      stream.currentTid,
+      fd,
+      direction,
+      empty,
+      totalLength,
+      timestampNs,
+      stream.connection.target
+    )
     stream.missing = "unparsed"
   }
 

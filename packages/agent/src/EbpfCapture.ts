@@ -115,12 +115,20 @@ export interface EbpfCapture {
    * keep longer. Single consumer; ends when the capture's scope closes.
    */
   readonly batches: Stream.Stream<Iterable<CaptureEvent>>
-  /** Traces another process (and its future children). */
-  readonly addPid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
+  /**
+   * Traces another process (and its future children), as `target` (default 1, the target of the
+   * pids and cgroups given at start): the number its events carry.
+   */
+  readonly addPid: (pid: number, target?: number) => Effect.Effect<void, EbpfCaptureError>
   /** Stops tracing a process (its already-traced children stay traced). */
   readonly removePid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
-  /** Traces every process in a cgroup v2 directory (needs `cgroups` or `enableCgroups` at start). */
-  readonly addCgroup: (path: string) => Effect.Effect<void, EbpfCaptureError>
+  /**
+   * Traces every process in a cgroup v2 directory (not its subdirectories: add them too) as
+   * `target` (default 1); needs `cgroups` or `enableCgroups` at start. Returns the cgroup's id.
+   */
+  readonly addCgroup: (path: string, target?: number) => Effect.Effect<number, EbpfCaptureError>
+  /** Stops tracing a cgroup, by the id `addCgroup` returned (its directory may be gone already). */
+  readonly removeCgroup: (id: number) => Effect.Effect<void, EbpfCaptureError>
   /** Readable to the end, after the scope closed too (the final figures). */
   readonly counters: Effect.Effect<Counters>
   /**
@@ -306,12 +314,13 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
       })
     )
 
-    const call = (f: () => void) => Effect.try({ try: f, catch: toCaptureError })
+    const call = <A>(f: () => A) => Effect.try({ try: f, catch: toCaptureError })
     return {
       batches,
-      addPid: (pid) => call(() => native.addPid(pid)),
+      addPid: (pid, target) => call(() => native.addPid(pid, target)),
       removePid: (pid) => call(() => native.removePid(pid)),
-      addCgroup: (path) => call(() => native.addCgroup(path)),
+      addCgroup: (path, target) => call(() => native.addCgroup(path, target)),
+      removeCgroup: (id) => call(() => native.removeCgroup(id)),
       counters,
       drain: Effect.sync(() => {
         try {

@@ -83,6 +83,7 @@ const decodeConnection = (
   at: number,
   kind: "connect" | "accept",
   timestampNs: bigint,
+  target: number,
   pid: number,
   tid: number,
   fd: number
@@ -98,6 +99,7 @@ const decodeConnection = (
   return {
     kind,
     timestampNs,
+    target,
     pid,
     tid,
     fd,
@@ -145,6 +147,7 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
     const pid = view.getUint32(at + H.pid, true)
     const tid = view.getUint32(at + H.tid, true)
     const fd = view.getInt32(at + H.fd, true)
+    const target = view.getUint32(at + H.target, true)
     switch (view.getUint8(at + H.kind)) {
       case Kind.data: {
         const syscall: Syscall | undefined = syscalls[view.getUint8(at + H.syscall)]
@@ -156,6 +159,7 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         yield {
           kind: "data",
           timestampNs,
+          target,
           pid,
           tid,
           fd,
@@ -170,13 +174,15 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
       case Kind.accept: {
         const kind = view.getUint8(at + H.kind) === Kind.accept ? "accept" : "connect"
         const event =
-          length === ConnEvent.size ? decodeConnection(view, at, kind, timestampNs, pid, tid, fd) : undefined
+          length === ConnEvent.size
+            ? decodeConnection(view, at, kind, timestampNs, target, pid, tid, fd)
+            : undefined
         if (event === undefined) onMalformed(1)
         else yield event
         continue
       }
       case Kind.close:
-        yield { kind: "close", timestampNs, pid, tid, fd }
+        yield { kind: "close", timestampNs, target, pid, tid, fd }
         continue
       case Kind.fork:
         if (length !== ForkEvent.size) {
@@ -186,12 +192,13 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         yield {
           kind: "fork",
           timestampNs,
+          target,
           parentPid: pid,
           childPid: view.getUint32(at + ForkEvent.fields.child_pid, true)
         }
         continue
       case Kind.exit:
-        yield { kind: "exit", timestampNs, pid }
+        yield { kind: "exit", timestampNs, target, pid }
         continue
       case Kind.lost: {
         const lost =
@@ -204,6 +211,7 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         yield {
           kind: "lost",
           timestampNs,
+          target,
           pid,
           tid,
           fd,

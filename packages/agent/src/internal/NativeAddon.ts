@@ -38,9 +38,11 @@ export interface NativeCounters {
 }
 
 export interface NativeCapture {
-  addPid(pid: number): void
+  addPid(pid: number, target?: number): void
   removePid(pid: number): void
-  addCgroup(path: string): void
+  /** Returns the cgroup's id (its inode number). */
+  addCgroup(path: string, target?: number): number
+  removeCgroup(id: number): void
   /** The batch in buffer `index` has been consumed: the reader may fill the buffer again. */
   recycle(index: number): void
   /** Counters; still answers after `close` (the final figures). */
