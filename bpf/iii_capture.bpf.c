@@ -30,6 +30,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 payload_limit = III_DEFAULT_PAYLOAD; /* payload bytes per data event */
 const volatile __u32 wakeup_bytes = 64 * 1024; /* wake the reader once this much is pending */
 const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in iii_cgroups */
+/* 1: writes to fds 1 and 2 are captured (log lines); 0 when logs come another way (a node agent
+ * reads the container runtime's log files), so they cost nothing past the target check. */
+const volatile __u8 capture_stdio = 1;
 /* A pid namespace (its nsfs device and inode, as stat(2) of /proc/PID/ns/pid gives them), or 0:
  * with one set, processes are known by their pids in that namespace (the target map, fork/exit
  * tracking, the pid/tid in events) and processes outside it are never traced. An agent in a pod
@@ -340,7 +343,7 @@ static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx, __u8
 		return;
 	__s32 fd = (__s32)args.arg[0];
 	bool egress = is_egress(syscall);
-	if (!(egress && (fd == 1 || fd == 2)) && !is_stream_socket_file(fd_to_file(fd)))
+	if (!(capture_stdio && egress && (fd == 1 || fd == 2)) && !is_stream_socket_file(fd_to_file(fd)))
 		return;
 
 	__u32 zero = 0;

@@ -49,6 +49,8 @@ pub struct Settings {
     pub pid_namespace: Option<(u64, u64)>,
     /// With a pid namespace: trace processes forked into it from outside.
     pub adopt_entrants: bool,
+    /// Capture writes to fds 1 and 2 (log lines).
+    pub capture_stdio: bool,
 }
 
 #[derive(Default)]
@@ -273,6 +275,7 @@ impl Running {
             .set_global("pidns_dev", &pidns_dev, true)
             .set_global("pidns_ino", &pidns_ino, true)
             .set_global("adopt_entrants", &adopt_entrants, true)
+            .set_global("capture_stdio", &u8::from(settings.capture_stdio), true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
             // Only used when a load fails (aya retries with a log buffer then); DEBUG is the
             // usual instruction-by-instruction trace, VERBOSE would be megabytes.

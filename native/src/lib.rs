@@ -46,6 +46,8 @@ pub struct CaptureOptions {
     /// With `pidNamespace`: trace every process forked into the namespace from outside it (a
     /// container started into a pod's shared namespace), from birth. Default false.
     pub adopt_namespace_entrants: Option<bool>,
+    /// Capture writes to fds 1 and 2 (log lines). Default true.
+    pub stdio: Option<bool>,
 }
 
 #[napi(object)]
@@ -213,6 +215,7 @@ impl Capture {
                 .map(pid_namespace_id)
                 .transpose()?,
             adopt_entrants: options.adopt_namespace_entrants.unwrap_or(false),
+            capture_stdio: options.stdio.unwrap_or(true),
         };
         let stats = Arc::new(ReaderStats::default());
         let on_batch = on_batch

@@ -21,6 +21,7 @@ import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyErr
 import { EventProcessor, type RequestDrops } from "./EventProcessor.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
 import { nowUnixNano } from "./internal/Clock.js"
+import * as NodeMode from "./internal/NodeMode.js"
 import * as SelfMetrics from "./internal/SelfMetrics.js"
 import { LineSplitter, LogEmitter } from "./Logs.js"
 import * as ProxyMode from "./ProxyMode.js"
@@ -44,6 +45,12 @@ export interface AgentOptions {
    * /proc rescan every 2 s is the safety net. Default false.
    */
   readonly allPodProcesses?: boolean
+  /**
+   * The node agent (eBPF): every traced pod of a Kubernetes node, each container with its own
+   * identity, logs from the kubelet's log files (see `NodeOptions`). `identity` is then the agent's
+   * own (its self-metrics).
+   */
+  readonly node?: NodeMode.NodeOptions | undefined
   /** Proxy mode's addresses. */
   readonly proxy?: ProxyMode.ProxyOptions | undefined
   /** Minimum level of captured log lines. Default `info`. */
@@ -81,6 +88,8 @@ export interface AgentStats {
   readonly requestsDropped: RequestDrops
   /** The kernel capture's counters (eBPF mode): records the ring could not take, and so on. */
   readonly capture: EbpfCapture.Counters | undefined
+  /** Node mode: the pods and containers traced. */
+  readonly node: NodeMode.NodeStats | undefined
   readonly exporter: ExporterStats
 }
 
@@ -98,7 +107,14 @@ export const describeStats = (s: AgentStats): string => {
       : `; kernel ring full: ${s.capture.dropped} records (${s.capture.unrecorded} unattributed)` +
         (s.capture.abandoned > 0 ? `, ${s.capture.abandoned} abandoned at stop` : "")
   const e = s.exporter
+  const node =
+    s.node === undefined
+      ? ""
+      : `${s.node.pods} pods, ${s.node.containers} containers` +
+        (s.node.unlocated > 0 ? ` (${s.node.unlocated} without a cgroup yet)` : "") +
+        `, ${s.node.logLines} log lines read; `
   return (
+    node +
     `${s.spans} spans, ${s.logs} logs, ${s.openConnections} open connections; ` +
     `requests not traced: ${notTraced} (ring full ${drops.ring_full}, unparsed ${drops.unparsed}, shutdown ${drops.shutdown})` +
     capture +
@@ -161,6 +177,8 @@ const totalsOf = (s: AgentStats): SelfMetrics.Totals => ({
 
 export type AgentError = ModeUnavailable | AgentConfigError | ProxyError | EbpfCapture.StartError
 
+export type NodeOptions = NodeMode.NodeOptions
+
 /** Runs the agent until the scope closes. */
 export const make = (
   options: AgentOptions
@@ -172,7 +190,11 @@ export const make = (
       options.mode === "proxy"
         ? { available: false, reasons: ["proxy mode forced"], notes: [] }
         : yield* EbpfCapture.isAvailable
-    const chosen = chooseMode(options.mode ?? "auto", availability, options.proxy !== undefined)
+    if (options.node !== undefined && options.mode === "proxy")
+      return yield* new AgentConfigError({ message: "node mode traces pods with eBPF: it has no proxy mode" })
+    // Node mode is eBPF or nothing: it fails naming what is missing rather than fall back.
+    const requested = options.node === undefined ? (options.mode ?? "auto") : "ebpf"
+    const chosen = chooseMode(requested, availability, options.proxy !== undefined)
     if (chosen instanceof ModeUnavailable || chosen instanceof AgentConfigError) return yield* chosen
     yield* Effect.logInfo(`iii agent: ${chosen.mode} mode (${chosen.why})`)
     for (const note of availability.notes) yield* Effect.logInfo(note)
@@ -206,28 +228,35 @@ export const make = (
     )
 
     if (chosen.mode === "ebpf") {
+      const node = options.node
       const capture = yield* EbpfCapture.start({
         ...options.capture,
         pids: options.pids ?? [],
         cgroups: options.cgroups ?? [],
-        ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {})
+        ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {}),
+        // A node agent reads logs from the kubelet's files: writes to stdout/stderr are not captured.
+        ...(node === undefined ? {} : { enableCgroups: true, stdio: false })
       })
+      let nodeMode: NodeMode.NodeMode | undefined
       const processor = new EventProcessor(
         {
           identity,
+          identityOf: (target) => nodeMode?.identityOf(target),
           logLevel: options.logLevel ?? "info",
+          logs: node === undefined,
           ...(options.maxRoutes === undefined ? {} : { maxRoutes: options.maxRoutes })
         },
         { span: exporter.span, log: exporter.log },
         nowUnixNano()
       )
-      yield* Effect.logInfo(
-        (options.allPodProcesses === true
-          ? "tracing every process of the agent's pid namespace but the agent's own (fork tracking, /proc rescan), pids"
-          : "tracing pids") +
-          ` [${(options.pids ?? []).join(", ")}] and their children` +
-          ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
-      )
+      if (node === undefined)
+        yield* Effect.logInfo(
+          (options.allPodProcesses === true
+            ? "tracing every process of the agent's pid namespace but the agent's own (fork tracking, /proc rescan), pids"
+            : "tracing pids") +
+            ` [${(options.pids ?? []).join(", ")}] and their children` +
+            ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
+        )
       const consumer = yield* capture.batches.pipe(
         Stream.runForEach((batch) => Effect.sync(() => processor.process(batch))),
         Effect.forkScoped
@@ -260,6 +289,9 @@ export const make = (
           yield* flushMetrics((now) => processor.flushMetrics(now))
         })
       )
+      // After the drain's finalizer, so it runs first: the last log lines and their positions.
+      if (node !== undefined) nodeMode = yield* NodeMode.start(node, capture, processor, exporter)
+      const tracking = nodeMode
       stats = Effect.gen(function* () {
         const processed = processor.stats
         return {
@@ -270,6 +302,7 @@ export const make = (
           openConnections: processor.openConnections,
           requestsDropped: processed.requestsDropped,
           capture: yield* capture.counters,
+          node: tracking?.stats(),
           exporter: yield* exporter.stats
         }
       })
@@ -307,6 +340,7 @@ export const make = (
           openConnections: server.inFlight(),
           requestsDropped: { ring_full: 0, unparsed: 0, shutdown: 0 },
           capture: undefined,
+          node: undefined,
           exporter: yield* exporter.stats
         }
       })

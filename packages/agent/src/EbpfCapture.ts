@@ -82,6 +82,11 @@ export interface Options {
   readonly traceAllInPidNamespace?: boolean
   /** How often `traceAllInPidNamespace` rescans /proc. Default 2000 ms (one small file read per process). */
   readonly rescanIntervalMs?: number
+  /**
+   * Capture what traced processes write to fds 1 and 2 (their log lines). Default true; a node agent,
+   * which reads the container runtime's log files, turns it off.
+   */
+  readonly stdio?: boolean
 }
 
 /** @since 0.1.0 */
@@ -188,6 +193,7 @@ const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
   if (options.wakeupBytes !== undefined) native.wakeupBytes = options.wakeupBytes
   if (options.objectPath !== undefined) native.objectPath = options.objectPath
   if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
+  if (options.stdio !== undefined) native.stdio = options.stdio
   if (options.pidNamespace === "own" || options.traceAllInPidNamespace === true)
     native.pidNamespace = ownNamespaceFile
   if (options.traceAllInPidNamespace === true) native.adoptNamespaceEntrants = true

@@ -63,6 +63,7 @@ export interface ProcessorStats {
 type Pending = PendingRequest<SpanContext>
 
 const lineKey = (pid: number, fd: number) => pid * 4 + fd
+const noContext = () => undefined
 
 /** What one target's telemetry goes through. */
 interface Target {
@@ -117,6 +118,21 @@ export class EventProcessor {
     }
     target.retired = false
     return target
+  }
+
+  /**
+   * A log line that came another way than the capture (a node agent reads the container runtime's
+   * log files): parsed and emitted as the target's. Nothing ties it to a request but the trace or
+   * correlation id it names.
+   */
+  logLine(
+    target: number,
+    line: string,
+    cut: boolean,
+    stream: "stdout" | "stderr",
+    timestampNs: bigint
+  ): void {
+    this.target(target).logs.emit(line, cut, stream, timestampNs, noContext)
   }
 
   /** The target is no longer traced: its metrics are flushed one last time, then it is forgotten. */

@@ -24,6 +24,8 @@ export interface NativeCaptureOptions {
   pidNamespace?: string
   /** With `pidNamespace`: trace processes forked into it from outside, from birth. */
   adoptNamespaceEntrants?: boolean
+  /** Capture writes to fds 1 and 2 (log lines). Default true. */
+  stdio?: boolean
 }
 
 export interface NativeCounters {
