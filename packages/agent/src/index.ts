@@ -1,4 +1,5 @@
 export * as Agent from "./Agent.js"
+export * as AgentConfig from "./AgentConfig.js"
 export * as CaptureEvent from "./CaptureEvent.js"
 export * as ConnectionTracker from "./ConnectionTracker.js"
 export * as EbpfCapture from "./EbpfCapture.js"
