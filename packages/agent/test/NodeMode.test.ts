@@ -23,6 +23,14 @@ describe("CgroupTree", () => {
     expect(CgroupTree.cgroup2Mount("proc /proc proc rw 0 0")).toBeUndefined()
   })
 
+  it("takes the cgroup v2 tree at a root or its unified directory, never a v1 hierarchy", () => {
+    expect(CgroupTree.cgroup2At(root)).toBeUndefined()
+    const mount = CgroupTree.findCgroup2Mount()
+    if (mount !== undefined) expect(CgroupTree.cgroup2At(mount)).toBe(mount)
+    if (mount?.endsWith("/unified") === true)
+      expect(CgroupTree.cgroup2At(mount.slice(0, -"/unified".length))).toBe(mount)
+  })
+
   it("reads container IDs of every runtime and refuses malformed ones", () => {
     expect(CgroupTree.containerIdOf(`containerd://${id}`)).toBe(id)
     expect(CgroupTree.containerIdOf(`cri-o://${id}`)).toBe(id)
@@ -129,7 +137,7 @@ describe("kubeconfig", () => {
     expect(parsed.access.cert?.toString()).toBe("CERT")
   })
 
-  it("hands exec plugins and auth providers to @kubernetes/client-node, and says what is wrong", () => {
+  it("recognises exec plugins and auth providers (refused by resolveAccess), and says what is wrong", () => {
     expect(fromKubeconfigText(config({ exec: { command: "aws" } }), "/tmp/kc")).toEqual({ needsClient: true })
     expect(fromKubeconfigText("current-context: none\ncontexts: []", "/tmp/kc")).toMatchObject({
       error: expect.stringMatching(/no context none/)

@@ -14,7 +14,7 @@
  * naming of its own), a bounded search for a directory naming the pod UID, and inside it for one
  * naming the container ID. Pure functions take the listing; `locate` does the reads.
  */
-import { readdirSync, readFileSync, statSync } from "node:fs"
+import { readdirSync, readFileSync, statfsSync, statSync } from "node:fs"
 import { join } from "node:path"
 
 export type QosClass = "Guaranteed" | "Burstable" | "BestEffort"
@@ -34,6 +34,24 @@ export const findCgroup2Mount = (): string | undefined => {
     return undefined
   }
 }
+
+const CGROUP2_SUPER_MAGIC = 0x63677270
+
+const isCgroup2 = (path: string): boolean => {
+  try {
+    return statfsSync(path).type === CGROUP2_SUPER_MAGIC
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The cgroup v2 tree at or under `root` (a node's /sys/fs/cgroup mounted into the agent's
+ * container): `root` itself on a pure v2 node, its `unified` directory on a v1/v2 hybrid. A v1
+ * hierarchy would name the same pods, with ids the kernel's v2 checks never see.
+ */
+export const cgroup2At = (root: string): string | undefined =>
+  isCgroup2(root) ? root : isCgroup2(`${root}/unified`) ? `${root}/unified` : undefined
 
 /** `containerd://abc…`, `cri-o://abc…`, `docker://abc…` → `abc…` (undefined when malformed). */
 export const containerIdOf = (statusId: string | undefined): string | undefined => {

@@ -7,8 +7,8 @@
  * `node -e "import('@kubernetes/client-node')"`: RSS 42 → 127 MB, heap 4 → 36 MB), more than the
  * node agent's whole budget (≤ 100 MB, issue #12) and over its 64 MB heap limit. A pod watch is one
  * GET that streams JSON lines; credentials are the service account's (in a cluster) or a kubeconfig's
- * token or client certificate. Only a kubeconfig whose user needs an exec plugin or an auth provider
- * loads `@kubernetes/client-node`, for that alone (out of a cluster, where memory is not the issue).
+ * token or client certificate (a kubeconfig whose user needs an exec plugin or an auth provider is
+ * refused, saying so: the node agent runs in its cluster, with its service account).
  */
 import { existsSync, readFileSync } from "node:fs"
 import * as http from "node:http"
@@ -124,31 +124,6 @@ export const fromKubeconfigText = (
   }
 }
 
-/** Credentials from @kubernetes/client-node, for users only it can serve (exec plugins, auth providers). */
-const throughClient = (file: string) =>
-  Effect.tryPromise({
-    try: async () => {
-      const { KubeConfig } = await import("@kubernetes/client-node")
-      const config = new KubeConfig()
-      config.loadFromFile(file)
-      const server = config.getCurrentCluster()?.server
-      if (server === undefined) throw new Error("no current cluster")
-      const first: https.RequestOptions & { headers?: Record<string, string> } = { headers: {} }
-      await config.applyToHTTPSOptions(first)
-      return {
-        server,
-        ca: first.ca as Buffer | undefined,
-        cert: first.cert as Buffer | undefined,
-        key: first.key as Buffer | undefined,
-        insecure: first.rejectUnauthorized === false,
-        // The exec plugin's token as of start; client-node refreshes it when asked again.
-        headers: () => (first.headers ?? {}) as Record<string, string>,
-        source: `kubeconfig ${file} (through @kubernetes/client-node)`
-      } satisfies KubeAccess
-    },
-    catch: (error) => new AgentConfigError({ message: `--kubeconfig ${file}: ${String(error)}` })
-  })
-
 /**
  * Credentials the way kubectl finds them: `--kubeconfig`, else the service account when in a
  * cluster, else `$KUBECONFIG`, else `~/.kube/config`.
@@ -169,9 +144,14 @@ export const resolveAccess = (kubeconfig: string | undefined): Effect.Effect<Kub
       )
     const parsed = fromKubeconfigText(readFileSync(file, "utf8"), file)
     if ("access" in parsed) return Effect.succeed(parsed.access)
-    if ("error" in parsed)
-      return Effect.fail(new AgentConfigError({ message: `--kubeconfig ${parsed.error}` }))
-    return throughClient(file)
+    return Effect.fail(
+      new AgentConfigError({
+        message:
+          "error" in parsed
+            ? `--kubeconfig ${parsed.error}`
+            : `--kubeconfig ${file}: its user needs an exec plugin or an auth provider, which the node agent does not run; give a token or client-certificate kubeconfig, or run it in the cluster (service account)`
+      })
+    )
   })
 
 /** The few fields of a Pod the node agent reads. */

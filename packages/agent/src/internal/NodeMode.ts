@@ -23,7 +23,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, Schedule, type Scope } from "effect"
 import type * as EbpfCapture from "../EbpfCapture.js"
-import type { AgentConfigError } from "../Errors.js"
+import { AgentConfigError } from "../Errors.js"
 import type { EventProcessor } from "../EventProcessor.js"
 import type { ExporterService } from "../Exporter.js"
 import type { Identity } from "../Spans.js"
@@ -131,7 +131,12 @@ export const start = (
   Effect.gen(function* () {
     const access = yield* Kube.resolveAccess(options.kubeconfig)
     const node = options.nodeName
-    const cgroupRoot = options.cgroupRoot ?? CgroupTree.findCgroup2Mount() ?? "/sys/fs/cgroup"
+    const given = options.cgroupRoot ?? CgroupTree.findCgroup2Mount() ?? "/sys/fs/cgroup"
+    const cgroupRoot = CgroupTree.cgroup2At(given)
+    if (cgroupRoot === undefined)
+      return yield* new AgentConfigError({
+        message: `--cgroup-root ${given}: not a cgroup v2 tree (nor is ${given}/unified); mount the node's /sys/fs/cgroup there`
+      })
     const podLogs = options.podLogs ?? "/var/log/pods"
     const stateDir = options.stateDir
     const interval = `${options.pollIntervalMs ?? 250} millis` as const
