@@ -13,8 +13,8 @@
  * Median of 7 rounds.
  */
 import type { CaptureEvent, Syscall } from "@iii/agent/CaptureEvent"
-import { ConnectionTracker } from "@iii/agent/ConnectionTracker"
-import { EventProcessor } from "@iii/agent/EventProcessor"
+import { ConnectionTracker } from "../packages/agent/dist/internal/ConnectionTracker.js"
+import { EventProcessor } from "../packages/agent/dist/internal/EventProcessor.js"
 import { prng } from "../packages/core/test/fixtures/prng.ts"
 
 const PAYLOAD = 4096

@@ -18,15 +18,15 @@ import type { Telemetry } from "@iii/core"
 import { Context, Effect, Fiber, Layer, Schedule, type Scope, Stream } from "effect"
 import * as EbpfCapture from "./EbpfCapture.js"
 import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
-import { EventProcessor, type RequestDrops } from "./EventProcessor.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
 import { nowUnixNano } from "./internal/Clock.js"
+import { EventProcessor, type RequestDrops } from "./internal/EventProcessor.js"
+import { LineSplitter, LogEmitter } from "./internal/Logs.js"
 import * as NodeMode from "./internal/NodeMode.js"
+import { Recorder } from "./internal/Recorder.js"
 import * as SelfMetrics from "./internal/SelfMetrics.js"
-import { LineSplitter, LogEmitter } from "./Logs.js"
+import type { Identity } from "./internal/Spans.js"
 import * as ProxyMode from "./ProxyMode.js"
-import { Recorder } from "./Recorder.js"
-import type { Identity } from "./Spans.js"
 
 export type Mode = "ebpf" | "proxy"
 
@@ -178,6 +178,9 @@ const totalsOf = (s: AgentStats): SelfMetrics.Totals => ({
 export type AgentError = ModeUnavailable | AgentConfigError | ProxyError | EbpfCapture.StartError
 
 export type NodeOptions = NodeMode.NodeOptions
+export type { RequestDrops } from "./internal/EventProcessor.js"
+export type { NodeStats } from "./internal/NodeMode.js"
+export type { Identity } from "./internal/Spans.js"
 
 /** Runs the agent until the scope closes. */
 export const make = (

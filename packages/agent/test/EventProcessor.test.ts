@@ -1,7 +1,7 @@
 import type { Telemetry } from "@iii/core"
 import { describe, expect, it } from "vitest"
 import type { CaptureEvent } from "../src/CaptureEvent.js"
-import { EventProcessor } from "../src/EventProcessor.js"
+import { EventProcessor } from "../src/internal/EventProcessor.js"
 import * as F from "./fixtures/http.js"
 
 const pid = 100

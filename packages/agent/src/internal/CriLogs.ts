@@ -14,7 +14,7 @@
  */
 import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs"
 import { join } from "node:path"
-import { maxLineBytes } from "../Logs.js"
+import { maxLineBytes } from "./Logs.js"
 
 export interface CriLine {
   readonly timeUnixNano: bigint

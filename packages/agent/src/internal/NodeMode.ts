@@ -24,12 +24,12 @@ import { join } from "node:path"
 import { Effect, Schedule, type Scope } from "effect"
 import type * as EbpfCapture from "../EbpfCapture.js"
 import { AgentConfigError } from "../Errors.js"
-import type { EventProcessor } from "../EventProcessor.js"
 import type { ExporterService } from "../Exporter.js"
-import type { Identity } from "../Spans.js"
 import * as CgroupTree from "./CgroupTree.js"
 import { Follower, type Position } from "./CriLogs.js"
+import type { EventProcessor } from "./EventProcessor.js"
 import * as Kube from "./Kube.js"
+import type { Identity } from "./Spans.js"
 
 export interface NodeOptions {
   /** The node whose pods are traced (in a cluster: `spec.nodeName` through the Downward API). */

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Agent from "../../src/Agent.js"
 import * as EbpfCapture from "../../src/EbpfCapture.js"
 import * as Exporter from "../../src/Exporter.js"
-import { HttpParser } from "../../src/HttpParser.js"
+import { HttpParser } from "../../src/internal/HttpParser.js"
 import * as TracedCommand from "../../src/TracedCommand.js"
 import { FakeObs, freePort, until } from "../support/FakeObs.js"
 

@@ -13,7 +13,7 @@
  * exactly one request are tied to that request (see `Spans` for the rule).
  */
 import type { Telemetry } from "@iii/core"
-import type { CaptureEvent } from "./CaptureEvent.js"
+import type { CaptureEvent } from "../CaptureEvent.js"
 import {
   ConnectionTracker,
   type DropReason,

@@ -33,7 +33,7 @@ import {
   startsWithAt,
   valueAt,
   ZERO
-} from "./internal/HttpBytes.js"
+} from "./HttpBytes.js"
 
 export type MessageKind = "request" | "response"
 
