@@ -360,14 +360,20 @@ describe.skipIf(skipReason !== undefined)("node agent (real eBPF, kube-apiserver
       pod: auth.name
     })
     expect(fake.logs.filter((l) => l.pod === plain.name)).toEqual([])
-    // The same spans reached the real obs node.
-    const traces = (await (await fetch(`${obsUrl}/v1/correlate/cart-req-3`)).json()) as {
-      traces: ReadonlyArray<{ spans: ReadonlyArray<Telemetry.Span> }>
-      logs: ReadonlyArray<Telemetry.LogRecord>
-    }
-    expect(traces.traces.flatMap((t) => t.spans).map((s) => [s.pod, s.http?.path])).toEqual([
-      [cart.name, "/orders/cart-req-3"]
-    ])
+    // The same spans reached the real obs node (its commit may come after the fake obs had them).
+    let correlated: ReadonlyArray<Telemetry.Span> = []
+    await until("the real obs to have the span", () => {
+      void fetch(`${obsUrl}/v1/correlate/cart-req-3`)
+        .then(
+          (response) =>
+            response.json() as Promise<{ traces?: ReadonlyArray<{ spans: ReadonlyArray<Telemetry.Span> }> }>
+        )
+        .then((body) => {
+          correlated = body.traces?.flatMap((t) => t.spans) ?? []
+        })
+      return correlated.length > 0
+    })
+    expect(correlated.map((s) => [s.pod, s.http?.path])).toEqual([[cart.name, "/orders/cart-req-3"]])
   }, 90_000)
 
   it("picks up a new pod within 2 s of its container starting", async () => {
