@@ -98,7 +98,7 @@ const push = (fd: number, direction: "ingress" | "egress", text: string, total =
 for (let c = 0; c < CONNECTIONS; c++) {
   const fd = 10 + (c % 500)
   events.push({
-    kind: "accept",
+    kind: "open",
     timestampNs: tick(),
     target: 1,
     pid,
@@ -169,10 +169,10 @@ const reassembly = () => {
   for (const e of events) {
     if (e.kind === "data")
       tracker.data(e.pid, e.tid, e.fd, e.direction, e.payload, e.totalLength, e.timestampNs)
-    else if (e.kind === "accept" || e.kind === "connect") {
-      tracker.open(e.pid, e.fd, e.kind === "accept" ? "server" : "client", e.timestampNs, undefined, {
-        address: e.peerAddress,
-        port: e.peerPort
+    else if (e.kind === "open") {
+      tracker.open(e.pid, e.fd, undefined, e.timestampNs, undefined, {
+        address: e.peerAddress ?? "",
+        port: e.peerPort ?? 0
       })
     } else if (e.kind === "close") tracker.close(e.pid, e.fd, e.timestampNs)
   }

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, RawTracePoint, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
+use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 
@@ -49,8 +49,11 @@ pub struct Settings {
     pub pid_namespace: Option<(u64, u64)>,
     /// With a pid namespace: trace processes forked into it from outside.
     pub adopt_entrants: bool,
-    /// Capture writes to fds 1 and 2 (log lines).
-    pub capture_stdio: bool,
+    /// Log lines from writes to fds 1 and 2: 0 none, 1 when they are sockets (the socket hooks),
+    /// 2 any (attaches the write syscall tracepoints).
+    pub stdio_capture: u8,
+    /// Trace processes by pid (iii_tgids); off, only cgroups are checked.
+    pub pid_targets: bool,
 }
 
 #[derive(Default)]
@@ -199,17 +202,18 @@ impl Drop for SignalsBlocked {
     }
 }
 
-/// Tracepoint a program attaches to, from its name: iii_enter_X → syscalls/sys_enter_X,
-/// iii_exit_X → syscalls/sys_exit_X, iii_sched_* → raw tracepoint sched_*.
+/// Tracepoint a program attaches to, from its name: iii_btf_X → BTF tracepoint X, iii_exit_X →
+/// syscalls/sys_exit_X (the stdout/stderr capture only), iii_sched_* → raw tracepoint sched_*.
 enum Target {
+    Btf(String),
     Syscall(String),
     Raw(String),
 }
 
 fn target_of(name: &str) -> Option<Target> {
     let rest = name.strip_prefix("iii_")?;
-    if let Some(syscall) = rest.strip_prefix("enter_") {
-        return Some(Target::Syscall(format!("sys_enter_{syscall}")));
+    if let Some(tracepoint) = rest.strip_prefix("btf_") {
+        return Some(Target::Btf(tracepoint.to_owned()));
     }
     if let Some(syscall) = rest.strip_prefix("exit_") {
         return Some(Target::Syscall(format!("sys_exit_{syscall}")));
@@ -272,11 +276,15 @@ impl Running {
             .set_global("payload_limit", &payload_limit, true)
             .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
             .set_global("filter_cgroups", &filter_cgroups, true)
+            .set_global("filter_pids", &u8::from(settings.pid_targets), true)
+            .set_global("stdio_capture", &settings.stdio_capture, true)
             .set_global("pidns_dev", &pidns_dev, true)
             .set_global("pidns_ino", &pidns_ino, true)
             .set_global("adopt_entrants", &adopt_entrants, true)
-            .set_global("capture_stdio", &u8::from(settings.capture_stdio), true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
+            // iii_socks, the sockets' local storage: aya 0.13 creates it but has no Rust type for
+            // it (user space never reads it).
+            .allow_unsupported_maps()
             // Only used when a load fails (aya retries with a log buffer then); DEBUG is the
             // usual instruction-by-instruction trace, VERBOSE would be megabytes.
             .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
@@ -300,16 +308,33 @@ impl Running {
         }
 
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        let btf = Btf::from_sys_fs()
+            .map_err(|e| error("btf", format!("reading /sys/kernel/btf/vmlinux: {e}")))?;
         {
             let _signals = SignalsBlocked::new();
             for name in &names {
                 let Some(target) = target_of(name) else {
                     continue;
                 };
+                // Syscall tracepoints slow every syscall on the host down: only for stdout/stderr.
+                if matches!(target, Target::Syscall(_)) && settings.stdio_capture != 2 {
+                    continue;
+                }
                 let Some(program) = ebpf.program_mut(name) else {
                     continue;
                 };
                 match target {
+                    Target::Btf(tracepoint) => {
+                        let program: &mut BtfTracePoint = program
+                            .try_into()
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .load(&tracepoint, &btf)
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .attach()
+                            .map_err(|e| program_error(name, "attaching", e))?;
+                    }
                     Target::Syscall(tracepoint) => {
                         let program: &mut TracePoint = program
                             .try_into()

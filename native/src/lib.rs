@@ -46,8 +46,13 @@ pub struct CaptureOptions {
     /// With `pidNamespace`: trace every process forked into the namespace from outside it (a
     /// container started into a pod's shared namespace), from birth. Default false.
     pub adopt_namespace_entrants: Option<bool>,
-    /// Capture writes to fds 1 and 2 (log lines). Default true.
-    pub stdio: Option<bool>,
+    /// Log lines from writes to fds 1 and 2: `off`; `sockets`, when those are sockets (a command
+    /// started with socketpairs for its output), through the socket hooks; `syscalls` (default),
+    /// whatever they are, through the write syscalls' tracepoints.
+    pub stdio: Option<String>,
+    /// Trace processes by pid (`pids`, `addPid`, their children). Default true; off, the programs
+    /// check cgroups only (a node agent).
+    pub pid_targets: Option<bool>,
 }
 
 #[napi(object)]
@@ -215,7 +220,18 @@ impl Capture {
                 .map(pid_namespace_id)
                 .transpose()?,
             adopt_entrants: options.adopt_namespace_entrants.unwrap_or(false),
-            capture_stdio: options.stdio.unwrap_or(true),
+            stdio_capture: match options.stdio.as_deref().unwrap_or("syscalls") {
+                "off" => 0,
+                "sockets" => 1,
+                "syscalls" => 2,
+                other => {
+                    return Err(error(
+                        "invalid",
+                        format!("stdio must be off, sockets or syscalls, got {other}"),
+                    ))
+                }
+            },
+            pid_targets: options.pid_targets.unwrap_or(true),
         };
         let stats = Arc::new(ReaderStats::default());
         let on_batch = on_batch

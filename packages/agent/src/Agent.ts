@@ -132,9 +132,13 @@ export interface AgentService {
   /** Proxy mode: where the proxies listen. */
   readonly proxy: ProxyMode.ProxyServer | undefined
   /**
-   * Output of a command the agent started (proxy mode, where the kernel does not see it): split into
-   * lines that become logs. eBPF mode ignores it (the capture sees the writes).
+   * How a command the agent starts (`TracedCommand`) gets its stdout/stderr: `inherit` (the kernel
+   * capture sees the writes through the write syscalls), `pipe` (socketpairs the kernel capture sees
+   * through its socket hooks, echoed by the agent: eBPF with `capture.stdio: "sockets"`), `parse`
+   * (piped through `output`, which makes the log lines: proxy mode).
    */
+  readonly commandOutput: "inherit" | "pipe" | "parse"
+  /** Output of a command the agent started (`parse`): split into lines that become logs. */
   readonly output: (stream: "stdout" | "stderr", chunk: Uint8Array) => void
 }
 
@@ -238,7 +242,7 @@ export const make = (
         cgroups: options.cgroups ?? [],
         ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {}),
         // A node agent reads logs from the kubelet's files: writes to stdout/stderr are not captured.
-        ...(node === undefined ? {} : { enableCgroups: true, stdio: false })
+        ...(node === undefined ? {} : { enableCgroups: true, stdio: "off", pidTargets: false })
       })
       let nodeMode: NodeMode.NodeMode | undefined
       const processor = new EventProcessor(
@@ -309,7 +313,17 @@ export const make = (
           exporter: yield* exporter.stats
         }
       })
-      service = { mode: "ebpf", trace: capture.addPid, stats, proxy: undefined, output: () => {} }
+      // A command's output through socketpairs the kernel capture sees (stdio "sockets"): piped
+      // and echoed, not parsed here.
+      const commandOutput = options.capture?.stdio === "sockets" ? ("pipe" as const) : ("inherit" as const)
+      service = {
+        mode: "ebpf",
+        trace: (pid) => capture.addPid(pid),
+        stats,
+        proxy: undefined,
+        commandOutput,
+        output: () => {}
+      }
     } else {
       const proxyOptions = options.proxy
       if (proxyOptions === undefined)
@@ -347,7 +361,14 @@ export const make = (
           exporter: yield* exporter.stats
         }
       })
-      service = { mode: "proxy", trace: () => Effect.void, stats, proxy: server, output }
+      service = {
+        mode: "proxy",
+        trace: () => Effect.void,
+        stats,
+        proxy: server,
+        commandOutput: "parse",
+        output
+      }
     }
 
     let previous = { events: 0, at: Date.now() }

@@ -197,6 +197,9 @@ export const resolve = (input: Input): Effect.Effect<AgentConfig, AgentConfigErr
         cgroups,
         proxy: listen === undefined || upstream === undefined ? undefined : { listen, upstream, egress },
         logLevel: logLevel as Telemetry.LogLevel,
+        // A command's output goes through socketpairs the socket hooks see: no syscall tracepoints
+        // (their slow path would cost every syscall on the host).
+        ...(command.length > 0 ? { capture: { stdio: "sockets" as const } } : {}),
         ...(nodeName === undefined
           ? {}
           : {

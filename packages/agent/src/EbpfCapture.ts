@@ -83,10 +83,18 @@ export interface Options {
   /** How often `traceAllInPidNamespace` rescans /proc. Default 2000 ms (one small file read per process). */
   readonly rescanIntervalMs?: number
   /**
-   * Capture what traced processes write to fds 1 and 2 (their log lines). Default true; a node agent,
-   * which reads the container runtime's log files, turns it off.
+   * What traced processes write to fds 1 and 2 (their log lines): `syscalls` (default), whatever
+   * these are, through the write syscalls' tracepoints — which put every syscall on the host on the
+   * kernel's slow path; `sockets`, only when they are sockets, through the socket hooks (a command
+   * started with `stdio: "pipe"`: Node's pipes are socketpairs), at no cost to anything else; `off`
+   * (a node agent reads the kubelet's log files).
    */
-  readonly stdio?: boolean
+  readonly stdio?: "syscalls" | "sockets" | "off"
+  /**
+   * Trace processes by pid (`pids`, `addPid`, and their children). Default true; a node agent, which
+   * traces cgroups only, turns it off and spares every socket operation on the host a lookup.
+   */
+  readonly pidTargets?: boolean
 }
 
 /** @since 0.1.0 */
@@ -194,6 +202,7 @@ const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
   if (options.objectPath !== undefined) native.objectPath = options.objectPath
   if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
   if (options.stdio !== undefined) native.stdio = options.stdio
+  if (options.pidTargets !== undefined) native.pidTargets = options.pidTargets
   if (options.pidNamespace === "own" || options.traceAllInPidNamespace === true)
     native.pidNamespace = ownNamespaceFile
   if (options.traceAllInPidNamespace === true) native.adoptNamespaceEntrants = true

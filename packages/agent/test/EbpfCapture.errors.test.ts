@@ -57,7 +57,7 @@ describe("EbpfCapture failures", () => {
       )
       expect(error._tag).toBe("VerifierRejected")
       if (error._tag !== "VerifierRejected") return
-      expect(error.program).toBe("iii_enter_getppid")
+      expect(error.program).toBe("iii_exit_getppid")
       expect(error.message).toMatch(/rejected by the verifier/)
       // The kernel's own words about the bad access.
       expect(error.log).toMatch(/invalid access to map value/)

@@ -7,12 +7,12 @@ import type { CaptureEvent } from "../src/CaptureEvent.js"
 import { eventsOf } from "../src/internal/EventDecoder.js"
 import {
   BatchHeader,
-  ConnEvent,
   DataEvent,
   EventHeader,
   ForkEvent,
   Kind,
-  LostEvent
+  LostEvent,
+  OpenEvent
 } from "../src/internal/EventLayout.js"
 
 interface Header {
@@ -51,12 +51,12 @@ const dataRecord = (h: Header, totalLength: number, payload: string): Buffer => 
   return record
 }
 
-const connRecord = (h: Header, local: [Array<number>, number], peer: [Array<number>, number]): Buffer => {
-  const record = header(ConnEvent.size, h)
-  record.writeUInt16LE(local[1], ConnEvent.fields.local_port)
-  record.writeUInt16LE(peer[1], ConnEvent.fields.peer_port)
-  Buffer.from(local[0]).copy(record, ConnEvent.fields.local_addr)
-  Buffer.from(peer[0]).copy(record, ConnEvent.fields.peer_addr)
+const openRecord = (h: Header, local: [Array<number>, number], peer: [Array<number>, number]): Buffer => {
+  const record = header(OpenEvent.size, h)
+  record.writeUInt16LE(local[1], OpenEvent.fields.local_port)
+  record.writeUInt16LE(peer[1], OpenEvent.fields.peer_port)
+  Buffer.from(local[0]).copy(record, OpenEvent.fields.local_addr)
+  Buffer.from(peer[0]).copy(record, OpenEvent.fields.peer_addr)
   return record
 }
 
@@ -145,22 +145,22 @@ describe("eventsOf", () => {
     for (const address of cases) {
       const { events } = decodeBatch(
         batch(0n, [
-          connRecord({ ...base, kind: Kind.accept, family: 6 }, [ipv6(address), 8080], [ipv6("::1"), 5])
+          openRecord({ ...base, kind: Kind.open, family: 6 }, [ipv6(address), 8080], [ipv6("::1"), 5])
         ])
       )
       // The URL parser serializes IPv6 hosts canonically: the oracle.
       const canonical = new URL(`http://[${address}]/`).hostname.slice(1, -1)
-      expect(events[0]).toMatchObject({ kind: "accept", family: 6, localAddress: canonical, localPort: 8080 })
+      expect(events[0]).toMatchObject({ kind: "open", family: 6, localAddress: canonical, localPort: 8080 })
     }
     const { events } = decodeBatch(
       batch(0n, [
-        connRecord(
-          { ...base, kind: Kind.connect, family: 4 },
+        openRecord(
+          { ...base, kind: Kind.open, family: 4 },
           [[10, 0, 0, 1], 40000],
           [[93, 184, 216, 34], 443]
         ),
-        connRecord(
-          { ...base, kind: Kind.accept, family: 6 },
+        openRecord(
+          { ...base, kind: Kind.open, family: 6 },
           [[...Array(10).fill(0), 0xff, 0xff, 127, 0, 0, 1], 3000],
           [[...Array(10).fill(0), 0xff, 0xff, 192, 168, 1, 20], 51234]
         )
@@ -168,7 +168,7 @@ describe("eventsOf", () => {
     )
     expect(events).toEqual([
       {
-        kind: "connect",
+        kind: "open",
         timestampNs: 1_000n,
         target: 5,
         pid: 42,
@@ -181,7 +181,7 @@ describe("eventsOf", () => {
         peerPort: 443
       },
       {
-        kind: "accept",
+        kind: "open",
         timestampNs: 1_000n,
         target: 5,
         pid: 42,
@@ -259,8 +259,8 @@ describe("eventsOf", () => {
     const unknownSyscall = dataRecord({ ...base, kind: Kind.data, syscall: 200, direction: 1 }, 3, "abc")
     const lyingLength = dataRecord({ ...base, kind: Kind.data, syscall: 1, direction: 1 }, 3, "abc")
     lyingLength.writeUInt32LE(50, DataEvent.fields.payload_len)
-    const badFamily = connRecord(
-      { ...base, kind: Kind.connect, family: 9 },
+    const badFamily = openRecord(
+      { ...base, kind: Kind.open, family: 9 },
       [[1, 2, 3, 4], 1],
       [[1, 2, 3, 4], 2]
     )

@@ -19,7 +19,7 @@ const script = () => {
     events,
     accept: (fd: number, peerPort = 50000) =>
       events.push({
-        kind: "accept",
+        kind: "open",
         timestampNs: next(),
         target: 1,
         pid,
@@ -33,7 +33,7 @@ const script = () => {
       }),
     connect: (fd: number, tid = pid) =>
       events.push({
-        kind: "connect",
+        kind: "open",
         timestampNs: next(),
         target: 1,
         pid,

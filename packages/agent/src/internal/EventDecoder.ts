@@ -8,20 +8,20 @@
 import type { CaptureEvent, Syscall } from "../CaptureEvent.js"
 import {
   BatchHeader,
-  ConnEvent,
   DataEvent,
   EventHeader,
   ForkEvent,
   Kind,
   kinds,
   LostEvent,
+  OpenEvent,
   RECORD_PREFIX,
   syscalls
 } from "./EventLayout.js"
 
 const H = EventHeader.fields
 const D = DataEvent.fields
-const C = ConnEvent.fields
+const C = OpenEvent.fields
 
 const hex = (view: DataView, at: number): string => view.getUint16(at).toString(16)
 
@@ -78,10 +78,9 @@ const formatAddress = (view: DataView, at: number, family: 4 | 6): string => {
   return text
 }
 
-const decodeConnection = (
+const decodeOpen = (
   view: DataView,
   at: number,
-  kind: "connect" | "accept",
   timestampNs: bigint,
   target: number,
   pid: number,
@@ -89,6 +88,20 @@ const decodeConnection = (
   fd: number
 ): CaptureEvent | undefined => {
   const rawFamily = view.getUint8(at + H.family)
+  if (rawFamily === 0)
+    return {
+      kind: "open",
+      timestampNs,
+      target,
+      pid,
+      tid,
+      fd,
+      family: 0,
+      localAddress: undefined,
+      localPort: undefined,
+      peerAddress: undefined,
+      peerPort: undefined
+    }
   if (rawFamily !== 4 && rawFamily !== 6) return undefined
   const local = at + C.local_addr
   const peer = at + C.peer_addr
@@ -97,7 +110,7 @@ const decodeConnection = (
   const family = mapped ? 4 : rawFamily
   const shift = mapped ? 12 : 0
   return {
-    kind,
+    kind: "open",
     timestampNs,
     target,
     pid,
@@ -170,13 +183,9 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         }
         continue
       }
-      case Kind.connect:
-      case Kind.accept: {
-        const kind = view.getUint8(at + H.kind) === Kind.accept ? "accept" : "connect"
+      case Kind.open: {
         const event =
-          length === ConnEvent.size
-            ? decodeConnection(view, at, kind, timestampNs, target, pid, tid, fd)
-            : undefined
+          length === OpenEvent.size ? decodeOpen(view, at, timestampNs, target, pid, tid, fd) : undefined
         if (event === undefined) onMalformed(1)
         else yield event
         continue

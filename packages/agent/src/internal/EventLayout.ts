@@ -3,7 +3,7 @@
  * these numbers against the C header (compiled with gcc) and the Rust mirror (native/src/layout.rs).
  */
 
-export const LAYOUT_VERSION = 3
+export const LAYOUT_VERSION = 4
 
 /** { field: offset } plus the struct's size, in the C header's names. */
 export interface StructLayout {
@@ -37,9 +37,9 @@ export const DataEvent = {
   fields: { ret: 32, total_len: 40, payload_len: 44, payload: 48 }
 } as const satisfies StructLayout
 
-export const ConnEvent = {
+export const OpenEvent = {
   size: 72,
-  fields: { ret: 32, local_port: 36, peer_port: 38, local_addr: 40, peer_addr: 56 }
+  fields: { local_port: 32, peer_port: 34, reserved: 36, local_addr: 40, peer_addr: 56 }
 } as const satisfies StructLayout
 
 export const CloseEvent = { size: 32, fields: {} } as const satisfies StructLayout
@@ -58,7 +58,7 @@ export const structs: Readonly<Record<string, StructLayout>> = {
   iii_batch_header: BatchHeader,
   iii_event_header: EventHeader,
   iii_data_event: DataEvent,
-  iii_conn_event: ConnEvent,
+  iii_open_event: OpenEvent,
   iii_close_event: CloseEvent,
   iii_fork_event: ForkEvent,
   iii_exit_event: ExitEvent,
@@ -69,10 +69,10 @@ export const structs: Readonly<Record<string, StructLayout>> = {
 export const RECORD_PREFIX = 4
 
 /** enum iii_event_kind */
-export const Kind = { data: 1, connect: 2, accept: 3, close: 4, fork: 5, exit: 6, lost: 7 } as const
+export const Kind = { data: 1, open: 2, close: 3, fork: 4, exit: 5, lost: 6 } as const
 
 /** enum iii_event_kind, indexed by value (what a loss notice's `lost_kind` names). */
-export const kinds = [undefined, "data", "connect", "accept", "close", "fork", "exit"] as const
+export const kinds = [undefined, "data", "open", "close", "fork", "exit"] as const
 
 /** enum iii_syscall, indexed by value. */
 export const syscalls = [
@@ -85,11 +85,8 @@ export const syscalls = [
   "sendto",
   "recvmsg",
   "sendmsg",
-  "accept",
-  "accept4",
-  "connect",
-  "close",
-  "sendfile"
+  "sendfile",
+  "other"
 ] as const
 
 /** enum iii_direction */

@@ -99,8 +99,9 @@ export class EventProcessor {
         this.counts.connections++
         this.target(connection.target).recorder.red.recordConnection(connection, endNs)
       },
-      onDropped: (_, reason) => {
+      onDropped: (_, reason, request) => {
         this.dropped[reason]++
+        if (request !== undefined) this.stopServing(request)
       }
     })
   }
@@ -122,17 +123,18 @@ export class EventProcessor {
 
   /**
    * A log line that came another way than the capture (a node agent reads the container runtime's
-   * log files): parsed and emitted as the target's. Nothing ties it to a request but the trace or
-   * correlation id it names.
+   * log files): parsed and emitted as the target's, tied to the request `context` names (default
+   * none: only the trace or correlation id the line itself names).
    */
   logLine(
     target: number,
     line: string,
     cut: boolean,
     stream: "stdout" | "stderr",
-    timestampNs: bigint
+    timestampNs: bigint,
+    context: () => SpanContext | undefined = noContext
   ): void {
-    this.target(target).logs.emit(line, cut, stream, timestampNs, noContext)
+    this.target(target).logs.emit(line, cut, stream, timestampNs, context)
   }
 
   /** The target is no longer traced: its metrics are flushed one last time, then it is forgotten. */
@@ -202,15 +204,18 @@ export class EventProcessor {
         )
         return
       }
-      case "accept":
-      case "connect":
+      case "open":
         this.tracker.open(
           event.pid,
           event.fd,
-          event.kind === "accept" ? "server" : "client",
+          undefined,
           event.timestampNs,
-          { address: event.localAddress, port: event.localPort },
-          { address: event.peerAddress, port: event.peerPort },
+          event.localAddress === undefined
+            ? undefined
+            : { address: event.localAddress, port: event.localPort ?? 0 },
+          event.peerAddress === undefined
+            ? undefined
+            : { address: event.peerAddress, port: event.peerPort ?? 0 },
           event.target
         )
         return
@@ -248,8 +253,7 @@ export class EventProcessor {
       case "close":
         this.tracker.close(event.pid, event.fd, event.timestampNs)
         return
-      case "accept":
-      case "connect":
+      case "open":
         // A new connection on this fd began: whatever was tracked on it ended.
         this.tracker.close(event.pid, event.fd, event.timestampNs)
         return
@@ -296,6 +300,10 @@ export class EventProcessor {
     }
   }
 
+  private stopServing(request: Pending): void {
+    this.serving.get(request.tid)?.delete(request)
+  }
+
   /** The context of the one request `tid` is serving, if it serves exactly one. */
   private servedBy(tid: number): SpanContext | undefined {
     const set = this.serving.get(tid)
@@ -308,7 +316,7 @@ export class EventProcessor {
     const role = exchange.connection.role ?? "server"
     // The exchange is the pending request completed in place. Emptied sets stay (one per serving
     // thread) and are swept with idle connections.
-    if (role === "server") this.serving.get(exchange.tid)?.delete(exchange)
+    if (role === "server") this.stopServing(exchange)
     const peer = exchange.connection.peer
     this.target(exchange.connection.target).recorder.record({
       role,

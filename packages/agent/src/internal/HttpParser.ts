@@ -127,6 +127,13 @@ export class HttpParser {
     return this.state === State.Opaque
   }
 
+  /** Ignore bytes until a syscall starts like a message (the rest of a message seen mid-way). */
+  awaitNextMessage(): void {
+    this.head = undefined
+    this.messageOpen = false
+    this.state = State.Desync
+  }
+
   /** Stop parsing this stream (after a protocol upgrade or a successful CONNECT). */
   markOpaque(): void {
     this.state = State.Opaque

@@ -24,8 +24,10 @@ export interface NativeCaptureOptions {
   pidNamespace?: string
   /** With `pidNamespace`: trace processes forked into it from outside, from birth. */
   adoptNamespaceEntrants?: boolean
-  /** Capture writes to fds 1 and 2 (log lines). Default true. */
-  stdio?: boolean
+  /** Log lines from writes to fds 1 and 2 (see `EbpfCapture.Options.stdio`). Default `syscalls`. */
+  stdio?: "off" | "sockets" | "syscalls"
+  /** Trace processes by pid. Default true; off, cgroups only. */
+  pidTargets?: boolean
 }
 
 export interface NativeCounters {

@@ -128,7 +128,9 @@ const suite = (mode: Agent.Mode) => {
               egress: { host: "127.0.0.1", port: 0 }
             }
           : undefined,
-      metricsIntervalMs: 200
+      metricsIntervalMs: 200,
+      // As `iii agent -- COMMAND` runs it: the command's output through socketpairs, no syscall hooks.
+      ...(mode === "ebpf" ? { capture: { stdio: "sockets" as const } } : {})
     }).pipe(
       Layer.provide(
         Exporter.layer({
