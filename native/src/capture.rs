@@ -248,7 +248,9 @@ impl Running {
                 format!("missing {}: the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load eBPF programs", missing.join(" and ")),
             ));
         }
-        if !diagnostics::tracefs_mounted() {
+        // Only the write syscalls' tracepoints (stdout/stderr through syscalls) are found by their
+        // tracefs ids; the BTF and raw tracepoints attach by name.
+        if settings.stdio_capture == 2 && !diagnostics::tracefs_mounted() {
             let hint = format!("mount -t tracefs nodev {}", diagnostics::TRACEFS);
             if !settings.mount_tracefs {
                 return Err(error("tracefs", format!("tracefs is not mounted ({hint})")));
