@@ -613,7 +613,8 @@ for (const service of services.values()) await stop(service.started.child)
 // the node agent tracing PODS pods: its memory
 
 const nodeAgentPhase = async () => {
-  const { Envtest, KubeClient } = await import("../packages/controller/dist/index.js")
+  const Envtest = await import("../packages/controller/test/support/Envtest.ts")
+  const { KubeClient } = await import("@iii/controller")
   const found = Envtest.findBinaries()
   if (Either.isLeft(found)) {
     console.log(`\nnode agent phase skipped: ${found.left}`)
