@@ -88,14 +88,10 @@ const decodeOpen = (
   fd: number
 ): CaptureEvent | undefined => {
   const rawFamily = view.getUint8(at + H.family)
+  const base = { kind: "open", timestampNs, target, pid, tid, fd } as const
   if (rawFamily === 0)
     return {
-      kind: "open",
-      timestampNs,
-      target,
-      pid,
-      tid,
-      fd,
+      ...base,
       family: 0,
       localAddress: undefined,
       localPort: undefined,
@@ -110,12 +106,7 @@ const decodeOpen = (
   const family = mapped ? 4 : rawFamily
   const shift = mapped ? 12 : 0
   return {
-    kind: "open",
-    timestampNs,
-    target,
-    pid,
-    tid,
-    fd,
+    ...base,
     family,
     localAddress: formatAddress(view, local + shift, family),
     localPort: view.getUint16(at + C.local_port, true),
