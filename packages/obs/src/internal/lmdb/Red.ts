@@ -1,65 +1,96 @@
 /**
  * RED rollups as the store writes them: per (service, route, 10 s bucket) request count, error count
  * and a mergeable latency sketch (core's LatencySketch, milliseconds). `RedSampler` records a batch's
- * server spans on the ingest thread; `RedDeltas` accumulates the samples of a transaction's stored
- * batches in memory, then merges each touched cell into the stored one with one read and one write.
+ * server spans on the ingest thread, in parts (one per service and bucket); `RedDeltas` accumulates
+ * the parts a transaction stores for the first time in memory, then merges each touched cell into the
+ * stored one with one read and one write.
  * Reading them as series is the node's business (`node/RedSeries.ts`).
  */
 import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
 import { rollupBucketSeconds } from "../../Store.js"
-import { allRoutes, type RedCellValue } from "./Keys.js"
+import { allRoutes, type RedCellValue, type RedPartValue } from "./Keys.js"
 
 /**
- * A batch's server spans as RED samples, recorded on the ingest thread and replayed into the round's
- * `RedDeltas` by the writer for the batches it stores (a duplicate batch must not count): the cells
- * the spans fall in, and per span its cell's index, duration (ns) and error flag (1 or 0).
+ * A batch's server spans of one service in one rollup bucket, as RED samples: recorded on the ingest
+ * thread, stored once under the part's key (`Keys.RedPartKey`) and replayed into the round's
+ * `RedDeltas` by the writer when it stores the part for the first time (a re-sent batch, a hint or a
+ * repair must not count a request twice).
  */
-export interface RedSamples {
-  readonly cells: ReadonlyArray<readonly [service: string, route: string, bucket: number]>
-  /** Triples: cell index, duration in nanoseconds, error. */
+export interface RedPart {
+  readonly service: string
+  /** Unix seconds, a multiple of `rollupBucketSeconds`. */
+  readonly bucket: number
+  readonly routes: ReadonlyArray<string>
+  /** Triples: route index, duration in nanoseconds, error (1 or 0). */
   readonly samples: Float64Array
 }
 
+interface PartBuilder {
+  readonly service: string
+  readonly bucket: number
+  readonly routes: Array<string>
+  readonly routeIds: Map<string, number>
+  samples: Float64Array
+  length: number
+}
+
 export class RedSampler {
-  /** service → route → bucket → cell index (no per-span key string to build). */
-  private readonly ids = new Map<string, Map<string, Map<number, number>>>()
-  private readonly cells: Array<readonly [string, string, number]> = []
-  private samples = new Float64Array(96)
-  private length = 0
+  /** service → bucket → part (no per-span key string to build). */
+  private readonly ids = new Map<string, Map<number, PartBuilder>>()
+  private readonly parts: Array<PartBuilder> = []
 
   add(service: string, route: string, startMicros: number, durationNano: number, error: boolean): void {
     const bucket = bucketOfMicros(startMicros)
-    let routes = this.ids.get(service)
-    if (routes === undefined) {
-      routes = new Map()
-      this.ids.set(service, routes)
-    }
-    let buckets = routes.get(route)
+    let buckets = this.ids.get(service)
     if (buckets === undefined) {
       buckets = new Map()
-      routes.set(route, buckets)
+      this.ids.set(service, buckets)
     }
-    let cell = buckets.get(bucket)
-    if (cell === undefined) {
-      cell = this.cells.push([service, route, bucket]) - 1
-      buckets.set(bucket, cell)
+    let part = buckets.get(bucket)
+    if (part === undefined) {
+      part = { service, bucket, routes: [], routeIds: new Map(), samples: new Float64Array(96), length: 0 }
+      buckets.set(bucket, part)
+      this.parts.push(part)
     }
-    if (this.length + 3 > this.samples.length) {
-      const bigger = new Float64Array(this.samples.length * 2)
-      bigger.set(this.samples)
-      this.samples = bigger
+    let routeId = part.routeIds.get(route)
+    if (routeId === undefined) {
+      routeId = part.routes.push(route) - 1
+      part.routeIds.set(route, routeId)
     }
-    this.samples[this.length] = cell
-    this.samples[this.length + 1] = durationNano
-    this.samples[this.length + 2] = error ? 1 : 0
-    this.length += 3
+    if (part.length + 3 > part.samples.length) {
+      const bigger = new Float64Array(part.samples.length * 2)
+      bigger.set(part.samples)
+      part.samples = bigger
+    }
+    part.samples[part.length] = routeId
+    part.samples[part.length + 1] = durationNano
+    part.samples[part.length + 2] = error ? 1 : 0
+    part.length += 3
   }
 
-  done(): RedSamples {
-    return { cells: this.cells, samples: this.samples.slice(0, this.length) }
+  done(): Array<RedPart> {
+    return this.parts.map((p) => ({
+      service: p.service,
+      bucket: p.bucket,
+      routes: p.routes,
+      samples: p.samples.slice(0, p.length)
+    }))
   }
+}
+
+/** A part as the `red-parts` database stores it. */
+export const partValue = (part: RedPart): RedPartValue => ({
+  routes: part.routes,
+  samples: new Uint8Array(part.samples.buffer, part.samples.byteOffset, part.samples.byteLength)
+})
+
+/** A stored part back; the samples are copied (stored bytes need not be 8-byte aligned). */
+export const partOf = (service: string, bucket: number, value: RedPartValue): RedPart => {
+  const samples = new Float64Array(value.samples.byteLength / 8)
+  new Uint8Array(samples.buffer).set(value.samples)
+  return { service, bucket, routes: value.routes, samples }
 }
 
 interface Delta {
@@ -89,11 +120,11 @@ export class RedDeltas {
     return cell
   }
 
-  /** Replays a batch's samples (see `RedSampler`). */
-  addSamples({ cells, samples }: RedSamples): void {
-    const deltas = cells.map(([service, route, bucket]) => this.cell(service, route, bucket))
+  /** Replays a part's samples (see `RedSampler`). */
+  addPart({ service, bucket, routes, samples }: RedPart): void {
+    const cells = routes.map((route) => this.cell(service, route, bucket))
     for (let i = 0; i < samples.length; i += 3) {
-      const cell = deltas[samples[i] ?? 0]
+      const cell = cells[samples[i] ?? 0]
       if (cell === undefined) continue
       cell.count++
       if (samples[i + 2] === 1) cell.errors++
