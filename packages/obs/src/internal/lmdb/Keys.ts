@@ -193,9 +193,6 @@ export interface ServiceInfoValue {
   readonly lastSeenUnixNano: bigint
 }
 
-/** The route a span is rolled up and searched under: its HTTP route, else its name. */
-export const routeOf = (span: Telemetry.Span): string => span.http?.route ?? span.name
-
 /** A record's identity for anti-entropy digests: what kind it is and the key it is stored under. */
 export type RecordKey =
   | readonly ["span", traceId: string, spanId: string]
@@ -203,8 +200,8 @@ export type RecordKey =
   | readonly ["metric", timeMicros: number, agentId: string, seq: number, index: number]
   | readonly ["red", service: string, bucketStartSec: number, agentId: string, seq: number]
 
-/** The key logs are filed under: the correlation id, else the trace id, else "". */
-export const logCorrelationKey = (log: Telemetry.LogRecord): string => log.correlationId ?? log.traceId ?? ""
+/** The key logs are filed under (and placed by, in a cluster). */
+export { logKeyOf as logCorrelationKey } from "../../Store.js"
 
 const hashEncoder = new TextEncoder()
 

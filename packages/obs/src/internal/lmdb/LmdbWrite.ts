@@ -163,22 +163,38 @@ const withoutSpans = (
   return { key: toBufferKey(parts), value: packr.pack(kept) }
 }
 
+interface DigestDelta {
+  readonly peer: string
+  readonly minute: number
+  count: number
+  xor: number
+  sum: number
+}
+
 /** Digest changes of a round, per (peer, minute), merged into the stored cells at the end. */
 class DigestDeltas {
-  private readonly cells = new Map<
-    string,
-    { peer: string; minute: number; count: number; xor: number; sum: number }
-  >()
+  private readonly cells = new Map<string, DigestDelta>()
+  // Consecutive records mostly share their owners and minute: their cells are looked up once.
+  private lastPeers: ReadonlyArray<string> | undefined
+  private lastMinute = Number.NaN
+  private last: Array<DigestDelta> = []
 
   add(peers: ReadonlyArray<string> | undefined, minute: number, hash: number): void {
     if (peers === undefined) return
-    for (const peer of peers) {
-      const id = `${peer}\u0000${minute}`
-      let cell = this.cells.get(id)
-      if (cell === undefined) {
-        cell = { peer, minute, count: 0, xor: 0, sum: 0 }
-        this.cells.set(id, cell)
-      }
+    if (peers !== this.lastPeers || minute !== this.lastMinute) {
+      this.lastPeers = peers
+      this.lastMinute = minute
+      this.last = peers.map((peer) => {
+        const id = `${peer}\u0000${minute}`
+        let cell = this.cells.get(id)
+        if (cell === undefined) {
+          cell = { peer, minute, count: 0, xor: 0, sum: 0 }
+          this.cells.set(id, cell)
+        }
+        return cell
+      })
+    }
+    for (const cell of this.last) {
       cell.count++
       cell.xor = (cell.xor ^ hash) >>> 0
       cell.sum = (cell.sum + hash) >>> 0

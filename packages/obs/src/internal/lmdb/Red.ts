@@ -1,84 +1,15 @@
 /**
  * RED rollups as the store writes them: per (service, route, 10 s bucket) request count, error count
- * and a mergeable latency sketch (core's LatencySketch, milliseconds). `RedSampler` records a batch's
- * server spans on the ingest thread, in parts (one per service and bucket); `RedDeltas` accumulates
- * the parts a transaction stores for the first time in memory, then merges each touched cell into the
- * stored one with one read and one write.
+ * and a mergeable latency sketch (core's LatencySketch, milliseconds), from the batches' RED parts
+ * (`RedParts.ts`): `RedDeltas` accumulates the parts a transaction stores for the first time in
+ * memory, then merges each touched cell into the stored one with one read and one write.
  * Reading them as series is the node's business (`node/RedSeries.ts`).
  */
 import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
-import { rollupBucketSeconds } from "../../Store.js"
+import type { RedPart } from "../../Store.js"
 import { allRoutes, type RedCellValue, type RedPartValue } from "./Keys.js"
-
-/**
- * A batch's server spans of one service in one rollup bucket, as RED samples: recorded on the ingest
- * thread, stored once under the part's key (`Keys.RedPartKey`) and replayed into the round's
- * `RedDeltas` by the writer when it stores the part for the first time (a re-sent batch, a hint or a
- * repair must not count a request twice).
- */
-export interface RedPart {
-  readonly service: string
-  /** Unix seconds, a multiple of `rollupBucketSeconds`. */
-  readonly bucket: number
-  readonly routes: ReadonlyArray<string>
-  /** Triples: route index, duration in nanoseconds, error (1 or 0). */
-  readonly samples: Float64Array
-}
-
-interface PartBuilder {
-  readonly service: string
-  readonly bucket: number
-  readonly routes: Array<string>
-  readonly routeIds: Map<string, number>
-  samples: Float64Array
-  length: number
-}
-
-export class RedSampler {
-  /** service → bucket → part (no per-span key string to build). */
-  private readonly ids = new Map<string, Map<number, PartBuilder>>()
-  private readonly parts: Array<PartBuilder> = []
-
-  add(service: string, route: string, startMicros: number, durationNano: number, error: boolean): void {
-    const bucket = bucketOfMicros(startMicros)
-    let buckets = this.ids.get(service)
-    if (buckets === undefined) {
-      buckets = new Map()
-      this.ids.set(service, buckets)
-    }
-    let part = buckets.get(bucket)
-    if (part === undefined) {
-      part = { service, bucket, routes: [], routeIds: new Map(), samples: new Float64Array(96), length: 0 }
-      buckets.set(bucket, part)
-      this.parts.push(part)
-    }
-    let routeId = part.routeIds.get(route)
-    if (routeId === undefined) {
-      routeId = part.routes.push(route) - 1
-      part.routeIds.set(route, routeId)
-    }
-    if (part.length + 3 > part.samples.length) {
-      const bigger = new Float64Array(part.samples.length * 2)
-      bigger.set(part.samples)
-      part.samples = bigger
-    }
-    part.samples[part.length] = routeId
-    part.samples[part.length + 1] = durationNano
-    part.samples[part.length + 2] = error ? 1 : 0
-    part.length += 3
-  }
-
-  done(): Array<RedPart> {
-    return this.parts.map((p) => ({
-      service: p.service,
-      bucket: p.bucket,
-      routes: p.routes,
-      samples: p.samples.slice(0, p.length)
-    }))
-  }
-}
 
 /** A part as the `red-parts` database stores it. */
 export const partValue = (part: RedPart): RedPartValue => ({
@@ -100,11 +31,6 @@ interface Delta {
   count: number
   errors: number
   readonly sketch: LatencySketch.LatencySketch
-}
-
-const bucketOfMicros = (startMicros: number): number => {
-  const sec = Math.floor(startMicros / 1_000_000)
-  return sec - (sec % rollupBucketSeconds)
 }
 
 export class RedDeltas {

@@ -13,7 +13,8 @@ import "lmdb"
 import type { Effect } from "effect"
 import { writeKey } from "ordered-binary"
 import { type StoreError, UnindexableSpan } from "../../Errors.js"
-import type { PlannedBatch, WriteOutcome } from "../../Store.js"
+import type { IngestBatch, PlannedBatch, RecordOwners, RedPart, WriteOutcome } from "../../Store.js"
+import { RedSampler, routeOf } from "../RedParts.js"
 import {
   blockFields,
   correlationKey,
@@ -21,7 +22,6 @@ import {
   durationBand,
   micros,
   plannedDbs,
-  routeOf,
   type ServiceBlockKey,
   type ServiceInfoValue,
   type StatusBlockKey,
@@ -30,7 +30,6 @@ import {
   statusIndexed
 } from "./Keys.js"
 import { MsgpackWriter } from "./MsgpackWriter.js"
-import { type RedPart, RedSampler } from "./Red.js"
 import * as SpanRecord from "./SpanRecord.js"
 
 const SPANS = plannedDbs.indexOf("spans")
@@ -39,35 +38,11 @@ const BY_STATUS = plannedDbs.indexOf("byStatus")
 const BY_CORRELATION = plannedDbs.indexOf("byCorrelation")
 
 /**
- * What a plan is made of: an agent batch, or a share of one (the cluster plans each owner's share), or
- * records a repair copies. Logs and metric points are stored under (agent, seq, their index in the
+ * What a plan is made of: an agent batch, or a share of one (the cluster plans each owner set's share),
+ * or records a repair copies. Logs and metric points are stored under (agent, seq, their index in the
  * agent's batch): a share gives each one's index, a whole batch leaves them implied.
  */
-export interface PlanInput {
-  readonly agentId: string
-  readonly seq: number
-  readonly spans: ReadonlyArray<Telemetry.Span>
-  readonly logs: ReadonlyArray<Telemetry.LogRecord>
-  readonly logIndexes?: ReadonlyArray<number>
-  readonly metrics: ReadonlyArray<Telemetry.MetricPoint>
-  readonly metricIndexes?: ReadonlyArray<number>
-  /** RED parts; when absent, sampled from the server spans (a whole batch). */
-  readonly red?: ReadonlyArray<RedPart>
-  /** For anti-entropy digests: the other nodes that store each record too (cluster plans only). */
-  readonly peers?: PlanPeers
-}
-
-/**
- * The other owners of each record of a plan, as indexes into `sets` (records of one plan share a few
- * owner sets). The writer adds each record it stores for the first time to its digests with them.
- */
-export interface PlanPeers {
-  readonly sets: ReadonlyArray<ReadonlyArray<string>>
-  readonly spans: Uint16Array
-  readonly logs: Uint16Array
-  readonly metrics: Uint16Array
-  readonly red: Uint16Array
-}
+type PlanInput = IngestBatch
 
 export interface BatchPlan extends PlannedBatch {
   readonly agentId: string
@@ -84,7 +59,7 @@ export interface BatchPlan extends PlannedBatch {
   readonly logIndexes: ReadonlyArray<number> | undefined
   readonly metrics: ReadonlyArray<Telemetry.MetricPoint>
   readonly metricIndexes: ReadonlyArray<number> | undefined
-  readonly peers: PlanPeers | undefined
+  readonly peers: RecordOwners | undefined
   /** With `peers`: each span's start minute (`Keys.digestMinute`), for its digest cell. */
   readonly spanMinutes: Uint32Array | undefined
 }
@@ -343,15 +318,6 @@ export const planBatch = (batch: PlanInput): BatchPlan => {
     peers: batch.peers,
     spanMinutes
   }
-}
-
-/** The RED parts of a batch's server spans (what `planBatch` samples when its input has none). */
-export const sampleRed = (spans: ReadonlyArray<Telemetry.Span>): Array<RedPart> => {
-  const red = new RedSampler()
-  for (const span of spans)
-    if (span.kind === "server")
-      red.add(span.service, routeOf(span), micros(span.startTimeUnixNano), span.durationNano, span.error)
-  return red.done()
 }
 
 /** Stores a round of planned batches in one durable transaction; outcomes in input order. */
