@@ -10,8 +10,8 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, Either, Exit, Layer, ManagedRuntime, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import * as Envtest from "../../controller/src/Envtest.js"
 import * as KubeClient from "../../controller/src/KubeClient.js"
+import * as Envtest from "../../controller/test/support/Envtest.js"
 import {
   buildCli,
   eventually,
