@@ -10,6 +10,7 @@ import { Effect, Either } from "effect"
 import { WebSocketServer } from "ws"
 import type { SpanReaderService, StoreMaintenanceService } from "../../Store.js"
 import * as Dashboard from "./Dashboard.js"
+import type { Endpoints } from "./Endpoints.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings, tokensEqual } from "./IngestConnection.js"
@@ -27,6 +28,7 @@ export interface ServerParts {
   readonly isReady: () => boolean
   /** The built dashboard's directory (default: the package's `dist/dashboard`). */
   readonly dashboardDir?: string | undefined
+  readonly endpoints: Endpoints | undefined
 }
 
 /** Paths answered without a token: probes, the node's own metrics, and the External Metrics API (the
@@ -47,7 +49,7 @@ const reply = (
   status: number,
   contentType: string,
   body: string,
-  extra: Record<string, string> = {}
+  extra: Readonly<Record<string, string>> = {}
 ) => {
   res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body), ...extra })
   res.end(body)
@@ -84,10 +86,16 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://node")
-    if (req.method !== "GET" && req.method !== "HEAD")
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      const other = authorized(parts, req) ? parts.endpoints?.answer(req.method ?? "", url, req) : undefined
+      if (other !== undefined) {
+        const answer = await other
+        return reply(res, answer.status, answer.contentType, answer.body, answer.headers)
+      }
       return reply(res, 405, "application/json", JSON.stringify({ error: "only GET is supported" }), {
         allow: "GET"
       })
+    }
     if (url.pathname === "/healthz") return reply(res, 200, "text/plain", "ok\n")
     if (url.pathname === "/readyz")
       return parts.isReady()
@@ -96,19 +104,21 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     if (url.pathname === "/metrics") {
       const stats = await Effect.runPromise(Effect.either(parts.maintenance.stats()))
       const s = Either.getOrElse(stats, () => ({ bytes: 0, spans: 0 }))
+      const more = (await parts.endpoints?.metrics()) ?? ""
       return reply(
         res,
         200,
         "text/plain; version=0.0.4",
-        renderPrometheus(parts.counters, {
-          queueDepth: parts.writer.depth,
-          commits: parts.writer.commits,
-          tailSubscribers: parts.tail.size,
-          tailDelivered: parts.tail.deliveredTotal,
-          tailDropped: parts.tail.droppedTotal,
-          bytesStored: s.bytes,
-          spansInStore: s.spans
-        })
+        more +
+          renderPrometheus(parts.counters, {
+            queueDepth: parts.writer.depth,
+            commits: parts.writer.commits,
+            tailSubscribers: parts.tail.size,
+            tailDelivered: parts.tail.deliveredTotal,
+            tailDropped: parts.tail.droppedTotal,
+            bytesStored: s.bytes,
+            spansInStore: s.spans
+          })
       )
     }
     if (Dashboard.isDashboardPath(url.pathname)) {
@@ -121,11 +131,14 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
         "www-authenticate": "Bearer"
       })
     const effect = route(parts.reader, url)
+    const other = effect === undefined ? parts.endpoints?.answer(req.method ?? "GET", url, req) : undefined
     const answer =
-      effect === undefined
-        ? notFound(`path ${url.pathname}`)
-        : await Effect.runPromise(Effect.catchAll(effect, (e) => Effect.succeed(errorAnswer(e))))
-    reply(res, answer.status, answer.contentType, answer.body)
+      effect !== undefined
+        ? await Effect.runPromise(Effect.catchAll(effect, (e) => Effect.succeed(errorAnswer(e))))
+        : other !== undefined
+          ? await other
+          : notFound(`path ${url.pathname}`)
+    reply(res, answer.status, answer.contentType, answer.body, answer.headers)
   }
 
   const request = (req: IncomingMessage, res: ServerResponse) => {
@@ -177,6 +190,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
       })
       return
     }
+    if (parts.endpoints?.upgrade(req, socket, head)) return
     rejectUpgrade(
       socket,
       404,
