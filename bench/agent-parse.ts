@@ -13,8 +13,8 @@
  * Median of 7 rounds.
  */
 import type { CaptureEvent, Syscall } from "@iii/agent/CaptureEvent"
-import { ConnectionTracker } from "@iii/agent/ConnectionTracker"
-import { EventProcessor } from "@iii/agent/EventProcessor"
+import { ConnectionTracker } from "../packages/agent/dist/internal/ConnectionTracker.js"
+import { EventProcessor } from "../packages/agent/dist/internal/EventProcessor.js"
 import { prng } from "../packages/core/test/fixtures/prng.ts"
 
 const PAYLOAD = 4096
@@ -76,6 +76,7 @@ const push = (fd: number, direction: "ingress" | "egress", text: string, total =
     events.push({
       kind: "data",
       timestampNs: tick(),
+      target: 1,
       pid,
       tid: pid,
       fd,
@@ -97,8 +98,9 @@ const push = (fd: number, direction: "ingress" | "egress", text: string, total =
 for (let c = 0; c < CONNECTIONS; c++) {
   const fd = 10 + (c % 500)
   events.push({
-    kind: "accept",
+    kind: "open",
     timestampNs: tick(),
+    target: 1,
     pid,
     tid: pid,
     fd,
@@ -140,7 +142,7 @@ for (let c = 0; c < CONNECTIONS; c++) {
     requests += batch
     r += batch
   }
-  events.push({ kind: "close", timestampNs: tick(), pid, tid: pid, fd })
+  events.push({ kind: "close", timestampNs: tick(), target: 1, pid, tid: pid, fd })
 }
 
 const captureBytes = events.reduce((sum, e) => sum + (e.kind === "data" ? e.payload.byteLength : 0), 0)
@@ -167,10 +169,10 @@ const reassembly = () => {
   for (const e of events) {
     if (e.kind === "data")
       tracker.data(e.pid, e.tid, e.fd, e.direction, e.payload, e.totalLength, e.timestampNs)
-    else if (e.kind === "accept" || e.kind === "connect") {
-      tracker.open(e.pid, e.fd, e.kind === "accept" ? "server" : "client", e.timestampNs, undefined, {
-        address: e.peerAddress,
-        port: e.peerPort
+    else if (e.kind === "open") {
+      tracker.open(e.pid, e.fd, undefined, e.timestampNs, undefined, {
+        address: e.peerAddress ?? "",
+        port: e.peerPort ?? 0
       })
     } else if (e.kind === "close") tracker.close(e.pid, e.fd, e.timestampNs)
   }
@@ -193,7 +195,7 @@ const pipeline = () => {
   )
   const started = process.hrtime.bigint()
   processor.process(events)
-  processor.red.flush(t)
+  processor.flushMetrics(t)
   const seconds = Number(process.hrtime.bigint() - started) / 1e9
   if (spans !== requests) throw new Error(`made ${spans} spans, expected ${requests}`)
   return requests / seconds

@@ -26,11 +26,16 @@
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { WireProtocol } from "@iii/core"
-import { Either } from "effect"
 import { open } from "lmdb"
-import WebSocket from "ws"
-import { fmt, frameTemplate, percentile, procStatusMiB, spawnNode, threadCpuSeconds } from "./obs-support.ts"
+import {
+  fmt,
+  frameTemplate,
+  ingestLoad,
+  percentile,
+  procStatusMiB,
+  spawnNode,
+  threadCpuSeconds
+} from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 60)
 const CONNECTIONS = 4
@@ -42,100 +47,46 @@ const WARMUP_SECONDS = Math.min(5, SECONDS / 6)
 
 const dir = mkdtempSync(join(tmpdir(), "iii-bench-ingest-"))
 const node = await spawnNode(join(dir, "node"))
-const template = frameTemplate(SPANS_PER_BATCH, BigInt(Date.now()) * 1_000_000n)
-
-interface Stats {
-  acked: number
-  latencies: Array<number>
-}
-
-const runConnection = (index: number, stopAt: number, measureFrom: number, stats: Stats) =>
-  new Promise<void>((resolve, reject) => {
-    const ws = new WebSocket(`${node.url.replace("http", "ws")}/v1/ingest`, { perMessageDeflate: false })
-    const sentAt = new Map<number, number>()
-    let seq = 0
-    const sendNext = () => {
-      seq++
-      sentAt.set(seq, performance.now())
-      ws.send(
-        template.stamp(
-          seq,
-          FIXED_START
-            ? undefined
-            : BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n,
-          RANDOM_TRACE_IDS
-        )
-      )
-    }
-    ws.on("open", () =>
-      ws.send(
-        WireProtocol.encodeFrame({
-          type: "hello",
-          version: WireProtocol.PROTOCOL_VERSION,
-          agent: { id: `bench-${index}` }
-        })
-      )
-    )
-    ws.on("message", (data: Buffer) => {
-      const frame = WireProtocol.decodeFrame(data)
-      if (Either.isLeft(frame)) return reject(frame.left)
-      const f = frame.right
-      if (f.type === "welcome") for (let i = 0; i < WINDOW; i++) sendNext()
-      else if (f.type === "ack") {
-        const now = performance.now()
-        const start = sentAt.get(f.seq) ?? now
-        sentAt.delete(f.seq)
-        if (start >= measureFrom && now <= stopAt) {
-          stats.acked += SPANS_PER_BATCH
-          stats.latencies.push(now - start)
-        }
-        const slot = Math.floor((now - startedAt) / 10_000)
-        perTenSeconds[slot] = (perTenSeconds[slot] ?? 0) + SPANS_PER_BATCH
-        if (now < stopAt) sendNext()
-        else if (sentAt.size === 0) {
-          ws.close()
-          resolve()
-        }
-      } else if (f.type === "error") reject(new Error(`${f.code}: ${f.message}`))
-    })
-    ws.on("error", reject)
-  })
 
 console.log(
-  `obs ingest: ${CONNECTIONS} connections × ${SPANS_PER_BATCH}-span batches (${fmt(template.bytes)} bytes each), ` +
+  `obs ingest: ${CONNECTIONS} connections × ${SPANS_PER_BATCH}-span batches (${fmt(frameTemplate(SPANS_PER_BATCH, 0n).bytes)} bytes each), ` +
     `${WINDOW} in flight per connection, ${SECONDS} s (first ${fmt(WARMUP_SECONDS, 1)} s warm-up)`
 )
-const startedAt = performance.now()
-/** Spans acked per 10 s slot since the start, to show whether the rate holds as the store grows. */
-const perTenSeconds: Array<number> = []
-const measureFrom = startedAt + WARMUP_SECONDS * 1000
-const stopAt = startedAt + SECONDS * 1000
-const stats: Stats = { acked: 0, latencies: [] }
 // Per-thread CPU over the measured interval: which thread limits throughput, and the CPU cost per
 // span, a figure that other load on the machine disturbs far less than the rate.
 let cpuAtMeasureStart = new Map<string, { run: number; wait: number }>()
 // The load generator's own CPU too: it shares the 2 cores with the node.
 let clientCpuAtStart = process.cpuUsage()
-setTimeout(() => {
-  cpuAtMeasureStart = threadCpuSeconds(node.child.pid)
-  clientCpuAtStart = process.cpuUsage()
-}, measureFrom - performance.now()).unref()
 let cpuAtStop = new Map<string, { run: number; wait: number }>()
 let clientCpu = { user: 0, system: 0 }
-setTimeout(() => {
-  cpuAtStop = threadCpuSeconds(node.child.pid)
-  clientCpu = process.cpuUsage(clientCpuAtStart)
-}, stopAt - performance.now()).unref()
 // LMDB's memory map counts in the resident set; sample the private (anonymous) part separately.
 let peakAnon = 0
 const sampler = setInterval(() => {
   peakAnon = Math.max(peakAnon, procStatusMiB(node.child.pid, "RssAnon"))
 }, 250)
-await Promise.all(Array.from({ length: CONNECTIONS }, (_, i) => runConnection(i, stopAt, measureFrom, stats)))
+const load = await ingestLoad({
+  urls: [node.url],
+  connections: CONNECTIONS,
+  spansPerBatch: SPANS_PER_BATCH,
+  window: WINDOW,
+  seconds: SECONDS,
+  warmupSeconds: WARMUP_SECONDS,
+  fixedStart: FIXED_START,
+  randomTraceIds: RANDOM_TRACE_IDS,
+  onMeasureStart: () => {
+    cpuAtMeasureStart = threadCpuSeconds(node.child.pid)
+    clientCpuAtStart = process.cpuUsage()
+  },
+  onMeasureEnd: () => {
+    cpuAtStop = threadCpuSeconds(node.child.pid)
+    clientCpu = process.cpuUsage(clientCpuAtStart)
+  }
+})
 clearInterval(sampler)
-const measuredSeconds = (stopAt - measureFrom) / 1000
+const { measuredSeconds, perTenSeconds } = load
+const stats = { acked: load.acked, latencies: load.latencies }
 const rate = stats.acked / measuredSeconds
-const sorted = stats.latencies.sort((a, b) => a - b)
+const sorted = stats.latencies
 const rss = procStatusMiB(node.child.pid, "VmHWM")
 node.child.kill(process.env.OBS_BENCH_NODE_ARGS === undefined ? "SIGKILL" : "SIGINT")
 
@@ -145,7 +96,7 @@ console.log(
 console.log(
   `  ack latency        p50 ${fmt(percentile(sorted, 0.5), 1)} ms, p99 ${fmt(percentile(sorted, 0.99), 1)} ms`
 )
-console.log(`  per 10 s           ${perTenSeconds.map((n) => fmt(n / 10)).join(", ")} spans/s`)
+console.log(`  per 10 s           ${perTenSeconds.map((n) => fmt(n)).join(", ")} spans/s`)
 const threads = Array.from(cpuAtStop, ([thread, t]) => ({
   thread,
   seconds: t.run - (cpuAtMeasureStart.get(thread)?.run ?? 0),
@@ -183,6 +134,7 @@ console.log(
 // share of the frame's bytes) keyed by (batch, index), no decoding, no indexes; group commits of
 // CONNECTIONS × WINDOW batches with two transactions in flight, like the node's writer.
 const frames = stats.latencies.length
+const template = frameTemplate(SPANS_PER_BATCH, BigInt(Date.now()) * 1_000_000n)
 const env = open({ path: join(dir, "raw"), noSubdir: false })
 const raw = env.openDB<Buffer, [number, number]>({ name: "raw", encoding: "binary" })
 const perCommit = CONNECTIONS * WINDOW

@@ -8,6 +8,8 @@ import { randomBytes } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { type Telemetry, WireProtocol } from "@iii/core"
+import { Either } from "effect"
+import WebSocket from "ws"
 
 export const percentile = (sorted: ReadonlyArray<number>, q: number): number =>
   sorted.length === 0
@@ -142,5 +144,114 @@ export const frameTemplate = (spansPerBatch: number, startNano: bigint) => {
           frame.writeBigInt64BE(batchStartNano + BigInt(i) * 1000n, startAt[i] ?? 0)
       return frame
     }
+  }
+}
+
+export interface LoadOptions {
+  /** Node URLs; connection i goes to `urls[i % urls.length]`. */
+  readonly urls: ReadonlyArray<string>
+  readonly connections: number
+  readonly spansPerBatch: number
+  /** Batches each connection keeps in flight. */
+  readonly window: number
+  readonly seconds: number
+  readonly warmupSeconds: number
+  /** Send the template's start times unchanged instead of the send time (see obs-ingest.ts). */
+  readonly fixedStart?: boolean
+  readonly randomTraceIds?: boolean
+  /** Called when the measured interval starts and when it ends (sample CPU there). */
+  readonly onMeasureStart?: () => void
+  readonly onMeasureEnd?: () => void
+}
+
+export interface LoadResult {
+  /** Spans acknowledged in the measured interval. */
+  readonly acked: number
+  readonly measuredSeconds: number
+  /** Ack latencies (ms) of batches sent and acknowledged in the measured interval, sorted. */
+  readonly latencies: ReadonlyArray<number>
+  /** Spans acknowledged per 10 s since the start. */
+  readonly perTenSeconds: ReadonlyArray<number>
+  /** Batches answered with an error frame (e.g. `overloaded`: no write quorum). */
+  readonly refused: number
+}
+
+/**
+ * The ingest load of the obs benches: `connections` WebSockets, each keeping `window` batches of
+ * `spansPerBatch` spans in flight (the next one sent when one is acknowledged), stamped from one
+ * encoded template (`frameTemplate`) so the client spends almost no CPU.
+ */
+export const ingestLoad = async (o: LoadOptions): Promise<LoadResult> => {
+  const template = frameTemplate(o.spansPerBatch, BigInt(Date.now()) * 1_000_000n)
+  const startedAt = performance.now()
+  const measureFrom = startedAt + o.warmupSeconds * 1000
+  const stopAt = startedAt + o.seconds * 1000
+  const perTenSeconds: Array<number> = []
+  const latencies: Array<number> = []
+  let acked = 0
+  let refused = 0
+  if (o.onMeasureStart !== undefined) setTimeout(o.onMeasureStart, measureFrom - performance.now()).unref()
+  if (o.onMeasureEnd !== undefined) setTimeout(o.onMeasureEnd, stopAt - performance.now()).unref()
+  const connection = (index: number) =>
+    new Promise<void>((resolve, reject) => {
+      const url = o.urls[index % o.urls.length] ?? ""
+      const ws = new WebSocket(`${url.replace("http", "ws")}/v1/ingest`, { perMessageDeflate: false })
+      const sentAt = new Map<number, number>()
+      let seq = 0
+      const sendNext = () => {
+        seq++
+        sentAt.set(seq, performance.now())
+        ws.send(
+          template.stamp(
+            seq,
+            o.fixedStart
+              ? undefined
+              : BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e3)) * 1000n,
+            o.randomTraceIds ?? false
+          )
+        )
+      }
+      ws.on("open", () =>
+        ws.send(
+          WireProtocol.encodeFrame({
+            type: "hello",
+            version: WireProtocol.PROTOCOL_VERSION,
+            agent: { id: `bench-${index}-${process.pid}` }
+          })
+        )
+      )
+      ws.on("message", (data: Buffer) => {
+        const frame = WireProtocol.decodeFrame(data)
+        if (Either.isLeft(frame)) return reject(frame.left)
+        const f = frame.right
+        if (f.type === "welcome") for (let i = 0; i < o.window; i++) sendNext()
+        else if (f.type === "ack" || (f.type === "error" && f.seq !== undefined && !f.fatal)) {
+          const now = performance.now()
+          const start = sentAt.get(f.seq ?? 0) ?? now
+          sentAt.delete(f.seq ?? 0)
+          if (f.type === "ack") {
+            if (start >= measureFrom && now <= stopAt) {
+              acked += o.spansPerBatch
+              latencies.push(now - start)
+            }
+            const slot = Math.floor((now - startedAt) / 10_000)
+            perTenSeconds[slot] = (perTenSeconds[slot] ?? 0) + o.spansPerBatch
+          } else refused++
+          if (now < stopAt) sendNext()
+          else if (sentAt.size === 0) {
+            ws.close()
+            resolve()
+          }
+        } else if (f.type === "error") reject(new Error(`${f.code}: ${f.message}`))
+      })
+      ws.on("error", reject)
+    })
+  await Promise.all(Array.from({ length: o.connections }, (_, i) => connection(i)))
+  return {
+    acked,
+    measuredSeconds: (stopAt - measureFrom) / 1000,
+    latencies: latencies.sort((a, b) => a - b),
+    perTenSeconds: perTenSeconds.map((n) => n / 10),
+    refused
   }
 }

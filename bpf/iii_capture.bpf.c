@@ -1,20 +1,23 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * iii traffic capture: syscall tracepoints only (kprobes are not available on every kernel we
- * target), one ring buffer, records laid out in iii_capture.h.
+ * iii traffic capture, records laid out in iii_capture.h, one event ring buffer.
  *
- * Cost model: every probe below runs for every process on the host, so the first thing each one
- * does is the "is this process traced?" check (one hash lookup, a second one only when cgroup
- * targets are enabled; with a pid namespace set, a bpf_get_ns_current_pid_tgid call before it).
- * Untraced processes pay for that and nothing else.
+ * Hooks, chosen for what they cost the processes that are NOT traced (every process on the host runs
+ * them, so the first thing each does is the "is this process traced?" check, before any copy):
  *
- * The data, accept and connect probes run at syscall exit only: by then the kernel has filled the
- * buffers and the return value says how many bytes moved, and the caller's arguments are still in
- * the user registers the kernel saved at entry (bpf_task_pt_regs). Reading them back there, instead
- * of saving them at enter in a map, halves the probes that run per syscall and spares a map update
- * and delete on the hottest path (bench:ebpf-capture prints the per-program cost). Only close needs
- * its enter (the fd is gone by exit): its argument is saved in an LRU hash keyed by pid_tgid and
- * removed at exit.
+ * - tp_btf/sock_send_length, tp_btf/sock_recv_length: BTF tracepoints inside the socket layer, run
+ *   for every socket send and receive whatever the syscall, and for nothing else. Unlike syscall
+ *   tracepoints they do not put every syscall of every process on the kernel's slow path (measured
+ *   on this kernel: ~15% of a hello-world server's throughput lost with syscall tracepoints attached
+ *   and nothing traced). The payload is read from the syscall's own arguments (bpf_task_pt_regs).
+ * - tp_btf/inet_sock_set_state: a traced TCP socket closed (FIN or reset), found through its socket
+ *   storage whatever task the transition runs in.
+ * - A socket's first traced record comes with an open record (its addresses), decided by the
+ *   socket's BPF local storage: no accept/connect hooks, no map keyed by fd.
+ * - raw sched_process_fork / sched_process_exit: children of traced pids, exited processes.
+ * - Log lines: writes to stdout/stderr when these are sockets (a command the agent started) through
+ *   the socket hooks; tracepoint/syscalls/sys_exit_write(v) only where they may be anything else
+ *   (`stdio_capture` 2: the loader leaves them out otherwise, and with them the syscall slow path).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -29,6 +32,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Load-time settings (the loader rewrites .rodata; the verifier prunes dead branches). */
 const volatile __u32 payload_limit = III_DEFAULT_PAYLOAD; /* payload bytes per data event */
 const volatile __u32 wakeup_bytes = 64 * 1024; /* wake the reader once this much is pending */
+const volatile __u8 filter_pids = 1;            /* 1: trace processes in iii_tgids */
+/* Log lines from writes to stdout/stderr: 0 none (a node agent reads the kubelet's files); 1 through
+ * the socket hooks, when they are sockets (a command the agent started with socketpairs for its
+ * output, as libuv's pipes are); 2 through the write syscalls' tracepoints (any fd 1/2: pipes,
+ * files, ttys), at the cost of the syscall slow path. */
+const volatile __u8 stdio_capture = 2;
 const volatile __u8 filter_cgroups = 0;         /* 1: also trace processes in iii_cgroups */
 /* A pid namespace (its nsfs device and inode, as stat(2) of /proc/PID/ns/pid gives them), or 0:
  * with one set, processes are known by their pids in that namespace (the target map, fork/exit
@@ -42,6 +51,7 @@ const volatile __u8 adopt_entrants = 0;
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
@@ -60,37 +70,40 @@ struct {
 	__uint(max_entries, 256 << 10);
 } iii_losses SEC(".maps");
 
-/* Traced processes (tgid → 1), filled from user space, grown by fork, shrunk by exit. */
+/* The two target maps. A value is the target a process is traced as (user space's index of the
+ * identity its telemetry carries: which pod and container), copied into every record's header. */
+
+/* Traced processes (tgid → target), filled from user space, grown by fork, shrunk by exit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } iii_tgids SEC(".maps");
 
-/* Traced cgroup v2 ids (cgroup inode number → 1), filled from user space. */
+/* Traced cgroup v2 ids (cgroup inode number → target), filled from user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
-	__type(value, __u8);
+	__type(value, __u32);
 } iii_cgroups SEC(".maps");
 
-/* A close(2) between its enter and exit. */
-struct iii_closing {
-	__u64 ids; /* the caller's pid_tgid as events report it (see current_ids) */
-	__s32 fd;
-	__u32 reserved;
+/* What a traced process's socket is known as, in the socket's own BPF storage (freed with it). */
+struct iii_sock {
+	__u64 ids;    /* the process that first used it, as events report it; 0: not announced yet */
+	__s32 fd;     /* its fd there (-1 when the syscall did not say) */
+	__u32 target; /* that process's target */
+	__u8 closed;
+	__u8 reserved[7];
 };
 
-/* Sockets being closed, keyed by pid_tgid (one syscall per thread at a time). LRU so that a thread
- * killed inside close cannot leak an entry forever. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct iii_closing);
-} iii_closing SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct iii_sock);
+} iii_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -157,17 +170,23 @@ static __always_inline bool current_ids(__u64 pid_tgid, __u64 *ids)
 	return true;
 }
 
-/* `ids` from current_ids. */
-static __always_inline bool is_traced(__u64 ids)
+/* The target the current task is traced as, or 0 when it is not traced. `ids` from current_ids. */
+static __always_inline __u32 target_of(__u64 ids)
 {
-	__u32 tgid = ids >> 32;
-	if (bpf_map_lookup_elem(&iii_tgids, &tgid))
-		return true;
+	__u32 *target;
+	if (filter_pids) {
+		__u32 tgid = ids >> 32;
+		target = bpf_map_lookup_elem(&iii_tgids, &tgid);
+		if (target)
+			return *target;
+	}
 	if (filter_cgroups) {
 		__u64 cgroup = bpf_get_current_cgroup_id();
-		return bpf_map_lookup_elem(&iii_cgroups, &cgroup) != NULL;
+		target = bpf_map_lookup_elem(&iii_cgroups, &cgroup);
+		if (target)
+			return *target;
 	}
-	return false;
+	return 0;
 }
 
 /* Wake the reader once, when this record takes the backlog across wakeup_bytes. Below it, and while
@@ -183,8 +202,8 @@ static __always_inline __u64 wakeup_flag(__u64 size, bool reserved)
 									 : BPF_RB_NO_WAKEUP;
 }
 
-static __always_inline void fill_header(struct iii_event_header *header, __u64 ids, __s32 fd,
-					__u8 kind, __u8 syscall)
+static __always_inline void fill_header(struct iii_event_header *header, __u64 ids, __u32 target,
+					__s32 fd, __u8 kind, __u8 syscall)
 {
 	header->timestamp_ns = bpf_ktime_get_ns();
 	header->pid = ids >> 32;
@@ -194,70 +213,40 @@ static __always_inline void fill_header(struct iii_event_header *header, __u64 i
 	header->syscall = syscall;
 	header->direction = 0;
 	header->family = 0;
+	header->target = target;
+	header->reserved = 0;
 }
 
 /* A record of `kind` could not be reserved: report it with a header of its own. */
-static __always_inline void record_lost_header(__u64 ids, __s32 fd, __u8 kind, __u8 syscall)
+static __always_inline void record_lost_header(__u64 ids, __u32 target, __s32 fd, __u8 kind,
+					       __u8 syscall)
 {
 	struct iii_event_header header;
-	fill_header(&header, ids, fd, kind, syscall);
+	fill_header(&header, ids, target, fd, kind, syscall);
 	record_loss(&header, 0);
 }
 
-static __always_inline struct file *fd_to_file(__s32 fd)
-{
-	/* BTF pointers: plain (fault-safe) loads instead of one helper call per hop. */
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = task->files->fdt;
-	if (fd < 0 || (__u32)fd >= fdt->max_fds)
-		return NULL;
-	struct file *file = NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
-	return file;
-}
-
-/* Stream sockets only (TCP, unix stream): datagrams (DNS, QUIC) are not HTTP/1.x and would only
- * pose as connections. A socket's inode sits inside struct socket_alloc right after its struct
- * socket, so the type is one read away from the inode. */
-static __always_inline bool is_stream_socket_file(struct file *file)
-{
-	if (!file)
-		return false;
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	umode_t mode = BPF_CORE_READ(inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return false;
-	struct socket_alloc *alloc =
-		(void *)inode - bpf_core_field_offset(struct socket_alloc, vfs_inode);
-	return BPF_CORE_READ(alloc, socket.type) == SOCK_STREAM;
-}
-
-static __always_inline struct sock *socket_sock(struct file *file)
-{
-	if (!is_stream_socket_file(file))
-		return NULL;
-	struct socket *socket = BPF_CORE_READ(file, private_data);
-	return socket ? BPF_CORE_READ(socket, sk) : NULL;
-}
-
-/* The first four arguments of the current syscall, as the caller passed them. */
+/* The current syscall's number and first four arguments, as the caller passed them. */
 struct syscall_args {
+	__u64 nr;
 	__u64 arg[4];
 };
 
-/* Read back at exit from the user registers the kernel saved at entry, which a syscall's own work
- * leaves alone (only the return value register changes). On x86-64 (rdi, rsi, rdx, r10) these are
+/* Read back from the user registers the kernel saved at the syscall's entry, which its own work
+ * leaves alone (only the return value register changes at exit). On x86-64 (rdi, rsi, rdx, r10) these are
  * plain loads through the task's BTF pointer; elsewhere libbpf's CO-RE macros know the register
  * that keeps the first argument (arm64's x0 holds the return value by exit: orig_x0). */
 static __always_inline void syscall_args(struct syscall_args *out)
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 #if defined(__TARGET_ARCH_x86)
+	out->nr = regs->orig_ax;
 	out->arg[0] = regs->di;
 	out->arg[1] = regs->si;
 	out->arg[2] = regs->dx;
 	out->arg[3] = regs->r10;
 #else
+	out->nr = BPF_CORE_READ(regs, syscallno);
 	out->arg[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	out->arg[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	out->arg[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
@@ -265,16 +254,53 @@ static __always_inline void syscall_args(struct syscall_args *out)
 #endif
 }
 
-/* The current task's ids, when it is traced. Cheapest checks first: these run for every process. */
-static __always_inline bool traced_ids(__u64 *ids)
+/* The current task's ids and target, when it is traced. Cheapest checks first: these run for every
+ * process. */
+static __always_inline bool traced_ids(__u64 *ids, __u32 *target)
 {
-	return current_ids(bpf_get_current_pid_tgid(), ids) && is_traced(*ids);
+	if (!current_ids(bpf_get_current_pid_tgid(), ids))
+		return false;
+	*target = target_of(*ids);
+	return *target != 0;
 }
 
-static __always_inline bool is_egress(__u8 syscall)
+/* The syscall (of those whose buffers we can read) from its number. */
+#if defined(__TARGET_ARCH_x86)
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#else /* the generic table: arm64, riscv */
+#define NR_READ 63
+#define NR_WRITE 64
+#define NR_READV 65
+#define NR_WRITEV 66
+#define NR_SENDFILE 71
+#define NR_SENDTO 206
+#define NR_RECVFROM 207
+#define NR_SENDMSG 211
+#define NR_RECVMSG 212
+#endif
+
+static __always_inline __u8 syscall_of(__u64 nr)
 {
-	return syscall == III_SYS_WRITE || syscall == III_SYS_WRITEV || syscall == III_SYS_SENDTO ||
-	       syscall == III_SYS_SENDMSG || syscall == III_SYS_SENDFILE;
+	switch (nr) {
+	case NR_READ: return III_SYS_READ;
+	case NR_WRITE: return III_SYS_WRITE;
+	case NR_READV: return III_SYS_READV;
+	case NR_WRITEV: return III_SYS_WRITEV;
+	case NR_SENDFILE: return III_SYS_SENDFILE;
+	case NR_SENDTO: return III_SYS_SENDTO;
+	case NR_RECVFROM: return III_SYS_RECVFROM;
+	case NR_SENDMSG: return III_SYS_SENDMSG;
+	case NR_RECVMSG: return III_SYS_RECVMSG;
+	default: return III_SYS_OTHER;
+	}
 }
 
 static __always_inline __u32 bounded(__u64 n)
@@ -309,222 +335,196 @@ static __always_inline __u32 copy_iov(__u8 *dst, const struct iovec *iov, __u64 
 	return offset;
 }
 
-/* Data syscalls, at exit: only stream sockets carry traffic and only writes to stdout/stderr are log
- * lines, so everything else (files, pipes, eventfds) stops before any copy. `flags_arg`: the
- * argument holding the recv flags (MSG_PEEK reads are read again for real later), or -1. */
-static __always_inline void exit_data(struct trace_event_raw_sys_exit *ctx, __u8 syscall, int flags_arg)
+/* Copies what the syscall moved into the scratch record's payload (at most `want` bytes), from the
+ * buffers its arguments name; returns how many bytes were copied. */
+static __always_inline __u32 copy_payload(__u8 *payload, __u8 syscall, struct syscall_args *args,
+					  __u32 want)
 {
-	long ret = ctx->ret;
-	if (ret <= 0)
-		return;
-	__u64 ids;
-	if (!traced_ids(&ids))
-		return;
-	struct syscall_args args;
-	syscall_args(&args);
-	if (flags_arg >= 0 && (args.arg[flags_arg & 3] & MSG_PEEK))
-		return;
-	__s32 fd = (__s32)args.arg[0];
-	bool egress = is_egress(syscall);
-	if (!(egress && (fd == 1 || fd == 2)) && !is_stream_socket_file(fd_to_file(fd)))
-		return;
+	__u64 buf = args->arg[1];
+	switch (syscall) {
+	case III_SYS_READV:
+	case III_SYS_WRITEV:
+		return copy_iov(payload, (const struct iovec *)buf, args->arg[2], want);
+	case III_SYS_RECVMSG:
+	case III_SYS_SENDMSG: {
+		struct user_msghdr msg;
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)buf))
+			return 0;
+		return copy_iov(payload, msg.msg_iov, msg.msg_iovlen, want);
+	}
+	case III_SYS_READ:
+	case III_SYS_WRITE:
+	case III_SYS_RECVFROM:
+	case III_SYS_SENDTO: {
+		__u32 copied = bounded(want);
+		return bpf_probe_read_user(payload, copied, (void *)buf) ? 0 : copied;
+	}
+	default:
+		return 0; /* sendfile (bytes from a file), other syscalls: the length only */
+	}
+}
 
+/* Writes a data record of `ret` bytes moved by `syscall` on `fd`, payload copied from its buffers. */
+static __always_inline void emit_data(__u64 ids, __u32 target, __s32 fd, __u8 syscall, bool egress,
+				      long ret, struct syscall_args *args)
+{
 	__u32 zero = 0;
 	struct iii_scratch *scratch = bpf_map_lookup_elem(&iii_scratch, &zero);
 	if (!scratch)
 		return;
 	struct iii_data_event *event = (struct iii_data_event *)scratch->bytes;
 	__u8 *payload = scratch->bytes + sizeof(struct iii_data_event);
-	fill_header(&event->header, ids, fd, III_EVENT_DATA, syscall);
+	fill_header(&event->header, ids, target, fd, III_EVENT_DATA, syscall);
 	event->header.direction = egress ? III_EGRESS : III_INGRESS;
 	event->ret = ret;
 	event->total_len = ret;
-
 	__u32 limit = payload_limit < III_MAX_PAYLOAD ? payload_limit : III_MAX_PAYLOAD;
 	__u32 want = (__u64)ret < limit ? (__u32)ret : limit;
-	__u32 copied = 0;
-	__u64 buf = args.arg[1];
-	switch (syscall) {
-	case III_SYS_READV:
-	case III_SYS_WRITEV:
-		copied = copy_iov(payload, (const struct iovec *)buf, args.arg[2], want);
-		break;
-	case III_SYS_SENDFILE:
-		break; /* the bytes come from a file, not user memory: length only */
-	case III_SYS_RECVMSG:
-	case III_SYS_SENDMSG: {
-		struct user_msghdr msg;
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)buf) == 0)
-			copied = copy_iov(payload, msg.msg_iov, msg.msg_iovlen, want);
-		break;
-	}
-	default:
-		copied = bounded(want);
-		if (bpf_probe_read_user(payload, copied, (void *)buf))
-			copied = 0;
-	}
+	__u32 copied = copy_payload(payload, syscall, args, want);
 	event->payload_len = copied;
-
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
 	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag(size, false)))
 		record_loss(&event->header, ret);
 }
 
-/* Reads both ends of an IPv4/IPv6 socket; false for other families (unix sockets etc.). */
-static __always_inline bool fill_addresses(struct iii_conn_event *event, struct sock *sk)
+/* Reads both ends of an IPv4/IPv6 socket; false for other families (unix sockets). */
+static __always_inline bool fill_addresses(struct iii_open_event *event, struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 	if (family == AF_INET) {
 		event->header.family = 4;
-		bpf_core_read(event->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(event->peer_addr, 4, &sk->__sk_common.skc_daddr);
+		bpf_probe_read_kernel(event->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_probe_read_kernel(event->peer_addr, 4, &sk->__sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
 		event->header.family = 6;
-		bpf_core_read(event->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(event->peer_addr, 16, &sk->__sk_common.skc_v6_daddr);
+		bpf_probe_read_kernel(event->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_probe_read_kernel(event->peer_addr, 16, &sk->__sk_common.skc_v6_daddr);
 	} else {
 		return false;
 	}
-	event->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	event->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	event->local_port = sk->__sk_common.skc_num;
+	event->peer_port = bpf_ntohs(sk->__sk_common.skc_dport);
 	return true;
 }
 
-static __always_inline void emit_conn(__u64 ids, __s32 fd, __u8 kind, __u8 syscall, __s32 ret)
+/* The open record: a traced process's first use of this socket. */
+static __always_inline void emit_open(struct sock *sk, __u64 ids, __u32 target, __s32 fd)
 {
-	struct sock *sk = socket_sock(fd_to_file(fd));
-	if (!sk)
-		return;
-	struct iii_conn_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
+	struct iii_open_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(ids, fd, kind, syscall);
+		record_lost_header(ids, target, fd, III_EVENT_OPEN, 0);
 		return;
 	}
 	__builtin_memset(event->local_addr, 0, sizeof(event->local_addr));
 	__builtin_memset(event->peer_addr, 0, sizeof(event->peer_addr));
-	fill_header(&event->header, ids, fd, kind, syscall);
-	event->ret = ret;
-	if (!fill_addresses(event, sk)) {
-		bpf_ringbuf_discard(event, BPF_RB_NO_WAKEUP);
-		return;
-	}
+	fill_header(&event->header, ids, target, fd, III_EVENT_OPEN, 0);
+	event->local_port = 0;
+	event->peer_port = 0;
+	event->reserved = 0;
+	fill_addresses(event, sk);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 }
 
-static __always_inline void exit_accept(struct trace_event_raw_sys_exit *ctx, __u8 syscall)
+/* A send or receive on a socket: traced process, stream socket (TCP, unix stream; datagrams such as
+ * DNS or QUIC are not HTTP/1.x), bytes moved; then an open record on the socket's first use, and the
+ * data record. */
+static __always_inline void sock_data(struct sock *sk, int ret, int flags, bool egress)
 {
-	long ret = ctx->ret;
-	__u64 ids;
-	if (ret < 0 || !traced_ids(&ids))
+	if (ret <= 0 || (!egress && (flags & MSG_PEEK)))
 		return;
-	/* The return value is the accepted socket: its addresses are the connection's. */
-	emit_conn(ids, (__s32)ret, III_EVENT_ACCEPT, syscall, (__s32)ret);
-}
-
-/* Data syscalls: one probe each, at exit (see the top of this file). */
-
-/* read(2): how Node (libuv) and most servers receive from TCP sockets. */
-SEC("tracepoint/syscalls/sys_exit_read")
-int iii_exit_read(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_READ, -1); return 0; }
-
-/* write(2): socket sends, and stdout/stderr lines for the log capture. */
-SEC("tracepoint/syscalls/sys_exit_write")
-int iii_exit_write(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_WRITE, -1); return 0; }
-
-/* readv(2): scatter reads (args: fd, iovec array, count). */
-SEC("tracepoint/syscalls/sys_exit_readv")
-int iii_exit_readv(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_READV, -1); return 0; }
-
-/* writev(2): how Node writes HTTP headers + body in one syscall. */
-SEC("tracepoint/syscalls/sys_exit_writev")
-int iii_exit_writev(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_WRITEV, -1); return 0; }
-
-/* recvfrom(2)/recv(3): Go, Python and many C servers receive this way (flags: the 4th argument). */
-SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int iii_exit_recvfrom(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_RECVFROM, 3); return 0; }
-
-/* sendto(2)/send(3): the sending side of the same. */
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int iii_exit_sendto(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_SENDTO, -1); return 0; }
-
-/* recvmsg(2): msghdr-based reads (args: fd, msghdr, flags); iovecs are walked at exit. */
-SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int iii_exit_recvmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_RECVMSG, 2); return 0; }
-
-/* sendmsg(2): msghdr-based writes (Java NIO, some proxies). */
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int iii_exit_sendmsg(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_SENDMSG, -1); return 0; }
-
-/* sendfile(2): static file servers (nginx, Apache) send bodies without copying them through user
- * space; the length keeps the byte stream accountable even though there is no payload to copy. */
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int iii_exit_sendfile64(struct trace_event_raw_sys_exit *ctx) { exit_data(ctx, III_SYS_SENDFILE, -1); return 0; }
-
-/* accept(2): inbound connections (server spans); the return value is the new socket. */
-SEC("tracepoint/syscalls/sys_exit_accept")
-int iii_exit_accept(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx, III_SYS_ACCEPT); return 0; }
-
-/* accept4(2): what Node, Go and most modern servers actually call. */
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int iii_exit_accept4(struct trace_event_raw_sys_exit *ctx) { exit_accept(ctx, III_SYS_ACCEPT4); return 0; }
-
-#define EINPROGRESS 115
-
-/* connect(2) exit: outbound connections (client spans). By now the kernel bound a local port and set
- * the peer, so both ends are readable from struct sock. Non-blocking sockets (Node) return
- * -EINPROGRESS, which still counts. */
-SEC("tracepoint/syscalls/sys_exit_connect")
-int iii_exit_connect(struct trace_event_raw_sys_exit *ctx)
-{
-	long ret = ctx->ret;
 	__u64 ids;
-	if ((ret != 0 && ret != -EINPROGRESS) || !traced_ids(&ids))
-		return 0;
+	__u32 target;
+	if (!traced_ids(&ids, &target))
+		return;
+	if (sk->sk_type != SOCK_STREAM)
+		return;
 	struct syscall_args args;
 	syscall_args(&args);
-	emit_conn(ids, (__s32)args.arg[0], III_EVENT_CONNECT, III_SYS_CONNECT, (__s32)ret);
+	__u8 syscall = syscall_of(args.nr);
+	__s32 fd = syscall == III_SYS_OTHER ? -1 : (__s32)args.arg[0];
+	if (fd == 1 || fd == 2) {
+		/* stdout/stderr as a socket: log lines, not traffic (unless the write tracepoints have them) */
+		if (stdio_capture == 1 && egress)
+			emit_data(ids, target, fd, syscall, egress, ret, &args);
+		return;
+	}
+	struct iii_sock *known = bpf_sk_storage_get(&iii_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (known) {
+		if (!known->ids) {
+			known->ids = ids;
+			known->fd = fd;
+			known->target = target;
+			emit_open(sk, ids, target, fd);
+		} else if (fd < 0 && known->ids == ids) {
+			fd = known->fd;
+		}
+	}
+	if (fd < 0)
+		return; /* a socket only ever used through io_uring & co.: no connection to key it by */
+	emit_data(ids, target, fd, syscall, egress, ret, &args);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(iii_btf_sock_send_length, struct sock *sk, int ret, int flags)
+{
+	sock_data(sk, ret, flags, true);
 	return 0;
 }
 
-/* close(2) enter: ends a connection; only sockets matter, and the fd is gone by exit, so decide now. */
-SEC("tracepoint/syscalls/sys_enter_close")
-int iii_enter_close(struct trace_event_raw_sys_enter *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(iii_btf_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	__u64 ids;
-	if (!traced_ids(&ids))
-		return 0;
-	__s32 fd = (__s32)ctx->args[0];
-	if (!is_stream_socket_file(fd_to_file(fd)))
-		return 0;
-	/* Keyed by the kernel's pid_tgid whatever the numbering: the exit probe, which runs for every
-	 * process, finds its entry with the cheapest helper. */
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_closing closing = {.ids = ids, .fd = fd};
-	bpf_map_update_elem(&iii_closing, &pid_tgid, &closing, BPF_ANY);
+	sock_data(sk, ret, flags, false);
 	return 0;
 }
 
-/* close(2) exit: report the close only if it succeeded; always removes what enter saved. */
-SEC("tracepoint/syscalls/sys_exit_close")
-int iii_exit_close(struct trace_event_raw_sys_exit *ctx)
+/* A TCP socket a traced process used leaves ESTABLISHED/CLOSE_WAIT for good: it sent its FIN
+ * (FIN_WAIT1, LAST_ACK) or was reset (CLOSE). Runs for every TCP state change on the host; only
+ * sockets with storage (announced ones) go further, whatever task (or softirq) this runs in. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(iii_btf_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct iii_closing *saved = bpf_map_lookup_elem(&iii_closing, &pid_tgid);
-	if (!saved)
+	if (newstate != TCP_FIN_WAIT1 && newstate != TCP_LAST_ACK && newstate != TCP_CLOSE)
 		return 0;
-	struct iii_closing closing = *saved;
-	bpf_map_delete_elem(&iii_closing, &pid_tgid);
-	if (ctx->ret != 0)
+	struct iii_sock *known = bpf_sk_storage_get(&iii_socks, (struct sock *)sk, 0, 0);
+	if (!known || !known->ids || known->closed)
 		return 0;
+	known->closed = 1;
 	struct iii_close_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+		record_lost_header(known->ids, known->target, known->fd, III_EVENT_CLOSE, 0);
 		return 0;
 	}
-	fill_header(&event->header, closing.ids, closing.fd, III_EVENT_CLOSE, III_SYS_CLOSE);
+	fill_header(&event->header, known->ids, known->target, known->fd, III_EVENT_CLOSE, 0);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }
+
+/* Log lines from the process's own writes to stdout/stderr, at syscall exit: attached only when
+ * `stdio_capture` is 2 (the loader skips iii_exit_* otherwise), since any syscall tracepoint puts
+ * every syscall on the host on the slow path. */
+static __always_inline void exit_stdio(struct trace_event_raw_sys_exit *ctx, __u8 syscall)
+{
+	long ret = ctx->ret;
+	if (ret <= 0)
+		return;
+	__u64 ids;
+	__u32 target;
+	if (!traced_ids(&ids, &target))
+		return;
+	struct syscall_args args;
+	syscall_args(&args);
+	__s32 fd = (__s32)args.arg[0];
+	if (fd != 1 && fd != 2)
+		return;
+	emit_data(ids, target, fd, syscall, true, ret, &args);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int iii_exit_write(struct trace_event_raw_sys_exit *ctx) { exit_stdio(ctx, III_SYS_WRITE); return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int iii_exit_writev(struct trace_event_raw_sys_exit *ctx) { exit_stdio(ctx, III_SYS_WRITEV); return 0; }
 
 /* A process's number in the namespace at `level` of its pid, and that namespace's inode. */
 static __always_inline bool pid_number(struct pid *pid, unsigned int level, __u32 *nr, __u32 *ns_ino)
@@ -553,16 +553,16 @@ static __always_inline __u32 child_tgid_in_ns(struct task_struct *child)
 	return nr;
 }
 
-static __always_inline void emit_fork(__u64 parent_ids, __u32 child_tgid)
+/* The child is traced as its parent is (same target). */
+static __always_inline void emit_fork(__u64 parent_ids, __u32 target, __u32 child_tgid)
 {
-	__u8 one = 1;
-	bpf_map_update_elem(&iii_tgids, &child_tgid, &one, BPF_ANY);
+	bpf_map_update_elem(&iii_tgids, &child_tgid, &target, BPF_ANY);
 	struct iii_fork_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(parent_ids, -1, III_EVENT_FORK, 0);
+		record_lost_header(parent_ids, target, -1, III_EVENT_FORK, 0);
 		return;
 	}
-	fill_header(&event->header, parent_ids, -1, III_EVENT_FORK, 0);
+	fill_header(&event->header, parent_ids, target, -1, III_EVENT_FORK, 0);
 	event->child_pid = child_tgid;
 	event->reserved = 0;
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
@@ -579,7 +579,7 @@ static __always_inline void adopt_entrant(struct task_struct *child)
 	__u32 nr, ns_ino;
 	if (!pid || !pid_number(pid, BPF_CORE_READ(pid, level), &nr, &ns_ino) || ns_ino != pidns_ino)
 		return;
-	emit_fork(0, nr);
+	emit_fork(0, III_DEFAULT_TARGET, nr);
 }
 
 /* sched_process_fork: children of a traced process (workers, `sh -c`, cluster forks) are traced
@@ -597,7 +597,8 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 			adopt_entrant(child);
 		return 0;
 	}
-	if (!is_traced(ids))
+	__u32 target = target_of(ids);
+	if (!target)
 		return 0;
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 	if (child_tgid == (__u32)(pid_tgid >> 32))
@@ -607,7 +608,7 @@ int iii_sched_process_fork(struct bpf_raw_tracepoint_args *ctx)
 		if (!child_tgid)
 			return 0;
 	}
-	emit_fork(ids, child_tgid);
+	emit_fork(ids, target, child_tgid);
 	return 0;
 }
 
@@ -618,16 +619,19 @@ int iii_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 ids;
-	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32) || !current_ids(pid_tgid, &ids) || !is_traced(ids))
+	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32) || !current_ids(pid_tgid, &ids))
+		return 0;
+	__u32 target = target_of(ids);
+	if (!target)
 		return 0;
 	__u32 tgid = ids >> 32;
 	bpf_map_delete_elem(&iii_tgids, &tgid);
 	struct iii_exit_event *event = bpf_ringbuf_reserve(&iii_events, sizeof(*event), 0);
 	if (!event) {
-		record_lost_header(ids, -1, III_EVENT_EXIT, 0);
+		record_lost_header(ids, target, -1, III_EVENT_EXIT, 0);
 		return 0;
 	}
-	fill_header(&event->header, ids, -1, III_EVENT_EXIT, 0);
+	fill_header(&event->header, ids, target, -1, III_EVENT_EXIT, 0);
 	bpf_ringbuf_submit(event, wakeup_flag(sizeof(*event), true));
 	return 0;
 }

@@ -15,7 +15,7 @@
 #include <linux/types.h>
 #endif
 
-#define III_LAYOUT_VERSION 2
+#define III_LAYOUT_VERSION 4
 
 /* Hard upper bound of payload bytes per data event; the load-time setting may lower it.
  * Twice this (the iovec copy needs the slack, see copy_iov) must fit a per-CPU value (32 KiB). */
@@ -27,12 +27,11 @@
 
 enum iii_event_kind {
 	III_EVENT_DATA = 1,
-	III_EVENT_CONNECT = 2,
-	III_EVENT_ACCEPT = 3,
-	III_EVENT_CLOSE = 4,
-	III_EVENT_FORK = 5,
-	III_EVENT_EXIT = 6,
-	III_EVENT_LOST = 7, /* a record the ring could not take (iii_lost_event, from the loss ring) */
+	III_EVENT_OPEN = 2, /* a traced process's first use of a socket: its addresses */
+	III_EVENT_CLOSE = 3,
+	III_EVENT_FORK = 4,
+	III_EVENT_EXIT = 5,
+	III_EVENT_LOST = 6, /* a record the ring could not take (iii_lost_event, from the loss ring) */
 };
 
 enum iii_syscall {
@@ -44,12 +43,13 @@ enum iii_syscall {
 	III_SYS_SENDTO = 6,
 	III_SYS_RECVMSG = 7,
 	III_SYS_SENDMSG = 8,
-	III_SYS_ACCEPT = 9,
-	III_SYS_ACCEPT4 = 10,
-	III_SYS_CONNECT = 11,
-	III_SYS_CLOSE = 12,
-	III_SYS_SENDFILE = 13, /* data event with total_len only (payload_len 0) */
+	III_SYS_SENDFILE = 9, /* data event with total_len only (payload_len 0) */
+	III_SYS_OTHER = 10,   /* socket I/O of another syscall (io_uring, splice, *mmsg): length only */
 };
+
+/* The target of processes traced without one of their own (the pids and cgroups given at start, a
+ * pid namespace's entrants). */
+#define III_DEFAULT_TARGET 1
 
 enum iii_direction {
 	III_INGRESS = 1, /* bytes the process received */
@@ -74,19 +74,22 @@ struct iii_batch_header {
 	__u32 batch_bytes;     /* bytes of the batch, this header included */
 };
 
-/* 24 bytes, common to every record. For fork/exit, pid/tid are the parent's / the exiting process's. */
+/* 32 bytes, common to every record. For fork/exit, pid/tid are the parent's / the exiting process's. */
 struct iii_event_header {
 	__u64 timestamp_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
 	__u32 pid;          /* tgid */
 	__u32 tid;
-	__s32 fd;           /* -1 for fork/exit */
+	__s32 fd;           /* -1 for fork/exit (open: -1 when the syscall's fd was not known) */
 	__u8 kind;          /* enum iii_event_kind */
 	__u8 syscall;       /* enum iii_syscall, 0 for fork/exit */
 	__u8 direction;     /* enum iii_direction, 0 unless data */
-	__u8 family;        /* 4 or 6 for connect/accept, else 0 */
+	__u8 family;        /* open: 4 or 6 for IPv4/IPv6 sockets, 0 for unix ones; else 0 */
+	__u32 target;       /* the target the process is traced as: the value user space put in
+			       iii_tgids / iii_cgroups (which pod and container it is), never 0 */
+	__u32 reserved;
 };
 
-/* A read or write on a socket fd (or a write to fd 1/2), followed by payload_len bytes. */
+/* A read or write on a stream socket (or a write to fd 1/2), followed by payload_len bytes. */
 struct iii_data_event {
 	struct iii_event_header header;
 	__s64 ret;          /* the syscall's return value (> 0: only successful transfers are recorded) */
@@ -95,17 +98,19 @@ struct iii_data_event {
 	__u8 payload[];
 };
 
-/* A socket connected (connect) or accepted (accept/accept4; fd is the new socket). */
-struct iii_conn_event {
+/* The first record of a socket a traced process uses (before its first data record): who is at
+ * either end. Whether the process accepted or connected it is for the bytes to tell (the first
+ * request's direction). */
+struct iii_open_event {
 	struct iii_event_header header;
-	__s32 ret;          /* connect: 0 or -EINPROGRESS; accept: the new fd */
 	__u16 local_port;   /* host order */
 	__u16 peer_port;    /* host order */
+	__u32 reserved;
 	__u8 local_addr[16];
 	__u8 peer_addr[16];
 };
 
-/* close() of a socket fd succeeded. */
+/* The process closed a socket it opened before (TCP: FIN sent, or reset); header from that open. */
 struct iii_close_event {
 	struct iii_event_header header;
 };

@@ -2,7 +2,7 @@
 // kernel feeds them: connections opened and closed, each syscall's captured bytes, and bytes moved
 // but not captured, in any order. Nothing may throw; every exchange answers a request seen before;
 // tracked connections stay within the cap.
-import { ConnectionTracker } from "../packages/agent/dist/ConnectionTracker.js"
+import { ConnectionTracker } from "../packages/agent/dist/internal/ConnectionTracker.js"
 
 const maxConnections = 8
 

@@ -1,7 +1,8 @@
 /**
  * The agent as its own process for bench:agent-overhead (built @iii/agent, no CLI build needed):
- *   node bench/support/agent-runner.mjs ebpf  OBS_URL APP_PID
- *   node bench/support/agent-runner.mjs proxy OBS_URL LISTEN_PORT UPSTREAM_PORT
+ *   node bench/support/agent-runner.mjs cgroup OBS_URL CGROUP_DIR     (the node agent's capture of a pod)
+ *   node bench/support/agent-runner.mjs node   OBS_URL NODE KUBECONFIG CGROUP_ROOT POD_LOGS STATE_DIR
+ *   node bench/support/agent-runner.mjs proxy  OBS_URL LISTEN_PORT UPSTREAM_PORT
  * Plain JavaScript, not TypeScript: Node's type stripping would load its TypeScript transformer into
  * the process whose RSS the bench reports (+20 MB), which a deployed agent (compiled JS) never does.
  * Prints `ready {json}` once running, `stats {json}` on SIGUSR2, and final `stats {json}` on SIGTERM,
@@ -12,22 +13,28 @@ import * as Exporter from "@iii/agent/Exporter"
 import * as Priority from "@iii/agent/Priority"
 import { Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 
-const [mode, obsUrl, a, b] = process.argv.slice(2)
-if ((mode !== "ebpf" && mode !== "proxy") || obsUrl === undefined || a === undefined) {
-  console.error("usage: agent-runner.ts ebpf OBS_URL PID | proxy OBS_URL LISTEN_PORT UPSTREAM_PORT")
+const [mode, obsUrl, a, b, c, d, e] = process.argv.slice(2)
+if (!["cgroup", "node", "proxy"].includes(mode) || obsUrl === undefined || a === undefined) {
+  console.error(
+    "usage: agent-runner.mjs cgroup OBS_URL DIR | node OBS_URL NODE KUBECONFIG CGROUP_ROOT POD_LOGS STATE_DIR | proxy OBS_URL LISTEN UPSTREAM"
+  )
   process.exit(2)
 }
 
 const agentId = Exporter.newAgentId()
-const agentLayer = Agent.layer({
-  identity: { service: "bench-app" },
-  mode,
-  pids: mode === "ebpf" ? [Number(a)] : [],
-  proxy:
-    mode === "proxy"
-      ? { listen: { host: "127.0.0.1", port: Number(a) }, upstream: { host: "127.0.0.1", port: Number(b) } }
-      : undefined
-}).pipe(
+const options = {
+  // The node agent's capture: cgroup targets only, no pid lookup, no stdout/stderr hooks.
+  cgroup: { mode: "ebpf", cgroups: [a], capture: { stdio: "off", pidTargets: false } },
+  node: { node: { nodeName: a, kubeconfig: b, cgroupRoot: c, podLogs: d, stateDir: e } },
+  proxy: {
+    mode: "proxy",
+    proxy: {
+      listen: { host: "127.0.0.1", port: Number(a) },
+      upstream: { host: "127.0.0.1", port: Number(b) }
+    }
+  }
+}[mode]
+const agentLayer = Agent.layer({ identity: { service: "bench-app" }, ...options }).pipe(
   Layer.provide(Exporter.layer({ urls: [obsUrl], agent: { id: agentId, service: "bench-app" } })),
   Layer.provide(Logger.minimumLogLevel(LogLevel.Warning))
 )
@@ -54,6 +61,7 @@ const report = async () => {
       unrecordedRecords: stats.capture?.unrecorded ?? 0,
       abandonedRecords: stats.capture?.abandoned ?? 0,
       spansSealed: stats.exporter.spansSealed,
+      node: stats.node,
       memory: Object.fromEntries(
         Object.entries(process.memoryUsage()).map(([key, bytes]) => [key, Math.round(bytes / 1048576)])
       )

@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{ProgramError, RawTracePoint, TracePoint};
-use aya::{Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
+use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 
@@ -49,6 +49,11 @@ pub struct Settings {
     pub pid_namespace: Option<(u64, u64)>,
     /// With a pid namespace: trace processes forked into it from outside.
     pub adopt_entrants: bool,
+    /// Log lines from writes to fds 1 and 2: 0 none, 1 when they are sockets (the socket hooks),
+    /// 2 any (attaches the write syscall tracepoints).
+    pub stdio_capture: u8,
+    /// Trace processes by pid (iii_tgids); off, only cgroups are checked.
+    pub pid_targets: bool,
 }
 
 #[derive(Default)]
@@ -74,8 +79,8 @@ pub struct Running {
     pub closed: bool,
     /// Asks the reader to hand over everything left and then end (after the programs are detached).
     draining: Arc<AtomicBool>,
-    tgids: HashMap<MapData, u32, u8>,
-    cgroups: HashMap<MapData, u64, u8>,
+    tgids: HashMap<MapData, u32, u32>,
+    cgroups: HashMap<MapData, u64, u32>,
     counters: PerCpuArray<MapData, u64>,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
@@ -197,17 +202,18 @@ impl Drop for SignalsBlocked {
     }
 }
 
-/// Tracepoint a program attaches to, from its name: iii_enter_X → syscalls/sys_enter_X,
-/// iii_exit_X → syscalls/sys_exit_X, iii_sched_* → raw tracepoint sched_*.
+/// Tracepoint a program attaches to, from its name: iii_btf_X → BTF tracepoint X, iii_exit_X →
+/// syscalls/sys_exit_X (the stdout/stderr capture only), iii_sched_* → raw tracepoint sched_*.
 enum Target {
+    Btf(String),
     Syscall(String),
     Raw(String),
 }
 
 fn target_of(name: &str) -> Option<Target> {
     let rest = name.strip_prefix("iii_")?;
-    if let Some(syscall) = rest.strip_prefix("enter_") {
-        return Some(Target::Syscall(format!("sys_enter_{syscall}")));
+    if let Some(tracepoint) = rest.strip_prefix("btf_") {
+        return Some(Target::Btf(tracepoint.to_owned()));
     }
     if let Some(syscall) = rest.strip_prefix("exit_") {
         return Some(Target::Syscall(format!("sys_exit_{syscall}")));
@@ -242,7 +248,9 @@ impl Running {
                 format!("missing {}: the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load eBPF programs", missing.join(" and ")),
             ));
         }
-        if !diagnostics::tracefs_mounted() {
+        // Only the write syscalls' tracepoints (stdout/stderr through syscalls) are found by their
+        // tracefs ids; the BTF and raw tracepoints attach by name.
+        if settings.stdio_capture == 2 && !diagnostics::tracefs_mounted() {
             let hint = format!("mount -t tracefs nodev {}", diagnostics::TRACEFS);
             if !settings.mount_tracefs {
                 return Err(error("tracefs", format!("tracefs is not mounted ({hint})")));
@@ -270,43 +278,65 @@ impl Running {
             .set_global("payload_limit", &payload_limit, true)
             .set_global("wakeup_bytes", &settings.wakeup_bytes, true)
             .set_global("filter_cgroups", &filter_cgroups, true)
+            .set_global("filter_pids", &u8::from(settings.pid_targets), true)
+            .set_global("stdio_capture", &settings.stdio_capture, true)
             .set_global("pidns_dev", &pidns_dev, true)
             .set_global("pidns_ino", &pidns_ino, true)
             .set_global("adopt_entrants", &adopt_entrants, true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
+            // iii_socks, the sockets' local storage: aya 0.13 creates it but has no Rust type for
+            // it (user space never reads it).
+            .allow_unsupported_maps()
             // Only used when a load fails (aya retries with a log buffer then); DEBUG is the
             // usual instruction-by-instruction trace, VERBOSE would be megabytes.
             .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
             .load(&settings.object)
             .map_err(load_error)?;
 
-        let mut tgids: HashMap<MapData, u32, u8> = take_map(&mut ebpf, "iii_tgids")?;
-        let mut cgroups: HashMap<MapData, u64, u8> = take_map(&mut ebpf, "iii_cgroups")?;
+        let mut tgids: HashMap<MapData, u32, u32> = take_map(&mut ebpf, "iii_tgids")?;
+        let mut cgroups: HashMap<MapData, u64, u32> = take_map(&mut ebpf, "iii_cgroups")?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "iii_counters")?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "iii_events")?;
         let losses: RingBuf<MapData> = take_map(&mut ebpf, "iii_losses")?;
         for pid in pids {
             tgids
-                .insert(pid, 1, 0)
+                .insert(pid, layout::DEFAULT_TARGET, 0)
                 .map_err(|e| error("map", format!("adding pid {pid}: {e}")))?;
         }
         for id in cgroup_ids {
             cgroups
-                .insert(id, 1, 0)
+                .insert(id, layout::DEFAULT_TARGET, 0)
                 .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))?;
         }
 
         let names: Vec<String> = ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        let btf = Btf::from_sys_fs()
+            .map_err(|e| error("btf", format!("reading /sys/kernel/btf/vmlinux: {e}")))?;
         {
             let _signals = SignalsBlocked::new();
             for name in &names {
                 let Some(target) = target_of(name) else {
                     continue;
                 };
+                // Syscall tracepoints slow every syscall on the host down: only for stdout/stderr.
+                if matches!(target, Target::Syscall(_)) && settings.stdio_capture != 2 {
+                    continue;
+                }
                 let Some(program) = ebpf.program_mut(name) else {
                     continue;
                 };
                 match target {
+                    Target::Btf(tracepoint) => {
+                        let program: &mut BtfTracePoint = program
+                            .try_into()
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .load(&tracepoint, &btf)
+                            .map_err(|e| program_error(name, "loading", e))?;
+                        program
+                            .attach()
+                            .map_err(|e| program_error(name, "attaching", e))?;
+                    }
                     Target::Syscall(tracepoint) => {
                         let program: &mut TracePoint = program
                             .try_into()
@@ -411,9 +441,9 @@ impl Running {
         Ok(())
     }
 
-    pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
+    pub fn add_pid(&mut self, pid: u32, target: u32) -> napi::Result<()> {
         self.tgids
-            .insert(pid, 1, 0)
+            .insert(pid, target, 0)
             .map_err(|e| error("map", format!("adding pid {pid}: {e}")))
     }
 
@@ -430,10 +460,22 @@ impl Running {
         }
     }
 
-    pub fn add_cgroup(&mut self, id: u64) -> napi::Result<()> {
+    pub fn add_cgroup(&mut self, id: u64, target: u32) -> napi::Result<()> {
         self.cgroups
-            .insert(id, 1, 0)
+            .insert(id, target, 0)
             .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
+    }
+
+    pub fn remove_cgroup(&mut self, id: u64) -> napi::Result<()> {
+        match self.cgroups.remove(&id) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(ref e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(error("map", format!("removing cgroup {id}: {e}"))),
+        }
     }
 
     /// A kernel counter (`layout::COUNTER_*`), summed over CPUs.

@@ -20,6 +20,8 @@ pub struct EventHeader {
     pub syscall: u8,
     pub direction: u8,
     pub family: u8,
+    pub target: u32,
+    pub reserved: u32,
 }
 
 #[repr(C)]
@@ -32,11 +34,11 @@ pub struct DataEvent {
 }
 
 #[repr(C)]
-pub struct ConnEvent {
+pub struct OpenEvent {
     pub header: EventHeader,
-    pub ret: i32,
     pub local_port: u16,
     pub peer_port: u16,
+    pub reserved: u32,
     pub local_addr: [u8; 16],
     pub peer_addr: [u8; 16],
 }
@@ -66,17 +68,18 @@ pub struct LostEvent {
     pub reserved: [u8; 3],
 }
 
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 4;
+/// The target of pids and cgroups given without one (III_DEFAULT_TARGET).
+pub const DEFAULT_TARGET: u32 = 1;
 pub const MAX_PAYLOAD: u32 = 8192;
 pub const DEFAULT_PAYLOAD: u32 = 4096;
 
 pub const EVENT_DATA: u8 = 1;
-pub const EVENT_CONNECT: u8 = 2;
-pub const EVENT_ACCEPT: u8 = 3;
-pub const EVENT_CLOSE: u8 = 4;
-pub const EVENT_FORK: u8 = 5;
-pub const EVENT_EXIT: u8 = 6;
-pub const EVENT_LOST: u8 = 7;
+pub const EVENT_OPEN: u8 = 2;
+pub const EVENT_CLOSE: u8 = 3;
+pub const EVENT_FORK: u8 = 4;
+pub const EVENT_EXIT: u8 = 5;
+pub const EVENT_LOST: u8 = 6;
 
 pub const COUNTER_DROPPED: u32 = 0;
 pub const COUNTER_UNRECORDED: u32 = 1;
@@ -112,7 +115,7 @@ pub fn is_valid_record(record: &[u8]) -> bool {
                 u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);
             size_of::<DataEvent>() + payload_len as usize
         }
-        EVENT_CONNECT | EVENT_ACCEPT => size_of::<ConnEvent>(),
+        EVENT_OPEN => size_of::<OpenEvent>(),
         EVENT_CLOSE => size_of::<CloseEvent>(),
         EVENT_FORK => size_of::<ForkEvent>(),
         EVENT_EXIT => size_of::<ExitEvent>(),
@@ -149,6 +152,8 @@ pub fn describe() -> Vec<StructDescription> {
                 ("syscall", offset_of!(EventHeader, syscall)),
                 ("direction", offset_of!(EventHeader, direction)),
                 ("family", offset_of!(EventHeader, family)),
+                ("target", offset_of!(EventHeader, target)),
+                ("reserved", offset_of!(EventHeader, reserved)),
             ],
         ),
         (
@@ -162,14 +167,14 @@ pub fn describe() -> Vec<StructDescription> {
             ],
         ),
         (
-            "iii_conn_event",
-            size_of::<ConnEvent>(),
+            "iii_open_event",
+            size_of::<OpenEvent>(),
             vec![
-                ("ret", offset_of!(ConnEvent, ret)),
-                ("local_port", offset_of!(ConnEvent, local_port)),
-                ("peer_port", offset_of!(ConnEvent, peer_port)),
-                ("local_addr", offset_of!(ConnEvent, local_addr)),
-                ("peer_addr", offset_of!(ConnEvent, peer_addr)),
+                ("local_port", offset_of!(OpenEvent, local_port)),
+                ("peer_port", offset_of!(OpenEvent, peer_port)),
+                ("reserved", offset_of!(OpenEvent, reserved)),
+                ("local_addr", offset_of!(OpenEvent, local_addr)),
+                ("peer_addr", offset_of!(OpenEvent, peer_addr)),
             ],
         ),
         ("iii_close_event", size_of::<CloseEvent>(), vec![]),

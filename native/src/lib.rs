@@ -46,6 +46,13 @@ pub struct CaptureOptions {
     /// With `pidNamespace`: trace every process forked into the namespace from outside it (a
     /// container started into a pod's shared namespace), from birth. Default false.
     pub adopt_namespace_entrants: Option<bool>,
+    /// Log lines from writes to fds 1 and 2: `off`; `sockets`, when those are sockets (a command
+    /// started with socketpairs for its output), through the socket hooks; `syscalls` (default),
+    /// whatever they are, through the write syscalls' tracepoints.
+    pub stdio: Option<String>,
+    /// Trace processes by pid (`pids`, `addPid`, their children). Default true; off, the programs
+    /// check cgroups only (a node agent).
+    pub pid_targets: Option<bool>,
 }
 
 #[napi(object)]
@@ -79,6 +86,14 @@ fn pid_namespace_id(path: &str) -> napi::Result<(u64, u64)> {
         return Err(error("invalid", format!("pid namespace {path}: inode 0")));
     }
     Ok((meta.dev(), meta.ino()))
+}
+
+/// Targets are numbered from 1: 0 means "not traced" to the programs.
+fn valid_target(target: Option<u32>) -> napi::Result<u32> {
+    match target.unwrap_or(layout::DEFAULT_TARGET) {
+        0 => Err(error("invalid", "target 0 is reserved (not traced); targets start at 1")),
+        target => Ok(target),
+    }
 }
 
 fn cgroup_id(path: &str) -> napi::Result<u64> {
@@ -205,6 +220,18 @@ impl Capture {
                 .map(pid_namespace_id)
                 .transpose()?,
             adopt_entrants: options.adopt_namespace_entrants.unwrap_or(false),
+            stdio_capture: match options.stdio.as_deref().unwrap_or("syscalls") {
+                "off" => 0,
+                "sockets" => 1,
+                "syscalls" => 2,
+                other => {
+                    return Err(error(
+                        "invalid",
+                        format!("stdio must be off, sockets or syscalls, got {other}"),
+                    ))
+                }
+            },
+            pid_targets: options.pid_targets.unwrap_or(true),
         };
         let stats = Arc::new(ReaderStats::default());
         let on_batch = on_batch
@@ -232,10 +259,12 @@ impl Capture {
             .ok_or_else(|| error("closed", "the capture is closed"))
     }
 
-    /// Traces this process (and, from now on, its children).
+    /// Traces this process (and, from now on, its children) as `target` (default 1): the number
+    /// every record of theirs carries.
     #[napi]
-    pub fn add_pid(&mut self, pid: u32) -> napi::Result<()> {
-        self.running()?.add_pid(pid)
+    pub fn add_pid(&mut self, pid: u32, target: Option<u32>) -> napi::Result<()> {
+        let target = valid_target(target)?;
+        self.running()?.add_pid(pid, target)
     }
 
     /// Stops capturing (detaches the programs) and hands over everything still in the rings, as
@@ -262,15 +291,24 @@ impl Capture {
         self.running()?.remove_pid(pid)
     }
 
-    /// Traces every process in this cgroup v2 directory.
+    /// Traces every process in this cgroup v2 directory (not its subdirectories) as `target`
+    /// (default 1). Returns the cgroup's id.
     #[napi]
-    pub fn add_cgroup(&mut self, path: String) -> napi::Result<()> {
+    pub fn add_cgroup(&mut self, path: String, target: Option<u32>) -> napi::Result<f64> {
+        let target = valid_target(target)?;
         let id = cgroup_id(&path)?;
         let running = self.running()?;
         if !running.cgroups_enabled {
             return Err(error("invalid", "cgroup targets are disabled: start the capture with cgroups or enableCgroups: true"));
         }
-        running.add_cgroup(id)
+        running.add_cgroup(id, target)?;
+        Ok(id as f64)
+    }
+
+    /// Stops tracing the cgroup with this id (as `addCgroup` returned it; the directory may be gone).
+    #[napi]
+    pub fn remove_cgroup(&mut self, id: f64) -> napi::Result<()> {
+        self.running()?.remove_cgroup(id as u64)
     }
 
     /// Readable after `close` too: the final figures.

@@ -18,15 +18,15 @@ import type { Telemetry } from "@iii/core"
 import { Context, Effect, Fiber, Layer, Schedule, type Scope, Stream } from "effect"
 import * as EbpfCapture from "./EbpfCapture.js"
 import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
-import { EventProcessor, type RequestDrops } from "./EventProcessor.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
 import { nowUnixNano } from "./internal/Clock.js"
+import { EventProcessor, type RequestDrops } from "./internal/EventProcessor.js"
+import { LineSplitter, LogEmitter } from "./internal/Logs.js"
+import * as NodeMode from "./internal/NodeMode.js"
+import { Recorder } from "./internal/Recorder.js"
 import * as SelfMetrics from "./internal/SelfMetrics.js"
-import { LineSplitter, LogEmitter } from "./Logs.js"
+import type { Identity } from "./internal/Spans.js"
 import * as ProxyMode from "./ProxyMode.js"
-import { Recorder } from "./Recorder.js"
-import type { RedMetrics } from "./RedMetrics.js"
-import type { Identity } from "./Spans.js"
 
 export type Mode = "ebpf" | "proxy"
 
@@ -45,6 +45,12 @@ export interface AgentOptions {
    * /proc rescan every 2 s is the safety net. Default false.
    */
   readonly allPodProcesses?: boolean
+  /**
+   * The node agent (eBPF): every traced pod of a Kubernetes node, each container with its own
+   * identity, logs from the kubelet's log files (see `NodeOptions`). `identity` is then the agent's
+   * own (its self-metrics).
+   */
+  readonly node?: NodeMode.NodeOptions | undefined
   /** Proxy mode's addresses. */
   readonly proxy?: ProxyMode.ProxyOptions | undefined
   /** Minimum level of captured log lines. Default `info`. */
@@ -82,6 +88,8 @@ export interface AgentStats {
   readonly requestsDropped: RequestDrops
   /** The kernel capture's counters (eBPF mode): records the ring could not take, and so on. */
   readonly capture: EbpfCapture.Counters | undefined
+  /** Node mode: the pods and containers traced. */
+  readonly node: NodeMode.NodeStats | undefined
   readonly exporter: ExporterStats
 }
 
@@ -99,7 +107,14 @@ export const describeStats = (s: AgentStats): string => {
       : `; kernel ring full: ${s.capture.dropped} records (${s.capture.unrecorded} unattributed)` +
         (s.capture.abandoned > 0 ? `, ${s.capture.abandoned} abandoned at stop` : "")
   const e = s.exporter
+  const node =
+    s.node === undefined
+      ? ""
+      : `${s.node.pods} pods, ${s.node.containers} containers` +
+        (s.node.unlocated > 0 ? ` (${s.node.unlocated} without a cgroup yet)` : "") +
+        `, ${s.node.logLines} log lines read; `
   return (
+    node +
     `${s.spans} spans, ${s.logs} logs, ${s.openConnections} open connections; ` +
     `requests not traced: ${notTraced} (ring full ${drops.ring_full}, unparsed ${drops.unparsed}, shutdown ${drops.shutdown})` +
     capture +
@@ -117,9 +132,13 @@ export interface AgentService {
   /** Proxy mode: where the proxies listen. */
   readonly proxy: ProxyMode.ProxyServer | undefined
   /**
-   * Output of a command the agent started (proxy mode, where the kernel does not see it): split into
-   * lines that become logs. eBPF mode ignores it (the capture sees the writes).
+   * How a command the agent starts (`TracedCommand`) gets its stdout/stderr: `inherit` (the kernel
+   * capture sees the writes through the write syscalls), `pipe` (socketpairs the kernel capture sees
+   * through its socket hooks, echoed by the agent: eBPF with `capture.stdio: "sockets"`), `parse`
+   * (piped through `output`, which makes the log lines: proxy mode).
    */
+  readonly commandOutput: "inherit" | "pipe" | "parse"
+  /** Output of a command the agent started (`parse`): split into lines that become logs. */
   readonly output: (stream: "stdout" | "stderr", chunk: Uint8Array) => void
 }
 
@@ -162,6 +181,11 @@ const totalsOf = (s: AgentStats): SelfMetrics.Totals => ({
 
 export type AgentError = ModeUnavailable | AgentConfigError | ProxyError | EbpfCapture.StartError
 
+export type NodeOptions = NodeMode.NodeOptions
+export type { RequestDrops } from "./internal/EventProcessor.js"
+export type { NodeStats } from "./internal/NodeMode.js"
+export type { Identity } from "./internal/Spans.js"
+
 /** Runs the agent until the scope closes. */
 export const make = (
   options: AgentOptions
@@ -173,7 +197,11 @@ export const make = (
       options.mode === "proxy"
         ? { available: false, reasons: ["proxy mode forced"], notes: [] }
         : yield* EbpfCapture.isAvailable
-    const chosen = chooseMode(options.mode ?? "auto", availability, options.proxy !== undefined)
+    if (options.node !== undefined && options.mode === "proxy")
+      return yield* new AgentConfigError({ message: "node mode traces pods with eBPF: it has no proxy mode" })
+    // Node mode is eBPF or nothing: it fails naming what is missing rather than fall back.
+    const requested = options.node === undefined ? (options.mode ?? "auto") : "ebpf"
+    const chosen = chooseMode(requested, availability, options.proxy !== undefined)
     if (chosen instanceof ModeUnavailable || chosen instanceof AgentConfigError) return yield* chosen
     yield* Effect.logInfo(`iii agent: ${chosen.mode} mode (${chosen.why})`)
     for (const note of availability.notes) yield* Effect.logInfo(note)
@@ -186,10 +214,10 @@ export const make = (
     // The RED metrics and the agent's own counters (`SelfMetrics`), flushed together.
     let selfTotals = SelfMetrics.zero
     let selfSince = nowUnixNano()
-    const flushMetrics = (red: RedMetrics) =>
+    const flushMetrics = (flush: (nowNs: bigint) => ReadonlyArray<Telemetry.MetricPoint>) =>
       Effect.gen(function* () {
         const now = nowUnixNano()
-        for (const point of red.flush(now)) exporter.metric(point)
+        for (const point of flush(now)) exporter.metric(point)
         if (stats === undefined) return
         const totals = totalsOf(yield* stats)
         for (const point of SelfMetrics.points(identity, selfTotals, totals, now, Number(now - selfSince)))
@@ -207,34 +235,41 @@ export const make = (
     )
 
     if (chosen.mode === "ebpf") {
+      const node = options.node
       const capture = yield* EbpfCapture.start({
         ...options.capture,
         pids: options.pids ?? [],
         cgroups: options.cgroups ?? [],
-        ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {})
+        ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {}),
+        // A node agent reads logs from the kubelet's files: writes to stdout/stderr are not captured.
+        ...(node === undefined ? {} : { enableCgroups: true, stdio: "off", pidTargets: false })
       })
+      let nodeMode: NodeMode.NodeMode | undefined
       const processor = new EventProcessor(
         {
           identity,
+          identityOf: (target) => nodeMode?.identityOf(target),
           logLevel: options.logLevel ?? "info",
+          logs: node === undefined,
           ...(options.maxRoutes === undefined ? {} : { maxRoutes: options.maxRoutes })
         },
         { span: exporter.span, log: exporter.log },
         nowUnixNano()
       )
-      yield* Effect.logInfo(
-        (options.allPodProcesses === true
-          ? "tracing every process of the agent's pid namespace but the agent's own (fork tracking, /proc rescan), pids"
-          : "tracing pids") +
-          ` [${(options.pids ?? []).join(", ")}] and their children` +
-          ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
-      )
+      if (node === undefined)
+        yield* Effect.logInfo(
+          (options.allPodProcesses === true
+            ? "tracing every process of the agent's pid namespace but the agent's own (fork tracking, /proc rescan), pids"
+            : "tracing pids") +
+            ` [${(options.pids ?? []).join(", ")}] and their children` +
+            ((options.cgroups ?? []).length > 0 ? `, cgroups [${(options.cgroups ?? []).join(", ")}]` : "")
+        )
       const consumer = yield* capture.batches.pipe(
         Stream.runForEach((batch) => Effect.sync(() => processor.process(batch))),
         Effect.forkScoped
       )
       const idleNs = BigInt(options.idleConnectionMs ?? 600_000) * 1_000_000n
-      yield* flushMetrics(processor.red).pipe(
+      yield* flushMetrics((now) => processor.flushMetrics(now)).pipe(
         Effect.zipRight(
           Effect.sync(() => {
             const now = nowUnixNano()
@@ -258,9 +293,12 @@ export const make = (
               `stopping: the capture's backlog was not processed within ${shutdownTimeoutMs} ms; the rest is abandoned (counted)`
             )
           processor.finish(nowUnixNano())
-          yield* flushMetrics(processor.red)
+          yield* flushMetrics((now) => processor.flushMetrics(now))
         })
       )
+      // After the drain's finalizer, so it runs first: the last log lines and their positions.
+      if (node !== undefined) nodeMode = yield* NodeMode.start(node, capture, processor, exporter)
+      const tracking = nodeMode
       stats = Effect.gen(function* () {
         const processed = processor.stats
         return {
@@ -271,10 +309,21 @@ export const make = (
           openConnections: processor.openConnections,
           requestsDropped: processed.requestsDropped,
           capture: yield* capture.counters,
+          node: tracking?.stats(),
           exporter: yield* exporter.stats
         }
       })
-      service = { mode: "ebpf", trace: capture.addPid, stats, proxy: undefined, output: () => {} }
+      // A command's output through socketpairs the kernel capture sees (stdio "sockets"): piped
+      // and echoed, not parsed here.
+      const commandOutput = options.capture?.stdio === "sockets" ? ("pipe" as const) : ("inherit" as const)
+      service = {
+        mode: "ebpf",
+        trace: (pid) => capture.addPid(pid),
+        stats,
+        proxy: undefined,
+        commandOutput,
+        output: () => {}
+      }
     } else {
       const proxyOptions = options.proxy
       if (proxyOptions === undefined)
@@ -287,11 +336,11 @@ export const make = (
             ? ""
             : `, outbound calls via HTTP_PROXY=http://${server.egressListening.host}:${server.egressListening.port}`)
       )
-      yield* flushMetrics(recorder.red).pipe(
+      yield* flushMetrics((now) => recorder.red.flush(now)).pipe(
         Effect.repeat(Schedule.spaced(metricsInterval)),
         Effect.forkScoped
       )
-      yield* Effect.addFinalizer(() => flushMetrics(recorder.red))
+      yield* Effect.addFinalizer(() => flushMetrics((now) => recorder.red.flush(now)))
       const logs = new LogEmitter(identity, options.logLevel ?? "info", exporter)
       const lines = { stdout: new LineSplitter(), stderr: new LineSplitter() }
       const output = (stream: "stdout" | "stderr", chunk: Uint8Array) => {
@@ -308,10 +357,18 @@ export const make = (
           openConnections: server.inFlight(),
           requestsDropped: { ring_full: 0, unparsed: 0, shutdown: 0 },
           capture: undefined,
+          node: undefined,
           exporter: yield* exporter.stats
         }
       })
-      service = { mode: "proxy", trace: () => Effect.void, stats, proxy: server, output }
+      service = {
+        mode: "proxy",
+        trace: () => Effect.void,
+        stats,
+        proxy: server,
+        commandOutput: "parse",
+        output
+      }
     }
 
     let previous = { events: 0, at: Date.now() }

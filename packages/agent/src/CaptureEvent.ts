@@ -2,6 +2,9 @@
  * What the kernel-side capture (bpf/iii_capture.bpf.c, read by the native addon) reports, decoded.
  * EbpfCapture hands these out in batches; EventProcessor turns them into spans, metrics and logs.
  *
+ * - `target` is the number the process is traced as (the pids and cgroups given at start: 1; a node
+ *   agent gives each container its own, see `EbpfCapture.addCgroup`): which identity its telemetry
+ *   carries.
  * - Times are unix nanoseconds (the kernel's monotonic clock shifted by the realtime offset the
  *   addon measures for every batch).
  * - `pid` is the process id (tgid), `tid` the thread id: the kernel's numbers, or with
@@ -10,8 +13,8 @@
  * - Addresses are text (`127.0.0.1`, `::1`). IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, what a
  *   dual-stack listener on `::` sees for IPv4 clients) are reported as family 4 with the IPv4
  *   address, since that is the peer that actually connected.
- * - Data events exist only for socket fds, and for writes to fds 1/2 (stdout/stderr: the log
- *   capture). Only successful transfers are reported; `totalLength` is what the syscall moved,
+ * - Data events exist only for stream sockets, and for writes to fds 1/2 (stdout/stderr: the log
+ *   capture, when on). Only successful transfers are reported; `totalLength` is what the syscall moved,
  *   `payload` its first bytes (at most the configured payload size, 4 KiB by default).
  *
  * @since 0.1.0
@@ -30,17 +33,16 @@ export type Syscall =
   | "sendto"
   | "recvmsg"
   | "sendmsg"
-  | "accept"
-  | "accept4"
-  | "connect"
-  | "close"
   /** Bytes sent straight from a file: `payload` is empty, `totalLength` says how many. */
   | "sendfile"
+  /** Socket I/O of another syscall (io_uring, splice, sendmmsg/recvmmsg): `payload` is empty. */
+  | "other"
 
 /** Bytes a process read from or wrote to a socket (or wrote to stdout/stderr). @since 0.1.0 */
 export interface DataEvent {
   readonly kind: "data"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   readonly fd: number
@@ -55,24 +57,32 @@ export interface DataEvent {
   readonly payload: Uint8Array
 }
 
-/** A socket was connected (`connect`, client side) or accepted (`accept`, server side; `fd` is the new socket). @since 0.1.0 */
-export interface ConnectionEvent {
-  readonly kind: "connect" | "accept"
+/**
+ * A traced process used a stream socket for the first time (before its first data event): who is
+ * at either end. Whether it accepted or connected the socket is for its bytes to tell (the side
+ * that reads the first request is the server). Unix sockets have family 0 and no addresses.
+ * @since 0.1.0
+ */
+export interface OpenEvent {
+  readonly kind: "open"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
+  /** -1 when the syscall's fd was not known (io_uring & co.; such sockets produce nothing else). */
   readonly fd: number
-  readonly family: 4 | 6
-  readonly localAddress: string
-  readonly localPort: number
-  readonly peerAddress: string
-  readonly peerPort: number
+  readonly family: 0 | 4 | 6
+  readonly localAddress: string | undefined
+  readonly localPort: number | undefined
+  readonly peerAddress: string | undefined
+  readonly peerPort: number | undefined
 }
 
-/** A socket fd was closed. @since 0.1.0 */
+/** A traced TCP socket was closed (FIN sent or reset); `pid`/`fd` as its open event said. @since 0.1.0 */
 export interface CloseEvent {
   readonly kind: "close"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   readonly fd: number
@@ -86,6 +96,7 @@ export interface CloseEvent {
 export interface ForkEvent {
   readonly kind: "fork"
   readonly timestampNs: bigint
+  readonly target: number
   readonly parentPid: number
   readonly childPid: number
 }
@@ -94,6 +105,7 @@ export interface ForkEvent {
 export interface ExitEvent {
   readonly kind: "exit"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
 }
 
@@ -108,12 +120,13 @@ export interface ExitEvent {
 export interface LostEvent {
   readonly kind: "lost"
   readonly timestampNs: bigint
+  readonly target: number
   readonly pid: number
   readonly tid: number
   /** -1 for a lost fork or exit. */
   readonly fd: number
   /** What was lost. */
-  readonly lost: "data" | "connect" | "accept" | "close" | "fork" | "exit"
+  readonly lost: "data" | "open" | "close" | "fork" | "exit"
   /** Data: the direction and the syscall; others: `undefined`. */
   readonly direction: Direction | undefined
   readonly syscall: Syscall | undefined
@@ -122,4 +135,4 @@ export interface LostEvent {
 }
 
 /** @since 0.1.0 */
-export type CaptureEvent = DataEvent | ConnectionEvent | CloseEvent | ForkEvent | ExitEvent | LostEvent
+export type CaptureEvent = DataEvent | OpenEvent | CloseEvent | ForkEvent | ExitEvent | LostEvent

@@ -82,6 +82,19 @@ export interface Options {
   readonly traceAllInPidNamespace?: boolean
   /** How often `traceAllInPidNamespace` rescans /proc. Default 2000 ms (one small file read per process). */
   readonly rescanIntervalMs?: number
+  /**
+   * What traced processes write to fds 1 and 2 (their log lines): `syscalls` (default), whatever
+   * these are, through the write syscalls' tracepoints — which put every syscall on the host on the
+   * kernel's slow path; `sockets`, only when they are sockets, through the socket hooks (a command
+   * started with `stdio: "pipe"`: Node's pipes are socketpairs), at no cost to anything else; `off`
+   * (a node agent reads the kubelet's log files).
+   */
+  readonly stdio?: "syscalls" | "sockets" | "off"
+  /**
+   * Trace processes by pid (`pids`, `addPid`, and their children). Default true; a node agent, which
+   * traces cgroups only, turns it off and spares every socket operation on the host a lookup.
+   */
+  readonly pidTargets?: boolean
 }
 
 /** @since 0.1.0 */
@@ -115,12 +128,20 @@ export interface EbpfCapture {
    * keep longer. Single consumer; ends when the capture's scope closes.
    */
   readonly batches: Stream.Stream<Iterable<CaptureEvent>>
-  /** Traces another process (and its future children). */
-  readonly addPid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
+  /**
+   * Traces another process (and its future children), as `target` (default 1, the target of the
+   * pids and cgroups given at start): the number its events carry.
+   */
+  readonly addPid: (pid: number, target?: number) => Effect.Effect<void, EbpfCaptureError>
   /** Stops tracing a process (its already-traced children stay traced). */
   readonly removePid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
-  /** Traces every process in a cgroup v2 directory (needs `cgroups` or `enableCgroups` at start). */
-  readonly addCgroup: (path: string) => Effect.Effect<void, EbpfCaptureError>
+  /**
+   * Traces every process in a cgroup v2 directory (not its subdirectories: add them too) as
+   * `target` (default 1); needs `cgroups` or `enableCgroups` at start. Returns the cgroup's id.
+   */
+  readonly addCgroup: (path: string, target?: number) => Effect.Effect<number, EbpfCaptureError>
+  /** Stops tracing a cgroup, by the id `addCgroup` returned (its directory may be gone already). */
+  readonly removeCgroup: (id: number) => Effect.Effect<void, EbpfCaptureError>
   /** Readable to the end, after the scope closed too (the final figures). */
   readonly counters: Effect.Effect<Counters>
   /**
@@ -180,6 +201,8 @@ const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
   if (options.wakeupBytes !== undefined) native.wakeupBytes = options.wakeupBytes
   if (options.objectPath !== undefined) native.objectPath = options.objectPath
   if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
+  if (options.stdio !== undefined) native.stdio = options.stdio
+  if (options.pidTargets !== undefined) native.pidTargets = options.pidTargets
   if (options.pidNamespace === "own" || options.traceAllInPidNamespace === true)
     native.pidNamespace = ownNamespaceFile
   if (options.traceAllInPidNamespace === true) native.adoptNamespaceEntrants = true
@@ -306,12 +329,13 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
       })
     )
 
-    const call = (f: () => void) => Effect.try({ try: f, catch: toCaptureError })
+    const call = <A>(f: () => A) => Effect.try({ try: f, catch: toCaptureError })
     return {
       batches,
-      addPid: (pid) => call(() => native.addPid(pid)),
+      addPid: (pid, target) => call(() => native.addPid(pid, target)),
       removePid: (pid) => call(() => native.removePid(pid)),
-      addCgroup: (path) => call(() => native.addCgroup(path)),
+      addCgroup: (path, target) => call(() => native.addCgroup(path, target)),
+      removeCgroup: (id) => call(() => native.removeCgroup(id)),
       counters,
       drain: Effect.sync(() => {
         try {

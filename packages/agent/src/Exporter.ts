@@ -76,6 +76,17 @@ export interface ExporterService {
   metric(point: Telemetry.MetricPoint): void
   /** Seals the current batch now (it is sent when a destination is connected). */
   readonly flush: Effect.Effect<void>
+  /**
+   * Seals the current batch and returns the seq of the last batch sealed: everything handed to the
+   * exporter so far is in batches up to it (with `acknowledged`, a checkpoint).
+   */
+  readonly checkpoint: Effect.Effect<number>
+  /**
+   * The highest seq up to which every batch is done with on every destination (acknowledged by
+   * obs, or counted as dropped): what was handed over before a `checkpoint` returning at most this
+   * is safe, or counted.
+   */
+  readonly acknowledged: Effect.Effect<number>
   readonly stats: Effect.Effect<ExporterStats>
 }
 
@@ -87,7 +98,8 @@ export class Exporter extends Context.Tag("@iii/agent/Exporter")<Exporter, Expor
  */
 class Batcher {
   private readonly encoder = new WireProtocol.BatchEncoder()
-  private seq = 0
+  /** The seq of the last batch sealed. */
+  seq = 0
   readonly sealed = { batches: 0, spans: 0, metrics: 0, logs: 0 }
   /** The exporter stopped: whatever still comes is sealed at once (and counted unsent). */
   stopped = false
@@ -249,6 +261,16 @@ export const make = (options: ExporterOptions): Effect.Effect<ExporterService, n
       log: (record) => batcher.log(record),
       metric: (point) => batcher.metric(point),
       flush: Effect.sync(() => batcher.seal()),
+      checkpoint: Effect.sync(() => {
+        batcher.seal()
+        return batcher.seq
+      }),
+      acknowledged: Effect.sync(() =>
+        destinations.reduce(
+          (lowest, destination) => Math.min(lowest, destination.doneThrough(batcher.seq)),
+          batcher.seq
+        )
+      ),
       stats
     } satisfies ExporterService
   })

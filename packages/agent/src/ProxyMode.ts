@@ -18,12 +18,12 @@ import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import { TraceContext } from "@iii/core"
 import { Effect, type Scope } from "effect"
-import type { Outcome, Role } from "./ConnectionTracker.js"
 import { ProxyError } from "./Errors.js"
-import type { MessageHead } from "./HttpParser.js"
 import { nowUnixNano } from "./internal/Clock.js"
-import type { Recorder } from "./Recorder.js"
-import { clientContext, type SpanContext, serverContext } from "./Spans.js"
+import type { Outcome, Role } from "./internal/ConnectionTracker.js"
+import type { MessageHead } from "./internal/HttpParser.js"
+import type { Recorder } from "./internal/Recorder.js"
+import { clientContext, type SpanContext, serverContext } from "./internal/Spans.js"
 
 export interface HostPort {
   readonly host: string

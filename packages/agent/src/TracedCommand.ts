@@ -3,7 +3,9 @@
  *
  * - The command starts held: a shell stops itself, the agent traces its pid, resumes it, and the shell
  *   execs the command. Nothing the command does (nor any child it forks) escapes tracing.
- * - eBPF mode: stdout/stderr are inherited; the kernel capture sees the writes (logs).
+ * - Output (`Agent.commandOutput`): inherited (the kernel sees the writes), or piped (Node's pipes
+ *   are socketpairs, which the kernel capture sees through its socket hooks) and echoed, or in proxy
+ *   mode piped into the agent, which turns the lines into logs.
  * - proxy mode: the command gets `HTTP_PROXY`/`http_proxy` pointing at the agent's forward proxy and
  *   `NODE_USE_ENV_PROXY=1` (Node.js ≥ 24 honours the variables then), so its outbound calls become
  *   client spans; its stdout/stderr go through the agent (copied to the agent's own) and become logs.
@@ -22,7 +24,7 @@ export interface Options {
   readonly env?: NodeJS.ProcessEnv
   /** Take over SIGINT/SIGTERM/… while the command runs and pass them to it. Default false. */
   readonly forwardSignals?: boolean
-  /** Copy a proxy-mode command's output to the agent's stdout/stderr. Default true. */
+  /** Copy a piped command's output to the agent's stdout/stderr. Default true. */
   readonly echoOutput?: boolean
   /** Working directory (default: the agent's). */
   readonly cwd?: string
@@ -73,7 +75,8 @@ export const start = (
         ? {}
         : { HTTP_PROXY: proxyUrl, http_proxy: proxyUrl, NODE_USE_ENV_PROXY: "1" })
     }
-    const pipeOutput = agent.mode === "proxy"
+    const pipeOutput = agent.commandOutput !== "inherit"
+    const parse = agent.commandOutput === "parse"
     const output = options.output
     const stdin = output === undefined ? "inherit" : "ignore"
     const child = yield* Effect.acquireRelease(
@@ -124,11 +127,11 @@ export const start = (
       }
       child.stdout?.on("data", (chunk: Buffer) => {
         copy(process.stdout, chunk)
-        agent.output("stdout", chunk)
+        if (parse) agent.output("stdout", chunk)
       })
       child.stderr?.on("data", (chunk: Buffer) => {
         copy(process.stderr, chunk)
-        agent.output("stderr", chunk)
+        if (parse) agent.output("stderr", chunk)
       })
     }
     if (options.forwardSignals === true) {

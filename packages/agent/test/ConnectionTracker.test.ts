@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { ConnectionTracker, type DropReason, type HttpExchange } from "../src/ConnectionTracker.js"
+import { ConnectionTracker, type DropReason, type HttpExchange } from "../src/internal/ConnectionTracker.js"
 
 const bytes = (text: string) => Buffer.from(text, "latin1")
 const request = (path: string) => bytes(`GET ${path} HTTP/1.1\r\nHost: app\r\n\r\n`)

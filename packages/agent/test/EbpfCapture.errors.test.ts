@@ -57,7 +57,7 @@ describe("EbpfCapture failures", () => {
       )
       expect(error._tag).toBe("VerifierRejected")
       if (error._tag !== "VerifierRejected") return
-      expect(error.program).toBe("iii_enter_getppid")
+      expect(error.program).toBe("iii_exit_getppid")
       expect(error.message).toMatch(/rejected by the verifier/)
       // The kernel's own words about the bad access.
       expect(error.log).toMatch(/invalid access to map value/)
@@ -96,7 +96,10 @@ describe("EbpfCapture failures", () => {
       }
       const refused = attempt({ mountTracefs: false })
       console.log(JSON.stringify({ refused, mounted: attempt({}) }))`
-    // A private mount namespace: tracefs disappears for this child only.
+    // A private mount namespace: tracefs disappears for this child only. Where debugfs is mounted,
+    // tracefs is also reachable under it (/sys/kernel/debug/tracing, mounted again on access after a
+    // plain umount): debugfs goes too, with everything below it. It is mounted first so that this
+    // case is exercised on every machine, debugfs mounted on the host or not.
     const run = spawnSync(
       "unshare",
       [
@@ -105,7 +108,8 @@ describe("EbpfCapture failures", () => {
         "private",
         "sh",
         "-c",
-        'umount /sys/kernel/tracing; umount /sys/kernel/debug/tracing; exec "$0" -e "$1"'
+        "mount -t debugfs none /sys/kernel/debug 2>/dev/null; umount /sys/kernel/tracing 2>/dev/null; " +
+          'umount -R -l /sys/kernel/debug 2>/dev/null; exec "$0" -e "$1"'
       ].concat([process.execPath, script]),
       { encoding: "utf8" }
     )

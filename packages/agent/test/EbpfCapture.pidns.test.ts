@@ -193,8 +193,8 @@ describe("EbpfCapture in a pid namespace (real eBPF)", () => {
       const forked = await get(insidePort, "/fork")
       const childPid = Number(/^child (\d+)\n$/.exec(forked)?.[1])
 
-      const accept = await until("the inside accept", (all) =>
-        all.find((e) => e.kind === "accept" && e.localPort === insidePort)
+      const accept = await until("the inside socket's open", (all) =>
+        all.find((e) => e.kind === "open" && e.localPort === insidePort)
       )
       expect(accept).toMatchObject({ pid: insidePid, tid: insidePid })
       const request = await until("the inside request bytes", (all) =>
@@ -245,8 +245,8 @@ describe("EbpfCapture in a pid namespace (real eBPF)", () => {
       const latePid = Number(latePidText)
       expect(hostPidOf(late.child.pid ?? 0, latePid)).not.toBe(latePid)
       expect(await get(latePort, "/late")).toBe("hello /late")
-      const lateAccept = await until("the late server's accept", (all) =>
-        all.find((e) => e.kind === "accept" && e.localPort === latePort)
+      const lateAccept = await until("the late server's socket open", (all) =>
+        all.find((e) => e.kind === "open" && e.localPort === latePort)
       )
       expect(lateAccept).toMatchObject({ pid: latePid, tid: latePid })
       expect(events().find((e) => e.kind === "fork" && e.childPid === latePid)).toMatchObject({

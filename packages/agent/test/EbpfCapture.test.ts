@@ -12,7 +12,7 @@ import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import { Effect, Fiber, type Scope, Stream } from "effect"
 import { describe, expect, it } from "vitest"
-import type { CaptureEvent, ConnectionEvent, DataEvent } from "../src/CaptureEvent.js"
+import type { CaptureEvent, DataEvent, OpenEvent } from "../src/CaptureEvent.js"
 import * as EbpfCapture from "../src/EbpfCapture.js"
 import * as NativeAddon from "../src/internal/NativeAddon.js"
 
@@ -140,11 +140,11 @@ const portOf = (server: http.Server | net.Server): number => {
 }
 
 const isData = (event: CaptureEvent): event is DataEvent => event.kind === "data"
-const isAccept = (event: CaptureEvent): event is ConnectionEvent => event.kind === "accept"
+const isOpen = (event: CaptureEvent): event is OpenEvent => event.kind === "open"
 
 describe("EbpfCapture (real eBPF)", () => {
   it.skipIf(!canRun)(
-    "traces a Node HTTP server: accept, request and response bytes, close, stdout, outbound connect, fork",
+    "traces a Node HTTP server: the socket's open (addresses), request and response bytes, close, stdout, the outbound socket, fork",
     () =>
       Effect.gen(function* () {
         const upstream = yield* upstreamServer
@@ -160,18 +160,18 @@ describe("EbpfCapture (real eBPF)", () => {
         const response = yield* request(`http://127.0.0.1:${port}/hello?x=1`)
         expect(response).toMatchObject({ status: 200, body: "hello from the traced server" })
 
-        const accept = yield* until("the accept", (events) =>
-          events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+        const accept = yield* until("the accepted socket's open", (events) =>
+          events.find((e) => isOpen(e) && e.pid === server.pid && e.peerPort === response.localPort)
         )
         expect(accept).toMatchObject({
-          kind: "accept",
+          kind: "open",
           family: 4,
           localAddress: "127.0.0.1",
           localPort: port,
           peerAddress: "127.0.0.1",
           peerPort: response.localPort
         })
-        if (accept.kind !== "accept") return
+        if (accept.kind !== "open") return
         const onConnection = (e: CaptureEvent): e is DataEvent =>
           isData(e) && e.pid === server.pid && e.fd === accept.fd
         const requestBytes = yield* until("the request bytes", (events) =>
@@ -205,11 +205,11 @@ describe("EbpfCapture (real eBPF)", () => {
         // The server's own outbound call is a connect to the upstream's port.
         const outbound = yield* request(`http://127.0.0.1:${port}/outbound`)
         expect(outbound.body).toBe("outbound done")
-        const connect = yield* until("the outbound connect", (events) =>
-          events.find((e) => e.kind === "connect" && e.pid === server.pid && e.peerPort === portOf(upstream))
+        const connect = yield* until("the outbound socket's open", (events) =>
+          events.find((e) => e.kind === "open" && e.pid === server.pid && e.peerPort === portOf(upstream))
         )
         expect(connect).toMatchObject({ family: 4, localAddress: "127.0.0.1", peerAddress: "127.0.0.1" })
-        if (connect.kind !== "connect") return
+        if (connect.kind !== "open") return
         expect(connect.localPort).toBeGreaterThan(0)
         const upstreamRequest = yield* until("the outbound request bytes", (events) =>
           events.find(
@@ -250,8 +250,8 @@ describe("EbpfCapture (real eBPF)", () => {
       const { until } = yield* collect(capture)
       const response = yield* request(`http://[::1]:${port}/v6`)
       expect(response.status).toBe(200)
-      const accept = yield* until("the IPv6 accept", (events) =>
-        events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+      const accept = yield* until("the IPv6 socket's open", (events) =>
+        events.find((e) => isOpen(e) && e.pid === server.pid && e.peerPort === response.localPort)
       )
       expect(accept).toMatchObject({ family: 6, localAddress: "::1", localPort: port, peerAddress: "::1" })
     }).pipe(Effect.scoped, Effect.runPromise)
@@ -314,8 +314,8 @@ describe("EbpfCapture (real eBPF)", () => {
         })
         // The MSG_PEEK read of reply-3 is not reported: its bytes would otherwise count twice.
         expect(events.filter((e) => isData(e) && e.syscall === "recvfrom")).toHaveLength(1)
-        const connect = yield* until("the connect", (all) =>
-          all.find((e) => e.kind === "connect" && e.pid === script.pid)
+        const connect = yield* until("the socket's open", (all) =>
+          all.find((e) => e.kind === "open" && e.pid === script.pid && e.peerPort === portOf(echo))
         )
         expect(connect).toMatchObject({ peerPort: portOf(echo), peerAddress: "127.0.0.1", fd: writev.fd })
         yield* until("the close", (all) =>
@@ -324,7 +324,7 @@ describe("EbpfCapture (real eBPF)", () => {
         // Nothing of the UDP socket (used last, just before exit): no connect, no bytes.
         yield* until("the script's exit", (all) => all.find((e) => e.kind === "exit" && e.pid === script.pid))
         const udp = events.filter(
-          (e) => (e.kind === "connect" && e.peerPort === 9) || (isData(e) && text(e.payload).includes("UDP"))
+          (e) => (e.kind === "open" && e.peerPort === 9) || (isData(e) && text(e.payload).includes("UDP"))
         )
         expect(udp).toEqual([])
         // Nothing from untraced processes: every event is the script's or a descendant's (python3 may
@@ -467,10 +467,10 @@ describe("EbpfCapture (real eBPF)", () => {
         const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs"), "127.0.0.1"])
         const port = Number((yield* server.line(/^listening (\d+)$/))[1])
         const acceptOf = (localPort: number) => (all: ReadonlyArray<CaptureEvent>) =>
-          all.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === localPort)
+          all.find((e) => isOpen(e) && e.pid === server.pid && e.peerPort === localPort)
         yield* capture.addPid(server.pid)
         const traced = yield* request(`http://127.0.0.1:${port}/late`)
-        yield* until("the accept", acceptOf(traced.localPort))
+        yield* until("the accepted socket's open", acceptOf(traced.localPort))
 
         yield* capture.removePid(server.pid)
         // Removing a pid that is not traced (e.g. the exit probe already forgot it) is not an error.
@@ -513,8 +513,8 @@ describe("EbpfCapture (real eBPF)", () => {
       const capture = yield* EbpfCapture.start({ cgroups: [group] })
       const { until } = yield* collect(capture)
       const response = yield* request(`http://127.0.0.1:${port}/by-cgroup`)
-      const accept = yield* until("the accept", (events) =>
-        events.find((e) => isAccept(e) && e.pid === server.pid && e.peerPort === response.localPort)
+      const accept = yield* until("the accepted socket's open", (events) =>
+        events.find((e) => isOpen(e) && e.pid === server.pid && e.peerPort === response.localPort)
       )
       expect(accept).toMatchObject({ localPort: port })
       yield* until("the stdout line", (events) =>

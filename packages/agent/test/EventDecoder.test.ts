@@ -7,12 +7,12 @@ import type { CaptureEvent } from "../src/CaptureEvent.js"
 import { eventsOf } from "../src/internal/EventDecoder.js"
 import {
   BatchHeader,
-  ConnEvent,
   DataEvent,
   EventHeader,
   ForkEvent,
   Kind,
-  LostEvent
+  LostEvent,
+  OpenEvent
 } from "../src/internal/EventLayout.js"
 
 interface Header {
@@ -24,6 +24,7 @@ interface Header {
   syscall?: number
   direction?: number
   family?: number
+  target?: number
 }
 
 const header = (size: number, h: Header): Buffer => {
@@ -36,6 +37,7 @@ const header = (size: number, h: Header): Buffer => {
   record.writeUInt8(h.syscall ?? 0, EventHeader.fields.syscall)
   record.writeUInt8(h.direction ?? 0, EventHeader.fields.direction)
   record.writeUInt8(h.family ?? 0, EventHeader.fields.family)
+  record.writeUInt32LE(h.target ?? 0, EventHeader.fields.target)
   return record
 }
 
@@ -49,12 +51,12 @@ const dataRecord = (h: Header, totalLength: number, payload: string): Buffer => 
   return record
 }
 
-const connRecord = (h: Header, local: [Array<number>, number], peer: [Array<number>, number]): Buffer => {
-  const record = header(ConnEvent.size, h)
-  record.writeUInt16LE(local[1], ConnEvent.fields.local_port)
-  record.writeUInt16LE(peer[1], ConnEvent.fields.peer_port)
-  Buffer.from(local[0]).copy(record, ConnEvent.fields.local_addr)
-  Buffer.from(peer[0]).copy(record, ConnEvent.fields.peer_addr)
+const openRecord = (h: Header, local: [Array<number>, number], peer: [Array<number>, number]): Buffer => {
+  const record = header(OpenEvent.size, h)
+  record.writeUInt16LE(local[1], OpenEvent.fields.local_port)
+  record.writeUInt16LE(peer[1], OpenEvent.fields.peer_port)
+  Buffer.from(local[0]).copy(record, OpenEvent.fields.local_addr)
+  Buffer.from(peer[0]).copy(record, OpenEvent.fields.peer_addr)
   return record
 }
 
@@ -89,7 +91,7 @@ const ipv6 = (text: string): Array<number> => {
   })
 }
 
-const base = { timestampNs: 1_000n, pid: 42, tid: 43, fd: 7 }
+const base = { timestampNs: 1_000n, pid: 42, tid: 43, fd: 7, target: 5 }
 
 /** A whole batch decoded at once, with how many records were skipped as malformed. */
 const decodeBatch = (batch: Uint8Array): { events: Array<CaptureEvent>; malformed: number } => {
@@ -114,6 +116,7 @@ describe("eventsOf", () => {
     expect(events[0]).toMatchObject({
       kind: "data",
       timestampNs: 1_700_000_000_000_001_000n,
+      target: 5,
       pid: 42,
       tid: 43,
       fd: 7,
@@ -142,22 +145,22 @@ describe("eventsOf", () => {
     for (const address of cases) {
       const { events } = decodeBatch(
         batch(0n, [
-          connRecord({ ...base, kind: Kind.accept, family: 6 }, [ipv6(address), 8080], [ipv6("::1"), 5])
+          openRecord({ ...base, kind: Kind.open, family: 6 }, [ipv6(address), 8080], [ipv6("::1"), 5])
         ])
       )
       // The URL parser serializes IPv6 hosts canonically: the oracle.
       const canonical = new URL(`http://[${address}]/`).hostname.slice(1, -1)
-      expect(events[0]).toMatchObject({ kind: "accept", family: 6, localAddress: canonical, localPort: 8080 })
+      expect(events[0]).toMatchObject({ kind: "open", family: 6, localAddress: canonical, localPort: 8080 })
     }
     const { events } = decodeBatch(
       batch(0n, [
-        connRecord(
-          { ...base, kind: Kind.connect, family: 4 },
+        openRecord(
+          { ...base, kind: Kind.open, family: 4 },
           [[10, 0, 0, 1], 40000],
           [[93, 184, 216, 34], 443]
         ),
-        connRecord(
-          { ...base, kind: Kind.accept, family: 6 },
+        openRecord(
+          { ...base, kind: Kind.open, family: 6 },
           [[...Array(10).fill(0), 0xff, 0xff, 127, 0, 0, 1], 3000],
           [[...Array(10).fill(0), 0xff, 0xff, 192, 168, 1, 20], 51234]
         )
@@ -165,8 +168,9 @@ describe("eventsOf", () => {
     )
     expect(events).toEqual([
       {
-        kind: "connect",
+        kind: "open",
         timestampNs: 1_000n,
+        target: 5,
         pid: 42,
         tid: 43,
         fd: 7,
@@ -177,8 +181,9 @@ describe("eventsOf", () => {
         peerPort: 443
       },
       {
-        kind: "accept",
+        kind: "open",
         timestampNs: 1_000n,
+        target: 5,
         pid: 42,
         tid: 43,
         fd: 7,
@@ -196,15 +201,15 @@ describe("eventsOf", () => {
     fork.writeUInt32LE(99, ForkEvent.fields.child_pid)
     const { events } = decodeBatch(
       batch(5n, [
-        header(24, { ...base, kind: Kind.close }),
+        header(EventHeader.size, { ...base, kind: Kind.close }),
         fork,
-        header(24, { ...base, fd: -1, kind: Kind.exit })
+        header(EventHeader.size, { ...base, fd: -1, kind: Kind.exit })
       ])
     )
     expect(events).toEqual([
-      { kind: "close", timestampNs: 1_005n, pid: 42, tid: 43, fd: 7 },
-      { kind: "fork", timestampNs: 1_005n, parentPid: 42, childPid: 99 },
-      { kind: "exit", timestampNs: 1_005n, pid: 42 }
+      { kind: "close", timestampNs: 1_005n, target: 5, pid: 42, tid: 43, fd: 7 },
+      { kind: "fork", timestampNs: 1_005n, target: 5, parentPid: 42, childPid: 99 },
+      { kind: "exit", timestampNs: 1_005n, target: 5, pid: 42 }
     ])
   })
 
@@ -223,6 +228,7 @@ describe("eventsOf", () => {
       {
         kind: "lost",
         timestampNs: base.timestampNs,
+        target: base.target,
         pid: base.pid,
         tid: base.tid,
         fd: base.fd,
@@ -234,6 +240,7 @@ describe("eventsOf", () => {
       {
         kind: "lost",
         timestampNs: base.timestampNs,
+        target: base.target,
         pid: base.pid,
         tid: base.tid,
         fd: base.fd,
@@ -247,13 +254,13 @@ describe("eventsOf", () => {
   })
 
   it("counts malformed records and keeps decoding the well-framed ones", () => {
-    const good = header(24, { ...base, kind: Kind.close })
-    const unknownKind = header(24, { ...base, kind: 77 })
+    const good = header(EventHeader.size, { ...base, kind: Kind.close })
+    const unknownKind = header(EventHeader.size, { ...base, kind: 77 })
     const unknownSyscall = dataRecord({ ...base, kind: Kind.data, syscall: 200, direction: 1 }, 3, "abc")
     const lyingLength = dataRecord({ ...base, kind: Kind.data, syscall: 1, direction: 1 }, 3, "abc")
     lyingLength.writeUInt32LE(50, DataEvent.fields.payload_len)
-    const badFamily = connRecord(
-      { ...base, kind: Kind.connect, family: 9 },
+    const badFamily = openRecord(
+      { ...base, kind: Kind.open, family: 9 },
       [[1, 2, 3, 4], 1],
       [[1, 2, 3, 4], 2]
     )
@@ -263,7 +270,11 @@ describe("eventsOf", () => {
   })
 
   it("stops at a record cut short and never throws on garbage", () => {
-    const cut = batch(0n, [header(24, { ...base, kind: Kind.close })], Buffer.from([200, 0, 0, 0, 1, 2, 3]))
+    const cut = batch(
+      0n,
+      [header(EventHeader.size, { ...base, kind: Kind.close })],
+      Buffer.from([200, 0, 0, 0, 1, 2, 3])
+    )
     expect(decodeBatch(cut)).toMatchObject({ malformed: 1 })
     expect(decodeBatch(cut).events).toHaveLength(1)
     expect(decodeBatch(new Uint8Array(0))).toEqual({ events: [], malformed: 0 })

@@ -1,7 +1,7 @@
 import type { Telemetry } from "@iii/core"
 import { describe, expect, it } from "vitest"
 import type { CaptureEvent } from "../src/CaptureEvent.js"
-import { EventProcessor } from "../src/EventProcessor.js"
+import { EventProcessor } from "../src/internal/EventProcessor.js"
 import * as F from "./fixtures/http.js"
 
 const pid = 100
@@ -19,8 +19,9 @@ const script = () => {
     events,
     accept: (fd: number, peerPort = 50000) =>
       events.push({
-        kind: "accept",
+        kind: "open",
         timestampNs: next(),
+        target: 1,
         pid,
         tid: pid,
         fd,
@@ -32,8 +33,9 @@ const script = () => {
       }),
     connect: (fd: number, tid = pid) =>
       events.push({
-        kind: "connect",
+        kind: "open",
         timestampNs: next(),
+        target: 1,
         pid,
         tid,
         fd,
@@ -53,6 +55,7 @@ const script = () => {
       events.push({
         kind: "data",
         timestampNs: next(),
+        target: 1,
         pid,
         tid: opts.tid ?? pid,
         fd,
@@ -62,7 +65,7 @@ const script = () => {
         payload
       })
     },
-    close: (fd: number) => events.push({ kind: "close", timestampNs: next(), pid, tid: pid, fd })
+    close: (fd: number) => events.push({ kind: "close", timestampNs: next(), target: 1, pid, tid: pid, fd })
   }
 }
 
@@ -215,7 +218,7 @@ describe("EventProcessor", () => {
     s.close(7)
     const { spans, processor } = run(s.events)
     expect(spans).toHaveLength(0)
-    const points = processor.red.flush(base + 10_000_000_000n)
+    const points = processor.flushMetrics(base + 10_000_000_000n)
     const byName = Object.fromEntries(points.map((p) => [p.name, p]))
     expect(byName["iii.tcp.connections"]).toMatchObject({
       value: 1,
@@ -241,8 +244,8 @@ describe("EventProcessor", () => {
       )
     }
     const { processor } = run(s.events)
-    const points = processor.red
-      .flush(base + 10_000_000_000n)
+    const points = processor
+      .flushMetrics(base + 10_000_000_000n)
       .filter((p) => p.name === "http.server.request.duration")
     expect(
       points.map((p) => [p.attributes?.["http.route"], p.attributes?.["iii.status_class"], p.value, p.kind])
@@ -251,7 +254,7 @@ describe("EventProcessor", () => {
       ["/users/{id}", "5xx", 1, "distribution"]
     ])
     expect(points[0]?.intervalNano).toBe(10_000_000_000)
-    expect(processor.red.flush(base + 20_000_000_000n)).toEqual([])
+    expect(processor.flushMetrics(base + 20_000_000_000n)).toEqual([])
   })
 
   it("picks up connections opened before tracing started from their first request", () => {
@@ -260,5 +263,80 @@ describe("EventProcessor", () => {
     s.data(12, "ingress", F.okResponse("z"))
     const { spans } = run(s.events)
     expect(spans.map((span) => [span.kind, span.name])).toEqual([["client", "GET /late"]])
+  })
+
+  it("labels each target's telemetry with its own identity (a node agent: one per container)", () => {
+    const events: Array<CaptureEvent> = []
+    const identities: Record<number, { service: string; pod: string; container: string; node: string }> = {
+      7: { service: "cart", pod: "cart-1", container: "app", node: "node-a" },
+      9: { service: "auth", pod: "auth-1", container: "api", node: "node-a" }
+    }
+    let t = base
+    for (const [target, pidOf] of [
+      [7, 700],
+      [9, 900]
+    ] as const) {
+      t += 1_000_000n
+      const at = { timestampNs: t, target, pid: pidOf, tid: pidOf, fd: 5 }
+      events.push({
+        ...at,
+        kind: "data",
+        direction: "ingress",
+        syscall: "read",
+        totalLength: 16,
+        payload: Buffer.from("GET /x HTTP/1.1\r\n\r\n")
+      })
+      events.push({
+        ...at,
+        kind: "data",
+        direction: "egress",
+        syscall: "write",
+        totalLength: 38,
+        payload: Buffer.from(F.okResponse("ok"))
+      })
+      events.push({
+        ...at,
+        kind: "data",
+        direction: "egress",
+        syscall: "write",
+        totalLength: 6,
+        fd: 1,
+        payload: Buffer.from("hello\n")
+      })
+    }
+    const spans: Array<Telemetry.Span> = []
+    const logs: Array<Telemetry.LogRecord> = []
+    const processor = new EventProcessor(
+      { identity: { service: "default" }, identityOf: (target) => identities[target] },
+      { span: (span) => spans.push(span), log: (log) => logs.push(log) },
+      base
+    )
+    processor.process(events)
+    const who = (item: {
+      service: string
+      pod?: string | undefined
+      attributes?: Telemetry.Attributes | undefined
+    }) => [
+      item.service,
+      item.pod,
+      item.attributes?.["k8s.container.name"],
+      item.attributes?.["k8s.node.name"]
+    ]
+    expect(spans.map(who)).toEqual([
+      ["cart", "cart-1", "app", "node-a"],
+      ["auth", "auth-1", "api", "node-a"]
+    ])
+    expect(logs.map(who)).toEqual(spans.map(who))
+    const points = processor.flushMetrics(base + 10_000_000_000n)
+    expect(new Set(points.map((point) => who(point).join(" ")))).toEqual(
+      new Set(["cart cart-1 app node-a", "auth auth-1 api node-a"])
+    )
+    // A retired target is flushed one last time, then forgotten: its number may name another container.
+    processor.retire(7)
+    processor.flushMetrics(base + 20_000_000_000n)
+    identities[7] = { service: "cart", pod: "cart-2", container: "app", node: "node-a" }
+    processor.process(events.slice(0, 2).map((e, i) => ({ ...e, fd: 6, timestampNs: t + BigInt(i + 1) })))
+    expect(spans.map(who).at(-1)).toEqual(["cart", "cart-2", "app", "node-a"])
+    expect(processor.stats.logs).toBe(2)
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { HttpParser, type MessageHead, type MessageKind } from "../src/HttpParser.js"
+import { HttpParser, type MessageHead, type MessageKind } from "../src/internal/HttpParser.js"
 import * as F from "./fixtures/http.js"
 
 interface Recorded {

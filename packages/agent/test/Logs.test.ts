@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { atLeast, LineSplitter, maxLineBytes, parseLine } from "../src/Logs.js"
+import { atLeast, LineSplitter, maxLineBytes, parseLine } from "../src/internal/Logs.js"
 
 const bytes = (s: string) => Buffer.from(s)
 

@@ -2,8 +2,8 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import type { Telemetry } from "@iii/core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Recorder } from "../src/internal/Recorder.js"
 import * as ProxyMode from "../src/ProxyMode.js"
-import { Recorder } from "../src/Recorder.js"
 
 /** The upstream app: answers every request with the headers it received (raw, so repeats show). */
 let upstream: http.Server

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { normalise, overflowRoute, pathOf, RouteTable } from "../src/Routes.js"
+import { normalise, overflowRoute, pathOf, RouteTable } from "../src/internal/Routes.js"
 
 describe("Routes", () => {
   it.each([

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
-import type { MessageHead } from "../src/HttpParser.js"
-import { type ExchangeRecord, toSpan } from "../src/Spans.js"
+import type { MessageHead } from "../src/internal/HttpParser.js"
+import { type ExchangeRecord, toSpan } from "../src/internal/Spans.js"
 
 const request: MessageHead = {
   kind: "request",

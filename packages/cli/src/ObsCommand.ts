@@ -4,13 +4,15 @@
  *   iii obs --data /var/lib/iii-obs --port 4320
  *   iii obs --data ./obs --port 4320 --host 127.0.0.1 --token-file /run/secrets/obs-token --retention 3d
  *   iii obs --data ./obs --tls-cert /tls/tls.crt --tls-key /tls/tls.key --tls-port 4321
+ *   iii obs --data ./obs --advertise 10.0.0.1:4320 --peers 10.0.0.1:4320,10.0.0.2:4320,10.0.0.3:4320
+ *   iii obs --data /data --advertise $(POD_NAME).iii-obs.iii-system.svc:4320 --peers-from-service iii-obs
  *
  * Every flag falls back to its III_OBS_* variable (what the StatefulSet in manifests/obs sets). Logs
  * the address it listens on. Without a token (`--token-file` or $III_OBS_TOKEN) it warns that ingest,
  * query and tail are open.
  */
 import { Command, Options } from "@effect/cli"
-import { ObsNode, ObsNodeConfig } from "@iii/obs"
+import { ObsCluster, ObsNode, ObsNodeConfig } from "@iii/obs"
 import { Effect, Layer, Option } from "effect"
 
 const { defaults, variables } = ObsNodeConfig
@@ -59,7 +61,60 @@ const tlsPort = Options.integer("tls-port").pipe(
   )
 )
 
-const flags = { data, port, host, tokenFile, retention, tlsCert, tlsKey, tlsPort }
+const advertise = Options.text("advertise").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster: this node's HOST:PORT as its peers reach it, its identity on the ring (default $${variables.advertise})`
+  )
+)
+const peers = Options.text("peers").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster: the members, HOST:PORT,HOST:PORT,… (this node's own address may be in it; default $${variables.peers})`
+  )
+)
+const peersFromService = Options.text("peers-from-service").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster, in Kubernetes: the members are the ready endpoints of this headless Service, NAME or NAMESPACE/NAME (default $${variables.peersFromService})`
+  )
+)
+const replication = Options.integer("replication").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster: owners per record, capped at the number of members (default $${variables.replication} or ${ObsNodeConfig.clusterDefaults.replication})`
+  )
+)
+const heartbeatTimeout = Options.text("heartbeat-timeout").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster: a peer silent this long is down, e.g. 5s (default $${variables.heartbeatTimeout} or 5s)`
+  )
+)
+
+const repairInterval = Options.text("repair-interval").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster: time between anti-entropy passes, e.g. 30s (default $${variables.repairInterval} or 30s)`
+  )
+)
+
+const flags = {
+  data,
+  port,
+  host,
+  tokenFile,
+  retention,
+  tlsCert,
+  tlsKey,
+  tlsPort,
+  advertise,
+  peers,
+  peersFromService,
+  replication,
+  heartbeatTimeout,
+  repairInterval
+}
 
 export const command = Command.make("obs", flags, (given) =>
   Effect.gen(function* () {
@@ -72,12 +127,20 @@ export const command = Command.make("obs", flags, (given) =>
       retention: Option.getOrUndefined(given.retention),
       tlsCert: Option.getOrUndefined(given.tlsCert),
       tlsKey: Option.getOrUndefined(given.tlsKey),
-      tlsPort: Option.getOrUndefined(given.tlsPort)
+      tlsPort: Option.getOrUndefined(given.tlsPort),
+      advertise: Option.getOrUndefined(given.advertise),
+      peers: Option.getOrUndefined(given.peers),
+      peersFromService: Option.getOrUndefined(given.peersFromService),
+      replication: Option.getOrUndefined(given.replication),
+      heartbeatTimeout: Option.getOrUndefined(given.heartbeatTimeout),
+      repairInterval: Option.getOrUndefined(given.repairInterval)
     })
-    return yield* Layer.launch(ObsNode.layer(config))
+    return yield* Layer.launch(
+      Option.isSome(config.cluster) ? ObsCluster.layer(config) : ObsNode.layer(config)
+    )
   })
 ).pipe(
   Command.withDescription(
-    "Run an obs node: telemetry store, query API and live tail on one port (and over TLS on another)"
+    "Run an obs node: telemetry store, query API and live tail on one port (and over TLS on another); with --peers or --peers-from-service, one node of a replicated cluster"
   )
 )

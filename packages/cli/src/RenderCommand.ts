@@ -14,10 +14,10 @@ const namespace = Options.text("namespace").pipe(
 )
 // Each setting defaults to the controller's own variable (Controller.renderSettingsFromEnv), so with the
 // controller's environment `iii render` prints exactly what that controller applies.
-const agent = Options.choice("agent", ["sidecar", "node"]).pipe(
+const agentMode = Options.choice("agent-mode", ["node", "sidecar"]).pipe(
   Options.optional,
   Options.withDescription(
-    "sidecar: inject the agent into every pod; node: the agent DaemonSet observes them (default $III_AGENT or sidecar)"
+    "node: the agent DaemonSet traces the pods; sidecar: inject the agent into every pod (default $III_AGENT_MODE or node)"
   )
 )
 const scaling = Options.choice("scaling", ["hpa", "controller"]).pipe(
@@ -70,14 +70,14 @@ export const renderYaml = (
 
 export const command = Command.make(
   "render",
-  { file, namespace, agent, scaling, agentImage, obsUrl },
+  { file, namespace, agentMode, scaling, agentImage, obsUrl },
   (args) =>
     Effect.gen(function* () {
       const fs = yield* FileSystem.FileSystem
       const text = yield* fs.readFileString(args.file)
       const fromEnv = yield* Controller.renderSettingsFromEnv
       const settings: Render.RenderSettings = {
-        agent: Option.getOrElse(args.agent, () => fromEnv.agent),
+        agentMode: Option.getOrElse(args.agentMode, () => fromEnv.agentMode),
         scaling: Option.getOrElse(args.scaling, () => fromEnv.scaling),
         agentImage: Option.getOrElse(args.agentImage, () => fromEnv.agentImage),
         obsUrl: Option.getOrElse(args.obsUrl, () => fromEnv.obsUrl)

@@ -88,6 +88,7 @@ spec:
   it.effect("follows the controller's settings: its variables, then the flags", () =>
     Effect.gen(function* () {
       const controllerEnv = {
+        III_AGENT_MODE: "sidecar",
         III_AGENT_IMAGE: "registry.example/iii-agent:1.2.3",
         III_OBS_URL: "ws://obs.example:4320"
       }
@@ -96,8 +97,9 @@ spec:
       expect(sidecar?.env).toContainEqual({ name: "III_OBS_URL", value: "ws://obs.example:4320" })
       const flagged = yield* renderedAuthPod(controllerEnv, "--agent-image", "other.example/agent:9")
       expect(flagged.initContainers?.[0]?.image).toBe("other.example/agent:9")
-      expect((yield* renderedAuthPod({ III_AGENT: "node" })).initContainers).toBeUndefined()
-      expect((yield* renderedAuthPod({})).initContainers?.[0]?.image).toBe(
+      // The default is the node agent: nothing injected; sidecar mode injects the default image.
+      expect((yield* renderedAuthPod({})).initContainers).toBeUndefined()
+      expect((yield* renderedAuthPod({}, "--agent-mode", "sidecar")).initContainers?.[0]?.image).toBe(
         Render.defaultRenderSettings.agentImage
       )
     })

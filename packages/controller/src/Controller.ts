@@ -48,7 +48,7 @@ export const defaultSettings: Settings = {
 }
 
 /**
- * How the controller renders, from `III_SCALING`, `III_AGENT`, `III_AGENT_IMAGE` and `III_OBS_URL` (see
+ * How the controller renders, from `III_SCALING`, `III_AGENT_MODE`, `III_AGENT_IMAGE` and `III_OBS_URL` (see
  * `settingsFromEnv`). `iii render` reads the same variables, so it prints what a controller with them applies.
  */
 export const renderSettingsFromEnv: Config.Config<Render.RenderSettings> = Config.all({
@@ -56,10 +56,10 @@ export const renderSettingsFromEnv: Config.Config<Render.RenderSettings> = Confi
     "hpa",
     "controller"
   )("III_SCALING").pipe(Config.withDefault(Render.defaultRenderSettings.scaling)),
-  agent: Config.literal(
-    "sidecar",
-    "node"
-  )("III_AGENT").pipe(Config.withDefault(Render.defaultRenderSettings.agent)),
+  agentMode: Config.literal(
+    "node",
+    "sidecar"
+  )("III_AGENT_MODE").pipe(Config.withDefault(Render.defaultRenderSettings.agentMode)),
   agentImage: Config.string("III_AGENT_IMAGE").pipe(
     Config.withDefault(Render.defaultRenderSettings.agentImage)
   ),
@@ -70,7 +70,8 @@ export const renderSettingsFromEnv: Config.Config<Render.RenderSettings> = Confi
  * Settings from the environment (what the Deployment in manifests/ sets):
  * - `III_NAMESPACE`: namespace to watch (default: all)
  * - `III_SCALING`: `hpa` (default) or `controller` (the controller's own scaling loop)
- * - `III_AGENT`: `sidecar` (default) or `node` (the agent DaemonSet observes pods; nothing injected)
+ * - `III_AGENT_MODE`: `node` (default: the agent DaemonSet traces the pods; nothing injected) or
+ *   `sidecar` (the agent injected into every pod)
  * - `III_AGENT_IMAGE`: the sidecar image (default `ghcr.io/iii-io/iii-agent:0.1.0`; the Deployment in
  *   manifests/ sets it from kustomize's `images:`, so it follows the iii-agent image installed)
  * - `III_OBS_URL`: obs' base URL agents send telemetry to (default `ws://iii-obs.iii-system.svc:4320`)

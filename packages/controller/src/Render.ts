@@ -4,7 +4,8 @@
  *
  * Per component `<composition>-<component>`:
  * - a Deployment (replicas = `min`, or 1 without bounds; left out under a scalingPolicy, where the
- *   autoscaler owns it), with the iii agent as a native sidecar unless the node agent is in use;
+ *   autoscaler owns it); the pods carry the composition's labels, which is how the node agent (the
+ *   default, `agentMode: "node"`) finds them, and in `sidecar` mode the iii agent as a native sidecar;
  * - a ClusterIP Service; an Ingress when the component declares one;
  * - under a scalingPolicy with `scaling: "hpa"`, an autoscaling/v2 HorizontalPodAutoscaler: cpu as a
  *   Resource metric, latencies/error rate/request rate as External metrics served by obs.
@@ -22,8 +23,12 @@ type Component = SC.Component
 
 /** How rendered workloads are scaled and observed. Chosen per controller (see `Settings`). */
 export interface RenderSettings {
-  /** `sidecar`: inject the agent into every pod; `node`: the agent DaemonSet observes the node, inject nothing. */
-  readonly agent: "sidecar" | "node"
+  /**
+   * `node` (default): the agent DaemonSet (`manifests/node-agent`) traces every labelled pod of its
+   * node, nothing is injected; `sidecar`: inject the agent into every pod (where DaemonSets are not
+   * allowed).
+   */
+  readonly agentMode: "node" | "sidecar"
   /**
    * `hpa`: render HorizontalPodAutoscalers; `controller`: the controller's own scaling loop scales
    * on obs' metrics (cpu policies keep an HPA: CPU does not use the external metrics slot).
@@ -36,7 +41,7 @@ export interface RenderSettings {
 }
 
 export const defaultRenderSettings: RenderSettings = {
-  agent: "sidecar",
+  agentMode: "node",
   scaling: "hpa",
   agentImage: "ghcr.io/iii-io/iii-agent:0.1.0",
   obsUrl: "ws://iii-obs.iii-system.svc:4320"
@@ -197,11 +202,11 @@ const deployment = (c: Composition, component: Component, settings: RenderSettin
       template: {
         metadata: {
           labels: labels(name, component.name),
-          annotations: { "iii.io/observability": agentConfig(c), "iii.io/agent": settings.agent }
+          annotations: { "iii.io/observability": agentConfig(c), "iii.io/agent": settings.agentMode }
         },
         spec: {
           // The sidecar traces the app's processes, which it sees in a shared pid namespace.
-          ...(settings.agent === "sidecar"
+          ...(settings.agentMode === "sidecar"
             ? {
                 shareProcessNamespace: true,
                 initContainers: [agentSidecar(c, component, settings)],

@@ -11,10 +11,10 @@ const settings = (env: Record<string, string>) =>
   )
 
 describe("Controller settings", () => {
-  it("defaults to all namespaces, HPAs, sidecars and leader election in its own namespace", () => {
+  it("defaults to all namespaces, HPAs, the node agent and leader election in its own namespace", () => {
     const s = settings({})
     expect(s.namespace).toBeUndefined()
-    expect(s.render).toMatchObject({ scaling: "hpa", agent: "sidecar" })
+    expect(s.render).toMatchObject({ scaling: "hpa", agentMode: "node" })
     expect(s.leaderElection).toMatchObject({ namespace: "iii-system", name: "iii-controller" })
     expect(s.leaderElection && Duration.toSeconds(s.leaderElection.leaseDuration)).toBe(15)
     expect(Duration.toMillis(s.backoff.initial)).toBe(5)
@@ -24,13 +24,13 @@ describe("Controller settings", () => {
     const s = settings({
       III_NAMESPACE: "",
       III_SCALING: "controller",
-      III_AGENT: "node",
+      III_AGENT_MODE: "sidecar",
       III_LEADER_ELECTION: "false",
       III_OBS_METRICS_URL: "http://obs:4320",
       III_CONCURRENCY: "4"
     })
     expect(s.namespace).toBeUndefined()
-    expect(s.render).toMatchObject({ scaling: "controller", agent: "node" })
+    expect(s.render).toMatchObject({ scaling: "controller", agentMode: "sidecar" })
     expect(s.leaderElection).toBeUndefined()
     expect(s.autoscaler.obsUrl).toBe("http://obs:4320")
     expect(s.concurrency).toBe(4)

@@ -42,7 +42,16 @@ interface Rule {
 
 describe("manifests", () => {
   it("lists only files that exist in the kustomizations", () => {
-    const kustomizations = ["", "crd/", "namespace/", "controller/", "obs/", "images/", "node-agent/"]
+    const kustomizations = [
+      "",
+      "crd/",
+      "namespace/",
+      "controller/",
+      "obs/",
+      "images/",
+      "node-agent/",
+      "sidecar/"
+    ]
     for (const dir of kustomizations) {
       const [kustomization] = docs(`${dir}kustomization.yaml`)
       const entries = [
@@ -110,5 +119,57 @@ describe("manifests", () => {
       const [name, tag] = image.split(":")
       expect(tags.get(name ?? "")).toBe(tag)
     }
+  })
+
+  it("gives the node agent BPF and PERFMON only, read-only host mounts but its state, and RBAC on pods alone", () => {
+    const all = docs("node-agent/daemonset.yaml") as unknown as ReadonlyArray<{
+      kind: string
+      rules?: ReadonlyArray<Rule>
+      spec: {
+        template: {
+          spec: {
+            hostPID?: boolean
+            hostNetwork?: boolean
+            containers: ReadonlyArray<{
+              securityContext: {
+                privileged?: boolean
+                capabilities: { drop: Array<string>; add: Array<string> }
+              }
+              volumeMounts: ReadonlyArray<{ name: string; readOnly?: boolean }>
+              env: ReadonlyArray<{ name: string }>
+            }>
+          }
+        }
+      }
+    }>
+    expect(all.filter((d) => d.kind === "ClusterRole").flatMap((d) => d.rules ?? [])).toEqual([
+      { apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }
+    ])
+    const daemonSet = all.find((d) => d.kind === "DaemonSet")
+    const pod = daemonSet?.spec.template.spec
+    expect([pod?.hostPID, pod?.hostNetwork]).toEqual([false, false])
+    const agent = pod?.containers[0]
+    expect(agent?.securityContext.privileged).toBe(false)
+    expect(agent?.securityContext.capabilities).toEqual({ drop: ["ALL"], add: ["BPF", "PERFMON"] })
+    expect(agent?.volumeMounts.filter((m) => m.readOnly !== true).map((m) => m.name)).toEqual(["state"])
+    expect(agent?.env.map((e) => e.name)).toEqual(
+      expect.arrayContaining(["NODE_NAME", "III_OBS_URL", "III_CGROUP_ROOT", "III_POD_LOGS", "III_STATE_DIR"])
+    )
+  })
+
+  it("switches the controller to sidecars in the sidecar overlay (the patch names III_AGENT_MODE)", () => {
+    const [deployment] = docs("controller/deployment.yaml") as unknown as ReadonlyArray<{
+      spec: {
+        template: {
+          spec: { containers: ReadonlyArray<{ env: ReadonlyArray<{ name: string; value?: string }> }> }
+        }
+      }
+    }>
+    const env = deployment?.spec.template.spec.containers[0]?.env
+    expect(env?.[1]).toEqual({ name: "III_AGENT_MODE", value: "node" })
+    const [overlay] = docs("sidecar/kustomization.yaml") as unknown as ReadonlyArray<{
+      patches: ReadonlyArray<{ patch: string }>
+    }>
+    expect(overlay?.patches[0]?.patch).toContain("/spec/template/spec/containers/0/env/1/value")
   })
 })

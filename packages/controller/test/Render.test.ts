@@ -78,18 +78,33 @@ spec:
     ])
   })
 
-  it("injects nothing with the node agent and renders no HPA with the controller's own scaling loop", () => {
-    const objects = Render.render(seed(), {
-      ...Render.defaultRenderSettings,
-      agent: "node",
-      scaling: "controller"
-    })
+  it("injects nothing with the node agent (the default) and renders no HPA with the controller's own scaling loop", () => {
+    expect(Render.defaultRenderSettings.agentMode).toBe("node")
+    const objects = Render.render(seed(), { ...Render.defaultRenderSettings, scaling: "controller" })
     expect(objects.map((o) => o.kind)).toEqual(["Deployment", "Service", "Deployment", "Service"])
     const spec = objects[0]?.spec as
       | { template?: { spec?: { containers?: unknown; initContainers?: unknown } } }
       | undefined
     expect(spec?.template?.spec?.containers).toBeDefined()
     expect(spec?.template?.spec?.initContainers).toBeUndefined()
+  })
+
+  it("injects the agent as a native sidecar, in a shared pid namespace, in sidecar mode", () => {
+    const objects = Render.render(seed(), { ...Render.defaultRenderSettings, agentMode: "sidecar" })
+    const spec = objects[0]?.spec as {
+      template: {
+        metadata: { labels: Record<string, string> }
+        spec: {
+          shareProcessNamespace?: boolean
+          initContainers?: Array<{ name: string; restartPolicy?: string; args: Array<string> }>
+        }
+      }
+    }
+    expect(spec.template.spec.shareProcessNamespace).toBe(true)
+    expect(spec.template.spec.initContainers?.map((c) => [c.name, c.restartPolicy, c.args])).toEqual([
+      ["iii-agent", "Always", ["agent", "--all-pod-processes"]]
+    ])
+    expect(spec.template.metadata.labels["iii.io/composition"]).toBe("user-service")
   })
 
   it("finds what the schema cannot: cpu scaling without a cpu request, child names over 63 characters", () => {

@@ -27,8 +27,8 @@
  * - `seq` is per agent identity, starts at 1 and strictly increases (gaps allowed). `agent.id` names
  *   one agent *incarnation* (e.g. pod uid + a random boot id): a restarted agent is a new identity,
  *   since its numbering starts again at 1.
- * - obs acks a batch only after committing it durably, and deduplicates by (agent.id, seq): a batch
- *   whose seq is at or below the highest committed seq for that agent is acked again without storing.
+ * - obs acks a batch only after committing it durably, and stores each record once: a re-sent batch
+ *   (same agent.id, seq and content) is acked again without storing anything twice.
  * - The agent keeps every unacked batch (bounded buffer) and, after a reconnect and a new `welcome`,
  *   resends them in seq order with their original seq numbers. Together with deduplication this
  *   gives effectively-once storage across reconnects.

@@ -83,3 +83,13 @@ export class InvalidSetting extends Data.TaggedError("InvalidSetting")<{
     return `${this.setting}: ${this.reason}`
   }
 }
+
+/** The cluster cannot start as configured: a data directory of another ring layout, a bad member list. */
+export class ClusterError extends Data.TaggedError("ClusterError")<{
+  readonly reason: string
+  readonly cause?: unknown
+}> {
+  override get message() {
+    return this.reason
+  }
+}

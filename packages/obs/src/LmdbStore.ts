@@ -10,8 +10,10 @@ import { DataDirError, StoreError, UnindexableSpan } from "./Errors.js"
 import * as DataDir from "./internal/lmdb/DataDir.js"
 import { openLayout } from "./internal/lmdb/LmdbLayout.js"
 import * as Read from "./internal/lmdb/LmdbRead.js"
+import * as Replica from "./internal/lmdb/LmdbReplica.js"
 import { deleteOlderThan } from "./internal/lmdb/LmdbRetention.js"
 import { commitRound, makeWriteState, type WriteState } from "./internal/lmdb/LmdbWrite.js"
+import { decodePlan, encodePlan } from "./internal/lmdb/PlanCodec.js"
 import * as WorkerWriter from "./internal/lmdb/WorkerWriter.js"
 import { type BatchPlan, planBatch, type RoundWriter } from "./internal/lmdb/WritePlan.js"
 import {
@@ -19,6 +21,8 @@ import {
   type BatchWriterService,
   type IngestBatch,
   makeBatchWriter,
+  type ReplicaService,
+  Replica as ReplicaTag,
   SpanReader,
   type SpanReaderService,
   StoreMaintenance,
@@ -42,6 +46,7 @@ export interface LmdbStoreConfig {
 /** The three store services, the writer with the LMDB plan type (`internal/lmdb/WritePlan.ts`). */
 export interface LmdbStores extends Stores {
   readonly writer: BatchWriterService<BatchPlan>
+  readonly replica: ReplicaService
 }
 
 /** Plans a batch into the exact bytes LMDB stores; Left for a span an index key cannot hold. */
@@ -140,18 +145,22 @@ export const make = (
       return lost
     }
     const storeLost = (operation: string) => new StoreError({ operation, cause: new Error(lost) })
-    const writer = makeBatchWriter(plan, (round) =>
-      lost !== undefined
-        ? Effect.fail(storeLost("write"))
-        : writeRound(round).pipe(
-            Effect.mapError(
-              (e) => new StoreError({ operation: "write", cause: withFreeSpace(e.cause, config.path) })
-            ),
-            Effect.flatMap((outcomes) =>
-              lostNow() === undefined ? Effect.succeed(outcomes) : Effect.fail(storeLost("write"))
+    const writer = makeBatchWriter({
+      plan,
+      encode: encodePlan,
+      decode: decodePlan,
+      writeRound: (round) =>
+        lost !== undefined
+          ? Effect.fail(storeLost("write"))
+          : writeRound(round).pipe(
+              Effect.mapError(
+                (e) => new StoreError({ operation: "write", cause: withFreeSpace(e.cause, config.path) })
+              ),
+              Effect.flatMap((outcomes) =>
+                lostNow() === undefined ? Effect.succeed(outcomes) : Effect.fail(storeLost("write"))
+              )
             )
-          )
-    )
+    })
 
     const reader: SpanReaderService = {
       trace: (traceId) => sync("trace")(() => Read.readTrace(layout, traceId)),
@@ -185,18 +194,52 @@ export const make = (
           }
         })
     }
-    return { writer, reader, maintenance }
+    const replica: ReplicaService = {
+      putHint: (target, bytes) =>
+        Effect.tryPromise({
+          try: () => Replica.putHint(layout, target, bytes),
+          catch: (cause) => new StoreError({ operation: "hint", cause })
+        }),
+      hints: (target, limit) => sync("hints")(() => Replica.hints(layout, target, limit)),
+      deleteHints: (target, ids) =>
+        Effect.tryPromise({
+          try: () => Replica.deleteHints(layout, target, ids),
+          catch: (cause) => new StoreError({ operation: "hint handoff", cause })
+        }),
+      hintStats: () => sync("hints")(() => Replica.hintStats(layout)),
+      digests: (peer) => sync("digests")(() => Replica.digests(layout, peer)),
+      setDigests: (peer, cells) =>
+        Effect.tryPromise({
+          try: () => Replica.setDigests(layout, peer, cells),
+          catch: (cause) => new StoreError({ operation: "digests", cause })
+        }),
+      minutes: () => sync("repair")(() => Replica.minutes(layout)),
+      records: (minute, slice) => sync("repair")(() => Replica.records(layout, minute, slice)),
+      exportRecords: (ids) => sync("repair")(() => Replica.exportRecords(layout, ids)),
+      importRecords: (bytes) => sync("repair")(() => Replica.importRecords(bytes)),
+      getSetting: (name) => sync("settings")(() => layout.meta.get(name)),
+      putSetting: (name, value) =>
+        Effect.tryPromise({
+          try: async () => {
+            await layout.meta.put(name, value)
+            await layout.env.flushed
+          },
+          catch: (cause) => new StoreError({ operation: "settings", cause })
+        })
+    }
+    return { writer, reader, maintenance, replica }
   })
 
-/** Provides BatchWriter, SpanReader and StoreMaintenance backed by one LMDB environment. */
+/** Provides BatchWriter, SpanReader, StoreMaintenance and Replica backed by one LMDB environment. */
 export const layer = (
   config: LmdbStoreConfig
-): Layer.Layer<BatchWriter | SpanReader | StoreMaintenance, StoreError | DataDirError> =>
+): Layer.Layer<BatchWriter | SpanReader | StoreMaintenance | ReplicaTag, StoreError | DataDirError> =>
   Layer.scopedContext(
     Effect.map(make(config), (s) =>
       Context.make(BatchWriter, s.writer).pipe(
         Context.add(SpanReader, s.reader),
-        Context.add(StoreMaintenance, s.maintenance)
+        Context.add(StoreMaintenance, s.maintenance),
+        Context.add(ReplicaTag, s.replica)
       )
     )
   )

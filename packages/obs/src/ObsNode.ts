@@ -9,9 +9,11 @@
 import { randomUUID } from "node:crypto"
 import type { Server as HttpServer } from "node:http"
 import type { Server as HttpsServer } from "node:https"
+import type { Socket } from "node:net"
 import type { Telemetry } from "@iii/core"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted, Runtime, Schedule } from "effect"
 import { type DataDirError, ServerError, type StoreError, type TlsError } from "./Errors.js"
+import type { Endpoints } from "./internal/node/Endpoints.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
 import * as NodeTime from "./internal/node/NodeTime.js"
@@ -35,8 +37,38 @@ export interface ObsNodeInfo {
 
 export class ObsNode extends Context.Tag("@iii/obs/ObsNode")<ObsNode, ObsNodeInfo>() {}
 
-const listen = (server: HttpServer | HttpsServer, port: number, host: string, what: string) =>
-  Effect.acquireRelease(
+/** The node's live tail, as an extension sees it. */
+export interface LocalTail {
+  /** Hands spans acknowledged elsewhere to this node's subscribers. */
+  readonly publish: (spans: ReadonlyArray<Telemetry.Span>, committedAt: number) => void
+  /** This node's subscribers. */
+  readonly subscribers: () => number
+}
+
+/**
+ * What a layer under the node adds to it (the cluster): endpoints on its port, and a tail that spans
+ * the cluster. Optional: without one in the context the node serves only itself.
+ */
+export interface ExtensionService extends Endpoints {
+  /** Called once the node runs, with its tail. */
+  readonly attachTail: (tail: LocalTail) => void
+  /** Whether subscribers elsewhere want the spans this node acknowledges. */
+  readonly wantsSpans: () => boolean
+  /** Spans this node has just acknowledged, for subscribers elsewhere. */
+  readonly acknowledged: (spans: ReadonlyArray<Telemetry.Span>, committedAt: number) => void
+}
+
+export class Extension extends Context.Tag("@iii/obs/ObsNode/Extension")<Extension, ExtensionService>() {}
+
+const listen = (server: HttpServer | HttpsServer, port: number, host: string, what: string) => {
+  // Upgraded sockets (WebSockets, peers' included) leave the server's own bookkeeping, and close()
+  // waits for them: each is destroyed at release unless its owner closed it first.
+  const sockets = new Set<Socket>()
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket)
+    socket.once("close", () => sockets.delete(socket))
+  })
+  return Effect.acquireRelease(
     Effect.async<number, ServerError>((resume) => {
       const onError = (cause: Error) =>
         resume(
@@ -55,8 +87,10 @@ const listen = (server: HttpServer | HttpsServer, port: number, host: string, wh
       Effect.async<void>((resume) => {
         server.close(() => resume(Effect.void))
         server.closeAllConnections()
+        for (const socket of sockets) socket.destroy()
       })
   )
+}
 
 /** The TLS listener's credentials, loaded before anything else: a bad file stops the node with the file named. */
 const loadTls = (cfg: ObsNodeConfig) =>
@@ -78,6 +112,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     const writerStore = yield* BatchWriter
     const reader = yield* SpanReader
     const maintenance = yield* StoreMaintenance
+    const extension = Option.getOrUndefined(yield* Effect.serviceOption(Extension))
     const counters = new NodeCounters()
     const time = yield* NodeTime.make({
       retention: cfg.retention,
@@ -109,13 +144,18 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       maxQueuedSpans: cfg.tailQueueSpans,
       maxStalledMs: Duration.toMillis(cfg.tailStallTimeout)
     })
+    extension?.attachTail({
+      publish: (spans, committedAt) => tail.publish(spans, committedAt),
+      subscribers: () => tail.size
+    })
+    const wantsSpans = () => tail.size > 0 || (extension?.wantsSpans() ?? false)
     const writer = new GroupCommit<Queued>({
       // Planned on arrival, so the decoded spans die young; they are kept for the tail only while
       // it has subscribers (one subscribing meanwhile misses at most the batches already queued).
       prepare: (batch) =>
         Either.map(writerStore.plan(batch), (plan) => ({
           plan,
-          tailed: tail.size > 0 ? batch.spans : undefined
+          tailed: wantsSpans() ? batch.spans : undefined
         })),
       // A failed round may mean the store is lost: check at once rather than at the next tick.
       write: (round) =>
@@ -129,7 +169,9 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
           counters.spansStored += plan.spanCount
           counters.logsStored += plan.logCount
           counters.metricsStored += plan.metricCount
-          if (tailed !== undefined && tailed.length > 0 && tail.size > 0) tail.publish(tailed, committedAt)
+          if (tailed === undefined || tailed.length === 0) continue
+          if (tail.size > 0) tail.publish(tailed, committedAt)
+          extension?.acknowledged(tailed, committedAt)
         }
       },
       maxQueuedSpans: cfg.maxQueuedSpans,
@@ -171,7 +213,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       nowMs: time.nowMs,
       logError: (message) => {
         runFork(Effect.logError(message))
-      }
+      },
+      endpoints: extension
     })
     const port = yield* listen(servers.http, cfg.port, cfg.host, "")
     const tlsListener = yield* Effect.transposeMapOption(tls, ({ port, credentials }) =>

@@ -21,6 +21,47 @@ export interface TlsConfig {
   readonly port: number
 }
 
+/** Where a cluster node finds its members. */
+export type PeerSource =
+  /** A fixed list of HOST:PORT (this node's own address may be in it); nodes may join by saying so. */
+  | { readonly _tag: "Static"; readonly peers: ReadonlyArray<string> }
+  /** The ready endpoints of a Kubernetes Service (`NAME` or `NAMESPACE/NAME`), watched. */
+  | { readonly _tag: "Service"; readonly service: string }
+
+export interface ClusterConfig {
+  /** This node's address as its peers reach it, HOST:PORT (its identity on the ring). */
+  readonly advertise: string
+  readonly peers: PeerSource
+  /** Owners per record, capped at the number of members. Default 3. */
+  readonly replication: number
+  /** Time between heartbeats. Default 1 s. */
+  readonly heartbeatInterval: Duration.Duration
+  /** A peer that answers nothing for this long is down. Default 5 s. */
+  readonly heartbeatTimeout: Duration.Duration
+  /** Time between anti-entropy passes. Default 30 s. */
+  readonly repairInterval: Duration.Duration
+  /**
+   * With `Service`: how long a member missing from the endpoints stays a member (down) before it is
+   * removed and its data moves; a restarting pod is back well within it. Default 10 minutes.
+   */
+  readonly removalGrace: Duration.Duration
+}
+
+export const clusterDefaults = {
+  replication: 3,
+  heartbeatInterval: Duration.seconds(1),
+  heartbeatTimeout: Duration.seconds(5),
+  repairInterval: Duration.seconds(30),
+  removalGrace: Duration.minutes(10)
+} as const
+
+/** A cluster config with every default filled in. */
+export const makeClusterConfig = (
+  advertise: string,
+  peers: PeerSource,
+  overrides: Partial<Omit<ClusterConfig, "advertise" | "peers">> = {}
+): ClusterConfig => ({ advertise, peers, ...clusterDefaults, ...overrides })
+
 export interface ObsNodeConfig {
   /** Directory of the LMDB environment (created when missing). */
   readonly dataDir: string
@@ -86,6 +127,8 @@ export interface ObsNodeConfig {
   readonly tls: Option.Option<TlsConfig>
   /** The dashboard's built files. Default: the package's own (`dist/dashboard`, made by `npm run build`). */
   readonly dashboardDir?: string | undefined
+  /** Run as a node of a cluster (`ObsCluster`); `ObsNode.layer` ignores it. Default: none. */
+  readonly cluster: Option.Option<ClusterConfig>
 }
 
 export const defaults = {
@@ -132,6 +175,7 @@ export const makeConfig = (
   pingInterval: defaults.pingInterval,
   nodeId: hostname(),
   tls: Option.none(),
+  cluster: Option.none(),
   ...overrides
 })
 
@@ -164,6 +208,15 @@ export interface Flags {
   readonly tlsCert?: string | undefined
   readonly tlsKey?: string | undefined
   readonly tlsPort?: number | undefined
+  readonly advertise?: string | undefined
+  /** HOST:PORT,HOST:PORT,… */
+  readonly peers?: string | undefined
+  readonly peersFromService?: string | undefined
+  readonly replication?: number | undefined
+  /** A duration: `5s`, `1500ms`. */
+  readonly heartbeatTimeout?: string | undefined
+  /** A duration: `30s`. */
+  readonly repairInterval?: string | undefined
 }
 
 /** The variable behind each setting (the token has two: the token itself, then a file holding it). */
@@ -177,6 +230,12 @@ export const variables = {
   tlsCert: "III_OBS_TLS_CERT",
   tlsKey: "III_OBS_TLS_KEY",
   tlsPort: "III_OBS_TLS_PORT",
+  advertise: "III_OBS_ADVERTISE",
+  peers: "III_OBS_PEERS",
+  peersFromService: "III_OBS_PEERS_FROM_SERVICE",
+  replication: "III_OBS_REPLICATION",
+  heartbeatTimeout: "III_OBS_HEARTBEAT_TIMEOUT",
+  repairInterval: "III_OBS_REPAIR_INTERVAL",
   // Limits (README, "Limits"); no flags: set them in the environment.
   maxClockSkew: "III_OBS_MAX_CLOCK_SKEW",
   helloTimeout: "III_OBS_HELLO_TIMEOUT",
@@ -205,7 +264,13 @@ const flagNames: { readonly [K in keyof Flags]-?: string } = {
   retention: "--retention",
   tlsCert: "--tls-cert",
   tlsKey: "--tls-key",
-  tlsPort: "--tls-port"
+  tlsPort: "--tls-port",
+  advertise: "--advertise",
+  peers: "--peers",
+  peersFromService: "--peers-from-service",
+  replication: "--replication",
+  heartbeatTimeout: "--heartbeat-timeout",
+  repairInterval: "--repair-interval"
 }
 
 /** A setting's value and where it came from (the flag or the variable), to name it in errors. */
@@ -314,14 +379,97 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
             port: tlsPort === undefined ? defaults.tlsPort : yield* parsePort(tlsPort.from, tlsPort.value)
           })
         : Option.none()
+    const cluster = yield* resolveCluster(
+      given,
+      port === undefined ? defaults.port : yield* parsePort(port.from, port.value)
+    )
     return makeConfig(String(data.value), {
       ...(yield* limitsFrom(env)),
       port: port === undefined ? defaults.port : yield* parsePort(port.from, port.value),
       host: String(given("host")?.value ?? defaults.host),
       retention: kept,
       token,
-      tls
+      tls,
+      cluster
     })
+  })
+
+/** A node address: HOST:PORT, the host a name, IPv4 or [IPv6]. */
+const addressPattern = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
+
+const parseAddress = (from: string, text: string): Either.Either<string, InvalidSetting> => {
+  const m = addressPattern.exec(text.trim())
+  return m !== null && Number(m[2]) <= 65535 && Number(m[2]) > 0
+    ? Either.right(text.trim())
+    : Either.left(new InvalidSetting({ setting: from, reason: `${text} is not HOST:PORT` }))
+}
+
+type Lookup = <K extends keyof Flags & keyof Environment>(
+  key: K
+) => Given<NonNullable<Flags[K]> | string> | undefined
+
+const resolveCluster = (
+  given: Lookup,
+  port: number
+): Either.Either<Option.Option<ClusterConfig>, InvalidSetting> =>
+  Either.gen(function* () {
+    const peers = given("peers")
+    const service = given("peersFromService")
+    if (peers === undefined && service === undefined) return Option.none()
+    if (peers !== undefined && service !== undefined)
+      return yield* Either.left(
+        new InvalidSetting({
+          setting: peers.from,
+          reason: `give either ${flagNames.peers} or ${flagNames.peersFromService}, not both`
+        })
+      )
+    const advertise = given("advertise")
+    if (advertise === undefined)
+      return yield* Either.left(
+        new InvalidSetting({
+          setting: flagNames.advertise,
+          reason: `a cluster node needs the HOST:PORT its peers reach it at (or ${variables.advertise}), e.g. 10.0.0.5:${port}`
+        })
+      )
+    const self = yield* parseAddress(advertise.from, String(advertise.value))
+    const source: PeerSource =
+      peers !== undefined
+        ? {
+            _tag: "Static",
+            peers: yield* Either.all(
+              String(peers.value)
+                .split(",")
+                .map((p) => p.trim())
+                .filter((p) => p.length > 0)
+                .map((p) => parseAddress(peers.from, p))
+            )
+          }
+        : { _tag: "Service", service: String(service?.value) }
+    const replication = given("replication")
+    const factor = replication === undefined ? clusterDefaults.replication : Number(replication.value)
+    if (replication !== undefined && (!Number.isInteger(factor) || factor < 1 || factor > 7))
+      return yield* Either.left(
+        new InvalidSetting({
+          setting: replication.from,
+          reason: `${replication.value} is not a replication factor (1–7)`
+        })
+      )
+    const duration = (key: "heartbeatTimeout" | "repairInterval") => {
+      const text = given(key)
+      return text === undefined
+        ? Either.right(clusterDefaults[key])
+        : Either.mapLeft(
+            parseRetention(String(text.value)),
+            (reason) => new InvalidSetting({ setting: text.from, reason })
+          )
+    }
+    return Option.some(
+      makeClusterConfig(self, source, {
+        replication: factor,
+        heartbeatTimeout: yield* duration("heartbeatTimeout"),
+        repairInterval: yield* duration("repairInterval")
+      })
+    )
   })
 
 /** The settings from `flags` over the environment's `III_OBS_*` variables over the defaults. */

@@ -5,7 +5,7 @@
  * `SpanReader`. `test/StoreConformance.ts` is the suite every implementation must pass.
  */
 import type { Telemetry } from "@iii/core"
-import { Context, Effect, type Either } from "effect"
+import { Context, Effect, type Either, FiberRef } from "effect"
 import type { StoreError, UnindexableSpan } from "./Errors.js"
 
 type Span = Telemetry.Span
@@ -13,7 +13,10 @@ type LogRecord = Telemetry.LogRecord
 type MetricPoint = Telemetry.MetricPoint
 type SketchData = Telemetry.SketchData
 
-/** One agent batch as the ingest endpoint hands it to the store. */
+/**
+ * One agent batch as the ingest endpoint hands it to the store, or a share of one: the cluster's router
+ * gives each owner set its spans, logs, points and RED parts, and a repair copies records in shares.
+ */
 export interface IngestBatch {
   readonly agentId: string
   /** Per-agent, strictly increasing, ≥ 1. */
@@ -21,10 +24,50 @@ export interface IngestBatch {
   readonly spans: ReadonlyArray<Span>
   readonly metrics: ReadonlyArray<MetricPoint>
   readonly logs: ReadonlyArray<LogRecord>
+  /** A share: each log's index in the agent's batch (logs are stored under agent, seq and index). */
+  readonly logIndexes?: ReadonlyArray<number>
+  /** A share: each point's index in the agent's batch. */
+  readonly metricIndexes?: ReadonlyArray<number>
+  /** The batch's RED parts this share carries; absent: sampled from the server spans (a whole batch). */
+  readonly red?: ReadonlyArray<RedPart>
+  /** In a cluster: the owners of each record, for the anti-entropy digests. */
+  readonly peers?: RecordOwners
 }
 
-/** `stored`: written now. `duplicate`: the agent's high-water mark already covered this seq; nothing written. */
-export type WriteOutcome = "stored" | "duplicate"
+/** The key a log is filed under and placed by: its correlation id, else its trace id, else "". */
+export const logKeyOf = (log: LogRecord): string => log.correlationId ?? log.traceId ?? ""
+
+/**
+ * A batch's server spans of one service in one rollup bucket, as RED samples: applied to the rollups
+ * once, under (service, bucket, agent, seq), however often it arrives.
+ */
+export interface RedPart {
+  readonly service: string
+  /** Unix seconds, a multiple of `rollupBucketSeconds`. */
+  readonly bucket: number
+  readonly routes: ReadonlyArray<string>
+  /** Triples: route index, duration in nanoseconds, error (1 or 0). */
+  readonly samples: Float64Array
+}
+
+/**
+ * The nodes storing each record of a share, as indexes into `sets` (the records of a share have a
+ * few owner sets). A store adds each record it stores for the first time to its digests per owner.
+ */
+export interface RecordOwners {
+  readonly sets: ReadonlyArray<ReadonlyArray<string>>
+  readonly spans: Uint16Array
+  readonly logs: Uint16Array
+  readonly metrics: Uint16Array
+  readonly red: Uint16Array
+}
+
+/**
+ * `stored`: something in it was new and is now durable. `duplicate`: every record was stored before;
+ * nothing written. `unavailable`: not stored durably enough (a cluster without a write quorum for it):
+ * send it again later.
+ */
+export type WriteOutcome = "stored" | "duplicate" | "unavailable"
 
 /** A status filter: an HTTP status class, or `error` for spans flagged as errors whatever their status. */
 export type StatusFilter = Telemetry.StatusClass | "error"
@@ -47,7 +90,12 @@ export interface TraceSummary {
   readonly traceId: string
   readonly correlationId: string
   /** The span that matched the query (the newest match in this trace). */
-  readonly matched: { readonly service: string; readonly name: string; readonly spanId: string }
+  readonly matched: {
+    readonly service: string
+    readonly name: string
+    readonly spanId: string
+    readonly startTimeUnixNano: bigint
+  }
   /** The root span's service and name, or the earliest span's when the root was not captured. */
   readonly rootService: string
   readonly rootName: string
@@ -119,6 +167,10 @@ export interface PlannedBatch {
 export interface BatchWriterService<P extends PlannedBatch = PlannedBatch> {
   /** Plans a batch; Left when one of its spans can never be stored (the batch is refused whole). */
   plan(batch: IngestBatch): Either.Either<P, UnindexableSpan>
+  /** A plan as bytes, for another node running the same store (replication, hints). */
+  encode(plan: P): Uint8Array
+  /** A plan back from `encode`'s bytes. */
+  decode(bytes: Uint8Array): P
   /**
    * Stores a round of planned batches and succeeds only once they are durable (each plan is written
    * once: a writer may hand its buffers to another thread); a batch whose seq is ≤
@@ -131,19 +183,32 @@ export interface BatchWriterService<P extends PlannedBatch = PlannedBatch> {
   ) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError | UnindexableSpan>
 }
 
-/** A batch writer from its two steps, with `write` built on them. */
+/** A batch writer from its steps, with `write` built on them. */
 export const makeBatchWriter = <P extends PlannedBatch>(
-  plan: (batch: IngestBatch) => Either.Either<P, UnindexableSpan>,
-  writeRound: (round: ReadonlyArray<P>) => Effect.Effect<ReadonlyArray<WriteOutcome>, StoreError>
+  steps: Omit<BatchWriterService<P>, "write">
 ): BatchWriterService<P> => ({
-  plan,
-  writeRound,
+  plan: steps.plan,
+  writeRound: steps.writeRound,
+  encode: steps.encode,
+  decode: steps.decode,
   write: (batches) =>
     Effect.flatMap(
-      Effect.forEach(batches, (batch) => plan(batch)),
-      writeRound
+      Effect.forEach(batches, (batch) => steps.plan(batch)),
+      steps.writeRound
     )
 })
+
+/** The order `SpanReader.trace` returns a trace's spans in: by start time, then span id. */
+export const byStart = (a: Span, b: Span): number =>
+  a.startTimeUnixNano < b.startTimeUnixNano
+    ? -1
+    : a.startTimeUnixNano > b.startTimeUnixNano
+      ? 1
+      : a.spanId < b.spanId
+        ? -1
+        : a.spanId > b.spanId
+          ? 1
+          : 0
 
 export interface SpanReaderService {
   /** Every stored span of the trace, ordered by start time then span id; empty when the trace is unknown. */
@@ -180,12 +245,88 @@ export interface StoreMaintenanceService {
   readonly check: () => Effect.Effect<void, StoreError>
 }
 
+/** A record as anti-entropy sees it: its id, the key that places it on the ring, its hash. */
+export interface RecordEntry {
+  /** Opaque, stable across nodes (kind and storage key). */
+  readonly id: string
+  /** What the ring places it by: a span's trace id, a log's correlation key, a point's agent, a RED part's service. */
+  readonly routing: string
+  readonly hash: number
+}
+
+/** A digest cell: the records of one minute a node stores that a peer stores too. */
+export interface DigestCell {
+  readonly minute: number
+  readonly count: number
+  readonly xor: number
+  readonly sum: number
+}
+
+/** Slices a minute is listed in (`ReplicaService.records`). */
+export const recordSlices = 6
+
+/** A hint: a write kept for a node that could not take it, until it can. */
+export interface Hint {
+  readonly id: number
+  readonly bytes: Uint8Array
+}
+
+/**
+ * What a cluster needs from its node's own store besides reads and writes: hints kept durably,
+ * anti-entropy digests and record listings, records exported as bytes and imported as shares, and
+ * a few settings kept with the data.
+ */
+export interface ReplicaService {
+  readonly putHint: (target: string, bytes: Uint8Array) => Effect.Effect<void, StoreError>
+  /** The oldest hints for `target`, at most `limit`. */
+  readonly hints: (target: string, limit: number) => Effect.Effect<ReadonlyArray<Hint>, StoreError>
+  readonly deleteHints: (target: string, ids: ReadonlyArray<number>) => Effect.Effect<void, StoreError>
+  /** Per target: hints kept, their bytes, and the age of the oldest (ms). */
+  readonly hintStats: () => Effect.Effect<
+    ReadonlyMap<string, { readonly count: number; readonly bytes: number; readonly oldestMs: number }>,
+    StoreError
+  >
+  /** Every digest cell kept for `peer`, oldest minute first. */
+  readonly digests: (peer: string) => Effect.Effect<ReadonlyArray<DigestCell>, StoreError>
+  /** Replaces digest cells (after a repair or a ring change recounted them); a count of 0 removes one. */
+  readonly setDigests: (peer: string, cells: ReadonlyArray<DigestCell>) => Effect.Effect<void, StoreError>
+  /** The minutes holding records, oldest first. */
+  readonly minutes: () => Effect.Effect<ReadonlyArray<number>, StoreError>
+  /**
+   * The records stored for one slice of a minute (spans by start, logs and points by time, RED parts
+   * by bucket): slice `i` of `recordSlices` is seconds [10 i, 10 i + 10), so listing a busy minute
+   * never holds the thread for long.
+   */
+  readonly records: (minute: number, slice: number) => Effect.Effect<ReadonlyArray<RecordEntry>, StoreError>
+  /** Records by id, as bytes another node's `importRecords` reads; ids not stored are left out. */
+  readonly exportRecords: (ids: ReadonlyArray<string>) => Effect.Effect<Uint8Array, StoreError>
+  /** Exported records as shares to plan and write (their RED parts explicit, so nothing is counted twice). */
+  readonly importRecords: (bytes: Uint8Array) => Effect.Effect<ReadonlyArray<IngestBatch>, StoreError>
+  readonly getSetting: (name: string) => Effect.Effect<unknown, StoreError>
+  readonly putSetting: (name: string, value: unknown) => Effect.Effect<void, StoreError>
+}
+
+/**
+ * What a read could not reach: the nodes that did not answer, and whether the answer may miss data
+ * because of them. A reader that fans out adds to the report in `currentReadReport`; the query API
+ * gives each request one and adds `partial` and `missing` to its answer.
+ */
+export interface ReadReport {
+  partial: boolean
+  readonly missing: Set<string>
+}
+
+export const currentReadReport: FiberRef.FiberRef<ReadReport | undefined> = FiberRef.unsafeMake<
+  ReadReport | undefined
+>(undefined)
+
 export class BatchWriter extends Context.Tag("@iii/obs/BatchWriter")<BatchWriter, BatchWriterService>() {}
 export class SpanReader extends Context.Tag("@iii/obs/SpanReader")<SpanReader, SpanReaderService>() {}
 export class StoreMaintenance extends Context.Tag("@iii/obs/StoreMaintenance")<
   StoreMaintenance,
   StoreMaintenanceService
 >() {}
+export class Replica extends Context.Tag("@iii/obs/Replica")<Replica, ReplicaService>() {}
 
 /** All three services of one store, as a store implementation's `make` returns them. */
 export interface Stores {

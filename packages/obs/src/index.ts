@@ -1,6 +1,7 @@
 export * as Errors from "./Errors.js"
 export * as ExternalMetrics from "./ExternalMetrics.js"
 export * as LmdbStore from "./LmdbStore.js"
+export * as ObsCluster from "./ObsCluster.js"
 export * as ObsNode from "./ObsNode.js"
 export * as ObsNodeConfig from "./ObsNodeConfig.js"
 export * as Store from "./Store.js"

@@ -48,14 +48,12 @@ describe("durability", () => {
     agent.ws.on("message", () => {
       for (const f of agent.frames) if (f.type === "ack" && !acked.includes(f.seq)) acked.push(f.seq)
     })
-    for (let seq = 1; seq <= batches; seq++)
-      agent.send({
-        type: "batch",
-        seq,
-        spans: Array.from({ length: perBatch }, () => span({ trace: 90_000 + seq, startTimeUnixNano: now })),
-        metrics: [],
-        logs: []
-      })
+    const sent = Array.from({ length: batches }, (_, i) =>
+      Array.from({ length: perBatch }, () => span({ trace: 90_001 + i, startTimeUnixNano: now }))
+    )
+    sent.forEach((spans, i) => {
+      agent.send({ type: "batch", seq: i + 1, spans, metrics: [], logs: [] })
+    })
     // Kill while later batches are still queued or being written.
     await agent.until((fs) => fs.find((f) => f.type === "ack" && f.seq >= 10))
     first.child.kill("SIGKILL")
@@ -74,16 +72,9 @@ describe("durability", () => {
       // Re-sending everything after the restart stores each batch once: acked ones are duplicates.
       const again = new TestAgent(second.url)
       await again.hello("crash-agent")
-      for (let seq = 1; seq <= batches; seq++)
-        again.send({
-          type: "batch",
-          seq,
-          spans: Array.from({ length: perBatch }, (_, i) =>
-            span({ trace: 90_000 + seq, spanId: spanFor(seq, i), startTimeUnixNano: now })
-          ),
-          metrics: [],
-          logs: []
-        })
+      sent.forEach((spans, i) => {
+        again.send({ type: "batch", seq: i + 1, spans, metrics: [], logs: [] })
+      })
       expect(await again.ack(batches)).toEqual({ type: "ack", seq: batches })
       const one = await getJson(`${second.url}/v1/traces/${traceId(90_000 + (acked[0] ?? 1))}`)
       expect(one.body.spans).toHaveLength(perBatch)
@@ -97,5 +88,3 @@ describe("durability", () => {
     }
   }, 120_000)
 })
-
-const spanFor = (seq: number, i: number) => (seq * 1000 + i + 1).toString(16).padStart(16, "0") as never

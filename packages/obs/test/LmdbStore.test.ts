@@ -18,7 +18,7 @@ storeConformance("LmdbStore with a writer thread", () =>
 )
 
 describe("LmdbStore", () => {
-  it("keeps data and dedup high-water marks across a reopen", () =>
+  it("keeps data across a reopen, and knows its spans: a re-sent batch is still a duplicate", () =>
     Effect.runPromise(
       Effect.scoped(
         Effect.gen(function* () {
@@ -29,7 +29,7 @@ describe("LmdbStore", () => {
           )
           const reopened = yield* LmdbStore.make({ path })
           expect(yield* reopened.reader.trace(traceId(77))).toEqual([s])
-          expect(yield* reopened.writer.write([batch("agent", 3, [span()])])).toEqual(["duplicate"])
+          expect(yield* reopened.writer.write([batch("agent", 3, [s])])).toEqual(["duplicate"])
         })
       )
     ))

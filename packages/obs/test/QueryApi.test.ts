@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
 import { log, span, traceId } from "./fixtures/Spans.js"
 
-const now = () => BigInt(Date.now()) * 1_000_000n
-const msAgo = (ms: number) => now() - BigInt(ms) * 1_000_000n
+// One "now" for every fixture span: read per span, a busy machine's clock moved between them and
+// reordered spans a millisecond apart.
+const now = BigInt(Date.now()) * 1_000_000n
+const msAgo = (ms: number) => now - BigInt(ms) * 1_000_000n
 
 describe("query API", () => {
   let node: RunningNode

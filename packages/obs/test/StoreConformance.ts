@@ -35,30 +35,32 @@ export const storeConformance = (name: string, make: MakeStore) => {
         })
       ))
 
-    it("stores a re-sent batch (same agent, same seq) once and reports it as duplicate", () =>
+    it("stores every span once whoever sends it how often: a re-sent batch is a duplicate, a late one is stored", () =>
       run((s) =>
         Effect.gen(function* () {
-          const first = [span({ trace: 10 })]
+          const first = [span({ trace: 10 }), span({ trace: 10 })]
           expect(yield* s.writer.write([batch("agent-1", 1, first)])).toEqual(["stored"])
-          const again = [span({ trace: 11 })]
-          expect(yield* s.writer.write([batch("agent-1", 1, again), batch("agent-2", 1, again)])).toEqual([
-            "duplicate",
-            "stored"
+          // The same batch again, alone and twice inside one group commit.
+          expect(yield* s.writer.write([batch("agent-1", 1, first)])).toEqual(["duplicate"])
+          const pair = [span({ trace: 12 })]
+          expect(yield* s.writer.write([batch("agent-3", 5, pair), batch("agent-3", 5, pair)])).toEqual([
+            "stored",
+            "duplicate"
           ])
-          // Same seq twice inside one group commit: the second is a duplicate too.
-          const pair = [
-            batch("agent-3", 5, [span({ trace: 12 })]),
-            batch("agent-3", 5, [span({ trace: 13 })])
-          ]
-          expect(yield* s.writer.write(pair)).toEqual(["stored", "duplicate"])
-          expect(yield* s.writer.write([batch("agent-1", 0, [span({ trace: 14 })])])).toEqual(["duplicate"])
-          expect((yield* s.reader.trace(traceId(13))).length).toBe(0)
-          expect((yield* s.reader.trace(traceId(14))).length).toBe(0)
+          // Batches are not deduplicated by seq: one delivered late (a hint, a repair) is stored.
+          const late = [span({ trace: 11 })]
+          expect(yield* s.writer.write([batch("agent-1", 9, [span({ trace: 13 })])])).toEqual(["stored"])
+          expect(yield* s.writer.write([batch("agent-1", 2, late)])).toEqual(["stored"])
+          // A batch half stored already stores the other half, and lists no span twice.
+          const half = [first[0] as (typeof first)[0], span({ trace: 10 })]
+          expect(yield* s.writer.write([batch("agent-2", 1, half)])).toEqual(["stored"])
+          expect((yield* s.reader.trace(traceId(10))).length).toBe(3)
           expect((yield* s.reader.trace(traceId(11))).length).toBe(1)
           const page = yield* s.reader.searchTraces({ limit: 100 })
           expect(page.traces.map((t) => t.traceId).sort()).toEqual(
-            [traceId(10), traceId(11), traceId(12)].sort()
+            [traceId(10), traceId(11), traceId(12), traceId(13)].sort()
           )
+          expect(page.traces.find((t) => t.traceId === traceId(10))?.spanCount).toBe(3)
         })
       ))
 
@@ -265,8 +267,9 @@ export const storeConformance = (name: string, make: MakeStore) => {
             span({ startTimeUnixNano: base + 10_000_000_000n, durationNano: 5_000_000 }),
             span({ startTimeUnixNano: base, kind: "client" })
           ]
-          // Two writes into the same bucket must merge.
+          // Two writes into the same bucket must merge; a batch sent again counts once.
           yield* s.writer.write([batch("a", 1, spans.slice(0, 50))])
+          yield* s.writer.write([batch("a", 2, spans.slice(50)), batch("a", 1, spans.slice(0, 50))])
           yield* s.writer.write([batch("a", 2, spans.slice(50))])
           const sec = Number(base / 1_000_000_000n)
           const all = yield* s.reader.red("checkout", undefined, sec, sec + 20)
@@ -356,14 +359,15 @@ export const storeConformance = (name: string, make: MakeStore) => {
               logs: [log({ traceId: traceId(60) })]
             })
           )
-          const second = yield* s.writer.plan(batch("seam", 2, [span({ trace: 61 })]))
+          const late = [span({ trace: 61 })]
+          const second = yield* s.writer.plan(batch("seam", 2, late))
           expect([first.spanCount, first.logCount, first.metricCount]).toEqual([2, 1, 0])
           // Nothing is stored by planning.
           expect(yield* s.reader.trace(traceId(60))).toEqual([])
           expect(yield* s.writer.writeRound([first, second])).toEqual(["stored", "stored"])
           expect((yield* s.reader.trace(traceId(60))).length).toBe(2)
           expect((yield* s.reader.trace(traceId(61))).length).toBe(1)
-          const again = yield* s.writer.plan(batch("seam", 2, [span({ trace: 61 })]))
+          const again = yield* s.writer.plan(batch("seam", 2, late))
           expect(yield* s.writer.writeRound([again])).toEqual(["duplicate"])
         })
       ))

@@ -56,7 +56,7 @@ describe("SpanRecord", () => {
 })
 
 describe("WritePlan", () => {
-  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, then one block per service and bucket, then per status class, duration band and bucket", () => {
+  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, then one block per service and bucket, then per status class, duration band and bucket, each keyed by its first span", () => {
     const a = span({
       trace: 10,
       correlationId: "order-1",
@@ -82,14 +82,18 @@ describe("WritePlan", () => {
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
     const bucket = (s: typeof a) => serviceBucket(micros(s.startTimeUnixNano))
     const [checkout, payments, errors] = all.slice(4)
-    expect(Buffer.from(checkout?.[1] ?? [])).toEqual(toBufferKey(["checkout", bucket(a), "agent", 3]))
-    expect(Buffer.from(payments?.[1] ?? [])).toEqual(toBufferKey(["payments", bucket(c), "agent", 3]))
+    expect(Buffer.from(checkout?.[1] ?? [])).toEqual(
+      toBufferKey(["checkout", bucket(a), a.traceId, a.spanId])
+    )
+    expect(Buffer.from(payments?.[1] ?? [])).toEqual(
+      toBufferKey(["payments", bucket(c), c.traceId, c.spanId])
+    )
     expect(unpackr.unpack(checkout?.[2] ?? new Uint8Array())).toEqual([
       ...[micros(a.startTimeUnixNano), a.traceId, a.spanId, "/x", 500, a.durationNano, 1, "order-1"],
       ...[micros(b.startTimeUnixNano), b.traceId, b.spanId, "/cart/{id}", 200, b.durationNano, 0, ""]
     ])
     expect(Buffer.from(errors?.[1] ?? [])).toEqual(
-      toBufferKey(["5xx", durationBand(a.durationNano), bucket(a), "agent", 3])
+      toBufferKey(["5xx", durationBand(a.durationNano), bucket(a), a.traceId, a.spanId])
     )
     expect(unpackr.unpack(errors?.[2] ?? new Uint8Array())).toEqual([
       micros(a.startTimeUnixNano),
@@ -113,7 +117,7 @@ describe("WritePlan", () => {
     const [spanEntry, correlationEntry, , serviceEntry] = entries(plan)
     expect(Buffer.from(correlationEntry?.[1] ?? [])).toEqual(toBufferKey([...correlationKey(s)]))
     expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(
-      toBufferKey([s.service, serviceBucket(micros(s.startTimeUnixNano)), "agent", 1])
+      toBufferKey([s.service, serviceBucket(micros(s.startTimeUnixNano)), s.traceId, s.spanId])
     )
     expect(SpanRecord.decode(s.traceId, s.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(s)
     expect(plan.table.length / 3).toBe(5)

@@ -111,6 +111,12 @@ export class Destination {
     return this.queue.size
   }
 
+  /** The highest seq (at most `last`, the last sealed) up to which no batch waits here. */
+  doneThrough(last: number): number {
+    const oldest = this.queue.keys().next()
+    return oldest.done === true ? last : oldest.value - 1
+  }
+
   get connected(): boolean {
     return this.ready
   }

@@ -8,20 +8,20 @@
 import type { CaptureEvent, Syscall } from "../CaptureEvent.js"
 import {
   BatchHeader,
-  ConnEvent,
   DataEvent,
   EventHeader,
   ForkEvent,
   Kind,
   kinds,
   LostEvent,
+  OpenEvent,
   RECORD_PREFIX,
   syscalls
 } from "./EventLayout.js"
 
 const H = EventHeader.fields
 const D = DataEvent.fields
-const C = ConnEvent.fields
+const C = OpenEvent.fields
 
 const hex = (view: DataView, at: number): string => view.getUint16(at).toString(16)
 
@@ -78,16 +78,26 @@ const formatAddress = (view: DataView, at: number, family: 4 | 6): string => {
   return text
 }
 
-const decodeConnection = (
+const decodeOpen = (
   view: DataView,
   at: number,
-  kind: "connect" | "accept",
   timestampNs: bigint,
+  target: number,
   pid: number,
   tid: number,
   fd: number
 ): CaptureEvent | undefined => {
   const rawFamily = view.getUint8(at + H.family)
+  const base = { kind: "open", timestampNs, target, pid, tid, fd } as const
+  if (rawFamily === 0)
+    return {
+      ...base,
+      family: 0,
+      localAddress: undefined,
+      localPort: undefined,
+      peerAddress: undefined,
+      peerPort: undefined
+    }
   if (rawFamily !== 4 && rawFamily !== 6) return undefined
   const local = at + C.local_addr
   const peer = at + C.peer_addr
@@ -96,11 +106,7 @@ const decodeConnection = (
   const family = mapped ? 4 : rawFamily
   const shift = mapped ? 12 : 0
   return {
-    kind,
-    timestampNs,
-    pid,
-    tid,
-    fd,
+    ...base,
     family,
     localAddress: formatAddress(view, local + shift, family),
     localPort: view.getUint16(at + C.local_port, true),
@@ -145,6 +151,7 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
     const pid = view.getUint32(at + H.pid, true)
     const tid = view.getUint32(at + H.tid, true)
     const fd = view.getInt32(at + H.fd, true)
+    const target = view.getUint32(at + H.target, true)
     switch (view.getUint8(at + H.kind)) {
       case Kind.data: {
         const syscall: Syscall | undefined = syscalls[view.getUint8(at + H.syscall)]
@@ -156,6 +163,7 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         yield {
           kind: "data",
           timestampNs,
+          target,
           pid,
           tid,
           fd,
@@ -166,17 +174,15 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         }
         continue
       }
-      case Kind.connect:
-      case Kind.accept: {
-        const kind = view.getUint8(at + H.kind) === Kind.accept ? "accept" : "connect"
+      case Kind.open: {
         const event =
-          length === ConnEvent.size ? decodeConnection(view, at, kind, timestampNs, pid, tid, fd) : undefined
+          length === OpenEvent.size ? decodeOpen(view, at, timestampNs, target, pid, tid, fd) : undefined
         if (event === undefined) onMalformed(1)
         else yield event
         continue
       }
       case Kind.close:
-        yield { kind: "close", timestampNs, pid, tid, fd }
+        yield { kind: "close", timestampNs, target, pid, tid, fd }
         continue
       case Kind.fork:
         if (length !== ForkEvent.size) {
@@ -186,12 +192,13 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         yield {
           kind: "fork",
           timestampNs,
+          target,
           parentPid: pid,
           childPid: view.getUint32(at + ForkEvent.fields.child_pid, true)
         }
         continue
       case Kind.exit:
-        yield { kind: "exit", timestampNs, pid }
+        yield { kind: "exit", timestampNs, target, pid }
         continue
       case Kind.lost: {
         const lost =
@@ -204,6 +211,7 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
         yield {
           kind: "lost",
           timestampNs,
+          target,
           pid,
           tid,
           fd,

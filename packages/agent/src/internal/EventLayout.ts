@@ -3,7 +3,7 @@
  * these numbers against the C header (compiled with gcc) and the Rust mirror (native/src/layout.rs).
  */
 
-export const LAYOUT_VERSION = 2
+export const LAYOUT_VERSION = 4
 
 /** { field: offset } plus the struct's size, in the C header's names. */
 export interface StructLayout {
@@ -17,29 +17,40 @@ export const BatchHeader = {
 } as const satisfies StructLayout
 
 export const EventHeader = {
-  size: 24,
-  fields: { timestamp_ns: 0, pid: 8, tid: 12, fd: 16, kind: 20, syscall: 21, direction: 22, family: 23 }
+  size: 32,
+  fields: {
+    timestamp_ns: 0,
+    pid: 8,
+    tid: 12,
+    fd: 16,
+    kind: 20,
+    syscall: 21,
+    direction: 22,
+    family: 23,
+    target: 24,
+    reserved: 28
+  }
 } as const satisfies StructLayout
 
 export const DataEvent = {
-  size: 40,
-  fields: { ret: 24, total_len: 32, payload_len: 36, payload: 40 }
+  size: 48,
+  fields: { ret: 32, total_len: 40, payload_len: 44, payload: 48 }
 } as const satisfies StructLayout
 
-export const ConnEvent = {
-  size: 64,
-  fields: { ret: 24, local_port: 28, peer_port: 30, local_addr: 32, peer_addr: 48 }
+export const OpenEvent = {
+  size: 72,
+  fields: { local_port: 32, peer_port: 34, reserved: 36, local_addr: 40, peer_addr: 56 }
 } as const satisfies StructLayout
 
-export const CloseEvent = { size: 24, fields: {} } as const satisfies StructLayout
+export const CloseEvent = { size: 32, fields: {} } as const satisfies StructLayout
 
-export const ForkEvent = { size: 32, fields: { child_pid: 24, reserved: 28 } } as const satisfies StructLayout
+export const ForkEvent = { size: 40, fields: { child_pid: 32, reserved: 36 } } as const satisfies StructLayout
 
-export const ExitEvent = { size: 24, fields: {} } as const satisfies StructLayout
+export const ExitEvent = { size: 32, fields: {} } as const satisfies StructLayout
 
 export const LostEvent = {
-  size: 32,
-  fields: { total_len: 24, lost_kind: 28, reserved: 29 }
+  size: 40,
+  fields: { total_len: 32, lost_kind: 36, reserved: 37 }
 } as const satisfies StructLayout
 
 /** Every struct by its C name (what the layout test walks). */
@@ -47,7 +58,7 @@ export const structs: Readonly<Record<string, StructLayout>> = {
   iii_batch_header: BatchHeader,
   iii_event_header: EventHeader,
   iii_data_event: DataEvent,
-  iii_conn_event: ConnEvent,
+  iii_open_event: OpenEvent,
   iii_close_event: CloseEvent,
   iii_fork_event: ForkEvent,
   iii_exit_event: ExitEvent,
@@ -58,10 +69,10 @@ export const structs: Readonly<Record<string, StructLayout>> = {
 export const RECORD_PREFIX = 4
 
 /** enum iii_event_kind */
-export const Kind = { data: 1, connect: 2, accept: 3, close: 4, fork: 5, exit: 6, lost: 7 } as const
+export const Kind = { data: 1, open: 2, close: 3, fork: 4, exit: 5, lost: 6 } as const
 
 /** enum iii_event_kind, indexed by value (what a loss notice's `lost_kind` names). */
-export const kinds = [undefined, "data", "connect", "accept", "close", "fork", "exit"] as const
+export const kinds = [undefined, "data", "open", "close", "fork", "exit"] as const
 
 /** enum iii_syscall, indexed by value. */
 export const syscalls = [
@@ -74,15 +85,15 @@ export const syscalls = [
   "sendto",
   "recvmsg",
   "sendmsg",
-  "accept",
-  "accept4",
-  "connect",
-  "close",
-  "sendfile"
+  "sendfile",
+  "other"
 ] as const
 
 /** enum iii_direction */
 export const Direction = { ingress: 1, egress: 2 } as const
+
+/** #define III_DEFAULT_TARGET: the target of pids and cgroups given without one. */
+export const DEFAULT_TARGET = 1
 
 /** #define III_MAX_PAYLOAD / III_DEFAULT_PAYLOAD */
 export const MAX_PAYLOAD = 8192

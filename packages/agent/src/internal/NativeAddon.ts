@@ -24,6 +24,10 @@ export interface NativeCaptureOptions {
   pidNamespace?: string
   /** With `pidNamespace`: trace processes forked into it from outside, from birth. */
   adoptNamespaceEntrants?: boolean
+  /** Log lines from writes to fds 1 and 2 (see `EbpfCapture.Options.stdio`). Default `syscalls`. */
+  stdio?: "off" | "sockets" | "syscalls"
+  /** Trace processes by pid. Default true; off, cgroups only. */
+  pidTargets?: boolean
 }
 
 export interface NativeCounters {
@@ -38,9 +42,11 @@ export interface NativeCounters {
 }
 
 export interface NativeCapture {
-  addPid(pid: number): void
+  addPid(pid: number, target?: number): void
   removePid(pid: number): void
-  addCgroup(path: string): void
+  /** Returns the cgroup's id (its inode number). */
+  addCgroup(path: string, target?: number): number
+  removeCgroup(id: number): void
   /** The batch in buffer `index` has been consumed: the reader may fill the buffer again. */
   recycle(index: number): void
   /** Counters; still answers after `close` (the final figures). */

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Agent from "../../src/Agent.js"
 import * as EbpfCapture from "../../src/EbpfCapture.js"
 import * as Exporter from "../../src/Exporter.js"
-import { HttpParser } from "../../src/HttpParser.js"
+import { HttpParser } from "../../src/internal/HttpParser.js"
 import * as TracedCommand from "../../src/TracedCommand.js"
 import { FakeObs, freePort, until } from "../support/FakeObs.js"
 
@@ -128,7 +128,9 @@ const suite = (mode: Agent.Mode) => {
               egress: { host: "127.0.0.1", port: 0 }
             }
           : undefined,
-      metricsIntervalMs: 200
+      metricsIntervalMs: 200,
+      // As `iii agent -- COMMAND` runs it: the command's output through socketpairs, no syscall hooks.
+      ...(mode === "ebpf" ? { capture: { stdio: "sockets" as const } } : {})
     }).pipe(
       Layer.provide(
         Exporter.layer({

@@ -93,7 +93,11 @@ describe.skipIf(!obsLoaded)("agent → real obs node", () => {
       }).pipe(Effect.provide(context), Scope.extend(scope))
     )
     await waitForListener(appPort)
-    proxyPort = Effect.runSync(Effect.provide(Agent.Agent, context)).proxy?.listening.port ?? 0
+    const agent = Effect.runSync(Effect.provide(Agent.Agent, context))
+    proxyPort = agent.proxy?.listening.port ?? 0
+    // The app's start-up line ({"port": …}) reaches the agent through a pipe: once it is a log record,
+    // it cannot be taken for a line written while serving the request below (it was, on a loaded machine).
+    await until("the app's start-up log line", () => Effect.runSync(agent.stats).logs >= 1)
   }, 60_000)
 
   afterAll(async () => {

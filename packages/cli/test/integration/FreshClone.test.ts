@@ -107,15 +107,12 @@ describe.skipIf(skip !== undefined)("a fresh clone", () => {
       try {
         const page = browser.page
         await page.goto(dashboard)
-        // The services page refreshes itself: wait until all three show traffic.
-        await page.waitForFunction(
-          `["frontend", "catalog", "payments"].every((s) => {
-            const rate = document.querySelector('tr[data-service="' + s + '"] [data-label="rate"]')?.textContent
-            return typeof rate === "string" && /^[0-9.]+k?[/]s$/.test(rate)
-          })`,
-          undefined,
-          { timeout: 120_000, polling: 500 }
-        )
+        // The services page refreshes itself: wait until all three show traffic. Locators, not a
+        // waitForFunction string: Playwright evaluates that with eval, which the dashboard's CSP forbids.
+        for (const service of ["frontend", "catalog", "payments"])
+          await page
+            .locator(`tr[data-service="${service}"] [data-label="rate"]`, { hasText: /^[0-9.]+k?[/]s$/ })
+            .waitFor({ timeout: 120_000 })
         await page.screenshot({ path: join(shots, "services.png"), fullPage: true })
         // A checkout: frontend → catalog and payments.
         await page.goto(new URL("/search?service=frontend&route=%2Fcheckout&since=15m", dashboard).href)

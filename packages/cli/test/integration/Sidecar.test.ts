@@ -43,7 +43,7 @@ const renderedSidecar = (): Container => {
   )
   const deployment = Render.render(
     { ...seed, metadata: { ...seed.metadata, namespace: "shop" } },
-    Render.defaultRenderSettings
+    { ...Render.defaultRenderSettings, agentMode: "sidecar" }
   ).find((o) => o.kind === "Deployment" && o.metadata?.name === "user-service-auth") as unknown as {
     spec: {
       template: { spec: { shareProcessNamespace?: boolean; initContainers: ReadonlyArray<Container> } }

@@ -166,10 +166,15 @@ describe.skipIf(Cluster.skipReason !== undefined)("controller against a real API
     const auth = await get("Deployment", "user-service-auth")
     const authSpec = auth?.spec as {
       replicas: number
-      template: { spec: { initContainers: Array<{ name: string }> } }
+      template: { metadata: { labels: Record<string, string> }; spec: { initContainers?: unknown } }
     }
     expect(authSpec.replicas).toBe(3) // min, written once by the bootstrap manager
-    expect(authSpec.template.spec.initContainers.map((c) => c.name)).toEqual(["iii-agent"])
+    // The node agent (the default) finds the pods by their labels: nothing injected.
+    expect(authSpec.template.spec.initContainers).toBeUndefined()
+    expect(authSpec.template.metadata.labels).toMatchObject({
+      "iii.io/composition": "user-service",
+      "iii.io/component": "auth"
+    })
     const managers =
       (
         auth?.metadata as

@@ -3,17 +3,17 @@
  * lmdb's ordered-binary encoding, so they sort element by element and a prefix range is one scan.
  * Times in keys are unix microseconds (exact in a double); the exact nanoseconds live in the values.
  */
-import type { Telemetry } from "@iii/core"
+import { HashRing, type Telemetry } from "@iii/core"
 
 /** Bumped when a layout below changes incompatibly; checked at open. */
-export const layoutVersion = 4
+export const layoutVersion = 5
 
 export const dbNames = {
   /** [traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
-  /** [service, bucket, agentId, seq] → ServiceBlockValue: one agent batch's spans of the service starting in the bucket */
+  /** [service, bucket, traceId, spanId] → ServiceBlockValue: spans of the service starting in the bucket that one write stored, keyed by the first */
   byService: "span-blocks-by-service",
-  /** [statusClass, durationBand, bucket, agentId, seq] → StatusBlockValue; not for 2xx (see statusIndexed) */
+  /** [statusClass, durationBand, bucket, traceId, spanId] → StatusBlockValue; not for 2xx (see statusIndexed) */
   byStatus: "span-blocks-by-status",
   /** [correlationId, startMicros, traceId, spanId] → 1; only for spans whose correlation id is not their trace id */
   byCorrelation: "span-by-correlation",
@@ -25,11 +25,15 @@ export const dbNames = {
   logsByTime: "logs-by-time",
   /** [timeMicros, agentId, seq, index] → MetricPoint */
   metrics: "metrics",
-  /** agentId → highest stored seq (dedup high-water mark) */
-  agents: "agents",
+  /** [service, bucketStartSec, agentId, seq] → RedPartValue: one batch's server spans of the service in a rollup bucket, applied to `red` once */
+  redParts: "red-parts",
   /** service → ServiceInfoValue */
   services: "services",
-  /** "layout" → layoutVersion */
+  /** [peer, minute] → DigestValue: what this node stores that `peer` should store too, per minute (anti-entropy) */
+  digests: "repair-digests",
+  /** [target node, hint number] → a write for a node that was down, kept until it is handed off */
+  hints: "hints",
+  /** "layout" → layoutVersion; "ring" → the cluster's ring layout; "members" → members that joined */
   meta: "meta"
 } as const
 
@@ -68,7 +72,12 @@ export const spanKey = (span: Telemetry.Span): SpanKey => [span.traceId, span.sp
 export const serviceBucketMicros = 100_000
 export const serviceBucket = (startMicros: number): number => Math.floor(startMicros / serviceBucketMicros)
 
-export type ServiceBlockKey = readonly [service: string, bucket: number, agentId: string, seq: number]
+/**
+ * A block is keyed by the first span it holds: each span is in one block of each index, so the key is
+ * unique, and a write storing some spans again (a re-sent batch, a late hint, a repair) keys its block
+ * of the spans that were new by a span no other block holds.
+ */
+export type ServiceBlockKey = readonly [service: string, bucket: number, traceId: string, spanId: string]
 
 /**
  * `blockFields` values per span, flat: what a search needs to filter without reading the span, and
@@ -105,8 +114,8 @@ export type StatusBlockKey = readonly [
   statusClass: string,
   durationBand: number,
   bucket: number,
-  agentId: string,
-  seq: number
+  traceId: string,
+  spanId: string
 ]
 
 /** `statusBlockFields` values per span, flat. */
@@ -146,6 +155,28 @@ export const correlationKey = (span: Telemetry.Span): CorrelationKey => [
 
 export type RedKey = readonly [service: string, route: string, bucketStartSec: number]
 
+/**
+ * RED rollups are written per batch part, not per span: a batch's server spans of one service in one
+ * rollup bucket are a part, applied to the cells once (its key is stored with it), so a re-sent batch,
+ * a hint and a repair never count a request twice, and a repair can copy a part a replica missed.
+ */
+export type RedPartKey = readonly [service: string, bucketStartSec: number, agentId: string, seq: number]
+
+/**
+ * The part's samples: its routes, then per sample three numbers (route index, duration in
+ * nanoseconds, error 1 or 0), a Float64Array's bytes.
+ */
+export interface RedPartValue {
+  readonly routes: ReadonlyArray<string>
+  readonly samples: Uint8Array
+}
+
+/** Per (peer, minute): how many records, and two sums of their hashes (`recordHash`): xor and add. */
+export type DigestKey = readonly [peer: string, minute: number]
+export type DigestValue = readonly [count: number, xor: number, sum: number]
+
+export const digestMinute = (timeMicros: number): number => Math.floor(timeMicros / 60_000_000)
+
 export interface RedCellValue {
   readonly count: number
   readonly errors: number
@@ -168,8 +199,22 @@ export interface ServiceInfoValue {
   readonly lastSeenUnixNano: bigint
 }
 
-/** The route a span is rolled up and searched under: its HTTP route, else its name. */
-export const routeOf = (span: Telemetry.Span): string => span.http?.route ?? span.name
+/** A record's identity for anti-entropy digests: what kind it is and the key it is stored under. */
+export type RecordKey =
+  | readonly ["span", traceId: string, spanId: string]
+  | readonly ["log", correlationKey: string, timeMicros: number, agentId: string, seq: number, index: number]
+  | readonly ["metric", timeMicros: number, agentId: string, seq: number, index: number]
+  | readonly ["red", service: string, bucketStartSec: number, agentId: string, seq: number]
 
-/** The key logs are filed under: the correlation id, else the trace id, else "". */
-export const logCorrelationKey = (log: Telemetry.LogRecord): string => log.correlationId ?? log.traceId ?? ""
+/** The key logs are filed under (and placed by, in a cluster). */
+export { logKeyOf as logCorrelationKey } from "../../Store.js"
+
+const hashEncoder = new TextEncoder()
+
+/**
+ * A record's hash for the digests: MurmurHash3 of its key's parts joined by NUL. A span's is the hash
+ * of its `spans` key bytes (the ids are ASCII hex joined by one 0 byte), so the writer can hash the
+ * key it has just put.
+ */
+export const recordHash = (key: RecordKey): number =>
+  HashRing.murmur3(hashEncoder.encode((key[0] === "span" ? key.slice(1) : key).join("\u0000")))

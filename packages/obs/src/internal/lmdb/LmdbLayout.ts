@@ -3,9 +3,13 @@ import type { Telemetry } from "@iii/core"
 import { type Database, type Key as LmdbKey, open, type RootDatabase } from "lmdb"
 import type {
   CorrelationKey,
+  DigestKey,
+  DigestValue,
   LogKey,
   RedCellValue,
   RedKey,
+  RedPartKey,
+  RedPartValue,
   ServiceBlockKey,
   ServiceBlockValue,
   ServiceInfoValue,
@@ -31,9 +35,12 @@ export interface Layout {
   readonly logs: Database<Telemetry.LogRecord, K<LogKey>>
   readonly logsByTime: Database<string, K<TimeKey>>
   readonly metrics: Database<Telemetry.MetricPoint, K<TimeKey>>
-  readonly agents: Database<number, string>
+  readonly redParts: Database<RedPartValue, K<RedPartKey>>
   readonly services: Database<ServiceInfoValue, string>
-  readonly meta: Database<number, string>
+  readonly digests: Database<DigestValue, K<DigestKey>>
+  /** Values are a write for the target node, as the cluster encodes it. */
+  readonly hints: Database<Uint8Array, K<readonly [target: string, hint: number]>>
+  readonly meta: Database<unknown, string>
   /**
    * The databases a `WritePlan` fills, in `plannedDbs` order, opened for already-encoded keys and
    * values (the same databases as above, whose handles encode keys and decode values).
@@ -88,8 +95,15 @@ export const openLayout = (options: OpenOptions): Layout => {
     logs: db(dbNames.logs, true),
     logsByTime: db(dbNames.logsByTime),
     metrics: db(dbNames.metrics, true),
-    agents: db(dbNames.agents),
+    redParts: db(dbNames.redParts),
     services: db(dbNames.services),
+    digests: db(dbNames.digests),
+    hints: env.openDB<Uint8Array, K<readonly [string, number]>>({
+      name: dbNames.hints,
+      encoding: "binary",
+      keyEncoding: "ordered-binary",
+      cache: false
+    }),
     meta: db(dbNames.meta),
     planned: plannedDbs.map((name) => binary(dbNames[name]))
   }

@@ -1,7 +1,15 @@
 /** Read paths of the LMDB store: trace by id, trace search, correlation, logs, RED cells, services. */
 import type { Telemetry } from "@iii/core"
-import type { RedCell, ServiceInfo, TracePage, TraceQuery, TraceSummary } from "../../Store.js"
+import {
+  byStart,
+  type RedCell,
+  type ServiceInfo,
+  type TracePage,
+  type TraceQuery,
+  type TraceSummary
+} from "../../Store.js"
 import { decodeCursor, encodeCursor, newestFirst, type Position } from "../Cursor.js"
+import { routeOf } from "../RedParts.js"
 import {
   allRoutes,
   blockFields,
@@ -10,7 +18,6 @@ import {
   maxKeyPart,
   maxLabelBytes,
   micros,
-  routeOf,
   type ServiceBlockSpan,
   type StatusBlockSpan,
   serviceBucket,
@@ -28,15 +35,7 @@ export const readTrace = (layout: Layout, traceId: string): ReadonlyArray<Teleme
   const spans = Array.from(layout.spans.getRange({ start: [traceId], end: [traceId, maxKeyPart] }), (e) =>
     SpanRecord.decode(traceId, (e.key as [string, string])[1], e.value)
   )
-  return spans.sort((a, b) =>
-    a.startTimeUnixNano < b.startTimeUnixNano
-      ? -1
-      : a.startTimeUnixNano > b.startTimeUnixNano
-        ? 1
-        : a.spanId < b.spanId
-          ? -1
-          : 1
-  )
+  return spans.sort(byStart)
 }
 
 interface Match extends Position {
@@ -229,7 +228,12 @@ const summarize = (match: Match, spans: ReadonlyArray<Telemetry.Span>): TraceSum
   return {
     traceId: first.traceId,
     correlationId: root.correlationId,
-    matched: { service: matched.service, name: matched.name, spanId: matched.spanId },
+    matched: {
+      service: matched.service,
+      name: matched.name,
+      spanId: matched.spanId,
+      startTimeUnixNano: matched.startTimeUnixNano
+    },
     rootService: root.service,
     rootName: root.name,
     startTimeUnixNano: first.startTimeUnixNano,

@@ -2,9 +2,12 @@
  * Retention: deletes whole time ranges, oldest first, in transactions of about `chunk` spans (or
  * entries) so the ingest writer interleaves with them instead of waiting for one long transaction.
  */
+
+import type { Database } from "lmdb"
 import type { RetentionResult } from "../../Store.js"
 import {
   blockFields,
+  digestMinute,
   indexedStatusClasses,
   maxDurationBand,
   maxKeyPart,
@@ -63,7 +66,9 @@ export const deleteOlderThan = async (
     }
     if (stopped()) return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
     deletedRollups += await deleteRollups(layout, service, cutoffSec)
+    await deleteRange(layout.redParts, { start: [service, -1], end: [service, cutoffSec] }, stopped)
   }
+  await deleteDigests(layout, digestMinute(cutoffMicros), stopped)
 
   for (const cls of indexedStatusClasses)
     for (let band = 0; band <= maxDurationBand; band++)
@@ -102,6 +107,36 @@ export const deleteOlderThan = async (
     deletedMetrics += keys.length
   }
   return { deletedSpans, deletedLogs, deletedMetrics, deletedRollups }
+}
+
+/** Deletes the keys of a range in transactions of `chunk`. */
+const deleteRange = async (
+  // biome-ignore lint/suspicious/noExplicitAny: any database
+  db: Database<any, AnyKey>,
+  range: { start: AnyKey; end: AnyKey },
+  stopped: () => boolean
+) => {
+  for (;;) {
+    if (stopped()) return
+    const keys = Array.from(db.getKeys({ ...range, limit: chunk }))
+    if (keys.length === 0) return
+    await db.transaction(() => {
+      for (const key of keys) db.remove(key)
+    })
+  }
+}
+
+/** Digest cells of minutes before the cutoff, peer by peer (the peer is the key's first part). */
+const deleteDigests = async (layout: Layout, cutoffMinute: number, stopped: () => boolean) => {
+  let seek: AnyKey = [""]
+  for (;;) {
+    const next = Array.from(layout.digests.getKeys({ start: seek, limit: 1 }))[0] as
+      | [string, number]
+      | undefined
+    if (next === undefined || stopped()) return
+    await deleteRange(layout.digests, { start: [next[0], -1], end: [next[0], cutoffMinute] }, stopped)
+    seek = [next[0], maxKeyPart]
+  }
 }
 
 /** Walks the service's routes by seeking past each one, deleting buckets that start before the cutoff. */

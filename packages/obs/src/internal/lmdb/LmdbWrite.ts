@@ -3,11 +3,27 @@
  * write transaction (group commit). Runs synchronously inside lmdb's transaction callback, so reads
  * here see this transaction's writes.
  */
+import { HashRing } from "@iii/core"
+import type { Database } from "lmdb"
+import { Packr, Unpackr } from "msgpackr"
+import { readKey, toBufferKey } from "ordered-binary"
 import type { WriteOutcome } from "../../Store.js"
-import { logCorrelationKey, micros, type ServiceInfoValue } from "./Keys.js"
+import {
+  blockFields,
+  type DigestValue,
+  digestMinute,
+  logCorrelationKey,
+  micros,
+  plannedDbs,
+  recordHash,
+  type ServiceInfoValue,
+  statusBlockFields
+} from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
-import { RedDeltas } from "./Red.js"
+import { partValue, RedDeltas } from "./Red.js"
 import type { BatchPlan } from "./WritePlan.js"
+
+const { murmur3 } = HashRing
 
 /** How stale a service's `lastSeen` may get before a write refreshes it (keeps writes rare). */
 const lastSeenRefreshNano = 10_000_000_000n
@@ -56,48 +72,175 @@ export const commitRound = async (
   }
 }
 
+/**
+ * Puts unless the key is stored; true when it put. lmdb returns that flag from `putSync` with
+ * `noOverwrite`, though its types say void.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: any database, any key
+const putNew = <V>(db: Database<V, any>, key: unknown, value: V): boolean =>
+  db.putSync(key, value, { noOverwrite: true }) as unknown as boolean
+const SPANS = plannedDbs.indexOf("spans")
+const BY_SERVICE = plannedDbs.indexOf("byService")
+const BY_STATUS = plannedDbs.indexOf("byStatus")
+
+/**
+ * Applies a round in the open write transaction. Every record is stored once, whoever sends it how
+ * often: a span already stored (a re-sent batch, a late hint, a repair) is left out of the round's
+ * index blocks, a RED part already applied is not counted again, logs and metric points are keyed by
+ * (agent, seq, index). A plan none of whose records was new is a `duplicate`.
+ */
 export const applyRound = (
   layout: Layout,
   state: WriteState,
   round: ReadonlyArray<BatchPlan>
 ): ReadonlyArray<WriteOutcome> => {
   const red = new RedDeltas()
-  const highWater = new Map<string, number>()
-  const outcomes: Array<WriteOutcome> = []
-  for (const batch of round) {
-    const previous = highWater.get(batch.agentId) ?? layout.agents.get(batch.agentId) ?? 0
-    if (batch.seq <= previous) {
-      outcomes.push("duplicate")
-      continue
-    }
-    highWater.set(batch.agentId, batch.seq)
-    const { table, bytes } = batch
+  const digests = new DigestDeltas()
+  const outcomes = round.map((plan) => {
+    const peers = plan.peers
+    const { table, bytes } = plan
+    let stored = 0
+    let span = 0
+    let repeated: Set<string> | undefined
     let offset = 0
     for (let t = 0; t < table.length; t += 3) {
+      const db = table[t] ?? 0
       const valueStart = offset + (table[t + 1] ?? 0)
       const valueEnd = valueStart + (table[t + 2] ?? 0)
-      layout.planned[table[t] ?? 0]?.put(
-        bytes.subarray(offset, valueStart),
-        bytes.subarray(valueStart, valueEnd)
-      )
+      const key = bytes.subarray(offset, valueStart)
+      const value = bytes.subarray(valueStart, valueEnd)
       offset = valueEnd
+      if (db === SPANS) {
+        if (putNew(layout.planned[SPANS] as Database<Uint8Array, Uint8Array>, key, value)) {
+          stored++
+          if (peers !== undefined)
+            digests.add(peers.sets[peers.spans[span] ?? 0], plan.spanMinutes?.[span] ?? 0, murmur3(key))
+        } else {
+          repeated ??= new Set()
+          repeated.add(Buffer.from(key).toString("latin1"))
+        }
+        span++
+      } else if (repeated !== undefined && (db === BY_SERVICE || db === BY_STATUS)) {
+        const kept = withoutSpans(key, value, db === BY_SERVICE ? blockFields : statusBlockFields, repeated)
+        if (kept !== undefined) layout.planned[db]?.put(kept.key, kept.value)
+      } else layout.planned[db]?.put(key, value)
     }
-    red.addSamples(batch.red)
-    for (const [service, seen] of batch.services) noteService(layout, state, service, seen)
-    batch.logs.forEach((log, index) => {
+    plan.red.forEach((part, i) => {
+      if (!putNew(layout.redParts, [part.service, part.bucket, plan.agentId, plan.seq], partValue(part)))
+        return
+      stored++
+      red.addPart(part)
+      if (peers !== undefined)
+        digests.add(
+          peers.sets[peers.red[i] ?? 0],
+          Math.floor(part.bucket / 60),
+          recordHash(["red", part.service, part.bucket, plan.agentId, plan.seq])
+        )
+    })
+    for (const [service, seen] of plan.services) noteService(layout, state, service, seen)
+    plan.logs.forEach((log, i) => {
+      const index = plan.logIndexes?.[i] ?? i
       const time = micros(log.timeUnixNano)
       const ck = logCorrelationKey(log)
-      layout.logs.put([ck, time, batch.agentId, batch.seq, index], log)
-      layout.logsByTime.put([time, batch.agentId, batch.seq, index], ck)
+      if (!putNew(layout.logs, [ck, time, plan.agentId, plan.seq, index], log)) return
+      stored++
+      layout.logsByTime.put([time, plan.agentId, plan.seq, index], ck)
+      if (peers !== undefined)
+        digests.add(
+          peers.sets[peers.logs[i] ?? 0],
+          digestMinute(time),
+          recordHash(["log", ck, time, plan.agentId, plan.seq, index])
+        )
     })
-    batch.metrics.forEach((point, index) => {
-      layout.metrics.put([micros(point.timeUnixNano), batch.agentId, batch.seq, index], point)
+    plan.metrics.forEach((point, i) => {
+      const index = plan.metricIndexes?.[i] ?? i
+      const time = micros(point.timeUnixNano)
+      if (!putNew(layout.metrics, [time, plan.agentId, plan.seq, index], point)) return
+      stored++
+      if (peers !== undefined)
+        digests.add(
+          peers.sets[peers.metrics[i] ?? 0],
+          digestMinute(time),
+          recordHash(["metric", time, plan.agentId, plan.seq, index])
+        )
     })
-    outcomes.push("stored")
-  }
-  for (const [agentId, seq] of highWater) layout.agents.put(agentId, seq)
+    const records = plan.spanCount + plan.red.length + plan.logCount + plan.metricCount
+    return stored > 0 || records === 0 ? "stored" : "duplicate"
+  })
   red.flush(layout.red)
+  digests.flush(layout.digests)
   return outcomes
+}
+
+const unpackr = new Unpackr({ useRecords: false })
+const packr = new Packr({ useRecords: false })
+
+/**
+ * An index block without the spans already stored (`repeated` holds their `spans` keys as latin1
+ * strings), keyed by its first remaining span; undefined when none remains. Only re-sent or repaired
+ * data takes this path.
+ */
+const withoutSpans = (
+  key: Uint8Array,
+  value: Uint8Array,
+  fields: number,
+  repeated: ReadonlySet<string>
+): { key: Uint8Array; value: Uint8Array } | undefined => {
+  const block = unpackr.unpack(value) as Array<string | number>
+  const kept: Array<string | number> = []
+  for (let at = 0; at < block.length; at += fields)
+    if (!repeated.has(`${block[at + 1]}\u0000${block[at + 2]}`)) kept.push(...block.slice(at, at + fields))
+  if (kept.length === 0) return undefined
+  const parts = readKey(key, 0, key.length) as Array<string | number>
+  parts.splice(parts.length - 2, 2, kept[1] as string, kept[2] as string)
+  return { key: toBufferKey(parts), value: packr.pack(kept) }
+}
+
+interface DigestDelta {
+  readonly peer: string
+  readonly minute: number
+  count: number
+  xor: number
+  sum: number
+}
+
+/** Digest changes of a round, per (peer, minute), merged into the stored cells at the end. */
+class DigestDeltas {
+  private readonly cells = new Map<string, DigestDelta>()
+  // Consecutive records mostly share their owners and minute: their cells are looked up once.
+  private lastPeers: ReadonlyArray<string> | undefined
+  private lastMinute = Number.NaN
+  private last: Array<DigestDelta> = []
+
+  add(peers: ReadonlyArray<string> | undefined, minute: number, hash: number): void {
+    if (peers === undefined) return
+    if (peers !== this.lastPeers || minute !== this.lastMinute) {
+      this.lastPeers = peers
+      this.lastMinute = minute
+      this.last = peers.map((peer) => {
+        const id = `${peer}\u0000${minute}`
+        let cell = this.cells.get(id)
+        if (cell === undefined) {
+          cell = { peer, minute, count: 0, xor: 0, sum: 0 }
+          this.cells.set(id, cell)
+        }
+        return cell
+      })
+    }
+    for (const cell of this.last) {
+      cell.count++
+      cell.xor = (cell.xor ^ hash) >>> 0
+      cell.sum = (cell.sum + hash) >>> 0
+    }
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: lmdb keys are untyped arrays
+  flush(db: Database<DigestValue, any>): void {
+    for (const { peer, minute, count, xor, sum } of this.cells.values()) {
+      const [c, x, s] = db.get([peer, minute]) ?? [0, 0, 0]
+      db.put([peer, minute], [c + count, (x ^ xor) >>> 0, (s + sum) >>> 0])
+    }
+  }
 }
 
 /** Records a batch's sighting of a service; writes only when labels changed or lastSeen went stale. */

@@ -1,65 +1,27 @@
 /**
  * RED rollups as the store writes them: per (service, route, 10 s bucket) request count, error count
- * and a mergeable latency sketch (core's LatencySketch, milliseconds). `RedSampler` records a batch's
- * server spans on the ingest thread; `RedDeltas` accumulates the samples of a transaction's stored
- * batches in memory, then merges each touched cell into the stored one with one read and one write.
+ * and a mergeable latency sketch (core's LatencySketch, milliseconds), from the batches' RED parts
+ * (`RedParts.ts`): `RedDeltas` accumulates the parts a transaction stores for the first time in
+ * memory, then merges each touched cell into the stored one with one read and one write.
  * Reading them as series is the node's business (`node/RedSeries.ts`).
  */
 import { LatencySketch } from "@iii/core"
 import { Either } from "effect"
 import type { Database } from "lmdb"
-import { rollupBucketSeconds } from "../../Store.js"
-import { allRoutes, type RedCellValue } from "./Keys.js"
+import type { RedPart } from "../../Store.js"
+import { allRoutes, type RedCellValue, type RedPartValue } from "./Keys.js"
 
-/**
- * A batch's server spans as RED samples, recorded on the ingest thread and replayed into the round's
- * `RedDeltas` by the writer for the batches it stores (a duplicate batch must not count): the cells
- * the spans fall in, and per span its cell's index, duration (ns) and error flag (1 or 0).
- */
-export interface RedSamples {
-  readonly cells: ReadonlyArray<readonly [service: string, route: string, bucket: number]>
-  /** Triples: cell index, duration in nanoseconds, error. */
-  readonly samples: Float64Array
-}
+/** A part as the `red-parts` database stores it. */
+export const partValue = (part: RedPart): RedPartValue => ({
+  routes: part.routes,
+  samples: new Uint8Array(part.samples.buffer, part.samples.byteOffset, part.samples.byteLength)
+})
 
-export class RedSampler {
-  /** service → route → bucket → cell index (no per-span key string to build). */
-  private readonly ids = new Map<string, Map<string, Map<number, number>>>()
-  private readonly cells: Array<readonly [string, string, number]> = []
-  private samples = new Float64Array(96)
-  private length = 0
-
-  add(service: string, route: string, startMicros: number, durationNano: number, error: boolean): void {
-    const bucket = bucketOfMicros(startMicros)
-    let routes = this.ids.get(service)
-    if (routes === undefined) {
-      routes = new Map()
-      this.ids.set(service, routes)
-    }
-    let buckets = routes.get(route)
-    if (buckets === undefined) {
-      buckets = new Map()
-      routes.set(route, buckets)
-    }
-    let cell = buckets.get(bucket)
-    if (cell === undefined) {
-      cell = this.cells.push([service, route, bucket]) - 1
-      buckets.set(bucket, cell)
-    }
-    if (this.length + 3 > this.samples.length) {
-      const bigger = new Float64Array(this.samples.length * 2)
-      bigger.set(this.samples)
-      this.samples = bigger
-    }
-    this.samples[this.length] = cell
-    this.samples[this.length + 1] = durationNano
-    this.samples[this.length + 2] = error ? 1 : 0
-    this.length += 3
-  }
-
-  done(): RedSamples {
-    return { cells: this.cells, samples: this.samples.slice(0, this.length) }
-  }
+/** A stored part back; the samples are copied (stored bytes need not be 8-byte aligned). */
+export const partOf = (service: string, bucket: number, value: RedPartValue): RedPart => {
+  const samples = new Float64Array(value.samples.byteLength / 8)
+  new Uint8Array(samples.buffer).set(value.samples)
+  return { service, bucket, routes: value.routes, samples }
 }
 
 interface Delta {
@@ -69,11 +31,6 @@ interface Delta {
   count: number
   errors: number
   readonly sketch: LatencySketch.LatencySketch
-}
-
-const bucketOfMicros = (startMicros: number): number => {
-  const sec = Math.floor(startMicros / 1_000_000)
-  return sec - (sec % rollupBucketSeconds)
 }
 
 export class RedDeltas {
@@ -89,11 +46,11 @@ export class RedDeltas {
     return cell
   }
 
-  /** Replays a batch's samples (see `RedSampler`). */
-  addSamples({ cells, samples }: RedSamples): void {
-    const deltas = cells.map(([service, route, bucket]) => this.cell(service, route, bucket))
+  /** Replays a part's samples (see `RedSampler`). */
+  addPart({ service, bucket, routes, samples }: RedPart): void {
+    const cells = routes.map((route) => this.cell(service, route, bucket))
     for (let i = 0; i < samples.length; i += 3) {
-      const cell = deltas[samples[i] ?? 0]
+      const cell = cells[samples[i] ?? 0]
       if (cell === undefined) continue
       cell.count++
       if (samples[i + 2] === 1) cell.errors++

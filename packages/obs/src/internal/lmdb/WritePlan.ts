@@ -4,8 +4,8 @@
  * pre-aggregated. Built on the ingest thread as soon as a frame is decoded, so the decoded spans die
  * young (a span object kept until its commit outlives the young generation and makes the collector
  * copy and promote it); then handed to the writer (thread) by transferring the buffers, so the
- * writer's transaction only copies bytes into LMDB. Each batch keeps its own plan because the writer
- * decides per batch, inside the transaction, whether it is a duplicate.
+ * writer's transaction only copies bytes into LMDB. The writer decides per span, inside the
+ * transaction, whether it is new (LmdbWrite.ts).
  */
 import { Telemetry } from "@iii/core"
 // lmdb turns on ordered-binary's null termination when loaded; keys written here must match its own.
@@ -13,15 +13,16 @@ import "lmdb"
 import type { Effect } from "effect"
 import { writeKey } from "ordered-binary"
 import { type StoreError, UnindexableSpan } from "../../Errors.js"
-import type { IngestBatch, PlannedBatch, WriteOutcome } from "../../Store.js"
+import type { IngestBatch, PlannedBatch, RecordOwners, RedPart, WriteOutcome } from "../../Store.js"
+import { RedSampler, routeOf } from "../RedParts.js"
 import {
   blockFields,
   correlationKey,
+  digestMinute,
   durationBand,
   maxLabelBytes,
   micros,
   plannedDbs,
-  routeOf,
   type ServiceBlockKey,
   type ServiceInfoValue,
   type StatusBlockKey,
@@ -30,13 +31,19 @@ import {
   statusIndexed
 } from "./Keys.js"
 import { MsgpackWriter } from "./MsgpackWriter.js"
-import { RedSampler, type RedSamples } from "./Red.js"
 import * as SpanRecord from "./SpanRecord.js"
 
 const SPANS = plannedDbs.indexOf("spans")
 const BY_SERVICE = plannedDbs.indexOf("byService")
 const BY_STATUS = plannedDbs.indexOf("byStatus")
 const BY_CORRELATION = plannedDbs.indexOf("byCorrelation")
+
+/**
+ * What a plan is made of: an agent batch, or a share of one (the cluster plans each owner set's share),
+ * or records a repair copies. Logs and metric points are stored under (agent, seq, their index in the
+ * agent's batch): a share gives each one's index, a whole batch leaves them implied.
+ */
+type PlanInput = IngestBatch
 
 export interface BatchPlan extends PlannedBatch {
   readonly agentId: string
@@ -45,12 +52,17 @@ export interface BatchPlan extends PlannedBatch {
   readonly table: Uint32Array
   /** Each entry's key bytes then value bytes, entries in table order. */
   readonly bytes: Uint8Array
-  /** RED samples of the batch's server spans. */
-  readonly red: RedSamples
+  /** RED parts of the batch's server spans. */
+  readonly red: ReadonlyArray<RedPart>
   /** Per service in the batch: its latest resource labels and newest span start. */
   readonly services: ReadonlyArray<readonly [string, ServiceInfoValue]>
-  readonly logs: IngestBatch["logs"]
-  readonly metrics: IngestBatch["metrics"]
+  readonly logs: ReadonlyArray<Telemetry.LogRecord>
+  readonly logIndexes: ReadonlyArray<number> | undefined
+  readonly metrics: ReadonlyArray<Telemetry.MetricPoint>
+  readonly metricIndexes: ReadonlyArray<number> | undefined
+  readonly peers: RecordOwners | undefined
+  /** With `peers`: each span's start minute (`Keys.digestMinute`), for its digest cell. */
+  readonly spanMinutes: Uint32Array | undefined
 }
 
 type KeyPart = string | number
@@ -144,9 +156,9 @@ const addToBlock = <K>(blocks: Blocks<K>, part: K, bucket: number, index: number
   else block.push(index)
 }
 
-const planSpans = (b: Builder, batch: IngestBatch) => {
+const planSpans = (b: Builder, batch: PlanInput) => {
   const { spans } = batch
-  const red = new RedSampler()
+  const red = batch.red === undefined ? new RedSampler() : undefined
   const services = new Map<string, Mutable<ServiceInfoValue>>()
   const serviceBlocks: Blocks<string> = new Map()
   // Status class, then duration band: the status index's blocks.
@@ -180,7 +192,8 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
       b.number(1)
       b.endEntry(BY_CORRELATION)
     }
-    if (span.kind === "server") red.add(span.service, route, startMicros, span.durationNano, span.error)
+    if (red !== undefined && span.kind === "server")
+      red.add(span.service, route, startMicros, span.durationNano, span.error)
     let seen = services.get(span.service)
     if (seen === undefined) {
       seen = { lastSeenUnixNano: span.startTimeUnixNano }
@@ -192,7 +205,11 @@ const planSpans = (b: Builder, batch: IngestBatch) => {
   }
   planServiceBlocks(b, batch, serviceBlocks, starts)
   planStatusBlocks(b, batch, statusBlocks, starts)
-  return { red: red.done(), services: Array.from(services) }
+  return {
+    red: batch.red ?? red?.done() ?? [],
+    services: Array.from(services),
+    spanMinutes: batch.peers === undefined ? undefined : Uint32Array.from(starts, digestMinute)
+  }
 }
 
 /**
@@ -205,7 +222,7 @@ const planBlock = (
   key: ReadonlyArray<KeyPart>,
   fields: number,
   indexes: ReadonlyArray<number>,
-  batch: IngestBatch,
+  batch: PlanInput,
   starts: Float64Array,
   rest: (span: Telemetry.Span) => void
 ) => {
@@ -221,14 +238,20 @@ const planBlock = (
   b.endEntry(db)
 }
 
+/** The ids of a block's first span, which key the block (Keys.ts). */
+const firstIds = (batch: PlanInput, indexes: ReadonlyArray<number>): readonly [string, string] => {
+  const first = batch.spans[indexes[0] ?? 0] as Telemetry.Span
+  return [first.traceId, first.spanId]
+}
+
 /** One byService entry per (service, bucket): ServiceBlockSpan fields, flat, for each of its spans. */
-const planServiceBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks<string>, starts: Float64Array) => {
+const planServiceBlocks = (b: Builder, batch: PlanInput, blocks: Blocks<string>, starts: Float64Array) => {
   for (const [service, byBucket] of blocks)
     for (const [bucket, indexes] of byBucket)
       planBlock(
         b,
         BY_SERVICE,
-        [service, bucket, batch.agentId, batch.seq] satisfies ServiceBlockKey,
+        [service, bucket, ...firstIds(batch, indexes)] satisfies ServiceBlockKey,
         blockFields,
         indexes,
         batch,
@@ -246,7 +269,7 @@ const planServiceBlocks = (b: Builder, batch: IngestBatch, blocks: Blocks<string
 /** One byStatus entry per (status class, duration band, bucket): StatusBlockSpan fields, flat. */
 const planStatusBlocks = (
   b: Builder,
-  batch: IngestBatch,
+  batch: PlanInput,
   blocks: Map<string, Blocks<number>>,
   starts: Float64Array
 ) => {
@@ -256,7 +279,7 @@ const planStatusBlocks = (
         planBlock(
           b,
           BY_STATUS,
-          [cls, band, bucket, batch.agentId, batch.seq] satisfies StatusBlockKey,
+          [cls, band, bucket, ...firstIds(batch, indexes)] satisfies StatusBlockKey,
           statusBlockFields,
           indexes,
           batch,
@@ -270,12 +293,12 @@ const planStatusBlocks = (
 }
 
 /**
- * Plans a batch; it is already validated (the wire decoder checked every field). Throws
- * `UnindexableSpan` for a span whose labels do not fit in an index key.
+ * Plans a batch (or a share of one); it is already validated (the wire decoder checked every field).
+ * Throws `UnindexableSpan` for a span whose labels do not fit in an index key.
  */
-export const planBatch = (batch: IngestBatch): BatchPlan => {
+export const planBatch = (batch: PlanInput): BatchPlan => {
   const b = new Builder(batch.spans.length)
-  const { red, services } = planSpans(b, batch)
+  const { red, services, spanMinutes } = planSpans(b, batch)
   return {
     agentId: batch.agentId,
     seq: batch.seq,
@@ -287,7 +310,11 @@ export const planBatch = (batch: IngestBatch): BatchPlan => {
     red,
     services,
     logs: batch.logs,
-    metrics: batch.metrics
+    logIndexes: batch.logIndexes,
+    metrics: batch.metrics,
+    metricIndexes: batch.metricIndexes,
+    peers: batch.peers,
+    spanMinutes
   }
 }
 
@@ -300,4 +327,8 @@ export interface RoundWriter {
 
 /** The buffers to transfer (not copy) when posting plans to another thread. */
 export const transferList = (plans: ReadonlyArray<BatchPlan>): Array<ArrayBuffer> =>
-  plans.flatMap((plan) => [plan.table.buffer as ArrayBuffer, plan.bytes.buffer as ArrayBuffer])
+  plans.flatMap((plan) =>
+    plan.table.buffer === plan.bytes.buffer
+      ? [plan.bytes.buffer as ArrayBuffer]
+      : [plan.table.buffer as ArrayBuffer, plan.bytes.buffer as ArrayBuffer]
+  )

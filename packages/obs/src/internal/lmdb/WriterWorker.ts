@@ -4,6 +4,7 @@
  * transferred from the main thread, not copied) in one durable transaction.
  */
 import { parentPort, workerData } from "node:worker_threads"
+import type { WriteOutcome } from "../../Store.js"
 import { openLayout } from "./LmdbLayout.js"
 import { commitRound, makeWriteState } from "./LmdbWrite.js"
 import type { BatchPlan } from "./WritePlan.js"
@@ -14,7 +15,7 @@ export interface WriterRequest {
 }
 
 export type WriterReply =
-  | { readonly id: number; readonly outcomes: ReadonlyArray<"stored" | "duplicate"> }
+  | { readonly id: number; readonly outcomes: ReadonlyArray<WriteOutcome> }
   | { readonly id: number; readonly error: string }
 
 const { path, mapSize } = workerData as { path: string; mapSize?: number }

@@ -9,8 +9,11 @@ import { Either } from "effect"
 import type { IngestBatch, WriteOutcome } from "../../Store.js"
 
 export interface GroupCommitOptions<P> {
-  /** What a submitted batch waits in the queue as; a Left rejects that batch alone, with the Left. */
-  readonly prepare: (batch: IngestBatch) => Either.Either<P, unknown>
+  /**
+   * What a submitted batch waits in the queue as; a Left rejects that batch alone, with the Left.
+   * Without it, only already prepared items are submitted (`submitPrepared`).
+   */
+  readonly prepare?: (batch: IngestBatch) => Either.Either<P, unknown>
   /** Stores the prepared batches durably; resolves with one outcome per batch in order. */
   readonly write: (round: ReadonlyArray<P>) => Promise<ReadonlyArray<WriteOutcome>>
   /** Called with the batches a round stored (not duplicates), after they are durable. */
@@ -56,17 +59,18 @@ export class GroupCommit<P> {
 
   /** Queues a batch; resolves once it is durable (or found duplicate), rejects if its transaction failed. */
   submit(batch: IngestBatch): Promise<WriteOutcome> {
+    const prepared =
+      this.options.prepare?.(batch) ?? Either.left(new Error("this queue takes prepared items"))
+    return Either.isLeft(prepared)
+      ? Promise.reject(prepared.left)
+      : this.submitPrepared(prepared.right, batch.spans.length, weight(batch))
+  }
+
+  /** Queues an item prepared elsewhere, of `spans` spans and `weight` spans, logs and points. */
+  submitPrepared(prepared: P, spans: number, weight: number): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
-      const prepared = this.options.prepare(batch)
-      if (Either.isLeft(prepared)) return reject(prepared.left)
-      this.queue.push({
-        prepared: prepared.right,
-        spans: batch.spans.length,
-        weight: weight(batch),
-        resolve,
-        reject
-      })
-      this.depth += weight(batch)
+      this.queue.push({ prepared, spans, weight, resolve, reject })
+      this.depth += weight
       this.kick()
     })
   }

@@ -7,18 +7,17 @@ import type { Telemetry } from "@iii/core"
 import { Effect, Either } from "effect"
 import { InvalidParameter, type StoreError } from "../../Errors.js"
 import * as ExternalMetrics from "../../ExternalMetrics.js"
-import type { SpanReaderService } from "../../Store.js"
-import { rollupBucketSeconds } from "../../Store.js"
+import {
+  currentReadReport,
+  type ReadReport,
+  rollupBucketSeconds,
+  type SpanReaderService
+} from "../../Store.js"
+import type { Answer } from "./Endpoints.js"
 import { parseCorrelationId, parseInteger, parseRedQuery, parseTraceQuery, rejectUnknown } from "./Params.js"
 import { bucketOf, quantileOf, series, summarize } from "./RedSeries.js"
 import * as ServiceMap from "./ServiceMap.js"
 import { toJson } from "./TailHub.js"
-
-export interface Answer {
-  readonly status: number
-  readonly contentType: string
-  readonly body: string
-}
 
 const json = (status: number, value: unknown): Answer => ({
   status,
@@ -163,8 +162,45 @@ const externalMetric = (
     return json(200, ExternalMetrics.render(metric, selector, matched.length, figures, now))
   })
 
+/**
+ * An answer with what its reads could not reach: `partial` (data may be missing) and `missing` (the
+ * nodes that did not answer) added to a JSON object's fields, or, for the Kubernetes APIs, whose
+ * bodies have a fixed shape, as `X-III-Partial` and `X-III-Missing` headers.
+ */
+const withReport = (answer: Answer, report: ReadReport, apiGroup: boolean): Answer => {
+  if (report.missing.size === 0 && !report.partial) return answer
+  const missing = Array.from(report.missing).sort()
+  if (apiGroup || !answer.body.startsWith("{"))
+    return {
+      ...answer,
+      headers: {
+        ...answer.headers,
+        "x-iii-partial": String(report.partial),
+        "x-iii-missing": missing.join(",")
+      }
+    }
+  const fields = `"partial":${report.partial},"missing":${JSON.stringify(missing)}`
+  return { ...answer, body: `{${fields}${answer.body === "{}" ? "" : ","}${answer.body.slice(1)}` }
+}
+
 /** Routes `GET` requests of the query API; undefined when the path is not one of ours. `nowMs`: the node's clock. */
 export const route = (
+  reader: SpanReaderService,
+  url: URL,
+  nowMs: number
+): Effect.Effect<Answer, InvalidParameter | StoreError> | undefined => {
+  const answer = routeReads(reader, url, nowMs)
+  if (answer === undefined) return undefined
+  return Effect.suspend(() => {
+    const report: ReadReport = { partial: false, missing: new Set() }
+    return answer.pipe(
+      Effect.locally(currentReadReport, report),
+      Effect.map((a) => withReport(a, report, url.pathname.startsWith("/apis/")))
+    )
+  })
+}
+
+const routeReads = (
   reader: SpanReaderService,
   url: URL,
   nowMs: number

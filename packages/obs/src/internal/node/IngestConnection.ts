@@ -102,6 +102,18 @@ export const handleIngest = (
         strikes = 0
         writer.submit({ agentId, seq, spans: frame.spans, metrics: frame.metrics, logs: frame.logs }).then(
           (outcome) => {
+            if (outcome === "unavailable") {
+              // Not stored durably enough (a cluster without a write quorum): the agent resends it later.
+              counters.batchesUnavailable++
+              return send({
+                type: "error",
+                code: "overloaded",
+                message:
+                  "batch not stored: too few of its owners are reachable for a write quorum; resend it",
+                seq,
+                fatal: false
+              })
+            }
             if (outcome === "duplicate") counters.batchesDuplicate++
             send({ type: "ack", seq })
           },

@@ -7,6 +7,7 @@ export class NodeCounters {
   writeFailures = 0
   batchesStored = 0
   batchesDuplicate = 0
+  batchesUnavailable = 0
   spansStored = 0
   logsStored = 0
   metricsStored = 0
@@ -70,7 +71,8 @@ export interface Gauges {
   readonly storeFailed: boolean
 }
 
-const line = (name: string, type: "counter" | "gauge", help: string, value: number) =>
+/** One metric in the Prometheus text format. */
+export const line = (name: string, type: "counter" | "gauge", help: string, value: number) =>
   `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}\n`
 
 export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
@@ -84,6 +86,12 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
       "counter",
       "Re-sent batches acknowledged without storing.",
       c.batchesDuplicate
+    ),
+    line(
+      "iii_obs_batches_unavailable_total",
+      "counter",
+      "Batches refused for want of a write quorum (the agent resends them).",
+      c.batchesUnavailable
     ),
     line("iii_obs_commits_total", "counter", "LMDB write transactions committed by ingest.", g.commits),
     line("iii_obs_ingest_bytes_total", "counter", "Frame bytes received on /v1/ingest.", c.bytesReceived),

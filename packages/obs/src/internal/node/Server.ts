@@ -10,6 +10,7 @@ import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
 import type { SpanReaderService, StoreMaintenanceService } from "../../Store.js"
 import * as Dashboard from "./Dashboard.js"
+import type { Endpoints } from "./Endpoints.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings } from "./IngestConnection.js"
@@ -39,6 +40,7 @@ export interface ServerParts {
   readonly nowMs: () => number
   /** Logs an error through the node's logger (every 5xx answered, with its cause). */
   readonly logError: (message: string) => void
+  readonly endpoints: Endpoints | undefined
 }
 
 /** Paths answered without a token: probes, the node's own metrics, and the External Metrics API (the
@@ -54,7 +56,7 @@ const reply = (
   status: number,
   contentType: string,
   body: string,
-  extra: Record<string, string> = {}
+  extra: Readonly<Record<string, string>> = {}
 ) => {
   res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body), ...extra })
   res.end(body)
@@ -88,10 +90,18 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://node")
-    if (req.method !== "GET" && req.method !== "HEAD")
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      const other = authorized(parts.rules.token, req)
+        ? parts.endpoints?.answer(req.method ?? "", url, req)
+        : undefined
+      if (other !== undefined) {
+        const answer = await other
+        return reply(res, answer.status, answer.contentType, answer.body, answer.headers)
+      }
       return reply(res, 405, "application/json", JSON.stringify({ error: "only GET is supported" }), {
         allow: "GET"
       })
+    }
     if (url.pathname === "/healthz") return reply(res, 200, "text/plain", "ok\n")
     if (url.pathname === "/readyz") {
       const failure = parts.storeFailure()
@@ -102,20 +112,22 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     if (url.pathname === "/metrics") {
       const stats = await Effect.runPromise(Effect.either(parts.maintenance.stats()))
       const s = Either.getOrElse(stats, () => ({ bytes: 0, spans: 0 }))
+      const more = (await parts.endpoints?.metrics()) ?? ""
       return reply(
         res,
         200,
         "text/plain; version=0.0.4",
-        renderPrometheus(parts.counters, {
-          queueDepth: parts.writer.depth,
-          commits: parts.writer.commits,
-          tailSubscribers: parts.tail.size,
-          tailDelivered: parts.tail.deliveredTotal,
-          tailDropped: parts.tail.droppedTotal,
-          bytesStored: s.bytes,
-          spansInStore: s.spans,
-          storeFailed: parts.storeFailure() !== undefined
-        })
+        more +
+          renderPrometheus(parts.counters, {
+            queueDepth: parts.writer.depth,
+            commits: parts.writer.commits,
+            tailSubscribers: parts.tail.size,
+            tailDelivered: parts.tail.deliveredTotal,
+            tailDropped: parts.tail.droppedTotal,
+            bytesStored: s.bytes,
+            spansInStore: s.spans,
+            storeFailed: parts.storeFailure() !== undefined
+          })
       )
     }
     if (Dashboard.isDashboardPath(url.pathname)) {
@@ -128,10 +140,10 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
         "www-authenticate": "Bearer"
       })
     const effect = route(parts.reader, url, parts.nowMs())
+    const other = effect === undefined ? parts.endpoints?.answer(req.method ?? "GET", url, req) : undefined
     const answer =
-      effect === undefined
-        ? notFound(`path ${url.pathname}`)
-        : await Effect.runPromise(
+      effect !== undefined
+        ? await Effect.runPromise(
             Effect.catchAll(effect, (e) =>
               Effect.sync(() => {
                 const answer = errorAnswer(e)
@@ -141,7 +153,10 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
               })
             )
           )
-    reply(res, answer.status, answer.contentType, answer.body)
+        : other !== undefined
+          ? await other
+          : notFound(`path ${url.pathname}`)
+    reply(res, answer.status, answer.contentType, answer.body, answer.headers)
   }
 
   const request = (req: IncomingMessage, res: ServerResponse) => {
@@ -188,6 +203,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
       })
       return
     }
+    if (parts.endpoints?.upgrade(req, socket, head)) return
     refuseUpgrade(socket, 404, "Not Found", { error: `no WebSocket endpoint at ${url.pathname}` })
   }
 

@@ -14,7 +14,7 @@
  * Lines longer than 16 KiB are cut (the rest of the line is dropped, the cut noted in an attribute).
  */
 import { Telemetry } from "@iii/core"
-import type { Identity, SpanContext } from "./Spans.js"
+import { type Identity, identityAttributes, resourceOf, type SpanContext } from "./Spans.js"
 
 type LogLevel = Telemetry.LogLevel
 
@@ -218,12 +218,17 @@ export interface LogStats {
  */
 export class LogEmitter {
   readonly stats: LogStats = { logs: 0, belowLevel: 0 }
+  private readonly resource: ReturnType<typeof resourceOf>
+  private readonly shared: Telemetry.Attributes | undefined
 
   constructor(
-    private readonly identity: Identity,
+    identity: Identity,
     private readonly minimum: LogLevel,
     private readonly sink: { log(record: Telemetry.LogRecord): void }
-  ) {}
+  ) {
+    this.resource = resourceOf(identity)
+    this.shared = identityAttributes(identity)
+  }
 
   emit(
     line: string,
@@ -245,14 +250,18 @@ export class LogEmitter {
     this.stats.logs++
     this.sink.log({
       timeUnixNano: timestampNs,
-      ...this.identity,
+      ...this.resource,
       level: parsed.level,
       body: line,
       stream,
       ...(traceId === undefined ? {} : { traceId }),
       ...(spanId === undefined ? {} : { spanId }),
       ...(correlationId === undefined ? {} : { correlationId }),
-      ...(cut ? { attributes: { "iii.log_truncated": true } } : {})
+      ...(cut
+        ? { attributes: { ...this.shared, "iii.log_truncated": true } }
+        : this.shared === undefined
+          ? {}
+          : { attributes: this.shared })
     })
   }
 }

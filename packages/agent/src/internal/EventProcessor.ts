@@ -3,13 +3,17 @@
  * RED metrics accumulated for the periodic flush. Synchronous and allocation-light: it runs on the
  * agent's hot path, one call per batch of events.
  *
+ * Every event carries its process's target (`CaptureEvent.target`): the identity its telemetry carries
+ * comes from `identityOf(target)` (a node agent: one per container), and each target has its own
+ * route table and RED metrics.
+ *
  * Socket events go through per-connection reassembly (`ConnectionTracker`) and HTTP parsing; writes to
  * fds 1 and 2 that are not sockets we track are log output. Each server request in flight is indexed
  * by the thread that read it, which is how outbound calls and log lines written by a thread serving
  * exactly one request are tied to that request (see `Spans` for the rule).
  */
 import type { Telemetry } from "@iii/core"
-import type { CaptureEvent } from "./CaptureEvent.js"
+import type { CaptureEvent } from "../CaptureEvent.js"
 import {
   ConnectionTracker,
   type DropReason,
@@ -18,7 +22,6 @@ import {
 } from "./ConnectionTracker.js"
 import { LineSplitter, LogEmitter } from "./Logs.js"
 import { Recorder } from "./Recorder.js"
-import type { RedMetrics } from "./RedMetrics.js"
 import { clientContext, type Identity, type SpanContext, serverContext } from "./Spans.js"
 
 /** Where finished telemetry goes (the exporter, or a test's array). */
@@ -28,7 +31,10 @@ export interface TelemetrySink {
 }
 
 export interface ProcessorOptions {
+  /** The identity of every target `identityOf` does not name (target 1: the pids given at start). */
   readonly identity: Identity
+  /** The identity of a target (consulted once, when the target's first telemetry comes). */
+  readonly identityOf?: (target: number) => Identity | undefined
   /** Log lines below this level are dropped. Default `info`. */
   readonly logLevel?: Telemetry.LogLevel
   /** Distinct routes per span kind before `{other}`. Default 500. */
@@ -57,47 +63,116 @@ export interface ProcessorStats {
 type Pending = PendingRequest<SpanContext>
 
 const lineKey = (pid: number, fd: number) => pid * 4 + fd
+const noContext = () => undefined
+
+/** What one target's telemetry goes through. */
+interface Target {
+  readonly recorder: Recorder
+  readonly logs: LogEmitter
+  /** No longer traced: flushed one last time, then forgotten. */
+  retired: boolean
+}
 
 export class EventProcessor {
-  readonly recorder: Recorder
   private readonly counts = { events: 0, spans: 0, connections: 0, logWritesLost: 0 }
   private readonly dropped: RequestDrops = { ring_full: 0, unparsed: 0, shutdown: 0 }
   private readonly tracker: ConnectionTracker<SpanContext>
   /** Server requests in flight, by the thread serving them. */
   private readonly serving = new Map<number, Set<Pending>>()
-  private readonly lines = new Map<number, LineSplitter>()
-  private readonly logs: LogEmitter
+  /** Partial log lines, by pid + fd, with the target of their process. */
+  private readonly lines = new Map<number, { readonly splitter: LineSplitter; readonly target: number }>()
   private readonly captureLogs: boolean
+  private readonly targets = new Map<number, Target>()
+  /** Logs emitted by targets already forgotten. */
+  private logsOfForgotten = { logs: 0, belowLevel: 0 }
 
-  constructor(options: ProcessorOptions, sink: TelemetrySink, startNs: bigint) {
-    this.logs = new LogEmitter(options.identity, options.logLevel ?? "info", sink)
+  constructor(
+    private readonly options: ProcessorOptions,
+    private readonly sink: TelemetrySink,
+    private readonly startNs: bigint
+  ) {
     this.captureLogs = options.logs ?? true
-    this.recorder = new Recorder(options.identity, sink, startNs, options.maxRoutes)
     this.tracker = new ConnectionTracker<SpanContext>({
       onRequest: (request) => this.onRequest(request),
       onExchange: (exchange) => this.onExchange(exchange),
       onConnectionEnd: (connection, endNs) => {
         this.counts.connections++
-        this.recorder.red.recordConnection(connection, endNs)
+        this.target(connection.target).recorder.red.recordConnection(connection, endNs)
       },
-      onDropped: (_, reason) => {
+      onDropped: (_, reason, request) => {
         this.dropped[reason]++
+        if (request !== undefined) this.stopServing(request)
       }
     })
   }
 
+  private target(index: number): Target {
+    let target = this.targets.get(index)
+    if (target === undefined) {
+      const identity = this.options.identityOf?.(index) ?? this.options.identity
+      target = {
+        recorder: new Recorder(identity, this.sink, this.startNs, this.options.maxRoutes),
+        logs: new LogEmitter(identity, this.options.logLevel ?? "info", this.sink),
+        retired: false
+      }
+      this.targets.set(index, target)
+    }
+    target.retired = false
+    return target
+  }
+
+  /**
+   * A log line that came another way than the capture (a node agent reads the container runtime's
+   * log files): parsed and emitted as the target's, tied to the request `context` names (default
+   * none: only the trace or correlation id the line itself names).
+   */
+  logLine(
+    target: number,
+    line: string,
+    cut: boolean,
+    stream: "stdout" | "stderr",
+    timestampNs: bigint,
+    context: () => SpanContext | undefined = noContext
+  ): void {
+    this.target(target).logs.emit(line, cut, stream, timestampNs, context)
+  }
+
+  /** The target is no longer traced: its metrics are flushed one last time, then it is forgotten. */
+  retire(index: number): void {
+    const target = this.targets.get(index)
+    if (target !== undefined) target.retired = true
+  }
+
+  /** The RED metrics of every target for the interval ending at `nowNs`. */
+  flushMetrics(nowNs: bigint): Array<Telemetry.MetricPoint> {
+    const points: Array<Telemetry.MetricPoint> = []
+    for (const [index, target] of this.targets) {
+      for (const point of target.recorder.red.flush(nowNs)) points.push(point)
+      if (target.retired) {
+        this.logsOfForgotten = {
+          logs: this.logsOfForgotten.logs + target.logs.stats.logs,
+          belowLevel: this.logsOfForgotten.belowLevel + target.logs.stats.belowLevel
+        }
+        this.targets.delete(index)
+      }
+    }
+    return points
+  }
+
   get stats(): ProcessorStats {
+    let logs = this.logsOfForgotten.logs
+    let logsBelowLevel = this.logsOfForgotten.belowLevel
+    for (const target of this.targets.values()) {
+      logs += target.logs.stats.logs
+      logsBelowLevel += target.logs.stats.belowLevel
+    }
     return {
       ...this.counts,
-      logs: this.logs.stats.logs,
-      logsBelowLevel: this.logs.stats.belowLevel,
+      logs,
+      logsBelowLevel,
       requestsDropped: { ...this.dropped },
       lostUntracked: this.tracker.lostUntracked
     }
-  }
-
-  get red(): RedMetrics {
-    return this.recorder.red
   }
 
   /** Open connections being tracked. */
@@ -124,19 +199,24 @@ export class EventProcessor {
           event.direction,
           event.payload,
           event.totalLength,
-          event.timestampNs
+          event.timestampNs,
+          event.target
         )
         return
       }
-      case "accept":
-      case "connect":
+      case "open":
         this.tracker.open(
           event.pid,
           event.fd,
-          event.kind === "accept" ? "server" : "client",
+          undefined,
           event.timestampNs,
-          { address: event.localAddress, port: event.localPort },
-          { address: event.peerAddress, port: event.peerPort }
+          event.localAddress === undefined
+            ? undefined
+            : { address: event.localAddress, port: event.localPort ?? 0 },
+          event.peerAddress === undefined
+            ? undefined
+            : { address: event.peerAddress, port: event.peerPort ?? 0 },
+          event.target
         )
         return
       case "close":
@@ -173,8 +253,7 @@ export class EventProcessor {
       case "close":
         this.tracker.close(event.pid, event.fd, event.timestampNs)
         return
-      case "accept":
-      case "connect":
+      case "open":
         // A new connection on this fd began: whatever was tracked on it ended.
         this.tracker.close(event.pid, event.fd, event.timestampNs)
         return
@@ -221,6 +300,10 @@ export class EventProcessor {
     }
   }
 
+  private stopServing(request: Pending): void {
+    this.serving.get(request.tid)?.delete(request)
+  }
+
   /** The context of the one request `tid` is serving, if it serves exactly one. */
   private servedBy(tid: number): SpanContext | undefined {
     const set = this.serving.get(tid)
@@ -233,9 +316,9 @@ export class EventProcessor {
     const role = exchange.connection.role ?? "server"
     // The exchange is the pending request completed in place. Emptied sets stay (one per serving
     // thread) and are swept with idle connections.
-    if (role === "server") this.serving.get(exchange.tid)?.delete(exchange)
+    if (role === "server") this.stopServing(exchange)
     const peer = exchange.connection.peer
-    this.recorder.record({
+    this.target(exchange.connection.target).recorder.record({
       role,
       context: exchange.context ?? serverContext(exchange.head),
       request: exchange.head,
@@ -251,34 +334,37 @@ export class EventProcessor {
 
   private logOutput(event: Extract<CaptureEvent, { kind: "data" }>): void {
     const key = lineKey(event.pid, event.fd)
-    let splitter = this.lines.get(key)
-    if (splitter === undefined) {
-      splitter = new LineSplitter()
-      this.lines.set(key, splitter)
+    let lines = this.lines.get(key)
+    if (lines === undefined) {
+      lines = { splitter: new LineSplitter(), target: event.target }
+      this.lines.set(key, lines)
     }
     const uncaptured = Math.max(0, event.totalLength - event.payload.byteLength)
-    for (const { line, cut } of splitter.push(event.payload, uncaptured)) {
-      this.emitLine(line, cut, event.fd === 1 ? "stdout" : "stderr", event.tid, event.timestampNs)
+    const stream = event.fd === 1 ? "stdout" : "stderr"
+    for (const { line, cut } of lines.splitter.push(event.payload, uncaptured)) {
+      this.emitLine(lines.target, line, cut, stream, event.tid, event.timestampNs)
     }
   }
 
   private flushLines(pid: number, fd: number, timestampNs: bigint): void {
     if (fd !== 1 && fd !== 2) return
     const key = lineKey(pid, fd)
-    const splitter = this.lines.get(key)
-    if (splitter === undefined) return
+    const lines = this.lines.get(key)
+    if (lines === undefined) return
     this.lines.delete(key)
-    const rest = splitter.flush()
-    if (rest !== undefined) this.emitLine(rest, false, fd === 1 ? "stdout" : "stderr", 0, timestampNs)
+    const rest = lines.splitter.flush()
+    if (rest !== undefined)
+      this.emitLine(lines.target, rest, false, fd === 1 ? "stdout" : "stderr", 0, timestampNs)
   }
 
   private emitLine(
+    target: number,
     line: string,
     cut: boolean,
     stream: "stdout" | "stderr",
     tid: number,
     timestampNs: bigint
   ) {
-    this.logs.emit(line, cut, stream, timestampNs, () => this.servedBy(tid))
+    this.target(target).logs.emit(line, cut, stream, timestampNs, () => this.servedBy(tid))
   }
 }

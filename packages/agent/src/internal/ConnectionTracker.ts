@@ -23,6 +23,8 @@ export interface Endpoint {
 export interface Connection {
   readonly pid: number
   readonly fd: number
+  /** The capture's target of the process (which identity its telemetry carries). */
+  readonly target: number
   role: Role | undefined
   readonly local: Endpoint | undefined
   readonly peer: Endpoint | undefined
@@ -93,8 +95,11 @@ export interface ConnectionEvents<C> {
   onRequest(request: PendingRequest<C>): void
   onExchange(exchange: HttpExchange<C>): void
   onConnectionEnd(connection: Connection, endNs: bigint): void
-  /** A request answered (or, at shutdown, still waiting) that will not become an exchange. */
-  onDropped(connection: Connection, reason: DropReason): void
+  /**
+   * A request answered (or, at shutdown, still waiting) that will not become an exchange; `request`
+   * when it was seen (not for a response whose request never was).
+   */
+  onDropped(connection: Connection, reason: DropReason, request?: PendingRequest<C>): void
 }
 
 export interface TrackerOptions {
@@ -183,8 +188,8 @@ class Stream<C> {
     // answers in order), or a request we never saw either.
     onHidden: (timestampNs) => {
       const oldest = this.queue[0]
-      if (oldest !== undefined && oldest.startNs <= timestampNs) this.queue.shift()
-      this.events.onDropped(this.connection, this.missing)
+      const answered = oldest !== undefined && oldest.startNs <= timestampNs ? this.queue.shift() : undefined
+      this.events.onDropped(this.connection, this.missing, answered)
     }
   }
 
@@ -217,7 +222,7 @@ class Stream<C> {
   abandon(): void {
     this.responses.close()
     this.requests.close()
-    for (const _ of this.queue) this.events.onDropped(this.connection, "shutdown")
+    for (const request of this.queue) this.events.onDropped(this.connection, "shutdown", request)
     this.queue.length = 0
   }
 }
@@ -270,10 +275,11 @@ export class ConnectionTracker<C> {
   open(
     pid: number,
     fd: number,
-    role: Role,
+    role: Role | undefined,
     timestampNs: bigint,
     local: Endpoint | undefined,
-    peer: Endpoint | undefined
+    peer: Endpoint | undefined,
+    target = 1
   ): void {
     this.close(pid, fd, timestampNs)
     if (this.streams.size >= this.maxConnections) {
@@ -287,6 +293,7 @@ export class ConnectionTracker<C> {
     const connection: Connection = {
       pid,
       fd,
+      target,
       role,
       local,
       peer,
@@ -311,7 +318,8 @@ export class ConnectionTracker<C> {
     direction: "ingress" | "egress",
     payload: Uint8Array,
     totalLength: number,
-    timestampNs: bigint
+    timestampNs: bigint,
+    target = 1
   ): void {
     const key = connectionKey(pid, fd)
     let stream = this.streams.get(key)
@@ -322,7 +330,7 @@ export class ConnectionTracker<C> {
       const response = lossy && looksLikeResponse(payload)
       if (!response && !looksLikeRequest(payload)) return
       const server = (direction === "ingress") !== response
-      this.open(pid, fd, server ? "server" : "client", timestampNs, undefined, undefined)
+      this.open(pid, fd, server ? "server" : "client", timestampNs, undefined, undefined, target)
       stream = this.streams.get(key)
       if (stream === undefined) return
       stream.lossy = lossy
@@ -333,10 +341,34 @@ export class ConnectionTracker<C> {
     else connection.bytesOut += totalLength
     if (connection.opaque) return
     stream.currentTid = tid
+    if (connection.role === undefined && !this.settleRole(stream, direction, payload)) return
     const carriesRequests = (connection.role === "server") === (direction === "ingress")
     const parser = carriesRequests ? stream.requests : stream.responses
     const uncaptured = totalLength > payload.byteLength ? totalLength - payload.byteLength : 0
     parser.push(payload, uncaptured, timestampNs)
+  }
+
+  /**
+   * A connection opened without a role (the capture's open record says who is at either end, not
+   * who connected): its first bytes tell. A request makes the side that reads it the server; a
+   * response first (the answer to a request from before tracing, or one whose record was lost)
+   * tells too, and is skipped (counted if the kernel lost records here); anything else is not
+   * HTTP/1.x. Returns whether these bytes go on to the parsers.
+   */
+  private settleRole(stream: Stream<C>, direction: "ingress" | "egress", payload: Uint8Array): boolean {
+    const connection = stream.connection
+    if (looksLikeRequest(payload)) {
+      connection.role = direction === "ingress" ? "server" : "client"
+      return true
+    }
+    if (looksLikeResponse(payload)) {
+      connection.role = direction === "egress" ? "server" : "client"
+      if (stream.lossy) return true
+      stream.responses.awaitNextMessage()
+      return false
+    }
+    connection.opaque = true
+    return false
   }
 
   /**
@@ -361,7 +393,16 @@ export class ConnectionTracker<C> {
     }
     stream.lossy = true
     stream.missing = "ring_full"
-    this.data(pid, stream.currentTid, fd, direction, empty, totalLength, timestampNs)
+    this.data(
+      pid,
+      stream.currentTid,
+      fd,
+      direction,
+      empty,
+      totalLength,
+      timestampNs,
+      stream.connection.target
+    )
     stream.missing = "unparsed"
   }
 

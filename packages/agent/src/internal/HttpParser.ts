@@ -33,7 +33,7 @@ import {
   startsWithAt,
   valueAt,
   ZERO
-} from "./internal/HttpBytes.js"
+} from "./HttpBytes.js"
 
 export type MessageKind = "request" | "response"
 
@@ -125,6 +125,13 @@ export class HttpParser {
   /** True once the stream is known not to carry (or no longer carry) HTTP/1.x. */
   get opaque(): boolean {
     return this.state === State.Opaque
+  }
+
+  /** Ignore bytes until a syscall starts like a message (the rest of a message seen mid-way). */
+  awaitNextMessage(): void {
+    this.head = undefined
+    this.messageOpen = false
+    this.state = State.Desync
   }
 
   /** Stop parsing this stream (after a protocol upgrade or a successful CONNECT). */

@@ -28,7 +28,36 @@ export interface Identity {
   readonly composition?: string
   readonly namespace?: string
   readonly pod?: string
+  /** k8s.container.name. The telemetry model has no field for it: an attribute of every item. */
+  readonly container?: string
+  /** k8s.node.name, likewise. */
+  readonly node?: string
 }
+
+/** The resource fields of an identity, as spans, metric points and log records carry them. */
+export const resourceOf = (
+  identity: Identity
+): Pick<Telemetry.Span, "service" | "component" | "composition" | "namespace" | "pod"> => {
+  const resource: {
+    -readonly [K in "service" | "component" | "composition" | "namespace" | "pod"]?: string
+  } & {
+    service: string
+  } = { service: identity.service }
+  if (identity.component !== undefined) resource.component = identity.component
+  if (identity.composition !== undefined) resource.composition = identity.composition
+  if (identity.namespace !== undefined) resource.namespace = identity.namespace
+  if (identity.pod !== undefined) resource.pod = identity.pod
+  return resource
+}
+
+/** What an identity adds to every item's attributes (container and node), or undefined. */
+export const identityAttributes = (identity: Identity): Telemetry.Attributes | undefined =>
+  identity.container === undefined && identity.node === undefined
+    ? undefined
+    : {
+        ...(identity.container === undefined ? {} : { "k8s.container.name": identity.container }),
+        ...(identity.node === undefined ? {} : { "k8s.node.name": identity.node })
+      }
 
 /** A span's place in its trace, decided when the request starts (so logs and calls can join it). */
 export interface SpanContext {
@@ -99,7 +128,13 @@ export const isError = (role: Role, statusCode: number | undefined, outcome: Out
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 /** Builds the span field by field: this runs once per request, so no temporary objects. */
-export const toSpan = (identity: Identity, record: ExchangeRecord, route: string): Telemetry.Span => {
+export const toSpan = (
+  identity: Identity,
+  record: ExchangeRecord,
+  route: string,
+  /** `identityAttributes(identity)`, computed once per identity. */
+  shared: Telemetry.Attributes | undefined = identityAttributes(identity)
+): Telemetry.Span => {
   const request = record.request
   const method = normaliseMethod(request.method)
   const path = request.target
@@ -133,12 +168,14 @@ export const toSpan = (identity: Identity, record: ExchangeRecord, route: string
   const outcome = record.outcome !== "complete"
   const clientHost = record.role === "client" && request.host !== undefined
   if (outcome || request.truncated || method === "_OTHER" || clientHost) {
-    const attributes: Record<string, string | number | boolean> = {}
+    const attributes: Record<string, string | number | boolean> = { ...shared }
     if (outcome) attributes["iii.outcome"] = record.outcome
     if (request.truncated) attributes["iii.request_head_truncated"] = true
     if (method === "_OTHER") attributes["http.request.method_original"] = request.method
     if (clientHost && request.host !== undefined) attributes["server.address"] = request.host
     span.attributes = attributes
+  } else if (shared !== undefined) {
+    span.attributes = shared
   }
   return span
 }

@@ -14,7 +14,7 @@
  */
 import { LatencySketch, Telemetry } from "@iii/core"
 import type { Connection, Role } from "./ConnectionTracker.js"
-import type { Identity } from "./Spans.js"
+import { type Identity, identityAttributes, resourceOf } from "./Spans.js"
 
 interface HttpSeries {
   readonly role: Role
@@ -101,7 +101,8 @@ export class RedMetrics {
     const intervalNano = Math.max(0, Number(nowNs - this.intervalStartNs))
     this.intervalStartNs = nowNs
     const points: Array<Telemetry.MetricPoint> = []
-    const base = { ...this.identity, timeUnixNano: nowNs, intervalNano }
+    const base = { ...resourceOf(this.identity), timeUnixNano: nowNs, intervalNano }
+    const shared = identityAttributes(this.identity)
     for (const series of this.http.values()) {
       const sketch = series.sketch.toData()
       points.push({
@@ -111,6 +112,7 @@ export class RedMetrics {
         value: sketch.count,
         sketch,
         attributes: {
+          ...shared,
           "http.request.method": series.method,
           "http.route": series.route,
           "iii.status_class": series.statusClass
@@ -119,6 +121,7 @@ export class RedMetrics {
     }
     for (const series of this.tcp.values()) {
       const attributes = {
+        ...shared,
         "iii.connection.role": series.role,
         "network.peer.address": series.peer,
         "iii.protocol": series.protocol

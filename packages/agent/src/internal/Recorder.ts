@@ -6,7 +6,7 @@ import type { Telemetry } from "@iii/core"
 import type { Role } from "./ConnectionTracker.js"
 import { RedMetrics } from "./RedMetrics.js"
 import { RouteTable } from "./Routes.js"
-import { type ExchangeRecord, type Identity, normaliseMethod, toSpan } from "./Spans.js"
+import { type ExchangeRecord, type Identity, identityAttributes, normaliseMethod, toSpan } from "./Spans.js"
 
 export interface SpanSink {
   span(span: Telemetry.Span): void
@@ -15,6 +15,7 @@ export interface SpanSink {
 export class Recorder {
   readonly red: RedMetrics
   private readonly routes: Record<Role, RouteTable>
+  private readonly shared: Telemetry.Attributes | undefined
   spans = 0
 
   constructor(
@@ -24,12 +25,13 @@ export class Recorder {
     maxRoutes?: number
   ) {
     this.red = new RedMetrics(identity, startNs)
+    this.shared = identityAttributes(identity)
     this.routes = { server: new RouteTable(maxRoutes), client: new RouteTable(maxRoutes) }
   }
 
   record(exchange: ExchangeRecord): Telemetry.Span {
     const route = this.routes[exchange.role].route(exchange.request.target)
-    const span = toSpan(this.identity, exchange, route)
+    const span = toSpan(this.identity, exchange, route, this.shared)
     this.spans++
     this.red.recordRequest(
       exchange.role,
