@@ -11,6 +11,7 @@ import { Either } from "effect"
 import type { WebSocket } from "ws"
 import { UnindexableSpan } from "../../Errors.js"
 import type { BatchQueue } from "./GroupCommit.js"
+import type { Dated } from "./IngestWindow.js"
 import type { NodeCounters } from "./NodeCounters.js"
 import { closeFirmly, helloDeadline, type SocketRules } from "./SocketRules.js"
 
@@ -20,7 +21,7 @@ export interface IngestSettings extends Pick<SocketRules, "helloTimeoutMs"> {
   /** Consecutive bad frames after which the connection is closed. */
   readonly maxStrikes: number
   /** Why the batch does not fit the node's ingest window (`IngestWindow`), or undefined when it does. */
-  readonly misfit: (batch: WireProtocol.Batch) => string | undefined
+  readonly misfit: (batch: Dated) => string | undefined
 }
 
 /** WebSocket close codes used by the ingest endpoint. */

@@ -1,5 +1,6 @@
 /**
- * The node's port: node:http for the query API, health and metrics, and `ws` (noServer) for the
+ * The node's port: node:http for the query API, health, metrics and OTLP/HTTP ingest (`POST
+ * /v1/traces`, `/v1/logs`, `/v1/metrics`, under the same token), and `ws` (noServer) for the
  * `/v1/ingest` and `/v1/tail` upgrades, each an endpoint under the shared `SocketRules` (token on the
  * upgrade, connection cap, keep-alive); with TLS, a node:https server shares the same request and
  * upgrade handlers. Plain callbacks inside; `ObsNode` wraps start/stop in a scope.
@@ -15,6 +16,7 @@ import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings } from "./IngestConnection.js"
 import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
+import { handleOtlp, type OtlpParts, signalOf } from "./OtlpHttp.js"
 import { parseTailFilter } from "./Params.js"
 import { authorized, refuseUpgrade, SocketEndpoint, type SocketRules } from "./SocketRules.js"
 import type { TailHub } from "./TailHub.js"
@@ -87,9 +89,25 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     counters: parts.counters
   })
   const dashboardDir = parts.dashboardDir ?? Dashboard.builtDirectory()
+  const otlp: OtlpParts = {
+    maxBodyBytes: parts.settings.maxFrameBytes,
+    misfit: parts.settings.misfit,
+    writer: parts.writer,
+    storeFailure: parts.storeFailure,
+    nowMs: parts.nowMs,
+    logError: parts.logError
+  }
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://node")
+    const signal = req.method === "POST" ? signalOf(url.pathname) : undefined
+    if (signal !== undefined)
+      return authorized(parts.rules.token, req)
+        ? handleOtlp(req, res, signal, otlp)
+        : reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
+            "www-authenticate": "Bearer",
+            connection: "close"
+          })
     if (req.method !== "GET" && req.method !== "HEAD") {
       const other = authorized(parts.rules.token, req)
         ? parts.endpoints?.answer(req.method ?? "", url, req)
