@@ -15,10 +15,11 @@ const protobufHeaders = { ...auth, "content-type": "application/x-protobuf" }
 const jsonHeaders = { ...auth, "content-type": "application/json" }
 const maxBodyBytes = 256 * 1024
 
-/** Prometheus counter value from the node's /metrics. */
-const counter = async (url: string, name: string) => {
+/** A series' value from the node's /metrics (`name` with its labels, as the text shows them). */
+const counter = async (url: string, series: string) => {
   const text = await (await fetch(`${url}/metrics`)).text()
-  return Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? Number.NaN)
+  const escaped = series.replace(/[{}"|]/g, (c) => `\\${c}`)
+  return Number(new RegExp(`^${escaped} (\\d+)$`, "m").exec(text)?.[1] ?? Number.NaN)
 }
 
 /** A body of gzip members of zeros: ~1,000 times smaller than what it inflates to. */
@@ -123,6 +124,11 @@ describe("OTLP/HTTP bad input", () => {
 
     expect(await traceStatus(probe.spanContext().traceId)).toBe(404)
     expect(await stored()).toBe(before)
+    const answered = (status: number) =>
+      counter(node.url, `iii_obs_otlp_requests_total{signal="traces",status="${status}"}`)
+    expect([await answered(400), await answered(415), await answered(401), await answered(413)]).toEqual([
+      7, 3, 2, 3
+    ])
     // The good body itself is fine: the node was refusing the requests, not the spans.
     expect((await post(url, good, protobufHeaders)).status).toBe(200)
     expect(await traceStatus(probe.spanContext().traceId)).toBe(200)
@@ -195,6 +201,7 @@ describe("OTLP/HTTP bad input", () => {
     // A retry stores nothing more.
     expect((await post(`${node.url}/v1/metrics`, body, jsonHeaders)).status).toBe(200)
     expect(await counter(node.url, "iii_obs_metric_points_ingested_total")).toBe(before + 3)
+    expect(await counter(node.url, 'iii_obs_otlp_items_rejected_total{signal="metrics"}')).toBe(4)
   })
 })
 

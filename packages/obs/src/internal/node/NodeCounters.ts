@@ -17,19 +17,30 @@ export class NodeCounters {
   readonly upgradesRefused = new Map<string, number>()
   /** Connections the node closed for a reason of its own, by `endpoint\u0000reason`. */
   readonly connectionsClosed = new Map<string, number>()
+  /** OTLP/HTTP requests answered, by `signal\u0000status`. */
+  readonly otlpRequests = new Map<string, number>()
+  /** Items of OTLP requests left out (partial successes), by `signal`. */
+  readonly otlpRejected = new Map<string, number>()
 
   upgradeRefused(endpoint: string, reason: string): void {
-    bump(this.upgradesRefused, endpoint, reason)
+    bump(this.upgradesRefused, `${endpoint}\u0000${reason}`)
   }
 
   connectionClosed(endpoint: string, reason: string): void {
-    bump(this.connectionsClosed, endpoint, reason)
+    bump(this.connectionsClosed, `${endpoint}\u0000${reason}`)
+  }
+
+  otlpAnswered(signal: string, status: number): void {
+    bump(this.otlpRequests, `${signal}\u0000${status}`)
+  }
+
+  otlpLeftOut(signal: string, items: number): void {
+    if (items > 0) bump(this.otlpRejected, signal, items)
   }
 }
 
-const bump = (counts: Map<string, number>, endpoint: string, reason: string) => {
-  const key = `${endpoint}\u0000${reason}`
-  counts.set(key, (counts.get(key) ?? 0) + 1)
+const bump = (counts: Map<string, number>, key: string, by = 1) => {
+  counts.set(key, (counts.get(key) ?? 0) + by)
 }
 
 /** The label pairs shown even at zero, so a dashboard finds every series from the start. */
@@ -46,16 +57,21 @@ const knownCloses = [
   "tail\u0000stalled"
 ]
 
+const otlpSignals = ["traces", "logs", "metrics"]
+
+/** A counter per label set; `counts` is keyed by the label values joined with NUL, in `labels` order. */
 const labelled = (
   name: string,
   help: string,
   counts: ReadonlyMap<string, number>,
-  known: ReadonlyArray<string>
+  known: ReadonlyArray<string>,
+  labels: ReadonlyArray<string> = ["endpoint", "reason"]
 ) => {
   const keys = new Set([...known, ...counts.keys()])
   const lines = Array.from(keys, (key) => {
-    const [endpoint, reason] = key.split("\u0000")
-    return `${name}{endpoint="${endpoint}",reason="${reason}"} ${counts.get(key) ?? 0}\n`
+    const values = key.split("\u0000")
+    const set = labels.map((label, i) => `${label}="${values[i]}"`).join(",")
+    return `${name}{${set}} ${counts.get(key) ?? 0}\n`
   })
   return `# HELP ${name} ${help}\n# TYPE ${name} counter\n${lines.join("")}`
 }
@@ -120,6 +136,20 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
       "Connections the node closed: no hello in time, no answer to pings, or a tail subscriber stalled at a full buffer.",
       c.connectionsClosed,
       knownCloses
+    ),
+    labelled(
+      "iii_obs_otlp_requests_total",
+      "OTLP/HTTP export requests answered, by signal and HTTP status.",
+      c.otlpRequests,
+      otlpSignals.map((signal) => `${signal}\u0000200`),
+      ["signal", "status"]
+    ),
+    labelled(
+      "iii_obs_otlp_items_rejected_total",
+      "Spans, log records and metric points of OTLP requests left out (reported as partial successes).",
+      c.otlpRejected,
+      otlpSignals,
+      ["signal"]
     ),
     line(
       "iii_obs_ingest_paused_connections",

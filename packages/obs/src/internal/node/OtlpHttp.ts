@@ -24,6 +24,7 @@ import { type Mapped, mapLogs, mapMetrics, mapTraces, type Rejections } from "..
 import * as Proto from "../otlp/OtlpProto.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import type { Dated } from "./IngestWindow.js"
+import type { NodeCounters } from "./NodeCounters.js"
 
 export interface OtlpParts {
   /** Largest body, received and inflated, in bytes. */
@@ -35,6 +36,7 @@ export interface OtlpParts {
   readonly storeFailure: () => string | undefined
   readonly nowMs: () => number
   readonly logError: (message: string) => void
+  readonly counters: NodeCounters
 }
 
 /** The signal a path takes, or undefined. */
@@ -199,6 +201,7 @@ export const handleOtlp = async (
       ...headers
     })
     res.end(body)
+    parts.counters.otlpAnswered(signal, status)
   }
   const refuse = (
     status: number,
@@ -264,4 +267,5 @@ export const handleOtlp = async (
       rejections.count === 0 ? undefined : { count: rejections.count, message: rejections.message() }
     )
   )
+  parts.counters.otlpLeftOut(signal, rejections.count)
 }

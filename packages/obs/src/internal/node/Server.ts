@@ -95,19 +95,21 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     writer: parts.writer,
     storeFailure: parts.storeFailure,
     nowMs: parts.nowMs,
-    logError: parts.logError
+    logError: parts.logError,
+    counters: parts.counters
   }
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://node")
     const signal = req.method === "POST" ? signalOf(url.pathname) : undefined
-    if (signal !== undefined)
-      return authorized(parts.rules.token, req)
-        ? handleOtlp(req, res, signal, otlp)
-        : reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
-            "www-authenticate": "Bearer",
-            connection: "close"
-          })
+    if (signal !== undefined) {
+      if (authorized(parts.rules.token, req)) return handleOtlp(req, res, signal, otlp)
+      parts.counters.otlpAnswered(signal, 401)
+      return reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
+        "www-authenticate": "Bearer",
+        connection: "close"
+      })
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       const other = authorized(parts.rules.token, req)
         ? parts.endpoints?.answer(req.method ?? "", url, req)
