@@ -16,7 +16,8 @@ import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings } from "./IngestConnection.js"
 import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
-import { handleOtlp, type OtlpParts, signalOf } from "./OtlpHttp.js"
+import { handleOtlp, signalOf } from "./OtlpHttp.js"
+import type { OtlpParts } from "./OtlpIngest.js"
 import { parseTailFilter } from "./Params.js"
 import { authorized, refuseUpgrade, SocketEndpoint, type SocketRules } from "./SocketRules.js"
 import type { TailHub } from "./TailHub.js"
@@ -70,6 +71,8 @@ export interface NodeServers {
   readonly createTlsServer: (credentials: { readonly cert: Buffer; readonly key: Buffer }) => HttpsServer
   /** Closes every WebSocket (1001) of every server; the servers themselves are closed by the caller. */
   readonly closeSockets: () => void
+  /** What OTLP ingest needs, for the OTLP/gRPC listener beside these servers. */
+  readonly otlp: OtlpParts
 }
 
 export const createNodeServers = (parts: ServerParts): NodeServers => {
@@ -96,7 +99,8 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     storeFailure: parts.storeFailure,
     nowMs: parts.nowMs,
     logError: parts.logError,
-    counters: parts.counters
+    counters: parts.counters,
+    token: parts.rules.token
   }
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
@@ -240,6 +244,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
   return {
     http: withHandlers(createServer(request)),
     createTlsServer: ({ cert, key }) => withHandlers(createHttpsServer({ cert, key }, request)),
-    closeSockets
+    closeSockets,
+    otlp
   }
 }
