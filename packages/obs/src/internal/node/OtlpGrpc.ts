@@ -53,7 +53,7 @@ const handler =
     if (parts.token !== undefined && !tokensEqual(parts.token, bearer(call.metadata)))
       return fail(grpc.status.UNAUTHENTICATED, "missing or wrong bearer token")
     const busy = admission(parts)
-    if (busy?._tag === "Refused") return fail(grpc.status.UNAVAILABLE, busy.message)
+    if (busy !== undefined) return fail(grpc.status.UNAVAILABLE, busy.message)
     ingest(signal, "protobuf", call.request, parts).then(
       (outcome) => {
         if (outcome._tag === "Refused")

@@ -6,10 +6,9 @@
  * Error answers carry a google.rpc.Status in the request's format.
  */
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Readable } from "node:stream"
 import { createGunzip } from "node:zlib"
 import * as Proto from "../otlp/OtlpProto.js"
-import { admission, ingest, type OtlpParts, type Outcome, type Refusal } from "./OtlpIngest.js"
+import { admission, ingest, type OtlpParts, type Refusal, type Refused } from "./OtlpIngest.js"
 
 /** The signal a path takes, or undefined. */
 export const signalOf = (path: string): Proto.Signal | undefined =>
@@ -59,28 +58,35 @@ const readBody = (req: IncomingMessage, max: number): Promise<Body> => {
       if (settled) return
       settled = true
       if ("status" in body) {
-        inflater?.destroy()
+        // Stop inflating; what the client still sends is read and dropped until the answer closes.
         req.unpipe()
+        inflater?.destroy()
       }
       resolve(body)
     }
     req.on("data", (chunk: Buffer) => {
+      if (settled) return
       received += chunk.length
       if (received > max) settle(tooLarge)
+      else if (inflater === undefined) chunks.push(chunk)
     })
     req.on("error", () => settle({ status: 400, message: "the request was cut off" }))
-    const source: Readable = inflater === undefined ? req : req.pipe(inflater)
-    if (inflater !== undefined) {
-      inflater.on("data", (chunk: Buffer) => {
-        inflated += chunk.length
-        if (inflated > max) settle(tooLarge)
-        else chunks.push(chunk)
-      })
-      inflater.on("error", (e) =>
-        settle({ status: 400, message: `the body is not valid gzip: ${e.message}` })
-      )
-    } else req.on("data", (chunk: Buffer) => chunks.push(chunk))
-    source.on("end", () => settle({ bytes: Buffer.concat(chunks) }))
+    req.on("close", () => {
+      if (!req.complete) settle({ status: 400, message: "the request was cut off" })
+    })
+    if (inflater === undefined) {
+      req.on("end", () => settle({ bytes: Buffer.concat(chunks) }))
+      return
+    }
+    req.pipe(inflater)
+    inflater.on("data", (chunk: Buffer) => {
+      if (settled) return
+      inflated += chunk.length
+      if (inflated > max) settle(tooLarge)
+      else chunks.push(chunk)
+    })
+    inflater.on("error", (e) => settle({ status: 400, message: `the body is not valid gzip: ${e.message}` }))
+    inflater.on("end", () => settle({ bytes: Buffer.concat(chunks) }))
   })
 }
 
@@ -114,7 +120,7 @@ export const handleOtlp = async (
       `content type ${JSON.stringify(req.headers["content-type"] ?? "")} is not OTLP's: send application/x-protobuf or application/json`,
       { connection: "close" }
     )
-  const refuseWhole = (outcome: Extract<Outcome, { _tag: "Refused" }>, before: boolean) => {
+  const refuseWhole = (outcome: Refused, before: boolean) => {
     const [status, code, retryAfter] = refusals[outcome.refusal]
     // Refused before its body was read: the connection is not reused.
     const headers = {
@@ -124,7 +130,7 @@ export const handleOtlp = async (
     return refuse(status, code, outcome.message, headers)
   }
   const busy = admission(parts)
-  if (busy?._tag === "Refused") return refuseWhole(busy, true)
+  if (busy !== undefined) return refuseWhole(busy, true)
   const body = await readBody(req, parts.maxBodyBytes)
   if ("status" in body)
     return refuse(

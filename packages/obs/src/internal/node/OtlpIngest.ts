@@ -41,14 +41,18 @@ export interface OtlpParts {
  */
 export type Refusal = "overloaded" | "storeLost" | "unavailable" | "failed" | "undecodable"
 
-export type Outcome =
-  | { readonly _tag: "Stored"; readonly response: Uint8Array; readonly rejected: number }
-  | { readonly _tag: "Refused"; readonly refusal: Refusal; readonly message: string }
+export interface Refused {
+  readonly _tag: "Refused"
+  readonly refusal: Refusal
+  readonly message: string
+}
 
-const refused = (refusal: Refusal, message: string): Outcome => ({ _tag: "Refused", refusal, message })
+export type Outcome = { readonly _tag: "Stored"; readonly response: Uint8Array } | Refused
+
+const refused = (refusal: Refusal, message: string): Refused => ({ _tag: "Refused", refusal, message })
 
 /** Whether the node takes a request now, checked before its body is read: undefined when it does. */
-export const admission = (parts: OtlpParts): Outcome | undefined => {
+export const admission = (parts: OtlpParts): Refused | undefined => {
   const failure = parts.storeFailure()
   if (failure !== undefined) return refused("storeLost", `this node stores nothing more: ${failure}`)
   if (parts.writer.full) return refused("overloaded", "the node's write queue is full; retry later")
@@ -167,7 +171,6 @@ export const ingest = async (
   parts.counters.otlpLeftOut(signal, rejections.count)
   return {
     _tag: "Stored",
-    rejected: rejections.count,
     response: Proto.encodeResponse(
       signal,
       format,
