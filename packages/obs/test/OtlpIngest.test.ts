@@ -205,6 +205,29 @@ describe("OTLP/HTTP ingest", () => {
     await Promise.all([tracing.shutdown(), logging.shutdown()])
   })
 
+  it("leaves out a span the store cannot index (a service name longer than index keys hold) and stores the rest", async () => {
+    const fine = sdkTracer()
+    const huge = sdkTracer({ "service.name": "s".repeat(2_000) })
+    const kept = fine.tracer.startSpan("kept", { kind: SpanKind.SERVER })
+    kept.end()
+    const left = huge.tracer.startSpan("left out", { kind: SpanKind.SERVER })
+    left.end()
+    const body = traceBody([...(await fine.finished()), ...(await huge.finished())])
+    const answer = await post(`${node.url}/v1/traces`, body, {
+      ...auth,
+      "content-type": "application/x-protobuf"
+    })
+    expect(answer.status).toBe(200)
+    const partial = partialSuccess(answer.body)
+    expect(Number(partial?.rejectedSpans)).toBe(1)
+    expect(partial?.errorMessage).toMatch(
+      new RegExp(`span ${left.spanContext().spanId}: .*index keys hold at most`)
+    )
+    expect(await traceOf(kept.spanContext().traceId)).toHaveLength(1)
+    expect(await traceOf(left.spanContext().traceId)).toHaveLength(0)
+    await Promise.all([fine.shutdown(), huge.shutdown()])
+  })
+
   it("answers a partial success naming the spans outside the ingest window, and stores the rest", async () => {
     const sdk = sdkTracer()
     const now = sdk.tracer.startSpan("now")
