@@ -206,7 +206,7 @@ const decodeLinks = (v: unknown): NonNullable<Span["links"]> =>
 
 export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
   const h = s.http
-  return [
+  const t: Array<unknown> = [
     s.correlationId === s.traceId ? null : s.correlationId,
     // resourceTuple inlined: this is the hot path
     s.service,
@@ -222,9 +222,11 @@ export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
     s.peerAddress ?? null,
     s.peerPort ?? null,
     s.error,
-    s.attributes ?? null,
-    ...(s.status === undefined && s.events === undefined && s.links === undefined ? [] : otelTail(s))
+    s.attributes ?? null
   ]
+  // Appended only when present, so spans without them (every agent span) cost nothing more.
+  if (s.status !== undefined || s.events !== undefined || s.links !== undefined) t.push(...otelTail(s))
+  return t
 }
 
 const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span => {
