@@ -17,7 +17,6 @@ import type { Endpoints } from "./internal/node/Endpoints.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
 import * as NodeTime from "./internal/node/NodeTime.js"
-import * as OtlpGrpc from "./internal/node/OtlpGrpc.js"
 import { createNodeServers } from "./internal/node/Server.js"
 import { defaultTailLimits, TailHub } from "./internal/node/TailHub.js"
 import { loadTlsCredentials, type TlsCredentials } from "./internal/node/Tls.js"
@@ -232,14 +231,19 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
         : Option.some(
             yield* Effect.acquireRelease(
               Effect.tryPromise({
-                try: () => OtlpGrpc.listen(servers.otlp, cfg.host, cfg.otlpGrpcPort),
+                // Loaded only when on: @grpc/grpc-js takes a while to import.
+                try: () =>
+                  import("./internal/node/OtlpGrpc.js").then(async (OtlpGrpc) => ({
+                    close: OtlpGrpc.close,
+                    ...(await OtlpGrpc.listen(servers.otlp, cfg.host, cfg.otlpGrpcPort))
+                  })),
                 catch: (cause) =>
                   new ServerError({
                     reason: `cannot listen for OTLP/gRPC on ${cfg.host}:${cfg.otlpGrpcPort}: ${cause instanceof Error ? cause.message : String(cause)}`,
                     cause
                   })
               }),
-              ({ server }) => Effect.promise(() => OtlpGrpc.close(server))
+              ({ server, close }) => Effect.promise(() => close(server))
             ).pipe(Effect.map(({ port }) => port))
           )
     // Runs before the servers close: WebSockets get a 1001 close frame first.

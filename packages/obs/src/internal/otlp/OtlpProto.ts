@@ -168,33 +168,43 @@ const services = {
   metrics: ["metrics", "Metrics", "rejectedDataPoints"]
 } as const
 
-const root = new protobuf.Root()
-root.resolvePath = (_origin, target) => join(protoDir, target)
-root.loadSync(
-  Object.values(services).map(([dir]) => `opentelemetry/proto/collector/${dir}/v1/${dir}_service.proto`)
-)
-// google.rpc.Status (googleapis, google/rpc/status.proto), the body of OTLP/HTTP error answers; its
-// `details` (field 3, repeated Any) are never sent, so they are left out.
-root.addJSON({
-  google: {
-    nested: {
-      rpc: {
-        nested: {
-          Status: { fields: { code: { type: "int32", id: 1 }, message: { type: "string", id: 2 } } }
+/** The message types, loaded on first use (parsing the .proto files takes tens of milliseconds). */
+const load = () => {
+  const root = new protobuf.Root()
+  root.resolvePath = (_origin, target) => join(protoDir, target)
+  root.loadSync(
+    Object.values(services).map(([dir]) => `opentelemetry/proto/collector/${dir}/v1/${dir}_service.proto`)
+  )
+  // google.rpc.Status (googleapis, google/rpc/status.proto), the body of OTLP/HTTP error answers; its
+  // `details` (field 3, repeated Any) are never sent, so they are left out.
+  root.addJSON({
+    google: {
+      nested: {
+        rpc: {
+          nested: {
+            Status: { fields: { code: { type: "int32", id: 1 }, message: { type: "string", id: 2 } } }
+          }
         }
       }
     }
+  })
+  root.resolveAll()
+  const types = (signal: Signal) => {
+    const [dir, name] = services[signal]
+    const ns = `opentelemetry.proto.collector.${dir}.v1.Export${name}Service`
+    return { request: root.lookupType(`${ns}Request`), response: root.lookupType(`${ns}Response`) }
   }
-})
-root.resolveAll()
-
-const types = (signal: Signal) => {
-  const [dir, name] = services[signal]
-  const ns = `opentelemetry.proto.collector.${dir}.v1.Export${name}Service`
-  return { request: root.lookupType(`${ns}Request`), response: root.lookupType(`${ns}Response`) }
+  return {
+    signals: { traces: types("traces"), logs: types("logs"), metrics: types("metrics") },
+    status: root.lookupType("google.rpc.Status")
+  }
 }
-const byType = { traces: types("traces"), logs: types("logs"), metrics: types("metrics") }
-const statusType = root.lookupType("google.rpc.Status")
+
+let loaded: ReturnType<typeof load> | undefined
+const definitions = () => {
+  loaded ??= load()
+  return loaded
+}
 
 const plain: protobuf.IConversionOptions = { longs: BigInt, defaults: false }
 
@@ -216,7 +226,7 @@ export const decodeRequest = <S extends Signal>(
   format: Format,
   bytes: Uint8Array
 ): Either.Either<Requests[S], string> => {
-  const type = byType[signal].request
+  const type = definitions().signals[signal].request
   try {
     if (format === "protobuf") return Either.right(type.toObject(type.decode(bytes), plain) as Requests[S])
     const json: unknown = JSON.parse(Buffer.from(bytes).toString("utf8"), hexIds)
@@ -247,7 +257,7 @@ export const encodeResponse = (
   rejected: { readonly count: number; readonly message: string } | undefined
 ): Uint8Array =>
   encode(
-    byType[signal].response,
+    definitions().signals[signal].response,
     rejected === undefined
       ? {}
       : { partialSuccess: { [services[signal][2]]: rejected.count, errorMessage: rejected.message } },
@@ -256,7 +266,7 @@ export const encodeResponse = (
 
 /** An error answer's body: a google.rpc.Status with the gRPC `code` and a message. */
 export const encodeStatus = (format: Format, code: number, message: string): Uint8Array =>
-  encode(statusType, { code, message }, format)
+  encode(definitions().status, { code, message }, format)
 
 /** The content types OTLP/HTTP speaks, by media type. */
 export const contentTypes: Readonly<Record<Format, string>> = {
