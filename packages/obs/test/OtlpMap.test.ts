@@ -238,7 +238,7 @@ describe("OTLP/JSON logs", () => {
 })
 
 describe("OTLP/JSON metrics", () => {
-  it("stores sums that are not monotonic deltas as gauges of the value sent, and leaves out nameless metrics", () => {
+  it("stores sums that are not monotonic deltas as gauges, histograms with their buckets, and leaves out nameless metrics", () => {
     const p = { timeUnixNano: "1767225600000000000", asInt: "12" }
     const m = mapMetrics(
       decode("metrics", {
@@ -253,7 +253,23 @@ describe("OTLP/JSON metrics", () => {
                     sum: { aggregationTemporality: 1, isMonotonic: false, dataPoints: [p] }
                   },
                   { name: "", gauge: { dataPoints: [p, p] } },
-                  { name: "after", gauge: { dataPoints: [{ ...p, asDouble: 1.5, asInt: undefined }] } }
+                  { name: "after", gauge: { dataPoints: [{ ...p, asDouble: 1.5, asInt: undefined }] } },
+                  {
+                    name: "latency",
+                    histogram: {
+                      aggregationTemporality: 1,
+                      dataPoints: [
+                        {
+                          ...p,
+                          asInt: undefined,
+                          count: "4",
+                          sum: 0.9,
+                          bucketCounts: ["1", "3"],
+                          explicitBounds: [0.1]
+                        }
+                      ]
+                    }
+                  }
                 ]
               }
             ]
@@ -274,9 +290,18 @@ describe("OTLP/JSON metrics", () => {
         value: 12,
         attributes: { "iii.otlp.sum": "updown" }
       }),
-      expect.objectContaining({ name: "after", kind: "gauge", value: 1.5 })
+      expect.objectContaining({ name: "after", kind: "gauge", value: 1.5 }),
+      expect.objectContaining({
+        name: "latency",
+        kind: "distribution",
+        value: 4,
+        attributes: {
+          "iii.otlp.histogram.sum": 0.9,
+          "iii.otlp.histogram.buckets": '{"bounds":[0.1],"counts":[1,3]}'
+        }
+      })
     ])
-    expect(m.indexes).toEqual([0, 1, 4])
+    expect(m.indexes).toEqual([0, 1, 4, 5])
     expect(m.rejections.count).toBe(2)
   })
 })

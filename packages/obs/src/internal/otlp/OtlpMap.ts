@@ -394,6 +394,12 @@ export const mapMetrics = (request: Otlp.MetricsRequest): Mapped<Telemetry.Metri
           if (p.sum !== undefined) extra["iii.otlp.histogram.sum"] = p.sum
           if (p.min !== undefined) extra["iii.otlp.histogram.min"] = p.min
           if (p.max !== undefined) extra["iii.otlp.histogram.max"] = p.max
+          // The buckets as sent (the model's sketch needs values, not bucket counts): JSON text.
+          if (p.bucketCounts !== undefined && p.bucketCounts.length > 0)
+            extra["iii.otlp.histogram.buckets"] = JSON.stringify({
+              bounds: p.explicitBounds ?? [],
+              counts: p.bucketCounts.map(Number)
+            })
           if (m.histogram?.aggregationTemporality !== DELTA) extra["iii.otlp.histogram"] = "cumulative"
           keep(
             point(
