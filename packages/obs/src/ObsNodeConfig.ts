@@ -86,7 +86,10 @@ export interface ObsNodeConfig {
    * later ones, and ones older than `retention`, make their batch `invalid_batch`. Default 1 hour.
    */
   readonly maxClockSkew: Duration.Duration
-  /** Largest ingest frame accepted. Default: core's `defaultMaxFrameBytes` (16 MiB). */
+  /**
+   * Largest ingest frame accepted, and largest OTLP request body (as sent and as inflated). Default:
+   * core's `defaultMaxFrameBytes` (16 MiB).
+   */
   readonly maxFrameBytes: number
   /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
   readonly maxQueuedSpans: number
