@@ -6,7 +6,18 @@ import { TestAgent } from "./fixtures/Node.js"
 import { log, span, traceId } from "./fixtures/Spans.js"
 
 const token = "cluster-secret"
+/** Small enough to reach in a test; the default is 1,024. */
+const peerCap = 5
 const auth = { authorization: `Bearer ${token}` }
+/** A node's /metrics text, and one series' value in it (NaN when absent). */
+const scrape = (url: string) => fetch(`${url}/metrics`).then((r) => r.text())
+const series = (text: string, name: string) =>
+  Number(
+    text
+      .split("\n")
+      .find((l) => l.startsWith(`${name} `))
+      ?.slice(name.length + 1) ?? Number.NaN
+  )
 const authed = (url: string) =>
   // biome-ignore lint/suspicious/noExplicitAny: tests poke into JSON answers
   fetch(url, { headers: auth }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }))
@@ -15,7 +26,13 @@ describe("obs cluster of 3 processes", () => {
   let cluster: TestCluster
   beforeAll(async () => {
     buildCli()
-    cluster = await startCluster(3, { env: { III_OBS_TOKEN: token } })
+    cluster = await startCluster(3, {
+      env: {
+        III_OBS_TOKEN: token,
+        III_OBS_MAX_PEER_CONNECTIONS: String(peerCap),
+        III_OBS_HELLO_TIMEOUT: "2s"
+      }
+    })
   }, 120_000)
   afterAll(() => cluster?.stop())
 
@@ -141,6 +158,48 @@ describe("obs cluster of 3 processes", () => {
       ws.on("message", (data: Buffer) => resolve(new Unpackr({ useRecords: false }).unpack(data)))
     })
     expect(refused).toEqual(["refused", "unknown peer 127.0.0.1:1: not a member of this cluster"])
+    const metrics = await scrape(cluster.nodes[0]?.url ?? "")
+    expect(series(metrics, 'iii_obs_connections_refused_total{endpoint="peer",reason="unauthorized"}')).toBe(
+      1
+    )
+  })
+
+  it("takes peers under the client socket rules: a cap (503), the hello deadline, counted as endpoint=peer", async () => {
+    const first = cluster.nodes[0]
+    if (first === undefined) throw new Error("no nodes")
+    const dial = () =>
+      new Promise<{ status: number; ws?: WebSocket }>((resolve) => {
+        const ws = new WebSocket(`ws://${first.address}/v1/peer`, { headers: auth })
+        ws.on("unexpected-response", (_req, res) => resolve({ status: res.statusCode ?? 0 }))
+        ws.on("open", () => resolve({ status: 101, ws }))
+        ws.on("error", () => undefined)
+      })
+    // The two other nodes' links (the refused peer of the test before closes at its pace).
+    const dialled = await eventually("the other nodes' links only", 10_000, async () =>
+      series(await scrape(first.url), "iii_obs_peer_connections") === 2 ? 2 : undefined
+    )
+    const sockets: Array<WebSocket> = []
+    for (let i = dialled; i < peerCap; i++) {
+      const { status, ws } = await dial()
+      expect(status).toBe(101)
+      if (ws !== undefined) sockets.push(ws)
+    }
+    const closed = sockets.map(
+      (ws) => new Promise<number>((resolve) => ws.on("close", (code: number) => resolve(code)))
+    )
+    expect((await dial()).status).toBe(503)
+    // None of them says hello: each is closed at the deadline (2 s here) with a policy violation.
+    expect(await Promise.all(closed)).toEqual(sockets.map(() => 1008))
+    const metrics = await scrape(first.url)
+    expect(series(metrics, 'iii_obs_connections_refused_total{endpoint="peer",reason="cap"}')).toBe(1)
+    expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="hello_timeout"}')).toBe(
+      sockets.length
+    )
+    expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="ping_timeout"}')).toBe(0)
+    // The members' own links were not disturbed.
+    expect(series(metrics, "iii_obs_peer_connections")).toBe(2)
+    const view = await authed(`${first.url}/v1/cluster`)
+    expect(view.body.members.every((m: { state: string }) => m.state === "up")).toBe(true)
   })
 
   it("answers reads partial and refuses writes without a quorum when cut off from the others, then takes them", async () => {
