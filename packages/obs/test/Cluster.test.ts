@@ -1,7 +1,7 @@
 import { Packr, Unpackr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import { buildCli, eventually, get, startCluster, type TestCluster } from "./fixtures/Cluster.js"
+import { buildCli, eventually, freePorts, get, startCluster, type TestCluster } from "./fixtures/Cluster.js"
 import { TestAgent } from "./fixtures/Node.js"
 import { log, span, traceId } from "./fixtures/Spans.js"
 
@@ -250,6 +250,33 @@ describe("obs cluster of 3 processes", () => {
 })
 
 describe("obs cluster start-up", () => {
+  it("listens at once, before any peer answers: /healthz, and /v1/cluster with this node joining", async () => {
+    buildCli()
+    const cluster = await startCluster(0)
+    try {
+      const ports = await freePorts(3)
+      const peers = ports.map((p) => `127.0.0.1:${p}`)
+      // Nothing listens on the other two; a heartbeat timeout far longer than the test may take.
+      const node = cluster.node(ports[0] ?? 0, peers, ["--heartbeat-timeout", "10m"])
+      const started = Date.now()
+      await node.start()
+      expect(Date.now() - started).toBeLessThan(60_000)
+      expect((await get(`${node.url}/healthz`))?.status).toBe(200)
+      const view = await get(`${node.url}/v1/cluster`)
+      expect(view?.body).toMatchObject({ node: node.address, state: "joining", replicationFactor: 3 })
+      const states = Object.fromEntries(
+        view?.body.members.map((m: { address: string; state: string }) => [m.address, m.state])
+      )
+      expect(states).toEqual({
+        [peers[0] ?? ""]: "joining",
+        [peers[1] ?? ""]: "down",
+        [peers[2] ?? ""]: "down"
+      })
+    } finally {
+      await cluster.stop()
+    }
+  }, 120_000)
+
   it("refuses a data directory written with another replication factor, saying so", async () => {
     buildCli()
     // A one-node cluster (default replication 3), then the same node and data with --replication 2.
