@@ -1,6 +1,14 @@
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { Packr, Unpackr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
+import { defaultRingLayout } from "../src/internal/cluster/Placement.js"
+import * as LmdbStore from "../src/LmdbStore.js"
+import * as ObsCluster from "../src/ObsCluster.js"
+import { makeClusterConfig, makeConfig } from "../src/ObsNodeConfig.js"
 import { buildCli, eventually, freePorts, get, startCluster, type TestCluster } from "./fixtures/Cluster.js"
 import { TestAgent } from "./fixtures/Node.js"
 import { log, span, traceId } from "./fixtures/Spans.js"
@@ -250,6 +258,36 @@ describe("obs cluster of 3 processes", () => {
 })
 
 describe("obs cluster start-up", () => {
+  it("refuses a data directory written with another ring layout, saying so, and leaves it as it was", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iii-obs-layout-"))
+    try {
+      const other = { ...defaultRingLayout, vnodes: 64 }
+      await Effect.runPromise(
+        Effect.scoped(
+          Effect.flatMap(LmdbStore.make({ path: dir }), (s) => s.replica.putSetting("cluster.ring", other))
+        )
+      )
+      const cfg = makeConfig(dir, {
+        host: "127.0.0.1",
+        port: 0,
+        cluster: Option.some(makeClusterConfig("127.0.0.1:1", { _tag: "Static", peers: [] }))
+      })
+      const exit = await Effect.runPromiseExit(Effect.scoped(Layer.build(ObsCluster.layer(cfg))))
+      expect(Exit.isFailure(exit)).toBe(true)
+      expect(String(Exit.isFailure(exit) && Cause.squash(exit.cause))).toMatch(
+        /was written by a cluster with replication 3, 64 vnodes.*configured with replication 3, 128 vnodes.*Refusing to start/s
+      )
+      const kept = await Effect.runPromise(
+        Effect.scoped(
+          Effect.flatMap(LmdbStore.make({ path: dir }), (s) => s.replica.getSetting("cluster.ring"))
+        )
+      )
+      expect(kept).toEqual(other)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it("listens at once, before any peer answers: /healthz, and /v1/cluster with this node joining", async () => {
     buildCli()
     const cluster = await startCluster(0)
