@@ -218,10 +218,20 @@ describe("obs cluster of 3 processes", () => {
     await a.signal("SIGSTOP")
     await b.signal("SIGSTOP")
     try {
-      await eventually("the others are down", 20_000, async () => {
+      const view = await eventually("the others are down", 20_000, async () => {
         const r = await authed(`${alone.url}/v1/cluster`)
         return r.body.members.filter((m: { state: string }) => m.state === "down").length === 2
+          ? r.body
+          : undefined
       })
+      // Down members keep their share of the ring (they are members still), and the factor stays.
+      expect(view).toMatchObject({ replicationFactor: 3, replicas: 3, writeQuorum: 2 })
+      for (const m of view.members)
+        expect(m).toMatchObject({
+          state: m.address === alone.address ? "up" : "down",
+          ownership: { replica: 1, primary: expect.any(Number) },
+          replicationLag: { hints: expect.any(Number), hintBytes: expect.any(Number) }
+        })
       const now = BigInt(Date.now()) * 1_000_000n
       const spans = [span({ trace: 700, startTimeUnixNano: now })]
       agent.send({ type: "batch", seq: 1, spans, metrics: [], logs: [] })
@@ -254,6 +264,34 @@ describe("obs cluster of 3 processes", () => {
       await b.signal("SIGCONT")
       agent.close()
     }
+  })
+
+  it("shows a node that leaves cleanly as leaving, to itself and to the others, until it has left", async () => {
+    const [stays, , leaver] = cluster.nodes
+    if (stays === undefined || leaver === undefined) throw new Error("no nodes")
+    await eventually("every member up and settled", 30_000, async () => {
+      const r = await authed(`${stays.url}/v1/cluster`)
+      return r.body.stable && r.body.members.every((m: { state: string }) => m.state === "up")
+    })
+    const left = await fetch(`${leaver.url}/v1/cluster/leave`, { method: "POST", headers: auth })
+    expect(left.status).toBe(202)
+    expect(await left.json()).toEqual({ node: leaver.address, state: "leaving" })
+    // Its peers must settle without it before it has left: a heartbeat or more away.
+    const own = await authed(`${leaver.url}/v1/cluster`)
+    expect(own.body.state).toBe("leaving")
+    const stateOf = (body: { members: Array<{ address: string; state: string }> }) =>
+      body.members.find((m) => m.address === leaver.address)?.state
+    expect(stateOf(own.body)).toBe("leaving")
+    const seen: Array<string | undefined> = []
+    await eventually("the others see it leave, then left", 60_000, async () => {
+      const r = await authed(`${stays.url}/v1/cluster`)
+      const state = stateOf(r.body)
+      if (seen[seen.length - 1] !== state) seen.push(state)
+      return state === undefined
+    })
+    // "up" first only if the first look came before its next heartbeat.
+    expect(seen.filter((state) => state !== "up")).toEqual(["leaving", undefined])
+    expect((await authed(`${leaver.url}/v1/cluster`)).body.state).toBe("left")
   })
 })
 
