@@ -170,6 +170,7 @@ describe("obs cluster of 3 processes", () => {
     expect(series(metrics, 'iii_obs_connections_refused_total{endpoint="peer",reason="unauthorized"}')).toBe(
       1
     )
+    expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="refused"}')).toBe(1)
   })
 
   it("takes peers under the client socket rules: a cap (503), the hello deadline, counted as endpoint=peer", async () => {

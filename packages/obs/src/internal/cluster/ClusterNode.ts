@@ -34,7 +34,7 @@ import {
   type WriteOutcome
 } from "../../Store.js"
 import { GroupCommit } from "../node/GroupCommit.js"
-import { closeFirmly, helloDeadline, refuseUpgrade, SocketEndpoint } from "../node/SocketRules.js"
+import { closeFirmly, helloDeadline, SocketEndpoint } from "../node/SocketRules.js"
 import { sampleRed } from "../RedParts.js"
 import type { Membership } from "./Membership.js"
 import * as Merge from "./Merge.js"
@@ -315,7 +315,8 @@ export class ClusterNode {
     this.tail = tail
     this.endpoint = new SocketEndpoint({
       name: "peer",
-      closeReasons: ["hello_timeout", "ping_timeout"],
+      // `refused`: a hello from a node that is not a member, or with another ring layout.
+      closeReasons: ["hello_timeout", "ping_timeout", "refused"],
       maxConnections: this.settings.maxPeerConnections,
       // A write call carries a round's plans; a data move or repair sends records in batches.
       maxPayload: 256 * 1024 * 1024,
@@ -335,17 +336,9 @@ export class ClusterNode {
    */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     if (new URL(req.url ?? "/", "http://node").pathname !== Protocol.path) return false
+    // Set before the node listens, so always there by the time an upgrade arrives.
     const endpoint = this.endpoint
-    if (endpoint === undefined) {
-      refuseUpgrade(
-        socket,
-        503,
-        "Service Unavailable",
-        { error: "the node is starting" },
-        { "Retry-After": "1" }
-      )
-      return true
-    }
+    if (endpoint === undefined) return false
     if (!endpoint.admit(req, socket)) return true
     endpoint.complete(req, socket, head, (ws) => {
       let peer: string | undefined
@@ -370,6 +363,7 @@ export class ClusterNode {
           const why = this.refusal(hello)
           if (why !== undefined) {
             this.log("warn", `refused peer ${hello.node}: ${why}`)
+            endpoint.closed("refused")
             return refuse(why)
           }
           peer = hello.node
