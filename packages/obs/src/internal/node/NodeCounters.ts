@@ -18,6 +18,15 @@ export class NodeCounters {
   /** Connections the node closed for a reason of its own, by `endpoint\u0000reason`. */
   readonly connectionsClosed = new Map<string, number>()
 
+  /**
+   * Shows an endpoint's refusals (`unauthorized`, `cap`) and the closes it makes at zero, so a
+   * dashboard finds every series from the start.
+   */
+  endpoint(endpoint: string, closeReasons: ReadonlyArray<string>): void {
+    for (const reason of ["unauthorized", "cap"]) bump(this.upgradesRefused, endpoint, reason, 0)
+    for (const reason of closeReasons) bump(this.connectionsClosed, endpoint, reason, 0)
+  }
+
   upgradeRefused(endpoint: string, reason: string): void {
     bump(this.upgradesRefused, endpoint, reason)
   }
@@ -27,33 +36,13 @@ export class NodeCounters {
   }
 }
 
-const bump = (counts: Map<string, number>, endpoint: string, reason: string) => {
+const bump = (counts: Map<string, number>, endpoint: string, reason: string, by = 1) => {
   const key = `${endpoint}\u0000${reason}`
-  counts.set(key, (counts.get(key) ?? 0) + 1)
+  counts.set(key, (counts.get(key) ?? 0) + by)
 }
 
-/** The label pairs shown even at zero, so a dashboard finds every series from the start. */
-const knownRefusals = [
-  "ingest\u0000unauthorized",
-  "ingest\u0000cap",
-  "tail\u0000unauthorized",
-  "tail\u0000cap"
-]
-const knownCloses = [
-  "ingest\u0000hello_timeout",
-  "ingest\u0000ping_timeout",
-  "tail\u0000ping_timeout",
-  "tail\u0000stalled"
-]
-
-const labelled = (
-  name: string,
-  help: string,
-  counts: ReadonlyMap<string, number>,
-  known: ReadonlyArray<string>
-) => {
-  const keys = new Set([...known, ...counts.keys()])
-  const lines = Array.from(keys, (key) => {
+const labelled = (name: string, help: string, counts: ReadonlyMap<string, number>) => {
+  const lines = Array.from(counts.keys(), (key) => {
     const [endpoint, reason] = key.split("\u0000")
     return `${name}{endpoint="${endpoint}",reason="${reason}"} ${counts.get(key) ?? 0}\n`
   })
@@ -112,14 +101,12 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
     labelled(
       "iii_obs_connections_refused_total",
       "WebSocket upgrades refused: without the token (unauthorized) or at the endpoint's connection cap (cap).",
-      c.upgradesRefused,
-      knownRefusals
+      c.upgradesRefused
     ),
     labelled(
       "iii_obs_connections_closed_total",
       "Connections the node closed: no hello in time, no answer to pings, or a tail subscriber stalled at a full buffer.",
-      c.connectionsClosed,
-      knownCloses
+      c.connectionsClosed
     ),
     line(
       "iii_obs_ingest_paused_connections",
