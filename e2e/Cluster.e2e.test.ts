@@ -209,7 +209,7 @@ const processCapabilities = (containerId: string) => {
     try {
       if (!readFileSync(`/proc/${pid}/cgroup`, "utf8").includes(containerId)) continue
       status = readFileSync(`/proc/${pid}/status`, "utf8")
-      command = readFileSync(`/proc/${pid}/comm`, "utf8").trim()
+      command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim()
     } catch {
       continue // the process exited while it was looked at
     }
@@ -407,7 +407,7 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
     const containerId = agent.status.containerStatuses?.[0]?.containerID?.replace(/^\w+:\/\//, "") ?? ""
     expect(containerId).toMatch(/^[0-9a-f]{64}$/)
     const processes = processCapabilities(containerId)
-    expect(processes.map((p) => p.command)).toContain("node")
+    expect(processes.map((p) => p.command)).toContainEqual(expect.stringMatching(/ agent --node$/))
     const only = (1n << CAP_BPF) | (1n << CAP_PERFMON)
     for (const p of processes) expect(p).toMatchObject({ effective: only, permitted: only, bounding: only })
     const started = await eventually("the agent's start-up line", 60, async () => {

@@ -255,9 +255,13 @@ const suite = (mode: Agent.Mode) => {
       const span = serverSpans.find((s) => s.http?.path === request.path && s.http?.method === request.method)
       expect(span, request.path).toBeDefined()
       expect(span?.durationNano).toBeGreaterThan(0)
-      // Within the client's own measure, exactly: both ends of a span are on the monotonic clock and
-      // converted to unix time with one offset (no slack for the conversion).
-      expect(span?.durationNano, request.path).toBeLessThanOrEqual(request.clientNs)
+      // Within the client's own measure, but for when each end is stamped. eBPF: the kernel stamps the
+      // response after the send returns, by which time the client may have read it (the server
+      // preempted in between); both ends are on one clock (one offset for every batch). Proxy: the
+      // proxy reads its clock when its event loop gets to the bytes, on a loaded machine milliseconds
+      // after the client had them (3.5 ms seen at load 14).
+      const slackNs = mode === "ebpf" ? 1_000_000 : 25_000_000
+      expect(span?.durationNano, request.path).toBeLessThanOrEqual(request.clientNs + slackNs)
     }
     // Large responses take measurably longer than an empty one.
     const large = serverSpans.find((s) => s.http?.path === "/large?bytes=1000000")
