@@ -255,6 +255,28 @@ const startLoad = async (name: string, count: number, slowMs = 0) => {
     ]
   )
 }
+/**
+ * Waits until auth has as many pods as its Deployment asks, each Ready and answering on its own IP. The
+ * rendered Deployments have no readiness probe, so a pod the HPA just added joins the Service when its
+ * container starts, before the app listens: a request routed to it then is refused (seen once, with the
+ * load generator started while the HPA's sixth pod was starting).
+ */
+const authServing = () =>
+  eventually("every auth pod to answer", 120, async () => {
+    const deployment = await kubectlJson<{ spec: { replicas: number } }>(
+      ...["-n", namespace, "get", "deployment", `${composition}-auth`]
+    )
+    const auth = await pods(namespace, "iii.io/component=auth")
+    if (auth.length !== deployment.spec.replicas || !auth.every(isReady)) return undefined
+    for (const pod of auth) {
+      const response = await fetch(`http://${pod.status.podIP}:8080/healthz`, {
+        signal: AbortSignal.timeout(5_000)
+      })
+      if (response.status !== 200) return undefined
+    }
+    return auth
+  })
+
 const loadResult = async (name: string, seconds: number) => {
   await eventually(`load generator ${name} to finish`, seconds, async () => {
     const phase = (await kubectlJson<Pod>("-n", namespace, "get", "pod", name)).status.phase
@@ -615,7 +637,9 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
       return pod !== undefined && isReady(pod) && pod.metadata.uid !== before?.metadata.uid ? pod : undefined
     })
     for (const [traceId, count] of stored) expect((await trace(traceId)).length).toBe(count)
-    // The node agent reconnects on its own: new traffic is traced again.
+    // The node agent reconnects on its own: new traffic is traced again (once auth has settled after
+    // the HPA's scale-up).
+    await authServing()
     await startLoad("load-after-restart", 20)
     const [traceId = ""] = (await loadResult("load-after-restart", 180)).traceIds
     await eventually("a trace sent after the restart", 120, async () =>
