@@ -69,7 +69,7 @@ enum iii_counter {
  * { __u32 length (little-endian); length bytes of one record }.
  */
 struct iii_batch_header {
-	__s64 clock_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC when the batch was read */
+	__s64 clock_offset_ns; /* CLOCK_REALTIME - CLOCK_MONOTONIC, kept across batches (native/src/clock.rs) */
 	__u32 record_count;
 	__u32 batch_bytes;     /* bytes of the batch, this header included */
 };

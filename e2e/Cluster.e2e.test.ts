@@ -5,8 +5,10 @@
  * (images/demo: `auth` calls `profile`) traced, scaled and removed, all through the real kubelet, scheduler,
  * controller-manager, kube-proxy, CoreDNS and the API server's aggregator.
  *
- * The agent runs as the sidecar the controller injects (the node DaemonSet is not built yet); the overlay
- * e2e/overlay runs one obs node on a hostPath volume (the cluster has no storage provisioner).
+ * The agent is the node agent DaemonSet (manifests/node-agent): the controller, in its default agentMode
+ * node, labels the pods and injects nothing; the agent finds each pod's cgroups, traces it with eBPF and
+ * reads its log lines from the kubelet's CRI log files. The overlay e2e/overlay runs one obs node on a
+ * hostPath volume (the cluster has no storage provisioner).
  * Needs root, Go (to build Kubernetes, cached after the first ~16 min), apt-get or containerd, Podman or
  * apt-get, and eBPF; skipped with the reason otherwise. Stops the cluster at the end.
  */
@@ -119,18 +121,31 @@ interface Meta {
   readonly uid?: string
   readonly labels?: Record<string, string>
 }
+interface Container {
+  readonly name: string
+  readonly securityContext?: {
+    readonly readOnlyRootFilesystem?: boolean
+    readonly privileged?: boolean
+    readonly allowPrivilegeEscalation?: boolean
+    readonly capabilities?: { readonly add?: ReadonlyArray<string>; readonly drop?: ReadonlyArray<string> }
+  }
+}
 interface Pod {
-  readonly metadata: Meta
+  readonly metadata: Meta & { readonly annotations?: Record<string, string> }
   readonly spec: {
+    readonly nodeName?: string
+    readonly hostPID?: boolean
+    readonly hostNetwork?: boolean
+    readonly shareProcessNamespace?: boolean
     readonly securityContext?: { readonly runAsUser?: number }
-    readonly containers: ReadonlyArray<{
-      readonly securityContext?: { readonly readOnlyRootFilesystem?: boolean }
-    }>
+    readonly initContainers?: ReadonlyArray<Container>
+    readonly containers: ReadonlyArray<Container>
   }
   readonly status: {
     readonly phase: string
     readonly podIP?: string
     readonly conditions?: ReadonlyArray<{ readonly type: string; readonly status: string }>
+    readonly containerStatuses?: ReadonlyArray<{ readonly name: string; readonly containerID?: string }>
   }
 }
 interface List<A> {
@@ -151,14 +166,65 @@ interface Span {
   readonly namespace?: string
   readonly pod?: string
   readonly name: string
+  /** Unix nanoseconds, as a decimal string (obs' JSON). */
+  readonly startTimeUnixNano: string
+  readonly durationNano: number
   readonly http?: { readonly statusCode?: number }
+  readonly attributes?: Record<string, string | number | boolean>
 }
 interface LogRecord {
+  readonly timeUnixNano: string
   readonly body: string
   readonly service: string
   readonly pod?: string
+  readonly stream?: string
   readonly traceId?: string
+  readonly attributes?: Record<string, string | number | boolean>
 }
+/** A span's start and end in unix nanoseconds. */
+const interval = (span: Span) => {
+  const start = BigInt(span.startTimeUnixNano)
+  return { start, end: start + BigInt(span.durationNano) }
+}
+/** An RFC 3339 time with up to nanoseconds (the kubelet's log timestamps) in unix nanoseconds. */
+const unixNano = (time: string) => {
+  const match = /^(.{19})(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(time)
+  if (match === null) throw new Error(`not an RFC 3339 time: ${time}`)
+  const [, seconds = "", fraction = "", zone = ""] = match
+  return BigInt(Date.parse(`${seconds}${zone}`)) * 1_000_000n + BigInt(fraction.padEnd(9, "0"))
+}
+
+/** The node agent's pods (one per node: the test cluster has one node). */
+const agentPods = () => pods("iii-node-agent", "app.kubernetes.io/name=iii-agent")
+
+/**
+ * The capability sets of a container's processes, as the kernel has them (/proc/PID/status, hex), found
+ * on this host (the node) by the container's ID in their cgroup paths.
+ */
+const processCapabilities = (containerId: string) => {
+  const found: Array<{ command: string; effective: bigint; permitted: bigint; bounding: bigint }> = []
+  for (const pid of readdirSync("/proc").filter((entry) => /^\d+$/.test(entry))) {
+    let status: string
+    let command: string
+    try {
+      if (!readFileSync(`/proc/${pid}/cgroup`, "utf8").includes(containerId)) continue
+      status = readFileSync(`/proc/${pid}/status`, "utf8")
+      command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim()
+    } catch {
+      continue // the process exited while it was looked at
+    }
+    const field = (name: string) => {
+      const hex = new RegExp(`^${name}:\\s*([0-9a-f]+)$`, "m").exec(status)?.[1]
+      if (hex === undefined) throw new Error(`/proc/${pid}/status has no ${name}`)
+      return BigInt(`0x${hex}`)
+    }
+    found.push({ command, effective: field("CapEff"), permitted: field("CapPrm"), bounding: field("CapBnd") })
+  }
+  return found
+}
+/** linux/capability.h */
+const CAP_PERFMON = 38n
+const CAP_BPF = 39n
 
 /** obs' query API, from this host to the obs pod's IP (the host routes to pods over the CNI bridge). */
 const obs = async <A>(path: string): Promise<{ status: number; body: A }> => {
@@ -189,6 +255,28 @@ const startLoad = async (name: string, count: number, slowMs = 0) => {
     ]
   )
 }
+/**
+ * Waits until auth has as many pods as its Deployment asks, each Ready and answering on its own IP. The
+ * rendered Deployments have no readiness probe, so a pod the HPA just added joins the Service when its
+ * container starts, before the app listens: a request routed to it then is refused (seen once, with the
+ * load generator started while the HPA's sixth pod was starting).
+ */
+const authServing = () =>
+  eventually("every auth pod to answer", 120, async () => {
+    const deployment = await kubectlJson<{ spec: { replicas: number } }>(
+      ...["-n", namespace, "get", "deployment", `${composition}-auth`]
+    )
+    const auth = await pods(namespace, "iii.io/component=auth")
+    if (auth.length !== deployment.spec.replicas || !auth.every(isReady)) return undefined
+    for (const pod of auth) {
+      const response = await fetch(`http://${pod.status.podIP}:8080/healthz`, {
+        signal: AbortSignal.timeout(5_000)
+      })
+      if (response.status !== 200) return undefined
+    }
+    return auth
+  })
+
 const loadResult = async (name: string, seconds: number) => {
   await eventually(`load generator ${name} to finish`, seconds, async () => {
     const phase = (await kubectlJson<Pod>("-n", namespace, "get", "pod", name)).status.phase
@@ -217,6 +305,7 @@ const diagnose = async () => {
     ["get", "pods", "-A", "-o", "wide"],
     ["get", "events", "-A", "--sort-by=.lastTimestamp"],
     logs("iii-system", "app.kubernetes.io/part-of=iii"),
+    logs("iii-node-agent", "app.kubernetes.io/name=iii-agent"),
     logs(namespace, `iii.io/composition=${composition}`)
   ])
     console.log(`--- kubectl ${args.join(" ")}\n${await run("kubectl", args).catch(String)}`)
@@ -314,6 +403,42 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
     await kubectl("delete", "pod", "iii-version", "--wait=false")
   })
 
+  it("runs the node agent: one DaemonSet pod, Ready, whose processes hold BPF and PERFMON and no other capability", async () => {
+    const nodes = await kubectlJson<List<{ metadata: Meta }>>("get", "nodes")
+    const daemonSet = await kubectlJson<{
+      status: { desiredNumberScheduled: number; numberReady: number }
+    }>(...["-n", "iii-node-agent", "get", "daemonset", "iii-agent"])
+    expect(daemonSet.status).toMatchObject({ desiredNumberScheduled: nodes.items.length, numberReady: 1 })
+    const [agent, ...others] = await agentPods()
+    expect(others).toHaveLength(0)
+    if (agent === undefined) throw new Error("no agent pod")
+    expect(isReady(agent)).toBe(true)
+    expect(agent.spec.nodeName).toBe(nodes.items[0]?.metadata.name)
+    // As the manifest asks: no host pid or network namespace, no privilege, every capability dropped but two.
+    expect(agent.spec.hostPID ?? false).toBe(false)
+    expect(agent.spec.hostNetwork ?? false).toBe(false)
+    const [container] = agent.spec.containers
+    expect(container?.securityContext).toMatchObject({
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"], add: ["BPF", "PERFMON"] }
+    })
+    // And as the kernel runs it: every process of the container has exactly BPF and PERFMON, effective,
+    // permitted and in its bounding set, and still loaded and attached the capture (its start-up line).
+    const containerId = agent.status.containerStatuses?.[0]?.containerID?.replace(/^\w+:\/\//, "") ?? ""
+    expect(containerId).toMatch(/^[0-9a-f]{64}$/)
+    const processes = processCapabilities(containerId)
+    expect(processes.map((p) => p.command)).toContainEqual(expect.stringMatching(/ agent --node$/))
+    const only = (1n << CAP_BPF) | (1n << CAP_PERFMON)
+    for (const p of processes) expect(p).toMatchObject({ effective: only, permitted: only, bounding: only })
+    const started = await eventually("the agent's start-up line", 60, async () => {
+      const logs = await kubectl("-n", "iii-node-agent", "logs", agent.metadata.name)
+      return logs.includes("node mode: pods of node") ? logs : undefined
+    })
+    expect(started).toContain(`node mode: pods of node ${agent.spec.nodeName}`)
+  })
+
   it("reconciles the seed composition: Deployments, Services and the HPA, Ready when its pods are", async () => {
     const seed = parse(readFileSync(join(repo, "manifests/examples/user-service.yaml"), "utf8")) as {
       metadata: { namespace?: string }
@@ -358,9 +483,19 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
       const ready = (await pods(namespace, "iii.io/component=auth")).filter(isReady)
       return ready.length >= 3 ? ready : undefined
     })
-    // Each pod's agent traces its app: the sidecar starts first and finds the app's process as it starts,
-    // or at its next /proc rescan (every 2 s). A request straight to each pod, until obs has its span.
-    for (const pod of [...auth, ...(await pods(namespace, "iii.io/component=profile"))]) {
+    // The controller (agentMode node) labelled the pods and injected nothing: one container each, the app's.
+    const all = [...auth, ...(await pods(namespace, "iii.io/component=profile"))]
+    for (const pod of all) {
+      const component = pod.metadata.labels?.["iii.io/component"]
+      expect(pod.metadata.labels?.["iii.io/composition"]).toBe(composition)
+      expect(pod.metadata.annotations?.["iii.io/agent"]).toBe("node")
+      expect(pod.spec.initContainers ?? []).toEqual([])
+      expect(pod.spec.containers.map((c) => c.name)).toEqual([component])
+      expect(pod.spec.shareProcessNamespace ?? false).toBe(false)
+    }
+    // The node agent traces each pod once it finds its containers' cgroups (within 2 s of their start).
+    // A request straight to each pod, until obs has its span.
+    for (const pod of all) {
       const path =
         pod.metadata.labels?.["iii.io/component"] === "auth" ? "/login?user=probe" : "/profile/probe"
       await eventually(`${pod.metadata.name} traced`, 60, async () => {
@@ -385,6 +520,9 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
       (await pods(namespace, `iii.io/component=${component}`)).map((p) => p.metadata.name)
     const authPods = await names("auth")
     const profilePods = await names("profile")
+    const [agent] = await agentPods()
+    const node = agent?.spec.nodeName
+    expect(node).toBeDefined()
 
     for (const traceId of result.traceIds) {
       const spans = await eventually(`trace ${traceId} with auth's and profile's spans`, 90, async () => {
@@ -399,9 +537,18 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
       for (const span of spans) {
         expect(span).toMatchObject({ traceId, composition, namespace, component: span.service })
         expect(span.service === "auth" ? authPods : profilePods).toContain(span.pod)
+        // The node agent's identity of the pod: its node and the container the span came from.
+        expect(span.attributes).toMatchObject({ "k8s.node.name": node, "k8s.container.name": span.service })
       }
-      expect(spans.find((s) => s.service === "auth" && s.kind === "client")?.name).toMatch(/^GET \/profile\//)
+      const authServer = spans.find((s) => s.service === "auth" && s.kind === "server")
+      const authClient = spans.find((s) => s.service === "auth" && s.kind === "client")
+      expect(authClient?.name).toMatch(/^GET \/profile\//)
       expect(spans.find((s) => s.service === "profile" && s.kind === "server")?.http?.statusCode).toBe(200)
+      // auth called profile while it served the request, in one process: the client span lies within the
+      // server span (both from the kernel's monotonic clock, converted to unix time with one offset).
+      if (authServer === undefined || authClient === undefined) throw new Error("auth's spans")
+      expect(interval(authClient).start).toBeGreaterThanOrEqual(interval(authServer).start)
+      expect(interval(authClient).end).toBeLessThanOrEqual(interval(authServer).end)
     }
 
     const [first] = result.traceIds
@@ -412,9 +559,22 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
         ? logs
         : undefined
     })
+    // Each line is one the kubelet wrote to the pod's CRI log file, which the node agent read: the same
+    // text at the same timestamp as `kubectl logs --timestamps` (the kubelet reading that file) shows.
+    const kubeletLogs = new Map<string, string>()
     for (const line of correlated) {
       expect(line.traceId).toBe(first)
       expect(line.service === "auth" ? authPods : profilePods).toContain(line.pod)
+      expect(line).toMatchObject({ stream: "stdout" })
+      expect(line.attributes).toMatchObject({ "k8s.node.name": node, "k8s.container.name": line.service })
+      const pod = line.pod ?? ""
+      if (!kubeletLogs.has(pod))
+        kubeletLogs.set(pod, await kubectl("-n", namespace, "logs", pod, "--timestamps"))
+      const written = (kubeletLogs.get(pod) ?? "")
+        .split("\n")
+        .map((l) => ({ time: l.slice(0, l.indexOf(" ")), text: l.slice(l.indexOf(" ") + 1) }))
+        .filter((l) => l.text === line.body)
+      expect(written.map((l) => unixNano(l.time))).toEqual([BigInt(line.timeUnixNano)])
     }
     const bodies = correlated.map((l) => l.body)
     expect(bodies.some((b) => b.includes(" logged in"))).toBe(true)
@@ -477,7 +637,9 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
       return pod !== undefined && isReady(pod) && pod.metadata.uid !== before?.metadata.uid ? pod : undefined
     })
     for (const [traceId, count] of stored) expect((await trace(traceId)).length).toBe(count)
-    // The agents reconnect on their own: new traffic is traced again.
+    // The node agent reconnects on its own: new traffic is traced again (once auth has settled after
+    // the HPA's scale-up).
+    await authServing()
     await startLoad("load-after-restart", 20)
     const [traceId = ""] = (await loadResult("load-after-restart", 180)).traceIds
     await eventually("a trace sent after the restart", 120, async () =>

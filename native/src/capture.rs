@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
@@ -13,6 +13,7 @@ use aya::{Btf, Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 
+use crate::clock;
 use crate::diagnostics::{self, error};
 use crate::layout;
 
@@ -393,6 +394,7 @@ impl Running {
                 slabs,
                 free,
                 with_js: with_js.clone(),
+                clock: clock::Offset::system(),
             };
             std::thread::Builder::new()
                 .name("iii-ringbuf".into())
@@ -546,16 +548,8 @@ struct Reader {
     /// Buffers JavaScript has handed back.
     free: Receiver<u32>,
     with_js: Arc<Vec<AtomicBool>>,
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    /// The batches' monotonic-to-unix offset, kept stable across batches.
+    clock: clock::Offset<fn(libc::clockid_t) -> i64>,
 }
 
 const BATCH_HEADER: usize = std::mem::size_of::<layout::BatchHeader>();
@@ -765,7 +759,7 @@ impl Reader {
             count += 1;
         };
         if count > 0 {
-            let offset = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+            let offset = self.clock.at(Instant::now());
             out[0..8].copy_from_slice(&offset.to_le_bytes());
             out[8..12].copy_from_slice(&count.to_le_bytes());
             out[12..16].copy_from_slice(&(at as u32).to_le_bytes());

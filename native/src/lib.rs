@@ -6,6 +6,7 @@
 //! Error messages start with a code the TypeScript wrapper maps to tagged errors:
 //! `permission`, `tracefs`, `btf`, `verifier`, `load`, `attach`, `map`, `io`, `invalid`.
 mod capture;
+mod clock;
 mod diagnostics;
 mod layout;
 

@@ -459,6 +459,51 @@ describe("EbpfCapture (real eBPF)", () => {
   })
 
   it.skipIf(!canRun)(
+    "writes one clock offset into every batch, so times from different batches keep the kernel's spacing",
+    () =>
+      Effect.gen(function* () {
+        const loaded = NativeAddon.load()
+        if (loaded._tag === "Missing") throw new Error(loaded.reason)
+        const server = yield* spawnChild(process.execPath, [fixture("ebpf-server.mjs"), "127.0.0.1"])
+        const port = Number((yield* server.line(/^listening (\d+)$/))[1])
+        const buffers = Array.from({ length: 4 }, () => Buffer.alloc(256 * 1024))
+        // Each batch's header: the offset from the programs' monotonic clock to unix time.
+        const offsets: Array<bigint> = []
+        const capture = yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const started: NativeAddon.NativeCapture = loaded.addon.Capture.start(
+              { pids: [server.pid], pollIntervalMs: 5 },
+              buffers,
+              (index) => {
+                if (index === NativeAddon.endOfCapture) return
+                offsets.push(buffers[index]?.readBigInt64LE(0) ?? 0n)
+                started.recycle(index)
+              }
+            )
+            return started
+          }),
+          (capture) => Effect.sync(() => capture.close())
+        )
+        // One request at a time, each read in a batch of its own (the reader polls every 5 ms).
+        for (let i = 0; i < 12; i++) {
+          yield* request(`http://127.0.0.1:${port}/batch-${i}`)
+          yield* Effect.sleep("30 millis")
+        }
+        for (let attempt = 0; attempt < 250 && offsets.length < 10; attempt++)
+          yield* Effect.sleep("20 millis")
+        expect(capture.counters().batches).toBeGreaterThanOrEqual(10)
+        // Read afresh per batch (two clock calls), the offset moved by the time between them: a span
+        // whose start and end came in different batches had a wrong, even negative, duration.
+        expect(new Set(offsets).size).toBe(1)
+        const offset = offsets[0] ?? 0n
+        const unixNow = BigInt(Date.now()) * 1_000_000n
+        const monotonicNow = process.hrtime.bigint()
+        // And it is the clocks' offset (Date.now() has milliseconds).
+        expect(Math.abs(Number(monotonicNow + offset - unixNow))).toBeLessThan(5_000_000)
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
+  it.skipIf(!canRun)(
     "follows pids added after start, forgets removed ones, rejects cgroup targets it was not started with",
     () =>
       Effect.gen(function* () {

@@ -38,8 +38,8 @@ export const command = Command.make(
       )
       const p = paint(process.stdout.isTTY === true)
       yield* Effect.async<never, ObsError>((resume) => {
-        ws.on("message", (data) => {
-          const message = JSON.parse(String(data)) as {
+        ws.onMessage((text) => {
+          const message = JSON.parse(text) as {
             type: string
             spans?: ReadonlyArray<TailSpan>
             dropped?: number
@@ -51,7 +51,7 @@ export const command = Command.make(
           for (const s of message.spans ?? [])
             process.stdout.write(`${flags.output === "json" ? JSON.stringify(s) : tailLine(s, p)}\n`)
         })
-        ws.on("close", (code, reason) =>
+        ws.onClose((code, reason) =>
           resume(
             Effect.fail(
               new ObsError({

@@ -184,6 +184,7 @@ export const make = (
           },
           catch: (cause) => new StoreError({ operation: "retention", cause })
         }),
+      newestSpanStart: () => sync("newestSpanStart")(() => Read.newestSpanStart(layout)),
       stats: () =>
         sync("stats")(() => {
           const env = layout.env.getStats() as { pageSize?: number; lastPageNumber?: number }

@@ -147,6 +147,7 @@ export const layerOn = (
           self: cluster.advertise,
           layout,
           token: Option.getOrUndefined(Option.map(cfg.token, Redacted.value)),
+          maxPeerConnections: cfg.maxPeerConnections,
           layoutVersion,
           heartbeatInterval: Duration.toMillis(cluster.heartbeatInterval),
           heartbeatTimeout: Duration.toMillis(cluster.heartbeatTimeout),
@@ -284,6 +285,12 @@ export const layerOn = (
               `# HELP iii_obs_cluster_members Members by state, as this node sees them.\n# TYPE iii_obs_cluster_members gauge\niii_obs_cluster_members{state="${state}"} ${count(state)}\n`
           ),
           line(
+            "iii_obs_peer_connections",
+            "gauge",
+            "Open node-to-node connections other nodes dialled to this one.",
+            node.peerConnections
+          ),
+          line(
             "iii_obs_cluster_writes_unavailable_total",
             "counter",
             "Batches without a write quorum.",
@@ -355,7 +362,7 @@ export const layerOn = (
         },
         upgrade: (req, socket, head) => node.upgrade(req, socket, head),
         metrics,
-        attachTail: (tail) => node.attachTail(tail),
+        attach: (parts) => node.attach(parts),
         wantsSpans: () => node.wantsSpans(),
         acknowledged: (spans, at) => node.acknowledged(spans, at)
       }

@@ -13,7 +13,7 @@ import type { Socket } from "node:net"
 import type { Telemetry } from "@iii/core"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted, Runtime, Schedule } from "effect"
 import { type DataDirError, ServerError, type StoreError, type TlsError } from "./Errors.js"
-import type { Endpoints } from "./internal/node/Endpoints.js"
+import type { Endpoints, NodeSockets } from "./internal/node/Endpoints.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
 import * as NodeTime from "./internal/node/NodeTime.js"
@@ -47,13 +47,20 @@ export interface LocalTail {
   readonly subscribers: () => number
 }
 
+/** What the node lends a layer under it once it runs. */
+export interface NodeParts {
+  readonly tail: LocalTail
+  /** The rules and counters the layer's own WebSockets (the cluster's `/v1/peer`) come under. */
+  readonly sockets: NodeSockets
+}
+
 /**
  * What a layer under the node adds to it (the cluster): endpoints on its port, and a tail that spans
  * the cluster. Optional: without one in the context the node serves only itself.
  */
 export interface ExtensionService extends Endpoints {
-  /** Called once the node runs, with its tail. */
-  readonly attachTail: (tail: LocalTail) => void
+  /** Called once, before the node listens, with its tail and socket rules. */
+  readonly attach: (node: NodeParts) => void
   /** Whether subscribers elsewhere want the spans this node acknowledges. */
   readonly wantsSpans: () => boolean
   /** Spans this node has just acknowledged, for subscribers elsewhere. */
@@ -119,10 +126,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     const time = yield* NodeTime.make({
       retention: cfg.retention,
       maxClockSkew: cfg.maxClockSkew,
-      newestStored: yield* reader.searchTraces({ limit: 1 }).pipe(
-        Effect.map((page) => page.traces[0]?.startTimeUnixNano),
-        Effect.orElseSucceed(() => undefined)
-      )
+      // The node's own store: under a cluster, a search would ask every peer before listening.
+      newestStored: yield* maintenance.newestSpanStart().pipe(Effect.orElseSucceed(() => undefined))
     })
     // The node's runtime (its logger, its clock) for effects started from socket callbacks.
     const runtime = yield* Effect.runtime<never>()
@@ -145,10 +150,6 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       ...defaultTailLimits,
       maxQueuedSpans: cfg.tailQueueSpans,
       maxStalledMs: Duration.toMillis(cfg.tailStallTimeout)
-    })
-    extension?.attachTail({
-      publish: (spans, committedAt) => tail.publish(spans, committedAt),
-      subscribers: () => tail.size
     })
     const wantsSpans = () => tail.size > 0 || (extension?.wantsSpans() ?? false)
     const writer = new GroupCommit<Queued>({
@@ -193,6 +194,13 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       helloTimeoutMs: Duration.toMillis(cfg.helloTimeout),
       pingIntervalMs: Duration.toMillis(cfg.pingInterval)
     }
+    extension?.attach({
+      tail: {
+        publish: (spans, committedAt) => tail.publish(spans, committedAt),
+        subscribers: () => tail.size
+      },
+      sockets: { rules, counters }
+    })
     const servers = createNodeServers({
       settings: {
         nodeId: cfg.nodeId || randomUUID(),

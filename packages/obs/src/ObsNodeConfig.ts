@@ -113,6 +113,8 @@ export interface ObsNodeConfig {
   readonly maxTailSubscribers: number
   /** Ingest connections at once; more are answered 503. Default 4,096. */
   readonly maxIngestConnections: number
+  /** Node-to-node (`/v1/peer`) connections at once, in a cluster; more are answered 503. Default 1,024. */
+  readonly maxPeerConnections: number
   /** Time a new ingest connection has to send hello before it is closed. Default 10 s. */
   readonly helloTimeout: Duration.Duration
   /**
@@ -154,6 +156,7 @@ export const defaults = {
   tailStallTimeout: Duration.millis(defaultTailLimits.maxStalledMs),
   maxTailSubscribers: 64,
   maxIngestConnections: 4_096,
+  maxPeerConnections: 1_024,
   helloTimeout: Duration.seconds(10),
   pingInterval: Duration.seconds(30),
   tlsPort: 4321,
@@ -181,6 +184,7 @@ export const makeConfig = (
   tailStallTimeout: defaults.tailStallTimeout,
   maxTailSubscribers: defaults.maxTailSubscribers,
   maxIngestConnections: defaults.maxIngestConnections,
+  maxPeerConnections: defaults.maxPeerConnections,
   helloTimeout: defaults.helloTimeout,
   pingInterval: defaults.pingInterval,
   nodeId: hostname(),
@@ -256,7 +260,8 @@ export const variables = {
   pingInterval: "III_OBS_PING_INTERVAL",
   tailStallTimeout: "III_OBS_TAIL_STALL_TIMEOUT",
   maxIngestConnections: "III_OBS_MAX_INGEST_CONNECTIONS",
-  maxTailSubscribers: "III_OBS_MAX_TAIL_SUBSCRIBERS"
+  maxTailSubscribers: "III_OBS_MAX_TAIL_SUBSCRIBERS",
+  maxPeerConnections: "III_OBS_MAX_PEER_CONNECTIONS"
 } as const
 
 type Environment = { readonly [K in keyof typeof variables]: string | undefined }
@@ -314,7 +319,7 @@ const limitsFrom = (
         onRight: (nanos) => ({ [key]: Duration.nanos(BigInt(nanos)) })
       })
     }
-    const count = (key: "maxIngestConnections" | "maxTailSubscribers") => {
+    const count = (key: "maxIngestConnections" | "maxTailSubscribers" | "maxPeerConnections") => {
       const text = env[key]
       if (text === undefined) return Either.right({})
       const n = /^\d+$/.test(text.trim()) ? Number(text) : Number.NaN
@@ -330,7 +335,8 @@ const limitsFrom = (
       ...(yield* duration("pingInterval")),
       ...(yield* duration("tailStallTimeout")),
       ...(yield* count("maxIngestConnections")),
-      ...(yield* count("maxTailSubscribers"))
+      ...(yield* count("maxTailSubscribers")),
+      ...(yield* count("maxPeerConnections"))
     }
   })
 

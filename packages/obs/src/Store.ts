@@ -239,6 +239,11 @@ export interface StoreMaintenanceService {
   /** Size figures for /metrics. */
   readonly stats: () => Effect.Effect<StoreStats, StoreError>
   /**
+   * The newest span start stored (unix nanoseconds, at least to the microsecond), undefined when
+   * none: read from the end of an index, not searched for, so a node can ask it at start.
+   */
+  readonly newestSpanStart: () => Effect.Effect<bigint | undefined, StoreError>
+  /**
    * Fails once the store can no longer keep what it acknowledges (for LMDB: its data directory or
    * files were deleted or replaced under it); from then on every write fails too.
    */

@@ -1,12 +1,31 @@
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { Packr, Unpackr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
-import { buildCli, eventually, get, startCluster, type TestCluster } from "./fixtures/Cluster.js"
+import { defaultRingLayout } from "../src/internal/cluster/Placement.js"
+import * as LmdbStore from "../src/LmdbStore.js"
+import * as ObsCluster from "../src/ObsCluster.js"
+import { makeClusterConfig, makeConfig } from "../src/ObsNodeConfig.js"
+import { buildCli, eventually, freePorts, get, startCluster, type TestCluster } from "./fixtures/Cluster.js"
 import { TestAgent } from "./fixtures/Node.js"
 import { log, span, traceId } from "./fixtures/Spans.js"
 
 const token = "cluster-secret"
+/** Small enough to reach in a test; the default is 1,024. */
+const peerCap = 5
 const auth = { authorization: `Bearer ${token}` }
+/** A node's /metrics text, and one series' value in it (NaN when absent). */
+const scrape = (url: string) => fetch(`${url}/metrics`).then((r) => r.text())
+const series = (text: string, name: string) =>
+  Number(
+    text
+      .split("\n")
+      .find((l) => l.startsWith(`${name} `))
+      ?.slice(name.length + 1) ?? Number.NaN
+  )
 const authed = (url: string) =>
   // biome-ignore lint/suspicious/noExplicitAny: tests poke into JSON answers
   fetch(url, { headers: auth }).then(async (r) => ({ status: r.status, body: (await r.json()) as any }))
@@ -15,7 +34,13 @@ describe("obs cluster of 3 processes", () => {
   let cluster: TestCluster
   beforeAll(async () => {
     buildCli()
-    cluster = await startCluster(3, { env: { III_OBS_TOKEN: token } })
+    cluster = await startCluster(3, {
+      env: {
+        III_OBS_TOKEN: token,
+        III_OBS_MAX_PEER_CONNECTIONS: String(peerCap),
+        III_OBS_HELLO_TIMEOUT: "2s"
+      }
+    })
   }, 120_000)
   afterAll(() => cluster?.stop())
 
@@ -141,6 +166,49 @@ describe("obs cluster of 3 processes", () => {
       ws.on("message", (data: Buffer) => resolve(new Unpackr({ useRecords: false }).unpack(data)))
     })
     expect(refused).toEqual(["refused", "unknown peer 127.0.0.1:1: not a member of this cluster"])
+    const metrics = await scrape(cluster.nodes[0]?.url ?? "")
+    expect(series(metrics, 'iii_obs_connections_refused_total{endpoint="peer",reason="unauthorized"}')).toBe(
+      1
+    )
+    expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="refused"}')).toBe(1)
+  })
+
+  it("takes peers under the client socket rules: a cap (503), the hello deadline, counted as endpoint=peer", async () => {
+    const first = cluster.nodes[0]
+    if (first === undefined) throw new Error("no nodes")
+    const dial = () =>
+      new Promise<{ status: number; ws?: WebSocket }>((resolve) => {
+        const ws = new WebSocket(`ws://${first.address}/v1/peer`, { headers: auth })
+        ws.on("unexpected-response", (_req, res) => resolve({ status: res.statusCode ?? 0 }))
+        ws.on("open", () => resolve({ status: 101, ws }))
+        ws.on("error", () => undefined)
+      })
+    // The two other nodes' links (the refused peer of the test before closes at its pace).
+    const dialled = await eventually("the other nodes' links only", 10_000, async () =>
+      series(await scrape(first.url), "iii_obs_peer_connections") === 2 ? 2 : undefined
+    )
+    const sockets: Array<WebSocket> = []
+    for (let i = dialled; i < peerCap; i++) {
+      const { status, ws } = await dial()
+      expect(status).toBe(101)
+      if (ws !== undefined) sockets.push(ws)
+    }
+    const closed = sockets.map(
+      (ws) => new Promise<number>((resolve) => ws.on("close", (code: number) => resolve(code)))
+    )
+    expect((await dial()).status).toBe(503)
+    // None of them says hello: each is closed at the deadline (2 s here) with a policy violation.
+    expect(await Promise.all(closed)).toEqual(sockets.map(() => 1008))
+    const metrics = await scrape(first.url)
+    expect(series(metrics, 'iii_obs_connections_refused_total{endpoint="peer",reason="cap"}')).toBe(1)
+    expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="hello_timeout"}')).toBe(
+      sockets.length
+    )
+    expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="ping_timeout"}')).toBe(0)
+    // The members' own links were not disturbed.
+    expect(series(metrics, "iii_obs_peer_connections")).toBe(2)
+    const view = await authed(`${first.url}/v1/cluster`)
+    expect(view.body.members.every((m: { state: string }) => m.state === "up")).toBe(true)
   })
 
   it("answers reads partial and refuses writes without a quorum when cut off from the others, then takes them", async () => {
@@ -151,10 +219,20 @@ describe("obs cluster of 3 processes", () => {
     await a.signal("SIGSTOP")
     await b.signal("SIGSTOP")
     try {
-      await eventually("the others are down", 20_000, async () => {
+      const view = await eventually("the others are down", 20_000, async () => {
         const r = await authed(`${alone.url}/v1/cluster`)
         return r.body.members.filter((m: { state: string }) => m.state === "down").length === 2
+          ? r.body
+          : undefined
       })
+      // Down members keep their share of the ring (they are members still), and the factor stays.
+      expect(view).toMatchObject({ replicationFactor: 3, replicas: 3, writeQuorum: 2 })
+      for (const m of view.members)
+        expect(m).toMatchObject({
+          state: m.address === alone.address ? "up" : "down",
+          ownership: { replica: 1, primary: expect.any(Number) },
+          replicationLag: { hints: expect.any(Number), hintBytes: expect.any(Number) }
+        })
       const now = BigInt(Date.now()) * 1_000_000n
       const spans = [span({ trace: 700, startTimeUnixNano: now })]
       agent.send({ type: "batch", seq: 1, spans, metrics: [], logs: [] })
@@ -188,9 +266,94 @@ describe("obs cluster of 3 processes", () => {
       agent.close()
     }
   })
+
+  it("shows a node that leaves cleanly as leaving, to itself and to the others, until it has left", async () => {
+    const [stays, , leaver] = cluster.nodes
+    if (stays === undefined || leaver === undefined) throw new Error("no nodes")
+    await eventually("every member up and settled", 30_000, async () => {
+      const r = await authed(`${stays.url}/v1/cluster`)
+      return r.body.stable && r.body.members.every((m: { state: string }) => m.state === "up")
+    })
+    const left = await fetch(`${leaver.url}/v1/cluster/leave`, { method: "POST", headers: auth })
+    expect(left.status).toBe(202)
+    expect(await left.json()).toEqual({ node: leaver.address, state: "leaving" })
+    // Its peers must settle without it before it has left: a heartbeat or more away.
+    const own = await authed(`${leaver.url}/v1/cluster`)
+    expect(own.body.state).toBe("leaving")
+    const stateOf = (body: { members: Array<{ address: string; state: string }> }) =>
+      body.members.find((m) => m.address === leaver.address)?.state
+    expect(stateOf(own.body)).toBe("leaving")
+    const seen: Array<string | undefined> = []
+    await eventually("the others see it leave, then left", 60_000, async () => {
+      const r = await authed(`${stays.url}/v1/cluster`)
+      const state = stateOf(r.body)
+      if (seen[seen.length - 1] !== state) seen.push(state)
+      return state === undefined
+    })
+    // "up" first only if the first look came before its next heartbeat.
+    expect(seen.filter((state) => state !== "up")).toEqual(["leaving", undefined])
+    expect((await authed(`${leaver.url}/v1/cluster`)).body.state).toBe("left")
+  })
 })
 
 describe("obs cluster start-up", () => {
+  it("refuses a data directory written with another ring layout, saying so, and leaves it as it was", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "iii-obs-layout-"))
+    try {
+      const other = { ...defaultRingLayout, vnodes: 64 }
+      await Effect.runPromise(
+        Effect.scoped(
+          Effect.flatMap(LmdbStore.make({ path: dir }), (s) => s.replica.putSetting("cluster.ring", other))
+        )
+      )
+      const cfg = makeConfig(dir, {
+        host: "127.0.0.1",
+        port: 0,
+        cluster: Option.some(makeClusterConfig("127.0.0.1:1", { _tag: "Static", peers: [] }))
+      })
+      const exit = await Effect.runPromiseExit(Effect.scoped(Layer.build(ObsCluster.layer(cfg))))
+      expect(Exit.isFailure(exit)).toBe(true)
+      expect(String(Exit.isFailure(exit) && Cause.squash(exit.cause))).toMatch(
+        /was written by a cluster with replication 3, 64 vnodes.*configured with replication 3, 128 vnodes.*Refusing to start/s
+      )
+      const kept = await Effect.runPromise(
+        Effect.scoped(
+          Effect.flatMap(LmdbStore.make({ path: dir }), (s) => s.replica.getSetting("cluster.ring"))
+        )
+      )
+      expect(kept).toEqual(other)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("listens at once, before any peer answers: /healthz, and /v1/cluster with this node joining", async () => {
+    buildCli()
+    const cluster = await startCluster(0)
+    try {
+      const ports = await freePorts(3)
+      const peers = ports.map((p) => `127.0.0.1:${p}`)
+      // Nothing listens on the other two; a heartbeat timeout far longer than the test may take.
+      const node = cluster.node(ports[0] ?? 0, peers, ["--heartbeat-timeout", "10m"])
+      const started = Date.now()
+      await node.start()
+      expect(Date.now() - started).toBeLessThan(60_000)
+      expect((await get(`${node.url}/healthz`))?.status).toBe(200)
+      const view = await get(`${node.url}/v1/cluster`)
+      expect(view?.body).toMatchObject({ node: node.address, state: "joining", replicationFactor: 3 })
+      const states = Object.fromEntries(
+        view?.body.members.map((m: { address: string; state: string }) => [m.address, m.state])
+      )
+      expect(states).toEqual({
+        [peers[0] ?? ""]: "joining",
+        [peers[1] ?? ""]: "down",
+        [peers[2] ?? ""]: "down"
+      })
+    } finally {
+      await cluster.stop()
+    }
+  }, 120_000)
+
   it("refuses a data directory written with another replication factor, saying so", async () => {
     buildCli()
     // A one-node cluster (default replication 3), then the same node and data with --replication 2.

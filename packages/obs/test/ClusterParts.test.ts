@@ -134,6 +134,35 @@ describe("Membership", () => {
     expect(m.members()).toEqual(["a:1", "c:1", "d:1"])
     expect(membership(["a:1"], false).admit("d:1")).toBe(false)
   })
+
+  it("shows each member as /v1/cluster does: what it says of itself while it answers, down when it does not", () => {
+    const m = membership(["a:1", "b:1", "c:1", "d:1", "e:1"])
+    const states = () => Object.fromEntries(m.view().map((v) => [v.address, v.state]))
+    // Nobody heard from yet: this node joins, the others are down.
+    expect(states()).toEqual({ "a:1": "joining", "b:1": "down", "c:1": "down", "d:1": "down", "e:1": "down" })
+    const status = (state: "joining" | "up" | "leaving") => ({ state, settled: "", repaired: "", tail: 0 })
+    for (const peer of ["b:1", "c:1", "d:1", "e:1"]) m.setLive(peer, true)
+    m.noteStatus("b:1", status("up"))
+    m.noteStatus("c:1", status("joining"))
+    m.noteStatus("d:1", status("leaving"))
+    m.setSelfState("up")
+    // e:1 answers pings but has not told its state yet: joining until it does.
+    expect(states()).toEqual({
+      "a:1": "up",
+      "b:1": "up",
+      "c:1": "joining",
+      "d:1": "leaving",
+      "e:1": "joining"
+    })
+    // b stops answering: down, whatever it said last; back, what it says again.
+    m.setLive("b:1", false)
+    expect(states()["b:1"]).toBe("down")
+    expect(m.view().find((v) => v.address === "b:1")?.silentMs).toBeGreaterThanOrEqual(0)
+    m.setLive("b:1", true)
+    expect(states()["b:1"]).toBe("up")
+    m.setSelfState("leaving")
+    expect(states()["a:1"]).toBe("leaving")
+  })
 })
 
 describe("EndpointSlices", () => {

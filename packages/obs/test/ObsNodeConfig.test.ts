@@ -30,7 +30,8 @@ describe("ObsNodeConfig.config", () => {
       III_OBS_PING_INTERVAL: "15s",
       III_OBS_TAIL_STALL_TIMEOUT: "1m",
       III_OBS_MAX_INGEST_CONNECTIONS: "100",
-      III_OBS_MAX_TAIL_SUBSCRIBERS: "8"
+      III_OBS_MAX_TAIL_SUBSCRIBERS: "8",
+      III_OBS_MAX_PEER_CONNECTIONS: "16"
     })
     expect(Either.isRight(cfg)).toBe(true)
     if (Either.isLeft(cfg)) return
@@ -38,7 +39,11 @@ describe("ObsNodeConfig.config", () => {
     expect(Duration.toMillis(cfg.right.helloTimeout)).toBe(3_000)
     expect(Duration.toMillis(cfg.right.pingInterval)).toBe(15_000)
     expect(Duration.toMillis(cfg.right.tailStallTimeout)).toBe(60_000)
-    expect(cfg.right).toMatchObject({ maxIngestConnections: 100, maxTailSubscribers: 8 })
+    expect(cfg.right).toMatchObject({
+      maxIngestConnections: 100,
+      maxTailSubscribers: 8,
+      maxPeerConnections: 16
+    })
     const bad = fromEnv({ III_OBS_DATA: "/d", III_OBS_MAX_TAIL_SUBSCRIBERS: "0" })
     expect(Either.isLeft(bad) && JSON.stringify(bad.left)).toContain("III_OBS_MAX_TAIL_SUBSCRIBERS")
     const skew = fromEnv({ III_OBS_DATA: "/d", III_OBS_MAX_CLOCK_SKEW: "an hour" })

@@ -141,6 +141,15 @@ describe("query API", () => {
     )
     expect(busiest.p50).toBeGreaterThan(0)
     expect(busiest.p99).toBeGreaterThanOrEqual(busiest.p50)
+    // One step as long as the window is the total of the last hour, whatever the clock says: the
+    // step ends with the current 10 s bucket, not at the top of the hour.
+    const hour = await getJson(`${node.url}/v1/services/checkout/red?window=1h&step=1h`)
+    const nowSec = Date.now() / 1000
+    expect(hour.body.points).toHaveLength(1)
+    expect(hour.body.points[0].requests).toBe(103)
+    expect(hour.body.toSec).toBeGreaterThan(nowSec - 1)
+    expect(hour.body.toSec).toBeLessThanOrEqual(nowSec + 10)
+    expect(hour.body.toSec - hour.body.fromSec).toBe(3600)
     const route = await getJson(`${node.url}/v1/services/payments/red?window=5m&route=/charge`)
     expect(route.body.points.reduce((n: number, p: { errors: number }) => n + p.errors, 0)).toBe(1)
     for (const [query, parameter] of [

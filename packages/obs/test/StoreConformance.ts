@@ -336,6 +336,24 @@ export const storeConformance = (name: string, make: MakeStore) => {
         })
       ))
 
+    it("tells its newest span start (none when empty), across services and batches, after retention too", () =>
+      run((s) =>
+        Effect.gen(function* () {
+          expect(yield* s.maintenance.newestSpanStart()).toBeUndefined()
+          yield* s.writer.write([
+            batch("a", 1, [
+              span({ service: "a", startTimeUnixNano: t0 + ms(5) + 123_000n }),
+              span({ service: "b", startTimeUnixNano: t0 + ms(900) + 7_000n }),
+              span({ service: "b", startTimeUnixNano: t0 + ms(2) })
+            ]),
+            batch("a", 2, [span({ service: "a", startTimeUnixNano: t0 + ms(40) })])
+          ])
+          expect(yield* s.maintenance.newestSpanStart()).toBe(t0 + ms(900) + 7_000n)
+          yield* s.maintenance.deleteOlderThan(t0 + ms(1000))
+          expect(yield* s.maintenance.newestSpanStart()).toBeUndefined()
+        })
+      ))
+
     it("keeps ids that share a prefix apart", () =>
       run((s) =>
         Effect.gen(function* () {

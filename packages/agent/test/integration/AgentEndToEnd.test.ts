@@ -255,8 +255,13 @@ const suite = (mode: Agent.Mode) => {
       const span = serverSpans.find((s) => s.http?.path === request.path && s.http?.method === request.method)
       expect(span, request.path).toBeDefined()
       expect(span?.durationNano).toBeGreaterThan(0)
-      // 1 ms of slack for the capture clock's conversion to unix time.
-      expect(span?.durationNano, request.path).toBeLessThanOrEqual(request.clientNs + 1_000_000)
+      // Within the client's own measure, but for when each end is stamped. eBPF: the kernel stamps the
+      // response after the send returns, by which time the client may have read it (the server
+      // preempted in between); both ends are on one clock (one offset for every batch). Proxy: the
+      // proxy reads its clock when its event loop gets to the bytes, on a loaded machine milliseconds
+      // after the client had them (3.5 ms seen at load 14).
+      const slackNs = mode === "ebpf" ? 1_000_000 : 25_000_000
+      expect(span?.durationNano, request.path).toBeLessThanOrEqual(request.clientNs + slackNs)
     }
     // Large responses take measurably longer than an empty one.
     const large = serverSpans.find((s) => s.http?.path === "/large?bytes=1000000")

@@ -97,15 +97,28 @@ export const getJson = <A>(t: Target, path: string, params: Record<string, strin
     return body as A
   })
 
+/** The live tail, open, as `iii tail` reads it (the socket library's types stay out of this module's). */
+export interface TailSocket {
+  readonly onMessage: (f: (text: string) => void) => void
+  readonly onClose: (f: (code: number, reason: string) => void) => void
+  readonly close: () => void
+}
+
+const tailSocket = (ws: WebSocket): TailSocket => ({
+  onMessage: (f) => ws.on("message", (data) => f(String(data))),
+  onClose: (f) => ws.on("close", (code, reason) => f(code, reason.toString())),
+  close: () => ws.close()
+})
+
 /** The live tail's WebSocket, open; fails with one line when the node is unreachable or refuses. */
 export const openTail = (t: Target, params: Record<string, string | undefined>) =>
-  Effect.async<WebSocket, ObsError>((resume) => {
+  Effect.async<TailSocket, ObsError>((resume) => {
     const query = new URLSearchParams({ format: "json" })
     for (const [k, v] of Object.entries(params)) if (v !== undefined) query.set(k, v)
     const ws = new WebSocket(`${t.url.replace(/^http/, "ws")}/v1/tail?${query}`, {
       headers: t.token === undefined ? {} : { authorization: `Bearer ${t.token}` }
     })
-    ws.once("open", () => resume(Effect.succeed(ws)))
+    ws.once("open", () => resume(Effect.succeed(tailSocket(ws))))
     ws.once("unexpected-response", (_req, res) => {
       let text = ""
       res.on("data", (d: Buffer) => {

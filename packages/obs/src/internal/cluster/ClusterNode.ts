@@ -17,8 +17,8 @@ import type { Duplex } from "node:stream"
 import type { Telemetry } from "@iii/core"
 import { Effect, Either, FiberRef } from "effect"
 import { Packr, Unpackr } from "msgpackr"
-import { WebSocketServer } from "ws"
 import { StoreError, type UnindexableSpan } from "../../Errors.js"
+import type { LocalTail, NodeParts } from "../../ObsNode.js"
 import {
   type BatchWriterService,
   currentReadReport,
@@ -34,7 +34,7 @@ import {
   type WriteOutcome
 } from "../../Store.js"
 import { GroupCommit } from "../node/GroupCommit.js"
-import { tokensEqual } from "../node/SocketRules.js"
+import { closeFirmly, helloDeadline, SocketEndpoint } from "../node/SocketRules.js"
 import { sampleRed } from "../RedParts.js"
 import type { Membership } from "./Membership.js"
 import * as Merge from "./Merge.js"
@@ -48,6 +48,8 @@ export interface ClusterSettings {
   readonly layout: RingLayout
   /** The cluster token peers authenticate with (the node's own token). */
   readonly token: string | undefined
+  /** Peer connections this node takes at once (`/v1/peer`); more are answered 503. */
+  readonly maxPeerConnections: number
   readonly layoutVersion: number
   /** Milliseconds between heartbeats. */
   readonly heartbeatInterval: number
@@ -227,15 +229,9 @@ export class ClusterNode {
   /** This node's share of every write (its own and the other coordinators'), group-committed. */
   readonly queue: GroupCommit<PlannedBatch>
   private readonly log: (level: "info" | "warn", message: string) => void
-  private tail: {
-    publish: (spans: ReadonlyArray<Telemetry.Span>, at: number) => void
-    subscribers: () => number
-  } = { publish: () => undefined, subscribers: () => 0 }
-  private readonly wss = new WebSocketServer({
-    noServer: true,
-    maxPayload: 256 * 1024 * 1024,
-    perMessageDeflate: false
-  })
+  private tail: LocalTail = { publish: () => undefined, subscribers: () => 0 }
+  /** `/v1/peer`, under the node's socket rules once the node lends them (`attach`). */
+  private endpoint: SocketEndpoint | undefined
   /** Called when membership or a member's state changed (the maintenance loop reacts). */
   onChange: () => void = () => undefined
 
@@ -311,36 +307,63 @@ export class ClusterNode {
     }
   }
 
-  /** Takes `/v1/peer` upgrades: the token first (401 without it), then the peer's hello. */
+  /**
+   * Takes the node's tail (for spans acknowledged elsewhere), and opens `/v1/peer` under the node's
+   * socket rules: its token, a cap, the hello deadline, pings.
+   */
+  attach({ tail, sockets }: NodeParts): void {
+    this.tail = tail
+    this.endpoint = new SocketEndpoint({
+      name: "peer",
+      // `refused`: a hello from a node that is not a member, or with another ring layout.
+      closeReasons: ["hello_timeout", "ping_timeout", "refused"],
+      maxConnections: this.settings.maxPeerConnections,
+      // A write call carries a round's plans; a data move or repair sends records in batches.
+      maxPayload: 256 * 1024 * 1024,
+      rules: sockets.rules,
+      counters: sockets.counters
+    })
+  }
+
+  /** Open peer connections (dialled by the others). */
+  get peerConnections(): number {
+    return this.endpoint?.size ?? 0
+  }
+
+  /**
+   * Takes `/v1/peer` upgrades as the node takes its own: the token (401 without it) and the cap (503)
+   * first, then the peer's hello within the deadline, which says who it is.
+   */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     if (new URL(req.url ?? "/", "http://node").pathname !== Protocol.path) return false
-    const header = req.headers.authorization
-    const given = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined
-    if (this.settings.token !== undefined && !tokensEqual(this.settings.token, given)) {
-      const body = JSON.stringify({ error: "missing or wrong cluster token" })
-      socket.end(
-        `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
-      )
-      return true
-    }
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
+    // Set before the node listens, so always there by the time an upgrade arrives.
+    const endpoint = this.endpoint
+    if (endpoint === undefined) return false
+    if (!endpoint.admit(req, socket)) return true
+    endpoint.complete(req, socket, head, (ws) => {
       let peer: string | undefined
       const send = (frame: Protocol.PeerFrame) => {
         if (ws.readyState === ws.OPEN) ws.send(Protocol.encode(frame))
       }
       const refuse = (reason: string) => {
         send(["refused", reason])
-        ws.close(1008, reason.slice(0, 120))
+        closeFirmly(ws, 1008, reason.slice(0, 120))
       }
+      const said = helloDeadline(ws, endpoint.rules.helloTimeoutMs, () => {
+        endpoint.closed("hello_timeout")
+        refuse(`no hello within ${endpoint.rules.helloTimeoutMs} ms`)
+      })
       ws.on("error", () => ws.terminate())
       ws.on("message", (data: Buffer) => {
         const frame = Protocol.decode(data)
         if (frame === undefined) return refuse("not a peer frame")
         if (frame[0] === "hello") {
+          said()
           const hello = frame[1]
           const why = this.refusal(hello)
           if (why !== undefined) {
             this.log("warn", `refused peer ${hello.node}: ${why}`)
+            endpoint.closed("refused")
             return refuse(why)
           }
           peer = hello.node
@@ -763,13 +786,6 @@ export class ClusterNode {
 
   // ---- tail -------------------------------------------------------------------------------------
 
-  attachTail(tail: {
-    publish: (spans: ReadonlyArray<Telemetry.Span>, at: number) => void
-    subscribers: () => number
-  }): void {
-    this.tail = tail
-  }
-
   wantsSpans(): boolean {
     return this.membership.tailing().length > 0
   }
@@ -810,7 +826,6 @@ export class ClusterNode {
 
   close(): void {
     for (const link of this.links.values()) link.close()
-    for (const ws of this.wss.clients) ws.terminate()
-    this.wss.close()
+    this.endpoint?.close("node shutting down")
   }
 }

@@ -297,3 +297,25 @@ export const readRed = (
 
 export const readServices = (layout: Layout): ReadonlyArray<ServiceInfo> =>
   Array.from(layout.services.getRange(), ({ key, value }) => ({ service: key, ...value }))
+
+/**
+ * The newest span start stored, in unix nanoseconds to the microsecond: the last block of each
+ * service's index (one key read per service, no scan); undefined when no span is stored.
+ */
+export const newestSpanStart = (layout: Layout): bigint | undefined => {
+  let newest: number | undefined
+  for (const service of layout.services.getKeys())
+    for (const { value } of layout.byService.getRange({
+      start: [service, maxKeyPart],
+      end: [service, -1],
+      reverse: true,
+      limit: 1
+    })) {
+      const block = value as ReadonlyArray<string | number>
+      for (let i = 0; i < block.length; i += blockFields) {
+        const start = block[i] as number
+        if (newest === undefined || start > newest) newest = start
+      }
+    }
+  return newest === undefined ? undefined : BigInt(newest) * 1000n
+}

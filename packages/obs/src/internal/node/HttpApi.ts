@@ -116,7 +116,9 @@ const red = (reader: SpanReaderService, service: string, params: URLSearchParams
   Effect.gen(function* () {
     const q = yield* fromEither(parseRedQuery(params))
     const nowSec = Math.floor(nowMs / 1000)
-    const toSec = nowSec - (nowSec % q.stepSec) + q.stepSec
+    // Steps count back from the end of the current rollup bucket, not from an epoch-aligned step:
+    // with step = window ("the last 15m" as one total) an aligned step began at the last quarter hour.
+    const toSec = nowSec - (nowSec % rollupBucketSeconds) + rollupBucketSeconds
     const fromSec = toSec - Math.ceil(q.windowSec / q.stepSec) * q.stepSec
     const cells = yield* reader.red(service, q.route, fromSec, toSec)
     return json(200, {

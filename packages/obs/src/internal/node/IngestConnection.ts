@@ -10,10 +10,11 @@ import { WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import type { WebSocket } from "ws"
 import { UnindexableSpan } from "../../Errors.js"
+import type { SocketRules } from "./Endpoints.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import type { Dated } from "./IngestWindow.js"
 import type { NodeCounters } from "./NodeCounters.js"
-import { closeFirmly, helloDeadline, type SocketRules } from "./SocketRules.js"
+import { closeFirmly, helloDeadline } from "./SocketRules.js"
 
 export interface IngestSettings extends Pick<SocketRules, "helloTimeoutMs"> {
   readonly nodeId: string

@@ -1,3 +1,5 @@
+const otlpSignals = ["traces", "logs", "metrics"]
+
 /** The node's own figures, exposed on `/metrics` in the Prometheus text format. */
 export class NodeCounters {
   connections = 0
@@ -17,10 +19,19 @@ export class NodeCounters {
   readonly upgradesRefused = new Map<string, number>()
   /** Connections the node closed for a reason of its own, by `endpoint\u0000reason`. */
   readonly connectionsClosed = new Map<string, number>()
-  /** OTLP/HTTP requests answered, by `signal\u0000status`. */
-  readonly otlpRequests = new Map<string, number>()
+  /** OTLP requests answered, by `signal\u0000status` (200 of each signal shown from the start). */
+  readonly otlpRequests = new Map(otlpSignals.map((signal) => [`${signal}\u0000200`, 0]))
   /** Items of OTLP requests left out (partial successes), by `signal`. */
-  readonly otlpRejected = new Map<string, number>()
+  readonly otlpRejected = new Map(otlpSignals.map((signal) => [signal, 0]))
+
+  /**
+   * Shows an endpoint's refusals (`unauthorized`, `cap`) and the closes it makes at zero, so a
+   * dashboard finds every series from the start.
+   */
+  endpoint(endpoint: string, closeReasons: ReadonlyArray<string>): void {
+    for (const reason of ["unauthorized", "cap"]) bump(this.upgradesRefused, `${endpoint}\u0000${reason}`, 0)
+    for (const reason of closeReasons) bump(this.connectionsClosed, `${endpoint}\u0000${reason}`, 0)
+  }
 
   upgradeRefused(endpoint: string, reason: string): void {
     bump(this.upgradesRefused, `${endpoint}\u0000${reason}`)
@@ -43,32 +54,14 @@ const bump = (counts: Map<string, number>, key: string, by = 1) => {
   counts.set(key, (counts.get(key) ?? 0) + by)
 }
 
-/** The label pairs shown even at zero, so a dashboard finds every series from the start. */
-const knownRefusals = [
-  "ingest\u0000unauthorized",
-  "ingest\u0000cap",
-  "tail\u0000unauthorized",
-  "tail\u0000cap"
-]
-const knownCloses = [
-  "ingest\u0000hello_timeout",
-  "ingest\u0000ping_timeout",
-  "tail\u0000ping_timeout",
-  "tail\u0000stalled"
-]
-
-const otlpSignals = ["traces", "logs", "metrics"]
-
 /** A counter per label set; `counts` is keyed by the label values joined with NUL, in `labels` order. */
 const labelled = (
   name: string,
   help: string,
   counts: ReadonlyMap<string, number>,
-  known: ReadonlyArray<string>,
   labels: ReadonlyArray<string> = ["endpoint", "reason"]
 ) => {
-  const keys = new Set([...known, ...counts.keys()])
-  const lines = Array.from(keys, (key) => {
+  const lines = Array.from(counts.keys(), (key) => {
     const values = key.split("\u0000")
     const set = labels.map((label, i) => `${label}="${values[i]}"`).join(",")
     return `${name}{${set}} ${counts.get(key) ?? 0}\n`
@@ -128,27 +121,23 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
     labelled(
       "iii_obs_connections_refused_total",
       "WebSocket upgrades refused: without the token (unauthorized) or at the endpoint's connection cap (cap).",
-      c.upgradesRefused,
-      knownRefusals
+      c.upgradesRefused
     ),
     labelled(
       "iii_obs_connections_closed_total",
       "Connections the node closed: no hello in time, no answer to pings, or a tail subscriber stalled at a full buffer.",
-      c.connectionsClosed,
-      knownCloses
+      c.connectionsClosed
     ),
     labelled(
       "iii_obs_otlp_requests_total",
-      "OTLP/HTTP export requests answered, by signal and HTTP status.",
+      "OTLP export requests answered, by signal and HTTP status (gRPC answers under the HTTP status of the same meaning).",
       c.otlpRequests,
-      otlpSignals.map((signal) => `${signal}\u0000200`),
       ["signal", "status"]
     ),
     labelled(
       "iii_obs_otlp_items_rejected_total",
       "Spans, log records and metric points of OTLP requests left out (reported as partial successes).",
       c.otlpRejected,
-      otlpSignals,
       ["signal"]
     ),
     line(

@@ -11,7 +11,7 @@ import type { Duplex } from "node:stream"
 import { Effect, Either } from "effect"
 import type { SpanReaderService, StoreMaintenanceService } from "../../Store.js"
 import * as Dashboard from "./Dashboard.js"
-import type { Endpoints } from "./Endpoints.js"
+import type { Endpoints, SocketRules } from "./Endpoints.js"
 import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings } from "./IngestConnection.js"
@@ -19,7 +19,7 @@ import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
 import { handleOtlp, signalOf } from "./OtlpHttp.js"
 import type { OtlpParts } from "./OtlpIngest.js"
 import { parseTailFilter } from "./Params.js"
-import { authorized, refuseUpgrade, SocketEndpoint, type SocketRules } from "./SocketRules.js"
+import { authorized, refuseUpgrade, SocketEndpoint } from "./SocketRules.js"
 import type { TailHub } from "./TailHub.js"
 
 export interface ServerParts {
@@ -78,6 +78,7 @@ export interface NodeServers {
 export const createNodeServers = (parts: ServerParts): NodeServers => {
   const ingest = new SocketEndpoint({
     name: "ingest",
+    closeReasons: ["hello_timeout", "ping_timeout"],
     maxConnections: parts.maxIngestConnections,
     // Frames over the limit get an `oversize` error frame from the decoder; far larger ones are cut by ws.
     maxPayload: parts.settings.maxFrameBytes * 2,
@@ -86,6 +87,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
   })
   const tail = new SocketEndpoint({
     name: "tail",
+    closeReasons: ["ping_timeout", "stalled"],
     maxConnections: parts.maxTailSubscribers,
     maxPayload: 64 * 1024,
     rules: parts.rules,

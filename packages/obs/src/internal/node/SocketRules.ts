@@ -19,16 +19,8 @@ import { timingSafeEqual } from "node:crypto"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import { type WebSocket, WebSocketServer } from "ws"
+import type { SocketRules } from "./Endpoints.js"
 import type { NodeCounters } from "./NodeCounters.js"
-
-export interface SocketRules {
-  /** Token every upgrade must carry; undefined: upgrades are open. */
-  readonly token: string | undefined
-  /** A socket that has not said hello within this many milliseconds is closed. */
-  readonly helloTimeoutMs: number
-  /** Ping period in milliseconds; a peer silent for a whole period is terminated. */
-  readonly pingIntervalMs: number
-}
 
 /** Compares in constant time (for equal lengths). */
 export const tokensEqual = (expected: string, given: string | undefined): boolean => {
@@ -111,12 +103,14 @@ export class SocketEndpoint {
   private readonly timer: NodeJS.Timeout
   private readonly name: string
   private readonly maxConnections: number
-  private readonly rules: SocketRules
+  readonly rules: SocketRules
   private readonly counters: NodeCounters
 
   constructor(options: {
-    /** Label in /metrics (`ingest`, `tail`). */
+    /** Label in /metrics (`ingest`, `tail`, `peer`). */
     readonly name: string
+    /** Reasons the node closes this endpoint's sockets for (`closed`), shown in /metrics from zero. */
+    readonly closeReasons: ReadonlyArray<string>
     readonly maxConnections: number
     /** Largest message ws buffers before closing with 1009. */
     readonly maxPayload: number
@@ -127,6 +121,7 @@ export class SocketEndpoint {
     this.maxConnections = options.maxConnections
     this.rules = options.rules
     this.counters = options.counters
+    this.counters.endpoint(this.name, options.closeReasons)
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxPayload,
