@@ -17,6 +17,9 @@ export default defineConfig({
     }
   },
   test: {
+    // `iii obs` listens for OTLP/gRPC on 4317 by default: test nodes, in parallel, must not share it
+    // (a test wanting OTLP/gRPC gives a free port).
+    env: { III_OBS_OTLP_GRPC_PORT: "0" },
     testTimeout: 30_000,
     hookTimeout: 120_000,
     pool: "forks",

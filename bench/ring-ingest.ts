@@ -56,6 +56,9 @@ const startNode = (port: number, args: ReadonlyArray<string>) =>
         String(port),
         "--retention",
         "36500d",
+        // Several nodes on one machine: OTLP/gRPC's default port would be shared.
+        "--otlp-grpc-port",
+        "0",
         ...args
       ],
       { stdio: ["ignore", "pipe", "pipe"] }

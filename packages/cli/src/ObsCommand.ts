@@ -4,6 +4,7 @@
  *   iii obs --data /var/lib/iii-obs --port 4320
  *   iii obs --data ./obs --port 4320 --host 127.0.0.1 --token-file /run/secrets/obs-token --retention 3d
  *   iii obs --data ./obs --tls-cert /tls/tls.crt --tls-key /tls/tls.key --tls-port 4321
+ *   iii obs --data ./obs --otlp-grpc-port 0            # OTLP/HTTP only (OTLP/gRPC is on 4317 by default)
  *   iii obs --data ./obs --advertise 10.0.0.1:4320 --peers 10.0.0.1:4320,10.0.0.2:4320,10.0.0.3:4320
  *   iii obs --data /data --advertise $(POD_NAME).iii-obs.iii-system.svc:4320 --peers-from-service iii-obs
  *
@@ -99,6 +100,13 @@ const repairInterval = Options.text("repair-interval").pipe(
   )
 )
 
+const otlpGrpcPort = Options.integer("otlp-grpc-port").pipe(
+  Options.optional,
+  Options.withDescription(
+    `port of the OTLP/gRPC listener (default $${variables.otlpGrpcPort} or ${defaults.otlpGrpcPort}; 0 = off; OTLP/HTTP is always on --port)`
+  )
+)
+
 const flags = {
   data,
   port,
@@ -108,6 +116,7 @@ const flags = {
   tlsCert,
   tlsKey,
   tlsPort,
+  otlpGrpcPort,
   advertise,
   peers,
   peersFromService,
@@ -128,6 +137,7 @@ export const command = Command.make("obs", flags, (given) =>
       tlsCert: Option.getOrUndefined(given.tlsCert),
       tlsKey: Option.getOrUndefined(given.tlsKey),
       tlsPort: Option.getOrUndefined(given.tlsPort),
+      otlpGrpcPort: Option.getOrUndefined(given.otlpGrpcPort),
       advertise: Option.getOrUndefined(given.advertise),
       peers: Option.getOrUndefined(given.peers),
       peersFromService: Option.getOrUndefined(given.peersFromService),

@@ -57,8 +57,35 @@ export const Resource = {
   pod: Schema.optional(Schema.String)
 }
 
-export const SpanKind = Schema.Literal("server", "client")
+/**
+ * OpenTelemetry's span kinds. The agent captures `server` and `client` spans; spans received over
+ * OTLP may be of any kind (`internal` for OTLP's unspecified kind, as the specification allows).
+ */
+export const SpanKind = Schema.Literal("server", "client", "internal", "producer", "consumer")
 export type SpanKind = typeof SpanKind.Type
+
+/** OpenTelemetry's span status as a tracer set it; a span without one has the status unset. */
+export const SpanStatus = Schema.Struct({
+  code: Schema.Literal("ok", "error"),
+  message: Schema.optional(Schema.String)
+})
+export type SpanStatus = typeof SpanStatus.Type
+
+/** A span event (OpenTelemetry): a named, dated annotation of a span, such as an exception. */
+export const SpanEvent = Schema.Struct({
+  timeUnixNano: UnixNano,
+  name: Schema.String,
+  attributes: Schema.optional(Attributes)
+})
+export type SpanEvent = typeof SpanEvent.Type
+
+/** A link from a span to another span (OpenTelemetry), in its trace or another. */
+export const SpanLink = Schema.Struct({
+  traceId: TraceId,
+  spanId: SpanId,
+  attributes: Schema.optional(Attributes)
+})
+export type SpanLink = typeof SpanLink.Type
 
 export const HttpInfo = Schema.Struct({
   /** http.request.method */
@@ -89,9 +116,16 @@ export const Span = Schema.Struct({
   peerAddress: Schema.optional(Schema.String),
   /** network.peer.port */
   peerPort: Schema.optional(NonNegativeInt),
-  /** OpenTelemetry status ERROR: a 5xx for server spans, a 4xx/5xx or failed connection for client spans. */
+  /**
+   * OpenTelemetry status ERROR: a 5xx for server spans, a 4xx/5xx or failed connection for client
+   * spans; for a span received over OTLP, whether its tracer set the status to ERROR.
+   */
   error: Schema.Boolean,
-  attributes: Schema.optional(Attributes)
+  attributes: Schema.optional(Attributes),
+  /** The status as the span's tracer set it (OTLP spans); `error` is true exactly when its code is `error`. */
+  status: Schema.optional(SpanStatus),
+  events: Schema.optional(Schema.Array(SpanEvent)),
+  links: Schema.optional(Schema.Array(SpanLink))
 })
 export type Span = typeof Span.Type
 

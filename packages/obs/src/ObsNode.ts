@@ -33,6 +33,8 @@ export interface ObsNodeInfo {
   readonly url: string
   /** The TLS listener, when configured: its port and `https://host:port`. */
   readonly tls: Option.Option<{ readonly port: number; readonly url: string }>
+  /** The OTLP/gRPC listener's port, when on (`otlpGrpcPort`). OTLP/HTTP is on `port`. */
+  readonly otlpGrpcPort: Option.Option<number>
 }
 
 export class ObsNode extends Context.Tag("@iii/obs/ObsNode")<ObsNode, ObsNodeInfo>() {}
@@ -231,6 +233,27 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
         credentials
       }))
     )
+    const otlpGrpc =
+      cfg.otlpGrpcPort === 0
+        ? Option.none<number>()
+        : Option.some(
+            yield* Effect.acquireRelease(
+              Effect.tryPromise({
+                // Loaded only when on: @grpc/grpc-js takes a while to import.
+                try: () =>
+                  import("./internal/node/OtlpGrpc.js").then(async (OtlpGrpc) => ({
+                    close: OtlpGrpc.close,
+                    ...(await OtlpGrpc.listen(servers.otlp, cfg.host, cfg.otlpGrpcPort))
+                  })),
+                catch: (cause) =>
+                  new ServerError({
+                    reason: `cannot listen for OTLP/gRPC on ${cfg.host}:${cfg.otlpGrpcPort}: ${cause instanceof Error ? cause.message : String(cause)}`,
+                    cause
+                  })
+              }),
+              ({ server, close }) => Effect.promise(() => close(server))
+            ).pipe(Effect.map(({ port }) => port))
+          )
     // Runs before the servers close: WebSockets get a 1001 close frame first.
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
@@ -258,7 +281,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       host: cfg.host,
       port,
       url: `http://${shownHost}:${port}`,
-      tls: Option.map(tlsListener, (t) => ({ port: t.port, url: `https://${shownHost}:${t.port}` }))
+      tls: Option.map(tlsListener, (t) => ({ port: t.port, url: `https://${shownHost}:${t.port}` })),
+      otlpGrpcPort: otlpGrpc
     }
     if (Option.isNone(token))
       yield* Effect.logWarning(
@@ -271,7 +295,13 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
     })
     if (Option.isSome(tlsListener) && tlsListener.value.credentials.validTo.getTime() < Date.now())
       yield* Effect.logWarning(`the TLS certificate has expired: clients will refuse it${tlsNote}`)
-    yield* Effect.logInfo(`obs node listening on ${cfg.host}:${port}${tlsNote} (data in ${cfg.dataDir})`)
+    const grpcNote = Option.match(otlpGrpc, {
+      onNone: () => "",
+      onSome: (p) => `, OTLP/gRPC on ${cfg.host}:${p}`
+    })
+    yield* Effect.logInfo(
+      `obs node listening on ${cfg.host}:${port}${tlsNote}${grpcNote} (data in ${cfg.dataDir})`
+    )
     return info
   })
 

@@ -86,7 +86,10 @@ export interface ObsNodeConfig {
    * later ones, and ones older than `retention`, make their batch `invalid_batch`. Default 1 hour.
    */
   readonly maxClockSkew: Duration.Duration
-  /** Largest ingest frame accepted. Default: core's `defaultMaxFrameBytes` (16 MiB). */
+  /**
+   * Largest ingest frame accepted, and largest OTLP request body (as sent and as inflated). Default:
+   * core's `defaultMaxFrameBytes` (16 MiB).
+   */
   readonly maxFrameBytes: number
   /** Spans (plus logs and points) queued for commit before sockets are paused. Default 100,000. */
   readonly maxQueuedSpans: number
@@ -131,6 +134,12 @@ export interface ObsNodeConfig {
   readonly dashboardDir?: string | undefined
   /** Run as a node of a cluster (`ObsCluster`); `ObsNode.layer` ignores it. Default: none. */
   readonly cluster: Option.Option<ClusterConfig>
+  /**
+   * Port of the OTLP/gRPC listener (same host, same token, plaintext); 0 turns it off. `iii obs`
+   * (`load`) listens on `defaults.otlpGrpcPort` (4317, OTLP's port) unless told otherwise; `makeConfig`
+   * leaves it off, so an embedding program opts in. OTLP/HTTP is always on the node's port.
+   */
+  readonly otlpGrpcPort: number
 }
 
 export const defaults = {
@@ -150,7 +159,8 @@ export const defaults = {
   maxPeerConnections: 1_024,
   helloTimeout: Duration.seconds(10),
   pingInterval: Duration.seconds(30),
-  tlsPort: 4321
+  tlsPort: 4321,
+  otlpGrpcPort: 4317
 } as const
 
 /** A config with every default filled in; only the data directory is required. */
@@ -180,6 +190,7 @@ export const makeConfig = (
   nodeId: hostname(),
   tls: Option.none(),
   cluster: Option.none(),
+  otlpGrpcPort: 0,
   ...overrides
 })
 
@@ -212,6 +223,8 @@ export interface Flags {
   readonly tlsCert?: string | undefined
   readonly tlsKey?: string | undefined
   readonly tlsPort?: number | undefined
+  /** 0 turns OTLP/gRPC off. */
+  readonly otlpGrpcPort?: number | undefined
   readonly advertise?: string | undefined
   /** HOST:PORT,HOST:PORT,… */
   readonly peers?: string | undefined
@@ -234,6 +247,7 @@ export const variables = {
   tlsCert: "III_OBS_TLS_CERT",
   tlsKey: "III_OBS_TLS_KEY",
   tlsPort: "III_OBS_TLS_PORT",
+  otlpGrpcPort: "III_OBS_OTLP_GRPC_PORT",
   advertise: "III_OBS_ADVERTISE",
   peers: "III_OBS_PEERS",
   peersFromService: "III_OBS_PEERS_FROM_SERVICE",
@@ -270,6 +284,7 @@ const flagNames: { readonly [K in keyof Flags]-?: string } = {
   tlsCert: "--tls-cert",
   tlsKey: "--tls-key",
   tlsPort: "--tls-port",
+  otlpGrpcPort: "--otlp-grpc-port",
   advertise: "--advertise",
   peers: "--peers",
   peersFromService: "--peers-from-service",
@@ -349,6 +364,7 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
       )
     const port = given("port")
     const tlsPort = given("tlsPort")
+    const otlpGrpcPort = given("otlpGrpcPort")
     const retention = given("retention")
     const invalid = (from: string) => (reason: string) => new InvalidSetting({ setting: from, reason })
     const kept =
@@ -396,7 +412,11 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
       retention: kept,
       token,
       tls,
-      cluster
+      cluster,
+      otlpGrpcPort:
+        otlpGrpcPort === undefined
+          ? defaults.otlpGrpcPort
+          : yield* parsePort(otlpGrpcPort.from, otlpGrpcPort.value)
     })
   })
 

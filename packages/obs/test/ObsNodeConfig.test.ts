@@ -17,7 +17,7 @@ describe("ObsNodeConfig.config", () => {
     const cfg = fromEnv({ III_OBS_DATA: "/data" })
     expect(Either.isRight(cfg)).toBe(true)
     if (Either.isLeft(cfg)) return
-    expect(cfg.right).toMatchObject({ dataDir: "/data", port: 4320, host: "0.0.0.0" })
+    expect(cfg.right).toMatchObject({ dataDir: "/data", port: 4320, host: "0.0.0.0", otlpGrpcPort: 4317 })
     expect(Duration.toHours(cfg.right.retention)).toBe(168)
     expect(Option.isNone(cfg.right.token)).toBe(true)
   })
@@ -111,5 +111,15 @@ describe("ObsNodeConfig.load", () => {
     expect(Either.isLeft(variable) && variable.left.message).toBe("III_OBS_PORT: http is not a port number")
     const missing = load({}, {})
     expect(Either.isLeft(missing) && missing.left.message).toContain("--data: the data directory is required")
+    const grpc = load({ data: "/d" }, { III_OBS_OTLP_GRPC_PORT: "four" })
+    expect(Either.isLeft(grpc) && grpc.left.message).toBe("III_OBS_OTLP_GRPC_PORT: four is not a port number")
+  })
+
+  it("takes the OTLP/gRPC port from its flag or variable, 0 turning it off; makeConfig leaves it off", () => {
+    const flag = load({ data: "/d", otlpGrpcPort: 0 }, { III_OBS_OTLP_GRPC_PORT: "14317" })
+    expect(Either.isRight(flag) && flag.right.otlpGrpcPort).toBe(0)
+    const variable = load({ data: "/d" }, { III_OBS_OTLP_GRPC_PORT: "14317" })
+    expect(Either.isRight(variable) && variable.right.otlpGrpcPort).toBe(14317)
+    expect(ObsNodeConfig.makeConfig("/d").otlpGrpcPort).toBe(0)
   })
 })

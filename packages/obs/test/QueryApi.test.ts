@@ -179,6 +179,8 @@ describe("query API", () => {
     expect(metrics).toMatch(/iii_obs_spans_ingested_total 10[0-9]/)
     expect((await getJson(`${node.url}/v1/nope`)).status).toBe(404)
     expect((await getJson(`${node.url}/v1/correlate/%ZZ`)).body.parameter).toBe("path")
-    expect((await fetch(`${node.url}/v1/traces`, { method: "POST" })).status).toBe(405)
+    expect((await fetch(`${node.url}/v1/services`, { method: "POST" })).status).toBe(405)
+    // POST /v1/traces is OTLP ingest: a body of no OTLP content type is refused as such.
+    expect((await fetch(`${node.url}/v1/traces`, { method: "POST" })).status).toBe(415)
   })
 })

@@ -14,15 +14,17 @@ import type {
   MetricPoint,
   SketchData,
   Span,
+  SpanEvent,
   SpanId,
   SpanKind,
+  SpanLink,
   TraceId
 } from "../Telemetry.js"
 import * as Check from "./wireChecks.js"
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
-const spanKinds: ReadonlyArray<SpanKind> = ["server", "client"]
+const spanKinds: ReadonlyArray<SpanKind> = ["server", "client", "internal", "producer", "consumer"]
 const metricKinds: ReadonlyArray<MetricKind> = ["counter", "gauge", "distribution"]
 const logLevels: ReadonlyArray<LogLevel> = ["trace", "debug", "info", "warn", "error", "fatal"]
 const streams = ["stdout", "stderr"] as const
@@ -135,14 +137,76 @@ const readResource = (t: ReadonlyArray<unknown>, at: number, into: Mutable<Resou
 
 // ---------------------------------------------------------------------------------------------------
 // spans: [correlationId|nil, service, component, composition, namespace, pod, kind, name,
-//         startTimeUnixNano, durationNano, http|nil, peerAddress|nil, peerPort|nil, error, attributes|nil]
+//         startTimeUnixNano, durationNano, http|nil, peerAddress|nil, peerPort|nil, error, attributes|nil,
+//         then, only when one of them is set: status|nil, events|nil, links|nil]
 //         http: [method, route, path|nil, statusCode|nil]
+//         status: [code (1 ok, 2 error), message|nil]; event: [timeUnixNano, name, attributes|nil];
+//         link: [traceId (bin 16), spanId (bin 8), attributes|nil]
 
 const SPAN_FIELDS = 15
 
+/** The OpenTelemetry parts of a span (status, events, links), appended only when it has one. */
+const otelTail = (s: Span): ReadonlyArray<unknown> => {
+  const status = s.status
+  return [
+    status === undefined ? null : [status.code === "ok" ? 1 : 2, status.message ?? null],
+    s.events === undefined ? null : s.events.map((e) => [e.timeUnixNano, e.name, e.attributes ?? null]),
+    s.links === undefined
+      ? null
+      : s.links.map((l, i) => [
+          hexBlob(l.traceId, 16, () => badId(`links[${i}].traceId`, l.traceId, 32)),
+          hexBlob(l.spanId, 8, () => badId(`links[${i}].spanId`, l.spanId, 16)),
+          l.attributes ?? null
+        ])
+  ]
+}
+
+const decodeStatus = (v: unknown): NonNullable<Span["status"]> => {
+  const t = Check.tuple(v, 2, "invalid_batch", "status")
+  const code =
+    t[0] === 1
+      ? "ok"
+      : t[0] === 2
+        ? "error"
+        : Check.fail("invalid_batch", "status.code", `expected 1 or 2, got ${String(t[0])}`)
+  const message = Check.optionalString(t[1], "invalid_batch", "status.message")
+  return message === undefined ? { code } : { code, message }
+}
+
+const decodeEvents = (v: unknown): NonNullable<Span["events"]> =>
+  Check.array(v, "invalid_batch", "events").map((e, i) => {
+    const t = Check.tuple(e, 3, "invalid_batch", `events[${i}]`)
+    const event: Mutable<SpanEvent> = {
+      timeUnixNano: Check.unixNano(t[0], "invalid_batch", `events[${i}].timeUnixNano`),
+      name: Check.string(t[1], "invalid_batch", `events[${i}].name`)
+    }
+    const attributes = Check.attributes(t[2], "invalid_batch", `events[${i}].attributes`)
+    if (attributes !== undefined) event.attributes = attributes
+    return event
+  })
+
+const linkId = (v: unknown, bytes: number, path: string): string => {
+  const b = Check.bytes(v, "invalid_batch", path)
+  if (b.length !== bytes) Check.fail("invalid_batch", path, `expected ${bytes} bytes, got ${b.length}`)
+  if (isZero(b, 0, bytes)) Check.fail("invalid_batch", path, "must not be all zeros")
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex")
+}
+
+const decodeLinks = (v: unknown): NonNullable<Span["links"]> =>
+  Check.array(v, "invalid_batch", "links").map((l, i) => {
+    const t = Check.tuple(l, 3, "invalid_batch", `links[${i}]`)
+    const link: Mutable<SpanLink> = {
+      traceId: linkId(t[0], 16, `links[${i}].traceId`) as TraceId,
+      spanId: linkId(t[1], 8, `links[${i}].spanId`) as SpanId
+    }
+    const attributes = Check.attributes(t[2], "invalid_batch", `links[${i}].attributes`)
+    if (attributes !== undefined) link.attributes = attributes
+    return link
+  })
+
 export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
   const h = s.http
-  return [
+  const t: Array<unknown> = [
     s.correlationId === s.traceId ? null : s.correlationId,
     // resourceTuple inlined: this is the hot path
     s.service,
@@ -150,7 +214,7 @@ export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
     s.composition ?? null,
     s.namespace ?? null,
     s.pod ?? null,
-    s.kind === "server" ? 0 : 1,
+    s.kind === "server" ? 0 : s.kind === "client" ? 1 : spanKinds.indexOf(s.kind),
     s.name,
     s.startTimeUnixNano,
     s.durationNano,
@@ -160,6 +224,9 @@ export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
     s.error,
     s.attributes ?? null
   ]
+  // Appended only when present, so spans without them (every agent span) cost nothing more.
+  if (s.status !== undefined || s.events !== undefined || s.links !== undefined) t.push(...otelTail(s))
+  return t
 }
 
 const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span => {
@@ -197,6 +264,11 @@ const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span 
   span.error = Check.boolean(t[13], "invalid_batch", "error")
   const attributes = Check.attributes(t[14], "invalid_batch", "attributes")
   if (attributes !== undefined) span.attributes = attributes
+  if (t.length > SPAN_FIELDS) {
+    if (t[15] !== null && t[15] !== undefined) span.status = decodeStatus(t[15])
+    if (t[16] !== null && t[16] !== undefined) span.events = decodeEvents(t[16])
+    if (t[17] !== null && t[17] !== undefined) span.links = decodeLinks(t[17])
+  }
   return span
 }
 

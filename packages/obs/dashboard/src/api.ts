@@ -122,7 +122,7 @@ export interface Span {
   readonly correlationId: string
   readonly service: string
   readonly pod?: string
-  readonly kind: "server" | "client"
+  readonly kind: "server" | "client" | "internal" | "producer" | "consumer"
   readonly name: string
   readonly startTimeUnixNano: string
   readonly durationNano: number

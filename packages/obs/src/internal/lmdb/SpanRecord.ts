@@ -5,9 +5,13 @@
  * LMDB instead of encoding objects; decoded by the read paths.
  *
  * [parentSpanId|nil, correlationId|nil (= traceId), service, component|nil, composition|nil,
- *  namespace|nil, pod|nil, kind (0 server, 1 client), name, startTimeUnixNano, durationNano,
- *  http [method, route, path|nil, statusCode|nil]|nil, peerAddress|nil, peerPort|nil, error,
- *  attributes|nil]
+ *  namespace|nil, pod|nil, kind (0 server, 1 client, 2 internal, 3 producer, 4 consumer), name,
+ *  startTimeUnixNano, durationNano, http [method, route, path|nil, statusCode|nil]|nil, peerAddress|nil,
+ *  peerPort|nil, error, attributes|nil,
+ *  then, only for a span with an OpenTelemetry status, events or links (OTLP):
+ *  status [code (1 ok, 2 error), message|nil]|nil, events [[timeUnixNano, name, attributes|nil]…]|nil,
+ *  links [[traceId, spanId, attributes|nil]…]|nil]
+ * Spans stored before the kinds beyond server and client and the OpenTelemetry parts decode as before.
  */
 import type { Telemetry } from "@iii/core"
 import { Unpackr } from "msgpackr"
@@ -16,11 +20,84 @@ import type { MsgpackWriter } from "./MsgpackWriter.js"
 type Span = Telemetry.Span
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
+const kinds: ReadonlyArray<Telemetry.SpanKind> = ["server", "client", "internal", "producer", "consumer"]
+
+const writeAttributes = (w: MsgpackWriter, a: Telemetry.Attributes | undefined): void => {
+  if (a === undefined) {
+    w.nil()
+    return
+  }
+  const keys = Object.keys(a)
+  w.mapHeader(keys.length)
+  for (const key of keys) {
+    w.string(key)
+    w.scalar(a[key] as string | number | boolean)
+  }
+}
+
+/** Status, events and links (see the layout above). */
+const writeOtel = (w: MsgpackWriter, s: Span): void => {
+  const status = s.status
+  if (status === undefined) w.nil()
+  else {
+    w.arrayHeader(2)
+    w.number(status.code === "ok" ? 1 : 2)
+    w.optionalString(status.message)
+  }
+  if (s.events === undefined) w.nil()
+  else {
+    w.arrayHeader(s.events.length)
+    for (const e of s.events) {
+      w.arrayHeader(3)
+      w.bigint(e.timeUnixNano)
+      w.string(e.name)
+      writeAttributes(w, e.attributes)
+    }
+  }
+  if (s.links === undefined) w.nil()
+  else {
+    w.arrayHeader(s.links.length)
+    for (const l of s.links) {
+      w.arrayHeader(3)
+      w.string(l.traceId)
+      w.string(l.spanId)
+      writeAttributes(w, l.attributes)
+    }
+  }
+}
+
+type StoredAttributes = Telemetry.Attributes | null
+type StoredOtel = [
+  [number, string | null] | null,
+  Array<[bigint | number, string, StoredAttributes]> | null,
+  Array<[string, string, StoredAttributes]> | null
+]
+
+const readOtel = (span: Mutable<Span>, [status, events, links]: StoredOtel): void => {
+  if (status !== null)
+    span.status =
+      status[1] === null
+        ? { code: status[0] === 1 ? "ok" : "error" }
+        : { code: status[0] === 1 ? "ok" : "error", message: status[1] }
+  if (events !== null)
+    span.events = events.map(([time, name, attributes]) =>
+      attributes === null
+        ? { timeUnixNano: BigInt(time), name }
+        : { timeUnixNano: BigInt(time), name, attributes }
+    )
+  if (links !== null)
+    span.links = links.map(([traceId, spanId, attributes]) => {
+      const link = { traceId: traceId as Telemetry.TraceId, spanId: spanId as Telemetry.SpanId }
+      return attributes === null ? link : { ...link, attributes }
+    })
+}
+
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })
 
 /** Appends the stored bytes of a span (the layout above) to `w`. */
 export const write = (w: MsgpackWriter, s: Span): void => {
-  w.arrayHeader(16)
+  const otel = s.status !== undefined || s.events !== undefined || s.links !== undefined
+  w.arrayHeader(otel ? 19 : 16)
   w.optionalString(s.parentSpanId)
   if (s.correlationId === s.traceId) w.nil()
   else w.string(s.correlationId)
@@ -29,7 +106,7 @@ export const write = (w: MsgpackWriter, s: Span): void => {
   w.optionalString(s.composition)
   w.optionalString(s.namespace)
   w.optionalString(s.pod)
-  w.number(s.kind === "server" ? 0 : 1)
+  w.number(s.kind === "server" ? 0 : s.kind === "client" ? 1 : kinds.indexOf(s.kind))
   w.string(s.name)
   w.bigint(s.startTimeUnixNano)
   w.number(s.durationNano)
@@ -45,16 +122,8 @@ export const write = (w: MsgpackWriter, s: Span): void => {
   w.optionalString(s.peerAddress)
   w.optionalNumber(s.peerPort)
   w.boolean(s.error)
-  const a = s.attributes
-  if (a === undefined) w.nil()
-  else {
-    const keys = Object.keys(a)
-    w.mapHeader(keys.length)
-    for (const key of keys) {
-      w.string(key)
-      w.scalar(a[key] as string | number | boolean)
-    }
-  }
+  writeAttributes(w, s.attributes)
+  if (otel) writeOtel(w, s)
 }
 
 /** The span back from its key's ids and its stored bytes. */
@@ -71,7 +140,7 @@ export const decode = (traceId: string, spanId: string, bytes: Uint8Array): Span
   if (t[4] !== null) span.composition = t[4] as string
   if (t[5] !== null) span.namespace = t[5] as string
   if (t[6] !== null) span.pod = t[6] as string
-  span.kind = t[7] === 0 ? "server" : "client"
+  span.kind = kinds[t[7] as number] ?? "client"
   span.name = t[8] as string
   span.startTimeUnixNano = BigInt(t[9] as bigint | number)
   span.durationNano = t[10] as number
@@ -86,5 +155,6 @@ export const decode = (traceId: string, spanId: string, bytes: Uint8Array): Span
   if (t[13] !== null) span.peerPort = t[13] as number
   span.error = t[14] as boolean
   if (t[15] !== null) span.attributes = t[15] as NonNullable<Span["attributes"]>
+  if (t.length > 16) readOtel(span, t.slice(16, 19) as StoredOtel)
   return span
 }

@@ -12,6 +12,7 @@ import type { WebSocket } from "ws"
 import { UnindexableSpan } from "../../Errors.js"
 import type { SocketRules } from "./Endpoints.js"
 import type { BatchQueue } from "./GroupCommit.js"
+import type { Dated } from "./IngestWindow.js"
 import type { NodeCounters } from "./NodeCounters.js"
 import { closeFirmly, helloDeadline } from "./SocketRules.js"
 
@@ -21,7 +22,7 @@ export interface IngestSettings extends Pick<SocketRules, "helloTimeoutMs"> {
   /** Consecutive bad frames after which the connection is closed. */
   readonly maxStrikes: number
   /** Why the batch does not fit the node's ingest window (`IngestWindow`), or undefined when it does. */
-  readonly misfit: (batch: WireProtocol.Batch) => string | undefined
+  readonly misfit: (batch: Dated) => string | undefined
 }
 
 /** WebSocket close codes used by the ingest endpoint. */

@@ -1,3 +1,5 @@
+const otlpSignals = ["traces", "logs", "metrics"]
+
 /** The node's own figures, exposed on `/metrics` in the Prometheus text format. */
 export class NodeCounters {
   connections = 0
@@ -17,34 +19,52 @@ export class NodeCounters {
   readonly upgradesRefused = new Map<string, number>()
   /** Connections the node closed for a reason of its own, by `endpoint\u0000reason`. */
   readonly connectionsClosed = new Map<string, number>()
+  /** OTLP requests answered, by `signal\u0000status` (200 of each signal shown from the start). */
+  readonly otlpRequests = new Map(otlpSignals.map((signal) => [`${signal}\u0000200`, 0]))
+  /** Items of OTLP requests left out (partial successes), by `signal`. */
+  readonly otlpRejected = new Map(otlpSignals.map((signal) => [signal, 0]))
 
   /**
    * Shows an endpoint's refusals (`unauthorized`, `cap`) and the closes it makes at zero, so a
    * dashboard finds every series from the start.
    */
   endpoint(endpoint: string, closeReasons: ReadonlyArray<string>): void {
-    for (const reason of ["unauthorized", "cap"]) bump(this.upgradesRefused, endpoint, reason, 0)
-    for (const reason of closeReasons) bump(this.connectionsClosed, endpoint, reason, 0)
+    for (const reason of ["unauthorized", "cap"]) bump(this.upgradesRefused, `${endpoint}\u0000${reason}`, 0)
+    for (const reason of closeReasons) bump(this.connectionsClosed, `${endpoint}\u0000${reason}`, 0)
   }
 
   upgradeRefused(endpoint: string, reason: string): void {
-    bump(this.upgradesRefused, endpoint, reason)
+    bump(this.upgradesRefused, `${endpoint}\u0000${reason}`)
   }
 
   connectionClosed(endpoint: string, reason: string): void {
-    bump(this.connectionsClosed, endpoint, reason)
+    bump(this.connectionsClosed, `${endpoint}\u0000${reason}`)
+  }
+
+  otlpAnswered(signal: string, status: number): void {
+    bump(this.otlpRequests, `${signal}\u0000${status}`)
+  }
+
+  otlpLeftOut(signal: string, items: number): void {
+    if (items > 0) bump(this.otlpRejected, signal, items)
   }
 }
 
-const bump = (counts: Map<string, number>, endpoint: string, reason: string, by = 1) => {
-  const key = `${endpoint}\u0000${reason}`
+const bump = (counts: Map<string, number>, key: string, by = 1) => {
   counts.set(key, (counts.get(key) ?? 0) + by)
 }
 
-const labelled = (name: string, help: string, counts: ReadonlyMap<string, number>) => {
+/** A counter per label set; `counts` is keyed by the label values joined with NUL, in `labels` order. */
+const labelled = (
+  name: string,
+  help: string,
+  counts: ReadonlyMap<string, number>,
+  labels: ReadonlyArray<string> = ["endpoint", "reason"]
+) => {
   const lines = Array.from(counts.keys(), (key) => {
-    const [endpoint, reason] = key.split("\u0000")
-    return `${name}{endpoint="${endpoint}",reason="${reason}"} ${counts.get(key) ?? 0}\n`
+    const values = key.split("\u0000")
+    const set = labels.map((label, i) => `${label}="${values[i]}"`).join(",")
+    return `${name}{${set}} ${counts.get(key) ?? 0}\n`
   })
   return `# HELP ${name} ${help}\n# TYPE ${name} counter\n${lines.join("")}`
 }
@@ -107,6 +127,18 @@ export const renderPrometheus = (c: NodeCounters, g: Gauges): string =>
       "iii_obs_connections_closed_total",
       "Connections the node closed: no hello in time, no answer to pings, or a tail subscriber stalled at a full buffer.",
       c.connectionsClosed
+    ),
+    labelled(
+      "iii_obs_otlp_requests_total",
+      "OTLP export requests answered, by signal and HTTP status (gRPC answers under the HTTP status of the same meaning).",
+      c.otlpRequests,
+      ["signal", "status"]
+    ),
+    labelled(
+      "iii_obs_otlp_items_rejected_total",
+      "Spans, log records and metric points of OTLP requests left out (reported as partial successes).",
+      c.otlpRejected,
+      ["signal"]
     ),
     line(
       "iii_obs_ingest_paused_connections",

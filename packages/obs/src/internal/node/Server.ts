@@ -1,5 +1,6 @@
 /**
- * The node's port: node:http for the query API, health and metrics, and `ws` (noServer) for the
+ * The node's port: node:http for the query API, health, metrics and OTLP/HTTP ingest (`POST
+ * /v1/traces`, `/v1/logs`, `/v1/metrics`, under the same token), and `ws` (noServer) for the
  * `/v1/ingest` and `/v1/tail` upgrades, each an endpoint under the shared `SocketRules` (token on the
  * upgrade, connection cap, keep-alive); with TLS, a node:https server shares the same request and
  * upgrade handlers. Plain callbacks inside; `ObsNode` wraps start/stop in a scope.
@@ -15,6 +16,8 @@ import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings } from "./IngestConnection.js"
 import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
+import { handleOtlp, signalOf } from "./OtlpHttp.js"
+import type { OtlpParts } from "./OtlpIngest.js"
 import { parseTailFilter } from "./Params.js"
 import { authorized, refuseUpgrade, SocketEndpoint } from "./SocketRules.js"
 import type { TailHub } from "./TailHub.js"
@@ -68,6 +71,8 @@ export interface NodeServers {
   readonly createTlsServer: (credentials: { readonly cert: Buffer; readonly key: Buffer }) => HttpsServer
   /** Closes every WebSocket (1001) of every server; the servers themselves are closed by the caller. */
   readonly closeSockets: () => void
+  /** What OTLP ingest needs, for the OTLP/gRPC listener beside these servers. */
+  readonly otlp: OtlpParts
 }
 
 export const createNodeServers = (parts: ServerParts): NodeServers => {
@@ -89,9 +94,28 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
     counters: parts.counters
   })
   const dashboardDir = parts.dashboardDir ?? Dashboard.builtDirectory()
+  const otlp: OtlpParts = {
+    maxBodyBytes: parts.settings.maxFrameBytes,
+    misfit: parts.settings.misfit,
+    writer: parts.writer,
+    storeFailure: parts.storeFailure,
+    nowMs: parts.nowMs,
+    logError: parts.logError,
+    counters: parts.counters,
+    token: parts.rules.token
+  }
 
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://node")
+    const signal = req.method === "POST" ? signalOf(url.pathname) : undefined
+    if (signal !== undefined) {
+      if (authorized(parts.rules.token, req)) return handleOtlp(req, res, signal, otlp)
+      parts.counters.otlpAnswered(signal, 401)
+      return reply(res, 401, "application/json", JSON.stringify({ error: "missing or wrong bearer token" }), {
+        "www-authenticate": "Bearer",
+        connection: "close"
+      })
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       const other = authorized(parts.rules.token, req)
         ? parts.endpoints?.answer(req.method ?? "", url, req)
@@ -222,6 +246,7 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
   return {
     http: withHandlers(createServer(request)),
     createTlsServer: ({ cert, key }) => withHandlers(createHttpsServer({ cert, key }, request)),
-    closeSockets
+    closeSockets,
+    otlp
   }
 }

@@ -1,0 +1,281 @@
+/**
+ * OTLP's wire formats, read and written with protobufjs from OpenTelemetry's own definitions (the
+ * package's `proto/` directory, v1.11.0): export requests in from protobuf or OTLP/JSON, export
+ * responses and error statuses out in the request's format. Decoded requests are plain objects of
+ * the shape below (protobufjs `toObject`: lowerCamelCase fields, only the fields set, 64-bit integers
+ * as bigint, bytes as Buffers, enums as numbers), the same whichever format they came in.
+ *
+ * OTLP/JSON differs from protobuf's canonical JSON mapping in one place: trace and span ids are hex,
+ * not base64. Every field named `traceId`, `spanId` or `parentSpanId` in OTLP is such an id, so the
+ * JSON parser turns those into bytes before protobufjs reads the rest (64-bit integers as decimal
+ * strings or numbers, enums as numbers or names, other bytes as base64, unknown fields ignored).
+ */
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { Either } from "effect"
+import protobuf from "protobufjs"
+
+export type Signal = "traces" | "logs" | "metrics"
+export type Format = "protobuf" | "json"
+
+// ---------------------------------------------------------------------------------------------------
+// the decoded shapes (the fields the mapping reads; see the .proto files for the rest)
+
+export interface AnyValue {
+  readonly stringValue?: string
+  readonly boolValue?: boolean
+  readonly intValue?: bigint
+  readonly doubleValue?: number
+  readonly arrayValue?: { readonly values?: ReadonlyArray<AnyValue> }
+  readonly kvlistValue?: { readonly values?: ReadonlyArray<KeyValue> }
+  readonly bytesValue?: Uint8Array
+}
+
+export interface KeyValue {
+  readonly key?: string
+  readonly value?: AnyValue
+}
+
+export interface Resource {
+  readonly attributes?: ReadonlyArray<KeyValue>
+}
+
+export interface Scope {
+  readonly name?: string
+  readonly version?: string
+  readonly attributes?: ReadonlyArray<KeyValue>
+}
+
+export interface SpanEvent {
+  readonly timeUnixNano?: bigint
+  readonly name?: string
+  readonly attributes?: ReadonlyArray<KeyValue>
+}
+
+export interface SpanLink {
+  readonly traceId?: Uint8Array
+  readonly spanId?: Uint8Array
+  readonly attributes?: ReadonlyArray<KeyValue>
+}
+
+export interface Span {
+  readonly traceId?: Uint8Array
+  readonly spanId?: Uint8Array
+  readonly parentSpanId?: Uint8Array
+  readonly name?: string
+  /** 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer. */
+  readonly kind?: number
+  readonly startTimeUnixNano?: bigint
+  readonly endTimeUnixNano?: bigint
+  readonly attributes?: ReadonlyArray<KeyValue>
+  readonly events?: ReadonlyArray<SpanEvent>
+  readonly links?: ReadonlyArray<SpanLink>
+  /** code: 0 unset, 1 ok, 2 error. */
+  readonly status?: { readonly code?: number; readonly message?: string }
+}
+
+export interface TracesRequest {
+  readonly resourceSpans?: ReadonlyArray<{
+    readonly resource?: Resource
+    readonly scopeSpans?: ReadonlyArray<{ readonly scope?: Scope; readonly spans?: ReadonlyArray<Span> }>
+  }>
+}
+
+export interface LogRecord {
+  readonly timeUnixNano?: bigint
+  readonly observedTimeUnixNano?: bigint
+  readonly severityNumber?: number
+  readonly severityText?: string
+  readonly body?: AnyValue
+  readonly attributes?: ReadonlyArray<KeyValue>
+  readonly traceId?: Uint8Array
+  readonly spanId?: Uint8Array
+  readonly eventName?: string
+}
+
+export interface LogsRequest {
+  readonly resourceLogs?: ReadonlyArray<{
+    readonly resource?: Resource
+    readonly scopeLogs?: ReadonlyArray<{
+      readonly scope?: Scope
+      readonly logRecords?: ReadonlyArray<LogRecord>
+    }>
+  }>
+}
+
+export interface NumberDataPoint {
+  readonly attributes?: ReadonlyArray<KeyValue>
+  readonly startTimeUnixNano?: bigint
+  readonly timeUnixNano?: bigint
+  readonly asDouble?: number
+  readonly asInt?: bigint
+}
+
+export interface HistogramDataPoint {
+  readonly attributes?: ReadonlyArray<KeyValue>
+  readonly startTimeUnixNano?: bigint
+  readonly timeUnixNano?: bigint
+  readonly count?: bigint
+  readonly sum?: number
+  readonly bucketCounts?: ReadonlyArray<bigint>
+  readonly explicitBounds?: ReadonlyArray<number>
+  readonly min?: number
+  readonly max?: number
+}
+
+export interface Metric {
+  readonly name?: string
+  readonly unit?: string
+  readonly gauge?: { readonly dataPoints?: ReadonlyArray<NumberDataPoint> }
+  readonly sum?: {
+    readonly dataPoints?: ReadonlyArray<NumberDataPoint>
+    /** 1 delta, 2 cumulative. */
+    readonly aggregationTemporality?: number
+    readonly isMonotonic?: boolean
+  }
+  readonly histogram?: {
+    readonly dataPoints?: ReadonlyArray<HistogramDataPoint>
+    readonly aggregationTemporality?: number
+  }
+  readonly exponentialHistogram?: { readonly dataPoints?: ReadonlyArray<unknown> }
+  readonly summary?: { readonly dataPoints?: ReadonlyArray<unknown> }
+}
+
+export interface MetricsRequest {
+  readonly resourceMetrics?: ReadonlyArray<{
+    readonly resource?: Resource
+    readonly scopeMetrics?: ReadonlyArray<{
+      readonly scope?: Scope
+      readonly metrics?: ReadonlyArray<Metric>
+    }>
+  }>
+}
+
+export interface Requests {
+  readonly traces: TracesRequest
+  readonly logs: LogsRequest
+  readonly metrics: MetricsRequest
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the definitions
+
+const protoDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "proto")
+
+const services = {
+  traces: ["trace", "Trace", "rejectedSpans"],
+  logs: ["logs", "Logs", "rejectedLogRecords"],
+  metrics: ["metrics", "Metrics", "rejectedDataPoints"]
+} as const
+
+/** The message types, loaded on first use (parsing the .proto files takes tens of milliseconds). */
+const load = () => {
+  const root = new protobuf.Root()
+  root.resolvePath = (_origin, target) => join(protoDir, target)
+  root.loadSync(
+    Object.values(services).map(([dir]) => `opentelemetry/proto/collector/${dir}/v1/${dir}_service.proto`)
+  )
+  // google.rpc.Status (googleapis, google/rpc/status.proto), the body of OTLP/HTTP error answers; its
+  // `details` (field 3, repeated Any) are never sent, so they are left out.
+  root.addJSON({
+    google: {
+      nested: {
+        rpc: {
+          nested: {
+            Status: { fields: { code: { type: "int32", id: 1 }, message: { type: "string", id: 2 } } }
+          }
+        }
+      }
+    }
+  })
+  root.resolveAll()
+  const types = (signal: Signal) => {
+    const [dir, name] = services[signal]
+    const ns = `opentelemetry.proto.collector.${dir}.v1.Export${name}Service`
+    return { request: root.lookupType(`${ns}Request`), response: root.lookupType(`${ns}Response`) }
+  }
+  return {
+    signals: { traces: types("traces"), logs: types("logs"), metrics: types("metrics") },
+    status: root.lookupType("google.rpc.Status")
+  }
+}
+
+let loaded: ReturnType<typeof load> | undefined
+const definitions = () => {
+  loaded ??= load()
+  return loaded
+}
+
+const plain: protobuf.IConversionOptions = { longs: BigInt, defaults: false }
+
+const hexIdKeys = new Set(["traceId", "spanId", "parentSpanId"])
+
+/** JSON.parse reviver: OTLP/JSON's hex ids as bytes (an empty string is an absent id). */
+const hexIds = (key: string, value: unknown): unknown => {
+  if (!hexIdKeys.has(key) || typeof value !== "string") return value
+  if (value.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(value))
+    throw new Error(`${key} ${JSON.stringify(value.slice(0, 40))} is not hex`)
+  return Buffer.from(value, "hex")
+}
+
+const failure = (e: unknown) => (e instanceof Error ? e.message : String(e))
+
+/** The export request in `bytes`; Left with the reason when they are not one. */
+export const decodeRequest = <S extends Signal>(
+  signal: S,
+  format: Format,
+  bytes: Uint8Array
+): Either.Either<Requests[S], string> => {
+  const type = definitions().signals[signal].request
+  try {
+    if (format === "protobuf") return Either.right(type.toObject(type.decode(bytes), plain) as Requests[S])
+    const json: unknown = JSON.parse(Buffer.from(bytes).toString("utf8"), hexIds)
+    if (typeof json !== "object" || json === null || Array.isArray(json))
+      return Either.left("the body is not a JSON object")
+    return Either.right(type.toObject(type.fromObject(json), plain) as Requests[S])
+  } catch (e) {
+    return Either.left(
+      format === "protobuf"
+        ? `not a protobuf export request: ${failure(e)}`
+        : `not an OTLP/JSON export request: ${failure(e)}`
+    )
+  }
+}
+
+const encode = (type: protobuf.Type, value: object, format: Format): Uint8Array =>
+  format === "protobuf"
+    ? type.encode(type.fromObject(value)).finish()
+    : Buffer.from(JSON.stringify(type.toObject(type.fromObject(value), { longs: String })))
+
+/**
+ * The export response: empty for a full success, else a partial success naming how many items were
+ * rejected and why.
+ */
+export const encodeResponse = (
+  signal: Signal,
+  format: Format,
+  rejected: { readonly count: number; readonly message: string } | undefined
+): Uint8Array =>
+  encode(
+    definitions().signals[signal].response,
+    rejected === undefined
+      ? {}
+      : { partialSuccess: { [services[signal][2]]: rejected.count, errorMessage: rejected.message } },
+    format
+  )
+
+/** An error answer's body: a google.rpc.Status with the gRPC `code` and a message. */
+export const encodeStatus = (format: Format, code: number, message: string): Uint8Array =>
+  encode(definitions().status, { code, message }, format)
+
+/** The content types OTLP/HTTP speaks, by media type. */
+export const contentTypes: Readonly<Record<Format, string>> = {
+  protobuf: "application/x-protobuf",
+  json: "application/json"
+}
+
+/** The format of a Content-Type header (parameters such as `charset` ignored), or undefined. */
+export const formatOf = (contentType: string | undefined): Format | undefined => {
+  const media = (contentType ?? "").split(";")[0]?.trim().toLowerCase()
+  return media === contentTypes.protobuf ? "protobuf" : media === contentTypes.json ? "json" : undefined
+}
