@@ -1,12 +1,15 @@
 /**
- * Spans, metric points and log records as positional msgpack arrays ("tuples"), both directions side
- * by side so the layout has one source of truth. README.md ("Wire protocol") documents the layout.
+ * Spans, metric points and log records as positional msgpack arrays ("tuples"), written with the
+ * `Msgpack.Writer` and read from msgpackr's decoding, both directions side by side so the layout has
+ * one source of truth. README.md ("Wire protocol") documents the layout.
  *
  * Ids travel as raw bytes in one binary blob per batch (spans: trace 16 + span 8 + parent 8 bytes;
  * logs: trace 16 + span 8), all-zero meaning "absent" (an all-zero id is invalid anyway). One blob
  * instead of three small binaries per span saves allocations on both sides and half the id bytes
  * of hex strings. A span whose correlation id equals its trace id (the common case) sends nil.
  */
+
+import type { Writer } from "../Msgpack.js"
 import type {
   LogLevel,
   LogRecord,
@@ -29,8 +32,9 @@ const streams = ["stdout", "stderr"] as const
 
 export const SPAN_ID_BYTES = 32
 export const LOG_ID_BYTES = 24
-const ZERO_SPAN_HEX = "0000000000000000"
-const ZERO_TRACE_HEX = "00000000000000000000000000000000"
+// An absent id travels as zeros (an all-zero id is invalid anyway).
+const ZERO_SPAN_ID = "0000000000000000"
+const ZERO_TRACE_ID = "00000000000000000000000000000000"
 
 // ---------------------------------------------------------------------------------------------------
 // ids
@@ -41,65 +45,41 @@ const badId = (path: string, value: unknown, hexLength: number): never => {
   )
 }
 
-/** Concatenated hex → bytes; any non-hex character shortens the result, which we detect. */
-const hexBlob = (hex: string, expectedBytes: number, locate: () => never): Uint8Array => {
-  const blob = Buffer.from(hex, "hex")
-  return blob.length === expectedBytes ? blob : locate()
-}
-
-export const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
+const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
   for (const [path, value, length] of ids)
     if (typeof value !== "string" || !/^[0-9a-fA-F]*$/.test(value) || value.length !== length)
       badId(path, value, length)
   throw new TypeError("encodeFrame: malformed id")
 }
 
-export const spanIdsBlob = (spans: ReadonlyArray<Span>): Uint8Array => {
-  let hex = ""
-  for (let i = 0; i < spans.length; i++) {
-    const s = spans[i] as Span
-    const parent = s.parentSpanId ?? ZERO_SPAN_HEX
-    // Lengths first: a short id would shift every id after it.
-    if (s.traceId.length !== 32 || s.spanId.length !== 16 || parent.length !== 16)
-      findBadId([
-        [`spans[${i}].traceId`, s.traceId, 32],
-        [`spans[${i}].spanId`, s.spanId, 16],
-        [`spans[${i}].parentSpanId`, parent, 16]
-      ])
-    hex += s.traceId + s.spanId + parent
-  }
-  return hexBlob(hex, spans.length * SPAN_ID_BYTES, () =>
-    findBadId(
-      spans.flatMap((s, i) => [
-        [`spans[${i}].traceId`, s.traceId, 32] as const,
-        [`spans[${i}].spanId`, s.spanId, 16] as const,
-        [`spans[${i}].parentSpanId`, s.parentSpanId ?? ZERO_SPAN_HEX, 16] as const
-      ])
-    )
-  )
+/**
+ * Appends the `index`th span's ids to the batch's id blob. Ids that are not hex of the right length
+ * throw a `TypeError` naming the field (a programming error: the types promise them).
+ */
+export const writeSpanIds = (w: Writer, s: Span, index: number): void => {
+  const at = w.position
+  const parent = s.parentSpanId ?? ZERO_SPAN_ID
+  if (w.hex(s.traceId, 16) && w.hex(s.spanId, 8) && w.hex(parent, 8)) return
+  w.position = at
+  // The field to name is found only on this path, not for every span.
+  findBadId([
+    [`spans[${index}].traceId`, s.traceId, 32],
+    [`spans[${index}].spanId`, s.spanId, 16],
+    [`spans[${index}].parentSpanId`, parent, 16]
+  ])
 }
 
-export const logIdsBlob = (logs: ReadonlyArray<LogRecord>): Uint8Array => {
-  let hex = ""
-  for (let i = 0; i < logs.length; i++) {
-    const l = logs[i] as LogRecord
-    const traceId = l.traceId ?? ZERO_TRACE_HEX
-    const spanId = l.spanId ?? ZERO_SPAN_HEX
-    if (traceId.length !== 32 || spanId.length !== 16)
-      findBadId([
-        [`logs[${i}].traceId`, traceId, 32],
-        [`logs[${i}].spanId`, spanId, 16]
-      ])
-    hex += traceId + spanId
-  }
-  return hexBlob(hex, logs.length * LOG_ID_BYTES, () =>
-    findBadId(
-      logs.flatMap((l, i) => [
-        [`logs[${i}].traceId`, l.traceId ?? ZERO_TRACE_HEX, 32] as const,
-        [`logs[${i}].spanId`, l.spanId ?? ZERO_SPAN_HEX, 16] as const
-      ])
-    )
-  )
+/** Appends the `index`th log record's ids to the batch's id blob, as `writeSpanIds` does. */
+export const writeLogIds = (w: Writer, l: LogRecord, index: number): void => {
+  const at = w.position
+  const traceId = l.traceId ?? ZERO_TRACE_ID
+  const spanId = l.spanId ?? ZERO_SPAN_ID
+  if (w.hex(traceId, 16) && w.hex(spanId, 8)) return
+  w.position = at
+  findBadId([
+    [`logs[${index}].traceId`, traceId, 32],
+    [`logs[${index}].spanId`, spanId, 16]
+  ])
 }
 
 const isZero = (blob: Uint8Array, from: number, length: number): boolean => {
@@ -119,8 +99,13 @@ const blobHex = (blob: Uint8Array, expectedBytes: number, path: string, what: st
 
 type Resource = Pick<Span, "service" | "component" | "composition" | "namespace" | "pod">
 
-const resourceTuple = (r: Resource) =>
-  [r.service, r.component ?? null, r.composition ?? null, r.namespace ?? null, r.pod ?? null] as const
+const writeResource = (w: Writer, r: Resource): void => {
+  w.string(r.service)
+  w.optionalString(r.component)
+  w.optionalString(r.composition)
+  w.optionalString(r.namespace)
+  w.optionalString(r.pod)
+}
 
 const NAMES = ["service", "component", "composition", "namespace", "pod"] as const
 
@@ -140,26 +125,28 @@ const readResource = (t: ReadonlyArray<unknown>, at: number, into: Mutable<Resou
 
 const SPAN_FIELDS = 15
 
-export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
+export const writeSpan = (w: Writer, s: Span): void => {
+  w.arrayHeader(SPAN_FIELDS)
+  if (s.correlationId === s.traceId) w.nil()
+  else w.string(s.correlationId)
+  writeResource(w, s)
+  w.number(s.kind === "server" ? 0 : 1)
+  w.string(s.name)
+  w.bigint(s.startTimeUnixNano)
+  w.number(s.durationNano)
   const h = s.http
-  return [
-    s.correlationId === s.traceId ? null : s.correlationId,
-    // resourceTuple inlined: this is the hot path
-    s.service,
-    s.component ?? null,
-    s.composition ?? null,
-    s.namespace ?? null,
-    s.pod ?? null,
-    s.kind === "server" ? 0 : 1,
-    s.name,
-    s.startTimeUnixNano,
-    s.durationNano,
-    h === undefined ? null : [h.method, h.route, h.path ?? null, h.statusCode ?? null],
-    s.peerAddress ?? null,
-    s.peerPort ?? null,
-    s.error,
-    s.attributes ?? null
-  ]
+  if (h === undefined) w.nil()
+  else {
+    w.arrayHeader(4)
+    w.string(h.method)
+    w.string(h.route)
+    w.optionalString(h.path)
+    w.optionalNumber(h.statusCode)
+  }
+  w.optionalString(s.peerAddress)
+  w.optionalNumber(s.peerPort)
+  w.boolean(s.error)
+  w.optionalScalarMap(s.attributes)
 }
 
 const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span => {
@@ -222,18 +209,26 @@ export const decodeSpans = (tuples: unknown, idsBlob: unknown): Array<Span> => {
 
 const METRIC_FIELDS = 12
 
-export const metricTuple = (m: MetricPoint): ReadonlyArray<unknown> => {
+export const writeMetric = (w: Writer, m: MetricPoint): void => {
+  w.arrayHeader(METRIC_FIELDS)
+  w.string(m.name)
+  w.number(metricKinds.indexOf(m.kind))
+  writeResource(w, m)
+  w.bigint(m.timeUnixNano)
+  w.number(m.intervalNano)
+  w.number(m.value)
   const k = m.sketch
-  return [
-    m.name,
-    metricKinds.indexOf(m.kind),
-    ...resourceTuple(m),
-    m.timeUnixNano,
-    m.intervalNano,
-    m.value,
-    k === undefined ? null : [k.count, k.sum, k.zeroCount, k.offset, k.counts],
-    m.attributes ?? null
-  ]
+  if (k === undefined) w.nil()
+  else {
+    w.arrayHeader(5)
+    w.number(k.count)
+    w.number(k.sum)
+    w.number(k.zeroCount)
+    w.number(k.offset)
+    w.arrayHeader(k.counts.length)
+    for (let i = 0; i < k.counts.length; i++) w.number(k.counts[i] as number)
+  }
+  w.optionalScalarMap(m.attributes)
 }
 
 const decodeSketch = (v: unknown): SketchData => {
@@ -287,15 +282,17 @@ export const decodeMetrics = (tuples: unknown): Array<MetricPoint> => {
 
 const LOG_FIELDS = 11
 
-export const logTuple = (l: LogRecord): ReadonlyArray<unknown> => [
-  l.timeUnixNano,
-  ...resourceTuple(l),
-  logLevels.indexOf(l.level),
-  l.body,
-  l.stream === undefined ? null : l.stream === "stdout" ? 0 : 1,
-  l.correlationId ?? null,
-  l.attributes ?? null
-]
+export const writeLog = (w: Writer, l: LogRecord): void => {
+  w.arrayHeader(LOG_FIELDS)
+  w.bigint(l.timeUnixNano)
+  writeResource(w, l)
+  w.number(logLevels.indexOf(l.level))
+  w.string(l.body)
+  if (l.stream === undefined) w.nil()
+  else w.number(l.stream === "stdout" ? 0 : 1)
+  w.optionalString(l.correlationId)
+  w.optionalScalarMap(l.attributes)
+}
 
 const decodeLog = (v: unknown, ids: string, blob: Uint8Array, i: number): LogRecord => {
   const t = Check.tuple(v, LOG_FIELDS, "invalid_batch", "")

@@ -9,9 +9,8 @@
  *  http [method, route, path|nil, statusCode|nil]|nil, peerAddress|nil, peerPort|nil, error,
  *  attributes|nil]
  */
-import type { Telemetry } from "@iii/core"
+import type { Msgpack, Telemetry } from "@iii/core"
 import { Unpackr } from "msgpackr"
-import type { MsgpackWriter } from "./MsgpackWriter.js"
 
 type Span = Telemetry.Span
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
@@ -19,7 +18,7 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })
 
 /** Appends the stored bytes of a span (the layout above) to `w`. */
-export const write = (w: MsgpackWriter, s: Span): void => {
+export const write = (w: Msgpack.Writer, s: Span): void => {
   w.arrayHeader(16)
   w.optionalString(s.parentSpanId)
   if (s.correlationId === s.traceId) w.nil()
@@ -45,16 +44,7 @@ export const write = (w: MsgpackWriter, s: Span): void => {
   w.optionalString(s.peerAddress)
   w.optionalNumber(s.peerPort)
   w.boolean(s.error)
-  const a = s.attributes
-  if (a === undefined) w.nil()
-  else {
-    const keys = Object.keys(a)
-    w.mapHeader(keys.length)
-    for (const key of keys) {
-      w.string(key)
-      w.scalar(a[key] as string | number | boolean)
-    }
-  }
+  w.optionalScalarMap(s.attributes)
 }
 
 /** The span back from its key's ids and its stored bytes. */
