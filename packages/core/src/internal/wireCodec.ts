@@ -29,11 +29,30 @@ export interface DecodeOptions {
 /** Every frame is written here, then copied out at its size, so a frame keeps only its own bytes. */
 const frameWriter = new Writer(0)
 
+const frameBytes = (): Uint8Array => Buffer.from(frameWriter.written())
+
+/** A frame of `elements` elements starts with the envelope `[version, type, ...]`. */
+const startFrame = (elements: number, type: number): Writer => {
+  const w = frameWriter
+  w.clear()
+  w.arrayHeader(elements)
+  w.number(PROTOCOL_VERSION)
+  w.number(type)
+  return w
+}
+
+/** A batch frame's first elements; its id blobs and item lists follow, spans first (README, "Layout"). */
+const startBatch = (seq: number): Writer => {
+  const w = startFrame(8, BATCH)
+  w.number(seq)
+  return w
+}
+
 /**
  * A batch frame built item by item: each span, metric point and log record is encoded as it is
  * added, so a batch waiting to be sealed holds bytes rather than objects (objects that live that
- * long outgrow V8's young generation and make every collection expensive). `finish` returns the
- * frame and starts the next batch; `encodeFrame` encodes a batch with it, so both give the same bytes.
+ * long outgrow V8's young generation and make every collection expensive). `finish` returns
+ * exactly the bytes `encodeFrame` gives for a batch of the same items, and starts the next batch.
  * Ids that are not hex of the right length throw a `TypeError` naming the field, a programming error.
  */
 export class BatchEncoder {
@@ -81,12 +100,7 @@ export class BatchEncoder {
 
   /** The batch frame with this `seq`; the encoder is empty afterwards. */
   finish(seq: number): Uint8Array {
-    const w = frameWriter
-    w.clear()
-    w.arrayHeader(8)
-    w.number(PROTOCOL_VERSION)
-    w.number(BATCH)
-    w.number(seq)
+    const w = startBatch(seq)
     w.binHeader(this.spanIds.position)
     w.raw(this.spanIds.written())
     w.arrayHeader(this.spans)
@@ -97,12 +111,11 @@ export class BatchEncoder {
     w.raw(this.logIds.written())
     w.arrayHeader(this.logs)
     w.raw(this.logTuples.written())
-    this.clear()
-    return Buffer.from(w.written())
+    this.reset()
+    return frameBytes()
   }
 
-  /** Drops the items added since the last `finish`. */
-  clear(): void {
+  private reset(): void {
     for (const w of [this.spanIds, this.spanTuples, this.metricTuples, this.logIds, this.logTuples]) w.clear()
     this.spans = 0
     this.metrics = 0
@@ -110,70 +123,56 @@ export class BatchEncoder {
   }
 }
 
-const writeHello = (w: Writer, f: Hello): void => {
-  const a = f.agent
-  w.number(f.version)
-  w.arrayHeader(6)
-  w.string(a.id)
-  w.optionalString(a.service)
-  w.optionalString(a.pod)
-  w.optionalString(a.node)
-  w.optionalString(a.namespace)
-  w.optionalString(a.version)
-  w.optionalString(f.token)
-}
-
 const encodeSmall = (f: Exclude<Frame, Batch>): Uint8Array => {
-  const w = frameWriter
-  w.clear()
   switch (f.type) {
-    case "hello":
-      w.arrayHeader(5)
-      w.number(PROTOCOL_VERSION)
-      w.number(HELLO)
-      writeHello(w, f)
+    case "hello": {
+      const w = startFrame(5, HELLO)
+      const a = f.agent
+      w.number(f.version)
+      w.arrayHeader(6)
+      w.string(a.id)
+      w.optionalString(a.service)
+      w.optionalString(a.pod)
+      w.optionalString(a.node)
+      w.optionalString(a.namespace)
+      w.optionalString(a.version)
+      w.optionalString(f.token)
       break
-    case "welcome":
-      w.arrayHeader(5)
-      w.number(PROTOCOL_VERSION)
-      w.number(WELCOME)
+    }
+    case "welcome": {
+      const w = startFrame(5, WELCOME)
       w.number(f.version)
       w.string(f.node)
       w.optionalNumber(f.maxFrameBytes)
       break
+    }
     case "ack":
-      w.arrayHeader(3)
-      w.number(PROTOCOL_VERSION)
-      w.number(ACK)
-      w.number(f.seq)
+      startFrame(3, ACK).number(f.seq)
       break
-    case "error":
-      w.arrayHeader(6)
-      w.number(PROTOCOL_VERSION)
-      w.number(ERROR)
+    case "error": {
+      const w = startFrame(6, ERROR)
       w.string(f.code)
       w.string(f.message)
       w.optionalNumber(f.seq)
       w.boolean(f.fatal)
       break
+    }
   }
-  return Buffer.from(w.written())
+  return frameBytes()
 }
 
-/** Encodes batches for `encodeFrame`; emptied again when an item throws. */
-const batchEncoder = new BatchEncoder()
-
+/** A whole batch at once: the same bytes as a `BatchEncoder` given its items, with one id blob each. */
 const encodeBatch = (f: Batch): Uint8Array => {
-  const e = batchEncoder
-  try {
-    for (let i = 0; i < f.spans.length; i++) e.addSpan(f.spans[i] as Span)
-    for (let i = 0; i < f.metrics.length; i++) e.addMetric(f.metrics[i] as MetricPoint)
-    for (let i = 0; i < f.logs.length; i++) e.addLog(f.logs[i] as LogRecord)
-  } catch (error) {
-    e.clear()
-    throw error
-  }
-  return e.finish(f.seq)
+  const w = startBatch(f.seq)
+  Tuples.writeSpanIdBlob(w, f.spans)
+  w.arrayHeader(f.spans.length)
+  for (let i = 0; i < f.spans.length; i++) Tuples.writeSpan(w, f.spans[i] as Span)
+  w.arrayHeader(f.metrics.length)
+  for (let i = 0; i < f.metrics.length; i++) Tuples.writeMetric(w, f.metrics[i] as MetricPoint)
+  Tuples.writeLogIdBlob(w, f.logs)
+  w.arrayHeader(f.logs.length)
+  for (let i = 0; i < f.logs.length; i++) Tuples.writeLog(w, f.logs[i] as LogRecord)
+  return frameBytes()
 }
 
 /**

@@ -37,7 +37,8 @@ const ZERO_SPAN_ID = "0000000000000000"
 const ZERO_TRACE_ID = "00000000000000000000000000000000"
 
 // ---------------------------------------------------------------------------------------------------
-// ids
+// ids: written from hex; ids that are not hex of the right length throw a `TypeError` naming the
+// field (a programming error: the types promise them), found only on that path, not checked per id
 
 const badId = (path: string, value: unknown, hexLength: number): never => {
   throw new TypeError(
@@ -45,41 +46,73 @@ const badId = (path: string, value: unknown, hexLength: number): never => {
   )
 }
 
-const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
+const checkIds = (ids: ReadonlyArray<readonly [string, unknown, number]>): void => {
   for (const [path, value, length] of ids)
     if (typeof value !== "string" || !/^[0-9a-fA-F]*$/.test(value) || value.length !== length)
       badId(path, value, length)
+}
+
+const checkSpanIds = (s: Span, index: number): void =>
+  checkIds([
+    [`spans[${index}].traceId`, s.traceId, 32],
+    [`spans[${index}].spanId`, s.spanId, 16],
+    [`spans[${index}].parentSpanId`, s.parentSpanId ?? ZERO_SPAN_ID, 16]
+  ])
+
+const checkLogIds = (l: LogRecord, index: number): void =>
+  checkIds([
+    [`logs[${index}].traceId`, l.traceId ?? ZERO_TRACE_ID, 32],
+    [`logs[${index}].spanId`, l.spanId ?? ZERO_SPAN_ID, 16]
+  ])
+
+/** Called when ids failed to write: finds the bad one and throws naming it. */
+const badIds = <A>(items: ReadonlyArray<A>, check: (item: A, index: number) => void): never => {
+  items.forEach(check)
   throw new TypeError("encodeFrame: malformed id")
 }
 
-/**
- * Appends the `index`th span's ids to the batch's id blob. Ids that are not hex of the right length
- * throw a `TypeError` naming the field (a programming error: the types promise them).
- */
+/** Appends the `index`th span's ids to a batch's id blob (a sender adding spans one by one). */
 export const writeSpanIds = (w: Writer, s: Span, index: number): void => {
   const at = w.position
-  const parent = s.parentSpanId ?? ZERO_SPAN_ID
-  if (w.hex(s.traceId, 16) && w.hex(s.spanId, 8) && w.hex(parent, 8)) return
+  if (w.hex(s.traceId, 16) && w.hex(s.spanId, 8) && w.hex(s.parentSpanId ?? ZERO_SPAN_ID, 8)) return
   w.position = at
-  // The field to name is found only on this path, not for every span.
-  findBadId([
-    [`spans[${index}].traceId`, s.traceId, 32],
-    [`spans[${index}].spanId`, s.spanId, 16],
-    [`spans[${index}].parentSpanId`, parent, 16]
-  ])
+  badIds([s], (span) => checkSpanIds(span, index))
 }
 
-/** Appends the `index`th log record's ids to the batch's id blob, as `writeSpanIds` does. */
+/** Appends the `index`th log record's ids to a batch's id blob. */
 export const writeLogIds = (w: Writer, l: LogRecord, index: number): void => {
   const at = w.position
-  const traceId = l.traceId ?? ZERO_TRACE_ID
-  const spanId = l.spanId ?? ZERO_SPAN_ID
-  if (w.hex(traceId, 16) && w.hex(spanId, 8)) return
+  if (w.hex(l.traceId ?? ZERO_TRACE_ID, 16) && w.hex(l.spanId ?? ZERO_SPAN_ID, 8)) return
   w.position = at
-  findBadId([
-    [`logs[${index}].traceId`, traceId, 32],
-    [`logs[${index}].spanId`, spanId, 16]
-  ])
+  badIds([l], (log) => checkLogIds(log, index))
+}
+
+/** The whole id blob of a batch's spans: as hex joined first, one decoding is faster than one per id. */
+export const writeSpanIdBlob = (w: Writer, spans: ReadonlyArray<Span>): void => {
+  let hex = ""
+  for (let i = 0; i < spans.length; i++) {
+    const s = spans[i] as Span
+    const parent = s.parentSpanId ?? ZERO_SPAN_ID
+    // Lengths first: a short id would shift every id after it.
+    if (s.traceId.length !== 32 || s.spanId.length !== 16 || parent.length !== 16) checkSpanIds(s, i)
+    hex += s.traceId + s.spanId + parent
+  }
+  w.binHeader(spans.length * SPAN_ID_BYTES)
+  if (!w.hex(hex, spans.length * SPAN_ID_BYTES)) badIds(spans, checkSpanIds)
+}
+
+/** The whole id blob of a batch's log records, as `writeSpanIdBlob` does. */
+export const writeLogIdBlob = (w: Writer, logs: ReadonlyArray<LogRecord>): void => {
+  let hex = ""
+  for (let i = 0; i < logs.length; i++) {
+    const l = logs[i] as LogRecord
+    const traceId = l.traceId ?? ZERO_TRACE_ID
+    const spanId = l.spanId ?? ZERO_SPAN_ID
+    if (traceId.length !== 32 || spanId.length !== 16) checkLogIds(l, i)
+    hex += traceId + spanId
+  }
+  w.binHeader(logs.length * LOG_ID_BYTES)
+  if (!w.hex(hex, logs.length * LOG_ID_BYTES)) badIds(logs, checkLogIds)
 }
 
 const isZero = (blob: Uint8Array, from: number, length: number): boolean => {
