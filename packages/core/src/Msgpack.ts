@@ -111,10 +111,12 @@ export class Writer {
     this.position = p
   }
 
+  /** A 64-bit integer: signed (int64) while it fits, as msgpackr writes it, unsigned above. */
   bigint(value: bigint): void {
     this.room(9)
-    this.bytes[this.position] = value < 0n ? 0xd3 : 0xcf
-    if (value < 0n) this.view.setBigInt64(this.position + 1, value)
+    const signed = value < 0x8000000000000000n
+    this.bytes[this.position] = signed ? 0xd3 : 0xcf
+    if (signed) this.view.setBigInt64(this.position + 1, value)
     else this.view.setBigUint64(this.position + 1, value)
     this.position += 9
   }

@@ -38,9 +38,20 @@ describe("Msgpack.Writer", () => {
     for (const n of numbers) expect(roundTrip((w) => w.number(n))).toBe(n)
   })
 
-  it("writes bigints as 64-bit integers", () => {
-    for (const n of [0n, 1_764_158_400_000_000_000n, 2n ** 64n - 1n, -(2n ** 63n)])
+  it("writes bigints as 64-bit integers, signed while they fit, as msgpackr does", () => {
+    for (const n of [
+      0n,
+      1_764_158_400_000_000_000n,
+      2n ** 63n - 1n,
+      2n ** 63n,
+      2n ** 64n - 1n,
+      -(2n ** 63n)
+    ]) {
       expect(roundTrip((w) => w.bigint(n))).toBe(n)
+      const w = new Writer(0)
+      w.bigint(n)
+      expect(Buffer.from(w.written())).toEqual(pack(n))
+    }
   })
 
   it("writes strings of every header size, ASCII or not, short or long", () => {
