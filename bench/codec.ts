@@ -180,7 +180,7 @@ interface Contender {
 
 const contenders: ReadonlyArray<Contender> = [
   {
-    name: "wire codec (msgpackr)",
+    name: "wire codec (MessagePack)",
     roundTrip: (b) => codecDecode(WireProtocol.encodeFrame(b)),
     encode: WireProtocol.encodeFrame,
     decode: codecDecode

@@ -367,6 +367,18 @@ describe("encodeFrame", () => {
     expect(() => encodeFrame({ ...good, logs: [{ ...log, spanId: "00f0" as SpanId }] })).toThrow(
       /logs\[0\]\.spanId/
     )
+    // Nothing of the refused frames is left in the next one.
+    expect(decodeOk(encodeFrame(good))).toEqual(good)
+  })
+
+  it("gives each frame bytes of its own, which later frames do not overwrite", () => {
+    const first = batch(20, 1)
+    const bytes = encodeFrame(first)
+    const copy = Buffer.from(bytes)
+    encodeFrame(batch(40, 2))
+    encodeFrame({ type: "ack", seq: 9 })
+    expect(Buffer.from(bytes).equals(copy)).toBe(true)
+    expect(decodeOk(bytes)).toEqual(first)
   })
 })
 

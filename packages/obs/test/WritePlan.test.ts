@@ -1,3 +1,4 @@
+import { Msgpack } from "@iii/core"
 import { Unpackr } from "msgpackr"
 import { toBufferKey } from "ordered-binary"
 import { describe, expect, it } from "vitest"
@@ -9,7 +10,6 @@ import {
   serviceBucket,
   spanKey
 } from "../src/internal/lmdb/Keys.js"
-import { MsgpackWriter } from "../src/internal/lmdb/MsgpackWriter.js"
 import * as SpanRecord from "../src/internal/lmdb/SpanRecord.js"
 import { planBatch } from "../src/internal/lmdb/WritePlan.js"
 import { batch, span, t0 } from "./fixtures/Spans.js"
@@ -48,7 +48,7 @@ describe("SpanRecord", () => {
     })
     const { component: _component, http: _http, ...bare } = span({ trace: 2 })
     for (const s of [full, bare]) {
-      const w = new MsgpackWriter(0)
+      const w = new Msgpack.Writer(0)
       SpanRecord.write(w, s)
       expect(SpanRecord.decode(s.traceId, s.spanId, w.bytes.subarray(0, w.position))).toEqual(s)
     }

@@ -1,12 +1,15 @@
 /**
- * Spans, metric points and log records as positional msgpack arrays ("tuples"), both directions side
- * by side so the layout has one source of truth. README.md ("Wire protocol") documents the layout.
+ * Spans, metric points and log records as positional msgpack arrays ("tuples"), written with the
+ * `Msgpack.Writer` and read from msgpackr's decoding, both directions side by side so the layout has
+ * one source of truth. README.md ("Wire protocol") documents the layout.
  *
  * Ids travel as raw bytes in one binary blob per batch (spans: trace 16 + span 8 + parent 8 bytes;
  * logs: trace 16 + span 8), all-zero meaning "absent" (an all-zero id is invalid anyway). One blob
  * instead of three small binaries per span saves allocations on both sides and half the id bytes
  * of hex strings. A span whose correlation id equals its trace id (the common case) sends nil.
  */
+
+import type { Writer } from "../Msgpack.js"
 import type {
   LogLevel,
   LogRecord,
@@ -31,11 +34,13 @@ const streams = ["stdout", "stderr"] as const
 
 export const SPAN_ID_BYTES = 32
 export const LOG_ID_BYTES = 24
-const ZERO_SPAN_HEX = "0000000000000000"
-const ZERO_TRACE_HEX = "00000000000000000000000000000000"
+// An absent id travels as zeros (an all-zero id is invalid anyway).
+const ZERO_SPAN_ID = "0000000000000000"
+const ZERO_TRACE_ID = "00000000000000000000000000000000"
 
 // ---------------------------------------------------------------------------------------------------
-// ids
+// ids: written from hex; ids that are not hex of the right length throw a `TypeError` naming the
+// field (a programming error: the types promise them), found only on that path, not checked per id
 
 const badId = (path: string, value: unknown, hexLength: number): never => {
   throw new TypeError(
@@ -43,65 +48,73 @@ const badId = (path: string, value: unknown, hexLength: number): never => {
   )
 }
 
-/** Concatenated hex → bytes; any non-hex character shortens the result, which we detect. */
-const hexBlob = (hex: string, expectedBytes: number, locate: () => never): Uint8Array => {
-  const blob = Buffer.from(hex, "hex")
-  return blob.length === expectedBytes ? blob : locate()
-}
-
-export const findBadId = (ids: ReadonlyArray<readonly [string, unknown, number]>): never => {
+const checkIds = (ids: ReadonlyArray<readonly [string, unknown, number]>): void => {
   for (const [path, value, length] of ids)
     if (typeof value !== "string" || !/^[0-9a-fA-F]*$/.test(value) || value.length !== length)
       badId(path, value, length)
+}
+
+const checkSpanIds = (s: Span, index: number): void =>
+  checkIds([
+    [`spans[${index}].traceId`, s.traceId, 32],
+    [`spans[${index}].spanId`, s.spanId, 16],
+    [`spans[${index}].parentSpanId`, s.parentSpanId ?? ZERO_SPAN_ID, 16]
+  ])
+
+const checkLogIds = (l: LogRecord, index: number): void =>
+  checkIds([
+    [`logs[${index}].traceId`, l.traceId ?? ZERO_TRACE_ID, 32],
+    [`logs[${index}].spanId`, l.spanId ?? ZERO_SPAN_ID, 16]
+  ])
+
+/** Called when ids failed to write: finds the bad one and throws naming it. */
+const badIds = <A>(items: ReadonlyArray<A>, check: (item: A, index: number) => void): never => {
+  items.forEach(check)
   throw new TypeError("encodeFrame: malformed id")
 }
 
-export const spanIdsBlob = (spans: ReadonlyArray<Span>): Uint8Array => {
+/** Appends the `index`th span's ids to a batch's id blob (a sender adding spans one by one). */
+export const writeSpanIds = (w: Writer, s: Span, index: number): void => {
+  const at = w.position
+  if (w.hex(s.traceId, 16) && w.hex(s.spanId, 8) && w.hex(s.parentSpanId ?? ZERO_SPAN_ID, 8)) return
+  w.position = at
+  badIds([s], (span) => checkSpanIds(span, index))
+}
+
+/** Appends the `index`th log record's ids to a batch's id blob. */
+export const writeLogIds = (w: Writer, l: LogRecord, index: number): void => {
+  const at = w.position
+  if (w.hex(l.traceId ?? ZERO_TRACE_ID, 16) && w.hex(l.spanId ?? ZERO_SPAN_ID, 8)) return
+  w.position = at
+  badIds([l], (log) => checkLogIds(log, index))
+}
+
+/** The whole id blob of a batch's spans: as hex joined first, one decoding is faster than one per id. */
+export const writeSpanIdBlob = (w: Writer, spans: ReadonlyArray<Span>): void => {
   let hex = ""
   for (let i = 0; i < spans.length; i++) {
     const s = spans[i] as Span
-    const parent = s.parentSpanId ?? ZERO_SPAN_HEX
+    const parent = s.parentSpanId ?? ZERO_SPAN_ID
     // Lengths first: a short id would shift every id after it.
-    if (s.traceId.length !== 32 || s.spanId.length !== 16 || parent.length !== 16)
-      findBadId([
-        [`spans[${i}].traceId`, s.traceId, 32],
-        [`spans[${i}].spanId`, s.spanId, 16],
-        [`spans[${i}].parentSpanId`, parent, 16]
-      ])
+    if (s.traceId.length !== 32 || s.spanId.length !== 16 || parent.length !== 16) checkSpanIds(s, i)
     hex += s.traceId + s.spanId + parent
   }
-  return hexBlob(hex, spans.length * SPAN_ID_BYTES, () =>
-    findBadId(
-      spans.flatMap((s, i) => [
-        [`spans[${i}].traceId`, s.traceId, 32] as const,
-        [`spans[${i}].spanId`, s.spanId, 16] as const,
-        [`spans[${i}].parentSpanId`, s.parentSpanId ?? ZERO_SPAN_HEX, 16] as const
-      ])
-    )
-  )
+  w.binHeader(spans.length * SPAN_ID_BYTES)
+  if (!w.hex(hex, spans.length * SPAN_ID_BYTES)) badIds(spans, checkSpanIds)
 }
 
-export const logIdsBlob = (logs: ReadonlyArray<LogRecord>): Uint8Array => {
+/** The whole id blob of a batch's log records, as `writeSpanIdBlob` does. */
+export const writeLogIdBlob = (w: Writer, logs: ReadonlyArray<LogRecord>): void => {
   let hex = ""
   for (let i = 0; i < logs.length; i++) {
     const l = logs[i] as LogRecord
-    const traceId = l.traceId ?? ZERO_TRACE_HEX
-    const spanId = l.spanId ?? ZERO_SPAN_HEX
-    if (traceId.length !== 32 || spanId.length !== 16)
-      findBadId([
-        [`logs[${i}].traceId`, traceId, 32],
-        [`logs[${i}].spanId`, spanId, 16]
-      ])
+    const traceId = l.traceId ?? ZERO_TRACE_ID
+    const spanId = l.spanId ?? ZERO_SPAN_ID
+    if (traceId.length !== 32 || spanId.length !== 16) checkLogIds(l, i)
     hex += traceId + spanId
   }
-  return hexBlob(hex, logs.length * LOG_ID_BYTES, () =>
-    findBadId(
-      logs.flatMap((l, i) => [
-        [`logs[${i}].traceId`, l.traceId ?? ZERO_TRACE_HEX, 32] as const,
-        [`logs[${i}].spanId`, l.spanId ?? ZERO_SPAN_HEX, 16] as const
-      ])
-    )
-  )
+  w.binHeader(logs.length * LOG_ID_BYTES)
+  if (!w.hex(hex, logs.length * LOG_ID_BYTES)) badIds(logs, checkLogIds)
 }
 
 const isZero = (blob: Uint8Array, from: number, length: number): boolean => {
@@ -121,8 +134,13 @@ const blobHex = (blob: Uint8Array, expectedBytes: number, path: string, what: st
 
 type Resource = Pick<Span, "service" | "component" | "composition" | "namespace" | "pod">
 
-const resourceTuple = (r: Resource) =>
-  [r.service, r.component ?? null, r.composition ?? null, r.namespace ?? null, r.pod ?? null] as const
+const writeResource = (w: Writer, r: Resource): void => {
+  w.string(r.service)
+  w.optionalString(r.component)
+  w.optionalString(r.composition)
+  w.optionalString(r.namespace)
+  w.optionalString(r.pod)
+}
 
 const NAMES = ["service", "component", "composition", "namespace", "pod"] as const
 
@@ -145,20 +163,40 @@ const readResource = (t: ReadonlyArray<unknown>, at: number, into: Mutable<Resou
 
 const SPAN_FIELDS = 15
 
-/** The OpenTelemetry parts of a span (status, events, links), appended only when it has one. */
-const otelTail = (s: Span): ReadonlyArray<unknown> => {
+/** The OpenTelemetry parts of a span (status, events, links), written only when it has one. */
+const writeOtelTail = (w: Writer, s: Span): void => {
   const status = s.status
-  return [
-    status === undefined ? null : [status.code === "ok" ? 1 : 2, status.message ?? null],
-    s.events === undefined ? null : s.events.map((e) => [e.timeUnixNano, e.name, e.attributes ?? null]),
-    s.links === undefined
-      ? null
-      : s.links.map((l, i) => [
-          hexBlob(l.traceId, 16, () => badId(`links[${i}].traceId`, l.traceId, 32)),
-          hexBlob(l.spanId, 8, () => badId(`links[${i}].spanId`, l.spanId, 16)),
-          l.attributes ?? null
-        ])
-  ]
+  if (status === undefined) w.nil()
+  else {
+    w.arrayHeader(2)
+    w.number(status.code === "ok" ? 1 : 2)
+    w.optionalString(status.message)
+  }
+  if (s.events === undefined) w.nil()
+  else {
+    w.arrayHeader(s.events.length)
+    for (const e of s.events) {
+      w.arrayHeader(3)
+      w.bigint(e.timeUnixNano)
+      w.string(e.name)
+      w.optionalScalarMap(e.attributes)
+    }
+  }
+  if (s.links === undefined) w.nil()
+  else {
+    w.arrayHeader(s.links.length)
+    s.links.forEach((l, i) => {
+      w.arrayHeader(3)
+      writeLinkId(w, l.traceId, 16, `links[${i}].traceId`)
+      writeLinkId(w, l.spanId, 8, `links[${i}].spanId`)
+      w.optionalScalarMap(l.attributes)
+    })
+  }
+}
+
+const writeLinkId = (w: Writer, hex: string, bytes: number, path: string): void => {
+  w.binHeader(bytes)
+  if (!w.hex(hex, bytes)) badId(path, hex, bytes * 2)
 }
 
 const decodeStatus = (v: unknown): NonNullable<Span["status"]> => {
@@ -204,29 +242,31 @@ const decodeLinks = (v: unknown): NonNullable<Span["links"]> =>
     return link
   })
 
-export const spanTuple = (s: Span): ReadonlyArray<unknown> => {
+export const writeSpan = (w: Writer, s: Span): void => {
+  // The OpenTelemetry tail only when present, so spans without it (every agent span) cost nothing more.
+  const otel = s.status !== undefined || s.events !== undefined || s.links !== undefined
+  w.arrayHeader(otel ? SPAN_FIELDS + 3 : SPAN_FIELDS)
+  if (s.correlationId === s.traceId) w.nil()
+  else w.string(s.correlationId)
+  writeResource(w, s)
+  w.number(s.kind === "server" ? 0 : s.kind === "client" ? 1 : spanKinds.indexOf(s.kind))
+  w.string(s.name)
+  w.bigint(s.startTimeUnixNano)
+  w.number(s.durationNano)
   const h = s.http
-  const t: Array<unknown> = [
-    s.correlationId === s.traceId ? null : s.correlationId,
-    // resourceTuple inlined: this is the hot path
-    s.service,
-    s.component ?? null,
-    s.composition ?? null,
-    s.namespace ?? null,
-    s.pod ?? null,
-    s.kind === "server" ? 0 : s.kind === "client" ? 1 : spanKinds.indexOf(s.kind),
-    s.name,
-    s.startTimeUnixNano,
-    s.durationNano,
-    h === undefined ? null : [h.method, h.route, h.path ?? null, h.statusCode ?? null],
-    s.peerAddress ?? null,
-    s.peerPort ?? null,
-    s.error,
-    s.attributes ?? null
-  ]
-  // Appended only when present, so spans without them (every agent span) cost nothing more.
-  if (s.status !== undefined || s.events !== undefined || s.links !== undefined) t.push(...otelTail(s))
-  return t
+  if (h === undefined) w.nil()
+  else {
+    w.arrayHeader(4)
+    w.string(h.method)
+    w.string(h.route)
+    w.optionalString(h.path)
+    w.optionalNumber(h.statusCode)
+  }
+  w.optionalString(s.peerAddress)
+  w.optionalNumber(s.peerPort)
+  w.boolean(s.error)
+  w.optionalScalarMap(s.attributes)
+  if (otel) writeOtelTail(w, s)
 }
 
 const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span => {
@@ -294,18 +334,26 @@ export const decodeSpans = (tuples: unknown, idsBlob: unknown): Array<Span> => {
 
 const METRIC_FIELDS = 12
 
-export const metricTuple = (m: MetricPoint): ReadonlyArray<unknown> => {
+export const writeMetric = (w: Writer, m: MetricPoint): void => {
+  w.arrayHeader(METRIC_FIELDS)
+  w.string(m.name)
+  w.number(metricKinds.indexOf(m.kind))
+  writeResource(w, m)
+  w.bigint(m.timeUnixNano)
+  w.number(m.intervalNano)
+  w.number(m.value)
   const k = m.sketch
-  return [
-    m.name,
-    metricKinds.indexOf(m.kind),
-    ...resourceTuple(m),
-    m.timeUnixNano,
-    m.intervalNano,
-    m.value,
-    k === undefined ? null : [k.count, k.sum, k.zeroCount, k.offset, k.counts],
-    m.attributes ?? null
-  ]
+  if (k === undefined) w.nil()
+  else {
+    w.arrayHeader(5)
+    w.number(k.count)
+    w.number(k.sum)
+    w.number(k.zeroCount)
+    w.number(k.offset)
+    w.arrayHeader(k.counts.length)
+    for (let i = 0; i < k.counts.length; i++) w.number(k.counts[i] as number)
+  }
+  w.optionalScalarMap(m.attributes)
 }
 
 const decodeSketch = (v: unknown): SketchData => {
@@ -359,15 +407,17 @@ export const decodeMetrics = (tuples: unknown): Array<MetricPoint> => {
 
 const LOG_FIELDS = 11
 
-export const logTuple = (l: LogRecord): ReadonlyArray<unknown> => [
-  l.timeUnixNano,
-  ...resourceTuple(l),
-  logLevels.indexOf(l.level),
-  l.body,
-  l.stream === undefined ? null : l.stream === "stdout" ? 0 : 1,
-  l.correlationId ?? null,
-  l.attributes ?? null
-]
+export const writeLog = (w: Writer, l: LogRecord): void => {
+  w.arrayHeader(LOG_FIELDS)
+  w.bigint(l.timeUnixNano)
+  writeResource(w, l)
+  w.number(logLevels.indexOf(l.level))
+  w.string(l.body)
+  if (l.stream === undefined) w.nil()
+  else w.number(l.stream === "stdout" ? 0 : 1)
+  w.optionalString(l.correlationId)
+  w.optionalScalarMap(l.attributes)
+}
 
 const decodeLog = (v: unknown, ids: string, blob: Uint8Array, i: number): LogRecord => {
   const t = Check.tuple(v, LOG_FIELDS, "invalid_batch", "")

@@ -13,30 +13,16 @@
  *  links [[traceId, spanId, attributes|nil]…]|nil]
  * Spans stored before the kinds beyond server and client and the OpenTelemetry parts decode as before.
  */
-import type { Telemetry } from "@iii/core"
+import type { Msgpack, Telemetry } from "@iii/core"
 import { Unpackr } from "msgpackr"
-import type { MsgpackWriter } from "./MsgpackWriter.js"
 
 type Span = Telemetry.Span
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 const kinds: ReadonlyArray<Telemetry.SpanKind> = ["server", "client", "internal", "producer", "consumer"]
 
-const writeAttributes = (w: MsgpackWriter, a: Telemetry.Attributes | undefined): void => {
-  if (a === undefined) {
-    w.nil()
-    return
-  }
-  const keys = Object.keys(a)
-  w.mapHeader(keys.length)
-  for (const key of keys) {
-    w.string(key)
-    w.scalar(a[key] as string | number | boolean)
-  }
-}
-
 /** Status, events and links (see the layout above). */
-const writeOtel = (w: MsgpackWriter, s: Span): void => {
+const writeOtel = (w: Msgpack.Writer, s: Span): void => {
   const status = s.status
   if (status === undefined) w.nil()
   else {
@@ -51,7 +37,7 @@ const writeOtel = (w: MsgpackWriter, s: Span): void => {
       w.arrayHeader(3)
       w.bigint(e.timeUnixNano)
       w.string(e.name)
-      writeAttributes(w, e.attributes)
+      w.optionalScalarMap(e.attributes)
     }
   }
   if (s.links === undefined) w.nil()
@@ -61,7 +47,7 @@ const writeOtel = (w: MsgpackWriter, s: Span): void => {
       w.arrayHeader(3)
       w.string(l.traceId)
       w.string(l.spanId)
-      writeAttributes(w, l.attributes)
+      w.optionalScalarMap(l.attributes)
     }
   }
 }
@@ -95,7 +81,7 @@ const readOtel = (span: Mutable<Span>, [status, events, links]: StoredOtel): voi
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: "bigint" })
 
 /** Appends the stored bytes of a span (the layout above) to `w`. */
-export const write = (w: MsgpackWriter, s: Span): void => {
+export const write = (w: Msgpack.Writer, s: Span): void => {
   const otel = s.status !== undefined || s.events !== undefined || s.links !== undefined
   w.arrayHeader(otel ? 19 : 16)
   w.optionalString(s.parentSpanId)
@@ -122,7 +108,7 @@ export const write = (w: MsgpackWriter, s: Span): void => {
   w.optionalString(s.peerAddress)
   w.optionalNumber(s.peerPort)
   w.boolean(s.error)
-  writeAttributes(w, s.attributes)
+  w.optionalScalarMap(s.attributes)
   if (otel) writeOtel(w, s)
 }
 

@@ -7,7 +7,7 @@
  * writer's transaction only copies bytes into LMDB. The writer decides per span, inside the
  * transaction, whether it is new (LmdbWrite.ts).
  */
-import { Telemetry } from "@iii/core"
+import { Msgpack, Telemetry } from "@iii/core"
 // lmdb turns on ordered-binary's null termination when loaded; keys written here must match its own.
 import "lmdb"
 import type { Effect } from "effect"
@@ -30,7 +30,6 @@ import {
   statusBlockFields,
   statusIndexed
 } from "./Keys.js"
-import { MsgpackWriter } from "./MsgpackWriter.js"
 import * as SpanRecord from "./SpanRecord.js"
 
 const SPANS = plannedDbs.indexOf("spans")
@@ -73,7 +72,7 @@ type KeyPart = string | number
  * transferred). Index values are plain MessagePack arrays, as lmdb's msgpack encoding of those
  * databases reads them.
  */
-class Builder extends MsgpackWriter {
+class Builder extends Msgpack.Writer {
   table: Uint32Array
   count = 0
   private keyStart = 0

@@ -1,11 +1,12 @@
 /**
- * A MessagePack writer appending straight into one growable buffer: the ingest thread encodes every
- * span record and index value of a batch with it (`WritePlan.ts`), without a tuple array per span or
- * a call into a general encoder per value. It writes only what those values hold: nil, booleans,
- * safe integers, doubles, bigints (as 64-bit integers), strings, array and map headers. Integers
- * beyond 32 bits are written as doubles, as msgpackr does, so they decode as numbers again.
+ * iii's one MessagePack writer, appending straight into one growable buffer: the wire codec encodes
+ * frames with it (`WireProtocol`), and obs encodes every span record and index value of a batch with
+ * it, without a tuple array per value or a call into a general encoder per value. It writes only what
+ * those values hold: nil, booleans, safe integers, doubles, bigints (as 64-bit integers), strings,
+ * array, map and bin headers, and raw bytes. Integers beyond 32 bits are written as doubles, as
+ * msgpackr does, so they decode as numbers again. Reading is msgpackr's.
  */
-export class MsgpackWriter {
+export class Writer {
   bytes: Buffer
   position = 0
   // Node's writeBigUInt64BE does BigInt arithmetic; V8 compiles DataView's setBigUint64 inline.
@@ -42,6 +43,24 @@ export class MsgpackWriter {
 
   mapHeader(length: number): void {
     this.header(length, 0x80, 0xde)
+  }
+
+  binHeader(length: number): void {
+    this.room(5)
+    const b = this.bytes
+    if (length <= 0xff) {
+      b[this.position] = 0xc4
+      b[this.position + 1] = length
+      this.position += 2
+    } else if (length <= 0xffff) {
+      b[this.position] = 0xc5
+      b.writeUInt16BE(length, this.position + 1)
+      this.position += 3
+    } else {
+      b[this.position] = 0xc6
+      b.writeUInt32BE(length, this.position + 1)
+      this.position += 5
+    }
   }
 
   private header(length: number, fix: number, wide16: number): void {
@@ -92,36 +111,42 @@ export class MsgpackWriter {
     this.position = p
   }
 
+  /** A 64-bit integer: signed (int64) while it fits, as msgpackr writes it, unsigned above. */
   bigint(value: bigint): void {
     this.room(9)
-    this.bytes[this.position] = value < 0n ? 0xd3 : 0xcf
-    if (value < 0n) this.view.setBigInt64(this.position + 1, value)
+    const signed = value < 0x8000000000000000n
+    this.bytes[this.position] = signed ? 0xd3 : 0xcf
+    if (signed) this.view.setBigInt64(this.position + 1, value)
     else this.view.setBigUint64(this.position + 1, value)
     this.position += 9
   }
 
   string(value: string): void {
     const length = value.length
-    // UTF-8 takes at most 3 bytes per UTF-16 unit; the header is sized for that bound.
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: room and header are sized for that bound.
     const bound = length * 3
     const headerBytes = bound < 32 ? 1 : bound <= 0xff ? 2 : bound <= 0xffff ? 3 : 5
     this.room(headerBytes + bound)
     const b = this.bytes
-    const start = this.position + headerBytes
-    let p = start
-    // Short ASCII strings (names, routes, labels) are copied here: a call into Node costs more.
-    let ascii = length <= 24
-    if (ascii)
-      for (let i = 0; i < length; i++) {
+    const at = this.position
+    // Short ASCII strings (names, routes, labels) are copied here, under the fixstr header their
+    // length fits: a call into Node costs more. Anything else is written again below.
+    if (length <= 24) {
+      let p = at + 1
+      let i = 0
+      for (; i < length; i++) {
         const c = value.charCodeAt(i)
-        if (c >= 0x80) {
-          ascii = false
-          break
-        }
+        if (c >= 0x80) break
         b[p++] = c
       }
-    const written = ascii ? p - start : b.write(value, start)
-    const at = this.position
+      if (i === length) {
+        b[at] = 0xa0 | length
+        this.position = p
+        return
+      }
+    }
+    const start = at + headerBytes
+    const written = b.write(value, start)
     if (headerBytes === 1) b[at] = 0xa0 | written
     else if (headerBytes === 2) {
       b[at] = 0xd9
@@ -153,5 +178,45 @@ export class MsgpackWriter {
     if (typeof value === "string") this.string(value)
     else if (typeof value === "number") this.number(value)
     else this.boolean(value)
+  }
+
+  /** A map of string keys to scalars (attributes), nil when undefined. */
+  optionalScalarMap(map: Readonly<Record<string, string | number | boolean>> | undefined): void {
+    if (map === undefined) {
+      this.nil()
+      return
+    }
+    const keys = Object.keys(map)
+    this.mapHeader(keys.length)
+    for (const key of keys) {
+      this.string(key)
+      this.scalar(map[key] as string | number | boolean)
+    }
+  }
+
+  /** Bytes as they are: MessagePack written elsewhere, or the content after a `binHeader`. */
+  raw(bytes: Uint8Array): void {
+    this.room(bytes.length)
+    this.bytes.set(bytes, this.position)
+    this.position += bytes.length
+  }
+
+  /** `hex` as raw bytes; false, with nothing written, unless it is exactly `bytes` bytes of hex. */
+  hex(hex: string, bytes: number): boolean {
+    if (hex.length !== bytes * 2) return false
+    this.room(bytes)
+    if (this.bytes.write(hex, this.position, bytes, "hex") !== bytes) return false
+    this.position += bytes
+    return true
+  }
+
+  /** What was written since the last `clear`: a view of the buffer, valid until the next write. */
+  written(): Uint8Array {
+    return this.bytes.subarray(0, this.position)
+  }
+
+  /** Starts again at the beginning, keeping the buffer. */
+  clear(): void {
+    this.position = 0
   }
 }
