@@ -386,7 +386,7 @@ static __always_inline void emit_data(struct sock *sk, __u64 ids, __u32 target, 
 	__u32 copied = copy_payload(payload, syscall, args, want);
 	event->payload_len = copied;
 	if (propagation && sk && fd > 2)
-		propagation_data(sk, &event->header, payload, bounded(copied), egress);
+		propagation_data(sk, &event->header, payload, bounded(copied), egress, ret);
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
 	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag(size, false)))
 		record_loss(&event->header, ret);

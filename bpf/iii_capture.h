@@ -64,7 +64,8 @@ enum iii_counter {
 	III_COUNTER_INJECTED = 2,   /* propagation: outbound requests given a traceparent */
 	III_COUNTER_CARRIED = 3,    /* propagation: outbound requests that carried their own (untouched) */
 	III_COUNTER_UNFRAMED = 4,   /* propagation: connections left alone: bytes it could not frame */
-	III_COUNTER_COUNT = 5,
+	III_COUNTER_SKIPPED = 5,    /* propagation: requests sent without one: too little room to insert */
+	III_COUNTER_COUNT = 6,
 };
 
 /* Who a trace record speaks for. */

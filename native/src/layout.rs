@@ -100,6 +100,7 @@ pub const COUNTER_UNRECORDED: u32 = 1;
 pub const COUNTER_INJECTED: u32 = 2;
 pub const COUNTER_CARRIED: u32 = 3;
 pub const COUNTER_UNFRAMED: u32 = 4;
+pub const COUNTER_SKIPPED: u32 = 5;
 
 /// A record's (pid, fd), as one key: what ties a loss notice to the connection it belongs to.
 pub fn connection_key(record: &[u8]) -> u64 {

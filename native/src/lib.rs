@@ -83,6 +83,9 @@ pub struct Counters {
     pub carried: f64,
     /// Propagation: connections left alone because their bytes could not be framed as HTTP/1.x.
     pub unframed: f64,
+    /// Propagation: requests sent without a traceparent because the socket's send buffer had too
+    /// little room to insert one safely.
+    pub skipped: f64,
     /// Batches handed to JavaScript and not recycled yet.
     pub in_flight: f64,
 }
@@ -350,6 +353,7 @@ impl Capture {
             injected: running.kernel_counter(layout::COUNTER_INJECTED)? as f64,
             carried: running.kernel_counter(layout::COUNTER_CARRIED)? as f64,
             unframed: running.kernel_counter(layout::COUNTER_UNFRAMED)? as f64,
+            skipped: running.kernel_counter(layout::COUNTER_SKIPPED)? as f64,
             in_flight: running.in_flight() as f64,
         })
     }

@@ -135,6 +135,12 @@ export interface Counters {
    * (HTTP/2, a Transfer-Encoding other than chunked, bare LF line ends, a head over 16 KiB, …).
    */
   readonly unframed: number
+  /**
+   * Propagation: requests sent without a `traceparent` because their socket's send buffer had too
+   * little room for the message and the header (a send the socket cannot take whole would make the
+   * app send inserted bytes' worth of its own again).
+   */
+  readonly skipped: number
 }
 
 /** A running capture. @since 0.1.0 */
@@ -323,7 +329,8 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
         malformed: malformed + now.malformed,
         injected: now.injected,
         carried: now.carried,
-        unframed: now.unframed
+        unframed: now.unframed,
+        skipped: now.skipped
       }
     })
 

@@ -43,6 +43,7 @@ export interface NativeCounters {
   injected: number
   carried: number
   unframed: number
+  skipped: number
   inFlight: number
 }
 
