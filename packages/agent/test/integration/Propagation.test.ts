@@ -146,7 +146,7 @@ interface Received {
  * Anything malformed throws, which fails the test.
  */
 class RequestReader {
-  private pending = Buffer.alloc(0)
+  private pending: Buffer = Buffer.alloc(0)
   private state: "head" | "body" | "chunk-size" | "chunk-data" | "chunk-end" | "trailers" = "head"
   private remaining = 0
   private current:
