@@ -44,6 +44,8 @@ export interface NodeOptions {
   readonly stateDir?: string | undefined
   /** How often logs are read and missing cgroups looked for. Default 250 ms. */
   readonly pollIntervalMs?: number | undefined
+  /** Trace propagation for the pods' cgroups (the capture was started with `propagation`). */
+  readonly propagate?: boolean | undefined
 }
 
 export const compositionLabel = "iii.io/composition"
@@ -167,7 +169,7 @@ export const start = (
       if (dirs === undefined) return false
       const ids: Array<number> = []
       for (const dir of dirs) {
-        const added = run(capture.addCgroup(dir, container.target))
+        const added = run(capture.addCgroup(dir, container.target, { propagate: options.propagate === true }))
         if (added._tag === "Right") ids.push(added.right)
       }
       container.cgroupIds = ids
