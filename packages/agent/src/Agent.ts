@@ -54,7 +54,7 @@ export interface AgentOptions {
   /**
    * Trace propagation (eBPF), off by default since it changes bytes on the wire: the kernel inserts
    * `traceparent` (and `x-iii-correlation-id`) into the outbound HTTP/1.x requests of the traced
-   * cgroups (`cgroups`, node mode's pods) that carry none, continuing the trace of the request the
+   * cgroups (`cgroups`; node mode: the pods annotated `iii.io/propagation: "true"`) that carry none, continuing the trace of the request the
    * thread serves. Processes traced by pid only are not covered (no cgroup to attach to). When the
    * kernel cannot (no cgroup v2, program types missing) the agent says so and runs without it.
    * README "Trace propagation".

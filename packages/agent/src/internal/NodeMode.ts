@@ -44,13 +44,18 @@ export interface NodeOptions {
   readonly stateDir?: string | undefined
   /** How often logs are read and missing cgroups looked for. Default 250 ms. */
   readonly pollIntervalMs?: number | undefined
-  /** Trace propagation for the pods' cgroups (the capture was started with `propagation`). */
+  /**
+   * Trace propagation for the pods that opt in (annotation `iii.io/propagation: "true"`); the capture
+   * was started with `propagation`.
+   */
   readonly propagate?: boolean | undefined
 }
 
 export const compositionLabel = "iii.io/composition"
 export const componentLabel = "iii.io/component"
 export const traceAnnotation = "iii.io/trace"
+/** A pod's opt-in to trace propagation (the controller sets it from `observability.propagation`). */
+export const propagationAnnotation = "iii.io/propagation"
 
 export const isTraced = (pod: Kube.Pod): boolean =>
   pod.metadata.labels?.[compositionLabel] !== undefined ||
@@ -85,6 +90,8 @@ interface Container {
   cgroupIds: ReadonlyArray<number>
   /** Its ID is known but its directory was not found yet. */
   unlocated: boolean
+  /** Its outbound requests get a traceparent (its pod opted in, the agent can). */
+  readonly propagate: boolean
   readonly follower: Follower
 }
 
@@ -169,7 +176,7 @@ export const start = (
       if (dirs === undefined) return false
       const ids: Array<number> = []
       for (const dir of dirs) {
-        const added = run(capture.addCgroup(dir, container.target, { propagate: options.propagate === true }))
+        const added = run(capture.addCgroup(dir, container.target, { propagate: container.propagate }))
         if (added._tag === "Right") ids.push(added.right)
       }
       container.cgroupIds = ids
@@ -218,6 +225,8 @@ export const start = (
             containerId: undefined,
             cgroupIds: [],
             unlocated: false,
+            propagate:
+              options.propagate === true && pod.metadata.annotations?.[propagationAnnotation] === "true",
             follower: new Follower(
               dir,
               (line) => {
