@@ -410,6 +410,8 @@ const measure = async (service: Service, mode: Mode): Promise<Result> => {
     port = await freePort()
     agent = await startAgent(["proxy", obsUrl, String(port), String(service.port)])
   }
+  // New upstream connections, made while this mode's programs are attached.
+  if (service.workload === "call") service.started.child.kill("SIGHUP")
   const pid = agent?.child.pid
   const agentCpu = () => (pid === undefined ? 0 : cpuSeconds(pid))
   const answeredBefore = await answered(service)
