@@ -581,7 +581,7 @@ for (const workload of WORKLOADS) {
     `\n${workload}: medians over ${ROUNDS} rounds (service on CPU 0; wrk, agent and this script on CPU 1)`
   )
   console.log(
-    "mode       sat req/s   loss  | 2k/s p99  overhead | service µs/req | agent µs/req (sat, 2k/s) | dropped at 2k/s (requests, records) | peak RSS"
+    "mode          sat req/s   loss  | 2k/s p99  overhead | service µs/req | agent µs/req (sat, 2k/s) | dropped at 2k/s (requests, records) | peak RSS"
   )
   for (const mode of modes) {
     const rows = results.filter((r) => r.workload === workload && r.mode === mode)
@@ -612,7 +612,7 @@ for (const workload of WORKLOADS) {
       mode === "off" ? "       -" : `${Math.max(...rows.map((r) => r.rssMb)).toFixed(0)} MB`.padStart(8)
     console.log(
       [
-        mode.padEnd(8),
+        mode.padEnd(11),
         of(mode, (r) => r.satRps)
           .toFixed(0)
           .padStart(11),

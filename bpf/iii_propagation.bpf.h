@@ -22,9 +22,6 @@
 
 const volatile __u8 propagation = 0; /* 1: the server-side half in the capture hooks */
 
-#define III_CTX_HEX_TRACE 32
-#define III_CTX_HEX_SPAN 16
-
 /* The W3C ids of a span as hex text (what the header and the trace records carry). */
 struct iii_context {
 	char trace_id[32];
@@ -149,6 +146,24 @@ static __always_inline void random_hex(char *out, int n)
 		for (int i = 0; i < 8; i++)
 			out[word * 8 + i] = hex_digit(value >> (28 - 4 * i));
 	}
+}
+
+/* TAI runs ahead of UTC by the leap seconds (37 since 2017). */
+#define TAI_UTC_NS 37000000000ULL
+
+/* A new trace id as user space mints them (TraceContext.newTraceId): the time in milliseconds in the
+ * first 6 bytes, so that ids sort by time (obs appends them), then random. */
+static __always_inline void new_trace_id(char *out)
+{
+	__u64 ms = (bpf_ktime_get_tai_ns() - TAI_UTC_NS) / 1000000;
+#pragma unroll
+	for (int i = 0; i < 12; i++)
+		out[i] = hex_digit(ms >> (44 - 4 * i));
+	random_hex(out + 12, 16);
+	__u32 value = bpf_get_prandom_u32();
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		out[28 + i] = hex_digit(value >> (12 - 4 * i));
 }
 
 static __always_inline void no_parent(struct iii_context *context)
@@ -472,7 +487,7 @@ static __always_inline void outbound_context(struct iii_context *context)
 		context->flags[1] = serving->context.flags[1];
 		context->has_parent = 1;
 	} else {
-		random_hex(context->trace_id, 32);
+		new_trace_id(context->trace_id);
 		no_parent(context);
 		context->flags[0] = '0';
 		context->flags[1] = '1';
@@ -862,7 +877,7 @@ static __always_inline void propagation_data(struct sock *sk, const struct iii_e
 		return;
 	struct iii_serving next = {};
 	if (!inbound_parent(payload, copied, &next.context)) {
-		random_hex(next.context.trace_id, 32);
+		new_trace_id(next.context.trace_id);
 		no_parent(&next.context);
 		next.context.flags[0] = '0';
 		next.context.flags[1] = '1';

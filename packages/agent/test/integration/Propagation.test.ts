@@ -310,6 +310,8 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
       return done ? found : undefined
     })
     for (const server of serversA) {
+      // A trace the kernel started: its id begins with the time in milliseconds, as user space's do.
+      expect(Math.abs(Number.parseInt(server.traceId.slice(0, 12), 16) - Date.now())).toBeLessThan(120_000)
       const trace = spans.filter((s) => s.traceId === server.traceId)
       const client = trace.find((s) => s.service === "a" && s.kind === "client")
       const downstream = trace.find((s) => s.service === "b" && s.kind === "server")
