@@ -461,7 +461,8 @@ const measure = async (service: Service, mode: Mode): Promise<Result> => {
         requests,
         spans,
         dropped,
-        unaccounted: requests - spans - dropped,
+        // `call`: a server and a client span per request (the proxy sees only the inbound one).
+        unaccounted: requests * (service.workload === "call" && mode !== "proxy" ? 2 : 1) - spans - dropped,
         reasons:
           `ring full ${drops?.ring_full ?? 0}, unparsed ${drops?.unparsed ?? 0}, shutdown ${drops?.shutdown ?? 0}, ` +
           `export ${final?.spansLostInExport ?? 0}; kernel: ${final?.ringFullRecords ?? 0} records lost to a full ring ` +

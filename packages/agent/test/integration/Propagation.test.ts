@@ -324,6 +324,19 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     expect(counters.unframed).toBe(0)
   }, 60_000)
 
+  it("refuses a propagating cgroup on a capture started without propagation", async () => {
+    const scope = Effect.runSync(Scope.make())
+    cleanups.push(() => void Effect.runPromise(Scope.close(scope, Exit.void)))
+    const capture = await Effect.runPromise(
+      EbpfCapture.start({ enableCgroups: true, stdio: "off" }).pipe(Scope.extend(scope))
+    )
+    const error = await Effect.runPromise(Effect.flip(capture.addCgroup(cgroup(), 2, { propagate: true })))
+    expect(error._tag).toBe("EbpfCaptureError")
+    expect(error.message).toMatch(/propagation is off: start the capture with propagation: true/)
+    const counters = await Effect.runPromise(capture.counters)
+    expect(counters.injected).toBe(0)
+  })
+
   it.each([
     ["keepalive", false],
     ["pipelined", false],
