@@ -19,10 +19,13 @@ import net from "node:net"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import type { Telemetry } from "@iii/core"
-import { Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
+import * as Agent from "../../src/Agent.js"
 import * as EbpfCapture from "../../src/EbpfCapture.js"
+import * as Exporter from "../../src/Exporter.js"
 import { EventProcessor } from "../../src/internal/EventProcessor.js"
+import { FakeObs, until } from "../support/FakeObs.js"
 
 const availability = Effect.runSync(EbpfCapture.isAvailable)
 /** A writable cgroup v2 hierarchy (pure v2 at /sys/fs/cgroup, or the hybrid layout's "unified"). */
@@ -322,6 +325,54 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     const counters = await Effect.runPromise(capture.counters)
     expect(counters.injected).toBe(rounds)
     expect(counters.unframed).toBe(0)
+  }, 60_000)
+
+  it("the agent with propagation: obs gets A's and B's spans in one trace", async () => {
+    const groupA = cgroup()
+    const groupB = cgroup()
+    const obs = new FakeObs()
+    const url = await obs.start()
+    cleanups.push(() => void obs.stop())
+    const scope = Effect.runSync(Scope.make())
+    const layer = Agent.layer({
+      identity: { service: "ab" },
+      mode: "ebpf",
+      cgroups: [groupA, groupB],
+      propagation: true,
+      capture: { stdio: "off", pollIntervalMs: 20 }
+    }).pipe(
+      Layer.provide(Exporter.layer({ urls: [url], agent: { id: Exporter.newAgentId(), service: "ab" } }))
+    )
+    await Effect.runPromise(Layer.buildWithScope(layer, scope))
+    const b = spawnIn(groupB, [fixture("ebpf-server.mjs"), "127.0.0.1"])
+    const portB = Number((await b.line(/^listening (\d+)$/))[1])
+    const a = spawnIn(groupA, [fixture("ebpf-server.mjs"), "127.0.0.1", String(portB)])
+    const portA = Number((await a.line(/^listening (\d+)$/))[1])
+    await new Promise<void>((resolve, reject) =>
+      http
+        .get({ host: "127.0.0.1", port: portA, path: "/outbound", agent: false }, (res) => {
+          res.resume()
+          res.on("end", () => resolve())
+        })
+        .on("error", reject)
+    )
+    await until("three spans of one trace in obs", () => {
+      const spans = obs.spans
+      return spans.some(
+        (s) =>
+          s.kind === "server" &&
+          s.http?.path === "/upstream" &&
+          spans.some((c) => c.spanId === s.parentSpanId)
+      )
+    })
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    const spans = obs.spans
+    const downstream = spans.find((s) => s.kind === "server" && s.http?.path === "/upstream")
+    const client = spans.find((s) => s.spanId === downstream?.parentSpanId)
+    const upstream = spans.find((s) => s.spanId === client?.parentSpanId)
+    expect(client?.kind).toBe("client")
+    expect(upstream).toMatchObject({ kind: "server", http: { path: "/outbound" } })
+    expect(new Set([downstream?.traceId, client?.traceId, upstream?.traceId]).size).toBe(1)
   }, 60_000)
 
   it("refuses a propagating cgroup on a capture started without propagation", async () => {
