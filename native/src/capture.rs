@@ -300,6 +300,9 @@ impl Running {
             ));
         }
 
+        // Without propagation its maps stay tiny: the per-thread map is preallocated (LRU), ~10 MiB
+        // of kernel memory at full size.
+        let propagation_entries: u32 = if settings.propagation { 65536 } else { 1 };
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
         let filter_cgroups: u8 = settings.cgroups_enabled.into();
         let (pidns_dev, pidns_ino) = settings.pid_namespace.unwrap_or((0, 0));
@@ -316,6 +319,8 @@ impl Running {
             .set_global("adopt_entrants", &adopt_entrants, true)
             .set_global("propagation", &u8::from(settings.propagation), true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
+            .set_max_entries("iii_serving", propagation_entries)
+            .set_max_entries("iii_sockhash", propagation_entries)
             // iii_socks, the sockets' local storage: aya 0.13 creates it but has no Rust type for
             // it (user space never reads it).
             .allow_unsupported_maps()
