@@ -51,13 +51,14 @@ if (skip !== undefined) console.warn(`propagation tests skipped: ${skip}`)
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))
 
-const cleanups: Array<() => void> = []
+/** Run in reverse order after each test, each awaited (a cgroup can only go once its processes have). */
+const cleanups: Array<() => unknown> = []
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) {
     try {
-      cleanup()
-    } catch {
-      // best effort (a cgroup whose last process is still exiting)
+      await cleanup()
+    } catch (error) {
+      console.warn(`cleanup failed: ${String(error)}`)
     }
   }
 })
@@ -79,7 +80,10 @@ const spawnIn = (group: string, args: ReadonlyArray<string>) => {
   const lines: Array<string> = []
   createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => lines.push(line))
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-  cleanups.push(() => child.kill("SIGKILL"))
+  cleanups.push(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    return exited
+  })
   const line = async (pattern: RegExp): Promise<RegExpExecArray> => {
     for (let i = 0; i < 6000; i++) {
       for (const candidate of lines) {
@@ -121,7 +125,7 @@ const startCapture = async (identities: Record<number, string>) => {
     await Effect.runPromise(Fiber.interrupt(consumer))
     await Effect.runPromise(Scope.close(scope, Exit.void))
   }
-  cleanups.push(() => void close())
+  cleanups.push(close)
   return { capture, spans, processor, close }
 }
 
@@ -332,7 +336,7 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     const groupB = cgroup()
     const obs = new FakeObs()
     const url = await obs.start()
-    cleanups.push(() => void obs.stop())
+    cleanups.push(() => obs.stop())
     const scope = Effect.runSync(Scope.make())
     const layer = Agent.layer({
       identity: { service: "ab" },
@@ -377,7 +381,7 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
 
   it("refuses a propagating cgroup on a capture started without propagation", async () => {
     const scope = Effect.runSync(Scope.make())
-    cleanups.push(() => void Effect.runPromise(Scope.close(scope, Exit.void)))
+    cleanups.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
     const capture = await Effect.runPromise(
       EbpfCapture.start({ enableCgroups: true, stdio: "off" }).pipe(Scope.extend(scope))
     )
