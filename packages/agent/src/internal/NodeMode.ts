@@ -57,6 +57,10 @@ export const traceAnnotation = "iii.io/trace"
 /** A pod's opt-in to trace propagation (the controller sets it from `observability.propagation`). */
 export const propagationAnnotation = "iii.io/propagation"
 
+/** Whether a pod's outbound requests get a traceparent: it opted in, and the agent can. Pure. */
+export const propagates = (pod: Kube.Pod, agentPropagates: boolean): boolean =>
+  agentPropagates && pod.metadata.annotations?.[propagationAnnotation] === "true"
+
 export const isTraced = (pod: Kube.Pod): boolean =>
   pod.metadata.labels?.[compositionLabel] !== undefined ||
   pod.metadata.annotations?.[traceAnnotation] === "true"
@@ -225,8 +229,7 @@ export const start = (
             containerId: undefined,
             cgroupIds: [],
             unlocated: false,
-            propagate:
-              options.propagate === true && pod.metadata.annotations?.[propagationAnnotation] === "true",
+            propagate: propagates(pod, options.propagate === true),
             follower: new Follower(
               dir,
               (line) => {
