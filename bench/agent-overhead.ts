@@ -9,14 +9,20 @@
  * Workloads (each a Node.js service pinned to CPU 0, alone there):
  * - `hello`: a hello-world JSON endpoint (~11 µs of CPU per request: the worst case for any capture);
  * - `api`: each request looks a customer up in an in-memory table, totals their recent orders and
- *   answers ~4 KB of JSON (~50 µs of CPU per request on this VM).
+ *   answers ~4 KB of JSON (~50 µs of CPU per request on this VM);
+ * - `call` (WORKLOADS=call): each request calls an upstream `hello` (untraced, on CPU 1) over a
+ *   keep-alive connection: an outbound request per inbound one, for the `propagation` mode.
  * Modes:
  * - `off`: no agent;
  * - `ebpf`: the node agent's capture (the service in a cgroup v2 directory of its own, traced by its
  *   cgroup id, no pid lookup, no stdout/stderr hooks), at nice 10 as deployed;
  * - `proxy`: the reverse proxy in front of the service;
  * - `attached` (saturation only): the same programs attached, tracing an empty cgroup: what every
- *   untraced process on the node pays.
+ *   untraced process on the node pays;
+ * - `propagation`: `ebpf` with trace propagation (issue #19): inbound requests get their ids in the
+ *   kernel, outbound ones (the `call` workload's) a traceparent inserted by the sk_msg program, whose
+ *   own cost per message the kernel's BPF statistics give (run time / runs, `kernel.bpf_stats_enabled`
+ *   on for that measurement).
  * Each round runs every mode of every workload (order rotated); per mode: 2 s of warm-up at
  * saturation (the agent's code compiled), SECONDS at a fixed 2,000 req/s (open loop,
  * bench/fixtures/fixed-rate.ts in its own process; latency from each request's scheduled time), then
@@ -61,16 +67,20 @@ const execFileAsync = promisify(execFile)
 // This script and everything it starts run on CPU 1 unless pinned elsewhere.
 execFileSync("taskset", ["-cp", "1", String(process.pid)], { stdio: "ignore" })
 
-type Workload = "hello" | "api"
-type Mode = "off" | "ebpf" | "proxy" | "attached"
-const apps: Record<Workload, string> = { hello: "./support/bench-app.mjs", api: "./support/api-app.mjs" }
+type Workload = "hello" | "api" | "call"
+type Mode = "off" | "ebpf" | "proxy" | "attached" | "propagation"
+const apps: Record<Workload, string> = {
+  hello: "./support/bench-app.mjs",
+  api: "./support/api-app.mjs",
+  call: "./support/call-app.mjs"
+}
 const availability = await Effect.runPromise(EbpfCapture.isAvailable)
 const cgroupMount = readFileSync("/proc/mounts", "utf8")
   .split("\n")
   .map((line) => line.split(" "))
   .find((fields) => fields[2] === "cgroup2")?.[1]
 const ebpf = availability.available && cgroupMount !== undefined
-const modes: Array<Mode> = ebpf ? ["off", "ebpf", "proxy", "attached"] : ["off", "proxy"]
+const modes: Array<Mode> = ebpf ? ["off", "ebpf", "proxy", "attached", "propagation"] : ["off", "proxy"]
 if (!ebpf) console.log(`eBPF columns skipped: ${availability.reasons.join("; ") || "no cgroup v2 mount"}`)
 
 // ---------------------------------------------------------------------------------------------------
@@ -360,7 +370,32 @@ interface Result {
   rssMb: number
   droppedFixed: number
   recordsLostFixed: number
+  /** `propagation`: the sk_msg program's run time per message at saturation, ns (NaN: it never ran). */
+  skMsgNs: number
   accounting: Accounting | undefined
+}
+
+/**
+ * The sk_msg program's cumulative run time and runs (bpftool), with the kernel's BPF statistics
+ * turned on (`enable`) or off again: they cost a clock read per run, so only for this measurement.
+ */
+const skMsgStats = (enable: boolean): { ns: number; runs: number } | undefined => {
+  try {
+    if (!enable) {
+      const shown = JSON.parse(
+        execFileSync("bpftool", ["prog", "show", "name", "iii_http_inject", "--json"], { encoding: "utf8" })
+      )
+      writeFileSync("/proc/sys/kernel/bpf_stats_enabled", "0")
+      const program = (Array.isArray(shown) ? shown[0] : shown) as
+        | { run_time_ns?: number; run_cnt?: number }
+        | undefined
+      return { ns: program?.run_time_ns ?? 0, runs: program?.run_cnt ?? 0 }
+    }
+    writeFileSync("/proc/sys/kernel/bpf_stats_enabled", "1")
+    return { ns: 0, runs: 0 }
+  } catch {
+    return undefined
+  }
 }
 
 const emptyCgroup = ebpf ? makeCgroup("empty") : ""
@@ -369,11 +404,14 @@ const measure = async (service: Service, mode: Mode): Promise<Result> => {
   let agent: Started | undefined
   let port = service.port
   if (mode === "ebpf") agent = await startAgent(["cgroup", obsUrl, service.cgroup ?? ""])
+  else if (mode === "propagation") agent = await startAgent(["propagation", obsUrl, service.cgroup ?? ""])
   else if (mode === "attached") agent = await startAgent(["cgroup", obsUrl, emptyCgroup])
   else if (mode === "proxy") {
     port = await freePort()
     agent = await startAgent(["proxy", obsUrl, String(port), String(service.port)])
   }
+  // New upstream connections, made while this mode's programs are attached.
+  if (service.workload === "call") service.started.child.kill("SIGHUP")
   const pid = agent?.child.pid
   const agentCpu = () => (pid === undefined ? 0 : cpuSeconds(pid))
   const answeredBefore = await answered(service)
@@ -397,7 +435,13 @@ const measure = async (service: Service, mode: Mode): Promise<Result> => {
   const serviceCpu0 = cpuSeconds(servicePid)
   const agentCpu0 = agentCpu()
   const satStarted = process.hrtime.bigint()
+  const programBefore = mode === "propagation" ? skMsgStats(true) : undefined
   const sat = await wrk(port, SECONDS, 32)
+  const program = programBefore === undefined ? undefined : skMsgStats(false)
+  const skMsgNs =
+    program === undefined || programBefore === undefined || program.runs === programBefore.runs
+      ? Number.NaN
+      : (program.ns - programBefore.ns) / (program.runs - programBefore.runs)
   const agentUsSat = ((agentCpu() - agentCpu0) * 1e6) / sat.requests
   const serviceCpu = cpuSeconds(servicePid) - serviceCpu0
   const satSeconds = Number(process.hrtime.bigint() - satStarted) / 1e9
@@ -417,7 +461,8 @@ const measure = async (service: Service, mode: Mode): Promise<Result> => {
         requests,
         spans,
         dropped,
-        unaccounted: requests - spans - dropped,
+        // `call`: a server and a client span per request (the proxy sees only the inbound one).
+        unaccounted: requests * (service.workload === "call" && mode !== "proxy" ? 2 : 1) - spans - dropped,
         reasons:
           `ring full ${drops?.ring_full ?? 0}, unparsed ${drops?.unparsed ?? 0}, shutdown ${drops?.shutdown ?? 0}, ` +
           `export ${final?.spansLostInExport ?? 0}; kernel: ${final?.ringFullRecords ?? 0} records lost to a full ring ` +
@@ -439,12 +484,30 @@ const measure = async (service: Service, mode: Mode): Promise<Result> => {
     rssMb,
     droppedFixed,
     recordsLostFixed,
+    skMsgNs,
     accounting
   }
 }
 
 // ---------------------------------------------------------------------------------------------------
 // rounds
+
+/** The `call` workload's upstream: a `hello` on CPU 1, outside the traced cgroups. */
+let upstreamStarted: { readonly port: number; readonly started: Started } | undefined
+const upstream = async (): Promise<number> => {
+  if (upstreamStarted !== undefined) return upstreamStarted.port
+  const port = await freePort()
+  const started = await startProcess(
+    ["taskset", "-c", "1", process.execPath, here(apps.hello)],
+    "listening",
+    {
+      ...process.env,
+      PORT: String(port)
+    }
+  )
+  upstreamStarted = { port, started }
+  return port
+}
 
 const startService = async (workload: Workload): Promise<Service> => {
   const port = await freePort()
@@ -453,7 +516,8 @@ const startService = async (workload: Workload): Promise<Service> => {
     "listening",
     {
       ...process.env,
-      PORT: String(port)
+      PORT: String(port),
+      ...(workload === "call" ? { UPSTREAM_PORT: String(await upstream()) } : {})
     }
   )
   // A pod of its own: the node agent traces it by its cgroup.
@@ -480,7 +544,8 @@ for (let round = 0; round < ROUNDS; round++) {
       console.log(
         `round ${round + 1} ${workload.padEnd(5)} ${mode.padEnd(8)} sat ${r.satRps.toFixed(0)} req/s p99 ${r.satP99.toFixed(2)} ms | ` +
           `@${FIXED_RATE}/s p99 ${r.fixedP99.toFixed(2)} ms | service ${r.serviceUs.toFixed(1)} µs/req (${(r.serviceBusy * 100).toFixed(0)}% busy) | ` +
-          `agent ${r.agentUsSat.toFixed(1)} µs/req sat, ${r.agentUsFixed.toFixed(1)} at 2k/s, ${r.rssMb.toFixed(0)} MB, dropped at 2k/s ${r.droppedFixed}`
+          `agent ${r.agentUsSat.toFixed(1)} µs/req sat, ${r.agentUsFixed.toFixed(1)} at 2k/s, ${r.rssMb.toFixed(0)} MB, dropped at 2k/s ${r.droppedFixed}` +
+          (Number.isNaN(r.skMsgNs) ? "" : ` | sk_msg ${(r.skMsgNs / 1000).toFixed(2)} µs/message`)
       )
       const a = r.accounting
       if (a !== undefined)
@@ -517,7 +582,7 @@ for (const workload of WORKLOADS) {
     `\n${workload}: medians over ${ROUNDS} rounds (service on CPU 0; wrk, agent and this script on CPU 1)`
   )
   console.log(
-    "mode       sat req/s   loss  | 2k/s p99  overhead | service µs/req | agent µs/req (sat, 2k/s) | dropped at 2k/s (requests, records) | peak RSS"
+    "mode          sat req/s   loss  | 2k/s p99  overhead | service µs/req | agent µs/req (sat, 2k/s) | dropped at 2k/s (requests, records) | peak RSS"
   )
   for (const mode of modes) {
     const rows = results.filter((r) => r.workload === workload && r.mode === mode)
@@ -548,7 +613,7 @@ for (const workload of WORKLOADS) {
       mode === "off" ? "       -" : `${Math.max(...rows.map((r) => r.rssMb)).toFixed(0)} MB`.padStart(8)
     console.log(
       [
-        mode.padEnd(8),
+        mode.padEnd(11),
         of(mode, (r) => r.satRps)
           .toFixed(0)
           .padStart(11),
@@ -602,12 +667,21 @@ for (const workload of WORKLOADS) {
         `${dropped.reduce((s, r) => s + r.recordsLostFixed, 0)} kernel records over ${ROUNDS} rounds (target 0)`
     )
   }
+  if (ebpf) {
+    console.log(
+      `${workload}: propagation vs eBPF: saturated throughput ${pct(ratio(workload, "propagation", (r) => r.satRps) / ratio(workload, "ebpf", (r) => r.satRps) - 1)}, ` +
+        `p99 at ${FIXED_RATE} req/s ${of("ebpf", (r) => r.fixedP99).toFixed(2)} → ${of("propagation", (r) => r.fixedP99).toFixed(2)} ms, ` +
+        `sk_msg ${(of("propagation", (r) => r.skMsgNs) / 1000).toFixed(2)} µs per message at saturation` +
+        (workload === "call" ? "" : " (no outbound requests: the inbound side only)")
+    )
+  }
   console.log(
     `${workload}: proxy saturated throughput ${pct(-(1 - ratio(workload, "proxy", (r) => r.satRps)))}, p99 at ${FIXED_RATE} req/s ` +
       `${pct(ratio(workload, "proxy", (r) => r.fixedP99) - 1)}, agent ${of("proxy", (r) => r.agentUsSat).toFixed(1)} µs/req at saturation`
   )
 }
 for (const service of services.values()) await stop(service.started.child)
+if (upstreamStarted !== undefined) await stop(upstreamStarted.started.child)
 
 // ---------------------------------------------------------------------------------------------------
 // the node agent tracing PODS pods: its memory

@@ -364,9 +364,12 @@ static __always_inline __u32 copy_payload(__u8 *payload, __u8 syscall, struct sy
 	}
 }
 
-/* Writes a data record of `ret` bytes moved by `syscall` on `fd`, payload copied from its buffers. */
-static __always_inline void emit_data(__u64 ids, __u32 target, __s32 fd, __u8 syscall, bool egress,
-				      long ret, struct syscall_args *args)
+#include "iii_propagation.bpf.h"
+
+/* Writes a data record of `ret` bytes moved by `syscall` on `fd`, payload copied from its buffers.
+ * `sk`: the socket (NULL for stdout/stderr through the write syscalls). */
+static __always_inline void emit_data(struct sock *sk, __u64 ids, __u32 target, __s32 fd, __u8 syscall,
+				      bool egress, long ret, struct syscall_args *args)
 {
 	__u32 zero = 0;
 	struct iii_scratch *scratch = bpf_map_lookup_elem(&iii_scratch, &zero);
@@ -382,6 +385,8 @@ static __always_inline void emit_data(__u64 ids, __u32 target, __s32 fd, __u8 sy
 	__u32 want = (__u64)ret < limit ? (__u32)ret : limit;
 	__u32 copied = copy_payload(payload, syscall, args, want);
 	event->payload_len = copied;
+	if (propagation && sk && fd > 2)
+		propagation_data(sk, &event->header, payload, bounded(copied), egress, ret);
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
 	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag(size, false)))
 		record_loss(&event->header, ret);
@@ -445,7 +450,7 @@ static __always_inline void sock_data(struct sock *sk, int ret, int flags, bool 
 	if (fd == 1 || fd == 2) {
 		/* stdout/stderr as a socket: log lines, not traffic (unless the write tracepoints have them) */
 		if (stdio_capture == 1 && egress)
-			emit_data(ids, target, fd, syscall, egress, ret, &args);
+			emit_data(sk, ids, target, fd, syscall, egress, ret, &args);
 		return;
 	}
 	struct iii_sock *known = bpf_sk_storage_get(&iii_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -461,7 +466,7 @@ static __always_inline void sock_data(struct sock *sk, int ret, int flags, bool 
 	}
 	if (fd < 0)
 		return; /* a socket only ever used through io_uring & co.: no connection to key it by */
-	emit_data(ids, target, fd, syscall, egress, ret, &args);
+	emit_data(sk, ids, target, fd, syscall, egress, ret, &args);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -517,7 +522,7 @@ static __always_inline void exit_stdio(struct trace_event_raw_sys_exit *ctx, __u
 	__s32 fd = (__s32)args.arg[0];
 	if (fd != 1 && fd != 2)
 		return;
-	emit_data(ids, target, fd, syscall, true, ret, &args);
+	emit_data(NULL, ids, target, fd, syscall, true, ret, &args);
 }
 
 SEC("tracepoint/syscalls/sys_exit_write")

@@ -15,7 +15,7 @@
 #include <linux/types.h>
 #endif
 
-#define III_LAYOUT_VERSION 4
+#define III_LAYOUT_VERSION 5
 
 /* Hard upper bound of payload bytes per data event; the load-time setting may lower it.
  * Twice this (the iovec copy needs the slack, see copy_iov) must fit a per-CPU value (32 KiB). */
@@ -32,6 +32,7 @@ enum iii_event_kind {
 	III_EVENT_FORK = 4,
 	III_EVENT_EXIT = 5,
 	III_EVENT_LOST = 6, /* a record the ring could not take (iii_lost_event, from the loss ring) */
+	III_EVENT_TRACE = 7, /* trace propagation: the ids of a request (iii_trace_event) */
 };
 
 enum iii_syscall {
@@ -60,7 +61,17 @@ enum iii_direction {
 enum iii_counter {
 	III_COUNTER_DROPPED = 0,    /* records lost because the ring buffer was full */
 	III_COUNTER_UNRECORDED = 1, /* of those, losses the loss ring could not record either */
-	III_COUNTER_COUNT = 2,
+	III_COUNTER_INJECTED = 2,   /* propagation: outbound requests given a traceparent */
+	III_COUNTER_CARRIED = 3,    /* propagation: outbound requests that carried their own (untouched) */
+	III_COUNTER_UNFRAMED = 4,   /* propagation: connections left alone: bytes it could not frame */
+	III_COUNTER_SKIPPED = 5,    /* propagation: requests sent without one: too little room to insert */
+	III_COUNTER_COUNT = 6,
+};
+
+/* Who a trace record speaks for. */
+enum iii_trace_role {
+	III_TRACE_SERVER = 1, /* an inbound request a traced thread read: its server span's ids */
+	III_TRACE_CLIENT = 2, /* an outbound request the kernel gave a traceparent: its client span's ids */
 };
 
 /*
@@ -138,6 +149,25 @@ struct iii_lost_event {
 	__u32 total_len;    /* bytes the lost syscall moved (data records), else 0 */
 	__u8 lost_kind;     /* enum iii_event_kind of the lost record */
 	__u8 reserved[3];
+};
+
+/*
+ * Trace propagation (the `propagation` setting): the W3C ids of one request, as lowercase hex text
+ * (what the traceparent header carries, and what telemetry uses). Written just before the data record
+ * of the same socket and syscall, with the same timestamp: a server record for an inbound request
+ * that record begins, a client record for each request the kernel inserted a traceparent into (its
+ * head ends in that record). The header's fd/pid/tid are the data record's.
+ */
+struct iii_trace_event {
+	struct iii_event_header header;
+	__u8 role;          /* enum iii_trace_role */
+	__u8 has_parent;    /* 0: the span is a root (parent_id is all '0') */
+	__u8 reserved[6];
+	char trace_id[32];
+	char span_id[16];
+	char parent_id[16];
+	char flags[2];
+	__u8 reserved2[6];
 };
 
 #endif /* III_CAPTURE_H */

@@ -57,7 +57,7 @@ case "$arch" in
   *) target_arch=$arch node_arch=$arch ;;
 esac
 object=bpf/build/iii_capture.bpf.o
-if [ ! -f "$object" ] || [ -n "$(find bpf/iii_capture.bpf.c bpf/iii_capture.h bpf/build/vmlinux.h -newer "$object")" ]; then
+if [ ! -f "$object" ] || [ -n "$(find bpf/iii_capture.bpf.c bpf/iii_capture.h bpf/iii_propagation.bpf.h bpf/build/vmlinux.h -newer "$object")" ]; then
   log "clang: $object"
   clang -O2 -g -target bpf "-D__TARGET_ARCH_$target_arch" -Wall -Werror \
     -I bpf/build -I bpf -c bpf/iii_capture.bpf.c -o "$object.tmp"

@@ -1,6 +1,7 @@
 /**
  * The agent as its own process for bench:agent-overhead (built @iii/agent, no CLI build needed):
  *   node bench/support/agent-runner.mjs cgroup OBS_URL CGROUP_DIR     (the node agent's capture of a pod)
+ *   node bench/support/agent-runner.mjs propagation OBS_URL CGROUP_DIR   (the same, with trace propagation)
  *   node bench/support/agent-runner.mjs node   OBS_URL NODE KUBECONFIG CGROUP_ROOT POD_LOGS STATE_DIR
  *   node bench/support/agent-runner.mjs proxy  OBS_URL LISTEN_PORT UPSTREAM_PORT
  * Plain JavaScript, not TypeScript: Node's type stripping would load its TypeScript transformer into
@@ -14,9 +15,9 @@ import * as Priority from "@iii/agent/Priority"
 import { Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
 
 const [mode, obsUrl, a, b, c, d, e] = process.argv.slice(2)
-if (!["cgroup", "node", "proxy"].includes(mode) || obsUrl === undefined || a === undefined) {
+if (!["cgroup", "propagation", "node", "proxy"].includes(mode) || obsUrl === undefined || a === undefined) {
   console.error(
-    "usage: agent-runner.mjs cgroup OBS_URL DIR | node OBS_URL NODE KUBECONFIG CGROUP_ROOT POD_LOGS STATE_DIR | proxy OBS_URL LISTEN UPSTREAM"
+    "usage: agent-runner.mjs cgroup|propagation OBS_URL DIR | node OBS_URL NODE KUBECONFIG CGROUP_ROOT POD_LOGS STATE_DIR | proxy OBS_URL LISTEN UPSTREAM"
   )
   process.exit(2)
 }
@@ -25,6 +26,12 @@ const agentId = Exporter.newAgentId()
 const options = {
   // The node agent's capture: cgroup targets only, no pid lookup, no stdout/stderr hooks.
   cgroup: { mode: "ebpf", cgroups: [a], capture: { stdio: "off", pidTargets: false } },
+  propagation: {
+    mode: "ebpf",
+    cgroups: [a],
+    propagation: true,
+    capture: { stdio: "off", pidTargets: false }
+  },
   node: { node: { nodeName: a, kubeconfig: b, cgroupRoot: c, podLogs: d, stateDir: e } },
   proxy: {
     mode: "proxy",
@@ -60,6 +67,9 @@ const report = async () => {
       ringFullRecords: stats.capture?.dropped ?? 0,
       unrecordedRecords: stats.capture?.unrecorded ?? 0,
       abandonedRecords: stats.capture?.abandoned ?? 0,
+      injected: stats.capture?.injected ?? 0,
+      unframed: stats.capture?.unframed ?? 0,
+      skipped: stats.capture?.skipped ?? 0,
       spansSealed: stats.exporter.spansSealed,
       node: stats.node,
       memory: Object.fromEntries(

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, SockHash};
+use aya::programs::{
+    BtfTracePoint, CgroupAttachMode, ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
+};
+use aya::programs::sock_ops::SockOpsLinkId;
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
@@ -55,7 +58,14 @@ pub struct Settings {
     pub stdio_capture: u8,
     /// Trace processes by pid (iii_tgids); off, only cgroups are checked.
     pub pid_targets: bool,
+    /// Trace propagation: load the sk_msg and sock_ops programs (bpf/iii_propagation.bpf.h); the
+    /// cgroups given at start propagate.
+    pub propagation: bool,
 }
+
+/// The propagation programs' names in the object.
+const SOCKOPS: &str = "iii_sockops";
+const SK_MSG: &str = "iii_http_inject";
 
 #[derive(Default)]
 pub struct ReaderStats {
@@ -83,6 +93,12 @@ pub struct Running {
     tgids: HashMap<MapData, u32, u32>,
     cgroups: HashMap<MapData, u64, u32>,
     counters: PerCpuArray<MapData, u64>,
+    /// Propagation: the outbound sockets of propagating cgroups (the sk_msg program is attached to
+    /// it, so it lives as long as the capture); None without propagation.
+    _sockhash: Option<SockHash<MapData, u64>>,
+    /// Propagating cgroups (by id) and their sock_ops attachments.
+    propagating: std::collections::HashMap<u64, SockOpsLinkId>,
+    pub propagation: bool,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
     recycled: Sender<u32>,
@@ -223,6 +239,21 @@ fn target_of(name: &str) -> Option<Target> {
         .then(|| Target::Raw(rest.to_owned()))
 }
 
+/// Attaches the sock_ops program to a cgroup v2 directory. A BPF link: it runs alongside any other
+/// programs attached there (the link API takes no multi-attach flag: EINVAL with one).
+fn attach_sockops(ebpf: &mut Ebpf, path: &str) -> napi::Result<SockOpsLinkId> {
+    let directory = std::fs::File::open(path)
+        .map_err(|e| error("invalid", format!("cgroup {path}: {e}")))?;
+    let program: &mut SockOps = ebpf
+        .program_mut(SOCKOPS)
+        .ok_or_else(|| error("load", format!("the BPF object has no program {SOCKOPS}")))?
+        .try_into()
+        .map_err(|e| program_error(SOCKOPS, "attaching", e))?;
+    program
+        .attach(directory, CgroupAttachMode::Single)
+        .map_err(|e| program_error(SOCKOPS, &format!("attaching to cgroup {path}:"), e))
+}
+
 fn take_map<T>(ebpf: &mut Ebpf, name: &str) -> napi::Result<T>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -238,7 +269,7 @@ impl Running {
         settings: Settings,
         slabs: Vec<Slab>,
         pids: &[u32],
-        cgroup_ids: &[u64],
+        cgroups: &[(String, u64)],
         on_batch: BatchCallback,
         stats: Arc<ReaderStats>,
     ) -> napi::Result<Self> {
@@ -270,6 +301,9 @@ impl Running {
             ));
         }
 
+        // Without propagation its maps stay tiny: the per-thread map is preallocated (LRU), ~10 MiB
+        // of kernel memory at full size.
+        let propagation_entries: u32 = if settings.propagation { 65536 } else { 1 };
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
         let filter_cgroups: u8 = settings.cgroups_enabled.into();
         let (pidns_dev, pidns_ino) = settings.pid_namespace.unwrap_or((0, 0));
@@ -284,7 +318,10 @@ impl Running {
             .set_global("pidns_dev", &pidns_dev, true)
             .set_global("pidns_ino", &pidns_ino, true)
             .set_global("adopt_entrants", &adopt_entrants, true)
+            .set_global("propagation", &u8::from(settings.propagation), true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
+            .set_max_entries("iii_serving", propagation_entries)
+            .set_max_entries("iii_sockhash", propagation_entries)
             // iii_socks, the sockets' local storage: aya 0.13 creates it but has no Rust type for
             // it (user space never reads it).
             .allow_unsupported_maps()
@@ -295,7 +332,7 @@ impl Running {
             .map_err(load_error)?;
 
         let mut tgids: HashMap<MapData, u32, u32> = take_map(&mut ebpf, "iii_tgids")?;
-        let mut cgroups: HashMap<MapData, u64, u32> = take_map(&mut ebpf, "iii_cgroups")?;
+        let mut cgroups_map: HashMap<MapData, u64, u32> = take_map(&mut ebpf, "iii_cgroups")?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "iii_counters")?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, "iii_events")?;
         let losses: RingBuf<MapData> = take_map(&mut ebpf, "iii_losses")?;
@@ -304,8 +341,8 @@ impl Running {
                 .insert(pid, layout::DEFAULT_TARGET, 0)
                 .map_err(|e| error("map", format!("adding pid {pid}: {e}")))?;
         }
-        for id in cgroup_ids {
-            cgroups
+        for (_, id) in cgroups {
+            cgroups_map
                 .insert(id, layout::DEFAULT_TARGET, 0)
                 .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))?;
         }
@@ -363,6 +400,32 @@ impl Running {
                 }
             }
         }
+        let mut propagating = std::collections::HashMap::new();
+        let sockhash = if settings.propagation {
+            let sockhash: SockHash<MapData, u64> = take_map(&mut ebpf, "iii_sockhash")?;
+            let _signals = SignalsBlocked::new();
+            let program: &mut SkMsg = ebpf
+                .program_mut(SK_MSG)
+                .ok_or_else(|| error("load", format!("the BPF object has no program {SK_MSG}")))?
+                .try_into()
+                .map_err(|e| program_error(SK_MSG, "loading", e))?;
+            program.load().map_err(|e| program_error(SK_MSG, "loading", e))?;
+            program
+                .attach(sockhash.fd())
+                .map_err(|e| program_error(SK_MSG, "attaching", e))?;
+            let program: &mut SockOps = ebpf
+                .program_mut(SOCKOPS)
+                .ok_or_else(|| error("load", format!("the BPF object has no program {SOCKOPS}")))?
+                .try_into()
+                .map_err(|e| program_error(SOCKOPS, "loading", e))?;
+            program.load().map_err(|e| program_error(SOCKOPS, "loading", e))?;
+            for (path, id) in cgroups {
+                propagating.insert(*id, attach_sockops(&mut ebpf, path)?);
+            }
+            Some(sockhash)
+        } else {
+            None
+        };
 
         let stop = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicBool::new(false));
@@ -407,8 +470,11 @@ impl Running {
             draining,
             wake,
             tgids,
-            cgroups,
+            cgroups: cgroups_map,
             counters,
+            _sockhash: sockhash,
+            propagating,
+            propagation: settings.propagation,
             stop,
             reader: Some(reader),
             recycled,
@@ -462,13 +528,35 @@ impl Running {
         }
     }
 
-    pub fn add_cgroup(&mut self, id: u64, target: u32) -> napi::Result<()> {
+    /// `propagate`: the cgroup's directory, whose outbound requests get a traceparent.
+    pub fn add_cgroup(&mut self, id: u64, target: u32, propagate: Option<&str>) -> napi::Result<()> {
+        if let Some(path) = propagate {
+            if !self.propagation {
+                return Err(error("invalid", "propagation is off: start the capture with propagation: true"));
+            }
+            if !self.propagating.contains_key(&id) {
+                let ebpf = self.ebpf.as_mut().ok_or_else(|| error("closed", "the capture is closed"))?;
+                let link = attach_sockops(ebpf, path)?;
+                self.propagating.insert(id, link);
+            }
+        }
         self.cgroups
             .insert(id, target, 0)
             .map_err(|e| error("map", format!("adding cgroup {id}: {e}")))
     }
 
     pub fn remove_cgroup(&mut self, id: u64) -> napi::Result<()> {
+        if let Some(link) = self.propagating.remove(&id) {
+            if let Some(program) = self
+                .ebpf
+                .as_mut()
+                .and_then(|ebpf| ebpf.program_mut(SOCKOPS))
+                .and_then(|program| <&mut SockOps>::try_from(program).ok())
+            {
+                // Detaching from a cgroup whose directory is gone already fails harmlessly.
+                let _ = program.detach(link);
+            }
+        }
         match self.cgroups.remove(&id) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::SyscallError(ref e))

@@ -68,7 +68,20 @@ pub struct LostEvent {
     pub reserved: [u8; 3],
 }
 
-pub const LAYOUT_VERSION: u32 = 4;
+#[repr(C)]
+pub struct TraceEvent {
+    pub header: EventHeader,
+    pub role: u8,
+    pub has_parent: u8,
+    pub reserved: [u8; 6],
+    pub trace_id: [u8; 32],
+    pub span_id: [u8; 16],
+    pub parent_id: [u8; 16],
+    pub flags: [u8; 2],
+    pub reserved2: [u8; 6],
+}
+
+pub const LAYOUT_VERSION: u32 = 5;
 /// The target of pids and cgroups given without one (III_DEFAULT_TARGET).
 pub const DEFAULT_TARGET: u32 = 1;
 pub const MAX_PAYLOAD: u32 = 8192;
@@ -80,9 +93,14 @@ pub const EVENT_CLOSE: u8 = 3;
 pub const EVENT_FORK: u8 = 4;
 pub const EVENT_EXIT: u8 = 5;
 pub const EVENT_LOST: u8 = 6;
+pub const EVENT_TRACE: u8 = 7;
 
 pub const COUNTER_DROPPED: u32 = 0;
 pub const COUNTER_UNRECORDED: u32 = 1;
+pub const COUNTER_INJECTED: u32 = 2;
+pub const COUNTER_CARRIED: u32 = 3;
+pub const COUNTER_UNFRAMED: u32 = 4;
+pub const COUNTER_SKIPPED: u32 = 5;
 
 /// A record's (pid, fd), as one key: what ties a loss notice to the connection it belongs to.
 pub fn connection_key(record: &[u8]) -> u64 {
@@ -120,6 +138,7 @@ pub fn is_valid_record(record: &[u8]) -> bool {
         EVENT_FORK => size_of::<ForkEvent>(),
         EVENT_EXIT => size_of::<ExitEvent>(),
         EVENT_LOST => size_of::<LostEvent>(),
+        EVENT_TRACE => size_of::<TraceEvent>(),
         _ => return false,
     };
     record.len() == expected
@@ -194,6 +213,20 @@ pub fn describe() -> Vec<StructDescription> {
                 ("total_len", offset_of!(LostEvent, total_len)),
                 ("lost_kind", offset_of!(LostEvent, lost_kind)),
                 ("reserved", offset_of!(LostEvent, reserved)),
+            ],
+        ),
+        (
+            "iii_trace_event",
+            size_of::<TraceEvent>(),
+            vec![
+                ("role", offset_of!(TraceEvent, role)),
+                ("has_parent", offset_of!(TraceEvent, has_parent)),
+                ("reserved", offset_of!(TraceEvent, reserved)),
+                ("trace_id", offset_of!(TraceEvent, trace_id)),
+                ("span_id", offset_of!(TraceEvent, span_id)),
+                ("parent_id", offset_of!(TraceEvent, parent_id)),
+                ("flags", offset_of!(TraceEvent, flags)),
+                ("reserved2", offset_of!(TraceEvent, reserved2)),
             ],
         ),
     ]

@@ -54,6 +54,10 @@ pub struct CaptureOptions {
     /// Trace processes by pid (`pids`, `addPid`, their children). Default true; off, the programs
     /// check cgroups only (a node agent).
     pub pid_targets: Option<bool>,
+    /// Trace propagation: outbound HTTP/1.x requests of the `cgroups` (and of those added with
+    /// `propagate`) get a `traceparent` (bpf/iii_propagation.bpf.h); inbound requests of every traced
+    /// process get their server ids in the kernel (trace records). Default false.
+    pub propagation: Option<bool>,
 }
 
 #[napi(object)]
@@ -74,6 +78,15 @@ pub struct Counters {
     pub records: f64,
     /// Records skipped because their size did not match their kind (should stay 0).
     pub malformed: f64,
+    /// Propagation: outbound requests given a traceparent by the kernel.
+    pub injected: f64,
+    /// Propagation: outbound requests that carried their own traceparent (left untouched).
+    pub carried: f64,
+    /// Propagation: connections left alone because their bytes could not be framed as HTTP/1.x.
+    pub unframed: f64,
+    /// Propagation: requests sent without a traceparent because the socket's send buffer had too
+    /// little room to insert one safely.
+    pub skipped: f64,
     /// Batches handed to JavaScript and not recycled yet.
     pub in_flight: f64,
 }
@@ -190,9 +203,9 @@ impl Capture {
             }
         };
         let cgroup_paths = options.cgroups.unwrap_or_default();
-        let cgroup_ids = cgroup_paths
+        let cgroups = cgroup_paths
             .iter()
-            .map(|path| cgroup_id(path))
+            .map(|path| cgroup_id(path).map(|id| (path.clone(), id)))
             .collect::<napi::Result<Vec<_>>>()?;
         let ring_buffer_bytes = options.ring_buffer_bytes.unwrap_or(8 << 20);
         if !ring_buffer_bytes.is_power_of_two() || ring_buffer_bytes < 4096 {
@@ -213,7 +226,7 @@ impl Capture {
             poll_interval: Duration::from_millis(
                 options.poll_interval_ms.unwrap_or(100).max(1).into(),
             ),
-            cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroup_ids.is_empty()),
+            cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroups.is_empty()),
             mount_tracefs: options.mount_tracefs.unwrap_or(true),
             pid_namespace: options
                 .pid_namespace
@@ -233,6 +246,7 @@ impl Capture {
                 }
             },
             pid_targets: options.pid_targets.unwrap_or(true),
+            propagation: options.propagation.unwrap_or(false),
         };
         let stats = Arc::new(ReaderStats::default());
         let on_batch = on_batch
@@ -243,7 +257,7 @@ impl Capture {
             settings,
             slabs,
             &options.pids.unwrap_or_default(),
-            &cgroup_ids,
+            &cgroups,
             on_batch,
             stats,
         )?;
@@ -293,16 +307,23 @@ impl Capture {
     }
 
     /// Traces every process in this cgroup v2 directory (not its subdirectories) as `target`
-    /// (default 1). Returns the cgroup's id.
+    /// (default 1). `propagate` (needs `propagation` at start): its outbound HTTP/1.x requests get a
+    /// traceparent (its subdirectories' too). Returns the cgroup's id.
     #[napi]
-    pub fn add_cgroup(&mut self, path: String, target: Option<u32>) -> napi::Result<f64> {
+    pub fn add_cgroup(
+        &mut self,
+        path: String,
+        target: Option<u32>,
+        propagate: Option<bool>,
+    ) -> napi::Result<f64> {
         let target = valid_target(target)?;
         let id = cgroup_id(&path)?;
         let running = self.running()?;
         if !running.cgroups_enabled {
             return Err(error("invalid", "cgroup targets are disabled: start the capture with cgroups or enableCgroups: true"));
         }
-        running.add_cgroup(id, target)?;
+        let propagate = propagate.unwrap_or(false).then_some(path.as_str());
+        running.add_cgroup(id, target, propagate)?;
         Ok(id as f64)
     }
 
@@ -330,6 +351,10 @@ impl Capture {
             batches: stats.batches.load(Ordering::Relaxed) as f64,
             records: stats.records.load(Ordering::Relaxed) as f64,
             malformed: stats.malformed.load(Ordering::Relaxed) as f64,
+            injected: running.kernel_counter(layout::COUNTER_INJECTED)? as f64,
+            carried: running.kernel_counter(layout::COUNTER_CARRIED)? as f64,
+            unframed: running.kernel_counter(layout::COUNTER_UNFRAMED)? as f64,
+            skipped: running.kernel_counter(layout::COUNTER_SKIPPED)? as f64,
             in_flight: running.in_flight() as f64,
         })
     }

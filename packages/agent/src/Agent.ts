@@ -51,6 +51,15 @@ export interface AgentOptions {
    * own (its self-metrics).
    */
   readonly node?: NodeMode.NodeOptions | undefined
+  /**
+   * Trace propagation (eBPF), off by default since it changes bytes on the wire: the kernel inserts
+   * `traceparent` (and `x-iii-correlation-id`) into the outbound HTTP/1.x requests of the traced
+   * cgroups (`cgroups`; node mode: the pods annotated `iii.io/propagation: "true"`) that carry none, continuing the trace of the request the
+   * thread serves. Processes traced by pid only are not covered (no cgroup to attach to). When the
+   * kernel cannot (no cgroup v2, program types missing) the agent says so and runs without it.
+   * README "Trace propagation".
+   */
+  readonly propagation?: boolean
   /** Proxy mode's addresses. */
   readonly proxy?: ProxyMode.ProxyOptions | undefined
   /** Minimum level of captured log lines. Default `info`. */
@@ -236,14 +245,34 @@ export const make = (
 
     if (chosen.mode === "ebpf") {
       const node = options.node
-      const capture = yield* EbpfCapture.start({
+      const captureOptions: EbpfCapture.Options = {
         ...options.capture,
         pids: options.pids ?? [],
         cgroups: options.cgroups ?? [],
         ...(options.allPodProcesses === true ? { pidNamespace: "own", traceAllInPidNamespace: true } : {}),
         // A node agent reads logs from the kubelet's files: writes to stdout/stderr are not captured.
         ...(node === undefined ? {} : { enableCgroups: true, stdio: "off", pidTargets: false })
-      })
+      }
+      const propagating =
+        options.propagation === true && (node !== undefined || (options.cgroups ?? []).length > 0)
+      if (options.propagation === true && !propagating)
+        yield* Effect.logWarning(
+          "propagation: off: it attaches to cgroups, and only pids are traced (give --cgroup, or run the node agent)"
+        )
+      const capture = propagating
+        ? yield* EbpfCapture.start({ ...captureOptions, propagation: true }).pipe(
+            Effect.tap(() =>
+              Effect.logInfo(
+                "propagation: on: the kernel inserts traceparent into the traced cgroups' outbound HTTP/1.x requests"
+              )
+            ),
+            Effect.catchAll((error) =>
+              Effect.logWarning(`propagation: off: the kernel cannot: ${error.message}`).pipe(
+                Effect.zipRight(EbpfCapture.start(captureOptions))
+              )
+            )
+          )
+        : yield* EbpfCapture.start(captureOptions)
       let nodeMode: NodeMode.NodeMode | undefined
       const processor = new EventProcessor(
         {
@@ -297,7 +326,8 @@ export const make = (
         })
       )
       // After the drain's finalizer, so it runs first: the last log lines and their positions.
-      if (node !== undefined) nodeMode = yield* NodeMode.start(node, capture, processor, exporter)
+      if (node !== undefined)
+        nodeMode = yield* NodeMode.start({ ...node, propagate: propagating }, capture, processor, exporter)
       const tracking = nodeMode
       stats = Effect.gen(function* () {
         const processed = processor.stats

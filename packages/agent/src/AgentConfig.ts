@@ -13,6 +13,7 @@
  * | pod, namespace | `--pod`, `--namespace` | `III_POD_NAME` or `POD_NAME`, `III_NAMESPACE` or `POD_NAMESPACE` |
  * | captured log level | `--log-level` | `III_LOG_LEVEL` |
  * | nice value (eBPF) | `--nice` | `III_AGENT_NICE` (default 10) |
+ * | trace propagation (eBPF) | `--propagation` | `III_PROPAGATION=true` |
  * | node mode | `--node` | `III_AGENT_NODE=true` |
  * | node name | `--node-name` | `III_NODE_NAME` or `NODE_NAME` |
  * | kubeconfig | `--kubeconfig` | `KUBECONFIG` (kubectl's lookup; in a cluster, the service account) |
@@ -48,6 +49,8 @@ export interface Input {
   readonly pids?: ReadonlyArray<string | number> | undefined
   readonly cgroups?: ReadonlyArray<string> | undefined
   readonly allPodProcesses?: boolean | undefined
+  /** eBPF: the kernel inserts `traceparent` into outbound requests (see `AgentOptions.propagation`). */
+  readonly propagation?: boolean | undefined
   readonly proxyListen?: string | undefined
   readonly proxyUpstream?: string | undefined
   readonly proxyEgress?: string | undefined
@@ -123,6 +126,10 @@ export const resolve = (input: Input): Effect.Effect<AgentConfig, AgentConfigErr
         return yield* fail(`--obs: not a ws:// or http:// URL: "${url}"`)
     }
     const node = input.node === true || (yield* env("III_AGENT_NODE")) === "true"
+    const propagationEnv = yield* env("III_PROPAGATION")
+    if (propagationEnv !== undefined && propagationEnv !== "true" && propagationEnv !== "false")
+      return yield* fail(`$III_PROPAGATION: expected true or false, got "${propagationEnv}"`)
+    const propagation = input.propagation ?? propagationEnv === "true"
     const service = input.service ?? (yield* env("III_SERVICE")) ?? (node ? "iii-agent" : undefined)
     if (service === undefined) return yield* fail("--service NAME is required (or $III_SERVICE)")
     const listen = yield* hostPort("proxy-listen", input.proxyListen)
@@ -195,6 +202,7 @@ export const resolve = (input: Input): Effect.Effect<AgentConfig, AgentConfigErr
         pids,
         allPodProcesses: input.allPodProcesses === true,
         cgroups,
+        ...(propagation ? { propagation: true } : {}),
         proxy: listen === undefined || upstream === undefined ? undefined : { listen, upstream, egress },
         logLevel: logLevel as Telemetry.LogLevel,
         // A command's output goes through socketpairs the socket hooks see: no syscall tracepoints

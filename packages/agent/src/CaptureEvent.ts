@@ -126,7 +126,7 @@ export interface LostEvent {
   /** -1 for a lost fork or exit. */
   readonly fd: number
   /** What was lost. */
-  readonly lost: "data" | "open" | "close" | "fork" | "exit"
+  readonly lost: "data" | "open" | "close" | "fork" | "exit" | "trace"
   /** Data: the direction and the syscall; others: `undefined`. */
   readonly direction: Direction | undefined
   readonly syscall: Syscall | undefined
@@ -135,4 +135,28 @@ export interface LostEvent {
 }
 
 /** @since 0.1.0 */
-export type CaptureEvent = DataEvent | OpenEvent | CloseEvent | ForkEvent | ExitEvent | LostEvent
+/**
+ * Trace propagation (`Options.propagation`): the W3C ids the kernel gave a request, reported just
+ * before the data event of the same socket and send/receive (same pid, fd, timestamp). `server`: an
+ * inbound request that data event begins (its server span's ids: a child of its own valid
+ * `traceparent`, else a root); `client`: an outbound request the kernel inserted a `traceparent` into
+ * (its head ends in that data event, which shows the bytes as the app wrote them, without it).
+ */
+export interface TraceEvent {
+  readonly kind: "trace"
+  readonly timestampNs: bigint
+  readonly target: number
+  readonly pid: number
+  readonly tid: number
+  readonly fd: number
+  readonly role: "server" | "client"
+  /** Lowercase hex, as in `traceparent`. */
+  readonly traceId: string
+  readonly spanId: string
+  /** Undefined for a root span. */
+  readonly parentSpanId: string | undefined
+  /** `trace-flags` (01: sampled). */
+  readonly flags: number
+}
+
+export type CaptureEvent = DataEvent | OpenEvent | CloseEvent | ForkEvent | ExitEvent | LostEvent | TraceEvent

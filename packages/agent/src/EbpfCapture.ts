@@ -95,6 +95,15 @@ export interface Options {
    * traces cgroups only, turns it off and spares every socket operation on the host a lookup.
    */
   readonly pidTargets?: boolean
+  /**
+   * Trace propagation, off by default since it changes bytes on the wire: outbound HTTP/1.x requests
+   * made from the `cgroups` given here (and those added with `propagate`), over TCP connections
+   * established after that, get a `traceparent` (and `x-iii-correlation-id` when absent) inserted by
+   * the kernel unless they carry one; every traced process's inbound requests get their server ids
+   * from the kernel, reported as `trace` events (see `TraceEvent`). Needs cgroup v2 and a kernel with
+   * sock_ops, sk_msg and bpf_loop (5.17+). README "Trace propagation".
+   */
+  readonly propagation?: boolean
 }
 
 /** @since 0.1.0 */
@@ -117,6 +126,21 @@ export interface Counters {
   readonly inFlight: number
   /** Records skipped as malformed (should stay 0; a layout mismatch otherwise). */
   readonly malformed: number
+  /** Propagation: outbound requests the kernel gave a `traceparent`. */
+  readonly injected: number
+  /** Propagation: outbound requests that carried their own `traceparent` (left as they were). */
+  readonly carried: number
+  /**
+   * Propagation: connections left alone for good because their bytes could not be framed as HTTP/1.x
+   * (HTTP/2, a Transfer-Encoding other than chunked, bare LF line ends, a head over 16 KiB, …).
+   */
+  readonly unframed: number
+  /**
+   * Propagation: requests sent without a `traceparent` because their socket's send buffer had too
+   * little room for the message and the header (a send the socket cannot take whole would make the
+   * app send inserted bytes' worth of its own again).
+   */
+  readonly skipped: number
 }
 
 /** A running capture. @since 0.1.0 */
@@ -137,9 +161,15 @@ export interface EbpfCapture {
   readonly removePid: (pid: number) => Effect.Effect<void, EbpfCaptureError>
   /**
    * Traces every process in a cgroup v2 directory (not its subdirectories: add them too) as
-   * `target` (default 1); needs `cgroups` or `enableCgroups` at start. Returns the cgroup's id.
+   * `target` (default 1); needs `cgroups` or `enableCgroups` at start. `propagate` (needs
+   * `propagation` at start): its outbound requests get a `traceparent` (see `Options.propagation`;
+   * its subdirectories' too). Returns the cgroup's id.
    */
-  readonly addCgroup: (path: string, target?: number) => Effect.Effect<number, EbpfCaptureError>
+  readonly addCgroup: (
+    path: string,
+    target?: number,
+    options?: { readonly propagate?: boolean }
+  ) => Effect.Effect<number, EbpfCaptureError>
   /** Stops tracing a cgroup, by the id `addCgroup` returned (its directory may be gone already). */
   readonly removeCgroup: (id: number) => Effect.Effect<void, EbpfCaptureError>
   /** Readable to the end, after the scope closed too (the final figures). */
@@ -203,6 +233,7 @@ const nativeOptions = (options: Options): NativeAddon.NativeCaptureOptions => {
   if (options.mountTracefs !== undefined) native.mountTracefs = options.mountTracefs
   if (options.stdio !== undefined) native.stdio = options.stdio
   if (options.pidTargets !== undefined) native.pidTargets = options.pidTargets
+  if (options.propagation !== undefined) native.propagation = options.propagation
   if (options.pidNamespace === "own" || options.traceAllInPidNamespace === true)
     native.pidNamespace = ownNamespaceFile
   if (options.traceAllInPidNamespace === true) native.adoptNamespaceEntrants = true
@@ -295,7 +326,11 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
         batches: now.batches,
         records: now.records,
         inFlight: now.inFlight,
-        malformed: malformed + now.malformed
+        malformed: malformed + now.malformed,
+        injected: now.injected,
+        carried: now.carried,
+        unframed: now.unframed,
+        skipped: now.skipped
       }
     })
 
@@ -334,7 +369,7 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
       batches,
       addPid: (pid, target) => call(() => native.addPid(pid, target)),
       removePid: (pid) => call(() => native.removePid(pid)),
-      addCgroup: (path, target) => call(() => native.addCgroup(path, target)),
+      addCgroup: (path, target, options) => call(() => native.addCgroup(path, target, options?.propagate)),
       removeCgroup: (id) => call(() => native.removeCgroup(id)),
       counters,
       drain: Effect.sync(() => {

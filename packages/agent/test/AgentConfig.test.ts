@@ -45,6 +45,23 @@ describe("AgentConfig", () => {
     expect(resolved.right.exporter.urls).toEqual(["ws://a:1"])
   })
 
+  it("turns trace propagation on only when asked (--propagation or $III_PROPAGATION=true)", async () => {
+    const base = { obs: ["ws://a:1"], service: "s", cgroups: ["/sys/fs/cgroup/x"] }
+    const off = await resolve(base)
+    if (off._tag === "Left") throw new Error(off.left.message)
+    expect(off.right.agent.propagation).toBeUndefined()
+    const fromEnv = await resolve(base, { III_PROPAGATION: "true" })
+    if (fromEnv._tag === "Left") throw new Error(fromEnv.left.message)
+    expect(fromEnv.right.agent.propagation).toBe(true)
+    const flagWins = await resolve({ ...base, propagation: false }, { III_PROPAGATION: "true" })
+    if (flagWins._tag === "Left") throw new Error(flagWins.left.message)
+    expect(flagWins.right.agent.propagation).toBeUndefined()
+    const bad = await resolve(base, { III_PROPAGATION: "yes" })
+    expect(bad._tag === "Left" && bad.left.message).toBe(
+      '$III_PROPAGATION: expected true or false, got "yes"'
+    )
+  })
+
   it("says what is missing or wrong", async () => {
     const message = async (input: AgentConfig.Input, env: Record<string, string> = {}) => {
       const resolved = await resolve(input, env)

@@ -12,7 +12,9 @@ import {
   ForkEvent,
   Kind,
   LostEvent,
-  OpenEvent
+  OpenEvent,
+  TraceEvent,
+  TraceRole
 } from "../src/internal/EventLayout.js"
 
 interface Header {
@@ -211,6 +213,52 @@ describe("eventsOf", () => {
       { kind: "fork", timestampNs: 1_005n, target: 5, parentPid: 42, childPid: 99 },
       { kind: "exit", timestampNs: 1_005n, target: 5, pid: 42 }
     ])
+  })
+
+  it("decodes trace records (propagation): role, ids as text, no parent for a root; a bad role is malformed", () => {
+    const trace = (role: number, parent: string | undefined) => {
+      const record = header(TraceEvent.size, { ...base, kind: Kind.trace })
+      record.writeUInt8(role, TraceEvent.fields.role)
+      record.writeUInt8(parent === undefined ? 0 : 1, TraceEvent.fields.has_parent)
+      record.write("4bf92f3577b34da6a3ce929d0e0e4736", TraceEvent.fields.trace_id, "latin1")
+      record.write("00f067aa0ba902b7", TraceEvent.fields.span_id, "latin1")
+      record.write(parent ?? "0000000000000000", TraceEvent.fields.parent_id, "latin1")
+      record.write("01", TraceEvent.fields.flags, "latin1")
+      return record
+    }
+    const { events, malformed } = decodeBatch(
+      batch(5n, [
+        trace(TraceRole.server, undefined),
+        trace(TraceRole.client, "b7ad6b7169203331"),
+        trace(9, undefined)
+      ])
+    )
+    const ids = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", flags: 1 }
+    expect(events).toEqual([
+      {
+        kind: "trace",
+        timestampNs: 1_005n,
+        target: 5,
+        pid: 42,
+        tid: 43,
+        fd: 7,
+        role: "server",
+        ...ids,
+        parentSpanId: undefined
+      },
+      {
+        kind: "trace",
+        timestampNs: 1_005n,
+        target: 5,
+        pid: 42,
+        tid: 43,
+        fd: 7,
+        role: "client",
+        ...ids,
+        parentSpanId: "b7ad6b7169203331"
+      }
+    ])
+    expect(malformed).toBe(1)
   })
 
   it("decodes loss notices: what was lost, where, and how many bytes the lost syscall moved", () => {

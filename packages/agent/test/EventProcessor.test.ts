@@ -65,7 +65,22 @@ const script = () => {
         payload
       })
     },
-    close: (fd: number) => events.push({ kind: "close", timestampNs: next(), target: 1, pid, tid: pid, fd })
+    close: (fd: number) => events.push({ kind: "close", timestampNs: next(), target: 1, pid, tid: pid, fd }),
+    /** The kernel's ids for the request of the next data event (same timestamp, as the capture writes them). */
+    trace: (fd: number, role: "server" | "client", traceId: string, spanId: string, parentSpanId?: string) =>
+      events.push({
+        kind: "trace",
+        timestampNs: t + 1_000_000n,
+        target: 1,
+        pid,
+        tid: pid,
+        fd,
+        role,
+        traceId,
+        spanId,
+        parentSpanId,
+        flags: 1
+      })
   }
 }
 
@@ -82,6 +97,40 @@ const run = (events: ReadonlyArray<CaptureEvent>, logLevel: Telemetry.LogLevel =
 }
 
 describe("EventProcessor", () => {
+  it("gives spans the ids the kernel gave their requests (trace propagation)", () => {
+    const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    const s = script()
+    s.accept(7)
+    s.trace(7, "server", trace, "00f067aa0ba902b7")
+    s.data(7, "ingress", "GET /orders HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.connect(9)
+    s.trace(9, "client", trace, "b9c7c989f97918e1", "00f067aa0ba902b7")
+    s.data(9, "egress", "GET /stock HTTP/1.1\r\nHost: b\r\n\r\n")
+    s.data(9, "ingress", F.okResponse("in stock"))
+    s.data(7, "egress", F.okResponse("ordered"))
+    // A server record that disagrees with the request's own traceparent is not used.
+    s.trace(7, "server", trace, "1111111111111111")
+    s.data(7, "ingress", F.getRequest)
+    s.data(7, "egress", F.okResponse("hello"))
+    const { spans, processor } = run(s.events)
+    const server = spans.find((span) => span.kind === "server" && span.http?.path === "/orders")
+    const client = spans.find((span) => span.kind === "client")
+    expect(server).toMatchObject({ traceId: trace, spanId: "00f067aa0ba902b7", correlationId: trace })
+    expect(server?.parentSpanId).toBeUndefined()
+    expect(client).toMatchObject({
+      traceId: trace,
+      spanId: "b9c7c989f97918e1",
+      parentSpanId: "00f067aa0ba902b7"
+    })
+    const other = spans.find((span) => span.kind === "server" && span.http?.path !== "/orders")
+    expect(other).toMatchObject({
+      traceId: "0af7651916cd43dd8448eb211c80319c",
+      parentSpanId: "b7ad6b7169203331"
+    })
+    expect(other?.spanId).not.toBe("1111111111111111")
+    expect(processor.stats.kernelIds).toEqual({ used: 2, unmatched: 1 })
+  })
+
   it("turns an accepted connection's exchanges into server spans with the right fields", () => {
     const s = script()
     s.accept(7)

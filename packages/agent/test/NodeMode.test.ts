@@ -4,7 +4,7 @@ import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import * as CgroupTree from "../src/internal/CgroupTree.js"
 import { fromKubeconfigText, type Pod } from "../src/internal/Kube.js"
-import { identityOf, isTraced, logDirOf } from "../src/internal/NodeMode.js"
+import { identityOf, isTraced, logDirOf, propagates } from "../src/internal/NodeMode.js"
 
 const uid = "486ceed5-5c71-4f68-898f-7d0d87bf8bd5"
 const id = "ad73260800d4392733c4c1df2eb07197246272a77807ae11b0e3e143aecf0998"
@@ -89,6 +89,14 @@ describe("node mode's view of a pod", () => {
     expect(isTraced(pod({}, { "iii.io/trace": "true" }))).toBe(true)
     expect(isTraced(pod({}, { "iii.io/trace": "false" }))).toBe(false)
     expect(isTraced(pod({ app: "x" }))).toBe(false)
+  })
+
+  it('propagates for pods annotated iii.io/propagation: "true", and only when the agent can', () => {
+    const optedIn = pod({ "iii.io/composition": "shop" }, { "iii.io/propagation": "true" })
+    expect(propagates(optedIn, true)).toBe(true)
+    expect(propagates(optedIn, false)).toBe(false)
+    expect(propagates(pod({ "iii.io/composition": "shop" }), true)).toBe(false)
+    expect(propagates(pod({}, { "iii.io/propagation": "yes" }), true)).toBe(false)
   })
 
   it("names the service after the component, else the app labels, else the container", () => {

@@ -41,6 +41,11 @@ const allPodProcesses = Options.boolean("all-pod-processes").pipe(
     "trace every process of the agent's pid namespace but its own (the sidecar, with shareProcessNamespace: true)"
   )
 )
+const propagation = Options.boolean("propagation").pipe(
+  Options.withDescription(
+    "eBPF: the kernel inserts traceparent into the traced cgroups' outbound HTTP/1.x requests (changes bytes on the wire; default $III_PROPAGATION or off)"
+  )
+)
 const cgroups = Options.text("cgroup").pipe(
   Options.repeated,
   Options.withDescription("cgroup v2 directory whose processes are traced (eBPF)")
@@ -108,6 +113,7 @@ export const command = Command.make(
     pids,
     allPodProcesses,
     cgroups,
+    propagation,
     proxyListen,
     proxyUpstream,
     proxyEgress,
@@ -137,6 +143,8 @@ export const command = Command.make(
         pids: flags.pids,
         cgroups: flags.cgroups,
         allPodProcesses: flags.allPodProcesses,
+        // Absent unless given: $III_PROPAGATION decides then.
+        ...(flags.propagation ? { propagation: true } : {}),
         proxyListen: given(flags.proxyListen),
         proxyUpstream: given(flags.proxyUpstream),
         proxyEgress: given(flags.proxyEgress),

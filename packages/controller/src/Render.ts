@@ -114,7 +114,9 @@ export const agentConfig = (c: Composition) =>
   JSON.stringify({
     metrics: c.spec.observability?.metrics ?? [],
     traces: c.spec.observability?.traces ?? false,
-    logs: c.spec.observability?.logs ?? null
+    logs: c.spec.observability?.logs ?? null,
+    // Only when asked: the JSON of compositions without it stays as it was.
+    ...(c.spec.observability?.propagation === true ? { propagation: true } : {})
   })
 
 const fieldRef = (name: string, fieldPath: string): EnvVar => ({
@@ -202,7 +204,12 @@ const deployment = (c: Composition, component: Component, settings: RenderSettin
       template: {
         metadata: {
           labels: labels(name, component.name),
-          annotations: { "iii.io/observability": agentConfig(c), "iii.io/agent": settings.agentMode }
+          annotations: {
+            "iii.io/observability": agentConfig(c),
+            "iii.io/agent": settings.agentMode,
+            // The node agent's per-pod opt-in to trace propagation (it attaches to the pod's cgroup).
+            ...(c.spec.observability?.propagation === true ? { "iii.io/propagation": "true" } : {})
+          }
         },
         spec: {
           // The sidecar traces the app's processes, which it sees in a shared pid namespace.

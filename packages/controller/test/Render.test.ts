@@ -89,6 +89,27 @@ spec:
     expect(spec?.template?.spec?.initContainers).toBeUndefined()
   })
 
+  it("annotates the pods of a composition with observability.propagation (the node agent's opt-in)", () => {
+    const c = seed()
+    const annotationsOf = (composition: typeof c) =>
+      Render.render(composition).flatMap((o) =>
+        o.kind === "Deployment"
+          ? [
+              (o.spec as { template?: { metadata?: { annotations?: Record<string, string> } } } | undefined)
+                ?.template?.metadata?.annotations ?? {}
+            ]
+          : []
+      )
+    for (const annotations of annotationsOf(c)) expect(annotations["iii.io/propagation"]).toBeUndefined()
+    const on = { ...c, spec: { ...c.spec, observability: { ...c.spec.observability, propagation: true } } }
+    const annotated = annotationsOf(on)
+    expect(annotated.length).toBeGreaterThan(0)
+    for (const annotations of annotated) {
+      expect(annotations["iii.io/propagation"]).toBe("true")
+      expect(JSON.parse(annotations["iii.io/observability"] ?? "{}")).toMatchObject({ propagation: true })
+    }
+  })
+
   it("injects the agent as a native sidecar, in a shared pid namespace, in sidecar mode", () => {
     const objects = Render.render(seed(), { ...Render.defaultRenderSettings, agentMode: "sidecar" })
     const spec = objects[0]?.spec as {

@@ -240,6 +240,12 @@ export const Observability = Schema.Struct({
     })
   ),
   traces: Schema.optional(Schema.Boolean.annotations({ description: "Record a span per request." })),
+  propagation: Schema.optional(
+    Schema.Boolean.annotations({
+      description:
+        "eBPF (node agent): the kernel inserts traceparent into the components' outbound HTTP/1.x requests, so one trace spans the services. Changes bytes on the wire; default false."
+    })
+  ),
   logs: Schema.optional(
     Schema.Struct({
       level: LogLevel.annotations({ description: "Lowest level kept: trace, debug, info, warn or error." })

@@ -16,12 +16,20 @@ import {
   LostEvent,
   OpenEvent,
   RECORD_PREFIX,
-  syscalls
+  syscalls,
+  TraceEvent,
+  TraceRole
 } from "./EventLayout.js"
 
 const H = EventHeader.fields
 const D = DataEvent.fields
 const C = OpenEvent.fields
+
+const T = TraceEvent.fields
+
+/** ASCII text of `length` bytes (the kernel writes hex digits; anything else fails the span's checks). */
+const ascii = (view: DataView, at: number, length: number): string =>
+  String.fromCharCode(...new Uint8Array(view.buffer, view.byteOffset + at, length))
 
 const hex = (view: DataView, at: number): string => view.getUint16(at).toString(16)
 
@@ -219,6 +227,28 @@ export function* eventsOf(batch: Uint8Array, onMalformed: (count: number) => voi
           direction: data ? (view.getUint8(at + H.direction) === 2 ? "egress" : "ingress") : undefined,
           syscall: data ? syscalls[view.getUint8(at + H.syscall)] : undefined,
           totalLength: data ? view.getUint32(at + LostEvent.fields.total_len, true) : 0
+        }
+        continue
+      }
+      case Kind.trace: {
+        const role = view.getUint8(at + T.role)
+        if (length !== TraceEvent.size || (role !== TraceRole.server && role !== TraceRole.client)) {
+          onMalformed(1)
+          continue
+        }
+        yield {
+          kind: "trace",
+          timestampNs,
+          target,
+          pid,
+          tid,
+          fd,
+          role: role === TraceRole.server ? "server" : "client",
+          traceId: ascii(view, at + T.trace_id, 32),
+          spanId: ascii(view, at + T.span_id, 16),
+          parentSpanId:
+            view.getUint8(at + T.has_parent) === 0 ? undefined : ascii(view, at + T.parent_id, 16),
+          flags: Number.parseInt(ascii(view, at + T.flags, 2), 16)
         }
         continue
       }

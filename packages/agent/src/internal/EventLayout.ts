@@ -3,7 +3,7 @@
  * these numbers against the C header (compiled with gcc) and the Rust mirror (native/src/layout.rs).
  */
 
-export const LAYOUT_VERSION = 4
+export const LAYOUT_VERSION = 5
 
 /** { field: offset } plus the struct's size, in the C header's names. */
 export interface StructLayout {
@@ -53,6 +53,20 @@ export const LostEvent = {
   fields: { total_len: 32, lost_kind: 36, reserved: 37 }
 } as const satisfies StructLayout
 
+export const TraceEvent = {
+  size: 112,
+  fields: {
+    role: 32,
+    has_parent: 33,
+    reserved: 34,
+    trace_id: 40,
+    span_id: 72,
+    parent_id: 88,
+    flags: 104,
+    reserved2: 106
+  }
+} as const satisfies StructLayout
+
 /** Every struct by its C name (what the layout test walks). */
 export const structs: Readonly<Record<string, StructLayout>> = {
   iii_batch_header: BatchHeader,
@@ -62,17 +76,21 @@ export const structs: Readonly<Record<string, StructLayout>> = {
   iii_close_event: CloseEvent,
   iii_fork_event: ForkEvent,
   iii_exit_event: ExitEvent,
-  iii_lost_event: LostEvent
+  iii_lost_event: LostEvent,
+  iii_trace_event: TraceEvent
 }
 
 /** Each record in a batch is preceded by its length (u32, little-endian). */
 export const RECORD_PREFIX = 4
 
 /** enum iii_event_kind */
-export const Kind = { data: 1, open: 2, close: 3, fork: 4, exit: 5, lost: 6 } as const
+export const Kind = { data: 1, open: 2, close: 3, fork: 4, exit: 5, lost: 6, trace: 7 } as const
 
 /** enum iii_event_kind, indexed by value (what a loss notice's `lost_kind` names). */
-export const kinds = [undefined, "data", "open", "close", "fork", "exit"] as const
+export const kinds = [undefined, "data", "open", "close", "fork", "exit", undefined, "trace"] as const
+
+/** enum iii_trace_role */
+export const TraceRole = { server: 1, client: 2 } as const
 
 /** enum iii_syscall, indexed by value. */
 export const syscalls = [

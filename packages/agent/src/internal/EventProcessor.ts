@@ -13,7 +13,7 @@
  * exactly one request are tied to that request (see `Spans` for the rule).
  */
 import type { Telemetry } from "@iii/core"
-import type { CaptureEvent } from "../CaptureEvent.js"
+import type { CaptureEvent, TraceEvent } from "../CaptureEvent.js"
 import {
   ConnectionTracker,
   type DropReason,
@@ -22,7 +22,14 @@ import {
 } from "./ConnectionTracker.js"
 import { LineSplitter, LogEmitter } from "./Logs.js"
 import { Recorder } from "./Recorder.js"
-import { clientContext, type Identity, type SpanContext, serverContext } from "./Spans.js"
+import {
+  clientContext,
+  type Identity,
+  injectedClientContext,
+  kernelServerContext,
+  type SpanContext,
+  serverContext
+} from "./Spans.js"
 
 /** Where finished telemetry goes (the exporter, or a test's array). */
 export interface TelemetrySink {
@@ -58,6 +65,11 @@ export interface ProcessorStats {
   logWritesLost: number
   /** Records the kernel lost on sockets no connection was tracked for. */
   lostUntracked: number
+  /**
+   * Trace propagation: request ids the kernel reported that a span took (`used`), and those no
+   * request took or that disagreed with what user space parsed (`unmatched`).
+   */
+  kernelIds: { used: number; unmatched: number }
 }
 
 type Pending = PendingRequest<SpanContext>
@@ -85,6 +97,11 @@ export class EventProcessor {
   private readonly targets = new Map<number, Target>()
   /** Logs emitted by targets already forgotten. */
   private logsOfForgotten = { logs: 0, belowLevel: 0 }
+  /** Trace records for the next data event of their socket (they come just before it). */
+  private traced: Array<TraceEvent> = []
+  /** While that data event is parsed: its trace records, for the requests it begins or ends. */
+  private kernelIds: Array<TraceEvent> = []
+  private readonly kernelIdCounts = { used: 0, unmatched: 0 }
 
   constructor(
     private readonly options: ProcessorOptions,
@@ -171,7 +188,8 @@ export class EventProcessor {
       logs,
       logsBelowLevel,
       requestsDropped: { ...this.dropped },
-      lostUntracked: this.tracker.lostUntracked
+      lostUntracked: this.tracker.lostUntracked,
+      kernelIds: { ...this.kernelIdCounts }
     }
   }
 
@@ -190,6 +208,10 @@ export class EventProcessor {
       case "data": {
         if (event.fd <= 2 && event.direction === "egress" && !this.tracker.has(event.pid, event.fd)) {
           if (event.fd > 0 && this.captureLogs) this.logOutput(event)
+          return
+        }
+        if (this.traced.length > 0) {
+          this.dataWithIds(event)
           return
         }
         this.tracker.data(
@@ -233,7 +255,49 @@ export class EventProcessor {
       case "lost":
         this.lost(event)
         return
+      case "trace": {
+        const first = this.traced[0]
+        if (first !== undefined && (first.pid !== event.pid || first.fd !== event.fd)) this.dropIds()
+        this.traced.push(event)
+        return
+      }
     }
+  }
+
+  /** A data event the kernel reported request ids for: its requests take them as they are parsed. */
+  private dataWithIds(event: Extract<CaptureEvent, { kind: "data" }>): void {
+    const first = this.traced[0]
+    if (first !== undefined && first.pid === event.pid && first.fd === event.fd) this.kernelIds = this.traced
+    else this.kernelIdCounts.unmatched += this.traced.length
+    this.traced = []
+    this.tracker.data(
+      event.pid,
+      event.tid,
+      event.fd,
+      event.direction,
+      event.payload,
+      event.totalLength,
+      event.timestampNs,
+      event.target
+    )
+    this.kernelIdCounts.unmatched += this.kernelIds.length
+    this.kernelIds = []
+  }
+
+  private dropIds(): void {
+    this.kernelIdCounts.unmatched += this.traced.length
+    this.traced = []
+  }
+
+  /** The kernel's ids for a request `request` parsed from the data event being handled, if any. */
+  private takeKernelIds(role: "server" | "client", startNs: bigint): TraceEvent | undefined {
+    const index = this.kernelIds.findIndex(
+      // A server's ids are for the request the data event begins.
+      (ids) => ids.role === role && (role === "client" || ids.timestampNs === startNs)
+    )
+    if (index < 0) return undefined
+    const [ids] = this.kernelIds.splice(index, 1)
+    return ids
   }
 
   /** A record the kernel could not write: the gap goes where it was in its connection's stream. */
@@ -261,6 +325,7 @@ export class EventProcessor {
         this.tracker.closeProcess(event.pid, event.timestampNs)
         return
       case "fork":
+      case "trace":
         return
     }
   }
@@ -285,19 +350,31 @@ export class EventProcessor {
     return swept
   }
 
+  /** The context the kernel's ids give `request` (trace propagation), if it reported any for it. */
+  private kernelContext(request: Pending): SpanContext | undefined {
+    if (this.kernelIds.length === 0) return undefined
+    const server = request.connection.role === "server"
+    const ids = this.takeKernelIds(server ? "server" : "client", request.startNs)
+    if (ids === undefined) return undefined
+    const context = server ? kernelServerContext(request.head, ids) : injectedClientContext(request.head, ids)
+    if (context === undefined) this.kernelIdCounts.unmatched++
+    else this.kernelIdCounts.used++
+    return context
+  }
+
   private onRequest(request: Pending): void {
     const head = request.head
-    if (request.connection.role === "server") {
-      request.context = serverContext(head)
-      let set = this.serving.get(request.tid)
-      if (set === undefined) {
-        set = new Set()
-        this.serving.set(request.tid, set)
-      }
-      set.add(request)
-    } else {
-      request.context = clientContext(head, this.servedBy(request.tid))
+    const server = request.connection.role === "server"
+    request.context =
+      this.kernelContext(request) ??
+      (server ? serverContext(head) : clientContext(head, this.servedBy(request.tid)))
+    if (!server) return
+    let set = this.serving.get(request.tid)
+    if (set === undefined) {
+      set = new Set()
+      this.serving.set(request.tid, set)
     }
+    set.add(request)
   }
 
   private stopServing(request: Pending): void {

@@ -28,6 +28,8 @@ export interface NativeCaptureOptions {
   stdio?: "off" | "sockets" | "syscalls"
   /** Trace processes by pid. Default true; off, cgroups only. */
   pidTargets?: boolean
+  /** Trace propagation (see `EbpfCapture.Options.propagation`). Default false. */
+  propagation?: boolean
 }
 
 export interface NativeCounters {
@@ -38,14 +40,18 @@ export interface NativeCounters {
   batches: number
   records: number
   malformed: number
+  injected: number
+  carried: number
+  unframed: number
+  skipped: number
   inFlight: number
 }
 
 export interface NativeCapture {
   addPid(pid: number, target?: number): void
   removePid(pid: number): void
-  /** Returns the cgroup's id (its inode number). */
-  addCgroup(path: string, target?: number): number
+  /** Returns the cgroup's id (its inode number). `propagate` needs `propagation` at start. */
+  addCgroup(path: string, target?: number, propagate?: boolean): number
   removeCgroup(id: number): void
   /** The batch in buffer `index` has been consumed: the reader may fill the buffer again. */
   recycle(index: number): void

@@ -44,11 +44,22 @@ export interface NodeOptions {
   readonly stateDir?: string | undefined
   /** How often logs are read and missing cgroups looked for. Default 250 ms. */
   readonly pollIntervalMs?: number | undefined
+  /**
+   * Trace propagation for the pods that opt in (annotation `iii.io/propagation: "true"`); the capture
+   * was started with `propagation`.
+   */
+  readonly propagate?: boolean | undefined
 }
 
 export const compositionLabel = "iii.io/composition"
 export const componentLabel = "iii.io/component"
 export const traceAnnotation = "iii.io/trace"
+/** A pod's opt-in to trace propagation (the controller sets it from `observability.propagation`). */
+export const propagationAnnotation = "iii.io/propagation"
+
+/** Whether a pod's outbound requests get a traceparent: it opted in, and the agent can. Pure. */
+export const propagates = (pod: Kube.Pod, agentPropagates: boolean): boolean =>
+  agentPropagates && pod.metadata.annotations?.[propagationAnnotation] === "true"
 
 export const isTraced = (pod: Kube.Pod): boolean =>
   pod.metadata.labels?.[compositionLabel] !== undefined ||
@@ -83,6 +94,8 @@ interface Container {
   cgroupIds: ReadonlyArray<number>
   /** Its ID is known but its directory was not found yet. */
   unlocated: boolean
+  /** Its outbound requests get a traceparent (its pod opted in, the agent can). */
+  readonly propagate: boolean
   readonly follower: Follower
 }
 
@@ -167,7 +180,7 @@ export const start = (
       if (dirs === undefined) return false
       const ids: Array<number> = []
       for (const dir of dirs) {
-        const added = run(capture.addCgroup(dir, container.target))
+        const added = run(capture.addCgroup(dir, container.target, { propagate: container.propagate }))
         if (added._tag === "Right") ids.push(added.right)
       }
       container.cgroupIds = ids
@@ -216,6 +229,7 @@ export const start = (
             containerId: undefined,
             cgroupIds: [],
             unlocated: false,
+            propagate: propagates(pod, options.propagate === true),
             follower: new Follower(
               dir,
               (line) => {

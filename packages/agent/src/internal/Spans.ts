@@ -105,6 +105,59 @@ export const clientContext = (headers: TraceHeaders, linked: SpanContext | undef
   }
 }
 
+/** The ids the kernel gave a request (trace propagation: `TraceEvent`). */
+export interface KernelIds {
+  readonly traceId: string
+  readonly spanId: string
+  readonly parentSpanId: string | undefined
+  readonly flags: number
+}
+
+const validIds = (ids: KernelIds): boolean =>
+  TraceContext.isTraceId(ids.traceId) &&
+  TraceContext.isSpanId(ids.spanId) &&
+  (ids.parentSpanId === undefined || TraceContext.isSpanId(ids.parentSpanId))
+
+/**
+ * A server span with the ids the kernel gave its request (its thread's outbound calls carry them as
+ * their parent), when they agree with the request's own `traceparent` as `serverContext` reads it;
+ * undefined otherwise (e.g. a version other than 00, which the kernel does not read).
+ */
+export const kernelServerContext = (headers: TraceHeaders, ids: KernelIds): SpanContext | undefined => {
+  if (!validIds(ids)) return undefined
+  const parent = Option.getOrUndefined(TraceContext.parseTraceParent(headers.traceparent))
+  const agrees =
+    parent === undefined
+      ? ids.parentSpanId === undefined
+      : parent.traceId === ids.traceId && parent.spanId === ids.parentSpanId
+  if (!agrees) return undefined
+  const traceId = ids.traceId as Telemetry.TraceId
+  return {
+    traceId,
+    spanId: ids.spanId as Telemetry.SpanId,
+    parentSpanId: ids.parentSpanId as Telemetry.SpanId | undefined,
+    correlationId: TraceContext.correlationIdFor(traceId, headers.correlationId),
+    flags: ids.flags
+  }
+}
+
+/**
+ * A client span for a request the kernel inserted a `traceparent` into (it had none of its own):
+ * what went on the wire, so that it is the parent of the server span downstream. Its correlation id
+ * is the request's own header, else the one inserted (the trace id).
+ */
+export const injectedClientContext = (headers: TraceHeaders, ids: KernelIds): SpanContext | undefined => {
+  if (!validIds(ids)) return undefined
+  const traceId = ids.traceId as Telemetry.TraceId
+  return {
+    traceId,
+    spanId: ids.spanId as Telemetry.SpanId,
+    parentSpanId: ids.parentSpanId as Telemetry.SpanId | undefined,
+    correlationId: Option.getOrElse(TraceContext.parseCorrelationId(headers.correlationId), () => traceId),
+    flags: ids.flags
+  }
+}
+
 const knownMethods = new Set(["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"])
 
 /** OpenTelemetry's rule: methods outside the standard set are reported as `_OTHER` in names and metrics. */
