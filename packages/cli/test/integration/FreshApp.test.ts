@@ -125,7 +125,10 @@ describe("package manifests", () => {
       expect(m.peerDependencies.effect, m.name).toBe(effectRange)
       const isEffect = (name: string) => name === "effect" || name.startsWith("@effect/")
       expect(Object.keys(m.dependencies ?? {}).filter(isEffect), m.name).toEqual([])
-      for (const [name, range] of Object.entries(m.peerDependencies)) expect(dev[name], name).toBe(range)
+      // A peer only one package uses may be that package's dev dependency: @effect/opentelemetry's own
+      // peers (OpenTelemetry SDK 2) conflict with obs's test SDK 3, so npm nests it in packages/core.
+      for (const [name, range] of Object.entries(m.peerDependencies))
+        expect(dev[name] ?? m.devDependencies?.[name], name).toBe(range)
     }
   })
 })

@@ -1,0 +1,86 @@
+/**
+ * An Effect app traced into iii with `IiiTelemetry.layer`: the example app (examples/effect-app) runs
+ * against a real node, and its server, client and `withSpan` spans come back as one trace, with the
+ * `Effect.log` line tied to the span it was written in.
+ */
+import { createServer } from "node:net"
+import { Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { CheckoutApp } from "../../../examples/effect-app/main.js"
+import { getJson, type RunningNode, startNode } from "./fixtures/Node.js"
+
+const token = "effect-app-token"
+const auth = { authorization: `Bearer ${token}` }
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject()))
+    })
+  })
+
+describe("IiiTelemetry.layer", () => {
+  let node: RunningNode
+  beforeAll(async () => {
+    node = await startNode({ token: Option.some(Redacted.make(token)) })
+  })
+  afterAll(() => node.stop())
+
+  it("stores the example app's server, client and withSpan spans as one trace, and its log on the server span", async () => {
+    const port = await freePort()
+    const scope = Effect.runSync(Scope.make())
+    await Effect.runPromise(
+      Layer.buildWithScope(CheckoutApp({ port, obs: node.url, token: Redacted.make(token) }), scope)
+    )
+    // A caller's traceparent (an agent's, or another service's): the app's spans join its trace.
+    const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+    const callerSpanId = "00f067aa0ba902b7"
+    const res = await fetch(`http://127.0.0.1:${port}/checkout/7`, {
+      headers: { traceparent: `00-${traceId}-${callerSpanId}-01` }
+    })
+    expect(await res.json()).toEqual({ id: "7", price: 42 })
+    // Releasing the layer sends what is left in the exporter's batches.
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+
+    const trace = await getJson(`${node.url}/v1/traces/${traceId}`, auth)
+    expect(trace.status).toBe(200)
+    const spans = trace.body.spans as Array<Record<string, unknown>>
+    const named = (name: string, route: string) =>
+      spans.find((s) => s.name === name && (s.http as { route?: string } | undefined)?.route === route)
+    const checkout = named("http.server GET", "/checkout/:id")
+    const pricing = spans.find((s) => s.name === "price order")
+    const client = spans.find((s) => s.kind === "client")
+    const price = named("http.server GET", "/price/:id")
+    expect(spans).toHaveLength(4)
+    expect(checkout).toMatchObject({
+      traceId,
+      service: "checkout",
+      kind: "server",
+      parentSpanId: callerSpanId,
+      http: { method: "GET", path: "/checkout/7", statusCode: 200 }
+    })
+    expect(pricing).toMatchObject({
+      kind: "internal",
+      parentSpanId: checkout?.spanId,
+      attributes: expect.objectContaining({ "order.id": "7" })
+    })
+    expect(client).toMatchObject({
+      service: "checkout",
+      parentSpanId: pricing?.spanId,
+      http: { method: "GET", path: "/price/7", statusCode: 200 }
+    })
+    expect(price).toMatchObject({ kind: "server", parentSpanId: client?.spanId })
+
+    const correlated = await getJson(`${node.url}/v1/correlate/${traceId}`, auth)
+    expect(correlated.body.logs).toEqual([
+      expect.objectContaining({
+        service: "checkout",
+        level: "info",
+        body: "checkout 7",
+        traceId,
+        spanId: checkout?.spanId
+      })
+    ])
+  })
+})
