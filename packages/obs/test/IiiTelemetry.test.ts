@@ -20,6 +20,24 @@ const freePort = () =>
     })
   })
 
+/** Runs the example app, requests GET /checkout/7 in `traceId`, then releases the app (flushing its exports). */
+const runCheckout = async (obs: string, appToken: string, traceId: string, callerSpanId: string) => {
+  const port = await freePort()
+  const scope = Effect.runSync(Scope.make())
+  await Effect.runPromise(
+    Layer.buildWithScope(CheckoutApp({ port, obs, token: Redacted.make(appToken) }), scope)
+  )
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/checkout/7`, {
+      headers: { traceparent: `00-${traceId}-${callerSpanId}-01` }
+    })
+    return { status: res.status, body: await res.json() }
+  } finally {
+    // Releasing the layer sends what is left in the exporter's batches.
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+  }
+}
+
 describe("IiiTelemetry.layer", () => {
   let node: RunningNode
   beforeAll(async () => {
@@ -28,20 +46,13 @@ describe("IiiTelemetry.layer", () => {
   afterAll(() => node.stop())
 
   it("stores the example app's server, client and withSpan spans as one trace, and its log on the server span", async () => {
-    const port = await freePort()
-    const scope = Effect.runSync(Scope.make())
-    await Effect.runPromise(
-      Layer.buildWithScope(CheckoutApp({ port, obs: node.url, token: Redacted.make(token) }), scope)
-    )
     // A caller's traceparent (an agent's, or another service's): the app's spans join its trace.
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
     const callerSpanId = "00f067aa0ba902b7"
-    const res = await fetch(`http://127.0.0.1:${port}/checkout/7`, {
-      headers: { traceparent: `00-${traceId}-${callerSpanId}-01` }
+    expect(await runCheckout(node.url, token, traceId, callerSpanId)).toEqual({
+      status: 200,
+      body: { id: "7", price: 42 }
     })
-    expect(await res.json()).toEqual({ id: "7", price: 42 })
-    // Releasing the layer sends what is left in the exporter's batches.
-    await Effect.runPromise(Scope.close(scope, Exit.void))
 
     const trace = await getJson(`${node.url}/v1/traces/${traceId}`, auth)
     expect(trace.status).toBe(200)
@@ -82,5 +93,16 @@ describe("IiiTelemetry.layer", () => {
         spanId: checkout?.spanId
       })
     ])
+  })
+
+  it("with the wrong token the app still answers, and the node stores nothing of it", async () => {
+    const traceId = "5b8efff798038103d269b633813fc60c"
+    expect(await runCheckout(node.url, "not-the-token", traceId, "eee19b7ec3c1b174")).toEqual({
+      status: 200,
+      body: { id: "7", price: 42 }
+    })
+    expect((await getJson(`${node.url}/v1/traces/${traceId}`, auth)).status).toBe(404)
+    const correlated = await getJson(`${node.url}/v1/correlate/${traceId}`, auth)
+    expect(correlated.body.logs ?? []).toEqual([])
   })
 })
