@@ -1,13 +1,14 @@
 /**
  * An Effect app traced into iii with `IiiTelemetry.layer`: the example app (examples/effect-app) runs
- * against a real node, and its server, client and `withSpan` spans come back as one trace, with the
- * `Effect.log` line tied to the span it was written in.
+ * against a real node, and its server, client and `withSpan` spans come back as one trace with the
+ * agent's span of the same request, and the `Effect.log` line tied to the span it was written in.
  */
 import { createServer } from "node:net"
 import { Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { CheckoutApp } from "../../../examples/effect-app/main.js"
-import { getJson, type RunningNode, startNode } from "./fixtures/Node.js"
+import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { span as agentSpan } from "./fixtures/Spans.js"
 
 const token = "effect-app-token"
 const auth = { authorization: `Bearer ${token}` }
@@ -45,14 +46,28 @@ describe("IiiTelemetry.layer", () => {
   })
   afterAll(() => node.stop())
 
-  it("stores the example app's server, client and withSpan spans as one trace, and its log on the server span", async () => {
-    // A caller's traceparent (an agent's, or another service's): the app's spans join its trace.
+  it("stores the example app's server, client and withSpan spans in one trace with the agent's caller span, and its log on the server span", async () => {
+    // The caller's traceparent (its client span, which the agent captures): the app's spans join its trace.
     const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
     const callerSpanId = "00f067aa0ba902b7"
     expect(await runCheckout(node.url, token, traceId, callerSpanId)).toEqual({
       status: 200,
       body: { id: "7", price: 42 }
     })
+
+    // The agent captured the caller's side of the same request: its span and the app's are one trace.
+    const agent = new TestAgent(node.url, auth)
+    await agent.hello("agent-effect-app")
+    const caller = agentSpan({
+      service: "frontend",
+      kind: "client",
+      traceId: traceId as never,
+      correlationId: traceId,
+      spanId: callerSpanId as never
+    })
+    agent.send({ type: "batch", seq: 1, spans: [caller], metrics: [], logs: [] })
+    expect(await agent.ack(1)).toEqual({ type: "ack", seq: 1 })
+    agent.close()
 
     const trace = await getJson(`${node.url}/v1/traces/${traceId}`, auth)
     expect(trace.status).toBe(200)
@@ -61,9 +76,15 @@ describe("IiiTelemetry.layer", () => {
       spans.find((s) => s.name === name && (s.http as { route?: string } | undefined)?.route === route)
     const checkout = named("http.server GET", "/checkout/:id")
     const pricing = spans.find((s) => s.name === "price order")
-    const client = spans.find((s) => s.kind === "client")
+    const client = spans.find((s) => s.kind === "client" && s.service === "checkout")
     const price = named("http.server GET", "/price/:id")
-    expect(spans).toHaveLength(4)
+    expect(spans.map((s) => s.service).sort()).toEqual([
+      "checkout",
+      "checkout",
+      "checkout",
+      "checkout",
+      "frontend"
+    ])
     expect(checkout).toMatchObject({
       traceId,
       service: "checkout",
@@ -71,6 +92,7 @@ describe("IiiTelemetry.layer", () => {
       parentSpanId: callerSpanId,
       http: { method: "GET", path: "/checkout/7", statusCode: 200 }
     })
+    expect(checkout?.parentMissing).toBeUndefined()
     expect(pricing).toMatchObject({
       kind: "internal",
       parentSpanId: checkout?.spanId,
