@@ -10,6 +10,10 @@ const freshClone = "packages/cli/test/integration/FreshClone.test.ts"
 export default defineConfig({
   resolve: {
     alias: {
+      // Before "@iii/core", which would also take this subpath (a module the index does not export).
+      "@iii/core/IiiTelemetry": fileURLToPath(
+        new URL("./packages/core/src/IiiTelemetry.ts", import.meta.url)
+      ),
       "@iii/core": src("core"),
       "@iii/obs": src("obs"),
       "@iii/agent": src("agent"),
