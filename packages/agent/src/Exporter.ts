@@ -221,7 +221,9 @@ export const make = (options: ExporterOptions): Effect.Effect<ExporterService, n
           const deadline = Date.now() + (options.drainTimeoutMs ?? 3000)
           while (
             Date.now() < deadline &&
-            destinations.some((destination) => destination.connected && destination.bufferedBatches > 0)
+            // A handshake under way counts: an agent stopped just after it started (its first
+            // connection still opening) delivers what it has instead of dropping it.
+            destinations.some((destination) => destination.connecting && destination.bufferedBatches > 0)
           ) {
             yield* Effect.sleep("20 millis")
           }

@@ -65,6 +65,18 @@ describe("Exporter", () => {
     await obs.stop()
   })
 
+  it("stopped while its first handshake is under way, delivers what it has", async () => {
+    const obs = new FakeObs({ welcomeDelayMs: 300 })
+    const url = await obs.start()
+    await withExporter([url], { drainTimeoutMs: 3000 }, async (exporter) => {
+      for (let i = 0; i < 20; i++) exporter.span(span(i))
+      await until("the hello", () => obs.hellos === 1)
+      expect(stats(exporter).destinations[0]?.connected).toBe(false)
+    })
+    expect(obs.spans).toHaveLength(20)
+    await obs.stop()
+  })
+
   it("re-sends unacknowledged batches after obs restarts mid-stream; each is stored once", async () => {
     const obs = new FakeObs()
     const url = await obs.start()

@@ -121,6 +121,11 @@ export class Destination {
     return this.ready
   }
 
+  /** Connected, or a connection's handshake under way (not waiting out a backoff after a failure). */
+  get connecting(): boolean {
+    return this.ready || (this.socket !== undefined && !this.stopped)
+  }
+
   get url(): string {
     return this.options.url
   }

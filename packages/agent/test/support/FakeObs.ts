@@ -14,6 +14,8 @@ export interface FakeObsOptions {
   withholdAcks?: boolean
   /** Answer these seqs with a non-fatal invalid_batch error instead of storing them. */
   rejectSeqs?: ReadonlySet<number>
+  /** Delay before the welcome (a node slow to answer the handshake). */
+  welcomeDelayMs?: number
   /** Require this token on the upgrade (`Authorization: Bearer`), as obs does: others are answered 401. */
   token?: string
 }
@@ -63,13 +65,16 @@ export class FakeObs {
         if (frame.type === "hello") {
           this.hellos++
           agentId = frame.agent.id
-          socket.send(
-            WireProtocol.encodeFrame({
-              type: "welcome",
-              version: WireProtocol.PROTOCOL_VERSION,
-              node: "fake"
-            })
-          )
+          const welcome = () =>
+            socket.send(
+              WireProtocol.encodeFrame({
+                type: "welcome",
+                version: WireProtocol.PROTOCOL_VERSION,
+                node: "fake"
+              })
+            )
+          if (this.options.welcomeDelayMs === undefined) welcome()
+          else setTimeout(welcome, this.options.welcomeDelayMs)
         } else if (frame.type === "batch" && agentId !== undefined) {
           this.batchesReceived++
           if (this.options.rejectSeqs?.has(frame.seq) === true) {
