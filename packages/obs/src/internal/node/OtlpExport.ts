@@ -101,6 +101,17 @@ type Outcome =
       readonly reason: string
     }
 
+/**
+ * Most items in one request: rounds that queued up while the endpoint was away are not sent as one
+ * body too large for it (collectors refuse a few MiB), which would be dropped whole.
+ */
+const maxItemsPerRequest = 2_048
+
+const chunks = <A>(items: ReadonlyArray<A>): Array<ReadonlyArray<A>> =>
+  Array.from({ length: Math.ceil(items.length / maxItemsPerRequest) }, (_, i) =>
+    items.slice(i * maxItemsPerRequest, (i + 1) * maxItemsPerRequest)
+  )
+
 const retryable = new Set([429, 502, 503, 504])
 
 export interface OtlpExporter {
@@ -176,9 +187,9 @@ export const make = (cfg: OtlpExportConfig, dataDir: string) =>
       const spans = batches.flatMap((b) => b.spans)
       const logs = batches.flatMap((b) => b.logs)
       const metrics = batches.flatMap((b) => b.metrics)
-      if (spans.length > 0) append("traces", spans.length, tracesRequest(spans))
-      if (logs.length > 0) append("logs", logs.length, logsRequest(logs))
-      if (metrics.length > 0) append("metrics", metrics.length, metricsRequest(metrics))
+      for (const part of chunks(spans)) append("traces", part.length, tracesRequest(part))
+      for (const part of chunks(logs)) append("logs", part.length, logsRequest(part))
+      for (const part of chunks(metrics)) append("metrics", part.length, metricsRequest(part))
       Queue.unsafeOffer(wake, undefined)
     }
     yield* Queue.take(offered).pipe(
