@@ -4,8 +4,10 @@
  * answering 503 or closed for a while loses nothing within the queue; an overflowing queue drops the
  * oldest and counts it; a restarted node sends what its queue kept.
  */
+import { readdirSync } from "node:fs"
 import { createServer, type Server } from "node:http"
 import type { AddressInfo } from "node:net"
+import { join } from "node:path"
 import type { Telemetry } from "@iii/core"
 import { Duration, Either, Option } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
@@ -111,6 +113,13 @@ const figure = (text: string, series: string) => {
   const line = text.split("\n").find((l) => l.startsWith(`${series} `))
   return line === undefined ? undefined : Number(line.slice(series.length + 1))
 }
+
+/** Items in the node's export queue (its files are named {seq}-{signal}-{items}.pb). */
+const queuedItems = (node: RunningNode) =>
+  readdirSync(join(node.dataDir, "otlp-export")).reduce(
+    (n, f) => n + Number(/-(\d+)\.pb$/.exec(f)?.[1] ?? Number.NaN),
+    0
+  )
 
 const fast = (url: string, overrides: Partial<Omit<OtlpExportConfig, "url">> = {}) =>
   Option.some(
@@ -257,6 +266,28 @@ describe("OTLP export", () => {
     expect(figure(text, "iii_obs_otlp_export_queue_requests")).toBe(0)
   })
 
+  it("acknowledges ingest at once while the endpoint hangs without answering", async () => {
+    const hanging = createServer(() => undefined)
+    await new Promise<void>((resolve) => hanging.listen(0, "127.0.0.1", resolve))
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          hanging.closeAllConnections()
+          hanging.close(() => resolve())
+        })
+    )
+    const node = await startNode({
+      exportOtlp: fast(`http://127.0.0.1:${(hanging.address() as AddressInfo).port}`, {
+        requestTimeout: Duration.seconds(30)
+      })
+    })
+    cleanups.push(() => node.stop())
+    const started = performance.now()
+    for (let i = 0; i < 5; i++) await ingest(node, [span(), span()])
+    expect(performance.now() - started).toBeLessThan(2_000)
+    await until("the queue", () => queuedItems(node) === 10)
+  })
+
   it("drops what the endpoint refuses with a 400, counted, and goes on", async () => {
     const receiver = await new Receiver().start()
     cleanups.push(() => receiver.stop())
@@ -287,11 +318,13 @@ describe("OTLP export", () => {
     const dropped =
       figure(text, 'iii_obs_otlp_export_dropped_total{signal="traces",reason="queue_full"}') ?? 0
     const bytes = figure(text, "iii_obs_otlp_export_queue_bytes") ?? 0
-    const requests = figure(text, "iii_obs_otlp_export_queue_requests") ?? 0
+    const files = readdirSync(join(node.dataDir, "otlp-export"))
+    const queued = queuedItems(node)
+    expect(figure(text, "iii_obs_otlp_export_queue_requests")).toBe(files.length)
     expect(bytes).toBeLessThanOrEqual(6_000)
+    expect(bytes).toBeGreaterThan(0)
     expect(dropped).toBeGreaterThan(0)
-    expect(dropped % 10).toBe(0)
-    expect(dropped + requests * 10).toBe(80)
+    expect(dropped + queued).toBe(80)
   })
 
   it("sends after a restart what the queue held when the node stopped", async () => {
