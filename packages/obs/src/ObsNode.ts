@@ -317,8 +317,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
 
 /**
  * Starts a node over the store the context provides (`BatchWriter`, `SpanReader`, `StoreMaintenance`)
- * for the layer's lifetime; stopping closes sockets and waits for pending commits. `cfg.dataDir` is
- * only logged: the store owns its data.
+ * for the layer's lifetime; stopping closes sockets and waits for pending commits. The store owns its
+ * data: `cfg.dataDir` is only logged, and holds the OTLP export queue when `exportOtlp` is set.
  */
 export const layerOn = (
   cfg: ObsNodeConfig
