@@ -5,6 +5,7 @@
  *   iii obs --data ./obs --port 4320 --host 127.0.0.1 --token-file /run/secrets/obs-token --retention 3d
  *   iii obs --data ./obs --tls-cert /tls/tls.crt --tls-key /tls/tls.key --tls-port 4321
  *   iii obs --data ./obs --otlp-grpc-port 0            # OTLP/HTTP only (OTLP/gRPC is on 4317 by default)
+ *   iii obs --data ./obs --export-otlp http://collector:4318 --export-header authorization="Bearer $T"
  *   iii obs --data ./obs --advertise 10.0.0.1:4320 --peers 10.0.0.1:4320,10.0.0.2:4320,10.0.0.3:4320
  *   iii obs --data /data --advertise $(POD_NAME).iii-obs.iii-system.svc:4320 --peers-from-service iii-obs
  *
@@ -107,6 +108,19 @@ const otlpGrpcPort = Options.integer("otlp-grpc-port").pipe(
   )
 )
 
+const exportOtlp = Options.text("export-otlp").pipe(
+  Options.optional,
+  Options.withDescription(
+    `also forward every stored span, log and metric point to this OTLP/HTTP endpoint (POST URL/v1/traces|logs|metrics, protobuf), through a queue on disk (default $${variables.exportOtlp}; none)`
+  )
+)
+const exportHeader = Options.text("export-header").pipe(
+  Options.repeated,
+  Options.withDescription(
+    `a header K=V for --export-otlp, repeatable (default $${variables.exportHeaders}: K=V,K=V)`
+  )
+)
+
 const flags = {
   data,
   port,
@@ -117,6 +131,8 @@ const flags = {
   tlsKey,
   tlsPort,
   otlpGrpcPort,
+  exportOtlp,
+  exportHeader,
   advertise,
   peers,
   peersFromService,
@@ -138,6 +154,8 @@ export const command = Command.make("obs", flags, (given) =>
       tlsKey: Option.getOrUndefined(given.tlsKey),
       tlsPort: Option.getOrUndefined(given.tlsPort),
       otlpGrpcPort: Option.getOrUndefined(given.otlpGrpcPort),
+      exportOtlp: Option.getOrUndefined(given.exportOtlp),
+      exportHeaders: given.exportHeader,
       advertise: Option.getOrUndefined(given.advertise),
       peers: Option.getOrUndefined(given.peers),
       peersFromService: Option.getOrUndefined(given.peersFromService),

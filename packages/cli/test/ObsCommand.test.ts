@@ -78,6 +78,39 @@ describe("iii obs", () => {
     )
     expect(Exit.isFailure(noToken) && JSON.stringify(noToken.cause)).toContain("is empty")
   })
+
+  it("turns OTLP export on with --export-otlp and repeated --export-header, and names a bad URL", async () => {
+    const bad = await Effect.runPromise(
+      Effect.exit(obs([], "--data", join(dir, "d7"), "--export-otlp", "ftp://collector"))
+    )
+    expect(Exit.isFailure(bad) && JSON.stringify(bad.cause)).toContain(
+      "ftp://collector is not an http:// or https:// URL"
+    )
+    const lines: Array<string> = []
+    const fiber = Effect.runFork(
+      obs(
+        lines,
+        "--data",
+        join(dir, "d8"),
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--otlp-grpc-port",
+        "0",
+        "--export-otlp",
+        "http://127.0.0.1:9",
+        "--export-header",
+        "authorization=Bearer x",
+        "--export-header",
+        "x-scope-orgid=a"
+      )
+    )
+    const port = /127\.0\.0\.1:(\d+)/.exec(await listeningLine(lines))?.[1]
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+    expect(metrics).toContain("iii_obs_otlp_export_queue_requests 0")
+    await Effect.runPromise(Fiber.interrupt(fiber))
+  })
 })
 
 const canRunOpenssl = spawnSync("openssl", ["version"]).status === 0

@@ -17,12 +17,13 @@ import type { Endpoints, NodeSockets } from "./internal/node/Endpoints.js"
 import { GroupCommit } from "./internal/node/GroupCommit.js"
 import { NodeCounters } from "./internal/node/NodeCounters.js"
 import * as NodeTime from "./internal/node/NodeTime.js"
+import * as OtlpExport from "./internal/node/OtlpExport.js"
 import { createNodeServers } from "./internal/node/Server.js"
 import { defaultTailLimits, TailHub } from "./internal/node/TailHub.js"
 import { loadTlsCredentials, type TlsCredentials } from "./internal/node/Tls.js"
 import * as LmdbStore from "./LmdbStore.js"
 import type { ObsNodeConfig } from "./ObsNodeConfig.js"
-import { BatchWriter, type PlannedBatch, SpanReader, StoreMaintenance } from "./Store.js"
+import { BatchWriter, type IngestBatch, type PlannedBatch, SpanReader, StoreMaintenance } from "./Store.js"
 
 export { defaults, makeConfig, type ObsNodeConfig, type TlsConfig } from "./ObsNodeConfig.js"
 
@@ -114,6 +115,8 @@ interface Queued {
   readonly plan: PlannedBatch
   /** Kept only while the tail has subscribers. */
   readonly tailed: ReadonlyArray<Telemetry.Span> | undefined
+  /** Kept only when OTLP export is on. */
+  readonly exported: IngestBatch | undefined
 }
 
 const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
@@ -151,6 +154,10 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       maxQueuedSpans: cfg.tailQueueSpans,
       maxStalledMs: Duration.toMillis(cfg.tailStallTimeout)
     })
+    // Before the writer: its finalizer (writing what was offered to the queue) runs after the writer's drain.
+    const exporter = Option.isSome(cfg.exportOtlp)
+      ? yield* OtlpExport.make(cfg.exportOtlp.value, cfg.dataDir)
+      : undefined
     const wantsSpans = () => tail.size > 0 || (extension?.wantsSpans() ?? false)
     const writer = new GroupCommit<Queued>({
       // Planned on arrival, so the decoded spans die young; they are kept for the tail only while
@@ -158,7 +165,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       prepare: (batch) =>
         Either.map(writerStore.plan(batch), (plan) => ({
           plan,
-          tailed: wantsSpans() ? batch.spans : undefined
+          tailed: wantsSpans() ? batch.spans : undefined,
+          exported: exporter === undefined ? undefined : batch
         })),
       // A failed round may mean the store is lost: check at once rather than at the next tick.
       write: (round) =>
@@ -176,6 +184,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
           if (tail.size > 0) tail.publish(tailed, committedAt)
           extension?.acknowledged(tailed, committedAt)
         }
+        exporter?.offer(round.flatMap((b) => (b.exported === undefined ? [] : [b.exported])))
       },
       maxQueuedSpans: cfg.maxQueuedSpans,
       maxSpansPerCommit: cfg.maxSpansPerCommit,
@@ -217,6 +226,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       writer,
       tail,
       counters,
+      exportCounters: exporter?.counters,
       isReady: () => ready && storeFailure === undefined,
       storeFailure: () => storeFailure,
       dashboardDir: cfg.dashboardDir,
@@ -307,8 +317,8 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
 
 /**
  * Starts a node over the store the context provides (`BatchWriter`, `SpanReader`, `StoreMaintenance`)
- * for the layer's lifetime; stopping closes sockets and waits for pending commits. `cfg.dataDir` is
- * only logged: the store owns its data.
+ * for the layer's lifetime; stopping closes sockets and waits for pending commits. The store owns its
+ * data: `cfg.dataDir` is only logged, and holds the OTLP export queue when `exportOtlp` is set.
  */
 export const layerOn = (
   cfg: ObsNodeConfig

@@ -140,6 +140,58 @@ export interface ObsNodeConfig {
    * leaves it off, so an embedding program opts in. OTLP/HTTP is always on the node's port.
    */
   readonly otlpGrpcPort: number
+  /** Forward every stored span, log record and metric point to an OTLP/HTTP endpoint. Default: none. */
+  readonly exportOtlp: Option.Option<OtlpExportConfig>
+}
+
+/** Where and how stored telemetry is forwarded over OTLP/HTTP (README, "OpenTelemetry (OTLP) out"). */
+export interface OtlpExportConfig {
+  /** The endpoint's base URL; requests go to `{url}/v1/traces`, `/v1/logs`, `/v1/metrics`. */
+  readonly url: string
+  /** Headers sent with every request (e.g. `authorization`), in order. */
+  readonly headers: ReadonlyArray<readonly [string, string]>
+  /** Bytes the persistent queue (`{dataDir}/otlp-export`) may hold; past it the oldest requests are dropped. Default 256 MiB. */
+  readonly maxQueueBytes: number
+  /** First wait before a retry; it doubles on each failure up to `maxBackoff`. Default 1 s. */
+  readonly initialBackoff: Duration.Duration
+  /** Longest wait between retries (a longer `Retry-After` is honoured up to 5 minutes). Default 1 minute. */
+  readonly maxBackoff: Duration.Duration
+  /** Time a request may take before it is retried. Default 10 s. */
+  readonly requestTimeout: Duration.Duration
+}
+
+export const exportDefaults = {
+  maxQueueBytes: 256 * 1024 * 1024,
+  initialBackoff: Duration.seconds(1),
+  maxBackoff: Duration.minutes(1),
+  requestTimeout: Duration.seconds(10)
+} as const
+
+/** An export config with every default filled in. */
+export const makeExportConfig = (
+  url: string,
+  overrides: Partial<Omit<OtlpExportConfig, "url">> = {}
+): OtlpExportConfig => ({ url: url.replace(/\/+$/, ""), headers: [], ...exportDefaults, ...overrides })
+
+/** An OTLP/HTTP base URL (http or https), or why it is not one. */
+export const parseExportUrl = (text: string): Either.Either<string, string> => {
+  try {
+    const url = new URL(text.trim())
+    return url.protocol === "http:" || url.protocol === "https:"
+      ? Either.right(text.trim().replace(/\/+$/, ""))
+      : Either.left(`${text} is not an http:// or https:// URL`)
+  } catch {
+    return Either.left(`${text} is not a URL`)
+  }
+}
+
+/** `K=V` as a header, or why it is not one. */
+export const parseExportHeader = (text: string): Either.Either<readonly [string, string], string> => {
+  const at = text.indexOf("=")
+  const key = at < 0 ? "" : text.slice(0, at).trim()
+  return /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(key)
+    ? Either.right([key, text.slice(at + 1).trim()] as const)
+    : Either.left(`${JSON.stringify(text)} is not a header K=V`)
 }
 
 export const defaults = {
@@ -191,6 +243,7 @@ export const makeConfig = (
   tls: Option.none(),
   cluster: Option.none(),
   otlpGrpcPort: 0,
+  exportOtlp: Option.none(),
   ...overrides
 })
 
@@ -225,6 +278,10 @@ export interface Flags {
   readonly tlsPort?: number | undefined
   /** 0 turns OTLP/gRPC off. */
   readonly otlpGrpcPort?: number | undefined
+  /** OTLP/HTTP base URL to forward stored telemetry to. */
+  readonly exportOtlp?: string | undefined
+  /** `K=V` headers for it (the variable: K=V,K=V). */
+  readonly exportHeaders?: ReadonlyArray<string> | undefined
   readonly advertise?: string | undefined
   /** HOST:PORT,HOST:PORT,… */
   readonly peers?: string | undefined
@@ -248,6 +305,9 @@ export const variables = {
   tlsKey: "III_OBS_TLS_KEY",
   tlsPort: "III_OBS_TLS_PORT",
   otlpGrpcPort: "III_OBS_OTLP_GRPC_PORT",
+  exportOtlp: "III_OBS_EXPORT_OTLP",
+  exportHeaders: "III_OBS_EXPORT_HEADERS",
+  exportQueueBytes: "III_OBS_EXPORT_QUEUE_BYTES",
   advertise: "III_OBS_ADVERTISE",
   peers: "III_OBS_PEERS",
   peersFromService: "III_OBS_PEERS_FROM_SERVICE",
@@ -285,6 +345,8 @@ const flagNames: { readonly [K in keyof Flags]-?: string } = {
   tlsKey: "--tls-key",
   tlsPort: "--tls-port",
   otlpGrpcPort: "--otlp-grpc-port",
+  exportOtlp: "--export-otlp",
+  exportHeaders: "--export-header",
   advertise: "--advertise",
   peers: "--peers",
   peersFromService: "--peers-from-service",
@@ -405,6 +467,7 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
       given,
       port === undefined ? defaults.port : yield* parsePort(port.from, port.value)
     )
+    const exportOtlp = yield* resolveExport(flags, env)
     return makeConfig(String(data.value), {
       ...(yield* limitsFrom(env)),
       port: port === undefined ? defaults.port : yield* parsePort(port.from, port.value),
@@ -416,8 +479,50 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
       otlpGrpcPort:
         otlpGrpcPort === undefined
           ? defaults.otlpGrpcPort
-          : yield* parsePort(otlpGrpcPort.from, otlpGrpcPort.value)
+          : yield* parsePort(otlpGrpcPort.from, otlpGrpcPort.value),
+      exportOtlp
     })
+  })
+
+/** The OTLP export: the URL, its headers (flags over the variable) and the queue's bound. */
+const resolveExport = (
+  flags: Flags,
+  env: Environment
+): Either.Either<Option.Option<OtlpExportConfig>, InvalidSetting> =>
+  Either.gen(function* () {
+    const [text, from] =
+      flags.exportOtlp !== undefined
+        ? [flags.exportOtlp, flagNames.exportOtlp]
+        : [env.exportOtlp, variables.exportOtlp]
+    const headers =
+      flags.exportHeaders !== undefined && flags.exportHeaders.length > 0
+        ? { list: flags.exportHeaders, from: flagNames.exportHeaders }
+        : {
+            list: (env.exportHeaders ?? "").split(",").filter((h) => h.trim().length > 0),
+            from: variables.exportHeaders
+          }
+    const invalid = (setting: string) => (reason: string) => new InvalidSetting({ setting, reason })
+    if (text === undefined || text.trim() === "") {
+      if (headers.list.length > 0)
+        return yield* Either.left(
+          invalid(headers.from)(`export headers need ${flagNames.exportOtlp} (or ${variables.exportOtlp})`)
+        )
+      return Option.none()
+    }
+    const url = yield* Either.mapLeft(parseExportUrl(text), invalid(from))
+    const parsed = yield* Either.all(
+      headers.list.map((h) => Either.mapLeft(parseExportHeader(h), invalid(headers.from)))
+    )
+    const bytesText = env.exportQueueBytes
+    const maxQueueBytes = bytesText === undefined ? exportDefaults.maxQueueBytes : Number(bytesText.trim())
+    if (
+      bytesText !== undefined &&
+      (!/^\d+$/.test(bytesText.trim()) || !Number.isSafeInteger(maxQueueBytes) || maxQueueBytes < 1)
+    )
+      return yield* Either.left(
+        invalid(variables.exportQueueBytes)(`${bytesText} is not a positive number of bytes`)
+      )
+    return Option.some(makeExportConfig(url, { headers: parsed, maxQueueBytes }))
   })
 
 /** A node address: HOST:PORT, the host a name, IPv4 or [IPv6]. */

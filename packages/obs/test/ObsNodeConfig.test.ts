@@ -122,4 +122,53 @@ describe("ObsNodeConfig.load", () => {
     expect(Either.isRight(variable) && variable.right.otlpGrpcPort).toBe(14317)
     expect(ObsNodeConfig.makeConfig("/d").otlpGrpcPort).toBe(0)
   })
+
+  it("takes the OTLP export URL and headers from the flags over the variables; off by default", () => {
+    const off = load({ data: "/d" }, {})
+    expect(Either.isRight(off) && Option.isNone(off.right.exportOtlp)).toBe(true)
+    const env = {
+      III_OBS_EXPORT_OTLP: "http://collector:4318/",
+      III_OBS_EXPORT_HEADERS: "authorization=Bearer abc, x-scope-orgid=team-a",
+      III_OBS_EXPORT_QUEUE_BYTES: "1048576"
+    }
+    const variable = load({ data: "/d" }, env)
+    expect(Either.isRight(variable) && Option.getOrUndefined(variable.right.exportOtlp)).toMatchObject({
+      url: "http://collector:4318",
+      headers: [
+        ["authorization", "Bearer abc"],
+        ["x-scope-orgid", "team-a"]
+      ],
+      maxQueueBytes: 1_048_576
+    })
+    const flags = load(
+      { data: "/d", exportOtlp: "https://tempo.example/otlp", exportHeaders: ["x-token=1=2"] },
+      env
+    )
+    expect(Either.isRight(flags) && Option.getOrUndefined(flags.right.exportOtlp)).toMatchObject({
+      url: "https://tempo.example/otlp",
+      headers: [["x-token", "1=2"]]
+    })
+  })
+
+  it("names the export flag or variable whose value is wrong", () => {
+    const message = (flags: ObsNodeConfig.Flags, env: Record<string, string> = {}) => {
+      const r = load({ data: "/d", ...flags }, env)
+      return Either.isLeft(r) ? r.left.message : undefined
+    }
+    expect(message({ exportOtlp: "ftp://x" })).toBe(
+      "--export-otlp: ftp://x is not an http:// or https:// URL"
+    )
+    expect(message({}, { III_OBS_EXPORT_OTLP: "collector" })).toBe(
+      "III_OBS_EXPORT_OTLP: collector is not a URL"
+    )
+    expect(message({ exportOtlp: "http://c:4318", exportHeaders: ["novalue"] })).toBe(
+      '--export-header: "novalue" is not a header K=V'
+    )
+    expect(message({ exportHeaders: ["a=b"] })).toBe(
+      "--export-header: export headers need --export-otlp (or III_OBS_EXPORT_OTLP)"
+    )
+    expect(message({}, { III_OBS_EXPORT_OTLP: "http://c", III_OBS_EXPORT_QUEUE_BYTES: "lots" })).toBe(
+      "III_OBS_EXPORT_QUEUE_BYTES: lots is not a positive number of bytes"
+    )
+  })
 })

@@ -55,7 +55,7 @@ const bump = (counts: Map<string, number>, key: string, by = 1) => {
 }
 
 /** A counter per label set; `counts` is keyed by the label values joined with NUL, in `labels` order. */
-const labelled = (
+export const labelled = (
   name: string,
   help: string,
   counts: ReadonlyMap<string, number>,

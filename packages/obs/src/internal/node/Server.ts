@@ -16,6 +16,7 @@ import type { BatchQueue } from "./GroupCommit.js"
 import { errorAnswer, notFound, route } from "./HttpApi.js"
 import { handleIngest, type IngestSettings } from "./IngestConnection.js"
 import { type NodeCounters, renderPrometheus } from "./NodeCounters.js"
+import { type ExportCounters, renderExportCounters } from "./OtlpExport.js"
 import { handleOtlp, signalOf } from "./OtlpHttp.js"
 import type { OtlpParts } from "./OtlpIngest.js"
 import { parseTailFilter } from "./Params.js"
@@ -34,6 +35,8 @@ export interface ServerParts {
   readonly writer: BatchQueue
   readonly tail: TailHub
   readonly counters: NodeCounters
+  /** The OTLP exporter's, when it is on. */
+  readonly exportCounters?: ExportCounters | undefined
   readonly isReady: () => boolean
   /** The built dashboard's directory (default: the package's `dist/dashboard`). */
   readonly dashboardDir?: string | undefined
@@ -153,7 +156,8 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
             bytesStored: s.bytes,
             spansInStore: s.spans,
             storeFailed: parts.storeFailure() !== undefined
-          })
+          }) +
+          (parts.exportCounters === undefined ? "" : renderExportCounters(parts.exportCounters))
       )
     }
     if (Dashboard.isDashboardPath(url.pathname)) {

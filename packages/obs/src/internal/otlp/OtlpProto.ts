@@ -248,6 +248,13 @@ const encode = (type: protobuf.Type, value: object, format: Format): Uint8Array 
     : Buffer.from(JSON.stringify(type.toObject(type.fromObject(value), { longs: String })))
 
 /**
+ * An export request as protobuf bytes (what the exporter sends): `request` in the decoded shape, its
+ * 64-bit integers as decimal strings (protobufjs reads those, not bigints).
+ */
+export const encodeRequest = (signal: Signal, request: object): Uint8Array =>
+  encode(definitions().signals[signal].request, request, "protobuf")
+
+/**
  * The export response: empty for a full success, else a partial success naming how many items were
  * rejected and why.
  */
