@@ -214,16 +214,7 @@ export class EventProcessor {
           this.dataWithIds(event)
           return
         }
-        this.tracker.data(
-          event.pid,
-          event.tid,
-          event.fd,
-          event.direction,
-          event.payload,
-          event.totalLength,
-          event.timestampNs,
-          event.target
-        )
+        this.trackData(event)
         return
       }
       case "open":
@@ -270,6 +261,12 @@ export class EventProcessor {
     if (first !== undefined && first.pid === event.pid && first.fd === event.fd) this.kernelIds = this.traced
     else this.kernelIdCounts.unmatched += this.traced.length
     this.traced = []
+    this.trackData(event)
+    this.kernelIdCounts.unmatched += this.kernelIds.length
+    this.kernelIds = []
+  }
+
+  private trackData(event: Extract<CaptureEvent, { kind: "data" }>): void {
     this.tracker.data(
       event.pid,
       event.tid,
@@ -280,8 +277,6 @@ export class EventProcessor {
       event.timestampNs,
       event.target
     )
-    this.kernelIdCounts.unmatched += this.kernelIds.length
-    this.kernelIds = []
   }
 
   private dropIds(): void {

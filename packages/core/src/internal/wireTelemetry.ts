@@ -164,7 +164,7 @@ const readResource = (t: ReadonlyArray<unknown>, at: number, into: Mutable<Resou
 const SPAN_FIELDS = 15
 
 /** The OpenTelemetry parts of a span (status, events, links), written only when it has one. */
-const writeOtelTail = (w: Writer, s: Span): void => {
+export const writeOtelTail = (w: Writer, s: Span): void => {
   const status = s.status
   if (status === undefined) w.nil()
   else {

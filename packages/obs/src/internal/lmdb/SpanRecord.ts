@@ -10,10 +10,10 @@
  *  peerPort|nil, error, attributes|nil,
  *  then, only for a span with an OpenTelemetry status, events or links (OTLP):
  *  status [code (1 ok, 2 error), message|nil]|nil, events [[timeUnixNano, name, attributes|nil]…]|nil,
- *  links [[traceId, spanId, attributes|nil]…]|nil]
+ *  links [[traceId (bin 16), spanId (bin 8), attributes|nil]…]|nil] (written by the wire's writer)
  * Spans stored before the kinds beyond server and client and the OpenTelemetry parts decode as before.
  */
-import type { Msgpack, Telemetry } from "@iii/core"
+import { type Msgpack, type Telemetry, WireProtocol } from "@iii/core"
 import { Unpackr } from "msgpackr"
 
 type Span = Telemetry.Span
@@ -21,43 +21,15 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 
 const kinds: ReadonlyArray<Telemetry.SpanKind> = ["server", "client", "internal", "producer", "consumer"]
 
-/** Status, events and links (see the layout above). */
-const writeOtel = (w: Msgpack.Writer, s: Span): void => {
-  const status = s.status
-  if (status === undefined) w.nil()
-  else {
-    w.arrayHeader(2)
-    w.number(status.code === "ok" ? 1 : 2)
-    w.optionalString(status.message)
-  }
-  if (s.events === undefined) w.nil()
-  else {
-    w.arrayHeader(s.events.length)
-    for (const e of s.events) {
-      w.arrayHeader(3)
-      w.bigint(e.timeUnixNano)
-      w.string(e.name)
-      w.optionalScalarMap(e.attributes)
-    }
-  }
-  if (s.links === undefined) w.nil()
-  else {
-    w.arrayHeader(s.links.length)
-    for (const l of s.links) {
-      w.arrayHeader(3)
-      w.string(l.traceId)
-      w.string(l.spanId)
-      w.optionalScalarMap(l.attributes)
-    }
-  }
-}
-
 type StoredAttributes = Telemetry.Attributes | null
 type StoredOtel = [
   [number, string | null] | null,
   Array<[bigint | number, string, StoredAttributes]> | null,
-  Array<[string, string, StoredAttributes]> | null
+  Array<[Uint8Array, Uint8Array, StoredAttributes]> | null
 ]
+
+const hexOf = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex")
 
 const readOtel = (span: Mutable<Span>, [status, events, links]: StoredOtel): void => {
   if (status !== null)
@@ -73,7 +45,10 @@ const readOtel = (span: Mutable<Span>, [status, events, links]: StoredOtel): voi
     )
   if (links !== null)
     span.links = links.map(([traceId, spanId, attributes]) => {
-      const link = { traceId: traceId as Telemetry.TraceId, spanId: spanId as Telemetry.SpanId }
+      const link = {
+        traceId: hexOf(traceId) as Telemetry.TraceId,
+        spanId: hexOf(spanId) as Telemetry.SpanId
+      }
       return attributes === null ? link : { ...link, attributes }
     })
 }
@@ -109,7 +84,7 @@ export const write = (w: Msgpack.Writer, s: Span): void => {
   w.optionalNumber(s.peerPort)
   w.boolean(s.error)
   w.optionalScalarMap(s.attributes)
-  if (otel) writeOtel(w, s)
+  if (otel) WireProtocol.writeOtelTail(w, s)
 }
 
 /** The span back from its key's ids and its stored bytes. */
