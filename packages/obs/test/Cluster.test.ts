@@ -205,8 +205,10 @@ describe("obs cluster of 3 processes", () => {
       sockets.length
     )
     expect(series(metrics, 'iii_obs_connections_closed_total{endpoint="peer",reason="ping_timeout"}')).toBe(0)
-    // The members' own links were not disturbed.
-    expect(series(metrics, "iii_obs_peer_connections")).toBe(2)
+    // The members' own links stand (one re-dialled meanwhile is counted twice until the old one closes).
+    await eventually("the other nodes' links only, again", 10_000, async () =>
+      series(await scrape(first.url), "iii_obs_peer_connections") === 2 ? true : undefined
+    )
     const view = await authed(`${first.url}/v1/cluster`)
     expect(view.body.members.every((m: { state: string }) => m.state === "up")).toBe(true)
   })
