@@ -57,8 +57,8 @@ export {
   isNativeAccelerated
 } from "./internal/wireCodec.js"
 export { defaultMaxFrameBytes, PROTOCOL_VERSION } from "./internal/wireFraming.js"
-/** A span's OpenTelemetry tail (status, events, links) as the wire writes it; obs stores it alike. */
-export { writeOtelTail } from "./internal/wireTelemetry.js"
+/** A span's array length and fields as the wire writes them; obs stores spans alike, after the parent id. */
+export { spanFieldCount, writeSpanFields } from "./internal/wireTelemetry.js"
 export { WireError, WireErrorCode }
 
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())

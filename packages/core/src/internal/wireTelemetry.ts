@@ -164,7 +164,7 @@ const readResource = (t: ReadonlyArray<unknown>, at: number, into: Mutable<Resou
 const SPAN_FIELDS = 15
 
 /** The OpenTelemetry parts of a span (status, events, links), written only when it has one. */
-export const writeOtelTail = (w: Writer, s: Span): void => {
+const writeOtelTail = (w: Writer, s: Span): void => {
   const status = s.status
   if (status === undefined) w.nil()
   else {
@@ -242,10 +242,15 @@ const decodeLinks = (v: unknown): NonNullable<Span["links"]> =>
     return link
   })
 
-export const writeSpan = (w: Writer, s: Span): void => {
-  // The OpenTelemetry tail only when present, so spans without it (every agent span) cost nothing more.
-  const otel = s.status !== undefined || s.events !== undefined || s.links !== undefined
-  w.arrayHeader(otel ? SPAN_FIELDS + 3 : SPAN_FIELDS)
+const hasOtelTail = (s: Span): boolean =>
+  s.status !== undefined || s.events !== undefined || s.links !== undefined
+
+/** The length of a span's array: the OpenTelemetry tail only when present, so spans without it (every
+ * agent span) cost nothing more. */
+export const spanFieldCount = (s: Span): number => (hasOtelTail(s) ? SPAN_FIELDS + 3 : SPAN_FIELDS)
+
+/** A span's fields in the wire's order, after its array header (obs stores them alike, after the parent). */
+export const writeSpanFields = (w: Writer, s: Span): void => {
   if (s.correlationId === s.traceId) w.nil()
   else w.string(s.correlationId)
   writeResource(w, s)
@@ -266,7 +271,12 @@ export const writeSpan = (w: Writer, s: Span): void => {
   w.optionalNumber(s.peerPort)
   w.boolean(s.error)
   w.optionalScalarMap(s.attributes)
-  if (otel) writeOtelTail(w, s)
+  if (hasOtelTail(s)) writeOtelTail(w, s)
+}
+
+export const writeSpan = (w: Writer, s: Span): void => {
+  w.arrayHeader(spanFieldCount(s))
+  writeSpanFields(w, s)
 }
 
 const decodeSpan = (v: unknown, ids: string, blob: Uint8Array, i: number): Span => {

@@ -57,34 +57,9 @@ const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsTyp
 
 /** Appends the stored bytes of a span (the layout above) to `w`. */
 export const write = (w: Msgpack.Writer, s: Span): void => {
-  const otel = s.status !== undefined || s.events !== undefined || s.links !== undefined
-  w.arrayHeader(otel ? 19 : 16)
+  w.arrayHeader(WireProtocol.spanFieldCount(s) + 1)
   w.optionalString(s.parentSpanId)
-  if (s.correlationId === s.traceId) w.nil()
-  else w.string(s.correlationId)
-  w.string(s.service)
-  w.optionalString(s.component)
-  w.optionalString(s.composition)
-  w.optionalString(s.namespace)
-  w.optionalString(s.pod)
-  w.number(s.kind === "server" ? 0 : s.kind === "client" ? 1 : kinds.indexOf(s.kind))
-  w.string(s.name)
-  w.bigint(s.startTimeUnixNano)
-  w.number(s.durationNano)
-  const h = s.http
-  if (h === undefined) w.nil()
-  else {
-    w.arrayHeader(4)
-    w.string(h.method)
-    w.string(h.route)
-    w.optionalString(h.path)
-    w.optionalNumber(h.statusCode)
-  }
-  w.optionalString(s.peerAddress)
-  w.optionalNumber(s.peerPort)
-  w.boolean(s.error)
-  w.optionalScalarMap(s.attributes)
-  if (otel) WireProtocol.writeOtelTail(w, s)
+  WireProtocol.writeSpanFields(w, s)
 }
 
 /** The span back from its key's ids and its stored bytes. */
