@@ -94,7 +94,9 @@ impl<R: FnMut(libc::clockid_t) -> i64> Offset<R> {
         if now.duration_since(self.checked) >= RECHECK {
             self.checked = now;
             let fresh = estimate(&mut self.read);
-            if (fresh.offset_ns - self.current).abs() > STEP_NS && fresh.uncertainty_ns < STEP_NS / 4 {
+            if (fresh.offset_ns - self.current).abs() > STEP_NS
+                && fresh.uncertainty_ns < STEP_NS / 4
+            {
                 self.current = fresh.offset_ns;
             }
         }
@@ -150,7 +152,13 @@ mod tests {
     /// Readings whose offset is `offset` plus `noise` (between the first and second call).
     fn readings(offset: i64, noise: i64) -> Vec<(i64, i64, i64)> {
         (0..READINGS as i64)
-            .map(|i| (offset + i * 1000, i * 1000 + noise, offset + i * 1000 + 2 * noise))
+            .map(|i| {
+                (
+                    offset + i * 1000,
+                    i * 1000 + noise,
+                    offset + i * 1000 + 2 * noise,
+                )
+            })
             .collect()
     }
 

@@ -106,7 +106,9 @@ pub const COUNTER_SKIPPED: u32 = 5;
 pub fn connection_key(record: &[u8]) -> u64 {
     let pid = offset_of!(EventHeader, pid);
     let fd = offset_of!(EventHeader, fd);
-    let word = |at: usize| u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);
+    let word = |at: usize| {
+        u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]])
+    };
     (u64::from(word(pid)) << 32) | u64::from(word(fd))
 }
 
