@@ -364,7 +364,11 @@ static __always_inline __u32 copy_payload(__u8 *payload, __u8 syscall, struct sy
 	}
 }
 
+/* Built twice (scripts/build-native.sh): without propagation the object has no socket map, which
+ * the kernel only creates for CAP_NET_ADMIN, so a capture-only agent needs CAP_BPF + CAP_PERFMON. */
+#if III_PROPAGATION
 #include "iii_propagation.bpf.h"
+#endif
 
 /* Writes a data record of `ret` bytes moved by `syscall` on `fd`, payload copied from its buffers.
  * `sk`: the socket (NULL for stdout/stderr through the write syscalls). */
@@ -385,8 +389,10 @@ static __always_inline void emit_data(struct sock *sk, __u64 ids, __u32 target, 
 	__u32 want = (__u64)ret < limit ? (__u32)ret : limit;
 	__u32 copied = copy_payload(payload, syscall, args, want);
 	event->payload_len = copied;
-	if (propagation && sk && fd > 2)
+#if III_PROPAGATION
+	if (sk && fd > 2)
 		propagation_data(sk, &event->header, payload, bounded(copied), egress, ret);
+#endif
 	__u32 size = bounded(copied) + sizeof(struct iii_data_event);
 	if (bpf_ringbuf_output(&iii_events, event, size, wakeup_flag(size, false)))
 		record_loss(&event->header, ret);

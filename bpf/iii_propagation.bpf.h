@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Trace propagation, part of iii_capture.bpf.c (same object: it shares the ring and the counters).
- * Off unless the loader sets `propagation` and attaches the two socket programs.
+ * Trace propagation, part of iii_capture.bpf.c (same object: it shares the ring and the counters),
+ * compiled in only with III_PROPAGATION (bpf/build/iii_capture_propagation.bpf.o), the object the
+ * loader picks when propagation is asked for; it needs CAP_NET_ADMIN besides (the socket map).
  *
  * - iii_sockops (sock_ops, attached to each propagating cgroup v2 directory): the cgroup's outbound
  *   TCP connections, once established, go into iii_sockhash; sockets from before are never touched.
@@ -12,15 +13,13 @@
  *   `x-iii-correlation-id` when absent). Anything it cannot frame (HTTP/2, bare LF, obs-fold,
  *   Transfer-Encoding other than chunked, both CL and TE, heads over 16 KiB, …) leaves the
  *   connection alone for good, counted once (III_COUNTER_UNFRAMED). Upgrades and CONNECT end it too.
- * - The capture's socket hooks, with `propagation` set: an inbound request read by a traced thread
+ * - The capture's socket hooks: an inbound request read by a traced thread
  *   gets its server span's ids here (a child of its own traceparent, when valid), kept per thread in
  *   iii_serving for the outbound calls that thread makes while it serves exactly that one request,
  *   and reported (iii_trace_event) so that user space's server span uses them; a response written by
  *   the thread ends it. The client ids inserted are reported the same way, before the send's data
  *   record, so the client span user space records is the parent of the downstream server span.
  */
-
-const volatile __u8 propagation = 0; /* 1: the server-side half in the capture hooks */
 
 /* The W3C ids of a span as hex text (what the header and the trace records carry). */
 struct iii_context {

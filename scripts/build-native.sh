@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the eBPF capture: bpf/iii_capture.bpf.o (clang, against a vmlinux.h that bpftool dumps
-# from this kernel's BTF) and the Rust napi addon that embeds it (native/iii_native.node), and copies
+# Builds the eBPF capture: bpf/iii_capture.bpf.o and, with trace propagation compiled in,
+# bpf/iii_capture_propagation.bpf.o (clang, against a vmlinux.h that bpftool dumps from this
+# kernel's BTF) and the Rust napi addon that embeds both (native/iii_native.node), and copies
 # the addon into packages/agent/native/<platform>-<arch>/, where the agent loads it and npm pack ships it.
 #
 #   bash scripts/build-native.sh                 # what `npm run build:native` runs
@@ -8,7 +9,7 @@
 #
 # Where a tool is missing (no cargo, no clang/bpftool, no kernel BTF) it says what and exits 0:
 # the agent still installs and runs in proxy mode. A real compile error fails the build.
-# Outputs (all gitignored): bpf/build/{vmlinux.h,iii_capture.bpf.o}, native/target/,
+# Outputs (all gitignored): bpf/build/{vmlinux.h,*.bpf.o}, native/target/,
 # native/iii_native.node, packages/agent/native/. Rebuilds only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,13 +57,16 @@ case "$arch" in
   aarch64) target_arch=arm64 node_arch=arm64 ;;
   *) target_arch=$arch node_arch=$arch ;;
 esac
-object=bpf/build/iii_capture.bpf.o
-if [ ! -f "$object" ] || [ -n "$(find bpf/iii_capture.bpf.c bpf/iii_capture.h bpf/iii_propagation.bpf.h bpf/build/vmlinux.h -newer "$object")" ]; then
-  log "clang: $object"
-  clang -O2 -g -target bpf "-D__TARGET_ARCH_$target_arch" -Wall -Werror \
-    -I bpf/build -I bpf -c bpf/iii_capture.bpf.c -o "$object.tmp"
-  mv "$object.tmp" "$object"
-fi
+for propagation in 0 1; do
+  object=bpf/build/iii_capture.bpf.o
+  [ "$propagation" = 1 ] && object=bpf/build/iii_capture_propagation.bpf.o
+  if [ ! -f "$object" ] || [ -n "$(find bpf/iii_capture.bpf.c bpf/iii_capture.h bpf/iii_propagation.bpf.h bpf/build/vmlinux.h -newer "$object")" ]; then
+    log "clang: $object"
+    clang -O2 -g -target bpf "-D__TARGET_ARCH_$target_arch" "-DIII_PROPAGATION=$propagation" -Wall -Werror \
+      -I bpf/build -I bpf -c bpf/iii_capture.bpf.c -o "$object.tmp"
+    mv "$object.tmp" "$object"
+  fi
+done
 
 log "cargo build --release (native/)"
 cargo build --release --quiet --manifest-path native/Cargo.toml

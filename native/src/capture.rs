@@ -8,10 +8,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, SockHash};
+use aya::programs::sock_ops::SockOpsLinkId;
 use aya::programs::{
     BtfTracePoint, CgroupAttachMode, ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
 };
-use aya::programs::sock_ops::SockOpsLinkId;
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader, VerifierLogLevel};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
@@ -58,8 +58,8 @@ pub struct Settings {
     pub stdio_capture: u8,
     /// Trace processes by pid (iii_tgids); off, only cgroups are checked.
     pub pid_targets: bool,
-    /// Trace propagation: load the sk_msg and sock_ops programs (bpf/iii_propagation.bpf.h); the
-    /// cgroups given at start propagate.
+    /// Trace propagation: `object` is the one built with it (bpf/iii_propagation.bpf.h), whose
+    /// sk_msg and sock_ops programs are loaded; the cgroups given at start propagate.
     pub propagation: bool,
 }
 
@@ -163,7 +163,7 @@ fn program_error(name: &str, action: &str, e: ProgramError) -> napi::Error {
             io_error,
             verifier_log,
         } => {
-            if is_permission(&io_error) && !diagnostics::missing_capabilities().is_empty() {
+            if is_permission(&io_error) && !diagnostics::missing_capabilities(true).is_empty() {
                 permission_error(&format!("loading program {name}"), io_error)
             } else {
                 error(
@@ -242,8 +242,8 @@ fn target_of(name: &str) -> Option<Target> {
 /// Attaches the sock_ops program to a cgroup v2 directory. A BPF link: it runs alongside any other
 /// programs attached there (the link API takes no multi-attach flag: EINVAL with one).
 fn attach_sockops(ebpf: &mut Ebpf, path: &str) -> napi::Result<SockOpsLinkId> {
-    let directory = std::fs::File::open(path)
-        .map_err(|e| error("invalid", format!("cgroup {path}: {e}")))?;
+    let directory =
+        std::fs::File::open(path).map_err(|e| error("invalid", format!("cgroup {path}: {e}")))?;
     let program: &mut SockOps = ebpf
         .program_mut(SOCKOPS)
         .ok_or_else(|| error("load", format!("the BPF object has no program {SOCKOPS}")))?
@@ -273,11 +273,19 @@ impl Running {
         on_batch: BatchCallback,
         stats: Arc<ReaderStats>,
     ) -> napi::Result<Self> {
-        let missing = diagnostics::missing_capabilities();
+        let missing = diagnostics::missing_capabilities(settings.propagation);
         if !missing.is_empty() {
+            let needed = if settings.propagation {
+                "CAP_BPF, CAP_PERFMON and, for trace propagation, CAP_NET_ADMIN"
+            } else {
+                "CAP_BPF and CAP_PERFMON"
+            };
             return Err(error(
                 "permission",
-                format!("missing {}: the agent needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) to load eBPF programs", missing.join(" and ")),
+                format!(
+                    "missing {}: the agent needs {needed} (or CAP_SYS_ADMIN) to load eBPF programs",
+                    missing.join(" and ")
+                ),
             ));
         }
         // Only the write syscalls' tracepoints (stdout/stderr through syscalls) are found by their
@@ -301,9 +309,6 @@ impl Running {
             ));
         }
 
-        // Without propagation its maps stay tiny: the per-thread map is preallocated (LRU), ~10 MiB
-        // of kernel memory at full size.
-        let propagation_entries: u32 = if settings.propagation { 65536 } else { 1 };
         let payload_limit = settings.payload_bytes.min(layout::MAX_PAYLOAD);
         let filter_cgroups: u8 = settings.cgroups_enabled.into();
         let (pidns_dev, pidns_ino) = settings.pid_namespace.unwrap_or((0, 0));
@@ -318,10 +323,7 @@ impl Running {
             .set_global("pidns_dev", &pidns_dev, true)
             .set_global("pidns_ino", &pidns_ino, true)
             .set_global("adopt_entrants", &adopt_entrants, true)
-            .set_global("propagation", &u8::from(settings.propagation), true)
             .set_max_entries("iii_events", settings.ring_buffer_bytes)
-            .set_max_entries("iii_serving", propagation_entries)
-            .set_max_entries("iii_sockhash", propagation_entries)
             // iii_socks, the sockets' local storage: aya 0.13 creates it but has no Rust type for
             // it (user space never reads it).
             .allow_unsupported_maps()
@@ -409,7 +411,9 @@ impl Running {
                 .ok_or_else(|| error("load", format!("the BPF object has no program {SK_MSG}")))?
                 .try_into()
                 .map_err(|e| program_error(SK_MSG, "loading", e))?;
-            program.load().map_err(|e| program_error(SK_MSG, "loading", e))?;
+            program
+                .load()
+                .map_err(|e| program_error(SK_MSG, "loading", e))?;
             program
                 .attach(sockhash.fd())
                 .map_err(|e| program_error(SK_MSG, "attaching", e))?;
@@ -418,7 +422,9 @@ impl Running {
                 .ok_or_else(|| error("load", format!("the BPF object has no program {SOCKOPS}")))?
                 .try_into()
                 .map_err(|e| program_error(SOCKOPS, "loading", e))?;
-            program.load().map_err(|e| program_error(SOCKOPS, "loading", e))?;
+            program
+                .load()
+                .map_err(|e| program_error(SOCKOPS, "loading", e))?;
             for (path, id) in cgroups {
                 propagating.insert(*id, attach_sockops(&mut ebpf, path)?);
             }
@@ -432,10 +438,15 @@ impl Running {
         // SAFETY: eventfd returns a new fd (or -1), owned from here on.
         let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if wake < 0 {
-            return Err(error("io", format!("eventfd: {}", std::io::Error::last_os_error())));
+            return Err(error(
+                "io",
+                format!("eventfd: {}", std::io::Error::last_os_error()),
+            ));
         }
         // SAFETY: `wake` is a valid fd nobody else owns.
-        let wake = Arc::new(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(wake) });
+        let wake = Arc::new(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(wake)
+        });
         let (recycled, free) = std::sync::mpsc::channel();
         let with_js: Arc<Vec<AtomicBool>> =
             Arc::new(slabs.iter().map(|_| AtomicBool::new(false)).collect());
@@ -529,13 +540,24 @@ impl Running {
     }
 
     /// `propagate`: the cgroup's directory, whose outbound requests get a traceparent.
-    pub fn add_cgroup(&mut self, id: u64, target: u32, propagate: Option<&str>) -> napi::Result<()> {
+    pub fn add_cgroup(
+        &mut self,
+        id: u64,
+        target: u32,
+        propagate: Option<&str>,
+    ) -> napi::Result<()> {
         if let Some(path) = propagate {
             if !self.propagation {
-                return Err(error("invalid", "propagation is off: start the capture with propagation: true"));
+                return Err(error(
+                    "invalid",
+                    "propagation is off: start the capture with propagation: true",
+                ));
             }
             if !self.propagating.contains_key(&id) {
-                let ebpf = self.ebpf.as_mut().ok_or_else(|| error("closed", "the capture is closed"))?;
+                let ebpf = self
+                    .ebpf
+                    .as_mut()
+                    .ok_or_else(|| error("closed", "the capture is closed"))?;
                 let link = attach_sockops(ebpf, path)?;
                 self.propagating.insert(id, link);
             }
@@ -749,7 +771,11 @@ impl Reader {
             if slab.is_none() {
                 // Every buffer is with JavaScript: records wait in the ring (the kernel counts
                 // what it cannot take) until one comes back.
-                slab = self.free.recv_timeout(self.interval).ok().filter(|&index| index != WAKE);
+                slab = self
+                    .free
+                    .recv_timeout(self.interval)
+                    .ok()
+                    .filter(|&index| index != WAKE);
                 continue;
             }
             if drain {
@@ -817,8 +843,14 @@ impl Reader {
                     losses += placed as u64;
                     placed_all &= all;
                 }
-                self.notices.by_connection.retain(|_, queue| !queue.is_empty());
-                break if placed_all { Filled::Empty } else { Filled::Full };
+                self.notices
+                    .by_connection
+                    .retain(|_, queue| !queue.is_empty());
+                break if placed_all {
+                    Filled::Empty
+                } else {
+                    Filled::Full
+                };
             };
             self.notices.take(&mut self.losses, &self.stats);
             if self.notices.count > 0 {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -21,8 +22,9 @@ fn effective_capabilities() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
-/// Names of the capabilities this process lacks for loading and attaching the programs.
-pub fn missing_capabilities() -> Vec<&'static str> {
+/// Names of the capabilities this process lacks for loading and attaching the programs; trace
+/// propagation's socket map and socket programs need CAP_NET_ADMIN besides.
+pub fn missing_capabilities(propagation: bool) -> Vec<&'static str> {
     let Some(caps) = effective_capabilities() else {
         return vec![];
     };
@@ -30,14 +32,15 @@ pub fn missing_capabilities() -> Vec<&'static str> {
     if has(CAP_SYS_ADMIN) {
         return vec![];
     }
-    let mut missing = vec![];
-    if !has(CAP_BPF) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) {
-        missing.push("CAP_PERFMON");
-    }
-    missing
+    [
+        (CAP_BPF, "CAP_BPF", true),
+        (CAP_PERFMON, "CAP_PERFMON", true),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN", propagation),
+    ]
+    .into_iter()
+    .filter(|&(cap, _, needed)| needed && !has(cap))
+    .map(|(_, name, _)| name)
+    .collect()
 }
 
 fn has_events(root: &str) -> bool {

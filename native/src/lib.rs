@@ -1,4 +1,4 @@
-//! iii native addon: loads bpf/iii_capture.bpf.o with aya, fills the target maps, attaches the
+//! iii native addon: loads bpf/iii_capture.bpf.o (or, with propagation, iii_capture_propagation.bpf.o) with aya, fills the target maps, attaches the
 //! tracepoints and hands JavaScript batches of raw records, written into a fixed set of buffers
 //! JavaScript lends it and recycles (layout in bpf/iii_capture.h): no allocation per batch, and
 //! memory fixed whatever the load. Decoding happens in packages/agent (EbpfCapture.ts).
@@ -37,7 +37,7 @@ pub struct CaptureOptions {
     pub wakeup_bytes: Option<u32>,
     /// The reader drains the ring at least this often. Default 100 ms (sooner once `wakeup_bytes` are pending).
     pub poll_interval_ms: Option<u32>,
-    /// BPF object to load instead of the embedded one.
+    /// BPF object to load instead of the embedded one (with `propagation`, one built with it).
     pub object_path: Option<String>,
     /// Mount tracefs at /sys/kernel/tracing when it is not mounted. Default true.
     pub mount_tracefs: Option<bool>,
@@ -105,7 +105,10 @@ fn pid_namespace_id(path: &str) -> napi::Result<(u64, u64)> {
 /// Targets are numbered from 1: 0 means "not traced" to the programs.
 fn valid_target(target: Option<u32>) -> napi::Result<u32> {
     match target.unwrap_or(layout::DEFAULT_TARGET) {
-        0 => Err(error("invalid", "target 0 is reserved (not traced); targets start at 1")),
+        0 => Err(error(
+            "invalid",
+            "target 0 is reserved (not traced); targets start at 1",
+        )),
         target => Ok(target),
     }
 }
@@ -139,13 +142,26 @@ static EMBEDDED_OBJECT: &Aligned<[u8]> = &Aligned {
     bytes: *include_bytes!(env!("III_BPF_OBJECT_PATH")),
 };
 
-fn embedded_object() -> Option<&'static [u8]> {
+/// The same programs with trace propagation compiled in: a separate object because its socket map
+/// needs CAP_NET_ADMIN, which a capture-only agent should not have to hold.
+#[cfg(iii_embedded_object)]
+static EMBEDDED_PROPAGATION_OBJECT: &Aligned<[u8]> = &Aligned {
+    _align: [],
+    bytes: *include_bytes!(env!("III_BPF_PROPAGATION_OBJECT_PATH")),
+};
+
+fn embedded_object(propagation: bool) -> Option<&'static [u8]> {
     #[cfg(iii_embedded_object)]
     {
-        Some(&EMBEDDED_OBJECT.bytes)
+        Some(if propagation {
+            &EMBEDDED_PROPAGATION_OBJECT.bytes
+        } else {
+            &EMBEDDED_OBJECT.bytes
+        })
     }
     #[cfg(not(iii_embedded_object))]
     {
+        let _ = propagation;
         None
     }
 }
@@ -193,7 +209,7 @@ impl Capture {
                 })
             })
             .collect::<napi::Result<Vec<_>>>()?;
-        let object = match (&options.object_path, embedded_object()) {
+        let object = match (&options.object_path, embedded_object(options.propagation.unwrap_or(false))) {
             (Some(path), _) => Cow::Owned(
                 std::fs::read(path).map_err(|e| error("load", format!("reading BPF object {path}: {e}")))?,
             ),
@@ -409,22 +425,24 @@ pub fn layout_version() -> u32 {
 
 #[napi(object)]
 pub struct Diagnostics {
-    /// Capabilities this process lacks (empty when it has CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON).
+    /// Capabilities this process lacks (empty when it has CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON,
+    /// + CAP_NET_ADMIN for propagation).
     pub missing_capabilities: Vec<String>,
     pub tracefs_mounted: bool,
     pub btf: bool,
     pub embedded_object: bool,
 }
 
+/// What this process can do; `propagation`: counting what trace propagation needs besides.
 #[napi]
-pub fn diagnose() -> Diagnostics {
+pub fn diagnose(propagation: Option<bool>) -> Diagnostics {
     Diagnostics {
-        missing_capabilities: diagnostics::missing_capabilities()
+        missing_capabilities: diagnostics::missing_capabilities(propagation.unwrap_or(false))
             .into_iter()
             .map(String::from)
             .collect(),
         tracefs_mounted: diagnostics::tracefs_mounted(),
         btf: diagnostics::btf_available(),
-        embedded_object: embedded_object().is_some(),
+        embedded_object: embedded_object(false).is_some(),
     }
 }

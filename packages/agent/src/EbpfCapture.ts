@@ -101,7 +101,8 @@ export interface Options {
    * established after that, get a `traceparent` (and `x-iii-correlation-id` when absent) inserted by
    * the kernel unless they carry one; every traced process's inbound requests get their server ids
    * from the kernel, reported as `trace` events (see `TraceEvent`). Needs cgroup v2 and a kernel with
-   * sock_ops, sk_msg and bpf_loop (5.17+). README "Trace propagation".
+   * sock_ops, sk_msg and bpf_loop (5.17+), and CAP_NET_ADMIN besides CAP_BPF + CAP_PERFMON (the
+   * capture without it loads an object that has no socket map). README "Trace propagation".
    */
   readonly propagation?: boolean
 }
@@ -195,11 +196,11 @@ export class Capture extends Context.Tag("@iii/agent/EbpfCapture")<Capture, Ebpf
 
 export { DEFAULT_PAYLOAD, MAX_PAYLOAD }
 
-const toStartError = (error: unknown, addon: NativeAddon.NativeAddon): StartError => {
+const toStartError = (error: unknown, addon: NativeAddon.NativeAddon, propagation: boolean): StartError => {
   const { code, message } = NativeAddon.parseNativeError(error)
   switch (code) {
     case "permission":
-      return new EbpfPermissionDenied({ message, missing: addon.diagnose().missingCapabilities })
+      return new EbpfPermissionDenied({ message, missing: addon.diagnose(propagation).missingCapabilities })
     case "tracefs":
       return new TracefsUnavailable({ message })
     case "btf":
@@ -309,7 +310,7 @@ export const start = (options: Options = {}): Effect.Effect<EbpfCapture, StartEr
           addon.Capture.start(startOptions, buffers, (index) => {
             setImmediate(() => Queue.unsafeOffer(queue, index))
           }),
-        catch: (error) => toStartError(error, addon)
+        catch: (error) => toStartError(error, addon, options.propagation === true)
       }),
       (native) => Effect.sync(() => native.close())
     )

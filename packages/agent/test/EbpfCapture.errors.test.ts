@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url"
 import { Effect } from "effect"
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest"
 import * as EbpfCapture from "../src/EbpfCapture.js"
+import * as CgroupTree from "../src/internal/CgroupTree.js"
 import * as NativeAddon from "../src/internal/NativeAddon.js"
 
 const root = fileURLToPath(new URL("../../..", import.meta.url))
@@ -22,6 +23,8 @@ if (!canRun) console.warn(`EbpfCapture error tests needing eBPF skipped: ${avail
 if (canRun && !hasClang) console.warn("verifier test skipped: clang or bpf/build/vmlinux.h missing")
 const hasSetpriv = spawnSync("setpriv", ["--version"]).status === 0
 const hasUnshare = spawnSync("unshare", ["--version"]).status === 0
+const cgroupRoot = CgroupTree.findCgroup2Mount()
+if (canRun && cgroupRoot === undefined) console.warn("capability test skipped: no cgroup v2 mount")
 
 describe("EbpfCapture failures", () => {
   const work = mkdtempSync(join(tmpdir(), "iii-ebpf-errors-"))
@@ -85,6 +88,42 @@ describe("EbpfCapture failures", () => {
     expect(result.missing).toEqual(["CAP_BPF", "CAP_PERFMON"])
     expect(result.message).toMatch(/^permission: missing CAP_BPF and CAP_PERFMON/)
   })
+
+  it.skipIf(!canRun || !hasSetpriv || cgroupRoot === undefined)(
+    "captures with CAP_BPF + CAP_PERFMON alone (a node agent's grant); propagation asks for CAP_NET_ADMIN",
+    () => {
+      const loaded = NativeAddon.load()
+      if (loaded._tag === "Missing") throw new Error(loaded.reason)
+      // What the node agent's DaemonSet grants, and a node agent's settings (no tracefs needed).
+      const script = `
+      const addon = require(${JSON.stringify(loaded.path)})
+      const attempt = (options) => {
+        try { addon.Capture.start(options, [Buffer.alloc(1 << 20)], () => {}).close(); return "started" } catch (error) { return error.message }
+      }
+      const node = { pidTargets: false, stdio: "off", cgroups: [${JSON.stringify(cgroupRoot)}] }
+      console.log(JSON.stringify({
+        capture: attempt(node),
+        propagation: attempt({ ...node, propagation: true }),
+        missing: addon.diagnose(true).missingCapabilities
+      }))`
+      const run = spawnSync(
+        "setpriv",
+        ["--bounding-set=-all,+bpf,+perfmon", "--inh-caps=-all", process.execPath, "-e", script],
+        { encoding: "utf8" }
+      )
+      expect(run.status, run.stderr).toBe(0)
+      const result = JSON.parse(run.stdout) as {
+        capture: string
+        propagation: string
+        missing: Array<string>
+      }
+      expect(result.capture).toBe("started")
+      expect(result.missing).toEqual(["CAP_NET_ADMIN"])
+      expect(result.propagation).toMatch(
+        /^permission: missing CAP_NET_ADMIN: .*for trace propagation, CAP_NET_ADMIN/
+      )
+    }
+  )
 
   it.skipIf(!canRun || !hasUnshare)("says tracefs is not mounted, or mounts it when allowed", () => {
     const loaded = NativeAddon.load()

@@ -86,7 +86,8 @@ export interface NativeAddon {
   }
   eventLayout(): Array<NativeStructLayout>
   layoutVersion(): number
-  diagnose(): NativeDiagnostics
+  /** `propagation`: also count what trace propagation needs (CAP_NET_ADMIN). */
+  diagnose(propagation?: boolean): NativeDiagnostics
 }
 
 /** The batch index that tells the capture has ended. */
