@@ -1,6 +1,6 @@
 /** `/correlate/{id}`: the traces, logs and RED of one correlation id (or trace id). */
 import { type Correlation, get } from "../api.js"
-import { clock, duration, nanosToMs, percent } from "../format.js"
+import { clock, duration, nanosToMs } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link } from "../router.js"
 import { Head, Loading, RedCells, ServiceName } from "../ui.js"

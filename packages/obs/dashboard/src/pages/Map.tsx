@@ -1,6 +1,6 @@
 /** `/map`: who calls whom, with the rate and error rate of each edge (`/v1/dependencies`). */
 import { type Dependencies, get } from "../api.js"
-import { duration, isWindow, percent, rate, type Window } from "../format.js"
+import { isWindow, percent, rate, type Window } from "../format.js"
 import { useQuery } from "../hooks.js"
 import { Link, type Location, navigate, withParams } from "../router.js"
 import { Head, Loading, RedCells, ServiceName, serviceColor, WindowPicker } from "../ui.js"
