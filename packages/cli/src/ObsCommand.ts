@@ -62,6 +62,12 @@ const tlsPort = Options.integer("tls-port").pipe(
     `port of the HTTPS + WSS listener (default $${variables.tlsPort} or ${defaults.tlsPort}; 0 = any free port)`
   )
 )
+const tlsClientCa = Options.file("tls-client-ca").pipe(
+  Options.optional,
+  Options.withDescription(
+    `cluster: PEM CA of peers' client certificates; peers then talk over the TLS listener, --advertise and --peers name TLS ports (default $${variables.tlsClientCa})`
+  )
+)
 
 const advertise = Options.text("advertise").pipe(
   Options.optional,
@@ -130,6 +136,7 @@ const flags = {
   tlsCert,
   tlsKey,
   tlsPort,
+  tlsClientCa,
   otlpGrpcPort,
   exportOtlp,
   exportHeader,
@@ -153,6 +160,7 @@ export const command = Command.make("obs", flags, (given) =>
       tlsCert: Option.getOrUndefined(given.tlsCert),
       tlsKey: Option.getOrUndefined(given.tlsKey),
       tlsPort: Option.getOrUndefined(given.tlsPort),
+      tlsClientCa: Option.getOrUndefined(given.tlsClientCa),
       otlpGrpcPort: Option.getOrUndefined(given.otlpGrpcPort),
       exportOtlp: Option.getOrUndefined(given.exportOtlp),
       exportHeaders: given.exportHeader,

@@ -32,6 +32,7 @@ import {
 import { layoutVersion } from "./internal/lmdb/Keys.js"
 import type { Answer } from "./internal/node/Endpoints.js"
 import { line } from "./internal/node/NodeCounters.js"
+import { loadTlsCredentials } from "./internal/node/Tls.js"
 import * as LmdbStore from "./LmdbStore.js"
 import * as ObsNode from "./ObsNode.js"
 import type { ClusterConfig, ObsNodeConfig } from "./ObsNodeConfig.js"
@@ -111,7 +112,7 @@ export const layerOn = (
   cluster: ClusterConfig
 ): Layer.Layer<
   BatchWriter | SpanReader | StoreMaintenance | ObsNode.Extension | Cluster,
-  StoreError | ClusterError,
+  StoreError | ClusterError | TlsError,
   BatchWriter | SpanReader | StoreMaintenance | Replica
 > =>
   Layer.scopedContext(
@@ -122,6 +123,11 @@ export const layerOn = (
         maintenance: yield* StoreMaintenance,
         replica: yield* Replica
       }
+      // With a client CA, the node dials its peers over TLS with its own certificate as the client's.
+      const tls = yield* Effect.transposeMapOption(
+        Option.filter(cfg.tls, (t) => t.clientCaFile !== undefined),
+        (t) => loadTlsCredentials(t.certFile, t.keyFile, t.clientCaFile)
+      )
       const layout: RingLayout = { ...defaultRingLayout, replication: cluster.replication }
       yield* checkLayout(local.replica, layout, cfg.dataDir)
       const setting = (name: string) =>
@@ -147,6 +153,11 @@ export const layerOn = (
           self: cluster.advertise,
           layout,
           token: Option.getOrUndefined(Option.map(cfg.token, Redacted.value)),
+          tls: Option.getOrUndefined(
+            Option.flatMap(tls, ({ cert, key, clientCa }) =>
+              clientCa === undefined ? Option.none() : Option.some({ cert, key, ca: clientCa })
+            )
+          ),
           maxPeerConnections: cfg.maxPeerConnections,
           layoutVersion,
           heartbeatInterval: Duration.toMillis(cluster.heartbeatInterval),

@@ -105,7 +105,10 @@ const listen = (server: HttpServer | HttpsServer, port: number, host: string, wh
 /** The TLS listener's credentials, loaded before anything else: a bad file stops the node with the file named. */
 const loadTls = (cfg: ObsNodeConfig) =>
   Effect.transposeMapOption(cfg.tls, (t) =>
-    Effect.map(loadTlsCredentials(t.certFile, t.keyFile), (credentials) => ({ port: t.port, credentials }))
+    Effect.map(loadTlsCredentials(t.certFile, t.keyFile, t.clientCaFile), (credentials) => ({
+      port: t.port,
+      credentials
+    }))
   )
 
 type LoadedTls = Option.Option<{ readonly port: number; readonly credentials: TlsCredentials }>

@@ -19,6 +19,13 @@ export interface TlsConfig {
   readonly keyFile: string
   /** Port of the HTTPS + WSS listener; 0 picks a free one. Default 4321. */
   readonly port: number
+  /**
+   * PEM file of the CA that signs cluster peers' client certificates: the cluster then runs over this
+   * listener (peers dial `wss://`, presenting the node's certificate and key, and check each other's
+   * against this CA), and a `/v1/peer` upgrade with a certificate it signed is admitted without the
+   * token. Default: none (peers authenticate with the token only).
+   */
+  readonly clientCaFile?: string | undefined
 }
 
 /** Where a cluster node finds its members. */
@@ -276,6 +283,8 @@ export interface Flags {
   readonly tlsCert?: string | undefined
   readonly tlsKey?: string | undefined
   readonly tlsPort?: number | undefined
+  /** CA of cluster peers' client certificates (needs tlsCert and tlsKey). */
+  readonly tlsClientCa?: string | undefined
   /** 0 turns OTLP/gRPC off. */
   readonly otlpGrpcPort?: number | undefined
   /** OTLP/HTTP base URL to forward stored telemetry to. */
@@ -304,6 +313,7 @@ export const variables = {
   tlsCert: "III_OBS_TLS_CERT",
   tlsKey: "III_OBS_TLS_KEY",
   tlsPort: "III_OBS_TLS_PORT",
+  tlsClientCa: "III_OBS_TLS_CLIENT_CA",
   otlpGrpcPort: "III_OBS_OTLP_GRPC_PORT",
   exportOtlp: "III_OBS_EXPORT_OTLP",
   exportHeaders: "III_OBS_EXPORT_HEADERS",
@@ -344,6 +354,7 @@ const flagNames: { readonly [K in keyof Flags]-?: string } = {
   tlsCert: "--tls-cert",
   tlsKey: "--tls-key",
   tlsPort: "--tls-port",
+  tlsClientCa: "--tls-client-ca",
   otlpGrpcPort: "--otlp-grpc-port",
   exportOtlp: "--export-otlp",
   exportHeaders: "--export-header",
@@ -444,6 +455,14 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
         })
       )
     }
+    const clientCa = given("tlsClientCa")
+    if (clientCa !== undefined && cert === undefined)
+      return yield* Either.left(
+        new InvalidSetting({
+          setting: clientCa.from,
+          reason: `peer client certificates are checked on the TLS listener: give ${flagNames.tlsCert} and ${flagNames.tlsKey} too (or ${variables.tlsCert} and ${variables.tlsKey})`
+        })
+      )
     // The token: the flag's file, else III_OBS_TOKEN, else the file III_OBS_TOKEN_FILE names.
     const tokenFile =
       flags.tokenFile !== undefined
@@ -460,7 +479,8 @@ export const resolve = (flags: Flags, env: Environment): Either.Either<ObsNodeCo
         ? Option.some({
             certFile: String(cert.value),
             keyFile: String(key.value),
-            port: tlsPort === undefined ? defaults.tlsPort : yield* parsePort(tlsPort.from, tlsPort.value)
+            port: tlsPort === undefined ? defaults.tlsPort : yield* parsePort(tlsPort.from, tlsPort.value),
+            ...(clientCa !== undefined && { clientCaFile: String(clientCa.value) })
           })
         : Option.none()
     const cluster = yield* resolveCluster(
@@ -612,8 +632,8 @@ export const load = (
 /**
  * The settings from the environment alone: III_OBS_DATA (required), III_OBS_PORT, III_OBS_HOST,
  * III_OBS_TOKEN or III_OBS_TOKEN_FILE, III_OBS_RETENTION (e.g. `7d`), and for the TLS listener
- * III_OBS_TLS_CERT + III_OBS_TLS_KEY (both or neither; default none) and III_OBS_TLS_PORT (default
- * 4321). Other defaults as in `ObsNodeConfig`.
+ * III_OBS_TLS_CERT + III_OBS_TLS_KEY (both or neither; default none), III_OBS_TLS_PORT (default
+ * 4321) and III_OBS_TLS_CLIENT_CA (the CA of cluster peers' client certificates). Other defaults as in `ObsNodeConfig`.
  */
 export const config: Config.Config<ObsNodeConfig> = environment.pipe(
   Config.mapOrFail((env) =>

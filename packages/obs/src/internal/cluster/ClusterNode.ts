@@ -34,11 +34,17 @@ import {
   type WriteOutcome
 } from "../../Store.js"
 import { GroupCommit } from "../node/GroupCommit.js"
-import { closeFirmly, helloDeadline, SocketEndpoint } from "../node/SocketRules.js"
+import {
+  authorized,
+  closeFirmly,
+  helloDeadline,
+  peerCertificateVerified,
+  SocketEndpoint
+} from "../node/SocketRules.js"
 import { sampleRed } from "../RedParts.js"
 import type { Membership } from "./Membership.js"
 import * as Merge from "./Merge.js"
-import { PeerLink, PeerUnavailable } from "./PeerLink.js"
+import { PeerLink, type PeerTls, PeerUnavailable } from "./PeerLink.js"
 import * as Protocol from "./PeerProtocol.js"
 import { type Placement, type RingLayout, sameLayout } from "./Placement.js"
 
@@ -48,6 +54,11 @@ export interface ClusterSettings {
   readonly layout: RingLayout
   /** The cluster token peers authenticate with (the node's own token). */
   readonly token: string | undefined
+  /**
+   * With a client CA: peers talk over TLS, and a peer whose client certificate that CA signed is
+   * admitted without the token.
+   */
+  readonly tls: PeerTls | undefined
   /** Peer connections this node takes at once (`/v1/peer`); more are answered 503. */
   readonly maxPeerConnections: number
   readonly layoutVersion: number
@@ -276,6 +287,7 @@ export class ClusterNode {
           address,
           new PeerLink(address, {
             token: this.settings.token,
+            tls: this.settings.tls,
             heartbeatInterval: this.settings.heartbeatInterval,
             heartbeatTimeout: this.settings.heartbeatTimeout,
             hello: () => this.hello(),
@@ -309,11 +321,19 @@ export class ClusterNode {
 
   /**
    * Takes the node's tail (for spans acknowledged elsewhere), and opens `/v1/peer` under the node's
-   * socket rules: its token, a cap, the hello deadline, pings.
+   * socket rules: its token (or, with a client CA, a client certificate it signed: either suffices),
+   * a cap, the hello deadline, pings.
    */
   attach({ tail, sockets }: NodeParts): void {
     this.tail = tail
+    const token = sockets.rules.token
+    const certificates = this.settings.tls !== undefined
     this.endpoint = new SocketEndpoint({
+      // Open only when neither is configured; a certificate can only come over the TLS listener.
+      authenticate: (req) =>
+        (token === undefined && !certificates) ||
+        (token !== undefined && authorized(token, req)) ||
+        (certificates && peerCertificateVerified(req)),
       name: "peer",
       // `refused`: a hello from a node that is not a member, or with another ring layout.
       closeReasons: ["hello_timeout", "ping_timeout", "refused"],
@@ -331,7 +351,7 @@ export class ClusterNode {
   }
 
   /**
-   * Takes `/v1/peer` upgrades as the node takes its own: the token (401 without it) and the cap (503)
+   * Takes `/v1/peer` upgrades as the node takes its own: the token or certificate (401 without) and the cap (503)
    * first, then the peer's hello within the deadline, which says who it is.
    */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {

@@ -1,5 +1,6 @@
 /**
- * This node's connection to one peer: dials `ws://peer/v1/peer` with the cluster token, says hello,
+ * This node's connection to one peer: dials `ws://peer/v1/peer` with the cluster token (or
+ * `wss://`, presenting this node's certificate and checking the peer's against the cluster CA), says hello,
  * heartbeats, and carries this node's calls to the peer. The peer is up while it answers: no frame
  * for `heartbeatTimeout` (a crashed, paused or partitioned node) marks it down, fails the calls
  * waiting on it (their writes become hints) and fails new ones at once. A closed socket is redialled
@@ -8,8 +9,17 @@
 import WebSocket from "ws"
 import * as Protocol from "./PeerProtocol.js"
 
+/** The cluster's TLS: this node's certificate and key (its client certificate) and the CA of them all. */
+export interface PeerTls {
+  readonly cert: Buffer
+  readonly key: Buffer
+  readonly ca: Buffer
+}
+
 export interface LinkOptions {
   readonly token: string | undefined
+  /** Dial over TLS with a client certificate; undefined: plain `ws://`. */
+  readonly tls: PeerTls | undefined
   /** Milliseconds between pings. */
   readonly heartbeatInterval: number
   /** Milliseconds without a frame after which the peer is down. */
@@ -132,9 +142,11 @@ export class PeerLink {
 
   private connect(): void {
     if (this.closed) return
-    const socket = new WebSocket(`ws://${this.address}${Protocol.path}`, {
+    const tls = this.options.tls
+    const socket = new WebSocket(`${tls === undefined ? "ws" : "wss"}://${this.address}${Protocol.path}`, {
       perMessageDeflate: false,
       handshakeTimeout: this.options.heartbeatTimeout,
+      ...(tls !== undefined && { cert: tls.cert, key: tls.key, ca: tls.ca }),
       ...(this.options.token !== undefined && { headers: { authorization: `Bearer ${this.options.token}` } })
     })
     this.socket = socket

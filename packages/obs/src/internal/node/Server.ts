@@ -70,8 +70,16 @@ const reply = (
 
 export interface NodeServers {
   readonly http: Server
-  /** A server over TLS with the same request and upgrade handlers. */
-  readonly createTlsServer: (credentials: { readonly cert: Buffer; readonly key: Buffer }) => HttpsServer
+  /**
+   * A server over TLS with the same request and upgrade handlers. With a client CA it asks every
+   * client for a certificate but admits those without one (agents, browsers, the aggregator):
+   * whether a certificate verified is for `/v1/peer` to judge (`peerCertificateVerified`).
+   */
+  readonly createTlsServer: (credentials: {
+    readonly cert: Buffer
+    readonly key: Buffer
+    readonly clientCa: Buffer | undefined
+  }) => HttpsServer
   /** Closes every WebSocket (1001) of every server; the servers themselves are closed by the caller. */
   readonly closeSockets: () => void
   /** What OTLP ingest needs, for the OTLP/gRPC listener beside these servers. */
@@ -249,7 +257,17 @@ export const createNodeServers = (parts: ServerParts): NodeServers => {
   }
   return {
     http: withHandlers(createServer(request)),
-    createTlsServer: ({ cert, key }) => withHandlers(createHttpsServer({ cert, key }, request)),
+    createTlsServer: ({ cert, key, clientCa }) =>
+      withHandlers(
+        createHttpsServer(
+          {
+            cert,
+            key,
+            ...(clientCa !== undefined && { ca: clientCa, requestCert: true, rejectUnauthorized: false })
+          },
+          request
+        )
+      ),
     closeSockets,
     otlp
   }

@@ -18,6 +18,7 @@
 import { timingSafeEqual } from "node:crypto"
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
+import { TLSSocket } from "node:tls"
 import { type WebSocket, WebSocketServer } from "ws"
 import type { SocketRules } from "./Endpoints.js"
 import type { NodeCounters } from "./NodeCounters.js"
@@ -52,6 +53,13 @@ export const bearerToken = (req: IncomingMessage): string | undefined => {
 /** Whether the request carries the token (always, when the node has none). */
 export const authorized = (token: string | undefined, req: IncomingMessage): boolean =>
   token === undefined || tokensEqual(token, bearerToken(req))
+
+/**
+ * Whether the request came over TLS with a client certificate the listener's client CA signed (the
+ * listener asks for one only when a client CA is configured, and verifies it against that CA alone).
+ */
+export const peerCertificateVerified = (req: IncomingMessage): boolean =>
+  req.socket instanceof TLSSocket && req.socket.authorized
 
 /** ws's subprotocol choice: the first offered one that is not the token (never echoed back). */
 const selectProtocol = (protocols: Set<string>): string | false => {
@@ -105,6 +113,7 @@ export class SocketEndpoint {
   private readonly maxConnections: number
   readonly rules: SocketRules
   private readonly counters: NodeCounters
+  private readonly authenticate: (req: IncomingMessage) => boolean
 
   constructor(options: {
     /** Label in /metrics (`ingest`, `tail`, `peer`). */
@@ -116,7 +125,10 @@ export class SocketEndpoint {
     readonly maxPayload: number
     readonly rules: SocketRules
     readonly counters: NodeCounters
+    /** Whether an upgrade may proceed (default: it carries the token, when there is one). */
+    readonly authenticate?: ((req: IncomingMessage) => boolean) | undefined
   }) {
+    this.authenticate = options.authenticate ?? ((req) => authorized(options.rules.token, req))
     this.name = options.name
     this.maxConnections = options.maxConnections
     this.rules = options.rules
@@ -137,17 +149,22 @@ export class SocketEndpoint {
   }
 
   /**
-   * The token and the cap, checked before anything else about the request: false when refused (the
-   * refusal is answered and counted).
+   * The credentials (the token, unless the endpoint says otherwise) and the cap, checked before
+   * anything else about the request: false when refused (the refusal is answered and counted).
    */
   admit(req: IncomingMessage, socket: Duplex): boolean {
-    if (!authorized(this.rules.token, req)) {
+    if (!this.authenticate(req)) {
       this.counters.upgradeRefused(this.name, "unauthorized")
       refuseUpgrade(
         socket,
         401,
         "Unauthorized",
-        { error: "missing or wrong bearer token" },
+        {
+          error:
+            this.rules.token === undefined
+              ? "missing or unverified client certificate"
+              : "missing or wrong bearer token"
+        },
         {
           "WWW-Authenticate": "Bearer"
         }

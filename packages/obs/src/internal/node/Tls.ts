@@ -1,5 +1,5 @@
 /**
- * Loads the TLS listener's certificate and key once, at start, so a bad file stops the node with an
+ * Loads the TLS listener's certificate and key (and the CA of peers' client certificates) once, at start, so a bad file stops the node with an
  * error naming it instead of failing every handshake later.
  */
 
@@ -16,6 +16,8 @@ export interface TlsCredentials {
   readonly subject: string
   /** End of the leaf certificate's validity. */
   readonly validTo: Date
+  /** PEM CA certificate(s) that sign cluster peers' client certificates, when configured. */
+  readonly clientCa: Buffer | undefined
 }
 
 const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
@@ -26,9 +28,22 @@ const attempt = <A>(file: string, reason: string, f: () => A) =>
     catch: (cause) => new TlsError({ file, reason: `${reason}: ${messageOf(cause)}`, cause })
   })
 
+/** A CA file: readable, and every certificate in it PEM (a bundle may hold several). */
+const loadCa = (file: string) =>
+  Effect.gen(function* () {
+    const ca = yield* attempt(file, `cannot read TLS client CA ${file}`, () => readSettingsFile(file))
+    const pems = ca.toString("utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)
+    if (pems === null)
+      return yield* new TlsError({ file, reason: `TLS client CA ${file} holds no PEM certificate` })
+    for (const pem of pems)
+      yield* attempt(file, `TLS client CA ${file} is not a PEM certificate`, () => new X509Certificate(pem))
+    return ca
+  })
+
 export const loadTlsCredentials = (
   certFile: string,
-  keyFile: string
+  keyFile: string,
+  clientCaFile?: string
 ): Effect.Effect<TlsCredentials, TlsError> =>
   Effect.gen(function* () {
     const cert = yield* attempt(certFile, `cannot read TLS certificate ${certFile}`, () =>
@@ -53,5 +68,12 @@ export const loadTlsCredentials = (
     yield* attempt(certFile, `TLS certificate ${certFile} and key ${keyFile} are not usable`, () =>
       createSecureContext({ cert, key })
     )
-    return { cert, key, subject: leaf.subject.replaceAll("\n", ", "), validTo: new Date(leaf.validTo) }
+    const clientCa = clientCaFile === undefined ? undefined : yield* loadCa(clientCaFile)
+    return {
+      cert,
+      key,
+      subject: leaf.subject.replaceAll("\n", ", "),
+      validTo: new Date(leaf.validTo),
+      clientCa
+    }
   })
