@@ -147,6 +147,16 @@ describe.skipIf(!canRun)("TLS start-up errors", () => {
     expect(mismatch?.file).toBe(otherKeyFile)
     expect(mismatch?.message).toContain("does not belong to the certificate")
   })
+
+  it("names a peers' client CA file that is missing or holds no certificate", async () => {
+    const missing = join(dir.path, "absent-ca.pem")
+    const absent = await startupError({ certFile, keyFile, port: 0, clientCaFile: missing })
+    expect(absent?.file).toBe(missing)
+    expect(absent?.message).toContain(`cannot read TLS client CA ${missing}`)
+    const notPem = await startupError({ certFile, keyFile, port: 0, clientCaFile: notPemFile })
+    expect(notPem?.file).toBe(notPemFile)
+    expect(notPem?.message).toContain("holds no PEM certificate")
+  })
 })
 
 describe("TLS config", () => {
@@ -169,5 +179,13 @@ describe("TLS config", () => {
     expect(Either.isRight(port) && Option.map(port.right.tls, (t) => t.port)).toEqual(Option.some(8443))
     const certOnly = fromEnv({ III_OBS_TLS_CERT: "/c" })
     expect(Either.isLeft(certOnly) && String(certOnly.left)).toContain("III_OBS_TLS_KEY")
+    const clientCa = fromEnv({ III_OBS_TLS_CERT: "/c", III_OBS_TLS_KEY: "/k", III_OBS_TLS_CLIENT_CA: "/ca" })
+    expect(Either.isRight(clientCa) && Option.map(clientCa.right.tls, (t) => t.clientCaFile)).toEqual(
+      Option.some("/ca")
+    )
+    const caWithoutCert = fromEnv({ III_OBS_TLS_CLIENT_CA: "/ca" })
+    expect(Either.isLeft(caWithoutCert) && String(caWithoutCert.left)).toContain(
+      "peer client certificates are checked on the TLS listener: give --tls-cert and --tls-key too"
+    )
   })
 })
