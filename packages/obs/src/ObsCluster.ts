@@ -203,6 +203,7 @@ export const layerOn = (
           try: () =>
             EndpointSlices.watch(
               service,
+              Number(cluster.advertise.slice(cluster.advertise.lastIndexOf(":") + 1)),
               (ready) => {
                 latest = ready
                 apply(ready)

@@ -183,10 +183,18 @@ describe("EndpointSlices", () => {
       },
       { addressType: "IPv6", ports: [{ port: 4320 }], endpoints: [{ addresses: ["fd00::8"] }] }
     ]
-    expect(addressesOf(service, slices)).toEqual([
+    expect(addressesOf(service, 4320, slices)).toEqual([
       "10.1.0.7:4320",
       "[fd00::8]:4320",
       "iii-obs-0.iii-obs.iii-system.svc:4320"
     ])
+    // Peers on the TLS listener (client certificates): the port this node advertises, by number.
+    const withTls = slices.map((s) => ({ ...s, ports: [...s.ports, { name: "tls", port: 4321 }] }))
+    expect(addressesOf(service, 4321, withTls)).toEqual([
+      "10.1.0.7:4321",
+      "[fd00::8]:4321",
+      "iii-obs-0.iii-obs.iii-system.svc:4321"
+    ])
+    expect(addressesOf(service, 4320, withTls)).toEqual(addressesOf(service, 4320, slices))
   })
 })

@@ -6,7 +6,9 @@
  *
  * An endpoint with a `hostname` (a StatefulSet pod behind its governing headless Service) is
  * `HOSTNAME.SERVICE.NAMESPACE.svc:PORT`, a name that survives the pod's restarts with a new IP;
- * one without is `IP:PORT`. The port is the slice's port named `http`, else its first.
+ * one without is `IP:PORT`. The port is the slice's port with the number this node advertises (every
+ * pod of a StatefulSet advertises the same: the plain port, or the TLS one when peers use client
+ * certificates), else the one named `http`, else its first.
  */
 import { readFileSync } from "node:fs"
 import { DiscoveryV1Api, KubeConfig, makeInformer, type V1EndpointSlice } from "@kubernetes/client-node"
@@ -35,11 +37,16 @@ export const parseServiceRef = (text: string): ServiceRef => {
 /** The member addresses a set of slices lists, sorted (pure: tested without a cluster). */
 export const addressesOf = (
   service: ServiceRef,
+  advertisedPort: number,
   slices: ReadonlyArray<V1EndpointSlice>
 ): ReadonlyArray<string> => {
   const out = new Set<string>()
   for (const slice of slices) {
-    const port = (slice.ports?.find((p) => p.name === "http") ?? slice.ports?.[0])?.port
+    const port = (
+      slice.ports?.find((p) => p.port === advertisedPort) ??
+      slice.ports?.find((p) => p.name === "http") ??
+      slice.ports?.[0]
+    )?.port
     if (port === undefined || port === null) continue
     for (const e of slice.endpoints ?? []) {
       if (e.conditions?.ready === false) continue
@@ -60,6 +67,7 @@ export interface Watched {
 /** Watches the Service's slices; `onMembers` gets the ready addresses after every change. */
 export const watch = async (
   service: ServiceRef,
+  advertisedPort: number,
   onMembers: (members: ReadonlyArray<string>) => void,
   onError: (message: string) => void
 ): Promise<Watched> => {
@@ -73,7 +81,7 @@ export const watch = async (
     () => api.listNamespacedEndpointSlice({ namespace: service.namespace, labelSelector }),
     labelSelector
   )
-  const changed = () => onMembers(addressesOf(service, informer.list(service.namespace)))
+  const changed = () => onMembers(addressesOf(service, advertisedPort, informer.list(service.namespace)))
   informer.on("add", changed)
   informer.on("update", changed)
   informer.on("delete", changed)
