@@ -301,10 +301,13 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
       yield* Effect.logWarning(
         "obs node started without a token: ingest, query and tail are open to anyone who can reach it"
       )
+    const clientCaFile = Option.getOrUndefined(cfg.tls)?.clientCaFile
+    const peerCa =
+      clientCaFile === undefined ? "" : `; peers' client certificates from the CA in ${clientCaFile}`
     const tlsNote = Option.match(tlsListener, {
       onNone: () => "",
       onSome: ({ port, credentials: c }) =>
-        `, TLS on ${cfg.host}:${port} (certificate ${c.subject}, valid until ${c.validTo.toISOString()})`
+        `, TLS on ${cfg.host}:${port} (certificate ${c.subject}, valid until ${c.validTo.toISOString()}${peerCa})`
     })
     if (Option.isSome(tlsListener) && tlsListener.value.credentials.validTo.getTime() < Date.now())
       yield* Effect.logWarning(`the TLS certificate has expired: clients will refuse it${tlsNote}`)
