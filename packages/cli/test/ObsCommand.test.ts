@@ -176,4 +176,34 @@ describe.skipIf(!canRunOpenssl)("iii obs with TLS", () => {
     )
     expect(Exit.isFailure(missing) && Cause.pretty(missing.cause)).toContain(`cannot read TLS key ${absent}`)
   })
+
+  it("wants --tls-client-ca with the TLS listener, and names a missing CA file", async () => {
+    const caOnly = await Effect.runPromise(
+      Effect.exit(obs([], "--data", join(dir, "d7"), "--tls-client-ca", cert))
+    )
+    expect(Exit.isFailure(caOnly) && JSON.stringify(caOnly.cause)).toContain(
+      "peer client certificates are checked on the TLS listener: give --tls-cert and --tls-key too"
+    )
+    const absent = join(dir, "absent-ca.crt")
+    const missing = await Effect.runPromise(
+      Effect.exit(
+        obs(
+          [],
+          "--data",
+          join(dir, "d8"),
+          "--tls-cert",
+          cert,
+          "--tls-key",
+          key,
+          "--tls-client-ca",
+          absent,
+          "--port",
+          "0"
+        )
+      )
+    )
+    expect(Exit.isFailure(missing) && Cause.pretty(missing.cause)).toContain(
+      `cannot read TLS client CA ${absent}`
+    )
+  })
 })
