@@ -372,5 +372,6 @@ describe("obs cluster start-up", () => {
     } finally {
       await cluster.stop()
     }
-  })
+    // Two process starts: ~20 s each on a loaded 2-core machine.
+  }, 90_000)
 })
