@@ -19,6 +19,7 @@ import { Context, Effect, Fiber, Layer, Schedule, type Scope, Stream } from "eff
 import * as EbpfCapture from "./EbpfCapture.js"
 import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
+import { findCgroup2Mount } from "./internal/CgroupTree.js"
 import { nowUnixNano } from "./internal/Clock.js"
 import * as CommandCgroup from "./internal/CommandCgroup.js"
 import { EventProcessor, type RequestDrops } from "./internal/EventProcessor.js"
@@ -271,7 +272,7 @@ export const make = (
       // Made before the capture starts, so that it is removed after the capture closed.
       const commandDirectory =
         options.propagation === true && options.startsCommand === true && node === undefined
-          ? yield* CommandCgroup.make()
+          ? yield* CommandCgroup.make(findCgroup2Mount())
           : undefined
       if (commandDirectory?._tag === "Unavailable")
         yield* Effect.logWarning(

@@ -14,7 +14,6 @@
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, type Scope } from "effect"
-import { findCgroup2Mount } from "./CgroupTree.js"
 
 /** A process's cgroup v2 path in its `/proc/PID/cgroup` text (`0::/a/b` → `/a/b`), or undefined. Pure. */
 export const cgroupV2Path = (procCgroup: string): string | undefined =>
@@ -74,11 +73,12 @@ const remove = (path: string, parent: string): Effect.Effect<void> =>
   })
 
 /**
- * Makes the directory under the agent's cgroup; the scope's close removes it. `Unavailable` (with
+ * Makes the directory under the agent's cgroup in `mount` (`CgroupTree.findCgroup2Mount`); the
+ * scope's close removes it. `Unavailable` (with
  * the reason) when this host has no writable cgroup v2 tree there.
  */
 export const make = (
-  mount: string | undefined = findCgroup2Mount(),
+  mount: string | undefined,
   agentPid: number = process.pid
 ): Effect.Effect<Made, never, Scope.Scope> =>
   Effect.gen(function* () {
