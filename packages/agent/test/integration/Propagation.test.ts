@@ -33,11 +33,12 @@ import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import type { Telemetry } from "@iii/core"
-import { Context, Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Scope, Stream } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Agent from "../../src/Agent.js"
 import * as EbpfCapture from "../../src/EbpfCapture.js"
 import * as Exporter from "../../src/Exporter.js"
+import * as CommandCgroup from "../../src/internal/CommandCgroup.js"
 import { EventProcessor } from "../../src/internal/EventProcessor.js"
 import * as TracedCommand from "../../src/TracedCommand.js"
 import { FakeObs, until } from "../support/FakeObs.js"
@@ -479,6 +480,43 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     }
     await Effect.runPromise(Scope.close(scope, Exit.void))
     expect(existsSync(commandCgroup ?? "")).toBe(false)
+  }, 60_000)
+
+  it("says so at start when it cannot make the command's cgroup, and runs without propagation", async () => {
+    // Taken already: the agent's mkdir fails (EEXIST), and it must not touch what is not its own.
+    const own = CommandCgroup.cgroupV2Path(readFileSync("/proc/self/cgroup", "utf8")) ?? "/"
+    const taken = join(cgroup2Root ?? "", own, CommandCgroup.directoryName(process.pid))
+    mkdirSync(taken)
+    cleanups.push(() => rmdirSync(taken))
+    const obs = new FakeObs()
+    const url = await obs.start()
+    cleanups.push(() => obs.stop())
+    const logged: Array<string> = []
+    const scope = Effect.runSync(Scope.make())
+    cleanups.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    const layer = Agent.layer({
+      identity: { service: "a" },
+      mode: "ebpf",
+      propagation: true,
+      startsCommand: true,
+      capture: { stdio: "off", pollIntervalMs: 20 }
+    }).pipe(
+      Layer.provide(Exporter.layer({ urls: [url], agent: { id: Exporter.newAgentId(), service: "a" } })),
+      Layer.provide(
+        Logger.replace(
+          Logger.defaultLogger,
+          Logger.make(({ message }) => logged.push(String(message)))
+        )
+      )
+    )
+    const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
+    expect(Context.get(context, Agent.Agent).commandCgroup).toBeUndefined()
+    expect(logged).toContainEqual(
+      expect.stringMatching(/^propagation: off for the command: .*cannot create .*iii-command-\d+: EEXIST/)
+    )
+    expect(logged.some((line) => line.startsWith("propagation: on"))).toBe(false)
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    expect(existsSync(taken)).toBe(true)
   }, 60_000)
 
   it("refuses a propagating cgroup on a capture started without propagation", async () => {
