@@ -4,22 +4,14 @@
  * cgroup v2 mount; skipped with the reason otherwise).
  */
 import { spawn } from "node:child_process"
-import { accessSync, constants, existsSync, readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, Exit, Scope } from "effect"
 import { describe, expect, it } from "vitest"
-import { findCgroup2Mount } from "../src/internal/CgroupTree.js"
 import * as CommandCgroup from "../src/internal/CommandCgroup.js"
+import { writableCgroup2Mount } from "./support/Cgroup2.js"
 
-const writableMount = (() => {
-  const mount = findCgroup2Mount()
-  try {
-    if (mount !== undefined) accessSync(mount, constants.W_OK)
-    return mount
-  } catch {
-    return undefined
-  }
-})()
+const writableMount = writableCgroup2Mount()
 const skip = writableMount === undefined ? "no writable cgroup v2 mount" : undefined
 if (skip !== undefined) console.warn(`CommandCgroup removal test skipped: ${skip}`)
 

@@ -15,9 +15,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, type Hash } from "node:crypto"
 import {
-  accessSync,
   closeSync,
-  constants,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -41,23 +39,11 @@ import * as Exporter from "../../src/Exporter.js"
 import * as CommandCgroup from "../../src/internal/CommandCgroup.js"
 import { EventProcessor } from "../../src/internal/EventProcessor.js"
 import * as TracedCommand from "../../src/TracedCommand.js"
+import { writableCgroup2Mount } from "../support/Cgroup2.js"
 import { FakeObs, until } from "../support/FakeObs.js"
 
 const availability = Effect.runSync(EbpfCapture.isAvailable)
-/** A writable cgroup v2 hierarchy (pure v2 at /sys/fs/cgroup, or the hybrid layout's "unified"). */
-const cgroup2Root = (() => {
-  try {
-    const mount = readFileSync("/proc/mounts", "utf8")
-      .split("\n")
-      .map((line) => line.split(" "))
-      .find((fields) => fields[2] === "cgroup2")?.[1]
-    if (mount === undefined) return undefined
-    accessSync(mount, constants.W_OK)
-    return mount
-  } catch {
-    return undefined
-  }
-})()
+const cgroup2Root = writableCgroup2Mount()
 const skip = !availability.available
   ? `eBPF unavailable: ${availability.reasons.join("; ")}`
   : cgroup2Root === undefined
