@@ -19,7 +19,9 @@ import { Context, Effect, Fiber, Layer, Schedule, type Scope, Stream } from "eff
 import * as EbpfCapture from "./EbpfCapture.js"
 import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"
+import { findCgroup2Mount } from "./internal/CgroupTree.js"
 import { nowUnixNano } from "./internal/Clock.js"
+import * as CommandCgroup from "./internal/CommandCgroup.js"
 import { EventProcessor, type RequestDrops } from "./internal/EventProcessor.js"
 import { LineSplitter, LogEmitter } from "./internal/Logs.js"
 import * as NodeMode from "./internal/NodeMode.js"
@@ -54,12 +56,20 @@ export interface AgentOptions {
   /**
    * Trace propagation (eBPF), off by default since it changes bytes on the wire: the kernel inserts
    * `traceparent` (and `x-iii-correlation-id`) into the outbound HTTP/1.x requests of the traced
-   * cgroups (`cgroups`; node mode: the pods annotated `iii.io/propagation: "true"`) that carry none, continuing the trace of the request the
+   * cgroups (`cgroups`; node mode: the pods annotated `iii.io/propagation: "true"`; the command the
+   * agent starts, with `startsCommand`) that carry none, continuing the trace of the request the
    * thread serves. Processes traced by pid only are not covered (no cgroup to attach to). When the
    * kernel cannot (no cgroup v2, program types missing) the agent says so and runs without it.
    * README "Trace propagation".
    */
   readonly propagation?: boolean
+  /**
+   * The agent starts the traced command itself (`TracedCommand`, `iii agent -- COMMAND`). With
+   * `propagation` (eBPF) it then makes a cgroup v2 directory for the command under its own cgroup
+   * (`AgentService.commandCgroup`), propagating, removed when the agent stops; where it cannot, it
+   * says so at start and the command runs without propagation. Default false.
+   */
+  readonly startsCommand?: boolean
   /** Proxy mode's addresses. */
   readonly proxy?: ProxyMode.ProxyOptions | undefined
   /** Minimum level of captured log lines. Default `info`. */
@@ -140,6 +150,12 @@ export interface AgentService {
   readonly stats: Effect.Effect<AgentStats>
   /** Proxy mode: where the proxies listen. */
   readonly proxy: ProxyMode.ProxyServer | undefined
+  /**
+   * The cgroup v2 directory a command the agent starts (`TracedCommand`) is put into before it runs,
+   * so that its outbound requests get a `traceparent` (`propagation` and `startsCommand` on, and the
+   * kernel able to); undefined otherwise.
+   */
+  readonly commandCgroup: string | undefined
   /**
    * How a command the agent starts (`TracedCommand`) gets its stdout/stderr: `inherit` (the kernel
    * capture sees the writes through the write syscalls), `pipe` (socketpairs the kernel capture sees
@@ -253,26 +269,48 @@ export const make = (
         // A node agent reads logs from the kubelet's files: writes to stdout/stderr are not captured.
         ...(node === undefined ? {} : { enableCgroups: true, stdio: "off", pidTargets: false })
       }
-      const propagating =
-        options.propagation === true && (node !== undefined || (options.cgroups ?? []).length > 0)
-      if (options.propagation === true && !propagating)
+      // Made before the capture starts, so that it is removed after the capture closed.
+      const commandDirectory =
+        options.propagation === true && options.startsCommand === true && node === undefined
+          ? yield* CommandCgroup.make(findCgroup2Mount())
+          : undefined
+      if (commandDirectory?._tag === "Unavailable")
         yield* Effect.logWarning(
-          "propagation: off: it attaches to cgroups, and only pids are traced (give --cgroup, or run the node agent)"
+          `propagation: off for the command: it attaches to cgroups, and the agent cannot make one for it (${commandDirectory.reason})`
         )
-      const capture = propagating
-        ? yield* EbpfCapture.start({ ...captureOptions, propagation: true }).pipe(
+      const commandCgroup = commandDirectory?._tag === "Made" ? commandDirectory.path : undefined
+      const propagatingCgroups = [
+        ...(options.cgroups ?? []),
+        ...(commandCgroup === undefined ? [] : [commandCgroup])
+      ]
+      const propagating =
+        options.propagation === true && (node !== undefined || propagatingCgroups.length > 0)
+      if (options.propagation === true && !propagating && commandDirectory === undefined)
+        yield* Effect.logWarning(
+          "propagation: off: it attaches to cgroups, and only pids are traced (give --cgroup, run the node agent, or let the agent start the command: -- COMMAND)"
+        )
+      const started = propagating
+        ? yield* EbpfCapture.start({
+            ...captureOptions,
+            cgroups: propagatingCgroups,
+            propagation: true
+          }).pipe(
+            Effect.map((capture) => ({ capture, propagated: true })),
             Effect.tap(() =>
               Effect.logInfo(
-                "propagation: on: the kernel inserts traceparent into the traced cgroups' outbound HTTP/1.x requests"
+                "propagation: on: the kernel inserts traceparent into the traced cgroups' outbound HTTP/1.x requests" +
+                  (commandCgroup === undefined ? "" : ` (the command's: ${commandCgroup})`)
               )
             ),
             Effect.catchAll((error) =>
               Effect.logWarning(`propagation: off: the kernel cannot: ${error.message}`).pipe(
-                Effect.zipRight(EbpfCapture.start(captureOptions))
+                Effect.zipRight(EbpfCapture.start(captureOptions)),
+                Effect.map((capture) => ({ capture, propagated: false }))
               )
             )
           )
-        : yield* EbpfCapture.start(captureOptions)
+        : { capture: yield* EbpfCapture.start(captureOptions), propagated: false }
+      const capture = started.capture
       let nodeMode: NodeMode.NodeMode | undefined
       const processor = new EventProcessor(
         {
@@ -327,7 +365,12 @@ export const make = (
       )
       // After the drain's finalizer, so it runs first: the last log lines and their positions.
       if (node !== undefined)
-        nodeMode = yield* NodeMode.start({ ...node, propagate: propagating }, capture, processor, exporter)
+        nodeMode = yield* NodeMode.start(
+          { ...node, propagate: started.propagated },
+          capture,
+          processor,
+          exporter
+        )
       const tracking = nodeMode
       stats = Effect.gen(function* () {
         const processed = processor.stats
@@ -351,6 +394,7 @@ export const make = (
         trace: (pid) => capture.addPid(pid),
         stats,
         proxy: undefined,
+        commandCgroup: started.propagated ? commandCgroup : undefined,
         commandOutput,
         output: () => {}
       }
@@ -396,6 +440,7 @@ export const make = (
         trace: () => Effect.void,
         stats,
         proxy: server,
+        commandCgroup: undefined,
         commandOutput: "parse",
         output
       }

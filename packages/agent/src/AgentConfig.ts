@@ -203,6 +203,7 @@ export const resolve = (input: Input): Effect.Effect<AgentConfig, AgentConfigErr
         allPodProcesses: input.allPodProcesses === true,
         cgroups,
         ...(propagation ? { propagation: true } : {}),
+        ...(command.length > 0 ? { startsCommand: true } : {}),
         proxy: listen === undefined || upstream === undefined ? undefined : { listen, upstream, egress },
         logLevel: logLevel as Telemetry.LogLevel,
         // A command's output goes through socketpairs the socket hooks see: no syscall tracepoints

@@ -2,7 +2,8 @@
  * Runs a command under the agent (`iii agent … -- COMMAND ARGS`).
  *
  * - The command starts held: a shell stops itself, the agent traces its pid, resumes it, and the shell
- *   execs the command. Nothing the command does (nor any child it forks) escapes tracing.
+ *   execs the command. Nothing the command does (nor any child it forks) escapes tracing. With trace
+ *   propagation the held shell is first moved into the agent's cgroup for it (`Agent.commandCgroup`).
  * - Output (`Agent.commandOutput`): inherited (the kernel sees the writes), or piped (Node's pipes
  *   are socketpairs, which the kernel capture sees through its socket hooks) and echoed, or in proxy
  *   mode piped into the agent, which turns the lines into logs.
@@ -18,6 +19,7 @@ import { constants } from "node:os"
 import { Effect, type Scope } from "effect"
 import { Agent } from "./Agent.js"
 import { CommandError } from "./Errors.js"
+import * as CommandCgroup from "./internal/CommandCgroup.js"
 
 export interface Options {
   /** Environment (default: the agent's). */
@@ -168,6 +170,18 @@ export const start = (
         await new Promise((resolve) => setTimeout(resolve, 2))
       }
     })
+    // The held shell can only exec the command after this SIGCONT: moved now, the command makes
+    // every socket inside the propagating cgroup (a socket's cgroup is fixed when it is created).
+    const commandCgroup = agent.commandCgroup
+    if (commandCgroup !== undefined) {
+      try {
+        CommandCgroup.enter(commandCgroup, pid)
+      } catch (error) {
+        yield* Effect.logWarning(
+          `propagation: off for ${file}: cannot move it into ${commandCgroup}: ${error instanceof Error ? error.message : String(error)}`
+        )
+      }
+    }
     child.kill("SIGCONT")
     yield* Effect.logInfo(`started ${argv.join(" ")} (pid ${pid})`)
     return { pid, exitCode: Effect.promise(() => exited) }

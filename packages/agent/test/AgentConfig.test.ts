@@ -56,6 +56,11 @@ describe("AgentConfig", () => {
     const flagWins = await resolve({ ...base, propagation: false }, { III_PROPAGATION: "true" })
     if (flagWins._tag === "Left") throw new Error(flagWins.left.message)
     expect(flagWins.right.agent.propagation).toBeUndefined()
+    // A command the agent starts gets a cgroup of its own to propagate from (`startsCommand`).
+    const command = await resolve({ ...base, cgroups: [], command: ["node", "a.mjs"], propagation: true })
+    if (command._tag === "Left") throw new Error(command.left.message)
+    expect(command.right.agent).toMatchObject({ propagation: true, startsCommand: true })
+    expect(off.right.agent.startsCommand).toBeUndefined()
     const bad = await resolve(base, { III_PROPAGATION: "yes" })
     expect(bad._tag === "Left" && bad.left.message).toBe(
       '$III_PROPAGATION: expected true or false, got "yes"'

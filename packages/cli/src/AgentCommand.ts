@@ -43,7 +43,7 @@ const allPodProcesses = Options.boolean("all-pod-processes").pipe(
 )
 const propagation = Options.boolean("propagation").pipe(
   Options.withDescription(
-    "eBPF: the kernel inserts traceparent into the traced cgroups' outbound HTTP/1.x requests (changes bytes on the wire; default $III_PROPAGATION or off)"
+    "eBPF: the kernel inserts traceparent into the outbound HTTP/1.x requests of the traced cgroups and of -- COMMAND, run in a cgroup of its own (changes bytes on the wire; default $III_PROPAGATION or off)"
   )
 )
 const cgroups = Options.text("cgroup").pipe(

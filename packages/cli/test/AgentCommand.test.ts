@@ -1,11 +1,16 @@
-import { existsSync, mkdtempSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync } from "node:fs"
+import http from "node:http"
+import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { NodeContext } from "@effect/platform-node"
+import { EbpfCapture } from "@iii/agent"
 import { WireProtocol } from "@iii/core"
 import { Effect, Either, Exit } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import { WebSocketServer } from "ws"
+import * as CommandCgroup from "../../agent/src/internal/CommandCgroup.js"
+import { writableCgroup2Mount } from "../../agent/test/support/Cgroup2.js"
 import { run } from "../src/Cli.js"
 
 /** Runs `iii agent …` in-process; returns the exit and the process exit code it set. */
@@ -32,6 +37,16 @@ const proxyMode = [
   "--proxy-upstream",
   "127.0.0.1:9"
 ]
+
+const ebpf = Effect.runSync(EbpfCapture.isAvailable)
+const cgroup2 = writableCgroup2Mount()
+const propagationSkip = !ebpf.available
+  ? `eBPF unavailable: ${ebpf.reasons.join("; ")}`
+  : cgroup2 === undefined
+    ? "no writable cgroup v2 mount"
+    : undefined
+if (propagationSkip !== undefined)
+  console.warn(`iii agent --propagation -- COMMAND test skipped: ${propagationSkip}`)
 
 const failure = (exit: Exit.Exit<unknown, unknown>) =>
   Exit.isFailure(exit) ? JSON.stringify(exit.cause) : "succeeded"
@@ -70,6 +85,47 @@ describe("iii agent", () => {
     expect(Exit.isSuccess(exit)).toBe(true)
     expect(code).toBe(7)
   })
+
+  it.skipIf(propagationSkip !== undefined)(
+    "--propagation -- COMMAND: the command's outbound requests carry a traceparent (real eBPF)",
+    async () => {
+      const received: Array<string | undefined> = []
+      const server = http.createServer((req, res) => {
+        received.push(req.headers.traceparent as string | undefined)
+        res.end("ok")
+      })
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+      const port = (server.address() as AddressInfo).port
+      const call = `require("http").get({ host: "127.0.0.1", port: ${port}, agent: false }, (r) => r.resume())`
+      try {
+        const { exit, code } = await agent(
+          "--obs",
+          "ws://127.0.0.1:9",
+          "--service",
+          "a",
+          "--mode",
+          "ebpf",
+          "--nice",
+          "0",
+          "--propagation",
+          "--",
+          process.execPath,
+          "-e",
+          call
+        )
+        expect(failure(exit)).toBe("succeeded")
+        expect(code).toBe(0)
+      } finally {
+        server.close()
+      }
+      expect(received).toHaveLength(1)
+      expect(received[0]).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+      // The agent (this process) removed the command's cgroup when it stopped.
+      const own = CommandCgroup.cgroupV2Path(readFileSync("/proc/self/cgroup", "utf8")) ?? "/"
+      expect(existsSync(join(cgroup2 ?? "", own, CommandCgroup.directoryName(process.pid)))).toBe(false)
+    },
+    60_000
+  )
 
   it("refuses to start with nothing to trace, saying what to give", async () => {
     const { exit } = await agent("--obs", "ws://127.0.0.1:9", "--service", "cli-test")

@@ -4,7 +4,8 @@
  * traced with `propagation`, and what arrives on the wire is checked byte for byte.
  *
  * - two services with no tracing code, A calling B: every trace of A's route holds B's server span
- *   as the child of A's client span, itself the child of A's server span;
+ *   as the child of A's client span, itself the child of A's server span; the same with A started by
+ *   the agent (`iii agent --propagation -- COMMAND`), in a cgroup the agent makes and removes;
  * - the framing the kernel follows: keep-alive, pipelined requests (one with a body that looks like
  *   a request), a request line split across sends, a chunked body with request-like chunks, 50 MB
  *   sent apart from its head to a slow reader, and a request that carries its own traceparent: each
@@ -13,35 +14,36 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash, type Hash } from "node:crypto"
-import { accessSync, constants, mkdirSync, readFileSync, rmdirSync } from "node:fs"
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmdirSync,
+  rmSync
+} from "node:fs"
 import http from "node:http"
 import net from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import type { Telemetry } from "@iii/core"
-import { Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Logger, Scope, Stream } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
 import * as Agent from "../../src/Agent.js"
 import * as EbpfCapture from "../../src/EbpfCapture.js"
 import * as Exporter from "../../src/Exporter.js"
+import * as CommandCgroup from "../../src/internal/CommandCgroup.js"
 import { EventProcessor } from "../../src/internal/EventProcessor.js"
+import * as TracedCommand from "../../src/TracedCommand.js"
+import { writableCgroup2Mount } from "../support/Cgroup2.js"
 import { FakeObs, until } from "../support/FakeObs.js"
 
 const availability = Effect.runSync(EbpfCapture.isAvailable)
-/** A writable cgroup v2 hierarchy (pure v2 at /sys/fs/cgroup, or the hybrid layout's "unified"). */
-const cgroup2Root = (() => {
-  try {
-    const mount = readFileSync("/proc/mounts", "utf8")
-      .split("\n")
-      .map((line) => line.split(" "))
-      .find((fields) => fields[2] === "cgroup2")?.[1]
-    if (mount === undefined) return undefined
-    accessSync(mount, constants.W_OK)
-    return mount
-  } catch {
-    return undefined
-  }
-})()
+const cgroup2Root = writableCgroup2Mount()
 const skip = !availability.available
   ? `eBPF unavailable: ${availability.reasons.join("; ")}`
   : cgroup2Root === undefined
@@ -377,6 +379,130 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     expect(client?.kind).toBe("client")
     expect(upstream).toMatchObject({ kind: "server", http: { path: "/outbound" } })
     expect(new Set([downstream?.traceId, client?.traceId, upstream?.traceId]).size).toBe(1)
+  }, 60_000)
+
+  it("a command the agent starts (-- COMMAND) gets a cgroup of its own: A's calls carry the trace to B", async () => {
+    const groupB = cgroup()
+    const obs = new FakeObs()
+    const url = await obs.start()
+    cleanups.push(() => obs.stop())
+    const scope = Effect.runSync(Scope.make())
+    cleanups.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    const layer = Agent.layer({
+      identity: { service: "ab" },
+      mode: "ebpf",
+      cgroups: [groupB],
+      propagation: true,
+      startsCommand: true,
+      capture: { stdio: "off", pollIntervalMs: 20 }
+    }).pipe(
+      Layer.provide(Exporter.layer({ urls: [url], agent: { id: Exporter.newAgentId(), service: "ab" } }))
+    )
+    const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
+    const agent = Context.get(context, Agent.Agent)
+    const commandCgroup = agent.commandCgroup
+    expect(commandCgroup).toBeDefined()
+    const b = spawnIn(groupB, [fixture("ebpf-server.mjs"), "127.0.0.1"])
+    const portB = Number((await b.line(/^listening (\d+)$/))[1])
+    // A, started by the agent as `iii agent -- node ebpf-server.mjs` does; its output to a file.
+    const outputs = mkdtempSync(join(tmpdir(), "iii-propagation-"))
+    cleanups.push(() => rmSync(outputs, { recursive: true }))
+    const outputPath = join(outputs, "a.log")
+    const output = openSync(outputPath, "a")
+    cleanups.push(() => closeSync(output))
+    const a = await Effect.runPromise(
+      TracedCommand.start([process.execPath, fixture("ebpf-server.mjs"), "127.0.0.1", String(portB)], {
+        output
+      }).pipe(Effect.provide(context), Scope.extend(scope))
+    )
+    const portA = Number(
+      (
+        await eventually(
+          "A listening",
+          () => /^listening (\d+)$/m.exec(readFileSync(outputPath, "utf8")) ?? undefined
+        )
+      )[1]
+    )
+    // The command itself (after its exec) is in the directory.
+    expect(readFileSync(`/proc/${a.pid}/cgroup`, "utf8")).toContain(
+      `0::${commandCgroup?.slice(cgroup2Root?.length)}\n`
+    )
+
+    const rounds = 3
+    for (let i = 0; i < rounds; i++)
+      await new Promise<void>((resolve, reject) =>
+        http
+          .get({ host: "127.0.0.1", port: portA, path: "/outbound", agent: false }, (res) => {
+            res.resume()
+            res.on("end", () => resolve())
+          })
+          .on("error", reject)
+      )
+    await until("every round's three spans in obs", () => {
+      const spans = obs.spans
+      return (
+        spans.filter(
+          (s) =>
+            s.kind === "server" &&
+            s.http?.path === "/upstream" &&
+            spans.some((c) => c.spanId === s.parentSpanId && c.kind === "client")
+        ).length === rounds
+      )
+    })
+    const arrived = b.lines.flatMap(
+      (line) => /^served GET \/upstream traceparent (\S+)$/.exec(line)?.[1] ?? []
+    )
+    expect(arrived).toHaveLength(rounds)
+    const spans = obs.spans
+    const upstreams = spans.filter((s) => s.kind === "server" && s.http?.path === "/outbound")
+    expect(upstreams).toHaveLength(rounds)
+    for (const upstream of upstreams) {
+      const client = spans.find((s) => s.kind === "client" && s.parentSpanId === upstream.spanId)
+      const downstream = spans.find((s) => s.kind === "server" && s.parentSpanId === client?.spanId)
+      expect(client?.traceId).toBe(upstream.traceId)
+      expect(downstream).toMatchObject({ traceId: upstream.traceId, http: { path: "/upstream" } })
+      // What B received on the wire: A's trace, with A's client span as the parent.
+      expect(arrived).toContain(`00-${upstream.traceId}-${client?.spanId}-01`)
+    }
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    expect(existsSync(commandCgroup ?? "")).toBe(false)
+  }, 60_000)
+
+  it("says so at start when it cannot make the command's cgroup, and runs without propagation", async () => {
+    // Taken already: the agent's mkdir fails (EEXIST), and it must not touch what is not its own.
+    const own = CommandCgroup.cgroupV2Path(readFileSync("/proc/self/cgroup", "utf8")) ?? "/"
+    const taken = join(cgroup2Root ?? "", own, CommandCgroup.directoryName(process.pid))
+    mkdirSync(taken)
+    cleanups.push(() => rmdirSync(taken))
+    const obs = new FakeObs()
+    const url = await obs.start()
+    cleanups.push(() => obs.stop())
+    const logged: Array<string> = []
+    const scope = Effect.runSync(Scope.make())
+    cleanups.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+    const layer = Agent.layer({
+      identity: { service: "a" },
+      mode: "ebpf",
+      propagation: true,
+      startsCommand: true,
+      capture: { stdio: "off", pollIntervalMs: 20 }
+    }).pipe(
+      Layer.provide(Exporter.layer({ urls: [url], agent: { id: Exporter.newAgentId(), service: "a" } })),
+      Layer.provide(
+        Logger.replace(
+          Logger.defaultLogger,
+          Logger.make(({ message }) => logged.push(String(message)))
+        )
+      )
+    )
+    const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))
+    expect(Context.get(context, Agent.Agent).commandCgroup).toBeUndefined()
+    expect(logged).toContainEqual(
+      expect.stringMatching(/^propagation: off for the command: .*cannot create .*iii-command-\d+: EEXIST/)
+    )
+    expect(logged.some((line) => line.startsWith("propagation: on"))).toBe(false)
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+    expect(existsSync(taken)).toBe(true)
   }, 60_000)
 
   it("refuses a propagating cgroup on a capture started without propagation", async () => {
