@@ -285,6 +285,17 @@ const rawServer = async (slow: boolean) => {
 
 const traceparentOf = (request: Received) => request.headers.filter(([name]) => name === "traceparent")
 
+/** A's route that calls B, answered in full (a fresh connection each time). */
+const getOutbound = (port: number) =>
+  new Promise<void>((resolve, reject) =>
+    http
+      .get({ host: "127.0.0.1", port, path: "/outbound", agent: false }, (res) => {
+        res.resume()
+        res.on("end", () => resolve())
+      })
+      .on("error", reject)
+  )
+
 describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
   it("carries the trace from A to B: B's server span is the child of A's client span", async () => {
     const { capture, spans } = await startCapture({ 2: "a", 3: "b" })
@@ -354,14 +365,7 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     const portB = Number((await b.line(/^listening (\d+)$/))[1])
     const a = spawnIn(groupA, [fixture("ebpf-server.mjs"), "127.0.0.1", String(portB)])
     const portA = Number((await a.line(/^listening (\d+)$/))[1])
-    await new Promise<void>((resolve, reject) =>
-      http
-        .get({ host: "127.0.0.1", port: portA, path: "/outbound", agent: false }, (res) => {
-          res.resume()
-          res.on("end", () => resolve())
-        })
-        .on("error", reject)
-    )
+    await getOutbound(portA)
     await until("three spans of one trace in obs", () => {
       const spans = obs.spans
       return spans.some(
@@ -429,15 +433,7 @@ describe.skipIf(skip !== undefined)("trace propagation (real eBPF)", () => {
     )
 
     const rounds = 3
-    for (let i = 0; i < rounds; i++)
-      await new Promise<void>((resolve, reject) =>
-        http
-          .get({ host: "127.0.0.1", port: portA, path: "/outbound", agent: false }, (res) => {
-            res.resume()
-            res.on("end", () => resolve())
-          })
-          .on("error", reject)
-      )
+    for (let i = 0; i < rounds; i++) await getOutbound(portA)
     await until("every round's three spans in obs", () => {
       const spans = obs.spans
       return (
