@@ -31,7 +31,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { fmt } from "./obs-support.ts"
+import { fmt, threadCpuSeconds } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OTLP_PEERS_SECONDS ?? 30)
 const WARMUP_SECONDS = 5
@@ -225,6 +225,26 @@ interface Result {
   readonly cpuPer100k: number
   readonly cpuCores: number
   readonly generatorCores: number
+  /** The server's busiest thread names, with their cores (which part limits it). */
+  readonly threads: string
+}
+
+/** CPU seconds per thread name (threads of one name summed) between two `threadCpuSeconds` reads. */
+const threadsBetween = (
+  before: ReturnType<typeof threadCpuSeconds>,
+  after: ReturnType<typeof threadCpuSeconds>,
+  secs: number
+): string => {
+  const byName = new Map<string, number>()
+  for (const [key, { run }] of after) {
+    const name = key.slice(key.indexOf(" ") + 1)
+    byName.set(name, (byName.get(name) ?? 0) + run - (before.get(key)?.run ?? 0))
+  }
+  return [...byName]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 4)
+    .map(([name, cpu]) => `${name} ${fmt(cpu / secs, 2)}`)
+    .join(", ")
 }
 
 const measure = async (server: Server): Promise<Result> => {
@@ -262,9 +282,21 @@ const measure = async (server: Server): Promise<Result> => {
   try {
     const pid = server.child.pid ?? 0
     await sleep(WARMUP_SECONDS * 1000)
-    const [c0, cpu0, gen0, t0] = [await server.counts(), cpuSeconds(pid), generatorCpu(), performance.now()]
+    const [c0, th0, cpu0, gen0, t0] = [
+      await server.counts(),
+      threadCpuSeconds(pid),
+      cpuSeconds(pid),
+      generatorCpu(),
+      performance.now()
+    ]
     await sleep(SECONDS * 1000)
-    const [c1, cpu1, gen1, t1] = [await server.counts(), cpuSeconds(pid), generatorCpu(), performance.now()]
+    const [c1, th1, cpu1, gen1, t1] = [
+      await server.counts(),
+      threadCpuSeconds(pid),
+      cpuSeconds(pid),
+      generatorCpu(),
+      performance.now()
+    ]
     const exited = generators.find((g) => g.exitCode !== null)
     if (exited !== undefined) throw new Error(`telemetrygen exited early (${exited.exitCode})`)
     const secs = (t1 - t0) / 1000
@@ -275,7 +307,8 @@ const measure = async (server: Server): Promise<Result> => {
       acknowledgedPerSec: (c1.acknowledged - c0.acknowledged) / secs,
       cpuPer100k: stored > 0 ? ((cpu1 - cpu0) / stored) * 100_000 : Number.NaN,
       cpuCores: (cpu1 - cpu0) / secs,
-      generatorCores: (gen1 - gen0) / secs
+      generatorCores: (gen1 - gen0) / secs,
+      threads: threadsBetween(th0, th1, secs)
     }
   } finally {
     for (const g of generators) g.kill("SIGKILL")
@@ -302,7 +335,8 @@ for (const key of ONLY) {
     results.push(r)
     console.log(
       `  ${r.name.padEnd(18)} ${fmt(r.storedPerSec).padStart(8)} spans/s stored, ${fmt(r.acknowledgedPerSec).padStart(8)} acknowledged, ` +
-        `${fmt(r.cpuPer100k, 2)} CPU-s per 100k spans (server ${fmt(r.cpuCores, 2)} cores, telemetrygen ${fmt(r.generatorCores, 2)})`
+        `${fmt(r.cpuPer100k, 2)} CPU-s per 100k spans (server ${fmt(r.cpuCores, 2)} cores, telemetrygen ${fmt(r.generatorCores, 2)})\n` +
+        `    busiest threads (cores): ${r.threads}`
     )
   } finally {
     await stop(server)
