@@ -10,8 +10,9 @@
 # tsc run), and an `iii` command on PATH: a launcher in /usr/local/bin (root) or ~/.local/bin
 # ($III_BIN_DIR to choose) that runs this checkout's build with that Node.
 # --test adds wrk (the agent benchmark), chromium (the browser tests), the kube-apiserver + etcd the
-# controller tests run (scripts/envtest.sh; minutes the first time, cached in ~/.cache/iii) and the
-# fuzzers' C runtime (scripts/fuzz-runtime.sh).
+# controller tests run (scripts/envtest.sh; minutes the first time, cached in ~/.cache/iii), the
+# fuzzers' C runtime (scripts/fuzz-runtime.sh) and OpenTelemetry's telemetrygen, which the OTLP ingest
+# test sends with (scripts/otel-tools.sh; a minute the first time, cached in ~/.cache/iii).
 #
 # Idempotent: a second run re-checks and rebuilds what changed. Everything goes to stderr, each step
 # with its seconds; when stdout is not a terminal (`eval "$(…)"`), the one line that puts Node 24
@@ -108,6 +109,8 @@ if $for_tests; then
   # without it the fuzz smoke tests are skipped with the reason.
   step "the fuzzers' C runtime" bash scripts/fuzz-runtime.sh >/dev/null ||
     log "no C runtime for the fuzzers: the fuzz smoke tests will be skipped"
+  step "telemetrygen for the OTLP ingest test" bash scripts/otel-tools.sh telemetrygen >/dev/null ||
+    log "no telemetrygen: the telemetrygen ingest test will be skipped"
 fi
 
 log "done in $((SECONDS - started)) s"

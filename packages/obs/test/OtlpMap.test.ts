@@ -84,6 +84,36 @@ describe("OTLP/JSON traces", () => {
     expect(Object.getPrototypeOf(m?.attributes)).toBe(Object.prototype)
   })
 
+  it("keeps attribute values equal to protobuf's defaults (false, 0, empty) sent as protobuf", () => {
+    const body = Proto.encodeRequest("traces", {
+      resourceSpans: [
+        {
+          scopeSpans: [
+            {
+              spans: [
+                {
+                  traceId: Buffer.from(traceId, "hex"),
+                  spanId: Buffer.from("eee19b7ec3c1b174", "hex"),
+                  name: "x",
+                  attributes: [
+                    { key: "no", value: { boolValue: false } },
+                    { key: "zero", value: { intValue: "0" } },
+                    { key: "none", value: { doubleValue: 0 } },
+                    { key: "blank", value: { stringValue: "" } },
+                    { key: "unset", value: {} }
+                  ]
+                }
+              ]
+            }
+          ]
+        }
+      ]
+    })
+    const decoded = Proto.decodeRequest("traces", "protobuf", body)
+    if (Either.isLeft(decoded)) throw new Error(decoded.left)
+    expect(mapTraces(decoded.right).items[0]?.attributes).toEqual({ no: false, zero: 0, none: 0, blank: "" })
+  })
+
   it("maps resource identity and HTTP conventions, keeping the rest as attributes", () => {
     const resource = [
       { key: "service.name", value: { stringValue: "cart" } },

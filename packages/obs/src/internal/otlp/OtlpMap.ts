@@ -19,8 +19,13 @@ import type { Telemetry } from "@iii/core"
 import type * as Otlp from "./OtlpProto.js"
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
-type Attributes = Record<string, string | number | boolean>
 type Scalar = string | number | boolean
+type Attributes = Record<string, Scalar>
+/**
+ * Attributes being mapped: a key taken out (into a field of the item) is set to undefined, not
+ * deleted, as `delete` turns the object into V8's slow dictionary mode; `nonEmpty` drops those keys.
+ */
+type Working = Record<string, Scalar | undefined>
 
 /** Items rejected: how many, and the first few reasons. */
 export class Rejections {
@@ -76,7 +81,7 @@ const scalar = (v: Otlp.AnyValue): Scalar | undefined => {
 }
 
 /** Adds `kvs` to `into` (later keys win); `__proto__` is kept as `__proto_`, as the wire decoder does. */
-const addAttributes = (into: Attributes, kvs: ReadonlyArray<Otlp.KeyValue> | undefined): void => {
+const addAttributes = (into: Working, kvs: ReadonlyArray<Otlp.KeyValue> | undefined): void => {
   if (kvs === undefined) return
   for (const kv of kvs) {
     const value = kv.value === undefined ? undefined : scalar(kv.value)
@@ -85,11 +90,11 @@ const addAttributes = (into: Attributes, kvs: ReadonlyArray<Otlp.KeyValue> | und
   }
 }
 
-const take = (a: Attributes, ...keys: ReadonlyArray<string>): Scalar | undefined => {
+const take = (a: Working, ...keys: ReadonlyArray<string>): Scalar | undefined => {
   for (const key of keys) {
     const v = a[key]
     if (v !== undefined) {
-      delete a[key]
+      a[key] = undefined
       return v
     }
   }
@@ -113,7 +118,7 @@ interface Origin {
 }
 
 const originOf = (resource: Otlp.Resource | undefined, scope: Otlp.Scope | undefined): Origin => {
-  const attributes: Attributes = {}
+  const attributes: Working = {}
   addAttributes(attributes, resource?.attributes)
   const r: Mutable<Origin["resource"]> = {
     service: asString(take(attributes, "service.name")) ?? "unknown_service"
@@ -129,19 +134,35 @@ const originOf = (resource: Otlp.Resource | undefined, scope: Otlp.Scope | undef
   if (scope?.name !== undefined && scope.name !== "") attributes["otel.scope.name"] = scope.name
   if (scope?.version !== undefined && scope.version !== "") attributes["otel.scope.version"] = scope.version
   addAttributes(attributes, scope?.attributes)
-  return { resource: r, attributes }
+  return { resource: r, attributes: nonEmpty(attributes) ?? {} }
 }
 
 /** The item's attributes over its origin's. */
-const attributesOf = (origin: Origin, own: ReadonlyArray<Otlp.KeyValue> | undefined): Attributes => {
-  const a: Attributes = { ...origin.attributes }
+const attributesOf = (origin: Origin, own: ReadonlyArray<Otlp.KeyValue> | undefined): Working => {
+  const a: Working = { ...origin.attributes }
   addAttributes(a, own)
   return a
 }
 
-const nonEmpty = (a: Attributes): Attributes | undefined => {
-  for (const _ in a) return a
-  return undefined
+/** The attributes, without the keys taken out; undefined when there are none. */
+const nonEmpty = (a: Working): Attributes | undefined => {
+  let any = false
+  for (const k in a) {
+    if (a[k] === undefined) return rebuilt(a)
+    any = true
+  }
+  return any ? (a as Attributes) : undefined
+}
+
+const rebuilt = (a: Working): Attributes | undefined => {
+  let out: Attributes | undefined
+  for (const k in a) {
+    const v = a[k]
+    if (v === undefined) continue
+    out ??= {}
+    out[k] = v
+  }
+  return out
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -150,8 +171,13 @@ const nonEmpty = (a: Attributes): Attributes | undefined => {
 /** An id of `bytes` bytes as hex; undefined when absent (empty), Left-ish string when malformed. */
 const idOf = (v: Uint8Array | undefined, bytes: number): string | undefined | false => {
   if (v === undefined || v.length === 0) return undefined
-  if (v.length !== bytes || v.every((b) => b === 0)) return false
-  return Buffer.from(v).toString("hex")
+  if (v.length !== bytes) return false
+  let any = 0
+  for (let i = 0; i < bytes; i++) any |= v[i] as number
+  // A view, not a copy: decoded bytes are slices of the request's buffer.
+  return any === 0
+    ? false
+    : (Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, bytes)).toString("hex")
 }
 
 const kinds: ReadonlyArray<Telemetry.SpanKind> = [
@@ -163,7 +189,7 @@ const kinds: ReadonlyArray<Telemetry.SpanKind> = [
   "consumer"
 ]
 
-const httpOf = (a: Attributes, name: string): Telemetry.HttpInfo | undefined => {
+const httpOf = (a: Working, name: string): Telemetry.HttpInfo | undefined => {
   const method = asString(a["http.request.method"] ?? a["http.method"])
   if (method === undefined) return undefined
   take(a, "http.request.method", "http.method")
@@ -195,7 +221,7 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
   const correlation = asString(a["iii.correlation_id"])
   const correlationId =
     correlation !== undefined && correlation.length >= 1 && correlation.length <= 256 ? correlation : traceId
-  if (correlationId !== traceId) delete a["iii.correlation_id"]
+  if (correlationId !== traceId) a["iii.correlation_id"] = undefined
   const span: Mutable<Telemetry.Span> = {
     traceId: traceId as Telemetry.TraceId,
     spanId: spanId as Telemetry.SpanId,
@@ -228,10 +254,11 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
   }
   if (s.events !== undefined && s.events.length > 0)
     span.events = s.events.map((e) => {
-      const attributes: Attributes = {}
-      addAttributes(attributes, e.attributes)
+      const working: Working = {}
+      addAttributes(working, e.attributes)
       const event = { timeUnixNano: e.timeUnixNano ?? 0n, name: e.name ?? "" }
-      return nonEmpty(attributes) === undefined ? event : { ...event, attributes }
+      const attributes = nonEmpty(working)
+      return attributes === undefined ? event : { ...event, attributes }
     })
   const links: Array<Telemetry.SpanLink> = []
   for (const l of s.links ?? []) {
@@ -239,10 +266,11 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
     const linkSpan = idOf(l.spanId, 8)
     // A link without both ids points nowhere: it is left out.
     if (typeof linkTrace !== "string" || typeof linkSpan !== "string") continue
-    const attributes: Attributes = {}
-    addAttributes(attributes, l.attributes)
+    const working: Working = {}
+    addAttributes(working, l.attributes)
     const link = { traceId: linkTrace as Telemetry.TraceId, spanId: linkSpan as Telemetry.SpanId }
-    links.push(nonEmpty(attributes) === undefined ? link : { ...link, attributes })
+    const attributes = nonEmpty(working)
+    links.push(attributes === undefined ? link : { ...link, attributes })
   }
   if (links.length > 0) span.links = links
   return span
@@ -310,7 +338,7 @@ export const mapLogs = (request: Otlp.LogsRequest, nowNano: bigint): Mapped<Tele
         if (typeof spanId === "string") log.spanId = spanId as Telemetry.SpanId
         const stream = a["log.iostream"]
         if (stream === "stdout" || stream === "stderr") {
-          delete a["log.iostream"]
+          a["log.iostream"] = undefined
           log.stream = stream
         }
         const correlationId = asString(take(a, "iii.correlation_id"))
