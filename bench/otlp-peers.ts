@@ -30,11 +30,10 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { fmt, threadCpuSeconds } from "./obs-support.ts"
+import { fmt, freePort, threadCpuSeconds } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OTLP_PEERS_SECONDS ?? 30)
 const WARMUP_SECONDS = 5
@@ -54,15 +53,6 @@ const tools = Object.fromEntries(
     .split("\n")
     .map((line) => line.replace(/^export /, "").split("="))
 ) as { III_TELEMETRYGEN: string; III_JAEGER: string }
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 

@@ -16,11 +16,10 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { fmt, ingestLoad, percentile, threadCpuSeconds } from "./obs-support.ts"
+import { fmt, freePort, ingestLoad, percentile, threadCpuSeconds } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OBS_BENCH_SECONDS ?? 30)
 const WARMUP = 5
@@ -30,15 +29,6 @@ const SPANS_PER_BATCH = 500
 
 const cli = fileURLToPath(new URL("../packages/cli/dist/bin.js", import.meta.url))
 const root = mkdtempSync(join(tmpdir(), "iii-bench-ring-"))
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer()
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address()
-      s.close(() => resolve(typeof a === "object" && a !== null ? a.port : 0))
-    })
-  })
 
 /** Starts `iii obs` with `args`; resolves once it listens. */
 const startNode = (port: number, args: ReadonlyArray<string>) =>

@@ -3,23 +3,14 @@
  * against a real node, and its server, client and `withSpan` spans come back as one trace with the
  * agent's span of the same request, and the `Effect.log` line tied to the span it was written in.
  */
-import { createServer } from "node:net"
 import { Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { CheckoutApp } from "../../../examples/effect-app/main.js"
-import { getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
+import { freePort, getJson, type RunningNode, startNode, TestAgent } from "./fixtures/Node.js"
 import { span as agentSpan } from "./fixtures/Spans.js"
 
 const token = "effect-app-token"
 const auth = { authorization: `Bearer ${token}` }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject()))
-    })
-  })
 
 /** Runs the example app, requests GET /checkout/7 in `traceId`, then releases the app (flushing its exports). */
 const runCheckout = async (obs: string, appToken: string, traceId: string, callerSpanId: string) => {

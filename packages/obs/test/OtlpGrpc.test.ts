@@ -2,25 +2,15 @@
  * OTLP/gRPC ingest: OpenTelemetry's gRPC trace exporter sends to a real node's OTLP/gRPC listener
  * (on a free port: port 0 turns the listener off), and bad calls get the OTLP status codes.
  */
-import { createServer } from "node:net"
 import * as grpc from "@grpc/grpc-js"
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-grpc"
 import { Option, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { getJson, type RunningNode, startNode } from "./fixtures/Node.js"
+import { freePort, getJson, type RunningNode, startNode } from "./fixtures/Node.js"
 import { sdkTracer, traceBody } from "./fixtures/Otlp.js"
 
 const token = "otlp-grpc-token"
 const maxFrameBytes = 64 * 1024
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 const bearer = (value: string) => {
   const metadata = new grpc.Metadata()

@@ -6,13 +6,12 @@
  * run's own service name, and their number checked against what was sent.
  */
 import { execFile, execFileSync } from "node:child_process"
-import { createServer } from "node:net"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { Option, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { getJson, type RunningNode, startNode } from "./fixtures/Node.js"
+import { freePort, getJson, type RunningNode, startNode } from "./fixtures/Node.js"
 
 const repo = join(fileURLToPath(import.meta.url), "..", "..", "..", "..")
 
@@ -37,15 +36,6 @@ const auth = { authorization: `Bearer ${token}` }
 const workers = 2
 const tracesPerWorker = 15
 const childSpans = 3
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
 
 describe.skipIf(telemetrygen.path === undefined)("OTLP ingest from telemetrygen", () => {
   let node: RunningNode
