@@ -54,6 +54,7 @@ import * as EbpfCapture from "@iii/agent/EbpfCapture"
 import * as WireProtocol from "@iii/core/WireProtocol"
 import { Context, Effect, Either, Exit, Layer, Scope } from "effect"
 import { WebSocketServer } from "ws"
+import { cpuSeconds } from "./obs-support.ts"
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5)
 const SECONDS = Number(process.env.SECONDS ?? 5)
@@ -61,7 +62,6 @@ const PODS = Number(process.env.PODS ?? 50)
 const WORKLOADS = (process.env.WORKLOADS ?? "hello,api").split(",") as Array<Workload>
 const FIXED_RATE = 2000
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url))
-const CLK_TCK = 100
 const execFileAsync = promisify(execFile)
 
 // This script and everything it starts run on CPU 1 unless pinned elsewhere.
@@ -184,10 +184,6 @@ const stop = (child: ChildProcess) =>
     child.kill("SIGTERM")
   })
 
-const cpuSeconds = (pid: number): number => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-}
 const statusMb = (pid: number, field: string): number => {
   const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))
   return Number(match?.[1] ?? 0) / 1024

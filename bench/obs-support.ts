@@ -54,6 +54,14 @@ export const procStatusMiB = (pid: number | undefined, field: "VmHWM" | "RssAnon
   return m?.[1] === undefined ? Number.NaN : Number(m[1]) / 1024
 }
 
+/** CPU seconds (user + system) of a process and its threads so far, from /proc/PID/stat. */
+export const cpuSeconds = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  // After the command name, which may hold spaces and parentheses.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ 100)
+}
+
 /**
  * Per thread of a process, keyed by "tid comm": seconds on a CPU, and seconds runnable but waiting
  * for one (from /proc/PID/task/TID/schedstat; the latter shows contention from other processes).

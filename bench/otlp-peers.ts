@@ -29,11 +29,11 @@
  * exporter); badger as Jaeger configures it (writes not synced: obs syncs each commit).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { fmt, freePort, threadCpuSeconds } from "./obs-support.ts"
+import { cpuSeconds, fmt, freePort, threadCpuSeconds } from "./obs-support.ts"
 
 const SECONDS = Number(process.env.OTLP_PEERS_SECONDS ?? 30)
 const WARMUP_SECONDS = 5
@@ -55,13 +55,6 @@ const tools = Object.fromEntries(
 ) as { III_TELEMETRYGEN: string; III_JAEGER: string }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** CPU seconds (user + system) of a process and its threads so far, from /proc/PID/stat. */
-const cpuSeconds = (pid: number): number => {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ 100)
-}
 
 /** The sum of a Prometheus counter's samples (all label sets) in a /metrics text. */
 const counter = (text: string, name: string): number => {
@@ -276,21 +269,17 @@ const measure = async (server: Server): Promise<Result> => {
   try {
     const pid = server.child.pid ?? 0
     await sleep(WARMUP_SECONDS * 1000)
-    const [c0, th0, cpu0, gen0, t0] = [
-      await server.counts(),
-      threadCpuSeconds(pid),
-      cpuSeconds(pid),
-      generatorCpu(),
-      performance.now()
-    ]
+    const snapshot = async () =>
+      [
+        await server.counts(),
+        threadCpuSeconds(pid),
+        cpuSeconds(pid),
+        generatorCpu(),
+        performance.now()
+      ] as const
+    const [c0, th0, cpu0, gen0, t0] = await snapshot()
     await sleep(SECONDS * 1000)
-    const [c1, th1, cpu1, gen1, t1] = [
-      await server.counts(),
-      threadCpuSeconds(pid),
-      cpuSeconds(pid),
-      generatorCpu(),
-      performance.now()
-    ]
+    const [c1, th1, cpu1, gen1, t1] = await snapshot()
     const exited = generators.find((g) => g.exitCode !== null)
     if (exited !== undefined) throw new Error(`telemetrygen exited early (${exited.exitCode})`)
     const secs = (t1 - t0) / 1000
