@@ -163,7 +163,11 @@ fn program_error(name: &str, action: &str, e: ProgramError) -> napi::Error {
             io_error,
             verifier_log,
         } => {
-            if is_permission(&io_error) && !diagnostics::missing_capabilities(true).is_empty() {
+            // The socket programs (propagation) need CAP_NET_ADMIN besides; the tracepoints do not.
+            let socket_program = name == SK_MSG || name == SOCKOPS;
+            if is_permission(&io_error)
+                && !diagnostics::missing_capabilities(socket_program).is_empty()
+            {
                 permission_error(&format!("loading program {name}"), io_error)
             } else {
                 error(
