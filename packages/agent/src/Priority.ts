@@ -10,6 +10,7 @@
  */
 import { readdirSync } from "node:fs"
 import { setPriority } from "node:os"
+import { Errors } from "@iii/core"
 import { Effect } from "effect"
 
 /** The agent's default nice value: a ~10% CPU share against a normal-priority thread on a busy core. */
@@ -36,7 +37,7 @@ export const lower = (
         setPriority(Number(tid), nice)
         threads++
       } catch (error) {
-        failures.push(`thread ${tid}: ${error instanceof Error ? error.message : String(error)}`)
+        failures.push(`thread ${tid}: ${Errors.messageOf(error)}`)
       }
     }
     return { threads, failures }

@@ -16,7 +16,7 @@
 import * as http from "node:http"
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
-import { TraceContext } from "@iii/core"
+import { Errors, TraceContext } from "@iii/core"
 import { Effect, type Scope } from "effect"
 import { ProxyError } from "./Errors.js"
 import { nowUnixNano } from "./internal/Clock.js"
@@ -346,7 +346,7 @@ export const make = (
         new ProxyError({
           message: `cannot listen on ${options.listen.host}:${options.listen.port}${
             options.egress === undefined ? "" : ` / ${options.egress.host}:${options.egress.port}`
-          }: ${cause instanceof Error ? cause.message : String(cause)}`
+          }: ${Errors.messageOf(cause)}`
         })
     }),
     (server) => Effect.promise(() => server.close(graceMs))

@@ -16,6 +16,7 @@
 import { spawn } from "node:child_process"
 import { readFileSync, writeSync } from "node:fs"
 import { constants } from "node:os"
+import { Errors } from "@iii/core"
 import { Effect, type Scope } from "effect"
 import { Agent } from "./Agent.js"
 import { CommandError } from "./Errors.js"
@@ -178,7 +179,7 @@ export const start = (
         CommandCgroup.enter(commandCgroup, pid)
       } catch (error) {
         yield* Effect.logWarning(
-          `propagation: off for ${file}: cannot move it into ${commandCgroup}: ${error instanceof Error ? error.message : String(error)}`
+          `propagation: off for ${file}: cannot move it into ${commandCgroup}: ${Errors.messageOf(error)}`
         )
       }
     }

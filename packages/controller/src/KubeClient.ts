@@ -11,6 +11,7 @@ import * as http from "node:http"
 import * as https from "node:https"
 import { homedir } from "node:os"
 import { join } from "node:path"
+import { Errors } from "@iii/core"
 import { KubeConfig } from "@kubernetes/client-node"
 import { Context, Effect, Layer, Option } from "effect"
 import { KubeApiError, KubeConfigError } from "./Errors.js"
@@ -153,7 +154,7 @@ export const loadKubeConfig = (options: ConfigOptions = {}) =>
         throw new Error(`kubeconfig context "${kc.getCurrentContext()}" has no cluster`)
       return kc
     },
-    catch: (e) => new KubeConfigError({ message: e instanceof Error ? e.message : String(e) })
+    catch: (e) => new KubeConfigError({ message: Errors.messageOf(e) })
   })
 
 const contextNamespace = (kc: KubeConfig): string => {

@@ -4,6 +4,10 @@
  */
 import { Cause, Data, Schema } from "effect"
 
+/** The text of anything thrown: an Error's message, or the value itself as a string. */
+export const messageOf = (thrown: unknown): string =>
+  thrown instanceof Error ? thrown.message : String(thrown)
+
 /** A document (YAML/JSON/object) did not match a schema; `issues` lists every problem, with its path. */
 export class InvalidDocument extends Data.TaggedError("InvalidDocument")<{
   readonly source: string

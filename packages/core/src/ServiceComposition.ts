@@ -7,7 +7,7 @@
  */
 import { Either, ParseResult, Schema } from "effect"
 import { parseAllDocuments } from "yaml"
-import { InvalidDocument } from "./Errors.js"
+import { InvalidDocument, messageOf } from "./Errors.js"
 import * as Quantity from "./Quantity.js"
 
 export const group = "iii.io"
@@ -424,7 +424,7 @@ export const fromYaml = (
       try {
         value = doc.toJS()
       } catch (e) {
-        return yamlProblems([e instanceof Error ? e.message : String(e)])
+        return yamlProblems([messageOf(e)])
       }
       return decode(value, name)
     })

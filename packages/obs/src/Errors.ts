@@ -2,6 +2,8 @@
  * Every error @iii/obs can fail with. Foreign failures (LMDB, sockets) are wrapped once, at the edge,
  * into these tagged errors.
  */
+
+import { Errors } from "@iii/core"
 import { Data } from "effect"
 
 /** The LMDB store failed (open, read, write or commit); `cause` is the foreign error. */
@@ -10,7 +12,7 @@ export class StoreError extends Data.TaggedError("StoreError")<{
   readonly cause: unknown
 }> {
   override get message() {
-    return `store ${this.operation} failed: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+    return `store ${this.operation} failed: ${Errors.messageOf(this.cause)}`
   }
 }
 

@@ -5,6 +5,7 @@
  * `internal/lmdb/`.
  */
 import { statfsSync } from "node:fs"
+import { Errors } from "@iii/core"
 import { Context, Effect, Either, Layer, type Scope } from "effect"
 import { DataDirError, StoreError, UnindexableSpan } from "./Errors.js"
 import * as DataDir from "./internal/lmdb/DataDir.js"
@@ -64,7 +65,7 @@ const plan = (batch: IngestBatch): Either.Either<BatchPlan, UnindexableSpan> => 
  * full disk as an I/O error (a short write), so the figure tells the operator which it was.
  */
 const withFreeSpace = (cause: unknown, path: string): Error => {
-  const message = cause instanceof Error ? cause.message : String(cause)
+  const message = Errors.messageOf(cause)
   try {
     const fs = statfsSync(path)
     return new Error(
@@ -99,7 +100,7 @@ export const make = (
         catch: (cause) =>
           new DataDirError({
             path: config.path,
-            reason: `cannot open its LMDB environment: ${cause instanceof Error ? cause.message : String(cause)}`,
+            reason: `cannot open its LMDB environment: ${Errors.messageOf(cause)}`,
             cause
           })
       }),

@@ -10,6 +10,8 @@
  * on the node's port, and the `Cluster` service. `layer(config)` is a whole cluster node:
  * `ObsNode.layerOn` over `layerOn` over `LmdbStore`.
  */
+
+import { Errors } from "@iii/core"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted, Runtime, Schedule } from "effect"
 import {
   ClusterError,
@@ -212,7 +214,7 @@ export const layerOn = (
             ),
           catch: (cause) =>
             new ClusterError({
-              reason: `cannot watch the endpoints of ${service.namespace}/${service.name}: ${cause instanceof Error ? cause.message : String(cause)}`,
+              reason: `cannot watch the endpoints of ${service.namespace}/${service.name}: ${Errors.messageOf(cause)}`,
               cause
             })
         })

@@ -11,6 +11,7 @@ import type { Server as HttpServer } from "node:http"
 import type { Server as HttpsServer } from "node:https"
 import type { Socket } from "node:net"
 import type { Telemetry } from "@iii/core"
+import { Errors } from "@iii/core"
 import { Context, Duration, Effect, Either, Layer, Option, Redacted, Runtime, Schedule } from "effect"
 import { type DataDirError, ServerError, type StoreError, type TlsError } from "./Errors.js"
 import type { Endpoints, NodeSockets } from "./internal/node/Endpoints.js"
@@ -260,7 +261,7 @@ const serve = (cfg: ObsNodeConfig, tls: LoadedTls) =>
                   })),
                 catch: (cause) =>
                   new ServerError({
-                    reason: `cannot listen for OTLP/gRPC on ${cfg.host}:${cfg.otlpGrpcPort}: ${cause instanceof Error ? cause.message : String(cause)}`,
+                    reason: `cannot listen for OTLP/gRPC on ${cfg.host}:${cfg.otlpGrpcPort}: ${Errors.messageOf(cause)}`,
                     cause
                   })
               }),

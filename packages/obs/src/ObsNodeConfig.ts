@@ -5,7 +5,7 @@
  * environment the same way (the StatefulSet in `manifests/obs` configures nodes through it).
  */
 import { hostname } from "node:os"
-import { WireProtocol } from "@iii/core"
+import { Errors, WireProtocol } from "@iii/core"
 import { Config, ConfigError, Duration, Effect, Either, Option, Redacted } from "effect"
 import { InvalidSetting } from "./Errors.js"
 import { parseDurationNano } from "./internal/node/Params.js"
@@ -269,7 +269,7 @@ export const readToken = (path: string): Either.Either<Redacted.Redacted<string>
       ? Either.left(`token file ${path} is empty`)
       : Either.right(Redacted.make(token))
   } catch (e) {
-    return Either.left(`cannot read token file ${path}: ${e instanceof Error ? e.message : String(e)}`)
+    return Either.left(`cannot read token file ${path}: ${Errors.messageOf(e)}`)
   }
 }
 

@@ -13,6 +13,7 @@
  */
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
+import { Errors } from "@iii/core"
 import { Effect, type Scope } from "effect"
 
 /** A process's cgroup v2 path in its `/proc/PID/cgroup` text (`0::/a/b` → `/a/b`), or undefined. Pure. */
@@ -31,8 +32,6 @@ export type Made =
 
 const codeOf = (error: unknown): string | undefined =>
   typeof error === "object" && error !== null && "code" in error ? String(error.code) : undefined
-
-const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 
 const procs = (dir: string): ReadonlyArray<string> => {
   try {
@@ -57,7 +56,7 @@ const remove = (path: string, parent: string): Effect.Effect<void> =>
         return
       } catch (error) {
         if (codeOf(error) === "ENOENT") return
-        last = messageOf(error)
+        last = Errors.messageOf(error)
         if (codeOf(error) !== "EBUSY") break
       }
       for (const pid of procs(path)) {
@@ -87,7 +86,10 @@ export const make = (
     try {
       own = cgroupV2Path(readFileSync(`/proc/${agentPid}/cgroup`, "utf8"))
     } catch (error) {
-      return { _tag: "Unavailable", reason: `reading /proc/${agentPid}/cgroup: ${messageOf(error)}` } as const
+      return {
+        _tag: "Unavailable",
+        reason: `reading /proc/${agentPid}/cgroup: ${Errors.messageOf(error)}`
+      } as const
     }
     if (own === undefined)
       return {
@@ -102,7 +104,7 @@ export const make = (
           mkdirSync(path)
           return { _tag: "Made", path }
         } catch (error) {
-          return { _tag: "Unavailable", reason: `cannot create ${path}: ${messageOf(error)}` }
+          return { _tag: "Unavailable", reason: `cannot create ${path}: ${Errors.messageOf(error)}` }
         }
       }),
       (made) => (made._tag === "Made" ? remove(path, parent) : Effect.void)

@@ -9,6 +9,7 @@
 import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
+import { Errors } from "@iii/core"
 
 export interface NativeCaptureOptions {
   pids?: Array<number>
@@ -131,7 +132,7 @@ export const load = (): LoadResult => {
 
 /** Splits the addon's "code: message" error text. */
 export const parseNativeError = (error: unknown): { readonly code: string; readonly message: string } => {
-  const text = error instanceof Error ? error.message : String(error)
+  const text = Errors.messageOf(error)
   const match = /^([a-z]+): ([\s\S]*)$/.exec(text)
   return match?.[1] !== undefined && match[2] !== undefined
     ? { code: match[1], message: match[2] }

@@ -7,7 +7,7 @@
  */
 import { Either } from "effect"
 import { isNativeAccelerationEnabled, Unpackr } from "msgpackr"
-import { WireError, WireErrorCode } from "../Errors.js"
+import { messageOf, WireError, WireErrorCode } from "../Errors.js"
 import { Writer } from "../Msgpack.js"
 import type { LogRecord, MetricPoint, Span } from "../Telemetry.js"
 import type { AgentIdentity, Batch, ErrorFrame, Frame, Hello, Welcome } from "../WireProtocol.js"
@@ -268,8 +268,6 @@ const decodeBatch = (t: ReadonlyArray<unknown>, seq: number): Batch => ({
   logs: Tuples.decodeLogs(t[7], t[6])
 })
 
-const describeFailure = (e: unknown) => (e instanceof Error ? e.message : String(e))
-
 /**
  * Decodes and validates one frame. Never throws: oversize frames are refused before decoding,
  * truncated and malformed msgpack, unknown versions and types, and every invalid field become a
@@ -294,8 +292,8 @@ export const decodeFrame = (bytes: Uint8Array, options?: DecodeOptions): Either.
   } catch (e) {
     const incomplete = typeof e === "object" && e !== null && "incomplete" in e && e.incomplete === true
     return incomplete
-      ? wireError("truncated", `frame ends early: ${describeFailure(e)}`)
-      : wireError("malformed", `not valid MessagePack: ${describeFailure(e)}`)
+      ? wireError("truncated", `frame ends early: ${messageOf(e)}`)
+      : wireError("malformed", `not valid MessagePack: ${messageOf(e)}`)
   }
 
   let seq: number | undefined
@@ -329,6 +327,6 @@ export const decodeFrame = (bytes: Uint8Array, options?: DecodeOptions): Either.
         e.path === "" ? e.reason : `${e.path}: ${e.reason}`,
         e.code === "invalid_batch" ? seq : undefined
       )
-    return wireError("internal", `decoder failure: ${describeFailure(e)}`, seq)
+    return wireError("internal", `decoder failure: ${messageOf(e)}`, seq)
   }
 }

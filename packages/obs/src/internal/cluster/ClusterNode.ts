@@ -15,6 +15,7 @@
 import type { IncomingMessage } from "node:http"
 import type { Duplex } from "node:stream"
 import type { Telemetry } from "@iii/core"
+import { Errors } from "@iii/core"
 import { Effect, Either, FiberRef } from "effect"
 import { Packr, Unpackr } from "msgpackr"
 import { StoreError, type UnindexableSpan } from "../../Errors.js"
@@ -404,7 +405,7 @@ export class ClusterNode {
             }
             this.answer(op, args).then(
               (value) => send(["reply", id, value]),
-              (e: unknown) => send(["fail", id, e instanceof Error ? e.message : String(e)])
+              (e: unknown) => send(["fail", id, Errors.messageOf(e)])
             )
             return
           }

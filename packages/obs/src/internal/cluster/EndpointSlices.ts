@@ -11,6 +11,7 @@
  * certificates), else the one named `http`, else its first.
  */
 import { readFileSync } from "node:fs"
+import { Errors } from "@iii/core"
 import { DiscoveryV1Api, KubeConfig, makeInformer, type V1EndpointSlice } from "@kubernetes/client-node"
 
 export interface ServiceRef {
@@ -88,9 +89,7 @@ export const watch = async (
   let stopped = false
   informer.on("error", (e: unknown) => {
     if (stopped) return
-    onError(
-      `watching the endpoints of ${service.namespace}/${service.name}: ${e instanceof Error ? e.message : String(e)}`
-    )
+    onError(`watching the endpoints of ${service.namespace}/${service.name}: ${Errors.messageOf(e)}`)
     // The informer stops on an error; start it again after a pause (it relists).
     setTimeout(() => {
       if (!stopped) informer.start().catch(() => undefined)

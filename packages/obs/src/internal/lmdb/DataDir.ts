@@ -13,11 +13,11 @@
 import { constants, statSync } from "node:fs"
 import { mkdir, open, stat, unlink } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
+import { Errors } from "@iii/core"
 import { Effect } from "effect"
 import { DataDirError } from "../../Errors.js"
 
 const codeOf = (e: unknown) => (typeof e === "object" && e !== null && "code" in e ? String(e.code) : "")
-const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
 
 /** The deepest existing ancestor of `path` (itself if it exists) and the components missing below it. */
 const existingAncestor = async (path: string) => {
@@ -43,7 +43,7 @@ const prepareAsync = async (path: string, fail: (reason: string) => Error): Prom
   try {
     ancestor = await existingAncestor(absolute)
   } catch (e) {
-    throw fail(`cannot look it up: ${messageOf(e)}`)
+    throw fail(`cannot look it up: ${Errors.messageOf(e)}`)
   }
   if (!ancestor.found.isDirectory())
     throw fail(ancestor.at === absolute ? "it is not a directory" : `${ancestor.at} is not a directory`)
@@ -51,7 +51,7 @@ const prepareAsync = async (path: string, fail: (reason: string) => Error): Prom
     try {
       await mkdir(component)
     } catch (e) {
-      if (codeOf(e) !== "EEXIST") throw fail(`cannot create it: ${messageOf(e)}`)
+      if (codeOf(e) !== "EEXIST") throw fail(`cannot create it: ${Errors.messageOf(e)}`)
       if (!(await stat(component)).isDirectory()) throw fail(`${component} is not a directory`)
     }
   }
@@ -62,7 +62,7 @@ const prepareAsync = async (path: string, fail: (reason: string) => Error): Prom
     await handle.close()
     await unlink(probe)
   } catch (e) {
-    throw fail(`cannot write in it: ${messageOf(e)}`)
+    throw fail(`cannot write in it: ${Errors.messageOf(e)}`)
   }
 }
 
@@ -70,7 +70,7 @@ const prepareAsync = async (path: string, fail: (reason: string) => Error): Prom
 export const prepare = (path: string): Effect.Effect<void, DataDirError> =>
   Effect.tryPromise({
     try: () => prepareAsync(path, (reason) => new DataDirError({ path, reason })),
-    catch: (e) => (e instanceof DataDirError ? e : new DataDirError({ path, reason: messageOf(e) }))
+    catch: (e) => (e instanceof DataDirError ? e : new DataDirError({ path, reason: Errors.messageOf(e) }))
   })
 
 /** The device and inode of the directory and of LMDB's files, as opened. */
@@ -95,7 +95,7 @@ export const changed = (identity: Identity): string | undefined => {
     try {
       now = statSync(path)
     } catch (e) {
-      return `${path} is gone (${codeOf(e) || messageOf(e)}): it was deleted or moved while the node ran`
+      return `${path} is gone (${codeOf(e) || Errors.messageOf(e)}): it was deleted or moved while the node ran`
     }
     if (now.dev !== dev || now.ino !== ino)
       return `${path} is no longer the file the node opened (device ${dev}, inode ${ino}): it was replaced while the node ran`

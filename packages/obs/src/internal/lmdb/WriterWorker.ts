@@ -4,6 +4,7 @@
  * transferred from the main thread, not copied) in one durable transaction.
  */
 import { parentPort, workerData } from "node:worker_threads"
+import { Errors } from "@iii/core"
 import type { WriteOutcome } from "../../Store.js"
 import { openLayout } from "./LmdbLayout.js"
 import { commitRound, makeWriteState } from "./LmdbWrite.js"
@@ -43,7 +44,7 @@ port.on("message", (request: WriterRequest | "close") => {
     (error: unknown) =>
       port.postMessage({
         id: request.id,
-        error: error instanceof Error ? error.message : String(error)
+        error: Errors.messageOf(error)
       } satisfies WriterReply)
   )
 })

@@ -6,7 +6,7 @@
  * and any bad frame before hello) close the connection; after a non-fatal one (`invalid_batch`) it
  * stays usable until the peer has sent `maxStrikes` bad frames in a row.
  */
-import { WireProtocol } from "@iii/core"
+import { Errors, WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import type { WebSocket } from "ws"
 import { UnindexableSpan } from "../../Errors.js"
@@ -132,7 +132,7 @@ export const handleIngest = (
             send({
               type: "error",
               code: "internal",
-              message: `batch not stored (${error instanceof Error ? error.message : String(error)}); resend it`,
+              message: `batch not stored (${Errors.messageOf(error)}); resend it`,
               seq,
               fatal: false
             })

@@ -13,6 +13,7 @@
 import { mkdirSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs"
 import { readFile } from "node:fs/promises"
 import { join } from "node:path"
+import { Errors } from "@iii/core"
 import { Duration, Effect, Queue } from "effect"
 import type { OtlpExportConfig } from "../../ObsNodeConfig.js"
 import type { IngestBatch } from "../../Store.js"
@@ -229,7 +230,7 @@ export const make = (cfg: OtlpExportConfig, dataDir: string) =>
         } catch (e) {
           // A file dropped for room while being read: nothing to send.
           if ((e as NodeJS.ErrnoException).code === "ENOENT") return { _tag: "sent" }
-          return { _tag: "retry", afterMs: undefined, reason: e instanceof Error ? e.message : String(e) }
+          return { _tag: "retry", afterMs: undefined, reason: Errors.messageOf(e) }
         }
       })
 

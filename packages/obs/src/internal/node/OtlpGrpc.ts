@@ -10,6 +10,7 @@
  * limit: grpc-js), UNAVAILABLE (back-pressure, store lost or no quorum: retryable).
  */
 import * as grpc from "@grpc/grpc-js"
+import { Errors } from "@iii/core"
 import type * as Proto from "../otlp/OtlpProto.js"
 import { admission, ingest, type OtlpParts } from "./OtlpIngest.js"
 import { tokensEqual } from "./SocketRules.js"
@@ -64,8 +65,7 @@ const handler =
         parts.counters.otlpAnswered(signal, 200)
         callback(null, outcome.response)
       },
-      (error: unknown) =>
-        fail(grpc.status.UNAVAILABLE, error instanceof Error ? error.message : String(error))
+      (error: unknown) => fail(grpc.status.UNAVAILABLE, Errors.messageOf(error))
     )
   }
 

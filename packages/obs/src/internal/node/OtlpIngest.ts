@@ -11,6 +11,7 @@
  */
 import { createHash } from "node:crypto"
 import type { Telemetry } from "@iii/core"
+import { Errors } from "@iii/core"
 import { Either } from "effect"
 import { UnindexableSpan } from "../../Errors.js"
 import type { IngestBatch } from "../../Store.js"
@@ -158,7 +159,7 @@ export const ingest = async (
     try {
       outcome = await submit(parts.writer, batch, rejections)
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error)
+      const message = Errors.messageOf(error)
       parts.logError(`OTLP ${signal} request not stored: ${message}`)
       return refused("failed", `not stored (${message}); retry`)
     }

@@ -5,6 +5,7 @@
 
 import { createPrivateKey, X509Certificate } from "node:crypto"
 import { createSecureContext } from "node:tls"
+import { Errors } from "@iii/core"
 import { Effect } from "effect"
 import { TlsError } from "../../Errors.js"
 import { readSettingsFile } from "./SettingsFile.js"
@@ -20,12 +21,10 @@ export interface TlsCredentials {
   readonly clientCa: Buffer | undefined
 }
 
-const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e))
-
 const attempt = <A>(file: string, reason: string, f: () => A) =>
   Effect.try({
     try: f,
-    catch: (cause) => new TlsError({ file, reason: `${reason}: ${messageOf(cause)}`, cause })
+    catch: (cause) => new TlsError({ file, reason: `${reason}: ${Errors.messageOf(cause)}`, cause })
   })
 
 /** A CA file: readable, and every certificate in it PEM (a bundle may hold several). */

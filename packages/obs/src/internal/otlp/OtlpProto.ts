@@ -12,6 +12,7 @@
  */
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
+import { Errors } from "@iii/core"
 import { Either } from "effect"
 import protobuf from "protobufjs"
 
@@ -238,8 +239,6 @@ const hexIds = (key: string, value: unknown): unknown => {
   return Buffer.from(value, "hex")
 }
 
-const failure = (e: unknown) => (e instanceof Error ? e.message : String(e))
-
 /** The export request in `bytes`; Left with the reason when they are not one. */
 export const decodeRequest = <S extends Signal>(
   signal: S,
@@ -256,8 +255,8 @@ export const decodeRequest = <S extends Signal>(
   } catch (e) {
     return Either.left(
       format === "protobuf"
-        ? `not a protobuf export request: ${failure(e)}`
-        : `not an OTLP/JSON export request: ${failure(e)}`
+        ? `not a protobuf export request: ${Errors.messageOf(e)}`
+        : `not an OTLP/JSON export request: ${Errors.messageOf(e)}`
     )
   }
 }
