@@ -13,17 +13,27 @@
  *   OTLP_PEERS_SECONDS=20 OTLP_PEERS_PROTOCOL=http npm run bench:otlp-peers
  *
  * Settings: OTLP_PEERS_SECONDS (measured seconds per server, default 30, after 5 s of warm-up),
- * OTLP_PEERS_PROTOCOL (grpc, the default, or http: protobuf), OTLP_PEERS_CLIENTS (telemetrygen
- * processes, default 16: with 8, Jaeger's memory store took half as much, so they were the limit),
- * OTLP_PEERS_BATCH (spans per export request, default 512, the Go SDK's), OTLP_PEERS_RATE (traces/s
- * each process offers, default 10,000: 320,000 spans/s in all, above what any of the three stores
- * here; unthrottled, the generators spend a core making spans their queues drop), OTLP_PEERS_ONLY
- * (a comma list of iii, jaeger-badger, jaeger-memory). The load: telemetrygen
- * traces, a client root and one server child each, resource and span attributes as the
- * OTLP ingest test sends. One telemetrygen process has one export in flight at a time (the Go SDK's
- * batch span processor exports serially and drops what does not fit its queue), so it measures a
- * server's latency, not its capacity: several processes send at once. Their CPU is printed too
- * (they share the 2 cores).
+ * OTLP_PEERS_PROTOCOL (grpc, the default, or http: protobuf), OTLP_PEERS_ONLY (a comma list of iii,
+ * jaeger-badger, jaeger-memory), and the load, the same for every server (chosen on the 2 shared
+ * cores, 2026-12-03):
+ * - OTLP_PEERS_CLIENTS (telemetrygen processes, default 16) × OTLP_PEERS_BATCH (spans per export
+ *   request, default 2048; the Go SDK's default is 512) are the spans in flight: one process has one
+ *   export in flight at a time (the Go SDK's batch span processor exports serially and drops what
+ *   does not fit its queue). A server that answers after a durable commit (iii) needs more in flight
+ *   than one that answers once the spans are queued in memory (Jaeger): 16 × 512 held iii to
+ *   8,192 spans / its ~0.6 s answer. The SDK's queue (OTEL_BSP_MAX_QUEUE_SIZE) is set to 4 batches,
+ *   at least its default 2048, so a batch is never capped by the queue.
+ * - OTLP_PEERS_WORKERS (generating goroutines per process, default 5) × OTLP_PEERS_RATE (spans/s
+ *   each worker offers, default 600): 48,000 spans/s offered in all, above what any of the three
+ *   stores here. telemetrygen's limiter waits before every span (parent and child alike) with a
+ *   burst of 1, so one worker asked for 10,000 spans/s makes only ~1,500 (each wait oversleeps):
+ *   with 8 processes of one such worker, Jaeger's memory store took 13,212 spans/s, with 20 workers
+ *   of 500 each, 35,474. The generators' CPU grows with the spans they make, kept or dropped (and
+ *   unthrottled they spend a core each making spans their queues drop), CPU the servers then lack on
+ *   2 cores: the offer is kept within ~1.5× the best store's rate.
+ * The load: telemetrygen traces, a client root and one server child each, resource and span
+ * attributes as the OTLP ingest test sends. The generators' CPU is printed too (they share the 2
+ * cores with the server).
  * telemetrygen and Jaeger are built on first use into ~/.cache/iii/otel (scripts/otel-tools.sh;
  * Jaeger takes minutes). Jaeger runs its default pipeline (OTLP receiver, batch processor, storage
  * exporter); badger as Jaeger configures it (writes not synced: obs syncs each commit).
@@ -39,8 +49,9 @@ const SECONDS = Number(process.env.OTLP_PEERS_SECONDS ?? 30)
 const WARMUP_SECONDS = 5
 const PROTOCOL = process.env.OTLP_PEERS_PROTOCOL === "http" ? "http" : "grpc"
 const CLIENTS = Number(process.env.OTLP_PEERS_CLIENTS ?? 16)
-const RATE = Number(process.env.OTLP_PEERS_RATE ?? 10_000)
-const BATCH = Number(process.env.OTLP_PEERS_BATCH ?? 512)
+const WORKERS = Number(process.env.OTLP_PEERS_WORKERS ?? 5)
+const RATE = Number(process.env.OTLP_PEERS_RATE ?? 600)
+const BATCH = Number(process.env.OTLP_PEERS_BATCH ?? 2048)
 const ONLY = (process.env.OTLP_PEERS_ONLY ?? "iii,jaeger-badger,jaeger-memory").split(",")
 
 const repo = fileURLToPath(new URL("..", import.meta.url))
@@ -251,7 +262,7 @@ const measure = async (server: Server): Promise<Result> => {
         "--telemetry-attributes",
         'order.id="o-42"',
         "--workers",
-        "1",
+        String(WORKERS),
         "--batch-size",
         String(BATCH),
         "--child-spans",
@@ -262,7 +273,10 @@ const measure = async (server: Server): Promise<Result> => {
         "--duration",
         `${WARMUP_SECONDS + SECONDS + 5}s`
       ],
-      { stdio: ["ignore", "ignore", "ignore"] }
+      {
+        stdio: ["ignore", "ignore", "ignore"],
+        env: { ...process.env, OTEL_BSP_MAX_QUEUE_SIZE: String(Math.max(2048, 4 * BATCH)) }
+      }
     )
   )
   const generatorCpu = () => generators.reduce((sum, g) => sum + cpuSeconds(g.pid ?? 0), 0)
@@ -305,7 +319,7 @@ const servers: Record<string, () => Promise<Server>> = {
 }
 
 console.log(
-  `OTLP peers: ${CLIENTS} telemetrygen processes offering ${fmt(RATE * 2)} spans/s each, ${BATCH}-span requests over OTLP/${PROTOCOL}, ` +
+  `OTLP peers: ${CLIENTS} telemetrygen processes of ${WORKERS} workers offering ${fmt(RATE)} spans/s each (${fmt(CLIENTS * WORKERS * RATE)} in all), ${BATCH}-span requests over OTLP/${PROTOCOL}, ` +
     `${SECONDS} s measured per server after ${WARMUP_SECONDS} s warm-up`
 )
 const results: Array<Result> = []

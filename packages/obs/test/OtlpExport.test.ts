@@ -93,7 +93,10 @@ const attrs = (kvs: ReadonlyArray<OtlpProto.KeyValue> | undefined) =>
   Object.fromEntries(
     (kvs ?? []).map((kv) => [
       kv.key,
-      kv.value?.stringValue ?? kv.value?.boolValue ?? kv.value?.doubleValue ?? kv.value?.intValue
+      kv.value?.stringValue ??
+        kv.value?.boolValue ??
+        kv.value?.doubleValue ??
+        OtlpProto.int64(kv.value?.intValue)
     ])
   )
 
@@ -194,7 +197,9 @@ describe("OTLP export", () => {
     expect(hex(c?.span.parentSpanId)).toBe(parent.spanId)
     expect(c?.span.kind).toBe(3)
     expect(c?.span.status).toEqual({ code: 2, message: "card declined" })
-    expect(c?.span.endTimeUnixNano).toBe(child.startTimeUnixNano + BigInt(child.durationNano))
+    expect(OtlpProto.int64(c?.span.endTimeUnixNano)).toBe(
+      child.startTimeUnixNano + BigInt(child.durationNano)
+    )
     expect(c?.span.events?.[0]?.name).toBe("retry")
     expect(attrs(c?.span.attributes)).toMatchObject({
       "order.id": 42n,

@@ -63,6 +63,8 @@ describe("OTLP/JSON traces", () => {
         attributes: [
           { key: "big", value: { intValue: "9007199254740993" } },
           { key: "small", value: { intValue: "42" } },
+          { key: "negative", value: { intValue: "-7" } },
+          { key: "most negative", value: { intValue: "-9223372036854775808" } },
           { key: "ratio", value: { doubleValue: 0.5 } },
           { key: "raw", value: { bytesValue: Buffer.from("hi").toString("base64") } },
           { key: "list", value: { arrayValue: { values: [{ stringValue: "a" }, { intValue: 1 }] } } },
@@ -75,6 +77,8 @@ describe("OTLP/JSON traces", () => {
     expect(m?.attributes).toEqual({
       big: "9007199254740993",
       small: 42,
+      negative: -7,
+      "most negative": "-9223372036854775808",
       ratio: 0.5,
       raw: "aGk=",
       list: '["a",1]',

@@ -16,7 +16,7 @@
  *   attributes so mapped leave the attribute map (`http.target` stays).
  */
 import type { Telemetry } from "@iii/core"
-import type * as Otlp from "./OtlpProto.js"
+import * as Otlp from "./OtlpProto.js"
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] }
 type Scalar = string | number | boolean
@@ -71,8 +71,9 @@ const scalar = (v: Otlp.AnyValue): Scalar | undefined => {
   if (v.stringValue !== undefined) return v.stringValue
   if (v.boolValue !== undefined) return v.boolValue
   if (v.intValue !== undefined) {
-    const n = Number(v.intValue)
-    return Number.isSafeInteger(n) ? n : v.intValue.toString()
+    const big = Otlp.int64(v.intValue) ?? 0n
+    const n = Number(big)
+    return Number.isSafeInteger(n) ? n : big.toString()
   }
   if (v.doubleValue !== undefined) return v.doubleValue
   if (v.bytesValue !== undefined) return Buffer.from(v.bytesValue).toString("base64")
@@ -212,8 +213,8 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
   if (spanId === undefined || spanId === false) return "a span's span id is not 8 bytes (or is all zeros)"
   const parentSpanId = idOf(s.parentSpanId, 8)
   if (parentSpanId === false) return `span ${spanId}: its parent span id is not 8 bytes (or is all zeros)`
-  const start = s.startTimeUnixNano ?? 0n
-  const end = s.endTimeUnixNano ?? 0n
+  const start = Otlp.int64(s.startTimeUnixNano) ?? 0n
+  const end = Otlp.int64(s.endTimeUnixNano) ?? 0n
   if (end < start) return `span ${spanId}: it ends before it starts`
   if (end - start > BigInt(Number.MAX_SAFE_INTEGER)) return `span ${spanId}: it lasts more than 104 days`
   const name = s.name ?? ""
@@ -256,7 +257,7 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
     span.events = s.events.map((e) => {
       const working: Working = {}
       addAttributes(working, e.attributes)
-      const event = { timeUnixNano: e.timeUnixNano ?? 0n, name: e.name ?? "" }
+      const event = { timeUnixNano: Otlp.int64(e.timeUnixNano) ?? 0n, name: e.name ?? "" }
       const attributes = nonEmpty(working)
       return attributes === undefined ? event : { ...event, attributes }
     })
@@ -324,7 +325,7 @@ export const mapLogs = (request: Otlp.LogsRequest, nowNano: bigint): Mapped<Tele
       for (const r of sl.logRecords ?? []) {
         const a = attributesOf(origin, r.attributes)
         if (r.eventName !== undefined && r.eventName !== "") a["event.name"] = r.eventName
-        const time = r.timeUnixNano || r.observedTimeUnixNano || nowNano
+        const time = Otlp.int64(r.timeUnixNano) || Otlp.int64(r.observedTimeUnixNano) || nowNano
         const log: Mutable<Telemetry.LogRecord> = {
           timeUnixNano: time,
           ...origin.resource,
@@ -358,10 +359,13 @@ export const mapLogs = (request: Otlp.LogsRequest, nowNano: bigint): Mapped<Tele
 const DELTA = 1
 
 const pointValue = (p: Otlp.NumberDataPoint): number =>
-  p.asDouble !== undefined ? p.asDouble : p.asInt !== undefined ? Number(p.asInt) : 0
+  p.asDouble !== undefined ? p.asDouble : p.asInt !== undefined ? Number(Otlp.int64(p.asInt)) : 0
 
-const intervalOf = (start: bigint | undefined, time: bigint): number =>
-  start !== undefined && start > 0n && start <= time ? Number(time - start) : 0
+const intervalOf = (startTime: Otlp.Int64 | undefined, endTime: Otlp.Int64 | undefined): number => {
+  const start = Otlp.int64(startTime)
+  const time = Otlp.int64(endTime) ?? 0n
+  return start !== undefined && start > 0n && start <= time ? Number(time - start) : 0
+}
 
 export const mapMetrics = (request: Otlp.MetricsRequest): Mapped<Telemetry.MetricPoint> => {
   const out: Mapped<Telemetry.MetricPoint> = { items: [], indexes: [], rejections: new Rejections() }
@@ -376,7 +380,7 @@ export const mapMetrics = (request: Otlp.MetricsRequest): Mapped<Telemetry.Metri
       for (const m of sm.metrics ?? []) {
         const name = m.name ?? ""
         const point = (
-          p: { readonly attributes?: ReadonlyArray<Otlp.KeyValue>; readonly timeUnixNano?: bigint },
+          p: { readonly attributes?: ReadonlyArray<Otlp.KeyValue>; readonly timeUnixNano?: Otlp.Int64 },
           kind: Telemetry.MetricKind,
           value: number,
           intervalNano: number,
@@ -388,7 +392,7 @@ export const mapMetrics = (request: Otlp.MetricsRequest): Mapped<Telemetry.Metri
             name,
             kind,
             ...origin.resource,
-            timeUnixNano: p.timeUnixNano ?? 0n,
+            timeUnixNano: Otlp.int64(p.timeUnixNano) ?? 0n,
             intervalNano,
             value
           }
@@ -411,7 +415,7 @@ export const mapMetrics = (request: Otlp.MetricsRequest): Mapped<Telemetry.Metri
           for (const p of m.sum.dataPoints ?? [])
             keep(
               delta
-                ? point(p, "counter", pointValue(p), intervalOf(p.startTimeUnixNano, p.timeUnixNano ?? 0n))
+                ? point(p, "counter", pointValue(p), intervalOf(p.startTimeUnixNano, p.timeUnixNano))
                 : point(p, "gauge", pointValue(p), 0, {
                     "iii.otlp.sum": m.sum.isMonotonic === true ? "cumulative" : "updown"
                   })
@@ -426,15 +430,15 @@ export const mapMetrics = (request: Otlp.MetricsRequest): Mapped<Telemetry.Metri
           if (p.bucketCounts !== undefined && p.bucketCounts.length > 0)
             extra["iii.otlp.histogram.buckets"] = JSON.stringify({
               bounds: p.explicitBounds ?? [],
-              counts: p.bucketCounts.map(Number)
+              counts: p.bucketCounts.map((c) => Number(Otlp.int64(c)))
             })
           if (m.histogram?.aggregationTemporality !== DELTA) extra["iii.otlp.histogram"] = "cumulative"
           keep(
             point(
               p,
               "distribution",
-              Number(p.count ?? 0n),
-              intervalOf(p.startTimeUnixNano, p.timeUnixNano ?? 0n),
+              Number(Otlp.int64(p.count) ?? 0n),
+              intervalOf(p.startTimeUnixNano, p.timeUnixNano),
               extra
             )
           )

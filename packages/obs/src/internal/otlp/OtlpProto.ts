@@ -1,9 +1,12 @@
 /**
  * OTLP's wire formats, read and written with protobufjs from OpenTelemetry's own definitions (the
  * package's `proto/` directory, v1.11.0): export requests in from protobuf or OTLP/JSON, export
- * responses and error statuses out in the request's format. Decoded requests are plain objects of
- * the shape below (protobufjs `toObject`: lowerCamelCase fields, only the fields set, 64-bit integers
- * as bigint, bytes as Buffers, enums as numbers), the same whichever format they came in.
+ * responses and error statuses out in the request's format. Decoded requests are protobufjs's
+ * messages themselves, read through the shapes below (lowerCamelCase fields, only the fields set,
+ * 64-bit integers as protobufjs Longs — `int64` makes them bigints —, bytes as Buffers, enums as
+ * numbers), the same whichever format they came in. They are not copied into plain objects
+ * (protobufjs `toObject`): that doubled the objects each span costs to decode. So that a field not
+ * sent reads undefined, as in such a copy, the messages' prototypes carry no default values.
  *
  * OTLP/JSON differs from protobuf's canonical JSON mapping in one place: trace and span ids are hex,
  * not base64. Every field named `traceId`, `spanId` or `parentSpanId` in OTLP is such an id, so the
@@ -22,10 +25,21 @@ export type Format = "protobuf" | "json"
 // ---------------------------------------------------------------------------------------------------
 // the decoded shapes (the fields the mapping reads; see the .proto files for the rest)
 
+/** A 64-bit integer as protobufjs decodes it: a Long (a number when it is built without long.js). */
+export type Int64 = number | protobuf.Long
+
+/** A decoded 64-bit integer as a bigint (undefined stays undefined). */
+export const int64 = (v: Int64 | undefined): bigint | undefined => {
+  if (v === undefined) return undefined
+  if (typeof v === "number") return BigInt(v)
+  const bits = (BigInt(v.high >>> 0) << 32n) | BigInt(v.low >>> 0)
+  return v.unsigned ? bits : BigInt.asIntN(64, bits)
+}
+
 export interface AnyValue {
   readonly stringValue?: string
   readonly boolValue?: boolean
-  readonly intValue?: bigint
+  readonly intValue?: Int64
   readonly doubleValue?: number
   readonly arrayValue?: { readonly values?: ReadonlyArray<AnyValue> }
   readonly kvlistValue?: { readonly values?: ReadonlyArray<KeyValue> }
@@ -48,7 +62,7 @@ export interface Scope {
 }
 
 export interface SpanEvent {
-  readonly timeUnixNano?: bigint
+  readonly timeUnixNano?: Int64
   readonly name?: string
   readonly attributes?: ReadonlyArray<KeyValue>
 }
@@ -66,8 +80,8 @@ export interface Span {
   readonly name?: string
   /** 0 unspecified, 1 internal, 2 server, 3 client, 4 producer, 5 consumer. */
   readonly kind?: number
-  readonly startTimeUnixNano?: bigint
-  readonly endTimeUnixNano?: bigint
+  readonly startTimeUnixNano?: Int64
+  readonly endTimeUnixNano?: Int64
   readonly attributes?: ReadonlyArray<KeyValue>
   readonly events?: ReadonlyArray<SpanEvent>
   readonly links?: ReadonlyArray<SpanLink>
@@ -83,8 +97,8 @@ export interface TracesRequest {
 }
 
 export interface LogRecord {
-  readonly timeUnixNano?: bigint
-  readonly observedTimeUnixNano?: bigint
+  readonly timeUnixNano?: Int64
+  readonly observedTimeUnixNano?: Int64
   readonly severityNumber?: number
   readonly severityText?: string
   readonly body?: AnyValue
@@ -106,19 +120,19 @@ export interface LogsRequest {
 
 export interface NumberDataPoint {
   readonly attributes?: ReadonlyArray<KeyValue>
-  readonly startTimeUnixNano?: bigint
-  readonly timeUnixNano?: bigint
+  readonly startTimeUnixNano?: Int64
+  readonly timeUnixNano?: Int64
   readonly asDouble?: number
-  readonly asInt?: bigint
+  readonly asInt?: Int64
 }
 
 export interface HistogramDataPoint {
   readonly attributes?: ReadonlyArray<KeyValue>
-  readonly startTimeUnixNano?: bigint
-  readonly timeUnixNano?: bigint
-  readonly count?: bigint
+  readonly startTimeUnixNano?: Int64
+  readonly timeUnixNano?: Int64
+  readonly count?: Int64
   readonly sum?: number
-  readonly bucketCounts?: ReadonlyArray<bigint>
+  readonly bucketCounts?: ReadonlyArray<Int64>
   readonly explicitBounds?: ReadonlyArray<number>
   readonly min?: number
   readonly max?: number
@@ -188,6 +202,23 @@ const untieOneof = (type: protobuf.Type, name: string) => {
   for (const field of fields) type.add(new protobuf.OneOf(`_${field.name}`, [field.name]))
 }
 
+/**
+ * Takes the default values (0, "", false, null, an empty Buffer) off the prototypes of every message
+ * type under `ns`, so a decoded message's field that was not sent reads undefined (repeated fields
+ * are the message's own arrays, empty when none was sent). protobufjs's encoder and `toObject` read
+ * only the fields a message has of its own, so they are not affected.
+ */
+const noDefaults = (ns: protobuf.Namespace): void => {
+  for (const nested of ns.nestedArray) {
+    if (nested instanceof protobuf.Type) {
+      const prototype = nested.ctor.prototype as unknown as Record<string, unknown>
+      for (const field of nested.fieldsArray)
+        if (!field.repeated && !field.map) prototype[field.name] = undefined
+    }
+    if (nested instanceof protobuf.Namespace) noDefaults(nested)
+  }
+}
+
 /** The message types, loaded on first use (parsing the .proto files takes tens of milliseconds). */
 const load = () => {
   const root = new protobuf.Root()
@@ -210,6 +241,7 @@ const load = () => {
   })
   untieOneof(root.lookupType("opentelemetry.proto.common.v1.AnyValue"), "value")
   root.resolveAll()
+  noDefaults(root)
   const types = (signal: Signal) => {
     const [dir, name] = services[signal]
     const ns = `opentelemetry.proto.collector.${dir}.v1.Export${name}Service`
@@ -226,8 +258,6 @@ const definitions = () => {
   loaded ??= load()
   return loaded
 }
-
-const plain: protobuf.IConversionOptions = { longs: BigInt, defaults: false }
 
 const hexIdKeys = new Set(["traceId", "spanId", "parentSpanId"])
 
@@ -247,11 +277,11 @@ export const decodeRequest = <S extends Signal>(
 ): Either.Either<Requests[S], string> => {
   const type = definitions().signals[signal].request
   try {
-    if (format === "protobuf") return Either.right(type.toObject(type.decode(bytes), plain) as Requests[S])
+    if (format === "protobuf") return Either.right(type.decode(bytes) as Requests[S])
     const json: unknown = JSON.parse(Buffer.from(bytes).toString("utf8"), hexIds)
     if (typeof json !== "object" || json === null || Array.isArray(json))
       return Either.left("the body is not a JSON object")
-    return Either.right(type.toObject(type.fromObject(json), plain) as Requests[S])
+    return Either.right(type.fromObject(json) as Requests[S])
   } catch (e) {
     return Either.left(
       format === "protobuf"
