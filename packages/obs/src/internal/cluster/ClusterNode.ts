@@ -449,7 +449,7 @@ export class ClusterNode {
         const { placement, plans } = args as WriteCall
         if (placement !== "" && placement !== this.membership.current.id)
           throw new Error("the placement changed: this node has another member list")
-        return Promise.all(plans.map((bytes) => this.writeLocal(this.local.writer.decode(bytes))))
+        return Promise.all(this.writeLocal(plans.map((bytes) => this.local.writer.decode(bytes))))
       }
       case "trace":
         return run(reader.trace(a[0] as string))
@@ -481,8 +481,11 @@ export class ClusterNode {
 
   // ---- writes -----------------------------------------------------------------------------------
 
-  writeLocal(plan: PlannedBatch): Promise<WriteOutcome> {
-    return this.queue.submitPrepared(plan, plan.spanCount, weightOf(plan))
+  /** Queues plans for this node's store together, so they share a transaction. */
+  writeLocal(plans: ReadonlyArray<PlannedBatch>): Array<Promise<WriteOutcome>> {
+    return this.queue.submitAllPrepared(
+      plans.map((plan) => ({ prepared: plan, spans: plan.spanCount, weight: weightOf(plan) }))
+    )
   }
 
   plan(batch: IngestBatch): Either.Either<ClusterPlan, UnindexableSpan> {
@@ -543,11 +546,15 @@ export class ClusterNode {
     const payloads = new Map(remote.map(([node, items]) => [node, items.map(([b, g]) => bytesOf(b, g))]))
     for (const [node, items] of toNode) {
       if (node === this.self) {
-        for (const [b, g] of items)
-          this.writeLocal(round[b]?.groups[g]?.plan as PlannedBatch).then(
-            (outcome) => quorums[b]?.ack(g, outcome),
-            () => quorums[b]?.fail(g)
-          )
+        this.writeLocal(items.map(([b, g]) => round[b]?.groups[g]?.plan as PlannedBatch)).forEach(
+          (written, i) => {
+            const [b, g] = items[i] as readonly [number, number]
+            written.then(
+              (outcome) => quorums[b]?.ack(g, outcome),
+              () => quorums[b]?.fail(g)
+            )
+          }
+        )
         continue
       }
       const link = this.links.get(node)
@@ -832,15 +839,15 @@ export class ClusterNode {
     const shares = await run(this.local.replica.importRecords(bytes))
     const placement = this.membership.current
     let records = 0
-    const writes: Array<Promise<WriteOutcome>> = []
+    const plans: Array<PlannedBatch> = []
     // One share per owner set, so each record's digest cells follow its owners.
     for (const { share } of shares.flatMap((s) => splitByOwners(placement, s))) {
       const planned = this.local.writer.plan(share)
       if (Either.isLeft(planned)) continue
       records += share.spans.length + share.logs.length + share.metrics.length + (share.red?.length ?? 0)
-      writes.push(this.writeLocal(planned.right))
+      plans.push(planned.right)
     }
-    await Promise.all(writes)
+    await Promise.all(this.writeLocal(plans))
     return records
   }
 

@@ -146,6 +146,12 @@ export class PeerLink {
     const socket = new WebSocket(`${tls === undefined ? "ws" : "wss"}://${this.address}${Protocol.path}`, {
       perMessageDeflate: false,
       handshakeTimeout: this.options.heartbeatTimeout,
+      // A zero mask: ws then neither masks on send nor unmasks on receipt, a pass over every byte of
+      // every replicated write on both ends. Masking guards proxies against a browser's script;
+      // this client is a node, and authenticated.
+      generateMask: (mask: Buffer) => {
+        mask.fill(0)
+      },
       ...(tls !== undefined && { cert: tls.cert, key: tls.key, ca: tls.ca }),
       ...(this.options.token !== undefined && { headers: { authorization: `Bearer ${this.options.token}` } })
     })
