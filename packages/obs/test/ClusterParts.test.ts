@@ -1,8 +1,9 @@
-/** The cluster's pure parts: placement, merging answers, membership from EndpointSlices. */
+/** The cluster's pure parts: placement, merging answers, membership from EndpointSlices, peer frames. */
 import { describe, expect, it } from "vitest"
 import { addressesOf } from "../src/internal/cluster/EndpointSlices.js"
 import { Membership } from "../src/internal/cluster/Membership.js"
 import * as Merge from "../src/internal/cluster/Merge.js"
+import * as Protocol from "../src/internal/cluster/PeerProtocol.js"
 import { defaultRingLayout, Placement } from "../src/internal/cluster/Placement.js"
 import type { TraceSummary } from "../src/Store.js"
 import { span, t0, traceId } from "./fixtures/Spans.js"
@@ -162,6 +163,26 @@ describe("Membership", () => {
     expect(states()["b:1"]).toBe("up")
     m.setSelfState("leaving")
     expect(states()["a:1"]).toBe("leaving")
+  })
+})
+
+describe("PeerProtocol", () => {
+  it("carries a call's bulk after its head, byte strings through a bulk, and refuses a bulk of anything else", () => {
+    const parts = [new Uint8Array([1, 2, 3]), new Uint8Array(0), new Uint8Array(70_000).fill(7)]
+    const bulk = Protocol.packByteStrings(parts)
+    const head = Protocol.encodeCallHead(41, "write", { placement: "p" }, bulk.length)
+    const frame = Protocol.decode(Buffer.concat([head, bulk]))
+    expect(frame?.slice(0, 4)).toEqual(["call", 41, "write", { placement: "p" }])
+    const carried = frame?.[0] === "call" ? frame[4] : undefined
+    expect(carried).toBeInstanceOf(Uint8Array)
+    expect(Protocol.unpackByteStrings(carried as Uint8Array).map((p) => Array.from(p))).toEqual(
+      parts.map((p) => Array.from(p))
+    )
+    // A call without bulk is the 4-element frame it always was.
+    expect(Protocol.decode(Protocol.encode(["call", 1, "trace", ["t"]]))).toEqual(["call", 1, "trace", ["t"]])
+    expect(() => Protocol.unpackByteStrings(Protocol.encode(["ping", { state: "up" } as never]))).toThrow(
+      /not a list of byte strings/
+    )
   })
 })
 

@@ -17,7 +17,6 @@ import type { Duplex } from "node:stream"
 import type { Telemetry } from "@iii/core"
 import { Errors } from "@iii/core"
 import { Effect, Either, FiberRef } from "effect"
-import { Packr, Unpackr } from "msgpackr"
 import { StoreError, type UnindexableSpan } from "../../Errors.js"
 import type { LocalTail, NodeParts } from "../../ObsNode.js"
 import {
@@ -86,10 +85,12 @@ export interface ClusterPlan extends PlannedBatch {
   readonly groups: ReadonlyArray<{ readonly owners: ReadonlyArray<string>; readonly plan: PlannedBatch }>
 }
 
-/** A write to a peer: the plans, and the placement they were planned for ("" for hints, always taken). */
+/**
+ * A write to a peer: the placement its plans were planned for ("" for hints, always taken); the
+ * plans are the call's bulk (`Protocol.packByteStrings`).
+ */
 interface WriteCall {
   readonly placement: string
-  readonly plans: ReadonlyArray<Uint8Array>
 }
 
 export class ClusterCounters {
@@ -106,9 +107,6 @@ export class ClusterCounters {
   movedBytes = 0
   movesCompleted = 0
 }
-
-const packr = new Packr({ useRecords: false })
-const unpackr = new Unpackr({ useRecords: false, int64AsType: "bigint" })
 
 const weightOf = (p: PlannedBatch) => p.spanCount + p.logCount + p.metricCount + 1
 
@@ -397,13 +395,13 @@ export class ClusterNode {
             this.noteStatus(peer, frame[1])
             return send(["pong", this.membership.status(this.tail.subscribers())])
           case "call": {
-            const [, id, op, args] = frame
+            const [, id, op, args, bulk] = frame
             // A full local queue stops reading this peer's writes: back-pressure on its coordinator.
             if (op === "write" && this.queue.full) {
               ws.pause()
               this.queue.onRoom(() => ws.resume())
             }
-            this.answer(op, args).then(
+            this.answer(op, args, bulk).then(
               (value) => send(["reply", id, value]),
               (e: unknown) => send(["fail", id, Errors.messageOf(e)])
             )
@@ -440,17 +438,20 @@ export class ClusterNode {
   }
 
   /** What a peer's call asks of this node. */
-  private async answer(op: string, args: unknown): Promise<unknown> {
+  private async answer(op: string, args: unknown, bulk: Uint8Array | undefined): Promise<unknown> {
     const a = args as ReadonlyArray<unknown>
     const { reader, replica } = this.local
     switch (op) {
       case "write": {
         // A write planned under another placement than this node's would land where the data moves
         // do not look: refused, the coordinator counts it as a failure (and the agent resends).
-        const { placement, plans } = args as WriteCall
+        const { placement } = args as WriteCall
         if (placement !== "" && placement !== this.membership.current.id)
           throw new Error("the placement changed: this node has another member list")
-        return Promise.all(plans.map((bytes) => this.writeLocal(this.local.writer.decode(bytes))))
+        if (bulk === undefined) throw new Error("a write call without its plans")
+        return Promise.all(
+          this.writeLocal(Protocol.unpackByteStrings(bulk).map((bytes) => this.local.writer.decode(bytes)))
+        )
       }
       case "trace":
         return run(reader.trace(a[0] as string))
@@ -482,8 +483,11 @@ export class ClusterNode {
 
   // ---- writes -----------------------------------------------------------------------------------
 
-  writeLocal(plan: PlannedBatch): Promise<WriteOutcome> {
-    return this.queue.submitPrepared(plan, plan.spanCount, weightOf(plan))
+  /** Queues plans for this node's store together, so they share a transaction. */
+  writeLocal(plans: ReadonlyArray<PlannedBatch>): Array<Promise<WriteOutcome>> {
+    return this.queue.submitAllPrepared(
+      plans.map((plan) => ({ prepared: plan, spans: plan.spanCount, weight: weightOf(plan) }))
+    )
   }
 
   plan(batch: IngestBatch): Either.Either<ClusterPlan, UnindexableSpan> {
@@ -540,19 +544,34 @@ export class ClusterNode {
       }
       return bytes
     }
+    // One bulk per distinct share list: with as many members as replicas, every peer gets the same.
+    const bulks = new Map<string, Uint8Array>()
+    const bulkOf = (items: ReadonlyArray<readonly [number, number]>) => {
+      const key = items.join(";")
+      let bulk = bulks.get(key)
+      if (bulk === undefined) {
+        bulk = Protocol.packByteStrings(items.map(([b, g]) => bytesOf(b, g)))
+        bulks.set(key, bulk)
+      }
+      return bulk
+    }
     const remote = Array.from(toNode).filter(([node]) => node !== this.self)
-    const payloads = new Map(remote.map(([node, items]) => [node, items.map(([b, g]) => bytesOf(b, g))]))
+    const payloads = new Map(remote.map(([node, items]) => [node, bulkOf(items)]))
     for (const [node, items] of toNode) {
       if (node === this.self) {
-        for (const [b, g] of items)
-          this.writeLocal(round[b]?.groups[g]?.plan as PlannedBatch).then(
-            (outcome) => quorums[b]?.ack(g, outcome),
-            () => quorums[b]?.fail(g)
-          )
+        this.writeLocal(items.map(([b, g]) => round[b]?.groups[g]?.plan as PlannedBatch)).forEach(
+          (written, i) => {
+            const [b, g] = items[i] as readonly [number, number]
+            written.then(
+              (outcome) => quorums[b]?.ack(g, outcome),
+              () => quorums[b]?.fail(g)
+            )
+          }
+        )
         continue
       }
       const link = this.links.get(node)
-      const payload = payloads.get(node) ?? []
+      const payload = payloads.get(node) as Uint8Array
       // An owner that has not taken this node's last writes yet (a slow disk) gets hints instead, so
       // neither side holds an unbounded backlog.
       const sent =
@@ -565,8 +584,9 @@ export class ClusterNode {
                 .then(() =>
                   link.call(
                     "write",
-                    { placement: current, plans: payload } satisfies WriteCall,
-                    this.settings.heartbeatTimeout * 4
+                    { placement: current } satisfies WriteCall,
+                    this.settings.heartbeatTimeout * 4,
+                    payload
                   )
                 )
       sent.then(
@@ -576,7 +596,12 @@ export class ClusterNode {
           }),
         () => {
           for (const [b, g] of items) quorums[b]?.fail(g)
-          this.hintAfter(node, items, payload, quorums)
+          this.hintAfter(
+            node,
+            items,
+            items.map(([b, g]) => bytesOf(b, g)),
+            quorums
+          )
         }
       )
     }
@@ -595,7 +620,7 @@ export class ClusterNode {
     Promise.all(items.map(([b]) => quorums[b]?.done)).then((outcomes) => {
       const kept = payload.filter((_, i) => outcomes[i] === "stored" || outcomes[i] === "duplicate")
       if (kept.length === 0) return
-      run(this.local.replica.putHint(node, packr.pack(kept))).then(
+      run(this.local.replica.putHint(node, Protocol.packByteStrings(kept))).then(
         () => {
           this.counters.hintsStored += kept.length
         },
@@ -625,13 +650,15 @@ export class ClusterNode {
         const hints = await run(this.local.replica.hints(target, 16))
         if (hints.length === 0) break
         for (const hint of hints) {
-          const plans = unpackr.unpack(hint.bytes) as ReadonlyArray<Uint8Array>
+          // A hint is a write's bulk as it was (`packByteStrings`).
+          const plans = Protocol.unpackByteStrings(hint.bytes).length
           await link.call(
             "write",
-            { placement: "", plans } satisfies WriteCall,
-            this.settings.heartbeatTimeout * 4
+            { placement: "" } satisfies WriteCall,
+            this.settings.heartbeatTimeout * 4,
+            hint.bytes
           )
-          this.counters.hintsHandedOff += plans.length
+          this.counters.hintsHandedOff += plans
         }
         await run(
           this.local.replica.deleteHints(
@@ -833,15 +860,15 @@ export class ClusterNode {
     const shares = await run(this.local.replica.importRecords(bytes))
     const placement = this.membership.current
     let records = 0
-    const writes: Array<Promise<WriteOutcome>> = []
+    const plans: Array<PlannedBatch> = []
     // One share per owner set, so each record's digest cells follow its owners.
     for (const { share } of shares.flatMap((s) => splitByOwners(placement, s))) {
       const planned = this.local.writer.plan(share)
       if (Either.isLeft(planned)) continue
       records += share.spans.length + share.logs.length + share.metrics.length + (share.red?.length ?? 0)
-      writes.push(this.writeLocal(planned.right))
+      plans.push(planned.right)
     }
-    await Promise.all(writes)
+    await Promise.all(this.writeLocal(plans))
     return records
   }
 

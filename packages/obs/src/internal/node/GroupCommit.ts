@@ -68,10 +68,27 @@ export class GroupCommit<P> {
 
   /** Queues an item prepared elsewhere, of `spans` spans and `weight` spans, logs and points. */
   submitPrepared(prepared: P, spans: number, weight: number): Promise<WriteOutcome> {
+    const done = this.enqueue(prepared, spans, weight)
+    this.kick()
+    return done
+  }
+
+  /**
+   * Queues items prepared elsewhere all at once, so they share a round instead of the first ones
+   * each starting a transaction of their own; one promise per item, in order.
+   */
+  submitAllPrepared(
+    items: ReadonlyArray<{ readonly prepared: P; readonly spans: number; readonly weight: number }>
+  ): Array<Promise<WriteOutcome>> {
+    const done = items.map((i) => this.enqueue(i.prepared, i.spans, i.weight))
+    this.kick()
+    return done
+  }
+
+  private enqueue(prepared: P, spans: number, weight: number): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
       this.queue.push({ prepared, spans, weight, resolve, reject })
       this.depth += weight
-      this.kick()
     })
   }
 
