@@ -6,11 +6,13 @@
 import { HashRing, type Telemetry } from "@iii/core"
 
 /** Bumped when a layout below changes incompatibly; checked at open. */
-export const layoutVersion = 5
+export const layoutVersion = 6
 
 export const dbNames = {
-  /** [traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
+  /** [10 ms bucket of its start, traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
+  /** epoch (4 bytes) + traceId (16 bytes) + span bucket (6 bytes), binary → nothing: where a trace's spans are (see traceIndexKey) */
+  traceIndex: "trace-index",
   /** [service, bucket, traceId, spanId] → ServiceBlockValue: spans of the service starting in the bucket that one write stored, keyed by the first */
   byService: "span-blocks-by-service",
   /** [statusClass, durationBand, bucket, traceId, spanId] → StatusBlockValue; not for 2xx (see statusIndexed) */
@@ -40,6 +42,7 @@ export const dbNames = {
 /** The databases a write plan's entries go to, by their index in the plan's entry table (WritePlan.ts). */
 export const plannedDbs = [
   "spans",
+  "traceIndex",
   "byService",
   "byStatus",
   "byCorrelation"
@@ -59,8 +62,90 @@ export const maxKeyPart = "\uffff"
  */
 export const maxLabelBytes = 1978 - 64
 
-export type SpanKey = readonly [traceId: string, spanId: string]
-export const spanKey = (span: Telemetry.Span): SpanKey => [span.traceId, span.spanId]
+/**
+ * Spans are keyed by time first so that inserts append whatever their trace ids are: ids from other
+ * tracers are random, and a table keyed by them takes every insert on a page of its own (each span
+ * then costs a page write at its commit, and more so as the table grows). A 10 ms bucket of a span's
+ * start keeps each bucket's keys few enough that a commit writes its buckets' pages about once.
+ */
+export const spanBucketMicros = 10_000
+export const spanBucket = (startMicros: number): number => Math.floor(startMicros / spanBucketMicros)
+
+export type SpanKey = readonly [bucket: number, traceId: string, spanId: string]
+export const spanKey = (span: Telemetry.Span): SpanKey => [
+  spanBucket(micros(span.startTimeUnixNano)),
+  span.traceId,
+  span.spanId
+]
+
+/**
+ * Where the ids start in a `spans` key's bytes: ordered-binary writes a number inside an array in 9
+ * bytes, then the 0 separator. The writer hashes the ids (`recordHash` of a span) from there.
+ */
+export const spanIdsOffset = 10
+
+/**
+ * The trace index: which span buckets hold a trace's spans. Its keys are plain bytes, short so that
+ * many fit on a page: epoch (u32), trace id (16 bytes), bucket (u48), all big-endian. An epoch is a
+ * run of `epochEntries` index entries (the writer starts the next one after it): inserts with random
+ * trace ids scatter within the current epoch only, a key range small enough for a commit to rewrite
+ * its pages about once, instead of over the whole index. A lookup asks each epoch (one short range
+ * read each); see the obs README, "Storage".
+ */
+export const epochEntries = 20_000
+export const traceIndexKeyBytes = 26
+const epochBytes = 4
+export const traceIdBytes = 16
+
+const hexDigit = (c: number): number => (c <= 57 ? c - 48 : c - 87)
+
+/** Writes the index key of (trace, bucket) at `at`, epoch 0: the writer writes its epoch in the first 4 bytes. */
+export const writeTraceIndexKey = (target: Uint8Array, at: number, traceId: string, bucket: number): void => {
+  target.fill(0, at, at + epochBytes)
+  const idAt = at + epochBytes
+  for (let i = 0; i < traceIdBytes; i++)
+    target[idAt + i] = (hexDigit(traceId.charCodeAt(2 * i)) << 4) | hexDigit(traceId.charCodeAt(2 * i + 1))
+  const high = Math.floor(bucket / 2 ** 32)
+  const low = bucket >>> 0
+  const b = idAt + traceIdBytes
+  target[b] = high >>> 8
+  target[b + 1] = high & 0xff
+  target[b + 2] = low >>> 24
+  target[b + 3] = (low >>> 16) & 0xff
+  target[b + 4] = (low >>> 8) & 0xff
+  target[b + 5] = low & 0xff
+}
+
+export const setEpoch = (key: Uint8Array, epoch: number): void => {
+  key[0] = epoch >>> 24
+  key[1] = (epoch >>> 16) & 0xff
+  key[2] = (epoch >>> 8) & 0xff
+  key[3] = epoch & 0xff
+}
+
+export const epochOf = (key: Uint8Array): number => Buffer.from(key).readUInt32BE(0)
+export const bucketOf = (key: Uint8Array): number => Buffer.from(key).readUIntBE(epochBytes + traceIdBytes, 6)
+
+/** A trace id as stored in the index (undefined when it is not 32 lowercase hex digits: no span has it). */
+export const traceIdKeyPart = (traceId: string): Buffer | undefined =>
+  /^[0-9a-f]{32}$/.test(traceId) ? Buffer.from(traceId, "hex") : undefined
+
+/** The key range of one epoch's entries of a trace (`id` from traceIdKeyPart). */
+export const traceIndexRange = (epoch: number, id: Buffer): { start: Buffer; end: Buffer } => {
+  const start = Buffer.alloc(traceIndexKeyBytes)
+  start.writeUInt32BE(epoch, 0)
+  id.copy(start, epochBytes)
+  const end = Buffer.from(start)
+  end.fill(0xff, epochBytes + traceIdBytes)
+  return { start, end }
+}
+
+/** The first key of an epoch (0 for none), for ranges over whole epochs. */
+export const epochStart = (epoch: number): Buffer => {
+  const key = Buffer.alloc(epochBytes)
+  key.writeUInt32BE(epoch, 0)
+  return key
+}
 
 /**
  * The per-service index holds blocks, not one entry per span: each batch's spans of a service that
@@ -201,7 +286,7 @@ export interface ServiceInfoValue {
 
 /** A record's identity for anti-entropy digests: what kind it is and the key it is stored under. */
 export type RecordKey =
-  | readonly ["span", traceId: string, spanId: string]
+  | readonly ["span", traceId: string, spanId: string, bucket: number]
   | readonly ["log", correlationKey: string, timeMicros: number, agentId: string, seq: number, index: number]
   | readonly ["metric", timeMicros: number, agentId: string, seq: number, index: number]
   | readonly ["red", service: string, bucketStartSec: number, agentId: string, seq: number]
@@ -213,8 +298,8 @@ const hashEncoder = new TextEncoder()
 
 /**
  * A record's hash for the digests: MurmurHash3 of its key's parts joined by NUL. A span's is the hash
- * of its `spans` key bytes (the ids are ASCII hex joined by one 0 byte), so the writer can hash the
- * key it has just put.
+ * of its ids, which its `spans` key bytes hold from `spanIdsOffset` on (ASCII hex joined by one 0
+ * byte), so the writer can hash the key it has just put.
  */
 export const recordHash = (key: RecordKey): number =>
-  HashRing.murmur3(hashEncoder.encode((key[0] === "span" ? key.slice(1) : key).join("\u0000")))
+  HashRing.murmur3(hashEncoder.encode((key[0] === "span" ? key.slice(1, 3) : key).join("\u0000")))

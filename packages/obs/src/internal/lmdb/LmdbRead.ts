@@ -13,7 +13,9 @@ import { routeOf } from "../RedParts.js"
 import {
   allRoutes,
   blockFields,
+  bucketOf,
   durationBand,
+  epochOf,
   maxDurationBand,
   maxKeyPart,
   maxLabelBytes,
@@ -23,7 +25,9 @@ import {
   serviceBucket,
   serviceBucketMicros,
   statusBlockFields,
-  statusIndexed
+  statusIndexed,
+  traceIdKeyPart,
+  traceIndexRange
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import * as SpanRecord from "./SpanRecord.js"
@@ -31,10 +35,36 @@ import * as SpanRecord from "./SpanRecord.js"
 /** Spans one search may examine per service before it returns a page and a cursor (it finishes the bucket it is in). */
 export const searchScanLimit = 100_000
 
+/** The first and the newest epoch of the trace index; undefined when it is empty. */
+const epochs = (layout: Layout): readonly [number, number] | undefined => {
+  for (const first of layout.traceIndex.getKeys({ limit: 1 }))
+    for (const last of layout.traceIndex.getKeys({ reverse: true, limit: 1 }))
+      return [epochOf(first), epochOf(last)]
+  return undefined
+}
+
+/**
+ * The span buckets holding a trace's spans, from every epoch of the trace index (Keys.ts); none for
+ * an id that is not a trace id.
+ */
+const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
+  const id = traceIdKeyPart(traceId)
+  const range = epochs(layout)
+  if (id === undefined || range === undefined) return []
+  const buckets = new Set<number>()
+  for (let epoch = range[0]; epoch <= range[1]; epoch++)
+    for (const key of layout.traceIndex.getKeys(traceIndexRange(epoch, id))) buckets.add(bucketOf(key))
+  return Array.from(buckets)
+}
+
 export const readTrace = (layout: Layout, traceId: string): ReadonlyArray<Telemetry.Span> => {
-  const spans = Array.from(layout.spans.getRange({ start: [traceId], end: [traceId, maxKeyPart] }), (e) =>
-    SpanRecord.decode(traceId, (e.key as [string, string])[1], e.value)
-  )
+  const spans: Array<Telemetry.Span> = []
+  for (const bucket of traceBuckets(layout, traceId))
+    for (const { key, value } of layout.spans.getRange({
+      start: [bucket, traceId],
+      end: [bucket, traceId, maxKeyPart]
+    }))
+      spans.push(SpanRecord.decode(traceId, (key as [number, string, string])[2], value))
   return spans.sort(byStart)
 }
 
@@ -251,10 +281,11 @@ export const correlatedTraceIds = (
 ): ReadonlyArray<string> => {
   const ids = new Set<string>()
   // A trace id correlates its own trace (spans whose correlation id is their trace id are not indexed).
-  const own = Array.from(
-    layout.spans.getKeys({ start: [correlationId], end: [correlationId, maxKeyPart], limit: 1 })
-  )
-  if (own.length > 0) ids.add(correlationId)
+  const stored = (bucket: number) =>
+    Array.from(
+      layout.spans.getKeys({ start: [bucket, correlationId], end: [bucket, correlationId, maxKeyPart], limit: 1 })
+    ).length > 0
+  if (traceBuckets(layout, correlationId).some(stored)) ids.add(correlationId)
   for (const key of layout.byCorrelation.getKeys({
     start: [correlationId, maxKeyPart],
     end: [correlationId],

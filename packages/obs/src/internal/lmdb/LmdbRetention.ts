@@ -7,13 +7,17 @@ import type { Database } from "lmdb"
 import type { RetentionResult } from "../../Store.js"
 import {
   blockFields,
+  bucketOf,
   digestMinute,
+  epochOf,
+  epochStart,
   indexedStatusClasses,
   maxDurationBand,
   maxKeyPart,
   type ServiceBlockSpan,
   type ServiceBlockValue,
-  serviceBucket
+  serviceBucket,
+  spanBucket
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
@@ -55,7 +59,7 @@ export const deleteOlderThan = async (
               at,
               at + blockFields
             ) as unknown as ServiceBlockSpan
-            layout.spans.remove([traceId, spanId])
+            layout.spans.remove([spanBucket(startMicros), traceId, spanId])
             if (correlationId !== "")
               layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           }
@@ -69,6 +73,7 @@ export const deleteOlderThan = async (
     await deleteRange(layout.redParts, { start: [service, -1], end: [service, cutoffSec] }, stopped)
   }
   await deleteDigests(layout, digestMinute(cutoffMicros), stopped)
+  await deleteTraceIndex(layout, spanBucket(cutoffMicros), stopped)
 
   for (const cls of indexedStatusClasses)
     for (let band = 0; band <= maxDurationBand; band++)
@@ -159,5 +164,35 @@ const deleteRollups = async (layout: Layout, service: string, cutoffSec: number)
       deleted += keys.length
     }
     seek = [service, route, maxKeyPart]
+  }
+}
+
+/**
+ * Trace index entries of buckets before the cutoff, oldest epoch first, up to the first epoch that
+ * keeps an entry (epochs follow ingest, so later ones hold little that old: late arrivals, which stay
+ * until their epoch's turn comes, their lookups finding no span).
+ */
+const deleteTraceIndex = async (layout: Layout, cutoffBucket: number, stopped: () => boolean) => {
+  for (;;) {
+    const [first] = Array.from(layout.traceIndex.getKeys({ limit: 1 }))
+    if (first === undefined || stopped()) return
+    const epoch = epochOf(first)
+    let kept = false
+    let start: Uint8Array = epochStart(epoch)
+    for (;;) {
+      if (stopped()) return
+      const keys = Array.from(layout.traceIndex.getKeys({ start, end: epochStart(epoch + 1), limit: chunk }))
+      const old = keys.filter((key) => bucketOf(key) < cutoffBucket)
+      if (old.length < keys.length) kept = true
+      if (old.length > 0)
+        await layout.env.transaction(() => {
+          for (const key of old) layout.traceIndex.remove(key)
+        })
+      const last = keys[keys.length - 1]
+      if (keys.length < chunk || last === undefined) break
+      // Past the last key read: the same bytes with a 0 appended.
+      start = Buffer.concat([last, Buffer.alloc(1)])
+    }
+    if (kept) return
   }
 }

@@ -12,11 +12,15 @@ import {
   blockFields,
   type DigestValue,
   digestMinute,
+  epochEntries,
+  epochOf,
   logCorrelationKey,
   micros,
   plannedDbs,
   recordHash,
   type ServiceInfoValue,
+  setEpoch,
+  spanIdsOffset,
   statusBlockFields
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
@@ -31,12 +35,18 @@ const lastSeenRefreshNano = 10_000_000_000n
 export interface WriteState {
   /** The last ServiceInfoValue written per service, to skip redundant writes. */
   readonly services: Map<string, ServiceInfoValue>
+  /** The trace index's current epoch (Keys.ts) and the entries written in it so far. */
+  epoch: number
+  epochEntries: number
 }
 
+/** Each writer starts a new epoch of the trace index, after the newest stored. */
 export const makeWriteState = (layout: Layout): WriteState => {
   const services = new Map<string, ServiceInfoValue>()
   for (const { key, value } of layout.services.getRange()) services.set(key, value)
-  return { services }
+  let epoch = 1
+  for (const key of layout.traceIndex.getKeys({ reverse: true, limit: 1 })) epoch = epochOf(key) + 1
+  return { services, epoch, epochEntries: 0 }
 }
 
 /**
@@ -80,6 +90,7 @@ export const commitRound = async (
 const putNew = <V>(db: Database<V, any>, key: unknown, value: V): boolean =>
   db.putSync(key, value, { noOverwrite: true }) as unknown as boolean
 const SPANS = plannedDbs.indexOf("spans")
+const TRACE_INDEX = plannedDbs.indexOf("traceIndex")
 const BY_SERVICE = plannedDbs.indexOf("byService")
 const BY_STATUS = plannedDbs.indexOf("byStatus")
 
@@ -102,6 +113,8 @@ export const applyRound = (
     let stored = 0
     let span = 0
     let repeated: Set<string> | undefined
+    // Whether a span since the last trace index entry was new: the entry is stored only then.
+    let fresh = false
     let offset = 0
     for (let t = 0; t < table.length; t += 3) {
       const db = table[t] ?? 0
@@ -113,13 +126,26 @@ export const applyRound = (
       if (db === SPANS) {
         if (putNew(layout.planned[SPANS] as Database<Uint8Array, Uint8Array>, key, value)) {
           stored++
+          fresh = true
           if (peers !== undefined)
-            digests.add(peers.sets[peers.spans[span] ?? 0], plan.spanMinutes?.[span] ?? 0, murmur3(key))
+            digests.add(
+              peers.sets[peers.spans[span] ?? 0],
+              plan.spanMinutes?.[span] ?? 0,
+              murmur3(key.subarray(spanIdsOffset))
+            )
         } else {
           repeated ??= new Set()
-          repeated.add(Buffer.from(key).toString("latin1"))
+          repeated.add(Buffer.from(key.subarray(spanIdsOffset)).toString("latin1"))
         }
         span++
+      } else if (db === TRACE_INDEX) {
+        if (fresh) {
+          // The plan's bytes are this writer's now (transferred): the epoch is written in place.
+          setEpoch(key, state.epoch)
+          layout.planned[TRACE_INDEX]?.put(key, value)
+          state.epochEntries++
+        }
+        fresh = false
       } else if (repeated !== undefined && (db === BY_SERVICE || db === BY_STATUS)) {
         const kept = withoutSpans(key, value, db === BY_SERVICE ? blockFields : statusBlockFields, repeated)
         if (kept !== undefined) layout.planned[db]?.put(kept.key, kept.value)
@@ -169,6 +195,10 @@ export const applyRound = (
   })
   red.flush(layout.red)
   digests.flush(layout.digests)
+  if (state.epochEntries >= epochEntries) {
+    state.epoch++
+    state.epochEntries = 0
+  }
   return outcomes
 }
 
