@@ -1,10 +1,14 @@
+import { randomBytes } from "node:crypto"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { type Telemetry, TraceContext } from "@iii/core"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { describe, expect, it } from "vitest"
+import { bucketOf, epochOf, layoutVersion, spanBucket } from "../src/internal/lmdb/Keys.js"
+import { openLayout } from "../src/internal/lmdb/LmdbLayout.js"
 import * as LmdbStore from "../src/LmdbStore.js"
-import { batch, span, traceId } from "./fixtures/Spans.js"
+import { batch, ms, span, t0, traceId } from "./fixtures/Spans.js"
 import { storeConformance } from "./StoreConformance.js"
 
 const tempDir = Effect.acquireRelease(
@@ -91,6 +95,113 @@ describe("LmdbStore", () => {
           const error = yield* Effect.flip(LmdbStore.make({ path: join(file, "db") }))
           expect(error._tag).toBe("DataDirError")
           expect(error.message).toBe(`data directory ${join(file, "db")}: ${file} is not a directory`)
+        })
+      )
+    ))
+
+  it("finds a trace with a random id (another tracer's) across span buckets, batches and writer restarts (index epochs)", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+          const id = foreign()
+          const ours = [0, 3, 25, 1_000, 60_000].map((at) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at) })
+          )
+          const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
+          // Two writers, one after the other: each writes in an epoch of its own.
+          for (const [seq, mine] of [
+            [1, ours.slice(0, 3)],
+            [2, ours.slice(3)]
+          ] as const)
+            yield* Effect.scoped(
+              Effect.flatMap(LmdbStore.make({ path, writerThread: seq === 2 }), (st) =>
+                st.writer.write([batch("agent", seq, [...others(300), ...mine])])
+              )
+            )
+          yield* Effect.sync(() => {
+            const layout = openLayout({ path })
+            const epochs = new Set(Array.from(layout.traceIndex.getKeys(), epochOf))
+            layout.env.close()
+            expect(epochs.size).toBe(2)
+          })
+          const store = yield* LmdbStore.make({ path })
+          expect(yield* store.reader.trace(id)).toEqual(ours)
+          expect(yield* store.reader.correlatedTraceIds(id, 10)).toEqual([id])
+          expect(yield* store.reader.trace("not-a-trace-id")).toEqual([])
+          expect(yield* store.writer.write([batch("agent", 2, [...ours.slice(3)])])).toEqual(["duplicate"])
+        })
+      )
+    ))
+
+  it("finds a trace whose id starts with its time (iii's) in that time's bucket, with no trace index entry, and a span of it long after through the index", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const startMs = Number(t0 / 1_000_000n)
+          const id = TraceContext.newTraceId(startMs)
+          const at = (offsetMs: number) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(offsetMs) })
+          // Within the hour after the id's time: in the id's bucket; two hours later: by its start.
+          const near = [at(0), at(5), at(30_000), at(-1_000)]
+          const late = at(2 * 3_600_000)
+          yield* Effect.scoped(
+            Effect.flatMap(LmdbStore.make({ path }), (st) => st.writer.write([batch("a", 1, near)]))
+          )
+          yield* Effect.sync(() => {
+            const layout = openLayout({ path })
+            const entries = Array.from(layout.traceIndex.getKeys()).length
+            layout.env.close()
+            expect(entries).toBe(0)
+          })
+          const store = yield* LmdbStore.make({ path })
+          expect(yield* store.writer.write([batch("a", 2, [late])])).toEqual(["stored"])
+          expect(yield* store.reader.trace(id)).toEqual([near[3], near[0], near[1], near[2], late])
+          expect(yield* store.reader.correlatedTraceIds(id, 10)).toEqual([id])
+          expect((yield* store.maintenance.deleteOlderThan(t0 + ms(3_600_000))).deletedSpans).toBe(4)
+          expect(yield* store.reader.trace(id)).toEqual([late])
+        })
+      )
+    ))
+
+  it("retention deletes the trace index entries of the buckets it deletes", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const cutoff = t0 + ms(10_000)
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const store = yield* LmdbStore.make({ path })
+              const old = Array.from({ length: 2_500 }, (_, i) => span({ startTimeUnixNano: t0 + ms(i) }))
+              const kept = span({ trace: 9, startTimeUnixNano: cutoff + ms(1) })
+              yield* store.writer.write([batch("a", 1, [...old, kept])])
+              expect((yield* store.maintenance.deleteOlderThan(cutoff)).deletedSpans).toBe(2_500)
+              expect((yield* store.reader.trace(traceId(9))).length).toBe(1)
+            })
+          )
+          const layout = openLayout({ path })
+          const buckets = Array.from(layout.traceIndex.getKeys(), bucketOf)
+          layout.env.close()
+          expect(buckets).toEqual([spanBucket(Number((cutoff + ms(1)) / 1000n))])
+        })
+      )
+    ))
+
+  it("refuses a data directory written with another layout, naming both versions", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const layout = openLayout({ path })
+          layout.meta.putSync("layout", layoutVersion - 1)
+          yield* Effect.promise(() => layout.env.close())
+          const error = yield* Effect.flip(LmdbStore.make({ path }))
+          expect(error.message).toContain(
+            `data directory has layout version ${layoutVersion - 1}; this build reads version ${layoutVersion}`
+          )
         })
       )
     ))

@@ -65,15 +65,33 @@ export const maxLabelBytes = 1978 - 64
 /**
  * Spans are keyed by time first so that inserts append whatever their trace ids are: ids from other
  * tracers are random, and a table keyed by them takes every insert on a page of its own (each span
- * then costs a page write at its commit, and more so as the table grows). A 10 ms bucket of a span's
- * start keeps each bucket's keys few enough that a commit writes its buckets' pages about once.
+ * then costs a page write at its commit, and more so as the table grows). A 10 ms bucket keeps each
+ * bucket's keys few enough that a commit writes its buckets' pages about once.
+ *
+ * The bucket is the trace id's own time when the id carries one (iii's agents mint ids that start
+ * with the time in ms: TraceContext.newTraceId) and the span starts within `idTimeSlackMicros` of it:
+ * every span of such a trace is then in one bucket that a lookup reads off the id, and needs no trace
+ * index entry. Otherwise (a random id, or a span long after its trace began) the bucket is the span's
+ * start's, and the trace index (below) tells where it is. A random id that happens to read as a time
+ * near its span's start is stored as a time-prefixed one, and found as one.
  */
 export const spanBucketMicros = 10_000
 export const spanBucket = (startMicros: number): number => Math.floor(startMicros / spanBucketMicros)
+const idTimeSlackMicros = 3_600_000_000
+
+/** The bucket of the time in an id's first 6 bytes (ms), for any 32-hex-digit id. */
+export const idTimeBucket = (traceId: string): number =>
+  spanBucket(Number.parseInt(traceId.substring(0, 12), 16) * 1000)
+
+/** Where a span is stored, and whether its trace's id says so (true) or the trace index must (false). */
+export const spanKeyBucket = (startMicros: number, traceId: string): number => {
+  const byId = idTimeBucket(traceId)
+  return Math.abs(byId * spanBucketMicros - startMicros) <= idTimeSlackMicros ? byId : spanBucket(startMicros)
+}
 
 export type SpanKey = readonly [bucket: number, traceId: string, spanId: string]
 export const spanKey = (span: Telemetry.Span): SpanKey => [
-  spanBucket(micros(span.startTimeUnixNano)),
+  spanKeyBucket(micros(span.startTimeUnixNano), span.traceId),
   span.traceId,
   span.spanId
 ]

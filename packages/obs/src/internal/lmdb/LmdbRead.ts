@@ -16,6 +16,7 @@ import {
   bucketOf,
   durationBand,
   epochOf,
+  idTimeBucket,
   maxDurationBand,
   maxKeyPart,
   maxLabelBytes,
@@ -44,14 +45,15 @@ const epochs = (layout: Layout): readonly [number, number] | undefined => {
 }
 
 /**
- * The span buckets holding a trace's spans, from every epoch of the trace index (Keys.ts); none for
- * an id that is not a trace id.
+ * The span buckets that may hold a trace's spans: its id's own time's, then those every epoch of the
+ * trace index names (Keys.ts); none for an id that is not a trace id.
  */
 const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
   const id = traceIdKeyPart(traceId)
+  if (id === undefined) return []
+  const buckets = new Set<number>([idTimeBucket(traceId)])
   const range = epochs(layout)
-  if (id === undefined || range === undefined) return []
-  const buckets = new Set<number>()
+  if (range === undefined) return Array.from(buckets)
   for (let epoch = range[0]; epoch <= range[1]; epoch++)
     for (const key of layout.traceIndex.getKeys(traceIndexRange(epoch, id))) buckets.add(bucketOf(key))
   return Array.from(buckets)

@@ -17,7 +17,8 @@ import {
   type ServiceBlockSpan,
   type ServiceBlockValue,
   serviceBucket,
-  spanBucket
+  spanBucket,
+  spanKeyBucket
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
@@ -59,7 +60,7 @@ export const deleteOlderThan = async (
               at,
               at + blockFields
             ) as unknown as ServiceBlockSpan
-            layout.spans.remove([spanBucket(startMicros), traceId, spanId])
+            layout.spans.remove([spanKeyBucket(startMicros, traceId), traceId, spanId])
             if (correlationId !== "")
               layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           }

@@ -27,7 +27,8 @@ import {
   type ServiceInfoValue,
   type StatusBlockKey,
   serviceBucket,
-  spanBucket,
+  idTimeBucket,
+  spanKeyBucket,
   statusBlockFields,
   statusIndexed,
   traceIndexKeyBytes,
@@ -185,15 +186,20 @@ const planSpans = (b: Builder, batch: PlanInput) => {
     checkKeyRoom(span, route, batch.agentId, i)
     const startMicros = starts[i] as number
     const correlated = span.correlationId !== span.traceId
-    const spanAt = spanBucket(startMicros)
+    const spanAt = spanKeyBucket(startMicros, span.traceId)
     b.beginSpanEntry(span, spanAt)
     SpanRecord.write(b, span)
     b.endEntry(SPANS)
-    // One index entry after each run of spans of the same trace and bucket: the writer stores it when
-    // a span of the run was new.
-    const next = spans[i + 1]
-    if (next?.traceId !== span.traceId || spanBucket(starts[i + 1] as number) !== spanAt)
-      b.traceIndexEntry(span.traceId, spanAt)
+    // A span not in its trace id's bucket needs a trace index entry: one after each run of such spans
+    // of the same trace and bucket (the writer stores it when a span of the run was new).
+    if (spanAt !== idTimeBucket(span.traceId)) {
+      const next = spans[i + 1]
+      if (
+        next?.traceId !== span.traceId ||
+        spanKeyBucket(starts[i + 1] as number, next.traceId) !== spanAt
+      )
+        b.traceIndexEntry(span.traceId, spanAt)
+    }
     const bucket = serviceBucket(startMicros)
     addToBlock(serviceBlocks, span.service, bucket, i)
     const cls = Telemetry.statusClass(span.http?.statusCode)
