@@ -48,7 +48,13 @@ const mix = (n: number) => {
 // iii's agents mint ids that start with the time (these increase with t); other tracers' are random.
 const traceHex = (t: number) =>
   RANDOM_TRACE_IDS
-    ? [1, 2, 3, 4].map((k) => mix(t * 4 + k).toString(16).padStart(8, "0")).join("")
+    ? [1, 2, 3, 4]
+        .map((k) =>
+          mix(t * 4 + k)
+            .toString(16)
+            .padStart(8, "0")
+        )
+        .join("")
     : `f0e1d2c3b4a59687${(t + 1).toString(16).padStart(16, "0")}`
 const correlationOf = (t: number) => (t % 5 === 0 ? `order-${Math.floor(t / 15)}` : undefined)
 

@@ -92,9 +92,11 @@ describe("WritePlan", () => {
     ])
     const [spanEntry, indexEntry] = all
     expect(Buffer.from(spanEntry?.[1] ?? [])).toEqual(toBufferKey([...spanKey(a)]))
-    expect(Buffer.from(spanEntry?.[1] ?? []).subarray(spanIdsOffset).toString("latin1")).toBe(
-      `${a.traceId}\u0000${a.spanId}`
-    )
+    expect(
+      Buffer.from(spanEntry?.[1] ?? [])
+        .subarray(spanIdsOffset)
+        .toString("latin1")
+    ).toBe(`${a.traceId}\u0000${a.spanId}`)
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
     const indexKey = Buffer.alloc(traceIndexKeyBytes)
     Buffer.from(a.traceId, "hex").copy(indexKey, 4)

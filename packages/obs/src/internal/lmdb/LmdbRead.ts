@@ -285,7 +285,11 @@ export const correlatedTraceIds = (
   // A trace id correlates its own trace (spans whose correlation id is their trace id are not indexed).
   const stored = (bucket: number) =>
     Array.from(
-      layout.spans.getKeys({ start: [bucket, correlationId], end: [bucket, correlationId, maxKeyPart], limit: 1 })
+      layout.spans.getKeys({
+        start: [bucket, correlationId],
+        end: [bucket, correlationId, maxKeyPart],
+        limit: 1
+      })
     ).length > 0
   if (traceBuckets(layout, correlationId).some(stored)) ids.add(correlationId)
   for (const key of layout.byCorrelation.getKeys({

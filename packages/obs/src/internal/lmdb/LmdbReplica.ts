@@ -160,7 +160,10 @@ export const records = (layout: Layout, minute: number, slice: number): Readonly
       for (let at = 0; at < value.length; at += blockFields) {
         const traceId = value[at + 1] as string
         out.push(
-          entry(["span", traceId, value[at + 2] as string, spanKeyBucket(value[at] as number, traceId)], traceId)
+          entry(
+            ["span", traceId, value[at + 2] as string, spanKeyBucket(value[at] as number, traceId)],
+            traceId
+          )
         )
       }
     for (const key of layout.redParts.getKeys({

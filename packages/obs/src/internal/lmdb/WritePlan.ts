@@ -20,6 +20,7 @@ import {
   correlationKey,
   digestMinute,
   durationBand,
+  idTimeBucket,
   maxLabelBytes,
   micros,
   plannedDbs,
@@ -27,7 +28,6 @@ import {
   type ServiceInfoValue,
   type StatusBlockKey,
   serviceBucket,
-  idTimeBucket,
   spanKeyBucket,
   statusBlockFields,
   statusIndexed,
@@ -194,10 +194,7 @@ const planSpans = (b: Builder, batch: PlanInput) => {
     // of the same trace and bucket (the writer stores it when a span of the run was new).
     if (spanAt !== idTimeBucket(span.traceId)) {
       const next = spans[i + 1]
-      if (
-        next?.traceId !== span.traceId ||
-        spanKeyBucket(starts[i + 1] as number, next.traceId) !== spanAt
-      )
+      if (next?.traceId !== span.traceId || spanKeyBucket(starts[i + 1] as number, next.traceId) !== spanAt)
         b.traceIndexEntry(span.traceId, spanAt)
     }
     const bucket = serviceBucket(startMicros)
