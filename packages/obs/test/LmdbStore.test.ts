@@ -5,8 +5,19 @@ import { join } from "node:path"
 import { type Telemetry, TraceContext } from "@iii/core"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { describe, expect, it } from "vitest"
-import { bucketOf, epochOf, layoutVersion, spanBucket } from "../src/internal/lmdb/Keys.js"
+import {
+  bucketOf,
+  epochEntries,
+  epochOf,
+  epochStart,
+  layoutVersion,
+  setEpoch,
+  spanBucket,
+  traceIndexRange
+} from "../src/internal/lmdb/Keys.js"
 import { openLayout } from "../src/internal/lmdb/LmdbLayout.js"
+import * as Read from "../src/internal/lmdb/LmdbRead.js"
+import * as TraceFilter from "../src/internal/lmdb/TraceFilter.js"
 import * as LmdbStore from "../src/LmdbStore.js"
 import { batch, ms, span, t0, traceId } from "./fixtures/Spans.js"
 import { storeConformance } from "./StoreConformance.js"
@@ -186,6 +197,120 @@ describe("LmdbStore", () => {
           const buckets = Array.from(layout.traceIndex.getKeys(), bucketOf)
           layout.env.close()
           expect(buckets).toEqual([spanBucket(Number((cutoff + ms(1)) / 1000n))])
+        })
+      )
+    ))
+
+  it("seals each epoch of the trace index with a Bloom filter: a lookup reads only the epochs whose filter may hold the id, finds a trace across them, and survives a false positive", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+          const id = foreign()
+          const ours = [0, 1].map((at) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at) })
+          )
+          const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
+          const store = yield* LmdbStore.make({ path })
+          // Epoch 1 is sealed after the round that takes it to epochEntries; epoch 2 is current.
+          yield* store.writer.write([batch("a", 1, [...others(epochEntries / 2), ours[0] as Telemetry.Span])])
+          yield* store.writer.write([batch("a", 2, others(epochEntries / 2))])
+          yield* store.writer.write([batch("a", 3, [...others(10), ours[1] as Telemetry.Span])])
+          const layout = openLayout({ path })
+          const stored = layout.traceFilters.getBinary(epochStart(1))
+          const filter = stored === undefined ? undefined : TraceFilter.decode(stored)
+          if (filter === undefined) throw new Error("epoch 1 has a filter")
+          expect(Array.from(layout.traceFilters.getKeys(), epochOf)).toEqual([1])
+          const indexed = Array.from(layout.traceIndex.getKeys({ start: epochStart(1), end: epochStart(2) }))
+          expect(
+            indexed.every((key) => TraceFilter.mayHold(filter, TraceFilter.idHash(key.subarray(4, 20))))
+          ).toBe(true)
+          expect(yield* store.reader.trace(id)).toEqual(ours)
+          // An entry of an id the filter does not hold is not read: a span indexed in the current
+          // epoch, its entry then moved to epoch 1, is not found.
+          let absent = foreign()
+          while (TraceFilter.mayHold(filter, TraceFilter.idHash(Buffer.from(absent, "hex"))))
+            absent = foreign()
+          yield* store.writer.write([batch("b", 1, [span({ traceId: absent, correlationId: absent })])])
+          const [entry] = Array.from(
+            layout.traceIndex.getKeys(traceIndexRange(2, Buffer.from(absent, "hex")))
+          )
+          if (entry === undefined) throw new Error("the span has an index entry in epoch 2")
+          const moved = Buffer.from(entry)
+          setEpoch(moved, 1)
+          yield* Effect.promise(() =>
+            layout.traceIndex.transaction(() => {
+              layout.traceIndex.remove(entry)
+              layout.traceIndex.put(moved, Buffer.alloc(0))
+            })
+          )
+          expect(yield* store.reader.trace(absent)).toEqual([])
+          // A false positive (the filter may hold an id it does not) costs a read and finds nothing more.
+          let falsePositive = foreign()
+          while (!TraceFilter.mayHold(filter, TraceFilter.idHash(Buffer.from(falsePositive, "hex"))))
+            falsePositive = foreign()
+          const late = span({ traceId: falsePositive, correlationId: falsePositive })
+          yield* store.writer.write([batch("b", 2, [late])])
+          expect(yield* store.reader.trace(falsePositive)).toEqual([late])
+          layout.env.close()
+        })
+      )
+    ))
+
+  it("rebuilds, at open, the filter of an epoch left without one or with damaged bytes; lookups read such an epoch whole meanwhile; retention drops filters with their epochs", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+          const old = (n: number) =>
+            Array.from({ length: n }, (_, i) =>
+              span({ traceId: foreign(), startTimeUnixNano: t0 + ms(i / 100) })
+            )
+          const id = foreign()
+          const ours = span({ traceId: id, correlationId: id, startTimeUnixNano: t0 })
+          // Three writers: epoch 1 sealed, epochs 2 and 3 left unsealed by writers that stopped.
+          yield* Effect.scoped(
+            Effect.flatMap(LmdbStore.make({ path }), (st) =>
+              st.writer.write([batch("a", 1, [ours, ...old(epochEntries)])])
+            )
+          )
+          for (const seq of [2, 3])
+            yield* Effect.scoped(
+              Effect.flatMap(LmdbStore.make({ path }), (st) => st.writer.write([batch("a", seq, old(10))]))
+            )
+          const filters = () => {
+            const layout = openLayout({ path })
+            const found = Array.from(layout.traceFilters.getRange(), ({ key, value }) => [
+              epochOf(key),
+              TraceFilter.decode(value) !== undefined
+            ])
+            layout.env.close()
+            return found
+          }
+          // Each writer, at open, sealed the epochs before its own.
+          expect(filters()).toEqual([
+            [1, true],
+            [2, true]
+          ])
+          const layout = openLayout({ path })
+          yield* Effect.promise(() => layout.traceFilters.put(epochStart(1), Buffer.from("not a filter")))
+          expect(Read.readTrace(layout, id)).toEqual([ours])
+          yield* Effect.promise(() => layout.env.close())
+          const store = yield* LmdbStore.make({ path })
+          expect(filters()).toEqual([
+            [1, true],
+            [2, true],
+            [3, true]
+          ])
+          expect(yield* store.reader.trace(id)).toEqual([ours])
+          const kept = span({ traceId: foreign(), startTimeUnixNano: t0 + ms(60_000) })
+          yield* store.writer.write([batch("a", 4, [kept])])
+          yield* store.maintenance.deleteOlderThan(t0 + ms(30_000))
+          expect(filters()).toEqual([])
+          expect(yield* store.reader.trace(id)).toEqual([])
+          expect(yield* store.reader.trace(kept.traceId)).toEqual([kept])
         })
       )
     ))

@@ -13,6 +13,8 @@ export const dbNames = {
   spans: "spans",
   /** epoch (4 bytes) + traceId (16 bytes) + span bucket (6 bytes), binary → nothing: where a trace's spans are (see traceIndexKey) */
   traceIndex: "trace-index",
+  /** epoch (4 bytes, as epochStart) → the Bloom filter of the trace ids of a sealed epoch of the trace index (TraceFilter.ts) */
+  traceFilters: "trace-filters",
   /** [service, bucket, traceId, spanId] → ServiceBlockValue: spans of the service starting in the bucket that one write stored, keyed by the first */
   byService: "span-blocks-by-service",
   /** [statusClass, durationBand, bucket, traceId, spanId] → StatusBlockValue; not for 2xx (see statusIndexed) */
@@ -107,12 +109,13 @@ export const spanIdsOffset = 10
  * many fit on a page: epoch (u32), trace id (16 bytes), bucket (u48), all big-endian. An epoch is a
  * run of `epochEntries` index entries (the writer starts the next one after it): inserts with random
  * trace ids scatter within the current epoch only, a key range small enough for a commit to rewrite
- * its pages about once, instead of over the whole index. A lookup asks each epoch (one short range
- * read each); see the obs README, "Storage".
+ * its pages about once, instead of over the whole index. A sealed epoch has a Bloom filter of its
+ * trace ids (TraceFilter.ts): a lookup reads only the epochs whose filter may hold the id, and the
+ * current one; see the obs README, "Storage".
  */
 export const epochEntries = 20_000
 export const traceIndexKeyBytes = 26
-const epochBytes = 4
+export const epochBytes = 4
 export const traceIdBytes = 16
 
 const hexDigit = (c: number): number => (c <= 57 ? c - 48 : c - 87)
@@ -158,7 +161,7 @@ export const traceIndexRange = (epoch: number, id: Buffer): { start: Buffer; end
   return { start, end }
 }
 
-/** The first key of an epoch (0 for none), for ranges over whole epochs. */
+/** The first key of an epoch (0 for none), for ranges over whole epochs; also its filter's key. */
 export const epochStart = (epoch: number): Buffer => {
   const key = Buffer.alloc(epochBytes)
   key.writeUInt32BE(epoch, 0)

@@ -19,6 +19,7 @@ import type {
   TimeKey
 } from "./Keys.js"
 import { dbNames, layoutVersion, plannedDbs } from "./Keys.js"
+import type { TraceFilter } from "./TraceFilter.js"
 
 // lmdb types keys as its own `Key` union; our tuples are readonly arrays of strings and numbers.
 // biome-ignore lint/suspicious/noExplicitAny: lmdb's Key type does not accept readonly tuples
@@ -30,6 +31,10 @@ export interface Layout {
   readonly spans: Database<Uint8Array, K<SpanKey>>
   /** Binary keys (Keys.ts, `traceIndexRange`), empty values. */
   readonly traceIndex: Database<Uint8Array, Uint8Array>
+  /** Binary keys (an epoch's `epochStart`), Bloom filters as TraceFilter.ts encodes them. */
+  readonly traceFilters: Database<Uint8Array, Uint8Array>
+  /** The filters this thread has read, by epoch (sealed epochs' filters do not change). */
+  readonly traceFilterCache: Map<number, TraceFilter>
   readonly byService: Database<ServiceBlockValue, K<ServiceBlockKey>>
   readonly byStatus: Database<StatusBlockValue, K<StatusBlockKey>>
   readonly byCorrelation: Database<1, K<CorrelationKey>>
@@ -103,6 +108,8 @@ export const openLayout = (options: OpenOptions): Layout => {
       cache: false
     }),
     traceIndex: binary(dbNames.traceIndex),
+    traceFilters: binary(dbNames.traceFilters),
+    traceFilterCache: new Map(),
     byService: db(dbNames.byService),
     byStatus: db(dbNames.byStatus),
     byCorrelation: db(dbNames.byCorrelation),

@@ -16,6 +16,7 @@ import {
   bucketOf,
   durationBand,
   epochOf,
+  epochStart,
   idTimeBucket,
   maxDurationBand,
   maxKeyPart,
@@ -32,6 +33,7 @@ import {
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import * as SpanRecord from "./SpanRecord.js"
+import * as TraceFilter from "./TraceFilter.js"
 
 /** Spans one search may examine per service before it returns a page and a cursor (it finishes the bucket it is in). */
 export const searchScanLimit = 100_000
@@ -45,8 +47,9 @@ const epochs = (layout: Layout): readonly [number, number] | undefined => {
 }
 
 /**
- * The span buckets that may hold a trace's spans: its id's own time's, then those every epoch of the
- * trace index names (Keys.ts); none for an id that is not a trace id.
+ * The span buckets that may hold a trace's spans: its id's own time's, then those the trace index
+ * names (Keys.ts) in each epoch whose filter may hold the id, or that has none (the current one);
+ * none for an id that is not a trace id.
  */
 const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
   const id = traceIdKeyPart(traceId)
@@ -54,9 +57,26 @@ const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
   const buckets = new Set<number>([idTimeBucket(traceId)])
   const range = epochs(layout)
   if (range === undefined) return Array.from(buckets)
-  for (let epoch = range[0]; epoch <= range[1]; epoch++)
+  const hash = TraceFilter.idHash(id)
+  // Epochs that retention has deleted keep no filter here.
+  for (const epoch of layout.traceFilterCache.keys())
+    if (epoch < range[0]) layout.traceFilterCache.delete(epoch)
+  for (let epoch = range[0]; epoch <= range[1]; epoch++) {
+    const filter = filterOf(layout, epoch)
+    if (filter !== undefined && !TraceFilter.mayHold(filter, hash)) continue
     for (const key of layout.traceIndex.getKeys(traceIndexRange(epoch, id))) buckets.add(bucketOf(key))
+  }
   return Array.from(buckets)
+}
+
+/** An epoch's filter, read once; undefined when it has none that decodes (it is then read whole). */
+const filterOf = (layout: Layout, epoch: number): TraceFilter.TraceFilter | undefined => {
+  const cached = layout.traceFilterCache.get(epoch)
+  if (cached !== undefined) return cached
+  const stored = layout.traceFilters.getBinary(epochStart(epoch))
+  const filter = stored === undefined ? undefined : TraceFilter.decode(stored)
+  if (filter !== undefined) layout.traceFilterCache.set(epoch, filter)
+  return filter
 }
 
 export const readTrace = (layout: Layout, traceId: string): ReadonlyArray<Telemetry.Span> => {

@@ -175,6 +175,7 @@ const deleteRollups = async (layout: Layout, service: string, cutoffSec: number)
  */
 const deleteTraceIndex = async (layout: Layout, cutoffBucket: number, stopped: () => boolean) => {
   for (;;) {
+    await deleteFilters(layout)
     const [first] = Array.from(layout.traceIndex.getKeys({ limit: 1 }))
     if (first === undefined || stopped()) return
     const epoch = epochOf(first)
@@ -197,3 +198,15 @@ const deleteTraceIndex = async (layout: Layout, cutoffBucket: number, stopped: (
     if (kept) return
   }
 }
+
+/**
+ * The filters of epochs before the oldest one the index still holds: read in the deleting
+ * transaction, so that an epoch the writer seals meanwhile keeps its filter.
+ */
+const deleteFilters = (layout: Layout) =>
+  layout.env.transaction(() => {
+    const [first] = Array.from(layout.traceIndex.getKeys({ limit: 1 }))
+    const end = first === undefined ? undefined : epochStart(epochOf(first))
+    for (const key of Array.from(layout.traceFilters.getKeys(end === undefined ? {} : { end })))
+      layout.traceFilters.remove(key)
+  })

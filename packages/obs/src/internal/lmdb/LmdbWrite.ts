@@ -12,8 +12,10 @@ import {
   blockFields,
   type DigestValue,
   digestMinute,
+  epochBytes,
   epochEntries,
   epochOf,
+  epochStart,
   logCorrelationKey,
   micros,
   plannedDbs,
@@ -21,10 +23,12 @@ import {
   type ServiceInfoValue,
   setEpoch,
   spanIdsOffset,
-  statusBlockFields
+  statusBlockFields,
+  traceIdBytes
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { partValue, RedDeltas } from "./Red.js"
+import * as TraceFilter from "./TraceFilter.js"
 import type { BatchPlan } from "./WritePlan.js"
 
 const { murmur3 } = HashRing
@@ -38,15 +42,46 @@ export interface WriteState {
   /** The trace index's current epoch (Keys.ts) and the entries written in it so far. */
   epoch: number
   epochEntries: number
+  /** The hashes of the trace ids of the current epoch's entries (TraceFilter.ts), `epochEntries` of them. */
+  epochHashes: Uint32Array
 }
 
-/** Each writer starts a new epoch of the trace index, after the newest stored. */
+/**
+ * Each writer starts a new epoch of the trace index, after the newest stored (or filtered), so every
+ * epoch before it is sealed: any of those without a filter that decodes (its writer stopped before
+ * sealing it, a sealing commit failed, the bytes are damaged) gets one built from its index entries.
+ * Lookups read an epoch without a filter whole, so none misses a trace meanwhile.
+ */
 export const makeWriteState = (layout: Layout): WriteState => {
   const services = new Map<string, ServiceInfoValue>()
   for (const { key, value } of layout.services.getRange()) services.set(key, value)
   let epoch = 1
   for (const key of layout.traceIndex.getKeys({ reverse: true, limit: 1 })) epoch = epochOf(key) + 1
-  return { services, epoch, epochEntries: 0 }
+  for (const key of layout.traceFilters.getKeys({ reverse: true, limit: 1 }))
+    epoch = Math.max(epoch, epochOf(key) + 1)
+  sealUnfiltered(layout)
+  return { services, epoch, epochEntries: 0, epochHashes: new Uint32Array(epochEntries + 8_000) }
+}
+
+/** Builds and stores the filter of every epoch of the index that has none that decodes. */
+const sealUnfiltered = (layout: Layout): void => {
+  const missing: Array<readonly [number, Uint8Array]> = []
+  for (let seek: Uint8Array = epochStart(0); ; ) {
+    const [first] = Array.from(layout.traceIndex.getKeys({ start: seek, limit: 1 }))
+    if (first === undefined) break
+    const epoch = epochOf(first)
+    seek = epochStart(epoch + 1)
+    const stored = layout.traceFilters.getBinary(epochStart(epoch))
+    if (stored !== undefined && TraceFilter.decode(stored) !== undefined) continue
+    const hashes = Array.from(layout.traceIndex.getKeys({ start: epochStart(epoch), end: seek }), (key) =>
+      TraceFilter.idHash(key.subarray(epochBytes, epochBytes + traceIdBytes))
+    )
+    missing.push([epoch, TraceFilter.build(hashes)])
+  }
+  if (missing.length > 0)
+    layout.env.transactionSync(() => {
+      for (const [epoch, filter] of missing) layout.traceFilters.put(epochStart(epoch), filter)
+    })
 }
 
 /**
@@ -143,7 +178,7 @@ export const applyRound = (
           // The plan's bytes are this writer's now (transferred): the epoch is written in place.
           setEpoch(key, state.epoch)
           layout.planned[TRACE_INDEX]?.put(key, value)
-          state.epochEntries++
+          noteIndexed(state, TraceFilter.idHash(key.subarray(epochBytes, epochBytes + traceIdBytes)))
         }
         fresh = false
       } else if (repeated !== undefined && (db === BY_SERVICE || db === BY_STATUS)) {
@@ -196,10 +231,21 @@ export const applyRound = (
   red.flush(layout.red)
   digests.flush(layout.digests)
   if (state.epochEntries >= epochEntries) {
+    // Sealed: from now on lookups read the epoch only when its filter may hold their id.
+    layout.traceFilters.put(epochStart(state.epoch), TraceFilter.build(state.epochHashes, state.epochEntries))
     state.epoch++
     state.epochEntries = 0
   }
   return outcomes
+}
+
+const noteIndexed = (state: WriteState, hash: number): void => {
+  if (state.epochEntries === state.epochHashes.length) {
+    const bigger = new Uint32Array(state.epochHashes.length * 2)
+    bigger.set(state.epochHashes)
+    state.epochHashes = bigger
+  }
+  state.epochHashes[state.epochEntries++] = hash
 }
 
 const unpackr = new Unpackr({ useRecords: false })
