@@ -6,12 +6,11 @@ import { type Telemetry, TraceContext } from "@iii/core"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { describe, expect, it } from "vitest"
 import {
-  bucketOf,
   epochEntries,
   epochOf,
   epochStart,
+  indexEntries,
   layoutVersion,
-  setEpoch,
   spanBucket,
   traceIndexRange
 } from "../src/internal/lmdb/Keys.js"
@@ -177,7 +176,7 @@ describe("LmdbStore", () => {
       )
     ))
 
-  it("retention deletes the trace index entries of the buckets it deletes", () =>
+  it("retention deletes the trace index groups whose buckets it deletes", () =>
     Effect.runPromise(
       Effect.scoped(
         Effect.gen(function* () {
@@ -188,13 +187,18 @@ describe("LmdbStore", () => {
               const store = yield* LmdbStore.make({ path })
               const old = Array.from({ length: 2_500 }, (_, i) => span({ startTimeUnixNano: t0 + ms(i) }))
               const kept = span({ trace: 9, startTimeUnixNano: cutoff + ms(1) })
-              yield* store.writer.write([batch("a", 1, [...old, kept])])
+              // Separate writes: a group (a round's entries of ids of one first byte) goes once all its
+              // entries are older than the cutoff.
+              yield* store.writer.write([batch("a", 1, old)])
+              yield* store.writer.write([batch("a", 2, [kept])])
               expect((yield* store.maintenance.deleteOlderThan(cutoff)).deletedSpans).toBe(2_500)
               expect((yield* store.reader.trace(traceId(9))).length).toBe(1)
             })
           )
           const layout = openLayout({ path })
-          const buckets = Array.from(layout.traceIndex.getKeys(), bucketOf)
+          const buckets = Array.from(layout.traceIndex.getRange(), ({ value }) =>
+            Array.from(indexEntries(value), ([, bucket]) => bucket)
+          ).flat()
           layout.env.close()
           expect(buckets).toEqual([spanBucket(Number((cutoff + ms(1)) / 1000n))])
         })
@@ -222,10 +226,12 @@ describe("LmdbStore", () => {
           const filter = stored === undefined ? undefined : TraceFilter.decode(stored)
           if (filter === undefined) throw new Error("epoch 1 has a filter")
           expect(Array.from(layout.traceFilters.getKeys(), epochOf)).toEqual([1])
-          const indexed = Array.from(layout.traceIndex.getKeys({ start: epochStart(1), end: epochStart(2) }))
-          expect(
-            indexed.every((key) => TraceFilter.mayHold(filter, TraceFilter.idHash(key.subarray(4, 20))))
-          ).toBe(true)
+          const indexed = Array.from(
+            layout.traceIndex.getRange({ start: epochStart(1), end: epochStart(2) }),
+            ({ value }) => Array.from(indexEntries(value), ([id]) => TraceFilter.idHash(id))
+          ).flat()
+          expect(indexed.length).toBe(epochEntries + 1)
+          expect(indexed.every((hash) => TraceFilter.mayHold(filter, hash))).toBe(true)
           expect(yield* store.reader.trace(id)).toEqual(ours)
           // An entry of an id the filter does not hold is not read: a span indexed in the current
           // epoch, its entry then moved to epoch 1, is not found.
@@ -233,16 +239,20 @@ describe("LmdbStore", () => {
           while (TraceFilter.mayHold(filter, TraceFilter.idHash(Buffer.from(absent, "hex"))))
             absent = foreign()
           yield* store.writer.write([batch("b", 1, [span({ traceId: absent, correlationId: absent })])])
-          const [entry] = Array.from(
-            layout.traceIndex.getKeys(traceIndexRange(2, Buffer.from(absent, "hex")))
-          )
+          // The newest group of its first byte in epoch 2: that write's, holding this entry alone.
+          const entry = Array.from(
+            layout.traceIndex.getRange(traceIndexRange(2, Buffer.from(absent, "hex")))
+          ).pop()
           if (entry === undefined) throw new Error("the span has an index entry in epoch 2")
-          const moved = Buffer.from(entry)
-          setEpoch(moved, 1)
+          expect(Array.from(indexEntries(entry.value), ([id]) => Buffer.from(id).toString("hex"))).toEqual([
+            absent
+          ])
+          const moved = Buffer.from(entry.key)
+          moved.writeUInt32BE(1, 0)
           yield* Effect.promise(() =>
             layout.traceIndex.transaction(() => {
-              layout.traceIndex.remove(entry)
-              layout.traceIndex.put(moved, Buffer.alloc(0))
+              layout.traceIndex.remove(entry.key)
+              layout.traceIndex.put(moved, Buffer.from(entry.value))
             })
           )
           expect(yield* store.reader.trace(absent)).toEqual([])

@@ -11,7 +11,7 @@ export const layoutVersion = 6
 export const dbNames = {
   /** [10 ms bucket of its start, traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
-  /** epoch (4 bytes) + traceId (16 bytes) + span bucket (6 bytes), binary → nothing: where a trace's spans are (see traceIndexKey) */
+  /** epoch (u32) + a trace id's first byte + round (u32), binary → that round's entries of such ids: traceId (16 bytes) + span bucket (u48) each (see traceIndexGroupKey) */
   traceIndex: "trace-index",
   /** epoch (4 bytes, as epochStart) → the Bloom filter of the trace ids of a sealed epoch of the trace index (TraceFilter.ts) */
   traceFilters: "trace-filters",
@@ -105,22 +105,28 @@ export const spanKey = (span: Telemetry.Span): SpanKey => [
 export const spanIdsOffset = 10
 
 /**
- * The trace index: which span buckets hold a trace's spans. Its keys are plain bytes, short so that
- * many fit on a page: epoch (u32), trace id (16 bytes), bucket (u48), all big-endian. An epoch is a
- * run of `epochEntries` index entries (the writer starts the next one after it): inserts with random
- * trace ids scatter within the current epoch only, a key range small enough for a commit to rewrite
- * its pages about once, instead of over the whole index. A sealed epoch has a Bloom filter of its
- * trace ids (TraceFilter.ts): a lookup reads only the epochs whose filter may hold the id, and the
- * current one; see the obs README, "Storage".
+ * The trace index: which span buckets hold a trace's spans. An entry is the trace id (16 bytes) and
+ * the bucket (u48, big-endian); the writer stores a round's entries in groups, one value per first
+ * byte of the id, under epoch (u32), that byte, round (u32): a round of thousands of entries is at
+ * most 256 puts of short runs instead of one put each (a put of a random key costs as much as a
+ * span's). An epoch is a run of at least `epochEntries` entries (the writer starts the next one after
+ * it, and one at each start): the groups of random ids land within the current epoch only, a key
+ * range small enough for a commit to rewrite its pages about once, instead of all over the index. A
+ * sealed epoch has a Bloom filter of its trace ids (TraceFilter.ts): a lookup reads, in the epochs
+ * whose filter may hold the id and in the current one, the groups of the id's first byte; see the
+ * obs README, "Storage".
  */
 export const epochEntries = 20_000
+/** What the plan holds per entry (WritePlan.ts): an epoch's 4 bytes (0), the id, the bucket. */
 export const traceIndexKeyBytes = 26
 export const epochBytes = 4
 export const traceIdBytes = 16
+export const traceIndexEntryBytes = 22
+const groupKeyBytes = 9
 
 const hexDigit = (c: number): number => (c <= 57 ? c - 48 : c - 87)
 
-/** Writes the index key of (trace, bucket) at `at`, epoch 0: the writer writes its epoch in the first 4 bytes. */
+/** Writes the plan entry of (trace, bucket) at `at`: 4 bytes 0, then the index entry. */
 export const writeTraceIndexKey = (target: Uint8Array, at: number, traceId: string, bucket: number): void => {
   target.fill(0, at, at + epochBytes)
   const idAt = at + epochBytes
@@ -137,29 +143,41 @@ export const writeTraceIndexKey = (target: Uint8Array, at: number, traceId: stri
   target[b + 5] = low & 0xff
 }
 
-export const setEpoch = (key: Uint8Array, epoch: number): void => {
-  key[0] = epoch >>> 24
-  key[1] = (epoch >>> 16) & 0xff
-  key[2] = (epoch >>> 8) & 0xff
-  key[3] = epoch & 0xff
+/** The key of a round's group of entries whose ids start with `firstByte`. */
+export const traceIndexGroupKey = (epoch: number, firstByte: number, round: number): Buffer => {
+  const key = Buffer.alloc(groupKeyBytes)
+  key.writeUInt32BE(epoch, 0)
+  key[epochBytes] = firstByte
+  key.writeUInt32BE(round, epochBytes + 1)
+  return key
 }
 
-export const epochOf = (key: Uint8Array): number => Buffer.from(key).readUInt32BE(0)
-export const bucketOf = (key: Uint8Array): number => Buffer.from(key).readUIntBE(epochBytes + traceIdBytes, 6)
+export const epochOf = (key: Uint8Array): number => Buffer.from(key.buffer, key.byteOffset, 4).readUInt32BE(0)
+
+/** A group's entries: their ids (views into the value) and buckets. */
+export function* indexEntries(value: Uint8Array): Generator<readonly [id: Uint8Array, bucket: number]> {
+  const view = Buffer.from(value.buffer, value.byteOffset, value.length)
+  for (let at = 0; at + traceIndexEntryBytes <= value.length; at += traceIndexEntryBytes)
+    yield [view.subarray(at, at + traceIdBytes), view.readUIntBE(at + traceIdBytes, 6)]
+}
+
+/** The buckets a group names for an id (`id` from traceIdKeyPart). */
+export const groupBuckets = (value: Uint8Array, id: Buffer, into: Set<number>): void => {
+  const view = Buffer.from(value.buffer, value.byteOffset, value.length)
+  for (let at = 0; at + traceIndexEntryBytes <= value.length; at += traceIndexEntryBytes)
+    if (view.compare(id, 0, traceIdBytes, at, at + traceIdBytes) === 0)
+      into.add(view.readUIntBE(at + traceIdBytes, 6))
+}
 
 /** A trace id as stored in the index (undefined when it is not 32 lowercase hex digits: no span has it). */
 export const traceIdKeyPart = (traceId: string): Buffer | undefined =>
   /^[0-9a-f]{32}$/.test(traceId) ? Buffer.from(traceId, "hex") : undefined
 
-/** The key range of one epoch's entries of a trace (`id` from traceIdKeyPart). */
-export const traceIndexRange = (epoch: number, id: Buffer): { start: Buffer; end: Buffer } => {
-  const start = Buffer.alloc(traceIndexKeyBytes)
-  start.writeUInt32BE(epoch, 0)
-  id.copy(start, epochBytes)
-  const end = Buffer.from(start)
-  end.fill(0xff, epochBytes + traceIdBytes)
-  return { start, end }
-}
+/** The key range of one epoch's groups that may hold a trace (`id` from traceIdKeyPart). */
+export const traceIndexRange = (epoch: number, id: Buffer): { start: Buffer; end: Buffer } => ({
+  start: traceIndexGroupKey(epoch, id[0] ?? 0, 0),
+  end: traceIndexGroupKey(epoch, id[0] ?? 0, 0xffffffff)
+})
 
 /** The first key of an epoch (0 for none), for ranges over whole epochs; also its filter's key. */
 export const epochStart = (epoch: number): Buffer => {

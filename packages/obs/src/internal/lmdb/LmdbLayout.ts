@@ -29,7 +29,7 @@ export interface Layout {
   readonly env: RootDatabase
   /** Values are `SpanRecord` bytes. */
   readonly spans: Database<Uint8Array, K<SpanKey>>
-  /** Binary keys (Keys.ts, `traceIndexRange`), empty values. */
+  /** Binary keys (Keys.ts, `traceIndexGroupKey`), values a group of entries (`indexEntries`). */
   readonly traceIndex: Database<Uint8Array, Uint8Array>
   /** Binary keys (an epoch's `epochStart`), Bloom filters as TraceFilter.ts encodes them. */
   readonly traceFilters: Database<Uint8Array, Uint8Array>

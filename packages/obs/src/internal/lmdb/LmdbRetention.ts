@@ -7,11 +7,11 @@ import type { Database } from "lmdb"
 import type { RetentionResult } from "../../Store.js"
 import {
   blockFields,
-  bucketOf,
   digestMinute,
   epochOf,
   epochStart,
   indexedStatusClasses,
+  indexEntries,
   maxDurationBand,
   maxKeyPart,
   type ServiceBlockSpan,
@@ -169,9 +169,9 @@ const deleteRollups = async (layout: Layout, service: string, cutoffSec: number)
 }
 
 /**
- * Trace index entries of buckets before the cutoff, oldest epoch first, up to the first epoch that
- * keeps an entry (epochs follow ingest, so later ones hold little that old: late arrivals, which stay
- * until their epoch's turn comes, their lookups finding no span).
+ * Trace index groups all of whose entries name buckets before the cutoff, oldest epoch first, up to
+ * the first epoch that keeps a group (epochs follow ingest, so later ones hold little that old: late
+ * arrivals, which stay until their epoch's turn comes, their lookups finding no span).
  */
 const deleteTraceIndex = async (layout: Layout, cutoffBucket: number, stopped: () => boolean) => {
   for (;;) {
@@ -183,17 +183,23 @@ const deleteTraceIndex = async (layout: Layout, cutoffBucket: number, stopped: (
     let start: Uint8Array = epochStart(epoch)
     for (;;) {
       if (stopped()) return
-      const keys = Array.from(layout.traceIndex.getKeys({ start, end: epochStart(epoch + 1), limit: chunk }))
-      const old = keys.filter((key) => bucketOf(key) < cutoffBucket)
-      if (old.length < keys.length) kept = true
+      const groups = Array.from(
+        layout.traceIndex.getRange({ start, end: epochStart(epoch + 1), limit: chunk }),
+        ({ key, value }) => ({
+          key,
+          old: Array.from(indexEntries(value)).every(([, bucket]) => bucket < cutoffBucket)
+        })
+      )
+      const old = groups.filter((group) => group.old)
+      if (old.length < groups.length) kept = true
       if (old.length > 0)
         await layout.env.transaction(() => {
-          for (const key of old) layout.traceIndex.remove(key)
+          for (const { key } of old) layout.traceIndex.remove(key)
         })
-      const last = keys[keys.length - 1]
-      if (keys.length < chunk || last === undefined) break
+      const last = groups[groups.length - 1]
+      if (groups.length < chunk || last === undefined) break
       // Past the last key read: the same bytes with a 0 appended.
-      start = Buffer.concat([last, Buffer.alloc(1)])
+      start = Buffer.concat([last.key, Buffer.alloc(1)])
     }
     if (kept) return
   }

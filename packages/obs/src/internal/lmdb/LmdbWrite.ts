@@ -16,15 +16,16 @@ import {
   epochEntries,
   epochOf,
   epochStart,
+  indexEntries,
   logCorrelationKey,
   micros,
   plannedDbs,
   recordHash,
   type ServiceInfoValue,
-  setEpoch,
   spanIdsOffset,
   statusBlockFields,
-  traceIdBytes
+  traceIdBytes,
+  traceIndexGroupKey
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { partValue, RedDeltas } from "./Red.js"
@@ -42,6 +43,8 @@ export interface WriteState {
   /** The trace index's current epoch (Keys.ts) and the entries written in it so far. */
   epoch: number
   epochEntries: number
+  /** The rounds that stored trace index entries so far (they key its groups). */
+  round: number
   /** The hashes of the trace ids of the current epoch's entries (TraceFilter.ts), `epochEntries` of them. */
   epochHashes: Uint32Array
 }
@@ -60,7 +63,7 @@ export const makeWriteState = (layout: Layout): WriteState => {
   for (const key of layout.traceFilters.getKeys({ reverse: true, limit: 1 }))
     epoch = Math.max(epoch, epochOf(key) + 1)
   sealUnfiltered(layout)
-  return { services, epoch, epochEntries: 0, epochHashes: new Uint32Array(epochEntries + 8_000) }
+  return { services, epoch, epochEntries: 0, round: 0, epochHashes: new Uint32Array(epochEntries + 8_000) }
 }
 
 /** Builds and stores the filter of every epoch of the index that has none that decodes. */
@@ -73,9 +76,9 @@ const sealUnfiltered = (layout: Layout): void => {
     seek = epochStart(epoch + 1)
     const stored = layout.traceFilters.getBinary(epochStart(epoch))
     if (stored !== undefined && TraceFilter.decode(stored) !== undefined) continue
-    const hashes = Array.from(layout.traceIndex.getKeys({ start: epochStart(epoch), end: seek }), (key) =>
-      TraceFilter.idHash(key.subarray(epochBytes, epochBytes + traceIdBytes))
-    )
+    const hashes: Array<number> = []
+    for (const { value } of layout.traceIndex.getRange({ start: epochStart(epoch), end: seek }))
+      for (const [id] of indexEntries(value)) hashes.push(TraceFilter.idHash(id))
     missing.push([epoch, TraceFilter.build(hashes)])
   }
   if (missing.length > 0)
@@ -142,6 +145,8 @@ export const applyRound = (
 ): ReadonlyArray<WriteOutcome> => {
   const red = new RedDeltas()
   const digests = new DigestDeltas()
+  // The round's trace index entries by their id's first byte (Keys.ts, traceIndexGroupKey).
+  const groups: Array<Array<Uint8Array> | undefined> = []
   const outcomes = round.map((plan) => {
     const peers = plan.peers
     const { table, bytes } = plan
@@ -175,10 +180,11 @@ export const applyRound = (
         span++
       } else if (db === TRACE_INDEX) {
         if (fresh) {
-          // The plan's bytes are this writer's now (transferred): the epoch is written in place.
-          setEpoch(key, state.epoch)
-          layout.planned[TRACE_INDEX]?.put(key, value)
-          noteIndexed(state, TraceFilter.idHash(key.subarray(epochBytes, epochBytes + traceIdBytes)))
+          const entry = key.subarray(epochBytes)
+          const group = groups[entry[0] ?? 0]
+          if (group === undefined) groups[entry[0] ?? 0] = [entry]
+          else group.push(entry)
+          noteIndexed(state, TraceFilter.idHash(entry.subarray(0, traceIdBytes)))
         }
         fresh = false
       } else if (repeated !== undefined && (db === BY_SERVICE || db === BY_STATUS)) {
@@ -230,6 +236,13 @@ export const applyRound = (
   })
   red.flush(layout.red)
   digests.flush(layout.digests)
+  if (groups.length > 0) {
+    groups.forEach((group, firstByte) => {
+      if (group !== undefined)
+        layout.traceIndex.put(traceIndexGroupKey(state.epoch, firstByte, state.round), Buffer.concat(group))
+    })
+    state.round++
+  }
   if (state.epochEntries >= epochEntries) {
     // Sealed: from now on lookups read the epoch only when its filter may hold their id.
     layout.traceFilters.put(epochStart(state.epoch), TraceFilter.build(state.epochHashes, state.epochEntries))
