@@ -28,7 +28,7 @@ import {
   type ServiceInfoValue,
   type StatusBlockKey,
   serviceBucket,
-  spanKeyBucket,
+  spanKeyBucketOf,
   statusBlockFields,
   statusIndexed,
   traceIndexKeyBytes,
@@ -186,15 +186,16 @@ const planSpans = (b: Builder, batch: PlanInput) => {
     checkKeyRoom(span, route, batch.agentId, i)
     const startMicros = starts[i] as number
     const correlated = span.correlationId !== span.traceId
-    const spanAt = spanKeyBucket(startMicros, span.traceId)
+    const idBucket = idTimeBucket(span.traceId)
+    const spanAt = spanKeyBucketOf(startMicros, idBucket)
     b.beginSpanEntry(span, spanAt)
     SpanRecord.write(b, span)
     b.endEntry(SPANS)
     // A span not in its trace id's bucket needs a trace index entry: one after each run of such spans
     // of the same trace and bucket (the writer stores it when a span of the run was new).
-    if (spanAt !== idTimeBucket(span.traceId)) {
+    if (spanAt !== idBucket) {
       const next = spans[i + 1]
-      if (next?.traceId !== span.traceId || spanKeyBucket(starts[i + 1] as number, next.traceId) !== spanAt)
+      if (next?.traceId !== span.traceId || spanKeyBucketOf(starts[i + 1] as number, idBucket) !== spanAt)
         b.traceIndexEntry(span.traceId, spanAt)
     }
     const bucket = serviceBucket(startMicros)
