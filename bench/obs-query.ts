@@ -45,7 +45,9 @@ const mix = (n: number) => {
   x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35)
   return (x ^ (x >>> 16)) >>> 0
 }
-// iii's agents mint ids that start with the time (these increase with t); other tracers' are random.
+const traceStart = (t: number) => now - HOUR_NANO + (BigInt(t) * HOUR_NANO) / BigInt(TRACES)
+// iii's agents mint ids that start with the trace's start time in ms (TraceContext.newTraceId); other
+// tracers' are random.
 const traceHex = (t: number) =>
   RANDOM_TRACE_IDS
     ? [1, 2, 3, 4]
@@ -55,11 +57,11 @@ const traceHex = (t: number) =>
             .padStart(8, "0")
         )
         .join("")
-    : `f0e1d2c3b4a59687${(t + 1).toString(16).padStart(16, "0")}`
+    : `${(traceStart(t) / 1_000_000n).toString(16).padStart(12, "0")}${(t + 1).toString(16).padStart(20, "0")}`
 const correlationOf = (t: number) => (t % 5 === 0 ? `order-${Math.floor(t / 15)}` : undefined)
 
 const traceSpans = (t: number): Array<Telemetry.Span> => {
-  const start = now - HOUR_NANO + (BigInt(t) * HOUR_NANO) / BigInt(TRACES)
+  const start = traceStart(t)
   const correlationId = correlationOf(t)
   return Array.from({ length: SPANS_PER_TRACE }, (_, i) => {
     const s = makeSpan(t * SPANS_PER_TRACE + i, start, t)
@@ -75,7 +77,7 @@ const traceSpans = (t: number): Array<Telemetry.Span> => {
 }
 
 console.log(
-  `obs query: generating ${fmt(SPANS)} spans (${fmt(TRACES)} traces over the last hour, ${RANDOM_TRACE_IDS ? "random" : "time-ordered"} trace ids) through the store…`
+  `obs query: generating ${fmt(SPANS)} spans (${fmt(TRACES)} traces over the last hour, ${RANDOM_TRACE_IDS ? "random" : "time-prefixed (iii's)"} trace ids) through the store…`
 )
 const genStart = performance.now()
 await Effect.runPromise(

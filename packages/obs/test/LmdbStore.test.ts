@@ -239,9 +239,9 @@ describe("LmdbStore", () => {
           while (TraceFilter.mayHold(filter, TraceFilter.idHash(Buffer.from(absent, "hex"))))
             absent = foreign()
           yield* store.writer.write([batch("b", 1, [span({ traceId: absent, correlationId: absent })])])
-          // The newest group of its first byte in epoch 2: that write's, holding this entry alone.
+          // The newest group of its id in epoch 2: that write's, holding this entry alone.
           const entry = Array.from(
-            layout.traceIndex.getRange(traceIndexRange(2, Buffer.from(absent, "hex")))
+            layout.traceIndex.getRange(traceIndexRange(2, TraceFilter.idHash(Buffer.from(absent, "hex"))))
           ).pop()
           if (entry === undefined) throw new Error("the span has an index entry in epoch 2")
           expect(Array.from(indexEntries(entry.value), ([id]) => Buffer.from(id).toString("hex"))).toEqual([

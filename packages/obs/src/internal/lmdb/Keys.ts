@@ -11,7 +11,7 @@ export const layoutVersion = 6
 export const dbNames = {
   /** [10 ms bucket of its start, traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
-  /** epoch (u32) + a trace id's first byte + round (u32), binary → that round's entries of such ids: traceId (16 bytes) + span bucket (u48) each (see traceIndexGroupKey) */
+  /** epoch (u32) + group (u8, from the trace id's hash) + round (u32), binary → that round's entries of the group's ids: traceId (16 bytes) + span bucket (u48) each (see traceIndexGroupKey) */
   traceIndex: "trace-index",
   /** epoch (4 bytes, as epochStart) → the Bloom filter of the trace ids of a sealed epoch of the trace index (TraceFilter.ts) */
   traceFilters: "trace-filters",
@@ -116,14 +116,14 @@ export const spanIdsOffset = 10
 
 /**
  * The trace index: which span buckets hold a trace's spans. An entry is the trace id (16 bytes) and
- * the bucket (u48, big-endian); the writer stores a round's entries in groups, one value per first
- * byte of the id, under epoch (u32), that byte, round (u32): a round of thousands of entries is at
+ * the bucket (u48, big-endian); the writer stores a round's entries in 256 groups by a byte of the
+ * id's hash (traceGroup), one value per group, under epoch (u32), group (u8), round (u32): a round of thousands of entries is at
  * most 256 puts of short runs instead of one put each (a put of a random key costs as much as a
  * span's). An epoch is a run of at least `epochEntries` entries (the writer starts the next one after
  * it, and one at each start): the groups of random ids land within the current epoch only, a key
  * range small enough for a commit to rewrite its pages about once, instead of all over the index. A
  * sealed epoch has a Bloom filter of its trace ids (TraceFilter.ts): a lookup reads, in the epochs
- * whose filter may hold the id and in the current one, the groups of the id's first byte; see the
+ * whose filter may hold the id and in the current one, the groups of the id's group; see the
  * obs README, "Storage".
  */
 export const epochEntries = 20_000
@@ -151,11 +151,14 @@ export const writeTraceIndexKey = (target: Uint8Array, at: number, traceId: stri
   target[b + 5] = low & 0xff
 }
 
-/** The key of a round's group of entries whose ids start with `firstByte`. */
-export const traceIndexGroupKey = (epoch: number, firstByte: number, round: number): Buffer => {
+/** A trace id's group (0–255): the top byte of its hash (TraceFilter.idHash), so that ids sharing a prefix spread too. */
+export const traceGroup = (idHash: number): number => idHash >>> 24
+
+/** The key of a round's group of entries of ids in `group` (traceGroup). */
+export const traceIndexGroupKey = (epoch: number, group: number, round: number): Buffer => {
   const key = Buffer.alloc(groupKeyBytes)
   key.writeUInt32BE(epoch, 0)
-  key[epochBytes] = firstByte
+  key[epochBytes] = group
   key.writeUInt32BE(round, epochBytes + 1)
   return key
 }
@@ -181,10 +184,10 @@ export const groupBuckets = (value: Uint8Array, id: Buffer, into: Set<number>): 
 export const traceIdKeyPart = (traceId: string): Buffer | undefined =>
   /^[0-9a-f]{32}$/.test(traceId) ? Buffer.from(traceId, "hex") : undefined
 
-/** The key range of one epoch's groups that may hold a trace (`id` from traceIdKeyPart). */
-export const traceIndexRange = (epoch: number, id: Buffer): { start: Buffer; end: Buffer } => ({
-  start: traceIndexGroupKey(epoch, id[0] ?? 0, 0),
-  end: traceIndexGroupKey(epoch, id[0] ?? 0, 0xffffffff)
+/** The key range of one epoch's groups that may hold a trace, by its id's hash (TraceFilter.idHash). */
+export const traceIndexRange = (epoch: number, idHash: number): { start: Buffer; end: Buffer } => ({
+  start: traceIndexGroupKey(epoch, traceGroup(idHash), 0),
+  end: traceIndexGroupKey(epoch, traceGroup(idHash), 0xffffffff)
 })
 
 /** The first key of an epoch (0 for none), for ranges over whole epochs; also its filter's key. */

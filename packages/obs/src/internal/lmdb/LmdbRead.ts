@@ -48,9 +48,8 @@ const epochs = (layout: Layout): readonly [number, number] | undefined => {
 
 /**
  * The span buckets that may hold a trace's spans: its id's own time's, then those the trace index
- * names (Keys.ts) in the groups of the id's first byte of each epoch whose filter may hold the id, or
- * that has none (the current one);
- * none for an id that is not a trace id.
+ * names (Keys.ts) in the id's groups of each epoch whose filter may hold the id, or
+ * that has none (the current one); none for an id that is not a trace id.
  */
 const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
   const id = traceIdKeyPart(traceId)
@@ -65,7 +64,7 @@ const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
   for (let epoch = range[0]; epoch <= range[1]; epoch++) {
     const filter = filterOf(layout, epoch)
     if (filter !== undefined && !TraceFilter.mayHold(filter, hash)) continue
-    for (const { value } of layout.traceIndex.getRange(traceIndexRange(epoch, id)))
+    for (const { value } of layout.traceIndex.getRange(traceIndexRange(epoch, hash)))
       groupBuckets(value, id, buckets)
   }
   return Array.from(buckets)

@@ -24,6 +24,7 @@ import {
   type ServiceInfoValue,
   spanIdsOffset,
   statusBlockFields,
+  traceGroup,
   traceIdBytes,
   traceIndexGroupKey
 } from "./Keys.js"
@@ -145,7 +146,7 @@ export const applyRound = (
 ): ReadonlyArray<WriteOutcome> => {
   const red = new RedDeltas()
   const digests = new DigestDeltas()
-  // The round's trace index entries by their id's first byte (Keys.ts, traceIndexGroupKey).
+  // The round's trace index entries by group (Keys.ts, traceGroup).
   const groups: Array<Array<Uint8Array> | undefined> = []
   const outcomes = round.map((plan) => {
     const peers = plan.peers
@@ -181,10 +182,11 @@ export const applyRound = (
       } else if (db === TRACE_INDEX) {
         if (fresh) {
           const entry = key.subarray(epochBytes)
-          const group = groups[entry[0] ?? 0]
-          if (group === undefined) groups[entry[0] ?? 0] = [entry]
+          const hash = TraceFilter.idHash(entry.subarray(0, traceIdBytes))
+          const group = groups[traceGroup(hash)]
+          if (group === undefined) groups[traceGroup(hash)] = [entry]
           else group.push(entry)
-          noteIndexed(state, TraceFilter.idHash(entry.subarray(0, traceIdBytes)))
+          noteIndexed(state, hash)
         }
         fresh = false
       } else if (repeated !== undefined && (db === BY_SERVICE || db === BY_STATUS)) {
@@ -237,9 +239,9 @@ export const applyRound = (
   red.flush(layout.red)
   digests.flush(layout.digests)
   if (groups.length > 0) {
-    groups.forEach((group, firstByte) => {
+    groups.forEach((group, at) => {
       if (group !== undefined)
-        layout.traceIndex.put(traceIndexGroupKey(state.epoch, firstByte, state.round), Buffer.concat(group))
+        layout.traceIndex.put(traceIndexGroupKey(state.epoch, at, state.round), Buffer.concat(group))
     })
     state.round++
   }
