@@ -268,6 +268,30 @@ describe("LmdbStore", () => {
       )
     ))
 
+  it("spreads a round's trace index entries over groups by their ids' hash, ids that share a prefix too, and finds each", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const store = yield* LmdbStore.make({ path })
+          // The fixture's ids share their first 8 bytes, as X-Ray's time-prefixed ones share theirs.
+          const spans = Array.from({ length: 1_000 }, (_, i) => span({ trace: i + 1 }))
+          yield* store.writer.write([batch("a", 1, spans)])
+          const layout = openLayout({ path })
+          const groups = Array.from(layout.traceIndex.getRange(), ({ key, value }) => ({
+            key: Buffer.from(key).toString("hex"),
+            entries: Array.from(indexEntries(value)).length
+          }))
+          layout.env.close()
+          expect(groups.reduce((sum, group) => sum + group.entries, 0)).toBe(1_000)
+          expect(groups.length).toBeGreaterThan(200)
+          expect(Math.max(...groups.map((group) => group.entries))).toBeLessThan(20)
+          for (const s of [spans[0], spans[500], spans[999]])
+            expect(yield* store.reader.trace(s?.traceId ?? "")).toEqual([s])
+        })
+      )
+    ))
+
   it("rebuilds, at open, the filter of an epoch left without one or with damaged bytes; lookups read such an epoch whole meanwhile; retention drops filters with their epochs", () =>
     Effect.runPromise(
       Effect.scoped(
