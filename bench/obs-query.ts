@@ -4,6 +4,7 @@
  *
  *   npm run bench:query                  (builds packages/obs, then runs this with Node 24)
  *   OBS_BENCH_SPANS=500000 npm run bench:query
+ *   OBS_BENCH_RANDOM_TRACE_IDS=1 npm run bench:query   (trace ids as other tracers mint them: random)
  *
  * The spans are generated fast by writing straight through the store (`LmdbStore.make`, the same
  * write path ingest uses, minus the WebSocket), spread over the last hour: 1 M traces of 5 spans,
@@ -37,16 +38,37 @@ const HOUR_NANO = 3_600_000_000_000n
 const dir = mkdtempSync(join(tmpdir(), "iii-bench-query-"))
 const dataDir = join(dir, "node")
 const now = BigInt(Date.now()) * 1_000_000n
-const traceHex = (t: number) => `f0e1d2c3b4a59687${(t + 1).toString(16).padStart(16, "0")}`
+const RANDOM_TRACE_IDS = process.env.OBS_BENCH_RANDOM_TRACE_IDS === "1"
+/** MurmurHash3's finalizer: a deterministic, random-looking 32 bits per input. */
+const mix = (n: number) => {
+  let x = Math.imul(n ^ (n >>> 16), 0x85ebca6b)
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35)
+  return (x ^ (x >>> 16)) >>> 0
+}
+const traceStart = (t: number) => now - HOUR_NANO + (BigInt(t) * HOUR_NANO) / BigInt(TRACES)
+// iii's agents mint ids that start with the trace's start time in ms (TraceContext.newTraceId); other
+// tracers' are random.
+const traceHex = (t: number) =>
+  RANDOM_TRACE_IDS
+    ? [1, 2, 3, 4]
+        .map((k) =>
+          mix(t * 4 + k)
+            .toString(16)
+            .padStart(8, "0")
+        )
+        .join("")
+    : `${(traceStart(t) / 1_000_000n).toString(16).padStart(12, "0")}${(t + 1).toString(16).padStart(20, "0")}`
 const correlationOf = (t: number) => (t % 5 === 0 ? `order-${Math.floor(t / 15)}` : undefined)
 
 const traceSpans = (t: number): Array<Telemetry.Span> => {
-  const start = now - HOUR_NANO + (BigInt(t) * HOUR_NANO) / BigInt(TRACES)
+  const start = traceStart(t)
   const correlationId = correlationOf(t)
   return Array.from({ length: SPANS_PER_TRACE }, (_, i) => {
     const s = makeSpan(t * SPANS_PER_TRACE + i, start, t)
     return {
       ...s,
+      traceId: traceHex(t) as Telemetry.TraceId,
+      correlationId: traceHex(t),
       service: SERVICES[(t + i) % SERVICES.length] ?? "svc",
       ...(i === 0 ? { parentSpanId: undefined } : {}),
       ...(correlationId !== undefined && { correlationId })
@@ -55,7 +77,7 @@ const traceSpans = (t: number): Array<Telemetry.Span> => {
 }
 
 console.log(
-  `obs query: generating ${fmt(SPANS)} spans (${fmt(TRACES)} traces over the last hour) through the store…`
+  `obs query: generating ${fmt(SPANS)} spans (${fmt(TRACES)} traces over the last hour, ${RANDOM_TRACE_IDS ? "random" : "time-prefixed (iii's)"} trace ids) through the store…`
 )
 const genStart = performance.now()
 await Effect.runPromise(

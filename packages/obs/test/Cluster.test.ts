@@ -6,6 +6,7 @@ import { Packr, Unpackr } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { defaultRingLayout } from "../src/internal/cluster/Placement.js"
+import { layoutVersion } from "../src/internal/lmdb/Keys.js"
 import * as LmdbStore from "../src/LmdbStore.js"
 import * as ObsCluster from "../src/ObsCluster.js"
 import { makeClusterConfig, makeConfig } from "../src/ObsNodeConfig.js"
@@ -157,7 +158,7 @@ describe("obs cluster of 3 processes", () => {
               state: "up",
               settled: "",
               tail: 0,
-              layoutVersion: 5,
+              layoutVersion,
               layout: { replication: 3, vnodes: 128, probes: 8, partitionBits: 16 }
             }
           ])

@@ -1,10 +1,24 @@
+import { randomBytes } from "node:crypto"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { type Telemetry, TraceContext } from "@iii/core"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { describe, expect, it } from "vitest"
+import {
+  epochEntries,
+  epochOf,
+  epochStart,
+  indexEntries,
+  layoutVersion,
+  spanBucket,
+  traceIndexRange
+} from "../src/internal/lmdb/Keys.js"
+import { openLayout } from "../src/internal/lmdb/LmdbLayout.js"
+import * as Read from "../src/internal/lmdb/LmdbRead.js"
+import * as TraceFilter from "../src/internal/lmdb/TraceFilter.js"
 import * as LmdbStore from "../src/LmdbStore.js"
-import { batch, span, traceId } from "./fixtures/Spans.js"
+import { batch, ms, span, t0, traceId } from "./fixtures/Spans.js"
 import { storeConformance } from "./StoreConformance.js"
 
 const tempDir = Effect.acquireRelease(
@@ -91,6 +105,262 @@ describe("LmdbStore", () => {
           const error = yield* Effect.flip(LmdbStore.make({ path: join(file, "db") }))
           expect(error._tag).toBe("DataDirError")
           expect(error.message).toBe(`data directory ${join(file, "db")}: ${file} is not a directory`)
+        })
+      )
+    ))
+
+  it("finds a trace with a random id (another tracer's) across span buckets, batches and writer restarts (index epochs)", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+          const id = foreign()
+          const ours = [0, 3, 25, 1_000, 60_000].map((at) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at) })
+          )
+          const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
+          // Two writers, one after the other: each writes in an epoch of its own.
+          for (const [seq, mine] of [
+            [1, ours.slice(0, 3)],
+            [2, ours.slice(3)]
+          ] as const)
+            yield* Effect.scoped(
+              Effect.flatMap(LmdbStore.make({ path, writerThread: seq === 2 }), (st) =>
+                st.writer.write([batch("agent", seq, [...others(300), ...mine])])
+              )
+            )
+          yield* Effect.sync(() => {
+            const layout = openLayout({ path })
+            const epochs = new Set(Array.from(layout.traceIndex.getKeys(), epochOf))
+            layout.env.close()
+            expect(epochs.size).toBe(2)
+          })
+          const store = yield* LmdbStore.make({ path })
+          expect(yield* store.reader.trace(id)).toEqual(ours)
+          expect(yield* store.reader.correlatedTraceIds(id, 10)).toEqual([id])
+          expect(yield* store.reader.trace("not-a-trace-id")).toEqual([])
+          expect(yield* store.writer.write([batch("agent", 2, [...ours.slice(3)])])).toEqual(["duplicate"])
+        })
+      )
+    ))
+
+  it("finds a trace whose id starts with its time (iii's) in that time's bucket, with no trace index entry, and a span of it long after through the index", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const startMs = Number(t0 / 1_000_000n)
+          const id = TraceContext.newTraceId(startMs)
+          const at = (offsetMs: number) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(offsetMs) })
+          // Within the hour after the id's time: in the id's bucket; two hours later: by its start.
+          const near = [at(0), at(5), at(30_000), at(-1_000)]
+          const late = at(2 * 3_600_000)
+          yield* Effect.scoped(
+            Effect.flatMap(LmdbStore.make({ path }), (st) => st.writer.write([batch("a", 1, near)]))
+          )
+          yield* Effect.sync(() => {
+            const layout = openLayout({ path })
+            const entries = Array.from(layout.traceIndex.getKeys()).length
+            layout.env.close()
+            expect(entries).toBe(0)
+          })
+          const store = yield* LmdbStore.make({ path })
+          expect(yield* store.writer.write([batch("a", 2, [late])])).toEqual(["stored"])
+          expect(yield* store.reader.trace(id)).toEqual([near[3], near[0], near[1], near[2], late])
+          expect(yield* store.reader.correlatedTraceIds(id, 10)).toEqual([id])
+          expect((yield* store.maintenance.deleteOlderThan(t0 + ms(3_600_000))).deletedSpans).toBe(4)
+          expect(yield* store.reader.trace(id)).toEqual([late])
+        })
+      )
+    ))
+
+  it("retention deletes the trace index groups whose buckets it deletes", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const cutoff = t0 + ms(10_000)
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const store = yield* LmdbStore.make({ path })
+              const old = Array.from({ length: 2_500 }, (_, i) => span({ startTimeUnixNano: t0 + ms(i) }))
+              const kept = span({ trace: 9, startTimeUnixNano: cutoff + ms(1) })
+              // Separate writes: a group (a round's entries of ids of one first byte) goes once all its
+              // entries are older than the cutoff.
+              yield* store.writer.write([batch("a", 1, old)])
+              yield* store.writer.write([batch("a", 2, [kept])])
+              expect((yield* store.maintenance.deleteOlderThan(cutoff)).deletedSpans).toBe(2_500)
+              expect((yield* store.reader.trace(traceId(9))).length).toBe(1)
+            })
+          )
+          const layout = openLayout({ path })
+          const buckets = Array.from(layout.traceIndex.getRange(), ({ value }) =>
+            Array.from(indexEntries(value), ([, bucket]) => bucket)
+          ).flat()
+          layout.env.close()
+          expect(buckets).toEqual([spanBucket(Number((cutoff + ms(1)) / 1000n))])
+        })
+      )
+    ))
+
+  it("seals each epoch of the trace index with a Bloom filter: a lookup reads only the epochs whose filter may hold the id, finds a trace across them, and survives a false positive", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+          const id = foreign()
+          const ours = [0, 1].map((at) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at) })
+          )
+          const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
+          const store = yield* LmdbStore.make({ path })
+          // Epoch 1 is sealed after the round that takes it to epochEntries; epoch 2 is current.
+          yield* store.writer.write([batch("a", 1, [...others(epochEntries / 2), ours[0] as Telemetry.Span])])
+          yield* store.writer.write([batch("a", 2, others(epochEntries / 2))])
+          yield* store.writer.write([batch("a", 3, [...others(10), ours[1] as Telemetry.Span])])
+          const layout = openLayout({ path })
+          const stored = layout.traceFilters.getBinary(epochStart(1))
+          const filter = stored === undefined ? undefined : TraceFilter.decode(stored)
+          if (filter === undefined) throw new Error("epoch 1 has a filter")
+          expect(Array.from(layout.traceFilters.getKeys(), epochOf)).toEqual([1])
+          const indexed = Array.from(
+            layout.traceIndex.getRange({ start: epochStart(1), end: epochStart(2) }),
+            ({ value }) => Array.from(indexEntries(value), ([id]) => TraceFilter.idHash(id))
+          ).flat()
+          expect(indexed.length).toBe(epochEntries + 1)
+          expect(indexed.every((hash) => TraceFilter.mayHold(filter, hash))).toBe(true)
+          expect(yield* store.reader.trace(id)).toEqual(ours)
+          // An entry of an id the filter does not hold is not read: a span indexed in the current
+          // epoch, its entry then moved to epoch 1, is not found.
+          let absent = foreign()
+          while (TraceFilter.mayHold(filter, TraceFilter.idHash(Buffer.from(absent, "hex"))))
+            absent = foreign()
+          yield* store.writer.write([batch("b", 1, [span({ traceId: absent, correlationId: absent })])])
+          // The newest group of its id in epoch 2: that write's, holding this entry alone.
+          const entry = Array.from(
+            layout.traceIndex.getRange(traceIndexRange(2, TraceFilter.idHash(Buffer.from(absent, "hex"))))
+          ).pop()
+          if (entry === undefined) throw new Error("the span has an index entry in epoch 2")
+          expect(Array.from(indexEntries(entry.value), ([id]) => Buffer.from(id).toString("hex"))).toEqual([
+            absent
+          ])
+          const moved = Buffer.from(entry.key)
+          moved.writeUInt32BE(1, 0)
+          yield* Effect.promise(() =>
+            layout.traceIndex.transaction(() => {
+              layout.traceIndex.remove(entry.key)
+              layout.traceIndex.put(moved, Buffer.from(entry.value))
+            })
+          )
+          expect(yield* store.reader.trace(absent)).toEqual([])
+          // A false positive (the filter may hold an id it does not) costs a read and finds nothing more.
+          let falsePositive = foreign()
+          while (!TraceFilter.mayHold(filter, TraceFilter.idHash(Buffer.from(falsePositive, "hex"))))
+            falsePositive = foreign()
+          const late = span({ traceId: falsePositive, correlationId: falsePositive })
+          yield* store.writer.write([batch("b", 2, [late])])
+          expect(yield* store.reader.trace(falsePositive)).toEqual([late])
+          layout.env.close()
+        })
+      )
+    ))
+
+  it("spreads a round's trace index entries over groups by their ids' hash, ids that share a prefix too, and finds each", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const store = yield* LmdbStore.make({ path })
+          // The fixture's ids share their first 8 bytes, as X-Ray's time-prefixed ones share theirs.
+          const spans = Array.from({ length: 1_000 }, (_, i) => span({ trace: i + 1 }))
+          yield* store.writer.write([batch("a", 1, spans)])
+          const layout = openLayout({ path })
+          const groups = Array.from(layout.traceIndex.getRange(), ({ key, value }) => ({
+            key: Buffer.from(key).toString("hex"),
+            entries: Array.from(indexEntries(value)).length
+          }))
+          layout.env.close()
+          expect(groups.reduce((sum, group) => sum + group.entries, 0)).toBe(1_000)
+          expect(groups.length).toBeGreaterThan(200)
+          expect(Math.max(...groups.map((group) => group.entries))).toBeLessThan(20)
+          for (const s of [spans[0], spans[500], spans[999]])
+            expect(yield* store.reader.trace(s?.traceId ?? "")).toEqual([s])
+        })
+      )
+    ))
+
+  it("rebuilds, at open, the filter of an epoch left without one or with damaged bytes; lookups read such an epoch whole meanwhile; retention drops filters with their epochs", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+          const old = (n: number) =>
+            Array.from({ length: n }, (_, i) =>
+              span({ traceId: foreign(), startTimeUnixNano: t0 + ms(i / 100) })
+            )
+          const id = foreign()
+          const ours = span({ traceId: id, correlationId: id, startTimeUnixNano: t0 })
+          // Three writers: epoch 1 sealed, epochs 2 and 3 left unsealed by writers that stopped.
+          yield* Effect.scoped(
+            Effect.flatMap(LmdbStore.make({ path }), (st) =>
+              st.writer.write([batch("a", 1, [ours, ...old(epochEntries)])])
+            )
+          )
+          for (const seq of [2, 3])
+            yield* Effect.scoped(
+              Effect.flatMap(LmdbStore.make({ path }), (st) => st.writer.write([batch("a", seq, old(10))]))
+            )
+          const filters = () => {
+            const layout = openLayout({ path })
+            const found = Array.from(layout.traceFilters.getRange(), ({ key, value }) => [
+              epochOf(key),
+              TraceFilter.decode(value) !== undefined
+            ])
+            layout.env.close()
+            return found
+          }
+          // Each writer, at open, sealed the epochs before its own.
+          expect(filters()).toEqual([
+            [1, true],
+            [2, true]
+          ])
+          const layout = openLayout({ path })
+          yield* Effect.promise(() => layout.traceFilters.put(epochStart(1), Buffer.from("not a filter")))
+          expect(Read.readTrace(layout, id)).toEqual([ours])
+          yield* Effect.promise(() => layout.env.close())
+          const store = yield* LmdbStore.make({ path })
+          expect(filters()).toEqual([
+            [1, true],
+            [2, true],
+            [3, true]
+          ])
+          expect(yield* store.reader.trace(id)).toEqual([ours])
+          const kept = span({ traceId: foreign(), startTimeUnixNano: t0 + ms(60_000) })
+          yield* store.writer.write([batch("a", 4, [kept])])
+          yield* store.maintenance.deleteOlderThan(t0 + ms(30_000))
+          expect(filters()).toEqual([])
+          expect(yield* store.reader.trace(id)).toEqual([])
+          expect(yield* store.reader.trace(kept.traceId)).toEqual([kept])
+        })
+      )
+    ))
+
+  it("refuses a data directory written with another layout, naming both versions", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const layout = openLayout({ path })
+          layout.meta.putSync("layout", layoutVersion - 1)
+          yield* Effect.promise(() => layout.env.close())
+          const error = yield* Effect.flip(LmdbStore.make({ path }))
+          expect(error.message).toContain(
+            `data directory has layout version ${layoutVersion - 1}; this build reads version ${layoutVersion}`
+          )
         })
       )
     ))

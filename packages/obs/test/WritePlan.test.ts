@@ -8,7 +8,10 @@ import {
   micros,
   plannedDbs,
   serviceBucket,
-  spanKey
+  spanBucket,
+  spanIdsOffset,
+  spanKey,
+  traceIndexKeyBytes
 } from "../src/internal/lmdb/Keys.js"
 import * as SpanRecord from "../src/internal/lmdb/SpanRecord.js"
 import { planBatch } from "../src/internal/lmdb/WritePlan.js"
@@ -56,7 +59,7 @@ describe("SpanRecord", () => {
 })
 
 describe("WritePlan", () => {
-  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, then one block per service and bucket, then per status class, duration band and bucket, each keyed by its first span", () => {
+  it("writes the keys lmdb itself would write (ordered-binary, null-terminated): span entries in span order, each run of a trace's spans in one bucket followed by its trace index entry, then one block per service and bucket, then per status class, duration band and bucket, each keyed by its first span", () => {
     const a = span({
       trace: 10,
       correlationId: "order-1",
@@ -65,23 +68,43 @@ describe("WritePlan", () => {
       startTimeUnixNano: t0 + 5_000n
     })
     const b = span({ trace: 11, startTimeUnixNano: t0 + 7_000n })
+    // b's trace again, in the same bucket, then in a later one.
+    const b2 = span({ trace: 11, startTimeUnixNano: t0 + 8_000n, spanId: "00000000000000b2" as never })
+    const b3 = span({ trace: 11, startTimeUnixNano: t0 + 150_000_000n, spanId: "00000000000000b3" as never })
     const c = span({ trace: 12, service: "payments", startTimeUnixNano: t0 + 250_000_000n })
-    const plan = planBatch(batch("agent", 3, [a, b, c]))
+    const plan = planBatch(batch("agent", 3, [a, b, b2, b3, c]))
     const all = entries(plan)
     expect(all.map(([db]) => plannedDbs[db])).toEqual([
       "spans",
+      "traceIndex",
       "byCorrelation",
       "spans",
       "spans",
+      "traceIndex",
+      "spans",
+      "traceIndex",
+      "spans",
+      "traceIndex",
+      "byService",
       "byService",
       "byService",
       "byStatus"
     ])
-    const [spanEntry] = all
+    const [spanEntry, indexEntry] = all
     expect(Buffer.from(spanEntry?.[1] ?? [])).toEqual(toBufferKey([...spanKey(a)]))
+    expect(
+      Buffer.from(spanEntry?.[1] ?? [])
+        .subarray(spanIdsOffset)
+        .toString("latin1")
+    ).toBe(`${a.traceId}\u0000${a.spanId}`)
     expect(SpanRecord.decode(a.traceId, a.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(a)
+    const indexKey = Buffer.alloc(traceIndexKeyBytes)
+    Buffer.from(a.traceId, "hex").copy(indexKey, 4)
+    indexKey.writeUIntBE(spanBucket(micros(a.startTimeUnixNano)), 20, 6)
+    expect(Buffer.from(indexEntry?.[1] ?? [])).toEqual(indexKey)
+    expect(indexEntry?.[2]?.length).toBe(0)
     const bucket = (s: typeof a) => serviceBucket(micros(s.startTimeUnixNano))
-    const [checkout, payments, errors] = all.slice(4)
+    const [checkout, , payments, errors] = all.slice(10)
     expect(Buffer.from(checkout?.[1] ?? [])).toEqual(
       toBufferKey(["checkout", bucket(a), a.traceId, a.spanId])
     )
@@ -90,7 +113,8 @@ describe("WritePlan", () => {
     )
     expect(unpackr.unpack(checkout?.[2] ?? new Uint8Array())).toEqual([
       ...[micros(a.startTimeUnixNano), a.traceId, a.spanId, "/x", 500, a.durationNano, 1, "order-1"],
-      ...[micros(b.startTimeUnixNano), b.traceId, b.spanId, "/cart/{id}", 200, b.durationNano, 0, ""]
+      ...[micros(b.startTimeUnixNano), b.traceId, b.spanId, "/cart/{id}", 200, b.durationNano, 0, ""],
+      ...[micros(b2.startTimeUnixNano), b2.traceId, b2.spanId, "/cart/{id}", 200, b2.durationNano, 0, ""]
     ])
     expect(Buffer.from(errors?.[1] ?? [])).toEqual(
       toBufferKey(["5xx", durationBand(a.durationNano), bucket(a), a.traceId, a.spanId])
@@ -103,7 +127,7 @@ describe("WritePlan", () => {
       "/x",
       a.durationNano
     ])
-    expect(plan.spanCount).toBe(3)
+    expect(plan.spanCount).toBe(5)
   })
 
   it("encodes non-ASCII and long key strings like lmdb, and grows its buffer for large spans", () => {
@@ -114,12 +138,12 @@ describe("WritePlan", () => {
       attributes: { "big.value": "x".repeat(20_000) }
     })
     const plan = planBatch(batch("agent", 1, [s, span({ trace: 13 })]))
-    const [spanEntry, correlationEntry, , serviceEntry] = entries(plan)
+    const [spanEntry, , correlationEntry, , , serviceEntry] = entries(plan)
     expect(Buffer.from(correlationEntry?.[1] ?? [])).toEqual(toBufferKey([...correlationKey(s)]))
     expect(Buffer.from(serviceEntry?.[1] ?? [])).toEqual(
       toBufferKey([s.service, serviceBucket(micros(s.startTimeUnixNano)), s.traceId, s.spanId])
     )
     expect(SpanRecord.decode(s.traceId, s.spanId, spanEntry?.[2] ?? new Uint8Array())).toEqual(s)
-    expect(plan.table.length / 3).toBe(5)
+    expect(plan.table.length / 3).toBe(7)
   })
 })

@@ -6,11 +6,15 @@
 import { HashRing, type Telemetry } from "@iii/core"
 
 /** Bumped when a layout below changes incompatibly; checked at open. */
-export const layoutVersion = 5
+export const layoutVersion = 6
 
 export const dbNames = {
-  /** [traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
+  /** [10 ms bucket of its start, traceId, spanId] → the span's SpanRecord bytes (SpanRecord.ts) */
   spans: "spans",
+  /** epoch (u32) + group (u8, from the trace id's hash) + round (u32), binary → that round's entries of the group's ids: traceId (16 bytes) + span bucket (u48) each (see traceIndexGroupKey) */
+  traceIndex: "trace-index",
+  /** epoch (4 bytes, as epochStart) → the Bloom filter of the trace ids of a sealed epoch of the trace index (TraceFilter.ts) */
+  traceFilters: "trace-filters",
   /** [service, bucket, traceId, spanId] → ServiceBlockValue: spans of the service starting in the bucket that one write stored, keyed by the first */
   byService: "span-blocks-by-service",
   /** [statusClass, durationBand, bucket, traceId, spanId] → StatusBlockValue; not for 2xx (see statusIndexed) */
@@ -40,6 +44,7 @@ export const dbNames = {
 /** The databases a write plan's entries go to, by their index in the plan's entry table (WritePlan.ts). */
 export const plannedDbs = [
   "spans",
+  "traceIndex",
   "byService",
   "byStatus",
   "byCorrelation"
@@ -59,8 +64,138 @@ export const maxKeyPart = "\uffff"
  */
 export const maxLabelBytes = 1978 - 64
 
-export type SpanKey = readonly [traceId: string, spanId: string]
-export const spanKey = (span: Telemetry.Span): SpanKey => [span.traceId, span.spanId]
+/**
+ * Spans are keyed by time first so that inserts append whatever their trace ids are: ids from other
+ * tracers are random, and a table keyed by them takes every insert on a page of its own (each span
+ * then costs a page write at its commit, and more so as the table grows). A 10 ms bucket keeps each
+ * bucket's keys few enough that a commit writes its buckets' pages about once.
+ *
+ * The bucket is the trace id's own time when the id carries one (iii's agents mint ids that start
+ * with the time in ms: TraceContext.newTraceId) and the span starts within `idTimeSlackMicros` of it:
+ * every span of such a trace is then in one bucket that a lookup reads off the id, and needs no trace
+ * index entry. Otherwise (a random id, or a span long after its trace began) the bucket is the span's
+ * start's, and the trace index (below) tells where it is. A random id that happens to read as a time
+ * near its span's start is stored as a time-prefixed one, and found as one.
+ */
+export const spanBucketMicros = 10_000
+export const spanBucket = (startMicros: number): number => Math.floor(startMicros / spanBucketMicros)
+const idTimeSlackMicros = 3_600_000_000
+
+const hexDigit = (c: number): number => (c <= 57 ? c - 48 : c - 87)
+
+/** The bucket of the time in an id's first 6 bytes (ms), for any id of 32 lowercase hex digits. */
+export const idTimeBucket = (traceId: string): number => {
+  // Digit by digit: no substring to allocate on ingest's per-span path.
+  let ms = 0
+  for (let i = 0; i < 12; i++) ms = ms * 16 + hexDigit(traceId.charCodeAt(i))
+  return spanBucket(ms * 1000)
+}
+
+/** Where a span is stored, given its trace id's bucket (`idTimeBucket`): that one when near its start. */
+export const spanKeyBucketOf = (startMicros: number, idBucket: number): number =>
+  Math.abs(idBucket * spanBucketMicros - startMicros) <= idTimeSlackMicros
+    ? idBucket
+    : spanBucket(startMicros)
+
+/** Where a span is stored: in its trace id's bucket (no trace index entry needed) or its start's. */
+export const spanKeyBucket = (startMicros: number, traceId: string): number =>
+  spanKeyBucketOf(startMicros, idTimeBucket(traceId))
+
+export type SpanKey = readonly [bucket: number, traceId: string, spanId: string]
+export const spanKey = (span: Telemetry.Span): SpanKey => [
+  spanKeyBucket(micros(span.startTimeUnixNano), span.traceId),
+  span.traceId,
+  span.spanId
+]
+
+/**
+ * Where the ids start in a `spans` key's bytes: ordered-binary writes a number inside an array in 9
+ * bytes, then the 0 separator. The writer hashes the ids (`recordHash` of a span) from there.
+ */
+export const spanIdsOffset = 10
+
+/**
+ * The trace index: which span buckets hold a trace's spans. An entry is the trace id (16 bytes) and
+ * the bucket (u48, big-endian); the writer stores a round's entries in 256 groups by a byte of the
+ * id's hash (traceGroup), one value per group, under epoch (u32), group (u8), round (u32): a round of thousands of entries is at
+ * most 256 puts of short runs instead of one put each (a put of a random key costs as much as a
+ * span's). An epoch is a run of at least `epochEntries` entries (the writer starts the next one after
+ * it, and one at each start): the groups of random ids land within the current epoch only, a key
+ * range small enough for a commit to rewrite its pages about once, instead of all over the index. A
+ * sealed epoch has a Bloom filter of its trace ids (TraceFilter.ts): a lookup reads, in the epochs
+ * whose filter may hold the id and in the current one, the groups of the id's group; see the
+ * obs README, "Storage".
+ */
+export const epochEntries = 20_000
+/** What the plan holds per entry (WritePlan.ts): an epoch's 4 bytes (0), the id, the bucket. */
+export const traceIndexKeyBytes = 26
+export const epochBytes = 4
+export const traceIdBytes = 16
+export const traceIndexEntryBytes = 22
+const groupKeyBytes = 9
+
+/** Writes the plan entry of (trace, bucket) at `at`: 4 bytes 0, then the index entry. */
+export const writeTraceIndexKey = (target: Uint8Array, at: number, traceId: string, bucket: number): void => {
+  target.fill(0, at, at + epochBytes)
+  const idAt = at + epochBytes
+  for (let i = 0; i < traceIdBytes; i++)
+    target[idAt + i] = (hexDigit(traceId.charCodeAt(2 * i)) << 4) | hexDigit(traceId.charCodeAt(2 * i + 1))
+  const high = Math.floor(bucket / 2 ** 32)
+  const low = bucket >>> 0
+  const b = idAt + traceIdBytes
+  target[b] = high >>> 8
+  target[b + 1] = high & 0xff
+  target[b + 2] = low >>> 24
+  target[b + 3] = (low >>> 16) & 0xff
+  target[b + 4] = (low >>> 8) & 0xff
+  target[b + 5] = low & 0xff
+}
+
+/** A trace id's group (0–255): the top byte of its hash (TraceFilter.idHash), so that ids sharing a prefix spread too. */
+export const traceGroup = (idHash: number): number => idHash >>> 24
+
+/** The key of a round's group of entries of ids in `group` (traceGroup). */
+export const traceIndexGroupKey = (epoch: number, group: number, round: number): Buffer => {
+  const key = Buffer.alloc(groupKeyBytes)
+  key.writeUInt32BE(epoch, 0)
+  key[epochBytes] = group
+  key.writeUInt32BE(round, epochBytes + 1)
+  return key
+}
+
+export const epochOf = (key: Uint8Array): number => Buffer.from(key.buffer, key.byteOffset, 4).readUInt32BE(0)
+
+/** A group's entries: their ids (views into the value) and buckets. */
+export function* indexEntries(value: Uint8Array): Generator<readonly [id: Uint8Array, bucket: number]> {
+  const view = Buffer.from(value.buffer, value.byteOffset, value.length)
+  for (let at = 0; at + traceIndexEntryBytes <= value.length; at += traceIndexEntryBytes)
+    yield [view.subarray(at, at + traceIdBytes), view.readUIntBE(at + traceIdBytes, 6)]
+}
+
+/** The buckets a group names for an id (`id` from traceIdKeyPart). */
+export const groupBuckets = (value: Uint8Array, id: Buffer, into: Set<number>): void => {
+  const view = Buffer.from(value.buffer, value.byteOffset, value.length)
+  for (let at = 0; at + traceIndexEntryBytes <= value.length; at += traceIndexEntryBytes)
+    if (view.compare(id, 0, traceIdBytes, at, at + traceIdBytes) === 0)
+      into.add(view.readUIntBE(at + traceIdBytes, 6))
+}
+
+/** A trace id as stored in the index (undefined when it is not 32 lowercase hex digits: no span has it). */
+export const traceIdKeyPart = (traceId: string): Buffer | undefined =>
+  /^[0-9a-f]{32}$/.test(traceId) ? Buffer.from(traceId, "hex") : undefined
+
+/** The key range of one epoch's groups that may hold a trace, by its id's hash (TraceFilter.idHash). */
+export const traceIndexRange = (epoch: number, idHash: number): { start: Buffer; end: Buffer } => ({
+  start: traceIndexGroupKey(epoch, traceGroup(idHash), 0),
+  end: traceIndexGroupKey(epoch, traceGroup(idHash), 0xffffffff)
+})
+
+/** The first key of an epoch (0 for none), for ranges over whole epochs; also its filter's key. */
+export const epochStart = (epoch: number): Buffer => {
+  const key = Buffer.alloc(epochBytes)
+  key.writeUInt32BE(epoch, 0)
+  return key
+}
 
 /**
  * The per-service index holds blocks, not one entry per span: each batch's spans of a service that
@@ -201,7 +336,7 @@ export interface ServiceInfoValue {
 
 /** A record's identity for anti-entropy digests: what kind it is and the key it is stored under. */
 export type RecordKey =
-  | readonly ["span", traceId: string, spanId: string]
+  | readonly ["span", traceId: string, spanId: string, bucket: number]
   | readonly ["log", correlationKey: string, timeMicros: number, agentId: string, seq: number, index: number]
   | readonly ["metric", timeMicros: number, agentId: string, seq: number, index: number]
   | readonly ["red", service: string, bucketStartSec: number, agentId: string, seq: number]
@@ -213,8 +348,8 @@ const hashEncoder = new TextEncoder()
 
 /**
  * A record's hash for the digests: MurmurHash3 of its key's parts joined by NUL. A span's is the hash
- * of its `spans` key bytes (the ids are ASCII hex joined by one 0 byte), so the writer can hash the
- * key it has just put.
+ * of its ids, which its `spans` key bytes hold from `spanIdsOffset` on (ASCII hex joined by one 0
+ * byte), so the writer can hash the key it has just put.
  */
 export const recordHash = (key: RecordKey): number =>
-  HashRing.murmur3(hashEncoder.encode((key[0] === "span" ? key.slice(1) : key).join("\u0000")))
+  HashRing.murmur3(hashEncoder.encode((key[0] === "span" ? key.slice(1, 3) : key).join("\u0000")))

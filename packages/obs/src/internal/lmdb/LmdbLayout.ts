@@ -19,6 +19,7 @@ import type {
   TimeKey
 } from "./Keys.js"
 import { dbNames, layoutVersion, plannedDbs } from "./Keys.js"
+import type { TraceFilter } from "./TraceFilter.js"
 
 // lmdb types keys as its own `Key` union; our tuples are readonly arrays of strings and numbers.
 // biome-ignore lint/suspicious/noExplicitAny: lmdb's Key type does not accept readonly tuples
@@ -28,6 +29,12 @@ export interface Layout {
   readonly env: RootDatabase
   /** Values are `SpanRecord` bytes. */
   readonly spans: Database<Uint8Array, K<SpanKey>>
+  /** Binary keys (Keys.ts, `traceIndexGroupKey`), values a group of entries (`indexEntries`). */
+  readonly traceIndex: Database<Uint8Array, Uint8Array>
+  /** Binary keys (an epoch's `epochStart`), Bloom filters as TraceFilter.ts encodes them. */
+  readonly traceFilters: Database<Uint8Array, Uint8Array>
+  /** The filters this thread has read, by epoch (sealed epochs' filters do not change). */
+  readonly traceFilterCache: Map<number, TraceFilter>
   readonly byService: Database<ServiceBlockValue, K<ServiceBlockKey>>
   readonly byStatus: Database<StatusBlockValue, K<StatusBlockKey>>
   readonly byCorrelation: Database<1, K<CorrelationKey>>
@@ -80,6 +87,18 @@ export const openLayout = (options: OpenOptions): Layout => {
     })
   const binary = (name: string) =>
     env.openDB<Uint8Array, Uint8Array>({ name, encoding: "binary", keyEncoding: "binary", cache: false })
+  // The planned handles of ordered-binary databases keep that key encoding (lmdb gives those databases
+  // a comparator of its own, which a handle with binary keys must not miss); a Uint8Array key is
+  // written as its bytes.
+  const encoded = (name: string) =>
+    name === dbNames.traceIndex
+      ? binary(name)
+      : env.openDB<Uint8Array, Uint8Array>({
+          name,
+          encoding: "binary",
+          keyEncoding: "ordered-binary",
+          cache: false
+        })
   const layout: Layout = {
     env,
     spans: env.openDB<Uint8Array, K<SpanKey>>({
@@ -88,6 +107,9 @@ export const openLayout = (options: OpenOptions): Layout => {
       keyEncoding: "ordered-binary",
       cache: false
     }),
+    traceIndex: binary(dbNames.traceIndex),
+    traceFilters: binary(dbNames.traceFilters),
+    traceFilterCache: new Map(),
     byService: db(dbNames.byService),
     byStatus: db(dbNames.byStatus),
     byCorrelation: db(dbNames.byCorrelation),
@@ -105,7 +127,7 @@ export const openLayout = (options: OpenOptions): Layout => {
       cache: false
     }),
     meta: db(dbNames.meta),
-    planned: plannedDbs.map((name) => binary(dbNames[name]))
+    planned: plannedDbs.map((name) => encoded(dbNames[name]))
   }
   const found = layout.meta.get("layout")
   if (found === undefined) layout.meta.putSync("layout", layoutVersion)

@@ -14,6 +14,10 @@ import {
   allRoutes,
   blockFields,
   durationBand,
+  epochOf,
+  epochStart,
+  groupBuckets,
+  idTimeBucket,
   maxDurationBand,
   maxKeyPart,
   maxLabelBytes,
@@ -23,18 +27,67 @@ import {
   serviceBucket,
   serviceBucketMicros,
   statusBlockFields,
-  statusIndexed
+  statusIndexed,
+  traceIdKeyPart,
+  traceIndexRange
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import * as SpanRecord from "./SpanRecord.js"
+import * as TraceFilter from "./TraceFilter.js"
 
 /** Spans one search may examine per service before it returns a page and a cursor (it finishes the bucket it is in). */
 export const searchScanLimit = 100_000
 
+/** The first and the newest epoch of the trace index; undefined when it is empty. */
+const epochs = (layout: Layout): readonly [number, number] | undefined => {
+  for (const first of layout.traceIndex.getKeys({ limit: 1 }))
+    for (const last of layout.traceIndex.getKeys({ reverse: true, limit: 1 }))
+      return [epochOf(first), epochOf(last)]
+  return undefined
+}
+
+/**
+ * The span buckets that may hold a trace's spans: its id's own time's, then those the trace index
+ * names (Keys.ts) in the id's groups of each epoch whose filter may hold the id, or
+ * that has none (the current one); none for an id that is not a trace id.
+ */
+const traceBuckets = (layout: Layout, traceId: string): Array<number> => {
+  const id = traceIdKeyPart(traceId)
+  if (id === undefined) return []
+  const buckets = new Set<number>([idTimeBucket(traceId)])
+  const range = epochs(layout)
+  if (range === undefined) return Array.from(buckets)
+  const hash = TraceFilter.idHash(id)
+  // Epochs that retention has deleted keep no filter here.
+  for (const epoch of layout.traceFilterCache.keys())
+    if (epoch < range[0]) layout.traceFilterCache.delete(epoch)
+  for (let epoch = range[0]; epoch <= range[1]; epoch++) {
+    const filter = filterOf(layout, epoch)
+    if (filter !== undefined && !TraceFilter.mayHold(filter, hash)) continue
+    for (const { value } of layout.traceIndex.getRange(traceIndexRange(epoch, hash)))
+      groupBuckets(value, id, buckets)
+  }
+  return Array.from(buckets)
+}
+
+/** An epoch's filter, read once; undefined when it has none that decodes (it is then read whole). */
+const filterOf = (layout: Layout, epoch: number): TraceFilter.TraceFilter | undefined => {
+  const cached = layout.traceFilterCache.get(epoch)
+  if (cached !== undefined) return cached
+  const stored = layout.traceFilters.getBinary(epochStart(epoch))
+  const filter = stored === undefined ? undefined : TraceFilter.decode(stored)
+  if (filter !== undefined) layout.traceFilterCache.set(epoch, filter)
+  return filter
+}
+
 export const readTrace = (layout: Layout, traceId: string): ReadonlyArray<Telemetry.Span> => {
-  const spans = Array.from(layout.spans.getRange({ start: [traceId], end: [traceId, maxKeyPart] }), (e) =>
-    SpanRecord.decode(traceId, (e.key as [string, string])[1], e.value)
-  )
+  const spans: Array<Telemetry.Span> = []
+  for (const bucket of traceBuckets(layout, traceId))
+    for (const { key, value } of layout.spans.getRange({
+      start: [bucket, traceId],
+      end: [bucket, traceId, maxKeyPart]
+    }))
+      spans.push(SpanRecord.decode(traceId, (key as [number, string, string])[2], value))
   return spans.sort(byStart)
 }
 
@@ -251,10 +304,15 @@ export const correlatedTraceIds = (
 ): ReadonlyArray<string> => {
   const ids = new Set<string>()
   // A trace id correlates its own trace (spans whose correlation id is their trace id are not indexed).
-  const own = Array.from(
-    layout.spans.getKeys({ start: [correlationId], end: [correlationId, maxKeyPart], limit: 1 })
-  )
-  if (own.length > 0) ids.add(correlationId)
+  const stored = (bucket: number) =>
+    Array.from(
+      layout.spans.getKeys({
+        start: [bucket, correlationId],
+        end: [bucket, correlationId, maxKeyPart],
+        limit: 1
+      })
+    ).length > 0
+  if (traceBuckets(layout, correlationId).some(stored)) ids.add(correlationId)
   for (const key of layout.byCorrelation.getKeys({
     start: [correlationId, maxKeyPart],
     end: [correlationId],

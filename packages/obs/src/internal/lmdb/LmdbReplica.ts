@@ -21,7 +21,8 @@ import {
   type RecordKey,
   type RedPartValue,
   recordHash,
-  serviceBucketMicros
+  serviceBucketMicros,
+  spanKeyBucket
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { partOf } from "./Red.js"
@@ -158,7 +159,12 @@ export const records = (layout: Layout, minute: number, slice: number): Readonly
     }))
       for (let at = 0; at < value.length; at += blockFields) {
         const traceId = value[at + 1] as string
-        out.push(entry(["span", traceId, value[at + 2] as string], traceId))
+        out.push(
+          entry(
+            ["span", traceId, value[at + 2] as string, spanKeyBucket(value[at] as number, traceId)],
+            traceId
+          )
+        )
       }
     for (const key of layout.redParts.getKeys({
       start: [service, fromSec],
@@ -192,7 +198,7 @@ export const exportRecords = (layout: Layout, ids: ReadonlyArray<string>): Uint8
     const key = JSON.parse(id) as RecordKey
     switch (key[0]) {
       case "span": {
-        const bytes = layout.spans.get([key[1], key[2]])
+        const bytes = layout.spans.get([key[3], key[1], key[2]])
         if (bytes !== undefined) out.spans.push([key[1], key[2], bytes])
         break
       }

@@ -8,12 +8,17 @@ import type { RetentionResult } from "../../Store.js"
 import {
   blockFields,
   digestMinute,
+  epochOf,
+  epochStart,
+  indexEntries,
   indexedStatusClasses,
   maxDurationBand,
   maxKeyPart,
   type ServiceBlockSpan,
   type ServiceBlockValue,
-  serviceBucket
+  serviceBucket,
+  spanBucket,
+  spanKeyBucket
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 
@@ -55,7 +60,7 @@ export const deleteOlderThan = async (
               at,
               at + blockFields
             ) as unknown as ServiceBlockSpan
-            layout.spans.remove([traceId, spanId])
+            layout.spans.remove([spanKeyBucket(startMicros, traceId), traceId, spanId])
             if (correlationId !== "")
               layout.byCorrelation.remove([correlationId, startMicros, traceId, spanId])
           }
@@ -69,6 +74,7 @@ export const deleteOlderThan = async (
     await deleteRange(layout.redParts, { start: [service, -1], end: [service, cutoffSec] }, stopped)
   }
   await deleteDigests(layout, digestMinute(cutoffMicros), stopped)
+  await deleteTraceIndex(layout, spanBucket(cutoffMicros), stopped)
 
   for (const cls of indexedStatusClasses)
     for (let band = 0; band <= maxDurationBand; band++)
@@ -161,3 +167,52 @@ const deleteRollups = async (layout: Layout, service: string, cutoffSec: number)
     seek = [service, route, maxKeyPart]
   }
 }
+
+/**
+ * Trace index groups all of whose entries name buckets before the cutoff, oldest epoch first, up to
+ * the first epoch that keeps a group (epochs follow ingest, so later ones hold little that old: late
+ * arrivals, which stay until their epoch's turn comes, their lookups finding no span).
+ */
+const deleteTraceIndex = async (layout: Layout, cutoffBucket: number, stopped: () => boolean) => {
+  for (;;) {
+    await deleteFilters(layout)
+    const [first] = Array.from(layout.traceIndex.getKeys({ limit: 1 }))
+    if (first === undefined || stopped()) return
+    const epoch = epochOf(first)
+    let kept = false
+    let start: Uint8Array = epochStart(epoch)
+    for (;;) {
+      if (stopped()) return
+      const groups = Array.from(
+        layout.traceIndex.getRange({ start, end: epochStart(epoch + 1), limit: chunk }),
+        ({ key, value }) => ({
+          key,
+          old: Array.from(indexEntries(value)).every(([, bucket]) => bucket < cutoffBucket)
+        })
+      )
+      const old = groups.filter((group) => group.old)
+      if (old.length < groups.length) kept = true
+      if (old.length > 0)
+        await layout.env.transaction(() => {
+          for (const { key } of old) layout.traceIndex.remove(key)
+        })
+      const last = groups[groups.length - 1]
+      if (groups.length < chunk || last === undefined) break
+      // Past the last key read: the same bytes with a 0 appended.
+      start = Buffer.concat([last.key, Buffer.alloc(1)])
+    }
+    if (kept) return
+  }
+}
+
+/**
+ * The filters of epochs before the oldest one the index still holds: read in the deleting
+ * transaction, so that an epoch the writer seals meanwhile keeps its filter.
+ */
+const deleteFilters = (layout: Layout) =>
+  layout.env.transaction(() => {
+    const [first] = Array.from(layout.traceIndex.getKeys({ limit: 1 }))
+    const end = first === undefined ? undefined : epochStart(epochOf(first))
+    for (const key of Array.from(layout.traceFilters.getKeys(end === undefined ? {} : { end })))
+      layout.traceFilters.remove(key)
+  })

@@ -12,15 +12,25 @@ import {
   blockFields,
   type DigestValue,
   digestMinute,
+  epochBytes,
+  epochEntries,
+  epochOf,
+  epochStart,
+  indexEntries,
   logCorrelationKey,
   micros,
   plannedDbs,
   recordHash,
   type ServiceInfoValue,
-  statusBlockFields
+  spanIdsOffset,
+  statusBlockFields,
+  traceGroup,
+  traceIdBytes,
+  traceIndexGroupKey
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { partValue, RedDeltas } from "./Red.js"
+import * as TraceFilter from "./TraceFilter.js"
 import type { BatchPlan } from "./WritePlan.js"
 
 const { murmur3 } = HashRing
@@ -31,12 +41,51 @@ const lastSeenRefreshNano = 10_000_000_000n
 export interface WriteState {
   /** The last ServiceInfoValue written per service, to skip redundant writes. */
   readonly services: Map<string, ServiceInfoValue>
+  /** The trace index's current epoch (Keys.ts) and the entries written in it so far. */
+  epoch: number
+  epochEntries: number
+  /** The rounds that stored trace index entries so far (they key its groups). */
+  round: number
+  /** The hashes of the trace ids of the current epoch's entries (TraceFilter.ts), `epochEntries` of them. */
+  epochHashes: Uint32Array
 }
 
+/**
+ * Each writer starts a new epoch of the trace index, after the newest stored (or filtered), so every
+ * epoch before it is sealed: any of those without a filter that decodes (its writer stopped before
+ * sealing it, a sealing commit failed, the bytes are damaged) gets one built from its index entries.
+ * Lookups read an epoch without a filter whole, so none misses a trace meanwhile.
+ */
 export const makeWriteState = (layout: Layout): WriteState => {
   const services = new Map<string, ServiceInfoValue>()
   for (const { key, value } of layout.services.getRange()) services.set(key, value)
-  return { services }
+  let epoch = 1
+  for (const key of layout.traceIndex.getKeys({ reverse: true, limit: 1 })) epoch = epochOf(key) + 1
+  for (const key of layout.traceFilters.getKeys({ reverse: true, limit: 1 }))
+    epoch = Math.max(epoch, epochOf(key) + 1)
+  sealUnfiltered(layout)
+  return { services, epoch, epochEntries: 0, round: 0, epochHashes: new Uint32Array(epochEntries + 8_000) }
+}
+
+/** Builds and stores the filter of every epoch of the index that has none that decodes. */
+const sealUnfiltered = (layout: Layout): void => {
+  const missing: Array<readonly [number, Uint8Array]> = []
+  for (let seek: Uint8Array = epochStart(0); ; ) {
+    const [first] = Array.from(layout.traceIndex.getKeys({ start: seek, limit: 1 }))
+    if (first === undefined) break
+    const epoch = epochOf(first)
+    seek = epochStart(epoch + 1)
+    const stored = layout.traceFilters.getBinary(epochStart(epoch))
+    if (stored !== undefined && TraceFilter.decode(stored) !== undefined) continue
+    const hashes: Array<number> = []
+    for (const { value } of layout.traceIndex.getRange({ start: epochStart(epoch), end: seek }))
+      for (const [id] of indexEntries(value)) hashes.push(TraceFilter.idHash(id))
+    missing.push([epoch, TraceFilter.build(hashes)])
+  }
+  if (missing.length > 0)
+    layout.env.transactionSync(() => {
+      for (const [epoch, filter] of missing) layout.traceFilters.put(epochStart(epoch), filter)
+    })
 }
 
 /**
@@ -80,6 +129,7 @@ export const commitRound = async (
 const putNew = <V>(db: Database<V, any>, key: unknown, value: V): boolean =>
   db.putSync(key, value, { noOverwrite: true }) as unknown as boolean
 const SPANS = plannedDbs.indexOf("spans")
+const TRACE_INDEX = plannedDbs.indexOf("traceIndex")
 const BY_SERVICE = plannedDbs.indexOf("byService")
 const BY_STATUS = plannedDbs.indexOf("byStatus")
 
@@ -96,12 +146,16 @@ export const applyRound = (
 ): ReadonlyArray<WriteOutcome> => {
   const red = new RedDeltas()
   const digests = new DigestDeltas()
+  // The round's trace index entries by group (Keys.ts, traceGroup).
+  const groups: Array<Array<Uint8Array> | undefined> = []
   const outcomes = round.map((plan) => {
     const peers = plan.peers
     const { table, bytes } = plan
     let stored = 0
     let span = 0
     let repeated: Set<string> | undefined
+    // Whether a span since the last trace index entry was new: the entry is stored only then.
+    let fresh = false
     let offset = 0
     for (let t = 0; t < table.length; t += 3) {
       const db = table[t] ?? 0
@@ -113,13 +167,28 @@ export const applyRound = (
       if (db === SPANS) {
         if (putNew(layout.planned[SPANS] as Database<Uint8Array, Uint8Array>, key, value)) {
           stored++
+          fresh = true
           if (peers !== undefined)
-            digests.add(peers.sets[peers.spans[span] ?? 0], plan.spanMinutes?.[span] ?? 0, murmur3(key))
+            digests.add(
+              peers.sets[peers.spans[span] ?? 0],
+              plan.spanMinutes?.[span] ?? 0,
+              murmur3(key.subarray(spanIdsOffset))
+            )
         } else {
           repeated ??= new Set()
-          repeated.add(Buffer.from(key).toString("latin1"))
+          repeated.add(Buffer.from(key.subarray(spanIdsOffset)).toString("latin1"))
         }
         span++
+      } else if (db === TRACE_INDEX) {
+        if (fresh) {
+          const entry = key.subarray(epochBytes)
+          const hash = TraceFilter.idHash(entry.subarray(0, traceIdBytes))
+          const group = groups[traceGroup(hash)]
+          if (group === undefined) groups[traceGroup(hash)] = [entry]
+          else group.push(entry)
+          noteIndexed(state, hash)
+        }
+        fresh = false
       } else if (repeated !== undefined && (db === BY_SERVICE || db === BY_STATUS)) {
         const kept = withoutSpans(key, value, db === BY_SERVICE ? blockFields : statusBlockFields, repeated)
         if (kept !== undefined) layout.planned[db]?.put(kept.key, kept.value)
@@ -169,7 +238,29 @@ export const applyRound = (
   })
   red.flush(layout.red)
   digests.flush(layout.digests)
+  if (groups.length > 0) {
+    groups.forEach((group, at) => {
+      if (group !== undefined)
+        layout.traceIndex.put(traceIndexGroupKey(state.epoch, at, state.round), Buffer.concat(group))
+    })
+    state.round++
+  }
+  if (state.epochEntries >= epochEntries) {
+    // Sealed: from now on lookups read the epoch only when its filter may hold their id.
+    layout.traceFilters.put(epochStart(state.epoch), TraceFilter.build(state.epochHashes, state.epochEntries))
+    state.epoch++
+    state.epochEntries = 0
+  }
   return outcomes
+}
+
+const noteIndexed = (state: WriteState, hash: number): void => {
+  if (state.epochEntries === state.epochHashes.length) {
+    const bigger = new Uint32Array(state.epochHashes.length * 2)
+    bigger.set(state.epochHashes)
+    state.epochHashes = bigger
+  }
+  state.epochHashes[state.epochEntries++] = hash
 }
 
 const unpackr = new Unpackr({ useRecords: false })

@@ -20,6 +20,7 @@ import {
   correlationKey,
   digestMinute,
   durationBand,
+  idTimeBucket,
   maxLabelBytes,
   micros,
   plannedDbs,
@@ -27,12 +28,16 @@ import {
   type ServiceInfoValue,
   type StatusBlockKey,
   serviceBucket,
+  spanKeyBucketOf,
   statusBlockFields,
-  statusIndexed
+  statusIndexed,
+  traceIndexKeyBytes,
+  writeTraceIndexKey
 } from "./Keys.js"
 import * as SpanRecord from "./SpanRecord.js"
 
 const SPANS = plannedDbs.indexOf("spans")
+const TRACE_INDEX = plannedDbs.indexOf("traceIndex")
 const BY_SERVICE = plannedDbs.indexOf("byService")
 const BY_STATUS = plannedDbs.indexOf("byStatus")
 const BY_CORRELATION = plannedDbs.indexOf("byCorrelation")
@@ -94,18 +99,29 @@ class Builder extends Msgpack.Writer {
 
   /**
    * `beginEntry(spanKey(span))` without ordered-binary's character loop: hex ids are plain ASCII that
-   * needs no escape, so the key is the two ids joined by a 0 byte (the test holds this to writeKey).
+   * needs no escape, so the key is the bucket's number, then the two ids, each after a 0 byte (the
+   * test holds this to writeKey).
    */
-  beginSpanEntry(span: Telemetry.Span): void {
+  beginSpanEntry(span: Telemetry.Span, bucket: number): void {
     const { traceId, spanId } = span
-    this.room(traceId.length + spanId.length + 1)
+    this.room(traceId.length + spanId.length + 12)
     const b = this.bytes
     this.keyStart = this.position
-    let p = this.position
+    let p = writeKey(bucket, b, this.position, true)
+    b[p++] = 0
     for (let i = 0; i < traceId.length; i++) b[p++] = traceId.charCodeAt(i)
     b[p++] = 0
     for (let i = 0; i < spanId.length; i++) b[p++] = spanId.charCodeAt(i)
     this.position = this.valueStart = p
+  }
+
+  /** The trace index entry of (trace, bucket), with an empty value: Keys.ts, `writeTraceIndexKey`. */
+  traceIndexEntry(traceId: string, bucket: number): void {
+    this.room(traceIndexKeyBytes)
+    this.keyStart = this.position
+    writeTraceIndexKey(this.bytes, this.position, traceId, bucket)
+    this.position = this.valueStart = this.position + traceIndexKeyBytes
+    this.endEntry(TRACE_INDEX)
   }
 
   endEntry(db: number): void {
@@ -163,17 +179,25 @@ const planSpans = (b: Builder, batch: PlanInput) => {
   // Status class, then duration band: the status index's blocks.
   const statusBlocks = new Map<string, Blocks<number>>()
   // BigInt division allocates: each span's start in microseconds is computed once.
-  const starts = new Float64Array(spans.length)
+  const starts = Float64Array.from(spans, (span) => micros(span.startTimeUnixNano))
   for (let i = 0; i < spans.length; i++) {
     const span = spans[i] as Telemetry.Span
     const route = routeOf(span)
     checkKeyRoom(span, route, batch.agentId, i)
-    const startMicros = micros(span.startTimeUnixNano)
-    starts[i] = startMicros
+    const startMicros = starts[i] as number
     const correlated = span.correlationId !== span.traceId
-    b.beginSpanEntry(span)
+    const idBucket = idTimeBucket(span.traceId)
+    const spanAt = spanKeyBucketOf(startMicros, idBucket)
+    b.beginSpanEntry(span, spanAt)
     SpanRecord.write(b, span)
     b.endEntry(SPANS)
+    // A span not in its trace id's bucket needs a trace index entry: one after each run of such spans
+    // of the same trace and bucket (the writer stores it when a span of the run was new).
+    if (spanAt !== idBucket) {
+      const next = spans[i + 1]
+      if (next?.traceId !== span.traceId || spanKeyBucketOf(starts[i + 1] as number, idBucket) !== spanAt)
+        b.traceIndexEntry(span.traceId, spanAt)
+    }
     const bucket = serviceBucket(startMicros)
     addToBlock(serviceBlocks, span.service, bucket, i)
     const cls = Telemetry.statusClass(span.http?.statusCode)
