@@ -39,7 +39,7 @@
  * exporter); badger as Jaeger configures it (writes not synced: obs syncs each commit).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -98,6 +98,11 @@ const waitFor = async (what: string, child: ChildProcess, ready: () => Promise<b
 
 const metricsText = async (url: string) => (await fetch(url)).text()
 
+// The servers' own logs (badger's level dumps, gRPC warnings at shutdown) go to files, not between
+// the figures; the header says where.
+const logs = mkdtempSync(join(tmpdir(), "iii-bench-otlp-logs-"))
+const logTo = (name: string) => openSync(join(logs, `${name}.log`), "a")
+
 const startIii = async (): Promise<Server> => {
   const dir = mkdtempSync(join(tmpdir(), "iii-bench-otlp-iii-"))
   const [port, grpcPort] = [await freePort(), await freePort()]
@@ -118,7 +123,7 @@ const startIii = async (): Promise<Server> => {
       "--otlp-grpc-port",
       String(grpcPort)
     ],
-    { stdio: ["ignore", "ignore", "inherit"] }
+    { stdio: ["ignore", "ignore", logTo("iii-obs")] }
   )
   const metrics = `http://127.0.0.1:${port}/metrics`
   await waitFor("iii obs", child, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok)
@@ -187,7 +192,7 @@ exporters:
 `
   )
   const child = spawn(tools.III_JAEGER, ["--config", join(dir, "config.yaml")], {
-    stdio: ["ignore", "ignore", "inherit"],
+    stdio: ["ignore", logTo(`jaeger-${store}`), logTo(`jaeger-${store}`)],
     cwd: dir
   })
   const metrics = `http://127.0.0.1:${metricsPort}/metrics`
@@ -320,7 +325,7 @@ const servers: Record<string, () => Promise<Server>> = {
 
 console.log(
   `OTLP peers: ${CLIENTS} telemetrygen processes of ${WORKERS} workers offering ${fmt(RATE)} spans/s each (${fmt(CLIENTS * WORKERS * RATE)} in all), ${BATCH}-span requests over OTLP/${PROTOCOL}, ` +
-    `${SECONDS} s measured per server after ${WARMUP_SECONDS} s warm-up`
+    `${SECONDS} s measured per server after ${WARMUP_SECONDS} s warm-up; servers' logs in ${logs}`
 )
 const results: Array<Result> = []
 for (const key of ONLY) {
