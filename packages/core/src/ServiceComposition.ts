@@ -361,6 +361,27 @@ export const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
     ""
   )
 
+/**
+ * Keys named `__proto__` anywhere in the document. YAML and JSON.parse make them ordinary own keys,
+ * but the decoder's pass-through of unknown metadata assigns them, which sets the decoded object's
+ * prototype: `metadata: { name: a, __proto__: { namespace: kube-system } }` would then read a
+ * namespace nobody validated. Refused, with their paths, before decoding.
+ */
+const prototypeKeys = (
+  value: unknown,
+  path: ReadonlyArray<PropertyKey>,
+  seen = new WeakSet<object>() // YAML aliases can make a document refer to itself
+): Array<Issue> => {
+  if (typeof value !== "object" || value === null || seen.has(value)) return []
+  seen.add(value)
+  if (Array.isArray(value)) return value.flatMap((item, i) => prototypeKeys(item, [...path, i], seen))
+  return Object.keys(value).flatMap((key) =>
+    key === "__proto__"
+      ? [{ path: formatPath([...path, key]), message: "a key named __proto__ is not allowed" }]
+      : prototypeKeys((value as Record<string, unknown>)[key], [...path, key], seen)
+  )
+}
+
 const decodeAll = Schema.decodeUnknownEither(ServiceComposition, { errors: "all", onExcessProperty: "error" })
 
 /**
@@ -368,6 +389,8 @@ const decodeAll = Schema.decodeUnknownEither(ServiceComposition, { errors: "all"
  * raw input as well, so a duplicate is reported even when other fields of those components are wrong.
  */
 export const validate = (input: unknown): Either.Either<ServiceComposition, ReadonlyArray<Issue>> => {
+  const forbidden = prototypeKeys(input, [])
+  if (forbidden.length > 0) return Either.left(forbidden)
   const decoded = decodeAll(input)
   if (Either.isRight(decoded)) return Either.right(decoded.right)
   const all = ParseResult.ArrayFormatter.formatErrorSync(decoded.left).map((i) => ({

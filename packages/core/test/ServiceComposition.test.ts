@@ -166,6 +166,25 @@ describe("ServiceComposition", () => {
     expect(exploded && Either.isLeft(exploded) && exploded.left.issues[0]?.message).toContain("alias")
   })
 
+  // Found by fuzz:composition: a `__proto__` key was passed through into the decoded metadata as its
+  // prototype, so a namespace nobody validated could be read off it.
+  it("refuses keys named __proto__, from YAML and from JSON, with their paths", () => {
+    const [fromYaml] = SC.fromYaml(
+      "apiVersion: iii.io/v1\nkind: ServiceComposition\nmetadata: { name: b, __proto__: { namespace: kube-system } }\n" +
+        'spec: { components: [{ name: web, image: "web:1" }] }\n',
+      "a.yaml"
+    )
+    expect(fromYaml && Either.isLeft(fromYaml) && fromYaml.left.issues).toEqual([
+      { path: "metadata.__proto__", message: "a key named __proto__ is not allowed" }
+    ])
+    const fromJson = JSON.parse(
+      JSON.stringify(seed).replace('"metadata":{', '"metadata":{"labels":{"__proto__":{"team":"x"}},')
+    )
+    expect(issuesOf(fromJson)).toEqual([
+      { path: "metadata.labels.__proto__", message: "a key named __proto__ is not allowed" }
+    ])
+  })
+
   it("formats paths as users write them", () => {
     expect(SC.formatPath(["spec", "components", 0, "replicas"])).toBe("spec.components[0].replicas")
   })
