@@ -31,6 +31,11 @@ storeConformance("LmdbStore with a writer thread", () =>
   Effect.flatMap(tempDir, (path) => LmdbStore.make({ path, writerThread: true }))
 )
 
+/** A trace id another tracer minted: 16 random bytes, no time in front. */
+const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
+/** `n` spans of as many foreign traces. */
+const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
+
 describe("LmdbStore", () => {
   it("keeps data across a reopen, and knows its spans: a re-sent batch is still a duplicate", () =>
     Effect.runPromise(
@@ -114,12 +119,10 @@ describe("LmdbStore", () => {
       Effect.scoped(
         Effect.gen(function* () {
           const path = yield* tempDir
-          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
           const id = foreign()
           const ours = [0, 3, 25, 1_000, 60_000].map((at) =>
             span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at) })
           )
-          const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
           // Two writers, one after the other: each writes in an epoch of its own.
           for (const [seq, mine] of [
             [1, ours.slice(0, 3)],
@@ -210,12 +213,10 @@ describe("LmdbStore", () => {
       Effect.scoped(
         Effect.gen(function* () {
           const path = yield* tempDir
-          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
           const id = foreign()
           const ours = [0, 1].map((at) =>
             span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at) })
           )
-          const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
           const store = yield* LmdbStore.make({ path })
           // Epoch 1 is sealed after the round that takes it to epochEntries; epoch 2 is current.
           yield* store.writer.write([batch("a", 1, [...others(epochEntries / 2), ours[0] as Telemetry.Span])])
@@ -297,7 +298,6 @@ describe("LmdbStore", () => {
       Effect.scoped(
         Effect.gen(function* () {
           const path = yield* tempDir
-          const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
           const old = (n: number) =>
             Array.from({ length: n }, (_, i) =>
               span({ traceId: foreign(), startTimeUnixNano: t0 + ms(i / 100) })
