@@ -6,7 +6,7 @@
  * Every field carries a description, which becomes `kubectl explain` text.
  */
 import { Either, ParseResult, Schema } from "effect"
-import { parseAllDocuments } from "yaml"
+import { isAlias, isCollection, LineCounter, parseAllDocuments, visit } from "yaml"
 import { InvalidDocument, messageOf } from "./Errors.js"
 import * as Quantity from "./Quantity.js"
 
@@ -39,6 +39,37 @@ const dns1123Subdomain = Schema.String.pipe(
     message: (issue) => `${JSON.stringify(issue.actual)} is not a DNS-1123 subdomain`
   }),
   Schema.maxLength(253)
+)
+
+// Kubernetes' qualified name ([DNS-1123 subdomain prefix/]name), the form of label and annotation keys.
+const qualifiedNamePart = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/
+const qualifiedNameProblem = (key: string): string | undefined => {
+  const slash = key.indexOf("/")
+  const [prefix, name] = slash === -1 ? [undefined, key] : [key.slice(0, slash), key.slice(slash + 1)]
+  if (prefix !== undefined && (prefix.length > 253 || !Schema.is(dns1123Subdomain)(prefix)))
+    return `${JSON.stringify(key)}: the prefix before '/' must be a DNS-1123 subdomain`
+  if (name.length > 63 || !qualifiedNamePart.test(name))
+    return `${JSON.stringify(key)} is not a qualified name (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, after an optional prefix/)`
+  return undefined
+}
+// Keys checked by a filter on the record, not its key schema, so each bad key is named with its
+// problem instead of reported as an unexpected property.
+const withQualifiedKeys = <A, I>(record: Schema.Schema<Record<string, A>, Record<string, I>>) =>
+  record.pipe(
+    Schema.filter((entries) =>
+      Object.keys(entries).flatMap((key) => {
+        const message = qualifiedNameProblem(key)
+        return message === undefined ? [] : [{ path: [key], message }]
+      })
+    )
+  )
+const LabelValue = Schema.String.pipe(
+  Schema.filter(
+    (value) =>
+      value === "" ||
+      (value.length <= 63 && qualifiedNamePart.test(value)) ||
+      `${JSON.stringify(value)} is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)`
+  )
 )
 
 // The grammar of distribution/reference: [registry[:port]/]path[:tag][@digest], lowercase path.
@@ -288,12 +319,15 @@ export type Spec = typeof Spec.Type
 export const Metadata = Schema.Struct(
   {
     name: dns1123Subdomain.annotations({ description: "Name of the composition." }),
-    namespace: Schema.optional(Schema.String),
+    namespace: Schema.optional(dns1123Label),
     uid: Schema.optional(Schema.String),
     generation: Schema.optional(Schema.Number),
     resourceVersion: Schema.optional(Schema.String),
-    labels: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String })),
-    annotations: Schema.optional(Schema.Record({ key: Schema.String, value: Schema.String }))
+    // The API server refuses other keys and values; `iii validate` says so before it.
+    labels: Schema.optional(withQualifiedKeys(Schema.Record({ key: Schema.String, value: LabelValue }))),
+    annotations: Schema.optional(
+      withQualifiedKeys(Schema.Record({ key: Schema.String, value: Schema.String }))
+    )
   },
   // The API server adds more (managedFields, creationTimestamp, …); they pass through untouched.
   Schema.Record({ key: Schema.String, value: Schema.Unknown })
@@ -429,8 +463,9 @@ export const encode = Schema.encodeSync(ServiceComposition)
 export const fromYaml = (
   text: string,
   source: string
-): ReadonlyArray<Either.Either<ServiceComposition, InvalidDocument>> =>
-  parseAllDocuments(text)
+): ReadonlyArray<Either.Either<ServiceComposition, InvalidDocument>> => {
+  const lines = new LineCounter()
+  return parseAllDocuments(text, { lineCounter: lines })
     .filter((doc) => doc.contents !== null || doc.errors.length > 0)
     .map((doc, index, docs) => {
       const name = docs.length > 1 ? `${source}#${index + 1}` : source
@@ -442,6 +477,18 @@ export const fromYaml = (
           })
         )
       if (doc.errors.length > 0) return yamlProblems(doc.errors.map((e) => e.message))
+      // yaml would turn a list or map used as a key into its text (with a Node warning on stderr), so
+      // `? [a] : b` would pass as a key named "[ a ]"; no field of a composition has such a key.
+      const complexKeys: Array<string> = []
+      visit(doc, {
+        Pair: (_, pair) => {
+          if (isCollection(pair.key) || isAlias(pair.key))
+            complexKeys.push(
+              `a mapping key must be a plain value, not a list, map or alias, at line ${lines.linePos(pair.key.range?.[0] ?? 0).line}`
+            )
+        }
+      })
+      if (complexKeys.length > 0) return yamlProblems(complexKeys)
       // Converting can still fail: an alias whose anchor is missing, or one that expands too far.
       let value: unknown
       try {
@@ -451,3 +498,4 @@ export const fromYaml = (
       }
       return decode(value, name)
     })
+}

@@ -185,6 +185,44 @@ describe("ServiceComposition", () => {
     ])
   })
 
+  // Found by fuzz:composition: yaml turned such keys into their text, warning on stderr.
+  it("refuses a list, map or alias used as a mapping key, naming its line", () => {
+    const [listKey] = SC.fromYaml(
+      "apiVersion: iii.io/v1\nkind: ServiceComposition\nmetadata:\n  name: b\n  labels: { ? [team] : x }\n",
+      "a.yaml"
+    )
+    expect(listKey && Either.isLeft(listKey) && listKey.left.issues).toEqual([
+      { path: "(yaml)", message: "a mapping key must be a plain value, not a list, map or alias, at line 5" }
+    ])
+    const [aliasKey] = SC.fromYaml("a: &k x\n*k : y\n", "b.yaml")
+    expect(aliasKey && Either.isLeft(aliasKey) && aliasKey.left.issues[0]?.message).toContain("line 2")
+  })
+
+  it("refuses label and annotation keys, label values and a namespace the API server would refuse", () => {
+    const metadata = (extra: object) => ({ ...seed, metadata: { ...seed.metadata, ...extra } })
+    expect(
+      issuesOf(metadata({ labels: { "[ team ]": "x", "example.com/team": "pay", "Bad_/x": "y" } }))
+    ).toEqual([
+      { path: "metadata.labels.[ team ]", message: expect.stringContaining("is not a qualified name") },
+      { path: "metadata.labels.Bad_/x", message: expect.stringContaining("must be a DNS-1123 subdomain") }
+    ])
+    expect(issuesOf(metadata({ labels: { team: "a b" } }))).toEqual([
+      { path: "metadata.labels.team", message: expect.stringContaining("is not a label value") }
+    ])
+    expect(
+      issuesOf(metadata({ annotations: { [`${"a".repeat(64)}`]: "x", "iii.io/trace": "true" } }))
+    ).toEqual([
+      {
+        path: `metadata.annotations.${"a".repeat(64)}`,
+        message: expect.stringContaining("is not a qualified name")
+      }
+    ])
+    expect(issuesOf(metadata({ namespace: "Kube" }))).toEqual([
+      { path: "metadata.namespace", message: expect.stringContaining("is not a DNS-1123 label") }
+    ])
+    expect(issuesOf(metadata({ labels: { "app.kubernetes.io/part-of": "shop", empty: "" } }))).toEqual([])
+  })
+
   it("formats paths as users write them", () => {
     expect(SC.formatPath(["spec", "components", 0, "replicas"])).toBe("spec.components[0].replicas")
   })
