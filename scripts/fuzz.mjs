@@ -6,7 +6,8 @@
 // finds interesting go to ~/.cache/iii/fuzz/<name>/corpus (the committed seeds in fuzz/seeds/<name>
 // are read, never written); crashes, timeouts and out-of-memory inputs to fuzz/findings/<name>/.
 // Node runs under the C runtime of scripts/fuzz-runtime.sh (Jazzer's native part needs a newer
-// glibc than Debian 12's). Exit status: libFuzzer's (0: nothing found).
+// glibc than Debian 12's), through fuzz/jazzer.cjs, which makes libFuzzer's fork mode (-fork=N: N
+// jobs, one per core) start its jobs the same way. Exit status: libFuzzer's (0: nothing found).
 import { spawn, spawnSync } from "node:child_process"
 import { mkdirSync, readdirSync } from "node:fs"
 import { homedir } from "node:os"
@@ -22,7 +23,11 @@ const targets = {
   params: { packages: ["obs"], libraries: [], maxLen: 1024 },
   composition: { packages: ["core"], libraries: [], maxLen: 2048 }
 }
-const [target, ...engineArgs] = process.argv.slice(2)
+const [target, ...given] = process.argv.slice(2)
+// Jazzer.js appends its own -timeout (5 s unless told by its --timeout, in ms) after the engine
+// options, overriding a -timeout given there; so a -timeout=S given here goes to Jazzer.js.
+const timeout = given.map((a) => /^-timeout=(\d+)$/.exec(a)?.[1]).find((s) => s !== undefined)
+const engineArgs = given.filter((a) => !a.startsWith("-timeout="))
 const settings = targets[target]
 if (settings === undefined) {
   console.error(`usage: node scripts/fuzz.mjs <${Object.keys(targets).join("|")}> [libFuzzer options]`)
@@ -42,7 +47,7 @@ run(process.execPath, [
   "-b",
   ...settings.packages.map((p) => `packages/${p}`)
 ])
-const lib = run("bash", ["scripts/fuzz-runtime.sh"])
+const node = run("bash", ["scripts/fuzz-runtime.sh", process.execPath])
 
 const corpus = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "iii", "fuzz", target, "corpus")
 const findings = join(repo, "fuzz", "findings", target)
@@ -51,10 +56,7 @@ mkdirSync(findings, { recursive: true })
 const before = new Set(readdirSync(findings))
 
 const args = [
-  "--library-path",
-  lib,
-  process.execPath,
-  join(repo, "node_modules/@jazzer.js/core/dist/cli.js"),
+  join(repo, "fuzz", "jazzer.cjs"),
   join(repo, "fuzz", `${target}.fuzz.mjs`),
   corpus,
   join(repo, "fuzz", "seeds", target),
@@ -63,6 +65,7 @@ const args = [
   ...settings.libraries.map((l) => `--includes=${l}`),
   // Replaces the default (node_modules), which would leave out the libraries above.
   "--excludes=/node_modules/.bin/",
+  ...(timeout === undefined ? [] : [`--timeout=${Number(timeout) * 1000}`]),
   "--",
   `-artifact_prefix=${findings}/`,
   "-print_final_stats=1",
@@ -71,8 +74,9 @@ const args = [
   ...engineArgs
 ]
 const started = Date.now()
-const fuzzer = spawn(join(lib, "ld-linux-x86-64.so.2"), args, {
+const fuzzer = spawn(node, args, {
   cwd: repo,
+  env: { ...process.env, III_FUZZ_NODE: node },
   stdio: ["ignore", "inherit", "pipe"]
 })
 let tail = ""
@@ -81,7 +85,8 @@ fuzzer.stderr.on("data", (chunk) => {
   process.stderr.write(chunk)
   tail = (tail + chunk.toString()).slice(-65536)
   for (const line of tail.split("\n")) {
-    const status = /^#(\d+)\s+\S+\s+cov: (\d+) ft: (\d+) corp: (\d+)\/(\S+)/.exec(line)
+    // "#N  NEW cov: … corp: K/size", or in fork mode "#N: cov: … corp: K exec/s …".
+    const status = /^#(\d+):?\s+(?:\S+\s+)?cov: (\d+) ft: (\d+) corp: (\d+)/.exec(line)
     if (status)
       Object.assign(stats, { runs: +status[1], cov: +status[2], ft: +status[3], corpus: +status[4] })
     // Not anchored: libFuzzer prints the last stat right after its dictionary, on the same line.

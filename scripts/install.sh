@@ -107,7 +107,7 @@ if $for_tests; then
   step "kube-apiserver + etcd for the controller tests" bash scripts/envtest.sh >/dev/null
   # Jazzer.js's native fuzzer needs a newer C runtime than Debian 12's (scripts/fuzz-runtime.sh);
   # without it the fuzz smoke tests are skipped with the reason.
-  step "the fuzzers' C runtime" bash scripts/fuzz-runtime.sh >/dev/null ||
+  step "the fuzzers' C runtime" bash scripts/fuzz-runtime.sh "$(command -v node)" >/dev/null ||
     log "no C runtime for the fuzzers: the fuzz smoke tests will be skipped"
   step "telemetrygen for the OTLP ingest test" bash scripts/otel-tools.sh telemetrygen >/dev/null ||
     log "no telemetrygen: the telemetrygen ingest test will be skipped"
