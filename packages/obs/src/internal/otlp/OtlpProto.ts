@@ -299,7 +299,8 @@ const sameAscii = (s: string, buf: Uint8Array, start: number): boolean => {
 class Reader extends protobuf.BufferReader {
   override stringVerify(): string {
     const at = this.pos
-    const length = this.uint32()
+    // The length as protobufjs's own stringVerify reads it (the same errors for a truncated one).
+    const length = this.size()
     const start = this.pos
     const end = start + length
     const buf = this.buf
