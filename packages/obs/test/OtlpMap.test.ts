@@ -118,6 +118,40 @@ describe("OTLP/JSON traces", () => {
     expect(mapTraces(decoded.right).items[0]?.attributes).toEqual({ no: false, zero: 0, none: 0, blank: "" })
   })
 
+  it("reads protobuf strings as UTF-8 whatever their length, the same in every span, and refuses invalid UTF-8", () => {
+    const long = "a".repeat(65)
+    const strings = ["o-42", "telemetrygen-client", "café ☕", long, "", "é".repeat(40)]
+    const request = (name: string) => ({
+      resourceSpans: [
+        {
+          scopeSpans: [
+            {
+              spans: [1, 2].map((n) => ({
+                traceId: Buffer.from(traceId, "hex"),
+                spanId: Buffer.from(`eee19b7ec3c1b17${n}`, "hex"),
+                name,
+                attributes: strings.map((s, i) => ({ key: `k${i}`, value: { stringValue: s } }))
+              }))
+            }
+          ]
+        }
+      ]
+    })
+    // Twice: the second request's strings are the ones decoded lately.
+    for (let round = 0; round < 2; round++) {
+      const decoded = Proto.decodeRequest("traces", "protobuf", Proto.encodeRequest("traces", request("ab")))
+      if (Either.isLeft(decoded)) throw new Error(decoded.left)
+      const items = mapTraces(decoded.right).items
+      expect(items.map((s) => [s.name, s.attributes])).toEqual(
+        [1, 2].map(() => ["ab", Object.fromEntries(strings.map((s, i) => [`k${i}`, s]))])
+      )
+    }
+    // A name of two bytes that are not UTF-8 (a lead byte, then no continuation byte), in place of "ZQ".
+    const body = Buffer.from(Proto.encodeRequest("traces", request("ZQ")))
+    for (let at = body.indexOf("ZQ"); at >= 0; at = body.indexOf("ZQ", at)) body.set([0xc3, 0x28], at)
+    expect(Either.isLeft(Proto.decodeRequest("traces", "protobuf", body))).toBe(true)
+  })
+
   it("maps resource identity and HTTP conventions, keeping the rest as attributes", () => {
     const resource = [
       { key: "service.name", value: { stringValue: "cart" } },

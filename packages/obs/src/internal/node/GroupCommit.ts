@@ -35,7 +35,10 @@ interface Pending<P> {
 }
 
 /** What ingest connections and the metrics endpoint see of a GroupCommit, whatever it prepares batches into. */
-export type BatchQueue = Pick<GroupCommit<unknown>, "submit" | "full" | "onRoom" | "depth" | "commits">
+export type BatchQueue = Pick<
+  GroupCommit<unknown>,
+  "submit" | "queueBatch" | "full" | "onRoom" | "depth" | "commits"
+>
 
 const weight = (b: IngestBatch) => b.spans.length + b.logs.length + b.metrics.length + 1
 
@@ -59,11 +62,19 @@ export class GroupCommit<P> {
 
   /** Queues a batch; resolves once it is durable (or found duplicate), rejects if its transaction failed. */
   submit(batch: IngestBatch): Promise<WriteOutcome> {
+    const queued = this.queueBatch(batch)
+    return Either.isLeft(queued) ? Promise.reject(queued.left) : queued.right
+  }
+
+  /**
+   * `submit`, answering a batch that `prepare` refuses at once, as a Left, rather than with a rejected
+   * promise: a caller that would submit the batch again without what was refused knows it before it
+   * waits, and need not keep the batch until the commit.
+   */
+  queueBatch(batch: IngestBatch): Either.Either<Promise<WriteOutcome>, unknown> {
     const prepared =
       this.options.prepare?.(batch) ?? Either.left(new Error("this queue takes prepared items"))
-    return Either.isLeft(prepared)
-      ? Promise.reject(prepared.left)
-      : this.submitPrepared(prepared.right, batch.spans.length, weight(batch))
+    return Either.map(prepared, (p) => this.submitPrepared(p, batch.spans.length, weight(batch)))
   }
 
   /** Queues an item prepared elsewhere, of `spans` spans and `weight` spans, logs and points. */

@@ -14,7 +14,7 @@ import type { Telemetry } from "@iii/core"
 import { Errors } from "@iii/core"
 import { Either } from "effect"
 import { UnindexableSpan } from "../../Errors.js"
-import type { IngestBatch } from "../../Store.js"
+import type { IngestBatch, WriteOutcome } from "../../Store.js"
 import { type Mapped, mapLogs, mapMetrics, mapTraces, type Rejections } from "../otlp/OtlpMap.js"
 import * as Proto from "../otlp/OtlpProto.js"
 import type { BatchQueue } from "./GroupCommit.js"
@@ -120,27 +120,47 @@ const prepare = <S extends Proto.Signal>(
 }
 
 /**
- * Submits the batch; a span the store cannot index is left out (and counted) and the rest submitted
+ * Queues the batch; a span the store cannot index is left out (and counted) and the rest queued
  * again, so one span with an oversized service name does not cost the others.
  */
-const submit = async (
-  writer: BatchQueue,
-  batch: IngestBatch,
-  rejections: Rejections
-): Promise<"stored" | "duplicate" | "unavailable"> => {
+const queue = (writer: BatchQueue, batch: IngestBatch, rejections: Rejections): Promise<WriteOutcome> => {
   for (;;) {
+    let queued: Either.Either<Promise<WriteOutcome>, unknown>
     try {
-      return await writer.submit(batch)
+      queued = writer.queueBatch(batch)
     } catch (error) {
-      const at = error instanceof UnindexableSpan ? /^spans\[(\d+)\]/.exec(error.path) : null
-      if (at === null || !(error instanceof UnindexableSpan)) throw error
-      const index = Number(at[1])
-      rejections.add(
-        error.message.replace(/^spans\[\d+\]/, `span ${(batch.spans[index] as Telemetry.Span).spanId}`)
-      )
-      batch = { ...batch, spans: batch.spans.filter((_, i) => i !== index) }
+      return Promise.reject(error)
     }
+    if (Either.isRight(queued)) return queued.right
+    const error = queued.left
+    const at = error instanceof UnindexableSpan ? /^spans\[(\d+)\]/.exec(error.path) : null
+    if (at === null || !(error instanceof UnindexableSpan)) return Promise.reject(error)
+    const index = Number(at[1])
+    rejections.add(
+      error.message.replace(/^spans\[\d+\]/, `span ${(batch.spans[index] as Telemetry.Span).spanId}`)
+    )
+    batch = { ...batch, spans: batch.spans.filter((_, i) => i !== index) }
   }
+}
+
+/**
+ * Decodes, maps and queues one export request: refused, or its commit (none when nothing is left to
+ * store) and the items left out. Synchronous, so that neither the decoded request nor the mapped
+ * items are held while the commit is awaited: planned on arrival, they die young, as an agent batch's
+ * spans do, instead of living until the commit and being promoted to V8's old generation (which cost
+ * more CPU than decoding them).
+ */
+const enqueue = (
+  signal: Proto.Signal,
+  format: Proto.Format,
+  body: Uint8Array,
+  parts: OtlpParts
+): Refused | { readonly commit: Promise<WriteOutcome> | undefined; readonly rejections: Rejections } => {
+  const decoded = Proto.decodeRequest(signal, format, body)
+  if (Either.isLeft(decoded)) return refused("undecodable", decoded.left)
+  const { batch, rejections } = prepare(signal, decoded.right, body, parts)
+  const items = batch.spans.length + batch.logs.length + batch.metrics.length
+  return { commit: items > 0 ? queue(parts.writer, batch, rejections) : undefined, rejections }
 }
 
 /** Decodes, maps and stores one export request; the response is encoded in `format`. */
@@ -150,14 +170,13 @@ export const ingest = async (
   body: Uint8Array,
   parts: OtlpParts
 ): Promise<Outcome> => {
-  const decoded = Proto.decodeRequest(signal, format, body)
-  if (Either.isLeft(decoded)) return refused("undecodable", decoded.left)
-  const { batch, rejections } = prepare(signal, decoded.right, body, parts)
-  const items = batch.spans.length + batch.logs.length + batch.metrics.length
-  if (items > 0) {
-    let outcome: "stored" | "duplicate" | "unavailable"
+  const queued = enqueue(signal, format, body, parts)
+  if ("_tag" in queued) return queued
+  const { commit, rejections } = queued
+  if (commit !== undefined) {
+    let outcome: WriteOutcome
     try {
-      outcome = await submit(parts.writer, batch, rejections)
+      outcome = await commit
     } catch (error) {
       const message = Errors.messageOf(error)
       parts.logError(`OTLP ${signal} request not stored: ${message}`)

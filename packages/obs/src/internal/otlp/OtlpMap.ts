@@ -206,6 +206,8 @@ const httpOf = (a: Working, name: string): Telemetry.HttpInfo | undefined => {
   return http
 }
 
+const maxDurationNano = BigInt(Number.MAX_SAFE_INTEGER)
+
 const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
   const traceId = idOf(s.traceId, 16)
   if (traceId === undefined || traceId === false) return "a span's trace id is not 16 bytes (or is all zeros)"
@@ -216,7 +218,8 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
   const start = Otlp.int64(s.startTimeUnixNano) ?? 0n
   const end = Otlp.int64(s.endTimeUnixNano) ?? 0n
   if (end < start) return `span ${spanId}: it ends before it starts`
-  if (end - start > BigInt(Number.MAX_SAFE_INTEGER)) return `span ${spanId}: it lasts more than 104 days`
+  const duration = end - start
+  if (duration > maxDurationNano) return `span ${spanId}: it lasts more than 104 days`
   const name = s.name ?? ""
   const a = attributesOf(origin, s.attributes)
   const correlation = asString(a["iii.correlation_id"])
@@ -231,7 +234,7 @@ const mapSpan = (s: Otlp.Span, origin: Origin): Telemetry.Span | string => {
     kind: kinds[s.kind ?? 0] ?? "internal",
     name,
     startTimeUnixNano: start,
-    durationNano: Number(end - start),
+    durationNano: Number(duration),
     error: s.status?.code === 2
   }
   if (parentSpanId !== undefined) span.parentSpanId = parentSpanId as Telemetry.SpanId

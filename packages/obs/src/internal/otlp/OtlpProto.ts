@@ -28,12 +28,17 @@ export type Format = "protobuf" | "json"
 /** A 64-bit integer as protobufjs decodes it: a Long (a number when it is built without long.js). */
 export type Int64 = number | protobuf.Long
 
+// A Long's halves are read back through a DataView: V8 compiles getBigInt64 inline, making one
+// bigint where shifting and or-ing BigInt halves makes four.
+const int64View = new DataView(new ArrayBuffer(8))
+
 /** A decoded 64-bit integer as a bigint (undefined stays undefined). */
 export const int64 = (v: Int64 | undefined): bigint | undefined => {
   if (v === undefined) return undefined
   if (typeof v === "number") return BigInt(v)
-  const bits = (BigInt(v.high >>> 0) << 32n) | BigInt(v.low >>> 0)
-  return v.unsigned ? bits : BigInt.asIntN(64, bits)
+  int64View.setInt32(0, v.high)
+  int64View.setInt32(4, v.low)
+  return v.unsigned ? int64View.getBigUint64(0) : int64View.getBigInt64(0)
 }
 
 export interface AnyValue {
@@ -269,6 +274,59 @@ const hexIds = (key: string, value: unknown): unknown => {
   return Buffer.from(value, "hex")
 }
 
+/** ASCII strings up to this many bytes are looked up in (and kept in) `recent`. */
+const recentMaxBytes = 64
+/** Slots of `recent`, a power of two. */
+const recentSlots = 4096
+/** Strings decoded lately, by a hash of their bytes; a slot holds the last string that hashed there. */
+const recent: Array<string | undefined> = new Array(recentSlots).fill(undefined)
+
+const sameAscii = (s: string, buf: Uint8Array, start: number): boolean => {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) !== buf[start + i]) return false
+  return true
+}
+
+/**
+ * The reader protobuf requests are decoded with: protobufjs's, except for short ASCII strings (nearly
+ * every attribute key and value, name and scope), which come from `recent` when the same bytes came
+ * lately, else from one native latin1 slice. The same keys and values come in every span of a
+ * request and of the next: one string each instead of one per span, already a property key when
+ * the mapping makes it one. protobufjs builds a string it verifies as UTF-8 by appending 8 characters
+ * at a time, so one of 13 characters or more is a rope, which V8 flattens (a runtime call and a copy)
+ * when the mapping reads it or uses it as a property key. Other strings are protobufjs's, verified
+ * as before.
+ */
+class Reader extends protobuf.BufferReader {
+  override stringVerify(): string {
+    const at = this.pos
+    // The length as protobufjs's own stringVerify reads it (the same errors for a truncated one).
+    const length = this.size()
+    const start = this.pos
+    const end = start + length
+    const buf = this.buf
+    if (length <= recentMaxBytes && end <= this.len) {
+      let hash = length
+      let i = start
+      for (; i < end; i++) {
+        const c = buf[i] as number
+        if (c >= 0x80) break
+        hash = (Math.imul(hash, 31) + c) | 0
+      }
+      if (i === end) {
+        this.pos = end
+        const slot = hash & (recentSlots - 1)
+        const cached = recent[slot]
+        if (cached !== undefined && cached.length === length && sameAscii(cached, buf, start)) return cached
+        const decoded = (buf as Buffer).toString("latin1", start, end)
+        recent[slot] = decoded
+        return decoded
+      }
+    }
+    this.pos = at
+    return super.stringVerify()
+  }
+}
+
 /** The export request in `bytes`; Left with the reason when they are not one. */
 export const decodeRequest = <S extends Signal>(
   signal: S,
@@ -277,7 +335,10 @@ export const decodeRequest = <S extends Signal>(
 ): Either.Either<Requests[S], string> => {
   const type = definitions().signals[signal].request
   try {
-    if (format === "protobuf") return Either.right(type.decode(bytes) as Requests[S])
+    if (format === "protobuf")
+      return Either.right(
+        type.decode(new Reader(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) as Requests[S]
+      )
     const json: unknown = JSON.parse(Buffer.from(bytes).toString("utf8"), hexIds)
     if (typeof json !== "object" || json === null || Array.isArray(json))
       return Either.left("the body is not a JSON object")
