@@ -122,7 +122,8 @@ export const spanIdsOffset = 10
  * span's). An epoch is a run of at least `epochEntries` entries (the writer starts the next one after
  * it, and one at each start): the groups of random ids land within the current epoch only, a key
  * range small enough for a commit to rewrite its pages about once, instead of all over the index. A
- * sealed epoch has a Bloom filter of its trace ids (TraceFilter.ts): a lookup reads, in the epochs
+ * sealed epoch has a Bloom filter of its trace ids (TraceFilter.ts) and one value per group (the
+ * writer compacts it as it seals it): a lookup reads, in the epochs
  * whose filter may hold the id and in the current one, the groups of the id's group; see the
  * obs README, "Storage".
  */
