@@ -5,13 +5,16 @@
  *   npm run bench:query                  (builds packages/obs, then runs this with Node 24)
  *   OBS_BENCH_SPANS=500000 npm run bench:query
  *   OBS_BENCH_RANDOM_TRACE_IDS=1 npm run bench:query   (trace ids as other tracers mint them: random)
+ *   OBS_BENCH_DATA_DIR=/tmp/q5m npm run bench:query    (keeps the store there; a later run with the
+ *     same directory and settings queries it again instead of generating: for iterating on reads)
+ *   OBS_BENCH_QUERIES=trace npm run bench:query        (only the trace-by-id queries)
  *
  * The spans are generated fast by writing straight through the store (`LmdbStore.make`, the same
  * write path ingest uses, minus the WebSocket), spread over the last hour: 1 M traces of 5 spans,
  * 10 services × 8 routes, a fifth of the traces sharing custom correlation ids with logs. Then a
  * node process serves that data directory and the queries go over HTTP, one at a time.
  */
-import { mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { Telemetry } from "@iii/core"
@@ -35,10 +38,22 @@ const SERVICES = [
   "mail"
 ]
 const HOUR_NANO = 3_600_000_000_000n
-const dir = mkdtempSync(join(tmpdir(), "iii-bench-query-"))
-const dataDir = join(dir, "node")
-const now = BigInt(Date.now()) * 1_000_000n
 const RANDOM_TRACE_IDS = process.env.OBS_BENCH_RANDOM_TRACE_IDS === "1"
+const keptDir = process.env.OBS_BENCH_DATA_DIR
+const dir = keptDir ?? mkdtempSync(join(tmpdir(), "iii-bench-query-"))
+const dataDir = join(dir, "node")
+// A kept store says what it holds, so that a later run asks for the traces it stored.
+const settingsFile = join(dir, "settings.json")
+const kept =
+  keptDir !== undefined && existsSync(settingsFile)
+    ? (JSON.parse(readFileSync(settingsFile, "utf8")) as { spans: number; random: boolean; nowMs: number })
+    : undefined
+if (kept !== undefined && (kept.spans !== SPANS || kept.random !== RANDOM_TRACE_IDS))
+  throw new Error(
+    `${dir} holds ${kept.spans} spans (random ids: ${kept.random}); remove it or change the settings`
+  )
+const now = BigInt(kept?.nowMs ?? Date.now()) * 1_000_000n
+const QUERIES = process.env.OBS_BENCH_QUERIES ?? "all"
 /** MurmurHash3's finalizer: a deterministic, random-looking 32 bits per input. */
 const mix = (n: number) => {
   let x = Math.imul(n ^ (n >>> 16), 0x85ebca6b)
@@ -76,47 +91,60 @@ const traceSpans = (t: number): Array<Telemetry.Span> => {
   }).map(({ parentSpanId, ...rest }) => (parentSpanId === undefined ? rest : { ...rest, parentSpanId }))
 }
 
-console.log(
-  `obs query: generating ${fmt(SPANS)} spans (${fmt(TRACES)} traces over the last hour, ${RANDOM_TRACE_IDS ? "random" : "time-prefixed (iii's)"} trace ids) through the store…`
-)
-const genStart = performance.now()
-await Effect.runPromise(
-  Effect.scoped(
-    Effect.gen(function* () {
-      const store = yield* LmdbStore.make({ path: dataDir })
-      const tracesPerBatch = 100
-      let seq = 0
-      const pending: Array<Promise<unknown>> = []
-      for (let t = 0; t < TRACES; t += tracesPerBatch) {
-        const spans: Array<Telemetry.Span> = []
-        const logs: Array<Telemetry.LogRecord> = []
-        for (let k = t; k < Math.min(TRACES, t + tracesPerBatch); k++) {
-          const ts = traceSpans(k)
-          spans.push(...ts)
-          const correlationId = correlationOf(k)
-          const first = ts[0]
-          if (correlationId !== undefined && first !== undefined)
-            logs.push({
-              timeUnixNano: first.startTimeUnixNano,
-              service: first.service,
-              level: "info",
-              body: `handled ${correlationId}`,
-              traceId: first.traceId,
-              correlationId
-            })
-        }
-        pending.push(
-          Effect.runPromise(store.writer.write([{ agentId: "gen", seq: ++seq, spans, logs, metrics: [] }]))
-        )
-        if (pending.length >= 8) yield* Effect.promise(() => pending.shift() ?? Promise.resolve())
-        if (seq % 2000 === 0) console.log(`  … ${fmt(seq * tracesPerBatch * SPANS_PER_TRACE)} spans`)
-      }
-      yield* Effect.promise(() => Promise.all(pending))
-    })
+if (kept === undefined) await generate()
+else console.log(`obs query: querying the ${fmt(SPANS)} spans kept in ${dir}`)
+
+async function generate() {
+  if (keptDir !== undefined) rmSync(dataDir, { recursive: true, force: true })
+  console.log(
+    `obs query: generating ${fmt(SPANS)} spans (${fmt(TRACES)} traces over the last hour, ${RANDOM_TRACE_IDS ? "random" : "time-prefixed (iii's)"} trace ids) through the store…`
   )
-)
-const genSeconds = (performance.now() - genStart) / 1000
-console.log(`  stored in ${fmt(genSeconds, 1)} s (${fmt(SPANS / genSeconds)} spans/s through the store)`)
+  const genStart = performance.now()
+  await Effect.runPromise(
+    Effect.scoped(
+      Effect.gen(function* () {
+        const store = yield* LmdbStore.make({ path: dataDir })
+        const tracesPerBatch = 100
+        let seq = 0
+        const pending: Array<Promise<unknown>> = []
+        for (let t = 0; t < TRACES; t += tracesPerBatch) {
+          const spans: Array<Telemetry.Span> = []
+          const logs: Array<Telemetry.LogRecord> = []
+          for (let k = t; k < Math.min(TRACES, t + tracesPerBatch); k++) {
+            const ts = traceSpans(k)
+            spans.push(...ts)
+            const correlationId = correlationOf(k)
+            const first = ts[0]
+            if (correlationId !== undefined && first !== undefined)
+              logs.push({
+                timeUnixNano: first.startTimeUnixNano,
+                service: first.service,
+                level: "info",
+                body: `handled ${correlationId}`,
+                traceId: first.traceId,
+                correlationId
+              })
+          }
+          pending.push(
+            Effect.runPromise(store.writer.write([{ agentId: "gen", seq: ++seq, spans, logs, metrics: [] }]))
+          )
+          if (pending.length >= 8) yield* Effect.promise(() => pending.shift() ?? Promise.resolve())
+          if (seq % 2000 === 0) console.log(`  … ${fmt(seq * tracesPerBatch * SPANS_PER_TRACE)} spans`)
+        }
+        yield* Effect.promise(() => Promise.all(pending))
+      })
+    )
+  )
+  const genSeconds = (performance.now() - genStart) / 1000
+  console.log(`  stored in ${fmt(genSeconds, 1)} s (${fmt(SPANS / genSeconds)} spans/s through the store)`)
+  if (keptDir !== undefined) {
+    mkdirSync(dir, { recursive: true })
+    writeFileSync(
+      settingsFile,
+      JSON.stringify({ spans: SPANS, random: RANDOM_TRACE_IDS, nowMs: Number(now / 1_000_000n) })
+    )
+  }
+}
 
 const node = await spawnNode(dataDir)
 const time = async (path: string) => {
@@ -138,23 +166,25 @@ const measure = async (name: string, count: number, path: (i: number) => string,
 const random = (i: number, n: number) => (i * 2_654_435_761) % n
 console.log("queries over HTTP, one at a time:")
 await measure("trace by id", 5000, (i) => `/v1/traces/${traceHex(random(i, TRACES))}`, "p99 ≤ 5 ms")
-await measure(
-  "service RED over 1 h",
-  200,
-  (i) => `/v1/services/${SERVICES[i % SERVICES.length]}/red?window=1h&step=1m`,
-  "≤ 50 ms"
-)
-await measure(
-  "correlate",
-  2000,
-  (i) => `/v1/correlate/order-${random(i, Math.floor(TRACES / 15))}`,
-  "p99 ≤ 20 ms"
-)
-await measure(
-  "search (service+5xx)",
-  200,
-  (i) => `/v1/traces?service=${SERVICES[i % SERVICES.length]}&status=5xx&limit=20`,
-  "—"
-)
+if (QUERIES === "all") {
+  await measure(
+    "service RED over 1 h",
+    200,
+    (i) => `/v1/services/${SERVICES[i % SERVICES.length]}/red?window=1h&step=1m`,
+    "≤ 50 ms"
+  )
+  await measure(
+    "correlate",
+    2000,
+    (i) => `/v1/correlate/order-${random(i, Math.floor(TRACES / 15))}`,
+    "p99 ≤ 20 ms"
+  )
+  await measure(
+    "search (service+5xx)",
+    200,
+    (i) => `/v1/traces?service=${SERVICES[i % SERVICES.length]}&status=5xx&limit=20`,
+    "—"
+  )
+}
 node.child.kill(process.env.OBS_BENCH_NODE_ARGS === undefined ? "SIGKILL" : "SIGINT")
-rmSync(dir, { recursive: true, force: true })
+if (keptDir === undefined) rmSync(dir, { recursive: true, force: true })

@@ -12,7 +12,8 @@ import {
   indexEntries,
   layoutVersion,
   spanBucket,
-  traceIndexRange
+  traceIndexRange,
+  traceIndexRound
 } from "../src/internal/lmdb/Keys.js"
 import { openLayout } from "../src/internal/lmdb/LmdbLayout.js"
 import * as Read from "../src/internal/lmdb/LmdbRead.js"
@@ -265,6 +266,70 @@ describe("LmdbStore", () => {
           yield* store.writer.write([batch("b", 2, [late])])
           expect(yield* store.reader.trace(falsePositive)).toEqual([late])
           layout.env.close()
+        })
+      )
+    ))
+
+  it("compacts each epoch it seals, at the round that fills it or at open, into one value per group, keeping every entry", () =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const path = yield* tempDir
+          const id = foreign()
+          const ours = [0, 1, 2, 3].map((at) =>
+            span({ traceId: id, correlationId: id, startTimeUnixNano: t0 + ms(at * 20) })
+          )
+          const quarter = epochEntries / 4
+          /** Per epoch: its keys' rounds per group, and its entries. */
+          const epochs = () => {
+            const layout = openLayout({ path })
+            const found = new Map<number, { rounds: Map<number, Array<number>>; entries: number }>()
+            for (const { key, value } of layout.traceIndex.getRange()) {
+              const epoch = epochOf(key)
+              const e = found.get(epoch) ?? { rounds: new Map(), entries: 0 }
+              found.set(epoch, e)
+              e.rounds.set(key[4] as number, [
+                ...(e.rounds.get(key[4] as number) ?? []),
+                traceIndexRound(key)
+              ])
+              e.entries += Array.from(indexEntries(value)).length
+            }
+            layout.env.close()
+            return found
+          }
+          yield* Effect.scoped(
+            Effect.gen(function* () {
+              const store = yield* LmdbStore.make({ path })
+              // Four rounds, each with a span of ours, fill epoch 1 (the last one seals it); two more
+              // start epoch 2.
+              for (let seq = 1; seq <= 6; seq++)
+                yield* store.writer.write([
+                  batch(
+                    "a",
+                    seq,
+                    seq <= 4 ? [...others(quarter - 1), ours[seq - 1] as Telemetry.Span] : others(quarter)
+                  )
+                ])
+              const [first, second] = [epochs().get(1), epochs().get(2)]
+              // One value per group, under a round the epoch had not used (the 4 rounds were 0–3).
+              expect(
+                Array.from(first?.rounds.values() ?? []).every((r) => r.length === 1 && r[0] === 4)
+              ).toBe(true)
+              expect(first?.rounds.size).toBe(256)
+              expect(first?.entries).toBe(4 * quarter)
+              expect(Array.from(second?.rounds.values() ?? []).some((r) => r.length === 2)).toBe(true)
+              expect(yield* store.reader.trace(id)).toEqual(ours)
+            })
+          )
+          // The next writer seals epoch 2 at open: compacted as well (its rounds were 4 and 5: a writer
+          // numbers its rounds across its epochs).
+          const store = yield* LmdbStore.make({ path })
+          const second = epochs().get(2)
+          expect(Array.from(second?.rounds.values() ?? []).every((r) => r.length === 1 && r[0] === 6)).toBe(
+            true
+          )
+          expect(second?.entries).toBe(2 * quarter)
+          expect(yield* store.reader.trace(id)).toEqual(ours)
         })
       )
     ))

@@ -26,7 +26,8 @@ import {
   statusBlockFields,
   traceGroup,
   traceIdBytes,
-  traceIndexGroupKey
+  traceIndexGroupKey,
+  traceIndexRound
 } from "./Keys.js"
 import type { Layout } from "./LmdbLayout.js"
 import { partValue, RedDeltas } from "./Red.js"
@@ -67,25 +68,55 @@ export const makeWriteState = (layout: Layout): WriteState => {
   return { services, epoch, epochEntries: 0, round: 0, epochHashes: new Uint32Array(epochEntries + 8_000) }
 }
 
-/** Builds and stores the filter of every epoch of the index that has none that decodes. */
+/** Compacts and stores the filter of every epoch of the index that has no filter that decodes. */
 const sealUnfiltered = (layout: Layout): void => {
-  const missing: Array<readonly [number, Uint8Array]> = []
+  const missing: Array<number> = []
   for (let seek: Uint8Array = epochStart(0); ; ) {
     const [first] = Array.from(layout.traceIndex.getKeys({ start: seek, limit: 1 }))
     if (first === undefined) break
     const epoch = epochOf(first)
     seek = epochStart(epoch + 1)
     const stored = layout.traceFilters.getBinary(epochStart(epoch))
-    if (stored !== undefined && TraceFilter.decode(stored) !== undefined) continue
-    const hashes: Array<number> = []
-    for (const { value } of layout.traceIndex.getRange({ start: epochStart(epoch), end: seek }))
-      for (const [id] of indexEntries(value)) hashes.push(TraceFilter.idHash(id))
-    missing.push([epoch, TraceFilter.build(hashes)])
+    if (stored === undefined || TraceFilter.decode(stored) === undefined) missing.push(epoch)
   }
   if (missing.length > 0)
     layout.env.transactionSync(() => {
-      for (const [epoch, filter] of missing) layout.traceFilters.put(epochStart(epoch), filter)
+      for (const epoch of missing) {
+        const hashes: Array<number> = []
+        for (const group of compactEpoch(layout, epoch))
+          for (const [id] of indexEntries(group)) hashes.push(TraceFilter.idHash(id))
+        layout.traceFilters.put(epochStart(epoch), TraceFilter.build(hashes))
+      }
     })
+}
+
+/**
+ * Rewrites an epoch being sealed as one value per group, in the open write transaction, and returns
+ * those values. A group takes a value in every round that indexed one of its ids, so an epoch
+ * written in small rounds (a quiet node: each round is what arrived since the last commit) held
+ * dozens per group, and every lookup its filter let through stepped a cursor over each and copied
+ * it. The value goes under a round the epoch has not used: a key, once written, never changes, so
+ * retention, which judges groups before its deleting transaction, never deletes entries it did not
+ * judge (it may delete a key compacted meanwhile: then nothing).
+ */
+const compactEpoch = (layout: Layout, epoch: number): Array<Uint8Array> => {
+  const rounds: Array<Array<{ key: Uint8Array; value: Uint8Array }> | undefined> = []
+  let next = 0
+  for (const entry of layout.traceIndex.getRange({ start: epochStart(epoch), end: epochStart(epoch + 1) })) {
+    const group = entry.key[epochBytes] as number
+    const list = rounds[group]
+    if (list === undefined) rounds[group] = [entry]
+    else list.push(entry)
+    next = Math.max(next, traceIndexRound(entry.key) + 1)
+  }
+  return rounds.flatMap((group, at) => {
+    if (group === undefined) return []
+    if (group.length === 1) return [group[0]?.value as Uint8Array]
+    const value = Buffer.concat(group.map((e) => e.value))
+    for (const { key } of group) layout.traceIndex.remove(key)
+    layout.traceIndex.put(traceIndexGroupKey(epoch, at, next), value)
+    return [value]
+  })
 }
 
 /**
@@ -246,7 +277,9 @@ export const applyRound = (
     state.round++
   }
   if (state.epochEntries >= epochEntries) {
-    // Sealed: from now on lookups read the epoch only when its filter may hold their id.
+    // Sealed: from now on lookups read the epoch only when its filter may hold their id, one value
+    // per group.
+    compactEpoch(layout, state.epoch)
     layout.traceFilters.put(epochStart(state.epoch), TraceFilter.build(state.epochHashes, state.epochEntries))
     state.epoch++
     state.epochEntries = 0
