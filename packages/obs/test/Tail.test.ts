@@ -134,6 +134,21 @@ describe("live tail", () => {
     expect(messages[1].spans).toHaveLength(10)
   })
 
+  it("streams a span with events (bigint times) as JSON", async () => {
+    const hub = new TailHub({ maxQueuedSpans: 10, maxBufferedBytes: 1000, maxStalledMs: 60_000 })
+    const sent: Array<string> = []
+    hub.subscribe(
+      { format: "json" },
+      { send: (d) => sent.push(Buffer.from(d).toString()), bufferedAmount: () => 0, close: () => undefined }
+    )
+    const withEvent = { ...span(), events: [{ timeUnixNano: 1_700_000_000_123_456_789n, name: "exception" }] }
+    hub.publish([withEvent], Date.now())
+    await new Promise((r) => setImmediate(r))
+    expect(JSON.parse(sent[0] ?? "{}").spans[0].events).toEqual([
+      { timeUnixNano: "1700000000123456789", name: "exception" }
+    ])
+  })
+
   it("a subscriber that never reads does not slow ingest or grow memory", async () => {
     // It stops reading from its socket: the node's send buffer fills, then it drops.
     const stalled = await pausedTailSubscriber(node.url)
