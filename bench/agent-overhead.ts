@@ -4,7 +4,10 @@
  * memory while it traces 50 pods.
  *
  *   npm run bench:agent-overhead     (root for eBPF; wrk from Debian; ROUNDS=5 SECONDS=5 by default;
- *                                    WORKLOADS=hello,api; PODS=50, 0 skips the node agent phase)
+ *                                    WORKLOADS=hello,api; PODS=50, 0 skips the node agent phase;
+ *                                    MODES=off,ebpf runs only those modes, for iteration;
+ *                                    AGENT_CAPTURE='{"pollIntervalMs":100}' passes capture options
+ *                                    to the eBPF agents, to compare settings in one sitting)
  *
  * Workloads (each a Node.js service pinned to CPU 0, alone there):
  * - `hello`: a hello-world JSON endpoint (~11 µs of CPU per request: the worst case for any capture);
@@ -80,7 +83,9 @@ const cgroupMount = readFileSync("/proc/mounts", "utf8")
   .map((line) => line.split(" "))
   .find((fields) => fields[2] === "cgroup2")?.[1]
 const ebpf = availability.available && cgroupMount !== undefined
-const modes: Array<Mode> = ebpf ? ["off", "ebpf", "proxy", "attached", "propagation"] : ["off", "proxy"]
+const modes: Array<Mode> = (
+  ebpf ? (["off", "ebpf", "proxy", "attached", "propagation"] as const) : (["off", "proxy"] as const)
+).filter((mode) => process.env.MODES === undefined || process.env.MODES.split(",").includes(mode))
 if (!ebpf) console.log(`eBPF columns skipped: ${availability.reasons.join("; ") || "no cgroup v2 mount"}`)
 
 // ---------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* Load-time settings (the loader rewrites .rodata; the verifier prunes dead branches). */
 const volatile __u32 payload_limit = III_DEFAULT_PAYLOAD; /* payload bytes per data event */
-const volatile __u32 wakeup_bytes = 64 * 1024; /* wake the reader once this much is pending */
+const volatile __u32 wakeup_bytes = 256 * 1024; /* wake the reader once this much is pending */
 const volatile __u8 filter_pids = 1;            /* 1: trace processes in iii_tgids */
 /* Log lines from writes to stdout/stderr: 0 none (a node agent reads the kubelet's files); 1 through
  * the socket hooks, when they are sockets (a command the agent started with socketpairs for its

@@ -4,6 +4,7 @@
  *   node bench/support/agent-runner.mjs propagation OBS_URL CGROUP_DIR   (the same, with trace propagation)
  *   node bench/support/agent-runner.mjs node   OBS_URL NODE KUBECONFIG CGROUP_ROOT POD_LOGS STATE_DIR
  *   node bench/support/agent-runner.mjs proxy  OBS_URL LISTEN_PORT UPSTREAM_PORT
+ * AGENT_CAPTURE (JSON): capture options added to the eBPF modes' (e.g. `{"pollIntervalMs":100}`).
  * Plain JavaScript, not TypeScript: Node's type stripping would load its TypeScript transformer into
  * the process whose RSS the bench reports (+20 MB), which a deployed agent (compiled JS) never does.
  * Prints `ready {json}` once running, `stats {json}` on SIGUSR2, and final `stats {json}` on SIGTERM,
@@ -23,14 +24,15 @@ if (!["cgroup", "propagation", "node", "proxy"].includes(mode) || obsUrl === und
 }
 
 const agentId = Exporter.newAgentId()
+const captureExtra = JSON.parse(process.env.AGENT_CAPTURE ?? "{}")
 const options = {
   // The node agent's capture: cgroup targets only, no pid lookup, no stdout/stderr hooks.
-  cgroup: { mode: "ebpf", cgroups: [a], capture: { stdio: "off", pidTargets: false } },
+  cgroup: { mode: "ebpf", cgroups: [a], capture: { stdio: "off", pidTargets: false, ...captureExtra } },
   propagation: {
     mode: "ebpf",
     cgroups: [a],
     propagation: true,
-    capture: { stdio: "off", pidTargets: false }
+    capture: { stdio: "off", pidTargets: false, ...captureExtra }
   },
   node: { node: { nodeName: a, kubeconfig: b, cgroupRoot: c, podLogs: d, stateDir: e } },
   proxy: {
@@ -67,6 +69,7 @@ const report = async () => {
       ringFullRecords: stats.capture?.dropped ?? 0,
       unrecordedRecords: stats.capture?.unrecorded ?? 0,
       abandonedRecords: stats.capture?.abandoned ?? 0,
+      batches: stats.capture?.batches ?? 0,
       injected: stats.capture?.injected ?? 0,
       unframed: stats.capture?.unframed ?? 0,
       skipped: stats.capture?.skipped ?? 0,

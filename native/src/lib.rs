@@ -33,9 +33,9 @@ pub struct CaptureOptions {
     pub payload_bytes: Option<u32>,
     /// Ring buffer size in bytes (a power of two, page multiple). Default 8 MiB.
     pub ring_buffer_bytes: Option<u32>,
-    /// The programs wake the reader once this many bytes are pending. Default 64 KiB.
+    /// The programs wake the reader once this many bytes are pending. Default 256 KiB.
     pub wakeup_bytes: Option<u32>,
-    /// The reader drains the ring at least this often. Default 100 ms (sooner once `wakeup_bytes` are pending).
+    /// The reader drains the ring at least this often. Default 250 ms (sooner once `wakeup_bytes` are pending).
     pub poll_interval_ms: Option<u32>,
     /// BPF object to load instead of the embedded one (with `propagation`, one built with it).
     pub object_path: Option<String>,
@@ -237,10 +237,10 @@ impl Capture {
             // A threshold the ring cannot reach would leave the reader to its timer alone.
             wakeup_bytes: options
                 .wakeup_bytes
-                .unwrap_or(64 * 1024)
+                .unwrap_or(256 * 1024)
                 .min(ring_buffer_bytes / 2),
             poll_interval: Duration::from_millis(
-                options.poll_interval_ms.unwrap_or(100).max(1).into(),
+                options.poll_interval_ms.unwrap_or(250).max(1).into(),
             ),
             cgroups_enabled: options.enable_cgroups.unwrap_or(!cgroups.is_empty()),
             mount_tracefs: options.mount_tracefs.unwrap_or(true),

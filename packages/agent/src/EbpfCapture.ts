@@ -49,12 +49,18 @@ export interface Options {
   /** Kernel ring buffer size in bytes, a power of two. Default 8 MiB. */
   readonly ringBufferBytes?: number
   /**
-   * The reader drains the ring at least this often. Default 100 ms: under load the programs wake it
-   * sooner (`wakeupBytes`); at low rates a longer timer means fewer, larger hand-overs, and a third
-   * less agent CPU at 2,000 req/s than 10 ms (telemetry waits for the exporter's 1 s batches anyway).
+   * The reader drains the ring at least this often. Default 250 ms: under load the programs wake it
+   * sooner (`wakeupBytes`); at low rates a longer timer means fewer, larger hand-overs (telemetry
+   * waits for the exporter's 1 s batches anyway). Each hand-over costs the agent a fixed amount of
+   * JavaScript (the batch's trip through the consumer's stream) besides its events: 250 ms and
+   * 256 KiB hand over ~5 batches/s at 2,000 req/s instead of ~17 (100 ms, 64 KiB), 11% less agent
+   * CPU per request (packages/agent README, "Tests and benchmarks").
    */
   readonly pollIntervalMs?: number
-  /** The programs wake the reader early once this many bytes are pending. Default 64 KiB. */
+  /**
+   * The programs wake the reader early once this many bytes are pending. Default 256 KiB (a
+   * 32nd of the default ring: the reader has the rest to catch up in).
+   */
   readonly wakeupBytes?: number
   /** Buffers batches are written into (how many batches can wait for the consumer). Default 8. */
   readonly batchBuffers?: number
