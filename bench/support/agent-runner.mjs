@@ -54,7 +54,6 @@ const agent = Effect.runSync(Effect.provide(Agent.Agent, context))
 // As `iii agent` does by default in eBPF mode (--nice 10).
 if (agent.mode === "ebpf")
   await Effect.runPromise(Priority.lower(Number(process.env.AGENT_NICE ?? Priority.defaultNice)))
-console.log(`ready ${JSON.stringify({ mode: agent.mode, id: agentId })}`)
 
 const report = async () => {
   // With --expose-gc, report live memory rather than garbage waiting for collection.
@@ -87,3 +86,7 @@ process.on("SIGTERM", async () => {
   await report()
   process.exit(0)
 })
+// Only now: the bench signals as soon as it reads this line, and a SIGUSR2 before its handler is
+// installed ends the process (the bench's 50-pod phase lost its agent that way, 7 ms after "ready",
+// and then waited out its stats polls: ~15 minutes that looked like a hang).
+console.log(`ready ${JSON.stringify({ mode: agent.mode, id: agentId })}`)
