@@ -42,13 +42,16 @@ const dns1123Subdomain = Schema.String.pipe(
 )
 
 // Kubernetes' qualified name ([DNS-1123 subdomain prefix/]name), the form of label and annotation keys.
-const qualifiedNamePart = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/
+// Its name part and a non-empty label value: at most 63 characters of this form.
+const isNamePart = (s: string): boolean =>
+  s.length <= 63 && /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/.test(s)
+const isDns1123Subdomain = Schema.is(dns1123Subdomain)
 const qualifiedNameProblem = (key: string): string | undefined => {
   const slash = key.indexOf("/")
   const [prefix, name] = slash === -1 ? [undefined, key] : [key.slice(0, slash), key.slice(slash + 1)]
-  if (prefix !== undefined && (prefix.length > 253 || !Schema.is(dns1123Subdomain)(prefix)))
+  if (prefix !== undefined && !isDns1123Subdomain(prefix))
     return `${JSON.stringify(key)}: the prefix before '/' must be a DNS-1123 subdomain`
-  if (name.length > 63 || !qualifiedNamePart.test(name))
+  if (!isNamePart(name))
     return `${JSON.stringify(key)} is not a qualified name (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, after an optional prefix/)`
   return undefined
 }
@@ -67,7 +70,7 @@ const LabelValue = Schema.String.pipe(
   Schema.filter(
     (value) =>
       value === "" ||
-      (value.length <= 63 && qualifiedNamePart.test(value)) ||
+      isNamePart(value) ||
       `${JSON.stringify(value)} is not a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)`
   )
 )
