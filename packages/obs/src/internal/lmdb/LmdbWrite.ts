@@ -100,16 +100,17 @@ const sealUnfiltered = (layout: Layout): void => {
  * judge (it may delete a key compacted meanwhile: then nothing).
  */
 const compactEpoch = (layout: Layout, epoch: number): Array<Uint8Array> => {
-  const rounds: Array<Array<{ key: Uint8Array; value: Uint8Array }> | undefined> = []
+  // Per group, its values (one per round).
+  const byGroup: Array<Array<{ key: Uint8Array; value: Uint8Array }> | undefined> = []
   let next = 0
   for (const entry of layout.traceIndex.getRange({ start: epochStart(epoch), end: epochStart(epoch + 1) })) {
     const group = entry.key[epochBytes] as number
-    const list = rounds[group]
-    if (list === undefined) rounds[group] = [entry]
+    const list = byGroup[group]
+    if (list === undefined) byGroup[group] = [entry]
     else list.push(entry)
     next = Math.max(next, traceIndexRound(entry.key) + 1)
   }
-  return rounds.flatMap((group, at) => {
+  return byGroup.flatMap((group, at) => {
     if (group === undefined) return []
     if (group.length === 1) return [group[0]?.value as Uint8Array]
     const value = Buffer.concat(group.map((e) => e.value))
