@@ -26,8 +26,14 @@ const targets = {
 const [target, ...given] = process.argv.slice(2)
 // Jazzer.js appends its own -timeout (5 s unless told by its --timeout, in ms) after the engine
 // options, overriding a -timeout given there; so a -timeout=S given here goes to Jazzer.js.
-const timeout = given.map((a) => /^-timeout=(\d+)$/.exec(a)?.[1]).find((s) => s !== undefined)
-const engineArgs = given.filter((a) => !a.startsWith("-timeout="))
+const timeoutOption = /^-timeout=(\d+)$/
+const timeout = given.map((a) => timeoutOption.exec(a)?.[1]).find((s) => s !== undefined)
+const badTimeout = given.find((a) => a.startsWith("-timeout=") && !timeoutOption.test(a))
+if (badTimeout !== undefined) {
+  console.error(`fuzz: ${badTimeout}: -timeout takes whole seconds`)
+  process.exit(2)
+}
+const engineArgs = given.filter((a) => !timeoutOption.test(a))
 const settings = targets[target]
 if (settings === undefined) {
   console.error(`usage: node scripts/fuzz.mjs <${Object.keys(targets).join("|")}> [libFuzzer options]`)
