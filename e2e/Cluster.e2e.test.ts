@@ -81,6 +81,26 @@ const kubectl = (...args: ReadonlyArray<string>) => run("kubectl", args)
 const kubectlJson = async <A>(...args: ReadonlyArray<string>) =>
   JSON.parse(await kubectl(...args, "-o", "json")) as A
 const apply = (manifest: object) => run("kubectl", ["apply", "-f", "-"], stringify(manifest))
+/**
+ * Follows `kubectl get --watch` and keeps every line it prints (one per version of the objects), so a state
+ * the objects pass through briefly is seen, which polling can miss. Stop it with `stop()`.
+ */
+const watch = (...args: ReadonlyArray<string>) => {
+  const child = spawn("kubectl", ["get", "--watch", ...args], {
+    cwd: repo,
+    env,
+    stdio: ["ignore", "pipe", "inherit"]
+  })
+  const lines: Array<string> = []
+  let partial = ""
+  child.stdout.setEncoding("utf8")
+  child.stdout.on("data", (chunk: string) => {
+    const parts = (partial + chunk).split("\n")
+    partial = parts.pop() ?? ""
+    lines.push(...parts)
+  })
+  return { lines, stop: () => child.kill() }
+}
 
 /** Timings of each phase, printed at the end (the CI budget is measured from them). */
 const timings: Array<string> = []
@@ -447,6 +467,11 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
     seed.metadata.namespace = namespace
     for (const c of seed.spec.components) c.image = image(`iii-demo-${c.name}`)
     await apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: namespace } })
+    // Its Ready condition at every version of the composition, from before it exists.
+    const readyAtEachVersion = watch(
+      ...["-n", namespace, "servicecompositions"],
+      ...["-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\\n"}`]
+    )
     await apply(seed)
 
     interface Status {
@@ -455,14 +480,13 @@ describe.skipIf(skipReason !== undefined)("iii on a one-node Kubernetes cluster"
         readonly components?: ReadonlyArray<{ name: string; desiredReplicas: number; readyReplicas: number }>
       }
     }
-    const readiness: Array<string> = []
-    const ready = await eventually("the composition to be Ready", 240, async () => {
-      const c = await kubectlJson<Status>("-n", namespace, "get", "servicecomposition", composition)
-      const value = c.status?.conditions?.find((x) => x.type === "Ready")?.status
-      if (value !== undefined && readiness.at(-1) !== value) readiness.push(value)
-      return value === "True" ? c : undefined
-    })
+    const ready = await eventually("the composition to be Ready", 240, () =>
+      readyAtEachVersion.lines.includes("True")
+        ? kubectlJson<Status>("-n", namespace, "get", "servicecomposition", composition)
+        : undefined
+    ).finally(readyAtEachVersion.stop)
     // Not Ready while its pods were starting; Ready once every component's pods are.
+    const readiness = readyAtEachVersion.lines.filter((v) => v !== "").filter((v, i, all) => v !== all[i - 1])
     expect(readiness).toEqual(["False", "True"])
     for (const component of ready.status?.components ?? [])
       expect(component.readyReplicas).toBe(component.desiredReplicas)
