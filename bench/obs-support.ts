@@ -6,21 +6,12 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
-import { createServer } from "node:net"
 import { fileURLToPath } from "node:url"
 import { type Telemetry, WireProtocol } from "@iii/core"
 import { Either } from "effect"
 import WebSocket from "ws"
 
-/** A port free now on 127.0.0.1 (the OS picks it; released before the caller binds it). */
-export const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer()
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      server.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
+export { freePort } from "../packages/core/test/fixtures/freePort.ts"
 
 export const percentile = (sorted: ReadonlyArray<number>, q: number): number =>
   sorted.length === 0

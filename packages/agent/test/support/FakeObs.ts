@@ -135,12 +135,4 @@ export const until = async (what: string, condition: () => boolean, timeoutMs = 
   }
 }
 
-/** A free port on 127.0.0.1 (bound then released). */
-export const freePort = async (): Promise<number> => {
-  const { createServer } = await import("node:net")
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  const port = (server.address() as AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
+export { freePort } from "../../../core/test/fixtures/freePort.js"

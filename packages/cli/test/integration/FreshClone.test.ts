@@ -13,10 +13,10 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
+import { freePort } from "../../../core/test/fixtures/freePort.js"
 import { artifacts, chromiumMissing, launch } from "../../../obs/test/support/Chromium.js"
 import { repoRoot } from "../support/IiiProcess.js"
 
@@ -41,14 +41,6 @@ const gitMissing = (() => {
 })()
 const skip = chromiumMissing ?? gitMissing
 if (skip !== undefined) console.warn(`fresh-clone test skipped: ${skip}`)
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port
-      server.close(() => resolve(port))
-    })
-  })
 
 describe.skipIf(skip !== undefined)("a fresh clone", () => {
   const work = mkdtempSync(join(tmpdir(), "iii-fresh-clone-"))

@@ -10,12 +10,12 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { generateKeyPairSync, randomBytes } from "node:crypto"
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { Agent, request } from "node:https"
-import { createServer } from "node:net"
 import { homedir, tmpdir } from "node:os"
 import { join } from "node:path"
 import { KubeClient } from "@iii/controller"
 import { Data, Duration, Effect, Either, Schedule, type Scope } from "effect"
 import { parseAllDocuments } from "yaml"
+import { freePort as freePortNow } from "../../../core/test/fixtures/freePort.ts"
 
 /** The throwaway etcd + kube-apiserver could not be started. */
 export class EnvtestError extends Data.TaggedError("EnvtestError")<{ readonly message: string }> {}
@@ -73,16 +73,9 @@ export interface Envtest {
 }
 
 const freePort = () =>
-  Effect.async<number, EnvtestError>((resume) => {
-    const server = createServer()
-    server.once("error", (e) =>
-      resume(Effect.fail(new EnvtestError({ message: `no free port: ${e.message}` })))
-    )
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resume(Effect.succeed(port)))
-    })
+  Effect.tryPromise({
+    try: freePortNow,
+    catch: (e) => new EnvtestError({ message: `no free port: ${String(e)}` })
   })
 
 const tail = (file: string) => {
