@@ -178,9 +178,14 @@ describe("PeerProtocol", () => {
     expect(Protocol.unpackByteStrings(carried as Uint8Array).map((p) => Array.from(p))).toEqual(
       parts.map((p) => Array.from(p))
     )
+    expect(Protocol.countByteStrings(carried as Uint8Array)).toBe(3)
+    expect(Protocol.countByteStrings(Protocol.packByteStrings([]))).toBe(0)
     // A call without bulk is the 4-element frame it always was.
     expect(Protocol.decode(Protocol.encode(["call", 1, "trace", ["t"]]))).toEqual(["call", 1, "trace", ["t"]])
     expect(() => Protocol.unpackByteStrings(Protocol.encode(["ping", { state: "up" } as never]))).toThrow(
+      /not a list of byte strings/
+    )
+    expect(() => Protocol.countByteStrings(Protocol.encode(["ping", { state: "up" } as never]))).toThrow(
       /not a list of byte strings/
     )
   })

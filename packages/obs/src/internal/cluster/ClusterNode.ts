@@ -651,7 +651,7 @@ export class ClusterNode {
         if (hints.length === 0) break
         for (const hint of hints) {
           // A hint is a write's bulk as it was (`packByteStrings`).
-          const plans = Protocol.unpackByteStrings(hint.bytes).length
+          const plans = Protocol.countByteStrings(hint.bytes)
           await link.call(
             "write",
             { placement: "" } satisfies WriteCall,

@@ -93,6 +93,12 @@ export const packByteStrings = (parts: ReadonlyArray<Uint8Array>): Uint8Array =>
   return out
 }
 
+/** How many byte strings a `packByteStrings` bulk holds, from its head alone; throws on anything else. */
+export const countByteStrings = (bytes: Uint8Array): number => {
+  if (bytes.length < 5 || bytes[0] !== 0xdd) throw new Error("not a list of byte strings")
+  return new DataView(bytes.buffer, bytes.byteOffset, 5).getUint32(1)
+}
+
 /** The byte strings of `packByteStrings` (views into `bytes`); throws on anything else. */
 export const unpackByteStrings = (bytes: Uint8Array): ReadonlyArray<Uint8Array> => {
   const parts = unpackr.unpack(bytes) as unknown
