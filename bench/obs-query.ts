@@ -8,19 +8,22 @@
  *   OBS_BENCH_DATA_DIR=/tmp/q5m npm run bench:query    (keeps the store there; a later run with the
  *     same directory and settings queries it again instead of generating: for iterating on reads)
  *   OBS_BENCH_QUERIES=trace npm run bench:query        (only the trace-by-id queries)
+ *   OBS_BENCH_COLD=1 npm run bench:query     (drops the store's pages from the page cache before the
+ *     node starts, as the kernel's reclaim does with pages left cold, so queries read from the disk)
  *
  * The spans are generated fast by writing straight through the store (`LmdbStore.make`, the same
  * write path ingest uses, minus the WebSocket), spread over the last hour: 1 M traces of 5 spans,
  * 10 services × 8 routes, a fifth of the traces sharing custom correlation ids with logs. Then a
  * node process serves that data directory and the queries go over HTTP, one at a time.
  */
+import { spawnSync } from "node:child_process"
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { Telemetry } from "@iii/core"
 import { LmdbStore } from "@iii/obs"
 import { Effect } from "effect"
-import { fmt, makeSpan, percentile, spawnNode } from "./obs-support.ts"
+import { fmt, majorFaults, makeSpan, percentile, spawnNode } from "./obs-support.ts"
 
 const SPANS = Number(process.env.OBS_BENCH_SPANS ?? 5_000_000)
 const SPANS_PER_TRACE = 5
@@ -146,7 +149,19 @@ async function generate() {
   }
 }
 
+if (process.env.OBS_BENCH_COLD === "1") {
+  // GNU dd: count=0 with iflag=nocache drops the whole file's cached pages.
+  const dropped = spawnSync("dd", [
+    `if=${join(dataDir, "data.mdb")}`,
+    "iflag=nocache",
+    "count=0",
+    "status=none"
+  ])
+  if (dropped.status !== 0) throw new Error(`dd could not drop the store's pages: ${dropped.stderr}`)
+  console.log("  (the store's pages dropped from the page cache)")
+}
 const node = await spawnNode(dataDir)
+const pid = node.child.pid ?? 0
 const time = async (path: string) => {
   const t = performance.now()
   const res = await fetch(`${node.url}${path}`)
@@ -157,10 +172,11 @@ const time = async (path: string) => {
 const measure = async (name: string, count: number, path: (i: number) => string, target: string) => {
   for (let i = 0; i < Math.min(50, count); i++) await time(path(i + 7919)) // warm-up
   const latencies: Array<number> = []
+  const faults = majorFaults(pid)
   for (let i = 0; i < count; i++) latencies.push(await time(path(i)))
   latencies.sort((a, b) => a - b)
   console.log(
-    `  ${name.padEnd(24)} p50 ${fmt(percentile(latencies, 0.5), 2)} ms, p99 ${fmt(percentile(latencies, 0.99), 2)} ms, max ${fmt(latencies[latencies.length - 1] ?? 0, 1)} ms (${count} requests; target ${target})`
+    `  ${name.padEnd(24)} p50 ${fmt(percentile(latencies, 0.5), 2)} ms, p99 ${fmt(percentile(latencies, 0.99), 2)} ms, max ${fmt(latencies[latencies.length - 1] ?? 0, 1)} ms, ${fmt((majorFaults(pid) - faults) / count, 2)} major faults per request (${count} requests; target ${target})`
   )
 }
 const random = (i: number, n: number) => (i * 2_654_435_761) % n

@@ -38,6 +38,13 @@ export const spawnNode = (dataDir: string) =>
     child.once("exit", (code) => reject(new Error(`obs node exited with ${code}`)))
   })
 
+/** Major page faults of a process and its threads so far (pages it waited on the disk for), from /proc/PID/stat. */
+export const majorFaults = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  // After the command name, which may hold spaces and parentheses.
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[9]) // majflt
+}
+
 /** A /proc/PID/status figure in MiB: VmHWM (peak resident set), RssAnon (heap and other private memory). */
 export const procStatusMiB = (pid: number | undefined, field: "VmHWM" | "RssAnon"): number => {
   if (pid === undefined) return Number.NaN

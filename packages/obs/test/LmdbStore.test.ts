@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type Telemetry, TraceContext } from "@iii/core"
@@ -37,7 +37,33 @@ const foreign = () => randomBytes(16).toString("hex") as Telemetry.TraceId
 /** `n` spans of as many foreign traces. */
 const others = (n: number) => Array.from({ length: n }, () => span({ traceId: foreign() }))
 
+/** The VmFlags of this process's mappings of `file` (/proc/self/smaps), one string per mapping. */
+const mappingFlags = (file: string): Array<string> =>
+  readFileSync("/proc/self/smaps", "utf8")
+    .split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/)
+    .filter((mapping) => (mapping.split("\n")[0] ?? "").endsWith(` ${file}`))
+    .map((mapping) => /^VmFlags:(.*)$/m.exec(mapping)?.[1]?.trim() ?? "")
+const noSmaps = existsSync("/proc/self/smaps") ? undefined : "no /proc/self/smaps (not Linux)"
+if (noSmaps !== undefined) console.warn(`LmdbStore read-around test skipped: ${noSmaps}`)
+
 describe("LmdbStore", () => {
+  it.skipIf(noSmaps !== undefined)(
+    "maps its data file for random reads: a page fault reads the page, not the readahead window around it (smaps' rr flag)",
+    () =>
+      Effect.runPromise(
+        Effect.scoped(
+          Effect.gen(function* () {
+            const path = yield* tempDir
+            const s = yield* LmdbStore.make({ path })
+            expect(yield* s.writer.write([batch("a", 1, [span({ trace: 5 })])])).toEqual(["stored"])
+            const flags = mappingFlags(join(path, "data.mdb"))
+            expect(flags.length).toBeGreaterThan(0)
+            for (const f of flags) expect(f.split(" ")).toContain("rr")
+          })
+        )
+      )
+  )
+
   it("keeps data across a reopen, and knows its spans: a re-sent batch is still a duplicate", () =>
     Effect.runPromise(
       Effect.scoped(

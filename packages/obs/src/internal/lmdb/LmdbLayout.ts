@@ -1,6 +1,12 @@
 /** Opens the one LMDB environment and its named databases (names and key layouts: Keys.ts). */
 import type { Telemetry } from "@iii/core"
-import { type Database, type Key as LmdbKey, open, type RootDatabase } from "lmdb"
+import {
+  type Database,
+  type Key as LmdbKey,
+  open,
+  type RootDatabase,
+  type RootDatabaseOptionsWithPath
+} from "lmdb"
 import type {
   CorrelationKey,
   DigestKey,
@@ -66,15 +72,21 @@ export interface OpenOptions {
 
 /** Opens (creating if needed) the environment; throws the foreign lmdb error, which the caller wraps. */
 export const openLayout = (options: OpenOptions): Layout => {
-  const env = open({
+  // lmdb-js takes `noReadAhead` (its README) though its types omit it.
+  const settings: RootDatabaseOptionsWithPath & { readonly noReadAhead: boolean } = {
     path: options.path,
     maxDbs: 16,
     mapSize: options.mapSize ?? 1024 * 1024 * 1024,
     // Durable commits (the default): a write's promise resolves after commit; we await `flushed` too.
     noSync: false,
     // The path is always a directory, even when its name has a dot (lmdb would take it for a file).
-    noSubdir: false
-  })
+    noSubdir: false,
+    // No read-around on a page fault (MADV_RANDOM): reads here are B-tree descents to random pages, and
+    // a fault otherwise reads the device's whole readahead window around the page (8 MB on the
+    // development VM): cold trace lookups waited 10–40 ms on such faults (obs README, "Storage").
+    noReadAhead: true
+  }
+  const env = open(settings)
   const db = <V, Key extends LmdbKey>(name: string, records = false) =>
     env.openDB<V, Key>({
       name,
