@@ -320,7 +320,10 @@ const snapshot = async (agent: Started) => {
 
 // The memory settings the controller and the node agent's DaemonSet give the agent (README, "Memory"),
 // unless AGENT_NODE_FLAGS replaces them.
-const agentNode = [process.execPath, ...(process.env.AGENT_NODE_FLAGS ?? "--max-semi-space-size=2 --max-old-space-size=64").split(" ")]
+const agentNode = [
+  process.execPath,
+  ...(process.env.AGENT_NODE_FLAGS ?? "--max-semi-space-size=2 --max-old-space-size=64").split(" ")
+]
 const agentEnv = { ...process.env, MALLOC_ARENA_MAX: "1" }
 const startAgent = (args: ReadonlyArray<string>) =>
   startProcess(
