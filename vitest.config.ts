@@ -9,16 +9,18 @@ const freshClone = "packages/cli/test/integration/FreshClone.test.ts"
 // Tests run against sources: @iii/* resolves to src/, so `npm test` needs no build first.
 export default defineConfig({
   resolve: {
-    alias: {
-      // Before "@iii/core", which would also take this subpath (a module the index does not export).
-      "@iii/core/IiiTelemetry": fileURLToPath(
-        new URL("./packages/core/src/IiiTelemetry.ts", import.meta.url)
-      ),
-      "@iii/core": src("core"),
-      "@iii/obs": src("obs"),
-      "@iii/agent": src("agent"),
-      "@iii/controller": src("controller")
-    }
+    alias: [
+      // Before "@iii/core", which would also take the subpaths (`@iii/core/WireProtocol`: a module by
+      // path, as the agent imports them; `@iii/core/IiiTelemetry`, which the index does not export).
+      {
+        find: /^@iii\/core\/(.+)$/,
+        replacement: fileURLToPath(new URL("./packages/core/src/$1.ts", import.meta.url))
+      },
+      { find: "@iii/core", replacement: src("core") },
+      { find: "@iii/obs", replacement: src("obs") },
+      { find: "@iii/agent", replacement: src("agent") },
+      { find: "@iii/controller", replacement: src("controller") }
+    ]
   },
   test: {
     // `iii obs` listens for OTLP/gRPC on 4317 by default: test nodes, in parallel, must not share it

@@ -7,7 +7,9 @@
  *                                    WORKLOADS=hello,api; PODS=50, 0 skips the node agent phase;
  *                                    MODES=off,ebpf runs only those modes, for iteration;
  *                                    AGENT_CAPTURE='{"pollIntervalMs":100}' passes capture options
- *                                    to the eBPF agents, to compare settings in one sitting)
+ *                                    to the eBPF agents, to compare settings in one sitting;
+ *                                    AGENT_NODE_FLAGS='--max-semi-space-size=1 …' replaces the
+ *                                    agent's node flags, README "Memory", likewise)
  *
  * Workloads (each a Node.js service pinned to CPU 0, alone there):
  * - `hello`: a hello-world JSON endpoint (~11 µs of CPU per request: the worst case for any capture);
@@ -316,8 +318,12 @@ const snapshot = async (agent: Started) => {
   return lastStats(agent.lines)
 }
 
-// The memory settings the controller and the node agent's DaemonSet give the agent (README, "Memory").
-const agentNode = [process.execPath, "--max-semi-space-size=2", "--max-old-space-size=64"]
+// The memory settings the controller and the node agent's DaemonSet give the agent (README, "Memory"),
+// unless AGENT_NODE_FLAGS replaces them.
+const agentNode = [
+  process.execPath,
+  ...(process.env.AGENT_NODE_FLAGS ?? "--max-semi-space-size=2 --max-old-space-size=64").split(" ")
+]
 const agentEnv = { ...process.env, MALLOC_ARENA_MAX: "1" }
 const startAgent = (args: ReadonlyArray<string>) =>
   startProcess(

@@ -9,6 +9,7 @@ mod capture;
 mod clock;
 mod diagnostics;
 mod layout;
+mod ring;
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;

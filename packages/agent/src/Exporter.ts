@@ -14,7 +14,9 @@
  *   never collides with its previous seqs.
  */
 import { hostname } from "node:os"
-import { type Telemetry, TraceContext, WireProtocol } from "@iii/core"
+import type { Telemetry } from "@iii/core"
+import * as TraceContext from "@iii/core/TraceContext"
+import * as WireProtocol from "@iii/core/WireProtocol"
 import { Context, Effect, Layer, Runtime, type Scope } from "effect"
 import {
   Destination,

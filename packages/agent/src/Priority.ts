@@ -10,7 +10,7 @@
  */
 import { readdirSync } from "node:fs"
 import { setPriority } from "node:os"
-import { Errors } from "@iii/core"
+import * as Errors from "@iii/core/Errors"
 import { Effect } from "effect"
 
 /** The agent's default nice value: a ~10% CPU share against a normal-priority thread on a busy core. */

@@ -16,7 +16,7 @@
 import { spawn } from "node:child_process"
 import { readFileSync, writeSync } from "node:fs"
 import { constants } from "node:os"
-import { Errors } from "@iii/core"
+import * as Errors from "@iii/core/Errors"
 import { Effect, type Scope } from "effect"
 import { Agent } from "./Agent.js"
 import { CommandError } from "./Errors.js"

@@ -386,6 +386,45 @@ describe("EbpfCapture (real eBPF)", () => {
       }).pipe(Effect.scoped, Effect.runPromise)
   )
 
+  it.skipIf(!canRun || !hasPython)(
+    "maps the kernel ring's data pages once, and hands over whole the records that wrap around its end",
+    () =>
+      Effect.gen(function* () {
+        const ringBytes = 8192
+        // 300 writes of 500-1,200 bytes through an 8 KiB ring: it wraps ~30 times, mostly mid-record.
+        const script = yield* spawnChild("python3", [
+          "-c",
+          "import os, sys, time\nsys.stdin.readline()\nfor i in range(300):\n" +
+            '  os.write(1, b"%05d" % i + bytes([97 + i % 26]) * (500 + i * 37 % 700) + b"\\n")\n' +
+            "  time.sleep(0.002)"
+        ])
+        const capture = yield* EbpfCapture.start({ pids: [script.pid], ringBufferBytes: ringBytes })
+        // One mapping of the producer page and the data (aya mapped the data twice: RSS counted it twice).
+        const pageBytes = 4096
+        const ringMappings = readFileSync("/proc/self/maps", "utf8")
+          .split("\n")
+          .filter((line) => line.endsWith("anon_inode:bpf-map"))
+          .map((line) => {
+            const [start = "0", end = "0"] = (line.split(" ")[0] ?? "").split("-")
+            return Number.parseInt(end, 16) - Number.parseInt(start, 16)
+          })
+        expect(ringMappings).toContain(pageBytes + ringBytes)
+        expect(ringMappings).not.toContain(pageBytes + 2 * ringBytes)
+        const { events, until } = yield* collect(capture)
+        script.process.stdin?.write("go\n")
+        const writes = (all: ReadonlyArray<CaptureEvent>) =>
+          all.filter((e): e is DataEvent => e.kind === "data" && e.pid === script.pid && e.fd === 1)
+        yield* until("the last write", (all) => writes(all).find((e) => text(e.payload).startsWith("00299")))
+        const seen = writes(events)
+        expect(seen.length + (yield* capture.counters).dropped).toBeGreaterThanOrEqual(300)
+        for (const write of seen) {
+          const i = Number(text(write.payload).slice(0, 5))
+          const expected = `${String(i).padStart(5, "0")}${String.fromCharCode(97 + (i % 26)).repeat(500 + ((i * 37) % 700))}\n`
+          expect(text(write.payload)).toBe(expected)
+        }
+      }).pipe(Effect.scoped, Effect.runPromise)
+  )
+
   it.skipIf(!canRun)(
     "drains on request: what was captured before the stop arrives, then the stream ends",
     () =>

@@ -13,7 +13,7 @@
  */
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { Errors } from "@iii/core"
+import * as Errors from "@iii/core/Errors"
 import { Effect, type Scope } from "effect"
 
 /** A process's cgroup v2 path in its `/proc/PID/cgroup` text (`0::/a/b` → `/a/b`), or undefined. Pure. */

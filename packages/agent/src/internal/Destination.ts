@@ -3,7 +3,7 @@
  * batches, bounded in bytes (oldest dropped first), re-sent in order after every reconnect.
  */
 
-import { WireProtocol } from "@iii/core"
+import * as WireProtocol from "@iii/core/WireProtocol"
 import { Either } from "effect"
 import WebSocket from "ws"
 

@@ -13,7 +13,7 @@
  * `traceparent`; in text, `trace_id=<32 hex>`, `traceparent=00-…`, `correlation_id=<id>`.
  * Lines longer than 16 KiB are cut (the rest of the line is dropped, the cut noted in an attribute).
  */
-import { Telemetry } from "@iii/core"
+import * as Telemetry from "@iii/core/Telemetry"
 import { type Identity, identityAttributes, resourceOf, type SpanContext } from "./Spans.js"
 
 type LogLevel = Telemetry.LogLevel

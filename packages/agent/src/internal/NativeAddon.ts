@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
-import { Errors } from "@iii/core"
+import * as Errors from "@iii/core/Errors"
 
 export interface NativeCaptureOptions {
   pids?: Array<number>

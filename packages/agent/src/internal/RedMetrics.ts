@@ -12,7 +12,8 @@
  * (`iii.connection.role` server|client), peer address (`network.peer.address`, at most `maxPeers` distinct,
  * then `{other}`) and protocol (`iii.protocol` http|unknown). Recorded when the connection ends.
  */
-import { LatencySketch, Telemetry } from "@iii/core"
+import * as LatencySketch from "@iii/core/LatencySketch"
+import * as Telemetry from "@iii/core/Telemetry"
 import type { Connection, Role } from "./ConnectionTracker.js"
 import { type Identity, identityAttributes, resourceOf } from "./Spans.js"
 

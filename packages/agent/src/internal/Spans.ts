@@ -16,7 +16,8 @@
  * Errors: a server span is an error on 5xx or no response; a client span on 4xx, 5xx or no response.
  */
 
-import { type Telemetry, TraceContext } from "@iii/core"
+import type { Telemetry } from "@iii/core"
+import * as TraceContext from "@iii/core/TraceContext"
 import { Option } from "effect"
 import type { Outcome, Role } from "./ConnectionTracker.js"
 import type { MessageHead } from "./HttpParser.js"
