@@ -50,7 +50,6 @@ import {
   writeFileSync
 } from "node:fs"
 import type { AddressInfo } from "node:net"
-import * as net from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -59,7 +58,7 @@ import * as EbpfCapture from "@iii/agent/EbpfCapture"
 import * as WireProtocol from "@iii/core/WireProtocol"
 import { Context, Effect, Either, Exit, Layer, Scope } from "effect"
 import { WebSocketServer } from "ws"
-import { cpuSeconds } from "./obs-support.ts"
+import { cpuSeconds, freePort } from "./obs-support.ts"
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5)
 const SECONDS = Number(process.env.SECONDS ?? 5)
@@ -145,14 +144,6 @@ const obsUrl = `ws://127.0.0.1:${(obs.address() as AddressInfo).port}`
 
 // ---------------------------------------------------------------------------------------------------
 // processes
-
-const freePort = async () => {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  const port = (server.address() as AddressInfo).port
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
 
 interface Started {
   readonly child: ChildProcess
