@@ -11,7 +11,7 @@
  * refused, saying so: the node agent runs in its cluster, with its service account).
  */
 import { existsSync, readFileSync } from "node:fs"
-import * as http from "node:http"
+import type * as http from "node:http"
 import * as https from "node:https"
 import { homedir } from "node:os"
 import { dirname, join, resolve } from "node:path"
@@ -21,6 +21,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import { parse } from "yaml"
 import { AgentConfigError } from "../Errors.js"
+import { Http } from "./NodeHttp.js"
 
 /** How to reach and authenticate to the API server. */
 export interface KubeAccess {
@@ -191,7 +192,7 @@ class WatchGone extends Error {}
 const get = (access: KubeAccess, path: string) =>
   Effect.async<http.IncomingMessage, Error>((resume) => {
     const url = new URL(path, access.server)
-    const transport = url.protocol === "https:" ? https : http
+    const transport = url.protocol === "https:" ? https : Http
     const request = transport.request(url, {
       method: "GET",
       headers: { accept: "application/json", ...access.headers() },
