@@ -2,8 +2,9 @@
  * What the agent process loads (README, "Memory"): the modules an embedding app or `iii agent`
  * imports at run time (`Agent`, `Exporter`, `Priority`), followed through their value imports
  * (relative ones and `@iii/core/<module>`), must not import effect's index (all 362 of its modules),
- * `effect/Schema` (which loads `fast-check`) or `node:http` as an ES module (whose facade loads
- * Node's bundled undici): each cost the node agent megabytes of RSS.
+ * `effect/Schema` (which loads `fast-check`), `node:http` as an ES module (whose facade loads
+ * Node's bundled undici) or `yaml` up front (only a kubeconfig needs it): each cost the node agent
+ * megabytes of RSS.
  */
 import { readFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
@@ -36,7 +37,7 @@ const walk = () => {
 }
 
 describe("the agent's run-time modules", () => {
-  it("import neither effect's index, effect/Schema, the @iii/core index nor node:http", () => {
+  it("import neither effect's index, effect/Schema, the @iii/core index, node:http nor yaml", () => {
     const graph = walk()
     expect(graph.size).toBeGreaterThan(20)
     expect([...graph.keys()].some((f) => f.endsWith("internal/Destination.ts"))).toBe(true)

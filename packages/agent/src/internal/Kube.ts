@@ -13,13 +13,14 @@
 import { existsSync, readFileSync } from "node:fs"
 import type * as http from "node:http"
 import * as https from "node:https"
+import { createRequire } from "node:module"
 import { homedir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { createInterface } from "node:readline"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import { parse } from "yaml"
+import type * as Yaml from "yaml"
 import { AgentConfigError } from "../Errors.js"
 import { Http } from "./NodeHttp.js"
 
@@ -65,6 +66,10 @@ interface Named<T> {
 
 type Fields = Readonly<Record<string, unknown>>
 
+// Loaded only to read a kubeconfig: in a cluster (the DaemonSet) the agent never parses YAML, and the
+// yaml package's 72 modules are ~2 MB of RSS (README, "Memory").
+const yaml = (): typeof Yaml => createRequire(import.meta.url)("yaml")
+
 const text = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined)
 
 /** A kubeconfig's current context, as what `KubeAccess` needs; `needsClient` for exec/auth-provider users. */
@@ -74,7 +79,7 @@ export const fromKubeconfigText = (
 ): { readonly access: KubeAccess } | { readonly needsClient: true } | { readonly error: string } => {
   let config: Fields
   try {
-    config = (parse(content) ?? {}) as Fields
+    config = (yaml().parse(content) ?? {}) as Fields
   } catch (error) {
     return { error: `${file}: not YAML: ${String(error)}` }
   }
