@@ -13,7 +13,12 @@
 import * as Agent from "@iii/agent/Agent"
 import * as Exporter from "@iii/agent/Exporter"
 import * as Priority from "@iii/agent/Priority"
-import { Effect, Exit, Layer, Logger, LogLevel, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Scope from "effect/Scope"
 
 const [mode, obsUrl, a, b, c, d, e] = process.argv.slice(2)
 if (!["cgroup", "propagation", "node", "proxy"].includes(mode) || obsUrl === undefined || a === undefined) {

@@ -15,7 +15,13 @@
  */
 
 import type { Telemetry } from "@iii/core"
-import { Context, Effect, Fiber, Layer, Schedule, type Scope, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as EbpfCapture from "./EbpfCapture.js"
 import { AgentConfigError, type EbpfCaptureError, ModeUnavailable, type ProxyError } from "./Errors.js"
 import { Exporter, type ExporterStats } from "./Exporter.js"

@@ -16,7 +16,13 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Queue, Schedule, type Scope, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { CaptureEvent } from "./CaptureEvent.js"
 import {
   EbpfCaptureError,

@@ -1,5 +1,5 @@
 /** Every error @iii/agent can fail with (none crosses the wire, so all are `Data.TaggedError`). */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 /** The proxy could not start (address in use, bad address). */
 export class ProxyError extends Data.TaggedError("ProxyError")<{ readonly message: string }> {}

@@ -16,8 +16,13 @@
 import { hostname } from "node:os"
 import type { Telemetry } from "@iii/core"
 import * as TraceContext from "@iii/core/TraceContext"
-import * as WireProtocol from "@iii/core/WireProtocol"
-import { Context, Effect, Layer, Runtime, type Scope } from "effect"
+import * as WireCodec from "@iii/core/WireCodec"
+import type * as WireProtocol from "@iii/core/WireProtocol"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
 import {
   Destination,
   type DestinationCounters,
@@ -99,7 +104,7 @@ export class Exporter extends Context.Tag("@iii/agent/Exporter")<Exporter, Expor
  * is bytes: span objects die young and cheap instead of piling up in V8's old generation.
  */
 class Batcher {
-  private readonly encoder = new WireProtocol.BatchEncoder()
+  private readonly encoder = new WireCodec.BatchEncoder()
   /** The seq of the last batch sealed. */
   seq = 0
   readonly sealed = { batches: 0, spans: 0, metrics: 0, logs: 0 }
@@ -186,7 +191,7 @@ export const make = (options: ExporterOptions): Effect.Effect<ExporterService, n
     }
     const hello: WireProtocol.Hello = {
       type: "hello",
-      version: WireProtocol.PROTOCOL_VERSION,
+      version: WireCodec.PROTOCOL_VERSION,
       agent: options.agent,
       ...(options.token === undefined ? {} : { token: options.token })
     }

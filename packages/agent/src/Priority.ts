@@ -11,7 +11,7 @@
 import { readdirSync } from "node:fs"
 import { setPriority } from "node:os"
 import * as Errors from "@iii/core/Errors"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 /** The agent's default nice value: a ~10% CPU share against a normal-priority thread on a busy core. */
 export const defaultNice = 10

@@ -13,16 +13,18 @@
  * to the client socket. Upstream failures answer 502 (a server-span error). WebSocket upgrades and
  * CONNECT tunnels are passed through without spans.
  */
-import * as http from "node:http"
+import type * as http from "node:http"
 import * as net from "node:net"
 import type { Duplex } from "node:stream"
 import * as Errors from "@iii/core/Errors"
 import * as TraceContext from "@iii/core/TraceContext"
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import { ProxyError } from "./Errors.js"
 import { nowUnixNano } from "./internal/Clock.js"
 import type { Outcome, Role } from "./internal/ConnectionTracker.js"
 import type { MessageHead } from "./internal/HttpParser.js"
+import { Http } from "./internal/NodeHttp.js"
 import type { Recorder } from "./internal/Recorder.js"
 import { clientContext, type SpanContext, serverContext } from "./internal/Spans.js"
 
@@ -150,7 +152,7 @@ export const start = async (
   options: ProxyOptions,
   recorder: Recorder
 ): Promise<ProxyServer & { readonly close: (graceMs: number) => Promise<void> }> => {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 })
+  const agent = new Http.Agent({ keepAlive: true, maxSockets: 512 })
   const serving = new Set<SpanContext>()
   /** Requests of either proxy being forwarded (not recorded yet). */
   let forwarding = 0
@@ -212,7 +214,7 @@ export const start = async (
         peerPort: role === "server" ? req.socket.remotePort : port
       })
     }
-    const upstreamReq = http.request({
+    const upstreamReq = Http.request({
       host,
       port,
       method: req.method,
@@ -285,13 +287,13 @@ export const start = async (
       })
     })
 
-  const reverse = http.createServer({ keepAliveTimeout: 65_000 }, handle("server"))
+  const reverse = Http.createServer({ keepAliveTimeout: 65_000 }, handle("server"))
   reverse.on("upgrade", passThroughUpgrade)
   const listening = await listen(reverse, options.listen)
   let forward: http.Server | undefined
   let egressListening: HostPort | undefined
   if (options.egress !== undefined) {
-    forward = http.createServer(handle("client"))
+    forward = Http.createServer(handle("client"))
     forward.on("connect", connectTunnel)
     try {
       egressListening = await listen(forward, options.egress)

@@ -1,8 +1,11 @@
 /**
- * Every error @iii/core can fail with. Errors that cross the wire are `Schema.TaggedError` with
- * structured fields; the rest are `Data.TaggedError`.
+ * Every error @iii/core can fail with, each a `Data.TaggedError`. This module does not import
+ * `effect/Schema` (which loads `fast-check` with it): the node agent imports it and holds its memory
+ * budget by not loading Schema (packages/agent README, "Memory"); `WireProtocol` has the wire
+ * error codes' schema.
  */
-import { Cause, Data, Schema } from "effect"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
 
 /** The text of anything thrown: an Error's message, or the value itself as a string. */
 export const messageOf = (thrown: unknown): string =>
@@ -22,7 +25,7 @@ export class InvalidDocument extends Data.TaggedError("InvalidDocument")<{
  * Why a wire frame was refused (see `WireProtocol`). The codec produces `malformed`, `truncated`,
  * `oversize`, `unsupported_version` and `invalid_batch`; obs and the agent use the rest.
  */
-export const WireErrorCode = Schema.Literal(
+export const wireErrorCodes = [
   "malformed",
   "truncated",
   "oversize",
@@ -32,18 +35,18 @@ export const WireErrorCode = Schema.Literal(
   "protocol",
   "overloaded",
   "internal"
-)
-export type WireErrorCode = typeof WireErrorCode.Type
+] as const
+export type WireErrorCode = (typeof wireErrorCodes)[number]
 
 /**
  * A frame could not be accepted. `message` names the offending path (`spans[3].traceId: ...`);
  * `seq` is the batch's sequence number when it could be read, so the peer knows which batch failed.
  */
-export class WireError extends Schema.TaggedError<WireError>()("WireError", {
-  code: WireErrorCode,
-  message: Schema.String,
-  seq: Schema.optional(Schema.Number)
-}) {}
+export class WireError extends Data.TaggedError("WireError")<{
+  readonly code: WireErrorCode
+  readonly message: string
+  readonly seq?: number
+}> {}
 
 /** Sketch data (from the wire or disk) that no `LatencySketch` could have produced. */
 export class InvalidSketch extends Data.TaggedError("InvalidSketch")<{ readonly reason: string }> {

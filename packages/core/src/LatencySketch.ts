@@ -15,7 +15,7 @@
  * mutable object that grows its bucket array only when a value lands outside the current range.
  * Each operation is both a method (`sketch.add(v)`) and a module function (`LatencySketch.add(sketch, v)`).
  */
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import { dual } from "effect/Function"
 import { InvalidSketch } from "./Errors.js"
 import type { SketchData } from "./Telemetry.js"

@@ -9,7 +9,15 @@
  * Unix-nanosecond timestamps exceed 2^53, so they are `bigint`. JSON renders them as decimal strings,
  * as OTLP/JSON does. Durations fit comfortably in a double (2^53 ns ≈ 104 days).
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
+import { logLevels } from "./TelemetryConventions.js"
+
+export {
+  otelAttributeNames,
+  type StatusClass,
+  severityNumber,
+  statusClass
+} from "./TelemetryConventions.js"
 
 const hexId = (bytes: number, what: string) =>
   Schema.String.pipe(
@@ -163,18 +171,8 @@ export const MetricPoint = Schema.Struct({
 })
 export type MetricPoint = typeof MetricPoint.Type
 
-/** OpenTelemetry severity numbers: TRACE=1, DEBUG=5, INFO=9, WARN=13, ERROR=17, FATAL=21. */
-export const LogLevel = Schema.Literal("trace", "debug", "info", "warn", "error", "fatal")
+export const LogLevel = Schema.Literal(...logLevels)
 export type LogLevel = typeof LogLevel.Type
-
-export const severityNumber: Record<LogLevel, number> = {
-  trace: 1,
-  debug: 5,
-  info: 9,
-  warn: 13,
-  error: 17,
-  fatal: 21
-}
 
 export const LogRecord = Schema.Struct({
   timeUnixNano: UnixNano,
@@ -190,28 +188,3 @@ export const LogRecord = Schema.Struct({
   attributes: Schema.optional(Attributes)
 })
 export type LogRecord = typeof LogRecord.Type
-
-/** How each model field is named in OpenTelemetry semantic conventions (OTLP mapping). */
-export const otelAttributeNames = {
-  service: "service.name",
-  component: "iii.component",
-  composition: "iii.composition",
-  namespace: "k8s.namespace.name",
-  pod: "k8s.pod.name",
-  correlationId: "iii.correlation_id",
-  "http.method": "http.request.method",
-  "http.route": "http.route",
-  "http.path": "url.path",
-  "http.statusCode": "http.response.status_code",
-  peerAddress: "network.peer.address",
-  peerPort: "network.peer.port",
-  stream: "log.iostream"
-} as const
-
-/** `2xx`…`5xx` bucket of an HTTP status; `none` when no response was seen. */
-export type StatusClass = "1xx" | "2xx" | "3xx" | "4xx" | "5xx" | "none"
-
-export const statusClass = (statusCode: number | undefined): StatusClass =>
-  statusCode === undefined || statusCode < 100 || statusCode > 599
-    ? "none"
-    : (`${Math.floor(statusCode / 100)}xx` as StatusClass)

@@ -16,7 +16,7 @@
  *   1..256 printable ASCII characters). An invalid header is ignored, never an error.
  */
 import { randomFillSync } from "node:crypto"
-import { Option } from "effect"
+import * as Option from "effect/Option"
 import type { SpanId, TraceId } from "./Telemetry.js"
 
 export const traceparentHeader = "traceparent"

@@ -42,24 +42,29 @@
  *   every frame stays below it (a frame over the limit is refused before it is decoded).
  *
  * This module is the protocol: this document, the frame schemas and the limits. The codec that turns
- * frames into bytes and back (`encodeFrame`, `BatchEncoder`, `decodeFrame`) is `internal/wireCodec.ts`,
- * re-exported here so that `WireProtocol` stays the one name to import.
+ * frames into bytes and back (`encodeFrame`, `BatchEncoder`, `decodeFrame`) is `WireCodec`,
+ * re-exported here so that `WireProtocol` stays the one name to import; a process that must not load
+ * `effect/Schema` (the node agent) imports `WireCodec` itself.
  */
-import { Schema } from "effect"
-import { WireError, WireErrorCode } from "./Errors.js"
+import * as Schema from "effect/Schema"
+import { WireError, type WireErrorCode as WireErrorCodeType, wireErrorCodes } from "./Errors.js"
 import { LogRecord, MetricPoint, Span } from "./Telemetry.js"
 
+/** A span's array length and fields as the wire writes them; obs stores spans alike, after the parent id. */
+export { spanFieldCount, writeSpanFields } from "./internal/wireTelemetry.js"
 export {
   BatchEncoder,
   type DecodeOptions,
   decodeFrame,
+  defaultMaxFrameBytes,
   encodeFrame,
-  isNativeAccelerated
-} from "./internal/wireCodec.js"
-export { defaultMaxFrameBytes, PROTOCOL_VERSION } from "./internal/wireFraming.js"
-/** A span's array length and fields as the wire writes them; obs stores spans alike, after the parent id. */
-export { spanFieldCount, writeSpanFields } from "./internal/wireTelemetry.js"
-export { WireError, WireErrorCode }
+  isNativeAccelerated,
+  PROTOCOL_VERSION
+} from "./WireCodec.js"
+export { WireError }
+
+export const WireErrorCode = Schema.Literal(...wireErrorCodes)
+export type WireErrorCode = WireErrorCodeType
 
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
 

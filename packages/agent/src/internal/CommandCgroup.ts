@@ -14,7 +14,8 @@
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import * as Errors from "@iii/core/Errors"
-import { Effect, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 
 /** A process's cgroup v2 path in its `/proc/PID/cgroup` text (`0::/a/b` → `/a/b`), or undefined. Pure. */
 export const cgroupV2Path = (procCgroup: string): string | undefined =>

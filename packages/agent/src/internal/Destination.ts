@@ -3,8 +3,9 @@
  * batches, bounded in bytes (oldest dropped first), re-sent in order after every reconnect.
  */
 
-import * as WireProtocol from "@iii/core/WireProtocol"
-import { Either } from "effect"
+import * as WireCodec from "@iii/core/WireCodec"
+import type * as WireProtocol from "@iii/core/WireProtocol"
+import * as Either from "effect/Either"
 import WebSocket from "ws"
 
 /** A sealed, encoded batch; shared by every destination. */
@@ -202,18 +203,18 @@ export class Destination {
     const token = this.options.hello.token
     // obs checks the token on the upgrade (401 before any WebSocket); hello carries it too for older nodes.
     const socket = new WebSocket(this.options.url, {
-      maxPayload: WireProtocol.defaultMaxFrameBytes,
+      maxPayload: WireCodec.defaultMaxFrameBytes,
       ...(token !== undefined && { headers: { authorization: `Bearer ${token}` } })
     })
     this.socket = socket
     socket.binaryType = "nodebuffer"
     socket.on("open", () => {
-      socket.send(WireProtocol.encodeFrame(this.options.hello), { binary: true })
+      socket.send(WireCodec.encodeFrame(this.options.hello), { binary: true })
     })
     socket.on("message", (data: Buffer, isBinary: boolean) => {
       if (socket !== this.socket) return
       if (!isBinary) return this.fail(socket, "obs sent a text frame")
-      const decoded = WireProtocol.decodeFrame(data)
+      const decoded = WireCodec.decodeFrame(data)
       if (Either.isLeft(decoded))
         return this.fail(socket, `undecodable frame from obs: ${decoded.left.message}`)
       this.onFrame(socket, decoded.right)

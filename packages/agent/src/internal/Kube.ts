@@ -11,14 +11,18 @@
  * refused, saying so: the node agent runs in its cluster, with its service account).
  */
 import { existsSync, readFileSync } from "node:fs"
-import * as http from "node:http"
+import type * as http from "node:http"
 import * as https from "node:https"
+import { createRequire } from "node:module"
 import { homedir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { createInterface } from "node:readline"
-import { Effect, Schedule, type Scope } from "effect"
-import { parse } from "yaml"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import type * as Yaml from "yaml"
 import { AgentConfigError } from "../Errors.js"
+import { Http } from "./NodeHttp.js"
 
 /** How to reach and authenticate to the API server. */
 export interface KubeAccess {
@@ -62,6 +66,10 @@ interface Named<T> {
 
 type Fields = Readonly<Record<string, unknown>>
 
+// Loaded only to read a kubeconfig: in a cluster (the DaemonSet) the agent never parses YAML, and the
+// yaml package's 72 modules are ~2 MB of RSS (README, "Memory").
+const yaml = (): typeof Yaml => createRequire(import.meta.url)("yaml")
+
 const text = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined)
 
 /** A kubeconfig's current context, as what `KubeAccess` needs; `needsClient` for exec/auth-provider users. */
@@ -71,7 +79,7 @@ export const fromKubeconfigText = (
 ): { readonly access: KubeAccess } | { readonly needsClient: true } | { readonly error: string } => {
   let config: Fields
   try {
-    config = (parse(content) ?? {}) as Fields
+    config = (yaml().parse(content) ?? {}) as Fields
   } catch (error) {
     return { error: `${file}: not YAML: ${String(error)}` }
   }
@@ -189,7 +197,7 @@ class WatchGone extends Error {}
 const get = (access: KubeAccess, path: string) =>
   Effect.async<http.IncomingMessage, Error>((resume) => {
     const url = new URL(path, access.server)
-    const transport = url.protocol === "https:" ? https : http
+    const transport = url.protocol === "https:" ? https : Http
     const request = transport.request(url, {
       method: "GET",
       headers: { accept: "application/json", ...access.headers() },

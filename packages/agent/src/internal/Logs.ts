@@ -13,7 +13,9 @@
  * `traceparent`; in text, `trace_id=<32 hex>`, `traceparent=00-…`, `correlation_id=<id>`.
  * Lines longer than 16 KiB are cut (the rest of the line is dropped, the cut noted in an attribute).
  */
-import * as Telemetry from "@iii/core/Telemetry"
+
+import type * as Telemetry from "@iii/core/Telemetry"
+import * as Conventions from "@iii/core/TelemetryConventions"
 import { type Identity, identityAttributes, resourceOf, type SpanContext } from "./Spans.js"
 
 type LogLevel = Telemetry.LogLevel
@@ -157,7 +159,7 @@ export const parseLine = (line: string, stream: "stdout" | "stderr"): ParsedLine
 
 /** `level` passes a minimum level filter. */
 export const atLeast = (level: LogLevel, minimum: LogLevel): boolean =>
-  Telemetry.severityNumber[level] >= Telemetry.severityNumber[minimum]
+  Conventions.severityNumber[level] >= Conventions.severityNumber[minimum]
 
 /**
  * Splits a byte stream (one per pid + fd) into lines. Writes rarely align with lines, so a partial

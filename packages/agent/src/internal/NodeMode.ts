@@ -21,7 +21,9 @@
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { Effect, Schedule, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import type * as EbpfCapture from "../EbpfCapture.js"
 import { AgentConfigError } from "../Errors.js"
 import type { ExporterService } from "../Exporter.js"

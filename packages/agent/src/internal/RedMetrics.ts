@@ -13,7 +13,8 @@
  * then `{other}`) and protocol (`iii.protocol` http|unknown). Recorded when the connection ends.
  */
 import * as LatencySketch from "@iii/core/LatencySketch"
-import * as Telemetry from "@iii/core/Telemetry"
+import type * as Telemetry from "@iii/core/Telemetry"
+import * as Conventions from "@iii/core/TelemetryConventions"
 import type { Connection, Role } from "./ConnectionTracker.js"
 import { type Identity, identityAttributes, resourceOf } from "./Spans.js"
 
@@ -58,7 +59,7 @@ export class RedMetrics {
     statusCode: number | undefined,
     durationNs: number
   ) {
-    const statusClass = Telemetry.statusClass(statusCode)
+    const statusClass = Conventions.statusClass(statusCode)
     const key = `${role} ${method} ${route} ${statusClass}`
     let series = this.http.get(key)
     if (series === undefined) {

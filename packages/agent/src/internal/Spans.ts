@@ -18,7 +18,7 @@
 
 import type { Telemetry } from "@iii/core"
 import * as TraceContext from "@iii/core/TraceContext"
-import { Option } from "effect"
+import * as Option from "effect/Option"
 import type { Outcome, Role } from "./ConnectionTracker.js"
 import type { MessageHead } from "./HttpParser.js"
 

@@ -5,9 +5,9 @@
  * `decodeFrame` never throws: every failure is a `WireError` whose message names the path of the
  * offending field (`spans[3].traceId: must not be all zeros`).
  */
-import { Either } from "effect"
+import * as Either from "effect/Either"
 import { isNativeAccelerationEnabled, Unpackr } from "msgpackr"
-import { messageOf, WireError, WireErrorCode } from "../Errors.js"
+import { messageOf, WireError, type WireErrorCode, wireErrorCodes } from "../Errors.js"
 import { Writer } from "../Msgpack.js"
 import type { LogRecord, MetricPoint, Span } from "../Telemetry.js"
 import type { AgentIdentity, Batch, ErrorFrame, Frame, Hello, Welcome } from "../WireProtocol.js"
@@ -243,7 +243,7 @@ const decodeWelcome = (t: ReadonlyArray<unknown>): Welcome => {
   return welcome
 }
 
-const errorCodes = WireErrorCode.literals
+const errorCodes: ReadonlyArray<string> = wireErrorCodes
 
 const decodeError = (t: ReadonlyArray<unknown>): ErrorFrame => {
   Check.tuple(t, 6, "malformed", "frame")
