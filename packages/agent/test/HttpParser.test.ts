@@ -219,6 +219,49 @@ describe("HttpParser", () => {
     expect(parser.opaque).toBe(true)
   })
 
+  it("knows a request by its method: every known one, nothing that only looks like one", () => {
+    const known = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+    for (const method of [
+      ...known,
+      "PROPFIND",
+      "PROPPATCH",
+      "MKCOL",
+      "COPY",
+      "MOVE",
+      "LOCK",
+      "UNLOCK",
+      "SEARCH",
+      "REPORT",
+      "PURGE"
+    ]) {
+      const { parser, seen } = record("request")
+      parser.push(bytes(`${method} /x HTTP/1.1\r\nHost: h\r\n\r\n`), 0, 1n)
+      expect(
+        seen.heads.map((h) => h.head.method),
+        method
+      ).toEqual([method])
+    }
+    for (const first of [
+      "GETS /x HTTP/1.1\r\n\r\n",
+      "GE /x HTTP/1.1\r\n\r\n",
+      "PROPFINDS /x HTTP/1.1\r\n\r\n",
+      "G\xc5T /x HTTP/1.1\r\n\r\n",
+      "POS\xd4 /x HTTP/1.1\r\n\r\n"
+    ]) {
+      const { parser, seen } = record("request")
+      parser.push(bytes(first), 0, 1n)
+      expect(seen.notHttp, JSON.stringify(first)).toBe(1)
+    }
+    // The version must be HTTP/1.x exactly; a response must start with it.
+    const { parser, seen } = record("request")
+    parser.push(bytes("GET /x HTTP/2.0\r\n\r\n"), 0, 1n)
+    expect(seen.heads).toHaveLength(0)
+    const response = record("response")
+    response.parser.push(bytes("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 0, 1n)
+    response.parser.push(bytes("HTTQ/1.1 200 OK\r\n\r\n"), 0, 2n)
+    expect(response.seen.heads.map((h) => h.head.statusCode)).toEqual([200])
+  })
+
   it("treats a repeated traceparent as absent and conflicting lengths as unknown", () => {
     const { parser, seen } = record("request")
     parser.push(

@@ -23,6 +23,25 @@ export const methods = new Set([
   "PURGE"
 ])
 export const longestMethod = 9
+const methodList = [...methods]
+
+/** Bytes [at, at + text.length) of `buf` are `text`'s characters (ASCII). */
+export const bytesAre = (buf: Buffer, at: number, text: string): boolean => {
+  if (at + text.length > buf.length) return false
+  for (let i = 0; i < text.length; i++) if (buf[at + i] !== text.charCodeAt(i)) return false
+  return true
+}
+
+/**
+ * The known method that bytes [from, to) spell, as the one shared string (its hash kept by V8 for
+ * every later lookup), or undefined. Compared in JavaScript: `toString` then `Set.has` crossed into
+ * C++ and made a new string for every request head.
+ */
+export const methodAt = (buf: Buffer, from: number, to: number): string | undefined => {
+  for (const method of methodList)
+    if (method.length === to - from && bytesAre(buf, from, method)) return method
+  return undefined
+}
 
 export const CR = 13
 export const LF = 10
@@ -32,7 +51,7 @@ export const COLON = 58
 export const ZERO = 48
 export const crlfcrlf = Buffer.from("\r\n\r\n")
 export const lastChunk = Buffer.from("0\r\n\r\n")
-export const httpPrefix = Buffer.from("HTTP/1.")
+export const httpPrefixText = "HTTP/1."
 
 /** The header name at `pos` equals `lowerName`, ASCII case-insensitively. */
 export const nameIs = (buf: Buffer, pos: number, lowerName: string): boolean => {
@@ -75,9 +94,6 @@ export const digitsAt = (buf: Buffer, from: number, count: number): number => {
   }
   return value
 }
-
-export const startsWithAt = (buf: Buffer, at: number, prefix: Buffer): boolean =>
-  at + prefix.length <= buf.length && buf.compare(prefix, 0, prefix.length, at, at + prefix.length) === 0
 
 export const endsWith = (buf: Buffer, suffix: Buffer): boolean =>
   buf.compare(suffix, 0, suffix.length, buf.length - suffix.length, buf.length) === 0

@@ -17,20 +17,20 @@
  */
 
 import {
+  bytesAre,
   COLON,
   CR,
   contentLengthAt,
   crlfcrlf,
   digitsAt,
   endsWith,
-  httpPrefix,
+  httpPrefixText,
   LF,
   lastChunk,
   longestMethod,
-  methods,
+  methodAt,
   nameIs,
   SP,
-  startsWithAt,
   valueAt,
   ZERO
 } from "./HttpBytes.js"
@@ -399,21 +399,22 @@ export class HttpParser {
   }
 
   private looksLikeStart(buf: Buffer): boolean {
-    if (this.kind === "response") return buf.length >= 8 && buf.compare(httpPrefix, 0, 7, 0, 7) === 0
+    if (this.kind === "response") return buf.length >= 8 && bytesAre(buf, 0, httpPrefixText)
     const space = buf.indexOf(SP)
-    return space > 2 && space <= longestMethod && methods.has(buf.toString("latin1", 0, space))
+    return space > 2 && space <= longestMethod && methodAt(buf, 0, space) !== undefined
   }
 
   /** Could bytes [start, end) be the beginning of a message of our kind? Checked incrementally. */
   private plausibleStart(buf: Buffer, start: number, end: number): boolean {
     if (this.kind === "response") {
-      const n = Math.min(end - start, 7)
-      return buf.compare(httpPrefix, 0, n, start, start + n) === 0
+      const n = Math.min(end - start, httpPrefixText.length)
+      for (let i = 0; i < n; i++) if (buf[start + i] !== httpPrefixText.charCodeAt(i)) return false
+      return true
     }
     const limit = Math.min(end, start + longestMethod + 1)
     for (let i = start; i < limit; i++) {
       const byte = buf[i] ?? 0
-      if (byte === SP) return i > start && methods.has(buf.toString("latin1", start, i))
+      if (byte === SP) return i > start && methodAt(buf, start, i) !== undefined
       if (byte < 65 || byte > 90) return false
     }
     return end - start <= longestMethod
@@ -438,14 +439,15 @@ export class HttpParser {
       let sp2 = lineEnd - 1
       while (sp2 > sp1 && buf[sp2] !== SP) sp2--
       const complete =
-        sp1 < lineEnd && sp2 > sp1 && lineEnd - sp2 === 9 && startsWithAt(buf, sp2 + 1, httpPrefix)
+        sp1 < lineEnd && sp2 > sp1 && lineEnd - sp2 === 9 && bytesAre(buf, sp2 + 1, httpPrefixText)
       if (!complete) {
         if (!truncated || sp1 >= lineEnd) return this.malformed()
         // The request line itself was cut: keep the method and the part of the target we saw.
         method = buf.toString("latin1", start, sp1)
         target = buf.toString("latin1", sp1 + 1, lineEnd)
       } else {
-        method = buf.toString("latin1", start, sp1)
+        // plausibleStart checked it is a known method.
+        method = methodAt(buf, start, sp1) ?? buf.toString("latin1", start, sp1)
         target = buf.toString("latin1", sp1 + 1, sp2)
         if (buf[sp2 + 8] === ZERO) version = "1.0"
       }
