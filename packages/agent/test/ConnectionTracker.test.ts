@@ -133,6 +133,46 @@ describe("ConnectionTracker", () => {
     expect(c.exchanges).toEqual(["/b 201"])
   })
 
+  it("tells a connection's role from its first bytes when they come a few at a time (GE, then T / …)", () => {
+    const c = serverConnection()
+    const starts: Array<bigint> = []
+    const tracker = new ConnectionTracker<undefined>({
+      onRequest: (r) => starts.push(r.startNs),
+      onExchange: (exchange) => c.exchanges.push(`${exchange.head.target} ${exchange.response?.statusCode}`),
+      onConnectionEnd: () => {},
+      onDropped: (_, reason) => c.dropped.push(reason)
+    })
+    // Opened without a role, as the capture reports sockets: its first bytes tell who is the server.
+    const split = (at: Array<number>, text: Buffer, direction: "ingress" | "egress", from: bigint) =>
+      [0, ...at].forEach((start, i) =>
+        tracker.data(
+          1,
+          1,
+          8,
+          direction,
+          text.subarray(start, at[i]),
+          (at[i] ?? text.length) - start,
+          from + BigInt(i)
+        )
+      )
+    tracker.open(1, 8, undefined, 0n, undefined, undefined)
+    split([2, 3], request("/a"), "ingress", 10n)
+    split([5], response(200), "egress", 20n)
+    split([4], bytes(`PROPFIND /dav HTTP/1.1\r\nHost: app\r\n\r\n`), "ingress", 30n)
+    tracker.data(1, 1, 8, "egress", response(207), response(207).byteLength, 40n)
+    expect(c.exchanges).toEqual(["/a 200", "/dav 207"])
+    // The request started with its first byte's read.
+    expect(starts).toEqual([10n, 30n])
+    expect(c.dropped).toEqual([])
+    // Not HTTP, a few bytes at a time: opaque once they cannot start a message.
+    tracker.open(1, 9, undefined, 50n, undefined, undefined)
+    tracker.data(1, 1, 9, "ingress", bytes("GE"), 2, 51n)
+    tracker.data(1, 1, 9, "ingress", bytes("X / HTTP/1.1\r\n\r\n"), 16, 52n)
+    tracker.data(1, 1, 9, "egress", response(200), response(200).byteLength, 53n)
+    expect(c.exchanges).toHaveLength(2)
+    expect(c.dropped).toEqual([])
+  })
+
   it("ignores a response on an untracked socket that lost nothing (a connection from before tracing)", () => {
     const c = serverConnection()
     c.tracker.data(1, 1, 99, "egress", response(200), response(200).byteLength, 6n)

@@ -9,8 +9,10 @@
  * Requests are queued per connection (pipelining) and paired with responses in order. 1xx responses
  * leave the request waiting for its final response; a 101 or a successful CONNECT turns the connection
  * opaque. Connections whose first bytes are not HTTP/1.x cost one check and a byte counter from then
- * on, and show up only in connection-level metrics.
+ * on, and show up only in connection-level metrics. First bytes too few to tell (a read of `GE`, a
+ * client writing its request a few bytes at a time) are kept until they do.
  */
+import { httpPrefixText, longestMethod, methodAt, methods, SP } from "./HttpBytes.js"
 import { HttpParser, type HttpParserHandler, type MessageHead } from "./HttpParser.js"
 
 export type Role = "server" | "client"
@@ -123,6 +125,10 @@ class Stream<C> {
   missing: DropReason = "unparsed"
   /** The kernel lost records of this connection: unpaired responses are blamed on the ring. */
   lossy = false
+  /** The first bytes of a connection without a role, too few yet to tell (`GE`, then `T / HTTP/1.1…`). */
+  early:
+    | { readonly direction: "ingress" | "egress"; readonly bytes: Uint8Array; readonly timestampNs: bigint }
+    | undefined
 
   constructor(
     connection: Connection,
@@ -230,15 +236,25 @@ class Stream<C> {
 const connectionKey = (pid: number, fd: number): number => pid * 1_073_741_824 + fd
 const empty = new Uint8Array(0)
 
-const methodStart = /^(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH) /
+/** A known method (the parser's) and its space. */
 const looksLikeRequest = (bytes: Uint8Array): boolean => {
-  if (bytes.byteLength < 4) return false
-  const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 8)).toString("latin1")
-  return methodStart.test(head)
+  const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, longestMethod + 1))
+  const space = head.indexOf(SP)
+  return space > 2 && methodAt(head, 0, space) !== undefined
 }
 
 const looksLikeResponse = (bytes: Uint8Array): boolean =>
   bytes.byteLength >= 8 && Buffer.from(bytes.buffer, bytes.byteOffset, 7).toString("latin1") === "HTTP/1."
+
+/** Bytes too few to tell yet: the start of a known method and its space, or of a status line. */
+const mayStartHttp = (bytes: Uint8Array): boolean => {
+  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")
+  return (
+    text.length < 8 &&
+    (httpPrefixText.startsWith(text) ||
+      [...methods].some((m) => text.length <= m.length && `${m} `.startsWith(text)))
+  )
+}
 
 export class ConnectionTracker<C> {
   private readonly streams = new Map<number, Stream<C>>()
@@ -341,9 +357,24 @@ export class ConnectionTracker<C> {
     else connection.bytesOut += totalLength
     if (connection.opaque) return
     stream.currentTid = tid
-    if (connection.role === undefined && !this.settleRole(stream, direction, payload)) return
+    let early: Stream<C>["early"]
+    if (connection.role === undefined) {
+      early = stream.early?.direction === direction ? stream.early : undefined
+      stream.early = undefined
+      const first = early === undefined ? payload : Buffer.concat([early.bytes, payload])
+      if (mayStartHttp(first) && totalLength === payload.byteLength) {
+        stream.early = {
+          direction,
+          bytes: Uint8Array.from(first),
+          timestampNs: early?.timestampNs ?? timestampNs
+        }
+        return
+      }
+      if (!this.settleRole(stream, direction, first)) return
+    }
     const carriesRequests = (connection.role === "server") === (direction === "ingress")
     const parser = carriesRequests ? stream.requests : stream.responses
+    if (early !== undefined) parser.push(early.bytes, 0, early.timestampNs)
     const uncaptured = totalLength > payload.byteLength ? totalLength - payload.byteLength : 0
     parser.push(payload, uncaptured, timestampNs)
   }
