@@ -143,8 +143,8 @@ describe("ConnectionTracker", () => {
       onDropped: (_, reason) => c.dropped.push(reason)
     })
     // Opened without a role, as the capture reports sockets: its first bytes tell who is the server.
-    const split = (at: Array<number>, text: Buffer, direction: "ingress" | "egress", from: bigint) =>
-      [0, ...at].forEach((start, i) =>
+    const split = (at: Array<number>, text: Buffer, direction: "ingress" | "egress", from: bigint) => {
+      for (const [i, start] of [0, ...at].entries())
         tracker.data(
           1,
           1,
@@ -154,7 +154,7 @@ describe("ConnectionTracker", () => {
           (at[i] ?? text.length) - start,
           from + BigInt(i)
         )
-      )
+    }
     tracker.open(1, 8, undefined, 0n, undefined, undefined)
     split([2, 3], request("/a"), "ingress", 10n)
     split([5], response(200), "egress", 20n)
