@@ -12,7 +12,7 @@
  * on, and show up only in connection-level metrics. First bytes too few to tell (a read of `GE`, a
  * client writing its request a few bytes at a time) are kept until they do.
  */
-import { httpPrefixText, longestMethod, methodAt, methods, SP } from "./HttpBytes.js"
+import { mayStartRequest, mayStartResponse, startsRequest, startsResponse } from "./HttpBytes.js"
 import { HttpParser, type HttpParserHandler, type MessageHead } from "./HttpParser.js"
 
 export type Role = "server" | "client"
@@ -236,26 +236,6 @@ class Stream<C> {
 const connectionKey = (pid: number, fd: number): number => pid * 1_073_741_824 + fd
 const empty = new Uint8Array(0)
 
-/** A known method (the parser's) and its space. */
-const looksLikeRequest = (bytes: Uint8Array): boolean => {
-  const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, longestMethod + 1))
-  const space = head.indexOf(SP)
-  return space > 2 && methodAt(head, 0, space) !== undefined
-}
-
-const looksLikeResponse = (bytes: Uint8Array): boolean =>
-  bytes.byteLength >= 8 && Buffer.from(bytes.buffer, bytes.byteOffset, 7).toString("latin1") === "HTTP/1."
-
-/** Bytes too few to tell yet: the start of a known method and its space, or of a status line. */
-const mayStartHttp = (bytes: Uint8Array): boolean => {
-  const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")
-  return (
-    text.length < 8 &&
-    (httpPrefixText.startsWith(text) ||
-      [...methods].some((m) => text.length <= m.length && `${m} `.startsWith(text)))
-  )
-}
-
 export class ConnectionTracker<C> {
   private readonly streams = new Map<number, Stream<C>>()
   private readonly maxPending: number
@@ -343,8 +323,8 @@ export class ConnectionTracker<C> {
       // A socket from before tracing began: infer the role from the first request we see; after a
       // loss, a response tells it too (and is counted as one whose request was lost).
       const lossy = this.lossyUntracked.delete(key)
-      const response = lossy && looksLikeResponse(payload)
-      if (!response && !looksLikeRequest(payload)) return
+      const response = lossy && startsResponse(payload)
+      if (!response && !startsRequest(payload)) return
       const server = (direction === "ingress") !== response
       this.open(pid, fd, server ? "server" : "client", timestampNs, undefined, undefined, target)
       stream = this.streams.get(key)
@@ -362,15 +342,8 @@ export class ConnectionTracker<C> {
       early = stream.early?.direction === direction ? stream.early : undefined
       stream.early = undefined
       const first = early === undefined ? payload : Buffer.concat([early.bytes, payload])
-      if (mayStartHttp(first) && totalLength === payload.byteLength) {
-        stream.early = {
-          direction,
-          bytes: Uint8Array.from(first),
-          timestampNs: early?.timestampNs ?? timestampNs
-        }
-        return
-      }
-      if (!this.settleRole(stream, direction, first)) return
+      const firstNs = early?.timestampNs ?? timestampNs
+      if (!this.settleRole(stream, direction, first, firstNs, totalLength === payload.byteLength)) return
     }
     const carriesRequests = (connection.role === "server") === (direction === "ingress")
     const parser = carriesRequests ? stream.requests : stream.responses
@@ -383,22 +356,32 @@ export class ConnectionTracker<C> {
    * A connection opened without a role (the capture's open record says who is at either end, not
    * who connected): its first bytes tell. A request makes the side that reads it the server; a
    * response first (the answer to a request from before tracing, or one whose record was lost)
-   * tells too, and is skipped (counted if the kernel lost records here); anything else is not
-   * HTTP/1.x. Returns whether these bytes go on to the parsers.
+   * tells too, and is skipped (counted if the kernel lost records here); bytes too few to tell
+   * (`GE`, then `T / HTTP/1.1…`), all captured, are kept until they can, from `firstNs`; anything
+   * else is not HTTP/1.x. Returns whether these bytes go on to the parsers.
    */
-  private settleRole(stream: Stream<C>, direction: "ingress" | "egress", payload: Uint8Array): boolean {
+  private settleRole(
+    stream: Stream<C>,
+    direction: "ingress" | "egress",
+    payload: Uint8Array,
+    firstNs: bigint,
+    captured: boolean
+  ): boolean {
     const connection = stream.connection
-    if (looksLikeRequest(payload)) {
+    if (startsRequest(payload)) {
       connection.role = direction === "ingress" ? "server" : "client"
       return true
     }
-    if (looksLikeResponse(payload)) {
+    if (startsResponse(payload)) {
       connection.role = direction === "egress" ? "server" : "client"
       if (stream.lossy) return true
       stream.responses.awaitNextMessage()
       return false
     }
-    connection.opaque = true
+    const end = payload.byteLength
+    if (captured && (mayStartRequest(payload, 0, end) || mayStartResponse(payload, 0, end)))
+      stream.early = { direction, bytes: Uint8Array.from(payload), timestampNs: firstNs }
+    else connection.opaque = true
     return false
   }
 

@@ -26,7 +26,7 @@ export const longestMethod = 9
 const methodList = [...methods]
 
 /** Bytes [at, at + text.length) of `buf` are `text`'s characters (ASCII). */
-export const bytesAre = (buf: Buffer, at: number, text: string): boolean => {
+export const bytesAre = (buf: Uint8Array, at: number, text: string): boolean => {
   if (at + text.length > buf.length) return false
   for (let i = 0; i < text.length; i++) if (buf[at + i] !== text.charCodeAt(i)) return false
   return true
@@ -37,7 +37,7 @@ export const bytesAre = (buf: Buffer, at: number, text: string): boolean => {
  * every later lookup), or undefined. Compared in JavaScript: `toString` then `Set.has` crossed into
  * C++ and made a new string for every request head.
  */
-export const methodAt = (buf: Buffer, from: number, to: number): string | undefined => {
+export const methodAt = (buf: Uint8Array, from: number, to: number): string | undefined => {
   for (const method of methodList)
     if (method.length === to - from && bytesAre(buf, from, method)) return method
   return undefined
@@ -52,6 +52,35 @@ export const ZERO = 48
 export const crlfcrlf = Buffer.from("\r\n\r\n")
 export const lastChunk = Buffer.from("0\r\n\r\n")
 export const httpPrefixText = "HTTP/1."
+
+/** The bytes begin a request line: a known method and its space. */
+export const startsRequest = (buf: Uint8Array): boolean => {
+  const limit = Math.min(buf.length, longestMethod + 1)
+  for (let i = 0; i < limit; i++) if (buf[i] === SP) return i > 2 && methodAt(buf, 0, i) !== undefined
+  return false
+}
+
+/** The bytes begin a status line. */
+export const startsResponse = (buf: Uint8Array): boolean =>
+  buf.length >= 8 && bytesAre(buf, 0, httpPrefixText)
+
+/** Could bytes [start, end) begin a request line (capital letters, then a known method's space)? */
+export const mayStartRequest = (buf: Uint8Array, start: number, end: number): boolean => {
+  const limit = Math.min(end, start + longestMethod + 1)
+  for (let i = start; i < limit; i++) {
+    const byte = buf[i] ?? 0
+    if (byte === SP) return i > start && methodAt(buf, start, i) !== undefined
+    if (byte < 65 || byte > 90) return false
+  }
+  return end - start <= longestMethod
+}
+
+/** Could bytes [start, end) begin a status line? */
+export const mayStartResponse = (buf: Uint8Array, start: number, end: number): boolean => {
+  const n = Math.min(end - start, httpPrefixText.length)
+  for (let i = 0; i < n; i++) if (buf[start + i] !== httpPrefixText.charCodeAt(i)) return false
+  return true
+}
 
 /** The header name at `pos` equals `lowerName`, ASCII case-insensitively. */
 export const nameIs = (buf: Buffer, pos: number, lowerName: string): boolean => {

@@ -27,10 +27,13 @@ import {
   httpPrefixText,
   LF,
   lastChunk,
-  longestMethod,
+  mayStartRequest,
+  mayStartResponse,
   methodAt,
   nameIs,
   SP,
+  startsRequest,
+  startsResponse,
   valueAt,
   ZERO
 } from "./HttpBytes.js"
@@ -399,25 +402,12 @@ export class HttpParser {
   }
 
   private looksLikeStart(buf: Buffer): boolean {
-    if (this.kind === "response") return buf.length >= 8 && bytesAre(buf, 0, httpPrefixText)
-    const space = buf.indexOf(SP)
-    return space > 2 && space <= longestMethod && methodAt(buf, 0, space) !== undefined
+    return this.kind === "response" ? startsResponse(buf) : startsRequest(buf)
   }
 
   /** Could bytes [start, end) be the beginning of a message of our kind? Checked incrementally. */
   private plausibleStart(buf: Buffer, start: number, end: number): boolean {
-    if (this.kind === "response") {
-      const n = Math.min(end - start, httpPrefixText.length)
-      for (let i = 0; i < n; i++) if (buf[start + i] !== httpPrefixText.charCodeAt(i)) return false
-      return true
-    }
-    const limit = Math.min(end, start + longestMethod + 1)
-    for (let i = start; i < limit; i++) {
-      const byte = buf[i] ?? 0
-      if (byte === SP) return i > start && methodAt(buf, start, i) !== undefined
-      if (byte < 65 || byte > 90) return false
-    }
-    return end - start <= longestMethod
+    return this.kind === "response" ? mayStartResponse(buf, start, end) : mayStartRequest(buf, start, end)
   }
 
   /** Parses head bytes [start, end) (excluding the blank line) and moves to the body state. */
